@@ -1,0 +1,41 @@
+//! The generated WIT bindings, one `generate!` per world. The handler world
+//! reuses the module world's shared interfaces so both see the same types.
+//! Not part of the public API: the export macros refer to it.
+#![allow(missing_docs, reason = "generated code")]
+
+/// Bindings of the `logic-module` world.
+pub mod module {
+    wit_bindgen::generate!({
+        world: "logic-module",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_logic_module",
+        default_bindings_module: "$crate::__bindings::module",
+        runtime_path: "::correlator_sdk::__rt",
+        generate_all,
+    });
+}
+
+/// Bindings of the `event-handler` world.
+pub mod handler {
+    wit_bindgen::generate!({
+        world: "event-handler",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_event_handler",
+        default_bindings_module: "$crate::__bindings::handler",
+        runtime_path: "::correlator_sdk::__rt",
+        with: {
+            "correlator:plugin/types@0.1.0": super::module::correlator::plugin::types,
+            "correlator:plugin/config@0.1.0": super::module::correlator::plugin::config,
+            "correlator:plugin/clock@0.1.0": super::module::correlator::plugin::clock,
+            "wasi:logging/logging@0.1.0-draft": super::module::wasi::logging::logging,
+        },
+    });
+}
+
+pub use module::correlator::plugin::events::DispatchError;
+pub use module::correlator::plugin::types::{
+    ConfigItem, DeliveredEvent, Descriptor, EventDecl, Field, FieldDecl, RecordBatch,
+    RecordHeader, Severity, Span, TickKind, TimerTick as Tick, Timestamp, Value, ValueType,
+};

@@ -1,0 +1,226 @@
+//! The guest SDK for correlator: write logic modules and event handlers in
+//! plain Rust and compile them to `wasm32-wasip2` components.
+//!
+//! A module is a type that implements [`Module`] and is exported with
+//! [`export_module!`]; a handler implements [`Handler`] and is exported with
+//! [`export_handler!`]. The SDK hides the generated WIT bindings: records
+//! arrive as [`Record`]s borrowing the host's batch buffer, events leave
+//! through [`Event`], configuration is read with [`config`], and
+//! [`CountOverTime`] counts occurrences in a sliding window of record time.
+//!
+//! ```ignore
+//! use correlator_sdk::{export_module, Descriptor, Event, EventType, Module, Record, Severity};
+//!
+//! struct Hello;
+//!
+//! impl Module for Hello {
+//!     fn describe() -> Descriptor {
+//!         Descriptor::new("hello", "says hello for every record")
+//!             .event(EventType::new("Hello", Severity::Info, "a record was seen")
+//!                 .text("host", "the record's hostname"))
+//!     }
+//!     fn init() -> Result<Self, String> {
+//!         Ok(Hello)
+//!     }
+//!     fn process(&mut self, record: &Record<'_>) {
+//!         let _ = Event::new("Hello", format!("hello from {}", record.hostname))
+//!             .text("host", record.hostname)
+//!             .dispatch();
+//!     }
+//! }
+//!
+//! export_module!(Hello);
+//! ```
+
+extern crate self as correlator_sdk;
+
+mod describe;
+mod event;
+mod record;
+mod time;
+mod window;
+
+pub mod config;
+pub mod log;
+
+#[doc(hidden)]
+pub mod __bindings;
+
+#[doc(hidden)]
+pub use wit_bindgen::rt as __rt;
+
+pub use __bindings::{
+    DeliveredEvent, DispatchError, Field, Severity, Tick, TickKind, Timestamp, Value, ValueType,
+};
+pub use describe::{ConfigItem, Descriptor, EventType};
+pub use event::Event;
+#[doc(hidden)]
+pub use record::__end_batch;
+pub use record::{Batch, Record};
+pub use window::CountOverTime;
+
+/// The time of the latest record the host handed to any module: the stream's
+/// clock. Use record timestamps for windows; use this in ticks and handlers.
+pub fn now() -> Timestamp {
+    __bindings::module::correlator::plugin::clock::now()
+}
+
+/// A logic module: looks at records and dispatches events.
+///
+/// The host makes one instance per `[modules.NAME]` of the app file, calls
+/// [`Module::describe`], then [`Module::init`], then [`Module::process`] for
+/// every record in stream order.
+pub trait Module: Sized + 'static {
+    /// Name, description, configuration items and event types. Must not
+    /// depend on configuration: the host calls it before `init`.
+    fn describe() -> Descriptor;
+
+    /// Make the instance, reading configuration through [`config`]. An error
+    /// stops the runtime's start-up with its message.
+    fn init() -> Result<Self, String>;
+
+    /// Look at one record.
+    fn process(&mut self, record: &Record<'_>);
+
+    /// Look at a batch of records. The default calls [`Module::process`] for
+    /// each; override it only to amortise work across a batch.
+    fn process_batch(&mut self, batch: &Batch<'_>) {
+        for record in batch.records() {
+            self.process(&record);
+        }
+    }
+
+    /// A timer tick. The default ignores it.
+    fn tick(&mut self, tick: &Tick) {
+        let _ = tick;
+    }
+
+    /// Dispatch the module's statistics as an event, and zero them when
+    /// `reset` is set. The default has no statistics.
+    fn statistics(&mut self, reset: bool) {
+        let _ = reset;
+    }
+}
+
+/// An event handler: acts on the events its filter selects.
+pub trait Handler: Sized + 'static {
+    /// Name, description and configuration items. The host calls it before
+    /// `init`.
+    fn describe() -> Descriptor;
+
+    /// Make the instance, reading configuration through [`config`]. An error
+    /// stops the runtime's start-up with its message.
+    fn init() -> Result<Self, String>;
+
+    /// Act on one event; an error is logged by the host with its message.
+    fn handle(&mut self, event: &DeliveredEvent) -> Result<(), String>;
+
+    /// Act on a batch of events, one result per event. The default calls
+    /// [`Handler::handle`] for each and then [`Handler::flush`].
+    fn handle_batch(&mut self, events: &[DeliveredEvent]) -> Vec<Result<(), String>> {
+        let results = events.iter().map(|event| self.handle(event)).collect();
+        self.flush();
+        results
+    }
+
+    /// Called after every batch: write out what was buffered.
+    fn flush(&mut self) {}
+}
+
+/// Export a [`Module`] type as the component's logic module.
+///
+/// Use it once, at the top level of the crate.
+#[macro_export]
+macro_rules! export_module {
+    ($ty:ty) => {
+        const _: () = {
+            struct __CorrelatorModuleExport;
+
+            ::std::thread_local! {
+                static __INSTANCE: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            fn __with<R>(f: impl FnOnce(&mut $ty) -> R) -> ::std::option::Option<R> {
+                __INSTANCE.with(|cell| cell.borrow_mut().as_mut().map(f))
+            }
+
+            impl $crate::__bindings::module::exports::correlator::plugin::logic::Guest
+                for __CorrelatorModuleExport
+            {
+                fn describe() -> $crate::__bindings::Descriptor {
+                    <$ty as $crate::Module>::describe().into_wit()
+                }
+
+                fn init() -> ::std::result::Result<(), ::std::string::String> {
+                    let instance = <$ty as $crate::Module>::init()?;
+                    __INSTANCE.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));
+                    ::std::result::Result::Ok(())
+                }
+
+                fn process(batch: $crate::__bindings::RecordBatch) {
+                    let batch = $crate::Batch::new(&batch);
+                    __with(|module| <$ty as $crate::Module>::process_batch(module, &batch));
+                    $crate::__end_batch();
+                }
+
+                fn tick(tick: $crate::Tick) {
+                    __with(|module| <$ty as $crate::Module>::tick(module, &tick));
+                }
+
+                fn statistics(reset: bool) {
+                    __with(|module| <$ty as $crate::Module>::statistics(module, reset));
+                }
+            }
+
+            $crate::__bindings::module::__export_logic_module!(__CorrelatorModuleExport);
+        };
+    };
+}
+
+/// Export a [`Handler`] type as the component's event handler.
+///
+/// Use it once, at the top level of the crate.
+#[macro_export]
+macro_rules! export_handler {
+    ($ty:ty) => {
+        const _: () = {
+            struct __CorrelatorHandlerExport;
+
+            ::std::thread_local! {
+                static __INSTANCE: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            impl $crate::__bindings::handler::exports::correlator::plugin::handler::Guest
+                for __CorrelatorHandlerExport
+            {
+                fn describe() -> $crate::__bindings::Descriptor {
+                    <$ty as $crate::Handler>::describe().into_wit()
+                }
+
+                fn init() -> ::std::result::Result<(), ::std::string::String> {
+                    let instance = <$ty as $crate::Handler>::init()?;
+                    __INSTANCE.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));
+                    ::std::result::Result::Ok(())
+                }
+
+                fn handle(
+                    events: ::std::vec::Vec<$crate::DeliveredEvent>,
+                ) -> ::std::vec::Vec<::std::result::Result<(), ::std::string::String>> {
+                    __INSTANCE.with(|cell| match cell.borrow_mut().as_mut() {
+                        ::std::option::Option::Some(handler) => {
+                            <$ty as $crate::Handler>::handle_batch(handler, &events)
+                        }
+                        ::std::option::Option::None => events
+                            .iter()
+                            .map(|_| ::std::result::Result::Err("handler is not initialised".into()))
+                            .collect(),
+                    })
+                }
+            }
+
+            $crate::__bindings::handler::__export_event_handler!(__CorrelatorHandlerExport);
+        };
+    };
+}

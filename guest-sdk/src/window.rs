@@ -1,0 +1,75 @@
+//! Sliding-window counting in record time.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+/// Counts occurrences per key within the last `window` seconds of *record*
+/// time (not wall-clock time), so that a replayed capture counts exactly as
+/// the live stream did.
+///
+/// ```
+/// use correlator_sdk::CountOverTime;
+///
+/// let mut failures = CountOverTime::new(300);
+/// assert_eq!(failures.add("192.0.2.1", 1_000), 1);
+/// assert_eq!(failures.add("192.0.2.1", 1_200), 2);
+/// // 301 s after the first, the first has left the window.
+/// assert_eq!(failures.add("192.0.2.1", 1_301), 2);
+/// failures.clear(&"192.0.2.1");
+/// assert_eq!(failures.count(&"192.0.2.1"), 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct CountOverTime<K> {
+    window_seconds: i64,
+    hits: HashMap<K, VecDeque<i64>>,
+}
+
+impl<K: Hash + Eq> CountOverTime<K> {
+    /// A counter over the last `window_seconds` seconds.
+    pub fn new(window_seconds: i64) -> Self {
+        CountOverTime {
+            window_seconds,
+            hits: HashMap::new(),
+        }
+    }
+
+    /// Record one occurrence for `key` at `time` (seconds since the epoch)
+    /// and return the number of occurrences within the window ending there.
+    pub fn add(&mut self, key: K, time: i64) -> usize {
+        let window = self.window_seconds;
+        let hits = self.hits.entry(key).or_default();
+        hits.push_back(time);
+        while hits.front().is_some_and(|&first| first <= time - window) {
+            hits.pop_front();
+        }
+        hits.len()
+    }
+
+    /// Occurrences currently counted for `key`.
+    pub fn count(&self, key: &K) -> usize {
+        self.hits.get(key).map_or(0, VecDeque::len)
+    }
+
+    /// Forget every occurrence for `key`.
+    pub fn clear(&mut self, key: &K) {
+        self.hits.remove(key);
+    }
+
+    /// Forget every key whose newest occurrence left the window before
+    /// `time`, bounding memory for hosts that stop sending.
+    pub fn expire(&mut self, time: i64) {
+        let window = self.window_seconds;
+        self.hits
+            .retain(|_, hits| hits.back().is_some_and(|&last| last > time - window));
+    }
+
+    /// Number of keys with occurrences in memory.
+    pub fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    /// Whether no key has occurrences in memory.
+    pub fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+    }
+}

@@ -1,0 +1,122 @@
+//! The OpenSSH logic module: follows every sshd connection from its first
+//! line to its last, across the privilege-separated child's PID, and counts
+//! failed passwords per remote host in a window of record time.
+//!
+//! Events: `SSHDLoginSucceeded` when an authenticated connection's session
+//! closes, `SSHDLoginFailed` when a connection that named a user ends without
+//! authenticating, `SSHDAttemptsExceeded` when a host's failed passwords
+//! within `login_failure_window` seconds reach `login_failure_limit`, and
+//! `SSHDStats` on request.
+
+mod line;
+mod tracker;
+
+use correlator_sdk::{
+    ConfigItem, Descriptor, EventType, Module, Record, Severity, Tick, TickKind, export_module,
+};
+use tracker::{Settings, Tracker};
+
+/// Program names OpenSSH logs under: `sshd`, and since 9.8 the per-session
+/// `sshd-session` and `sshd-auth` binaries.
+fn is_sshd(app_name: &str) -> bool {
+    app_name.eq_ignore_ascii_case("sshd")
+        || app_name.eq_ignore_ascii_case("sshd-session")
+        || app_name.eq_ignore_ascii_case("sshd-auth")
+}
+
+struct OpenSsh {
+    tracker: Tracker,
+}
+
+impl Module for OpenSsh {
+    fn describe() -> Descriptor {
+        Descriptor::new("sshd", "OpenSSH logins: sessions, failed logins and password guessing")
+            .config(ConfigItem::integer(
+                "login_failure_window",
+                300,
+                "seconds of record time in which failed passwords from one host are counted",
+            ))
+            .config(ConfigItem::integer(
+                "login_failure_limit",
+                5,
+                "failed passwords from one host within the window that dispatch SSHDAttemptsExceeded",
+            ))
+            .config(ConfigItem::integer(
+                "max_transaction_age",
+                2880,
+                "minutes after which an unfinished connection is forgotten by the hourly maintenance",
+            ))
+            .event(
+                EventType::new("SSHDLoginSucceeded", Severity::Info, "a user logged in and the session closed")
+                    .text("user", "user name")
+                    .text("auth", "authentication method: password, publickey, keyboard-interactive/pam, ...")
+                    .text("addr", "remote address")
+                    .integer("port", "remote port")
+                    .integer("failures", "failed passwords of this connection before it was accepted")
+                    .timestamp("start", "when the session opened")
+                    .timestamp("finish", "when the session closed")
+                    .float("duration", "session length in seconds")
+                    .text("key", "key type and fingerprint for public keys, empty otherwise"),
+            )
+            .event(
+                EventType::new("SSHDLoginFailed", Severity::Error, "a connection named a user and ended without authenticating")
+                    .text("user", "user name tried")
+                    .text("addr", "remote address")
+                    .integer("port", "remote port (0 when sshd did not log it)")
+                    .integer("failures", "failed passwords of this connection"),
+            )
+            .event(
+                EventType::new("SSHDAttemptsExceeded", Severity::Error, "a host reached the failed-password limit within the window")
+                    .text("host", "remote address"),
+            )
+            .event(
+                EventType::new("SSHDStats", Severity::Info, "counts since the last reset")
+                    .integer("sessions", "successful login sessions")
+                    .integer("denied", "failed logins")
+                    .integer("lockouts", "SSHDAttemptsExceeded events")
+                    .integer("expired", "connections forgotten by maintenance")
+                    .integer("partial", "connections still open"),
+            )
+    }
+
+    fn init() -> Result<Self, String> {
+        let window = correlator_sdk::config::integer("login_failure_window")?;
+        let limit = correlator_sdk::config::integer("login_failure_limit")?;
+        let max_age = correlator_sdk::config::integer("max_transaction_age")?;
+        if window <= 0 {
+            return Err(format!("login_failure_window must be positive, not {window}"));
+        }
+        let limit = usize::try_from(limit)
+            .ok()
+            .filter(|&limit| limit > 0)
+            .ok_or_else(|| format!("login_failure_limit must be positive, not {limit}"))?;
+        if max_age <= 0 {
+            return Err(format!("max_transaction_age must be positive, not {max_age}"));
+        }
+        Ok(OpenSsh {
+            tracker: Tracker::new(Settings {
+                failure_window_seconds: window,
+                failure_limit: limit,
+                max_age_seconds: max_age.saturating_mul(60),
+            }),
+        })
+    }
+
+    fn process(&mut self, record: &Record<'_>) {
+        if is_sshd(record.app_name) {
+            self.tracker.observe(record);
+        }
+    }
+
+    fn tick(&mut self, tick: &Tick) {
+        if matches!(tick.kind, TickKind::Hour) {
+            self.tracker.expire(tick.time);
+        }
+    }
+
+    fn statistics(&mut self, reset: bool) {
+        self.tracker.dispatch_statistics(reset);
+    }
+}
+
+export_module!(OpenSsh);

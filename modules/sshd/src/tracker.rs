@@ -1,0 +1,376 @@
+//! Following connections and counting failed passwords.
+//!
+//! A connection is keyed by the server's hostname and sshd's PID. With
+//! privilege separation some lines of a connection carry a child's PID; those
+//! are matched by the remote address and port instead.
+
+use crate::line::{self, End, Line, UserKind};
+use correlator_sdk::{CountOverTime, Event, Record, Timestamp};
+use std::collections::{HashMap, VecDeque};
+
+/// The module's configuration, checked by `init`.
+pub struct Settings {
+    pub failure_window_seconds: i64,
+    pub failure_limit: usize,
+    pub max_age_seconds: i64,
+}
+
+/// How long an ended connection is remembered, so that the second and third
+/// end lines of one connection do not report it again.
+const ENDED_MEMORY_SECONDS: i64 = 120;
+
+#[derive(Default)]
+struct Connection {
+    user: String,
+    addr: String,
+    port: u16,
+    failures: i64,
+    first_seen: i64,
+    accepted: Option<Accepted>,
+    session_start: Option<Timestamp>,
+    ended: bool,
+}
+
+struct Accepted {
+    method: String,
+    key: String,
+    at: Timestamp,
+}
+
+/// The connections of one server (one syslog hostname).
+#[derive(Default)]
+struct Server {
+    connections: HashMap<u32, Connection>,
+    by_peer: HashMap<(String, u16), u32>,
+}
+
+impl Server {
+    fn remove(&mut self, pid: u32) {
+        if let Some(connection) = self.connections.remove(&pid) {
+            let peer = (connection.addr, connection.port);
+            if self.by_peer.get(&peer) == Some(&pid) {
+                self.by_peer.remove(&peer);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Statistics {
+    sessions: i64,
+    denied: i64,
+    lockouts: i64,
+    expired: i64,
+}
+
+/// The state of the OpenSSH module.
+pub struct Tracker {
+    settings: Settings,
+    servers: HashMap<String, Server>,
+    host_failures: CountOverTime<String>,
+    ended: VecDeque<(i64, String, u32)>,
+    statistics: Statistics,
+}
+
+impl Tracker {
+    pub fn new(settings: Settings) -> Self {
+        Tracker {
+            host_failures: CountOverTime::new(settings.failure_window_seconds),
+            settings,
+            servers: HashMap::new(),
+            ended: VecDeque::new(),
+            statistics: Statistics::default(),
+        }
+    }
+
+    /// Follow one sshd record.
+    pub fn observe(&mut self, record: &Record<'_>) {
+        let Some(line) = line::parse(record.message) else {
+            return;
+        };
+        let pid: u32 = record.proc_id.parse().unwrap_or(0);
+        let now = record.timestamp;
+        self.forget_ended(now.seconds);
+        let server = match self.servers.get_mut(record.hostname) {
+            Some(server) => server,
+            None => self.servers.entry(record.hostname.to_owned()).or_default(),
+        };
+        match line {
+            Line::Accepted {
+                method,
+                user,
+                addr,
+                port,
+                key,
+            } => {
+                let connection = open(server, pid, now);
+                connection.user = user.to_owned();
+                set_peer(server, pid, addr, port);
+                if let Some(connection) = server.connections.get_mut(&pid) {
+                    connection.accepted = Some(Accepted {
+                        method: method.to_owned(),
+                        key: key.to_owned(),
+                        at: now,
+                    });
+                }
+                self.host_failures.clear(&addr.to_owned());
+            }
+            Line::FailedPassword { user, addr, port } => {
+                let connection = open(server, pid, now);
+                connection.user = user.to_owned();
+                connection.failures += 1;
+                set_peer(server, pid, addr, port);
+                let count = self.host_failures.add(addr.to_owned(), now.seconds);
+                if count >= self.settings.failure_limit {
+                    self.host_failures.clear(&addr.to_owned());
+                    self.statistics.lockouts += 1;
+                    let _ = Event::new(
+                        "SSHDAttemptsExceeded",
+                        format!(
+                            "Host {addr} reached {count} failed passwords within {} seconds",
+                            self.settings.failure_window_seconds
+                        ),
+                    )
+                    .text("host", addr)
+                    .dispatch();
+                }
+            }
+            Line::InvalidUser { user, addr, port } => {
+                let connection = open(server, pid, now);
+                connection.user = user.to_owned();
+                if connection.addr.is_empty() || port != 0 {
+                    set_peer(server, pid, addr, port);
+                }
+            }
+            Line::PamAuthFailure { user, addr } => {
+                let connection = open(server, pid, now);
+                if connection.user.is_empty() {
+                    connection.user = user.to_owned();
+                }
+                if connection.addr.is_empty() {
+                    connection.addr = addr.to_owned();
+                }
+            }
+            Line::SessionOpened => {
+                if let Some(connection) = server.connections.get_mut(&pid)
+                    && connection.accepted.is_some()
+                    && !connection.ended
+                {
+                    connection.session_start = Some(now);
+                }
+            }
+            Line::SessionClosed => {
+                let succeeded = server
+                    .connections
+                    .get(&pid)
+                    .is_some_and(|c| c.accepted.is_some() && !c.ended);
+                if succeeded {
+                    self.finish(record.hostname, pid, now);
+                }
+            }
+            Line::End(end) => self.end(record.hostname, pid, &end, now),
+        }
+    }
+
+    /// A line that says a connection ended.
+    fn end(&mut self, hostname: &str, pid: u32, end: &End<'_>, now: Timestamp) {
+        let Some(server) = self.servers.get_mut(hostname) else {
+            return;
+        };
+        let pid = if server.connections.contains_key(&pid) {
+            Some(pid)
+        } else {
+            server
+                .by_peer
+                .get(&(end.addr.to_owned(), end.port))
+                .copied()
+        };
+        let Some(pid) = pid else {
+            // A connection we never saw start: report it only if the line
+            // itself says that a named user did not authenticate.
+            if end.user_kind == UserKind::Unauthenticated {
+                dispatch_failed(end.user, end.addr, end.port, 0);
+                self.statistics.denied += 1;
+            }
+            return;
+        };
+        let Some(connection) = server.connections.get_mut(&pid) else {
+            return;
+        };
+        if connection.ended {
+            return;
+        }
+        if connection.accepted.is_some() {
+            // With a PAM session open, `session closed` is the end (it comes
+            // last); without one, the first end line is.
+            if connection.session_start.is_none() {
+                self.finish(hostname, pid, now);
+            }
+            return;
+        }
+        if connection.user.is_empty() {
+            connection.user = end.user.to_owned();
+        }
+        if connection.addr.is_empty() {
+            connection.addr = end.addr.to_owned();
+        }
+        if connection.port == 0 {
+            connection.port = end.port;
+        }
+        connection.ended = true;
+        if !connection.user.is_empty() {
+            dispatch_failed(
+                &connection.user,
+                &connection.addr,
+                connection.port,
+                connection.failures,
+            );
+            self.statistics.denied += 1;
+        }
+        self.ended.push_back((now.seconds, hostname.to_owned(), pid));
+    }
+
+    /// An authenticated connection's session is over.
+    fn finish(&mut self, hostname: &str, pid: u32, now: Timestamp) {
+        let Some(server) = self.servers.get_mut(hostname) else {
+            return;
+        };
+        let Some(connection) = server.connections.get_mut(&pid) else {
+            return;
+        };
+        let Some(accepted) = &connection.accepted else {
+            return;
+        };
+        let start = connection.session_start.unwrap_or(accepted.at);
+        let duration = now.seconds_since(&start);
+        let key_note = if accepted.key.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", accepted.key)
+        };
+        let _ = Event::new(
+            "SSHDLoginSucceeded",
+            format!(
+                "User {} logged in from {} port {} by {}{key_note}; the session lasted {duration:.1} seconds",
+                connection.user, connection.addr, connection.port, accepted.method
+            ),
+        )
+        .text("user", connection.user.as_str())
+        .text("auth", accepted.method.as_str())
+        .text("addr", connection.addr.as_str())
+        .integer("port", i64::from(connection.port))
+        .integer("failures", connection.failures)
+        .timestamp("start", start)
+        .timestamp("finish", now)
+        .float("duration", duration)
+        .text("key", accepted.key.as_str())
+        .dispatch();
+        self.statistics.sessions += 1;
+        connection.ended = true;
+        self.ended.push_back((now.seconds, hostname.to_owned(), pid));
+    }
+
+    /// Drop ended connections once their stray end lines can no longer come.
+    fn forget_ended(&mut self, now: i64) {
+        while let Some((at, _, _)) = self.ended.front() {
+            if *at > now - ENDED_MEMORY_SECONDS {
+                break;
+            }
+            if let Some((_, hostname, pid)) = self.ended.pop_front()
+                && let Some(server) = self.servers.get_mut(&hostname)
+                && server.connections.get(&pid).is_some_and(|c| c.ended)
+            {
+                server.remove(pid);
+            }
+        }
+    }
+
+    /// Forget connections older than `max_transaction_age`.
+    pub fn expire(&mut self, now: Timestamp) {
+        let oldest = now.seconds - self.settings.max_age_seconds;
+        let mut expired = 0;
+        for server in self.servers.values_mut() {
+            let stale: Vec<u32> = server
+                .connections
+                .iter()
+                .filter(|(_, c)| c.first_seen < oldest)
+                .map(|(&pid, _)| pid)
+                .collect();
+            for pid in stale {
+                if server.connections.get(&pid).is_some_and(|c| !c.ended) {
+                    expired += 1;
+                }
+                server.remove(pid);
+            }
+        }
+        self.statistics.expired += expired;
+        self.host_failures.expire(now.seconds);
+    }
+
+    /// Dispatch `SSHDStats`.
+    pub fn dispatch_statistics(&mut self, reset: bool) {
+        let partial: usize = self
+            .servers
+            .values()
+            .map(|s| s.connections.values().filter(|c| !c.ended).count())
+            .sum();
+        let Statistics {
+            sessions,
+            denied,
+            lockouts,
+            expired,
+        } = self.statistics;
+        let _ = Event::new(
+            "SSHDStats",
+            format!(
+                "{sessions} sessions, {denied} denied, {lockouts} lockouts, {expired} expired, {partial} partial"
+            ),
+        )
+        .integer("sessions", sessions)
+        .integer("denied", denied)
+        .integer("lockouts", lockouts)
+        .integer("expired", expired)
+        .integer("partial", i64::try_from(partial).unwrap_or(i64::MAX))
+        .dispatch();
+        if reset {
+            self.statistics = Statistics::default();
+        }
+    }
+}
+
+/// The connection of `pid`, made anew if it is unknown or ended (PIDs are
+/// reused).
+fn open(server: &mut Server, pid: u32, now: Timestamp) -> &mut Connection {
+    if server.connections.get(&pid).is_some_and(|c| c.ended) {
+        server.remove(pid);
+    }
+    server.connections.entry(pid).or_insert_with(|| Connection {
+        first_seen: now.seconds,
+        ..Connection::default()
+    })
+}
+
+fn set_peer(server: &mut Server, pid: u32, addr: &str, port: u16) {
+    if let Some(connection) = server.connections.get_mut(&pid) {
+        if connection.addr != addr || connection.port != port {
+            connection.addr = addr.to_owned();
+            connection.port = port;
+        }
+        if port != 0 {
+            server.by_peer.insert((addr.to_owned(), port), pid);
+        }
+    }
+}
+
+fn dispatch_failed(user: &str, addr: &str, port: u16, failures: i64) {
+    let plural = if failures == 1 { "" } else { "s" };
+    let _ = Event::new(
+        "SSHDLoginFailed",
+        format!("User {user} from host {addr} port {port} failed to log in after {failures} failed password{plural}"),
+    )
+    .text("user", user)
+    .text("addr", addr)
+    .integer("port", i64::from(port))
+    .integer("failures", failures)
+    .dispatch();
+}

@@ -1,0 +1,71 @@
+//! Builds the bundled components (`modules/*`) for `wasm32-wasip2` and
+//! embeds them, so that `builtin:NAME` works wherever the binary goes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::{env, fs};
+
+/// (builtin name, package) of every bundled component.
+const BUILTINS: [(&str, &str); 4] = [
+    ("sshd", "correlator-module-sshd"),
+    ("report", "correlator-module-report"),
+    ("log", "correlator-module-log"),
+    ("csv", "correlator-module-csv"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.parent().expect("runtime/ lives in the workspace").to_owned();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for watched in ["guest-sdk", "modules", "wit", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    }
+
+    let target_dir = workspace.join("target").join("guests");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&workspace)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // Small, fast guests; no debug info in what we embed.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        // The outer build's flags and wrappers (clippy, coverage) are for
+        // the host, not for the guests.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET");
+    for (_, package) in BUILTINS {
+        command.args(["-p", package]);
+    }
+    let status = command.status().expect("cannot run cargo to build the bundled components");
+    if !status.success() {
+        panic!(
+            "building the bundled components for wasm32-wasip2 failed (see above); \
+             if the target is missing, run: rustup target add wasm32-wasip2"
+        );
+    }
+
+    let mut table = String::from("/// (name, component bytes) of every bundled component.\npub const BUILTINS: &[(&str, &[u8])] = &[\n");
+    for (name, package) in BUILTINS {
+        let file = format!("{}.wasm", package.replace('-', "_"));
+        let built = target_dir.join("wasm32-wasip2").join("release").join(&file);
+        let embedded = out_dir.join(format!("{name}.wasm"));
+        copy_if_changed(&built, &embedded);
+        table.push_str(&format!(
+            "    (\"{name}\", include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.wasm\"))),\n"
+        ));
+    }
+    table.push_str("];\n");
+    fs::write(out_dir.join("builtins.rs"), table).expect("cannot write builtins.rs");
+}
+
+fn copy_if_changed(from: &Path, to: &Path) {
+    let bytes = fs::read(from).unwrap_or_else(|error| panic!("cannot read {}: {error}", from.display()));
+    if fs::read(to).ok().as_deref() != Some(bytes.as_slice()) {
+        fs::write(to, bytes).unwrap_or_else(|error| panic!("cannot write {}: {error}", to.display()));
+    }
+}

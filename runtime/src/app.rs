@@ -1,0 +1,389 @@
+//! The app file (`--app app.toml`): which modules and handlers run, with
+//! their configuration, filters and grants.
+//!
+//! Parsed in two steps: strict raw types (unknown keys are errors with line
+//! and column), then [`App`], where names are checked, component sources and
+//! paths resolved, and every value keeps its location for later messages.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFileRaw {
+    description: Option<String>,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    modules: BTreeMap<String, ComponentRaw>,
+    #[serde(default)]
+    handlers: BTreeMap<String, HandlerRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentRaw {
+    component: Spanned<String>,
+    #[serde(default)]
+    config: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerRaw {
+    component: Spanned<String>,
+    filter: Option<Spanned<String>>,
+    #[serde(default)]
+    config: BTreeMap<String, Spanned<toml::Value>>,
+    grants: Option<GrantsRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsRaw {
+    dir: Option<Spanned<String>>,
+}
+
+/// A place in the app file, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} line {} column {}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// Why an app file was refused.
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error("cannot read app file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{0}: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME])")]
+    Empty(PathBuf),
+    #[error("{location}: instance name \"{name}\" may only hold letters, digits, '_' and '-'")]
+    BadName { name: String, location: Location },
+    #[error("{location}: \"{name}\" is used for a module and a handler; instance names must be unique")]
+    DuplicateName { name: String, location: Location },
+    #[error("{location}: component \"{component}\" is neither builtin:NAME nor a path to a .wasm file")]
+    BadComponent { component: String, location: Location },
+}
+
+/// Where a component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ComponentSource {
+    /// One of the components built into the binary (`builtin:sshd`).
+    Builtin(String),
+    /// A `.wasm` file, relative paths resolved against the app file.
+    File(PathBuf),
+}
+
+impl fmt::Display for ComponentSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComponentSource::Builtin(name) => write!(f, "builtin:{name}"),
+            ComponentSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One configuration value from the app file, with where it was written.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    pub key: String,
+    pub value: toml::Value,
+    pub location: Location,
+}
+
+/// What a component instance may touch beyond its own memory.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// A directory, read-write; relative to `system.run_dir`.
+    pub dir: Option<(String, Location)>,
+}
+
+/// Whether an instance is a logic module or an event handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Module,
+    Handler,
+}
+
+impl Role {
+    /// `module` or `handler`: the configuration key prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Role::Module => "module",
+            Role::Handler => "handler",
+        }
+    }
+}
+
+/// One `[modules.NAME]` or `[handlers.NAME]`.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub name: String,
+    pub role: Role,
+    pub source: ComponentSource,
+    pub source_location: Location,
+    /// Values for `module.NAME.KEY` / `handler.NAME.KEY`, keys already full.
+    pub config: Vec<Setting>,
+    pub filter: Option<(String, Location)>,
+    pub grants: Grants,
+}
+
+/// A loaded, checked app file.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub path: PathBuf,
+    pub description: String,
+    /// System-level values from `[config]`, keys flattened (`system.run_dir`).
+    pub config: Vec<Setting>,
+    pub modules: Vec<InstanceSpec>,
+    pub handlers: Vec<InstanceSpec>,
+}
+
+impl App {
+    /// Read and check an app file.
+    pub fn load(path: &Path) -> Result<App, AppError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AppError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        App::parse(path, &text)
+    }
+
+    /// Check an app file's text; `path` names it in messages and anchors
+    /// relative component paths.
+    pub fn parse(path: &Path, text: &str) -> Result<App, AppError> {
+        let raw: AppFileRaw = toml::from_str(text).map_err(|error| AppError::Syntax {
+            path: path.to_owned(),
+            message: error.to_string().trim_end().to_owned(),
+        })?;
+        let locate = |span: std::ops::Range<usize>| location(path, text, span.start);
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let mut config = Vec::new();
+        flatten_table("", &raw.config, &mut config);
+        let config = config
+            .into_iter()
+            .map(|(key, value)| Setting {
+                key,
+                value,
+                location: Location {
+                    file: path.to_owned(),
+                    line: 0,
+                    column: 0,
+                },
+            })
+            .collect();
+
+        let instance = |name: &str, role: Role, component: &Spanned<String>, settings: &BTreeMap<String, Spanned<toml::Value>>| {
+            let source_location = locate(component.span());
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(AppError::BadName {
+                    name: name.to_owned(),
+                    location: source_location,
+                });
+            }
+            let source = resolve_source(component.get_ref(), base).ok_or_else(|| AppError::BadComponent {
+                component: component.get_ref().clone(),
+                location: source_location.clone(),
+            })?;
+            let config = settings
+                .iter()
+                .map(|(key, value)| Setting {
+                    key: format!("{}.{name}.{key}", role.prefix()),
+                    value: value.get_ref().clone(),
+                    location: locate(value.span()),
+                })
+                .collect();
+            Ok(InstanceSpec {
+                name: name.to_owned(),
+                role,
+                source,
+                source_location,
+                config,
+                filter: None,
+                grants: Grants::default(),
+            })
+        };
+
+        let modules = raw
+            .modules
+            .iter()
+            .map(|(name, module)| instance(name, Role::Module, &module.component, &module.config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut handlers = Vec::new();
+        for (name, handler) in &raw.handlers {
+            let mut spec = instance(name, Role::Handler, &handler.component, &handler.config)?;
+            if raw.modules.contains_key(name) {
+                return Err(AppError::DuplicateName {
+                    name: name.clone(),
+                    location: spec.source_location,
+                });
+            }
+            spec.filter = handler
+                .filter
+                .as_ref()
+                .map(|filter| (filter.get_ref().clone(), locate(filter.span())));
+            if let Some(grants) = &handler.grants {
+                spec.grants.dir = grants
+                    .dir
+                    .as_ref()
+                    .map(|dir| (dir.get_ref().clone(), locate(dir.span())));
+            }
+            handlers.push(spec);
+        }
+        if modules.is_empty() || handlers.is_empty() {
+            return Err(AppError::Empty(path.to_owned()));
+        }
+        Ok(App {
+            path: path.to_owned(),
+            description: raw.description.unwrap_or_default(),
+            config,
+            modules,
+            handlers,
+        })
+    }
+
+    /// Modules, then handlers.
+    pub fn instances(&self) -> impl Iterator<Item = &InstanceSpec> {
+        self.modules.iter().chain(&self.handlers)
+    }
+}
+
+fn resolve_source(component: &str, base: &Path) -> Option<ComponentSource> {
+    if let Some(name) = component.strip_prefix("builtin:") {
+        return (!name.is_empty()).then(|| ComponentSource::Builtin(name.to_owned()));
+    }
+    if component.ends_with(".wasm") {
+        return Some(ComponentSource::File(base.join(component)));
+    }
+    None
+}
+
+/// `[config]` may be written with nested tables or dotted keys; both become
+/// dotted keys (`system.run_dir`).
+fn flatten_table(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (key, value) in table {
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => flatten_table(&key, inner, out),
+            other => out.push((key, other.clone())),
+        }
+    }
+}
+
+/// Line and column (both from 1) of a byte offset.
+fn location(path: &Path, text: &str, offset: usize) -> Location {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |newline| before.len() - newline - 1) + 1;
+    Location {
+        file: path.to_owned(),
+        line,
+        column,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"description = "OpenSSH logins to the log and to CSV"
+[modules.OpenSSH]
+component = "builtin:sshd"          # or a path to a .wasm file
+config = { login_failure_limit = 6 }
+[handlers.console]
+component = "builtin:log"
+[handlers.audit]
+component = "builtin:csv"
+filter = 'event.severity == "error"'
+grants = { dir = "csv" }
+"#;
+
+    #[test]
+    fn loads_the_example_app() {
+        let app = App::parse(Path::new("apps/app.toml"), EXAMPLE).expect("valid app");
+        assert_eq!(app.description, "OpenSSH logins to the log and to CSV");
+        assert_eq!(app.modules.len(), 1);
+        let module = &app.modules[0];
+        assert_eq!(module.source, ComponentSource::Builtin("sshd".into()));
+        assert_eq!(module.config[0].key, "module.OpenSSH.login_failure_limit");
+        assert_eq!(module.config[0].location.to_string(), "apps/app.toml line 4 column 33");
+        let names: Vec<&str> = app.handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["audit", "console"]);
+        let audit = &app.handlers[0];
+        assert_eq!(audit.filter.as_ref().map(|f| f.0.as_str()), Some("event.severity == \"error\""));
+        assert_eq!(audit.grants.dir.as_ref().map(|d| d.0.as_str()), Some("csv"));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_with_line_and_column() {
+        let text = EXAMPLE.replace("grants = ", "grant = ");
+        let error = App::parse(Path::new("app.toml"), &text).expect_err("unknown key");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("app.toml: TOML parse error at line 10, column 1"),
+            "{message}"
+        );
+        assert!(message.contains("unknown field `grant`"), "{message}");
+    }
+
+    #[test]
+    fn refuses_apps_without_modules_or_handlers() {
+        let error = App::parse(Path::new("a.toml"), "[modules.x]\ncomponent = \"builtin:sshd\"\n")
+            .expect_err("no handler");
+        assert_eq!(
+            error.to_string(),
+            "a.toml: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME])"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_component_sources_and_names() {
+        let text = "[modules.x]\ncomponent = \"sshd\"\n[handlers.y]\ncomponent = \"builtin:log\"\n";
+        let error = App::parse(Path::new("a.toml"), text).expect_err("bad source");
+        assert_eq!(
+            error.to_string(),
+            "a.toml line 2 column 13: component \"sshd\" is neither builtin:NAME nor a path to a .wasm file"
+        );
+        let text = "[modules.\"a b\"]\ncomponent = \"builtin:sshd\"\n[handlers.y]\ncomponent = \"builtin:log\"\n";
+        let error = App::parse(Path::new("a.toml"), text).expect_err("bad name");
+        assert_eq!(
+            error.to_string(),
+            "a.toml line 2 column 13: instance name \"a b\" may only hold letters, digits, '_' and '-'"
+        );
+    }
+
+    #[test]
+    fn flattens_system_config_and_resolves_paths_against_the_app_file() {
+        let text = "[config.system]\nrun_dir = \"/tmp/x\"\n[config]\n\"parser.rfc3164_year\" = 2020\n[modules.m]\ncomponent = \"mods/m.wasm\"\n[handlers.h]\ncomponent = \"builtin:log\"\n";
+        let app = App::parse(Path::new("/etc/correlator/app.toml"), text).expect("valid");
+        let keys: Vec<&str> = app.config.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["parser.rfc3164_year", "system.run_dir"]);
+        assert_eq!(
+            app.modules[0].source,
+            ComponentSource::File(PathBuf::from("/etc/correlator/mods/m.wasm"))
+        );
+    }
+}

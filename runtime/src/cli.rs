@@ -1,0 +1,179 @@
+//! The command line: `run`, `config` and `check`. Parsing is clap's; each
+//! command resolves the app and calls into the library.
+
+use crate::app::App;
+use crate::config_store::display_value;
+use crate::loader::{self, Purpose};
+use crate::replay;
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use std::io::{BufReader, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Log correlation with sandboxed WebAssembly modules and handlers.
+///
+/// An app file (TOML) chooses logic modules, which look for patterns across
+/// log records and dispatch events, and event handlers, which act on the
+/// events their filter selects. Diagnostics go to standard error; set
+/// RUST_LOG (e.g. RUST_LOG=debug) to see more.
+#[derive(Debug, Parser)]
+#[command(name = "correlator", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an app over a capture file.
+    ///
+    /// Every record goes to every module; every event goes to every handler
+    /// whose filter selects it. At the end of the file every module's
+    /// statistics are dispatched too.
+    Run(RunArgs),
+    /// Print every configuration item of an app (key, type, value, default,
+    /// source, description) and exit.
+    Config(AppArgs),
+    /// Check an app without running it: components load, configuration
+    /// values convert, filters compile.
+    Check(AppArgs),
+}
+
+#[derive(Debug, Args)]
+struct AppArgs {
+    /// The app file (TOML).
+    #[arg(long, value_name = "FILE")]
+    app: PathBuf,
+    /// Set a configuration item, overriding the app file
+    /// (e.g. module.OpenSSH.login_failure_limit=3). Repeatable.
+    #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
+    options: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Replay this capture file (one record per line, RFC 5424 or RFC 3164;
+    /// "-" reads standard input).
+    #[arg(long, value_name = "CAPTURE")]
+    read_file: PathBuf,
+}
+
+/// Parse the command line, run the command, print the whole error chain on
+/// failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => run_replay(&args),
+        Command::Config(args) => print_config(&args),
+        Command::Check(args) => check(&args),
+    }
+}
+
+fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
+    let app = App::load(&args.app.app)?;
+    let mut loaded = loader::load(&app, &args.app.options, Purpose::Run)?;
+    let started = Instant::now();
+    let stats = if args.read_file.as_os_str() == "-" {
+        let stdin = std::io::stdin();
+        replay::replay(&mut stdin.lock(), &mut loaded.pipeline, &loaded.replay)
+    } else {
+        let file = std::fs::File::open(&args.read_file)
+            .with_context(|| format!("cannot open capture {}", args.read_file.display()))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        replay::replay(&mut reader, &mut loaded.pipeline, &loaded.replay)
+    }
+    .with_context(|| format!("cannot read capture {}", args.read_file.display()))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let counters = loaded.pipeline.counters();
+    tracing::info!(
+        records = stats.records,
+        unparsable = stats.unparsable,
+        not_utf8 = stats.not_utf8,
+        events = counters.events,
+        delivered = counters.delivered,
+        filter_errors = counters.filter_errors,
+        handler_failures = counters.handler_failures,
+        seconds = format!("{elapsed:.3}"),
+        "replay of {} finished",
+        args.read_file.display()
+    );
+    for (instance, rejected) in loaded.pipeline.rejected_events() {
+        if rejected > 0 {
+            tracing::warn!(instance, rejected, "module dispatched events that broke their declared type");
+        }
+    }
+    Ok(())
+}
+
+fn print_config(args: &AppArgs) -> anyhow::Result<()> {
+    let app = App::load(&args.app)?;
+    let loaded = loader::load(&app, &args.options, Purpose::Inspect)?;
+    let rows: Vec<[String; 6]> = loaded
+        .store
+        .items()
+        .map(|item| {
+            [
+                item.key.clone(),
+                item.value_type.name().to_owned(),
+                display_value(&item.value),
+                display_value(&item.default),
+                item.source.to_string(),
+                item.description.clone(),
+            ]
+        })
+        .collect();
+    let header = ["KEY", "TYPE", "VALUE", "DEFAULT", "SOURCE", "DESCRIPTION"].map(str::to_owned);
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (width, cell) in widths.iter().zip(row) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        line.push_str(&row[5]);
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn check(args: &AppArgs) -> anyhow::Result<()> {
+    let app = App::load(&args.app)?;
+    loader::load(&app, &args.options, Purpose::Inspect)?;
+    println!(
+        "{}: ok ({} modules, {} handlers)",
+        args.app.display(),
+        app.modules.len(),
+        app.handlers.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! The host's generated WIT bindings: one `bindgen!` per world. The handler
+//! world reuses the module world's shared interfaces, so each host interface
+//! is implemented once.
+#![allow(missing_docs, reason = "generated code")]
+
+/// Bindings of the `logic-module` world.
+pub mod module {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "logic-module",
+        additional_derives: [PartialEq],
+    });
+}
+
+/// Bindings of the `event-handler` world.
+pub mod handler {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "event-handler",
+        with: {
+            "correlator:plugin/types": super::module::correlator::plugin::types,
+            "correlator:plugin/config": super::module::correlator::plugin::config,
+            "correlator:plugin/clock": super::module::correlator::plugin::clock,
+            "wasi:logging/logging": super::module::wasi::logging::logging,
+        },
+    });
+}

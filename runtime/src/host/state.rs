@@ -1,0 +1,218 @@
+//! What each instance's store holds, and the contract's host interfaces
+//! (configuration, stream clock, event dispatch, logging) implemented on it.
+
+use super::bindings::module::correlator::plugin::{clock, config, events, types};
+use super::bindings::module::wasi::logging::logging::{self, Level};
+use crate::types::{DeliveredEvent, DispatchError, Event, EventDecl, Timestamp, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The stream's clock: the time of the latest record handed to modules.
+/// Shared by every instance; it is also what WASI's wall and monotonic
+/// clocks report, so a component cannot see the real time unless granted.
+#[derive(Clone, Default)]
+pub struct StreamClock {
+    inner: Arc<ClockInner>,
+}
+
+#[derive(Default)]
+struct ClockInner {
+    seconds: AtomicI64,
+    nanoseconds: AtomicU32,
+    offset_minutes: AtomicI16,
+}
+
+impl StreamClock {
+    /// Move the clock to `time`.
+    pub fn set(&self, time: Timestamp) {
+        self.inner.seconds.store(time.seconds, Ordering::Relaxed);
+        self.inner.nanoseconds.store(time.nanoseconds, Ordering::Relaxed);
+        self.inner.offset_minutes.store(time.offset_minutes, Ordering::Relaxed);
+    }
+
+    /// The clock's time.
+    pub fn now(&self) -> Timestamp {
+        Timestamp {
+            seconds: self.inner.seconds.load(Ordering::Relaxed),
+            nanoseconds: self.inner.nanoseconds.load(Ordering::Relaxed),
+            offset_minutes: self.inner.offset_minutes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn since_epoch(&self) -> Duration {
+        let now = self.now();
+        u64::try_from(now.seconds)
+            .map(|seconds| Duration::new(seconds, now.nanoseconds))
+            .unwrap_or_default()
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for StreamClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.since_epoch()
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for StreamClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.since_epoch().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The event types a module declared, by kind.
+pub type EventCatalog = HashMap<String, EventDecl>;
+
+/// The data of one instance's store.
+pub struct InstanceState {
+    /// The instance name from the app file.
+    pub name: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    /// The instance's own configuration values, keys without prefix.
+    pub config: BTreeMap<String, Value>,
+    clock: StreamClock,
+    /// Declared event types (empty until `describe` returned, and for
+    /// handlers).
+    pub catalog: Arc<EventCatalog>,
+    /// Events dispatched during the current call, validated.
+    pub dispatched: Vec<DeliveredEvent>,
+    /// Events refused during the instance's life.
+    pub rejected: u64,
+}
+
+impl InstanceState {
+    /// State for an instance called `name` with a prepared WASI context.
+    pub fn new(name: Arc<str>, wasi: WasiCtx, limits: StoreLimits, clock: StreamClock) -> Self {
+        InstanceState {
+            name,
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            config: BTreeMap::new(),
+            clock,
+            catalog: Arc::default(),
+            dispatched: Vec::new(),
+            rejected: 0,
+        }
+    }
+
+    /// Check `event` against its declared type and, if it fits, queue it
+    /// with its fields in declared order.
+    fn validate(&self, event: Event) -> Result<DeliveredEvent, DispatchError> {
+        let decl = self
+            .catalog
+            .get(&event.kind)
+            .ok_or_else(|| DispatchError::UndeclaredKind(event.kind.clone()))?;
+        let mut values: Vec<Option<Value>> = vec![None; decl.fields.len()];
+        for field in event.fields {
+            let index = decl
+                .fields
+                .iter()
+                .position(|declared| declared.name == field.name)
+                .ok_or_else(|| DispatchError::UndeclaredField(field.name.clone()))?;
+            if field.value.value_type() != decl.fields[index].value_type {
+                return Err(DispatchError::WrongType(field.name));
+            }
+            if values[index].replace(field.value).is_some() {
+                return Err(DispatchError::DuplicateField(field.name));
+            }
+        }
+        let fields = decl
+            .fields
+            .iter()
+            .zip(values)
+            .map(|(declared, value)| {
+                value
+                    .map(|value| types::Field {
+                        name: declared.name.clone(),
+                        value,
+                    })
+                    .ok_or_else(|| DispatchError::MissingField(declared.name.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DeliveredEvent {
+            module: self.name.to_string(),
+            kind: event.kind,
+            severity: decl.severity,
+            time: event.time.unwrap_or_else(|| self.clock.now()),
+            summary: event.summary,
+            fields,
+        })
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for InstanceState {}
+
+impl config::Host for InstanceState {
+    fn get(&mut self, key: String) -> Option<Value> {
+        self.config.get(&key).cloned()
+    }
+}
+
+impl clock::Host for InstanceState {
+    fn now(&mut self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+impl events::Host for InstanceState {
+    fn dispatch(&mut self, event: Event) -> Result<(), DispatchError> {
+        let kind = event.kind.clone();
+        match self.validate(event) {
+            Ok(delivered) => {
+                self.dispatched.push(delivered);
+                Ok(())
+            }
+            Err(error) => {
+                self.rejected += 1;
+                let (problem, field) = match &error {
+                    DispatchError::UndeclaredKind(_) => ("event type is not declared", ""),
+                    DispatchError::MissingField(field) => ("declared field is missing", field.as_str()),
+                    DispatchError::UndeclaredField(field) => ("field is not declared", field.as_str()),
+                    DispatchError::WrongType(field) => ("field has another type than declared", field.as_str()),
+                    DispatchError::DuplicateField(field) => ("field is set twice", field.as_str()),
+                };
+                tracing::warn!(instance = %self.name, event = %kind, field, "event rejected: {problem}");
+                Err(error)
+            }
+        }
+    }
+}
+
+impl logging::Host for InstanceState {
+    fn log(&mut self, level: Level, context: String, message: String) {
+        let instance = &*self.name;
+        match level {
+            Level::Trace => tracing::trace!(target: "guest", instance, context, "{message}"),
+            Level::Debug => tracing::debug!(target: "guest", instance, context, "{message}"),
+            Level::Info => tracing::info!(target: "guest", instance, context, "{message}"),
+            Level::Warn => tracing::warn!(target: "guest", instance, context, "{message}"),
+            Level::Error | Level::Critical => {
+                tracing::error!(target: "guest", instance, context, "{message}");
+            }
+        }
+    }
+}

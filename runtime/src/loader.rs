@@ -1,0 +1,223 @@
+//! Turning a checked [`App`] into running instances: compile components,
+//! merge their declarations into the configuration store, apply the app
+//! file's and the command line's values, compile filters, initialise.
+
+use crate::app::{App, InstanceSpec, Role};
+use crate::config_store::{ConfigStore, Source};
+use crate::filter::Filter;
+use crate::host::{HandlerInstance, Host, ModuleInstance, ResolvedGrants, StreamClock};
+use crate::pipeline::{Pipeline, Route};
+use crate::record::TraditionalDefaults;
+use crate::record::time::parse_utc_offset;
+use crate::replay::ReplaySettings;
+use crate::types::{Value, ValueType};
+use anyhow::{Context as _, anyhow, bail};
+use std::path::PathBuf;
+
+/// Whether the app is about to run, or only looked at (`config`, `check`):
+/// looking neither creates granted directories nor initialises instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Run,
+    Inspect,
+}
+
+/// An app with its configuration resolved and its instances made.
+pub struct Loaded {
+    pub store: ConfigStore,
+    pub pipeline: Pipeline,
+    pub replay: ReplaySettings,
+}
+
+/// The runtime's own configuration items.
+fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
+    let items: [(&str, ValueType, Value, &str); 4] = [
+        (
+            "system.run_dir",
+            ValueType::Text,
+            Value::Text(".".into()),
+            "directory where relative grants (e.g. the csv handler's dir) live",
+        ),
+        (
+            "parser.rfc3164_year",
+            ValueType::Integer,
+            Value::Integer(0),
+            "year of RFC 3164 timestamps, which carry none; 0 means the current year",
+        ),
+        (
+            "parser.rfc3164_utc_offset",
+            ValueType::Text,
+            Value::Text("+00:00".into()),
+            "UTC offset of RFC 3164 timestamps, which carry none (Z, +01:00, -0500)",
+        ),
+        (
+            "replay.batch_size",
+            ValueType::Integer,
+            Value::Integer(1024),
+            "records handed to modules in one call",
+        ),
+    ];
+    for (key, value_type, default, description) in items {
+        store.declare(key, value_type, default, description)?;
+    }
+    Ok(())
+}
+
+fn is_instance_key(key: &str) -> bool {
+    key.starts_with("module.") || key.starts_with("handler.")
+}
+
+/// Load `app` with the `--option KEY=VALUE` overrides.
+pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<Loaded> {
+    let mut store = ConfigStore::new();
+    declare_system_items(&mut store)?;
+    for setting in &app.config {
+        store
+            .set_toml(&setting.key, &setting.value, Source::AppFile)
+            .map_err(|error| anyhow!("{}: [config]: {error}", app.path.display()))?;
+    }
+    let key_of = |option: &String| option.split_once('=').map_or(option.clone(), |(key, _)| key.trim().to_owned());
+    for option in options.iter().filter(|o| !is_instance_key(&key_of(o))) {
+        store.set_option(option).context("in --option")?;
+    }
+    let run_dir = PathBuf::from(store.text("system.run_dir").unwrap_or("."));
+
+    let clock = StreamClock::default();
+    let mut host = Host::new(clock.clone())?;
+    let mut modules = Vec::new();
+    for spec in &app.modules {
+        let loaded = host
+            .load(&spec.source)
+            .with_context(|| format!("module \"{}\" at {}", spec.name, spec.source_location))?;
+        let instance = host.instantiate_module(spec, &loaded)?;
+        declare_instance_items(&mut store, spec, &instance.descriptor)?;
+        modules.push(instance);
+    }
+    let mut handlers = Vec::new();
+    for spec in &app.handlers {
+        let loaded = host
+            .load(&spec.source)
+            .with_context(|| format!("handler \"{}\" at {}", spec.name, spec.source_location))?;
+        let grants = match (&spec.grants.dir, purpose) {
+            (Some((dir, _)), Purpose::Run) => ResolvedGrants {
+                dir: Some(run_dir.join(dir)),
+            },
+            _ => ResolvedGrants::default(),
+        };
+        let instance = host.instantiate_handler(spec, &loaded, &grants)?;
+        declare_instance_items(&mut store, spec, &instance.descriptor)?;
+        handlers.push(instance);
+    }
+
+    for spec in app.instances() {
+        for setting in &spec.config {
+            store
+                .set_toml(&setting.key, &setting.value, Source::AppFile)
+                .map_err(|error| anyhow!("{}: {error}", setting.location))?;
+        }
+    }
+    for option in options.iter().filter(|o| is_instance_key(&key_of(o))) {
+        store.set_option(option).context("in --option")?;
+    }
+
+    let filters = app
+        .handlers
+        .iter()
+        .map(|spec| {
+            spec.filter
+                .as_ref()
+                .map(|(source, location)| {
+                    Filter::compile(source).map_err(|error| {
+                        anyhow!("handler \"{}\": the filter at {location} does not compile: {error}", spec.name)
+                    })
+                })
+                .transpose()
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    if purpose == Purpose::Run {
+        for (spec, module) in app.modules.iter().zip(&mut modules) {
+            module.init(store.values_under(&format!("module.{}", spec.name)))?;
+        }
+        for (spec, handler) in app.handlers.iter().zip(&mut handlers) {
+            handler.init(store.values_under(&format!("handler.{}", spec.name)))?;
+        }
+    }
+
+    let replay = replay_settings(&store)?;
+    let routes = handlers
+        .into_iter()
+        .zip(filters)
+        .map(|(handler, filter): (HandlerInstance, Option<Filter>)| Route {
+            handler,
+            filter,
+            filter_errors: 0,
+            delivered: 0,
+        })
+        .collect();
+    let modules: Vec<ModuleInstance> = modules;
+    Ok(Loaded {
+        pipeline: Pipeline::new(modules, routes, clock),
+        store,
+        replay,
+    })
+}
+
+/// Merge what an instance declared into the store under its prefix.
+fn declare_instance_items(
+    store: &mut ConfigStore,
+    spec: &InstanceSpec,
+    descriptor: &crate::types::Descriptor,
+) -> anyhow::Result<()> {
+    let prefix = match spec.role {
+        Role::Module => "module",
+        Role::Handler => "handler",
+    };
+    for item in &descriptor.config {
+        store
+            .declare(
+                &format!("{prefix}.{}.{}", spec.name, item.key),
+                item.value_type,
+                item.default.clone(),
+                &item.description,
+            )
+            .with_context(|| format!("component {} of \"{}\" declares a bad configuration item", spec.source, spec.name))?;
+    }
+    Ok(())
+}
+
+fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
+    let batch_size = store.integer("replay.batch_size").unwrap_or(1024);
+    let batch_size = usize::try_from(batch_size)
+        .ok()
+        .filter(|size| (1..=1_000_000).contains(size))
+        .ok_or_else(|| anyhow!("replay.batch_size must be between 1 and 1000000, not {batch_size}"))?;
+    let offset_text = store.text("parser.rfc3164_utc_offset").unwrap_or("+00:00");
+    let Some(offset_minutes) = parse_utc_offset(offset_text) else {
+        bail!("parser.rfc3164_utc_offset: \"{offset_text}\" is not a UTC offset (Z, +01:00, -0500)");
+    };
+    let year = match store.integer("parser.rfc3164_year").unwrap_or(0) {
+        0 => current_year(),
+        year @ 1..=9999 => year,
+        other => bail!("parser.rfc3164_year must be between 1 and 9999 (or 0 for the current year), not {other}"),
+    };
+    Ok(ReplaySettings {
+        batch_size,
+        defaults: TraditionalDefaults { year, offset_minutes },
+    })
+}
+
+/// The current year in UTC, from the system clock.
+fn current_year() -> i64 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    // 365.2425 days per Gregorian year; exact except within a day of New Year.
+    let mut year = 1970 + seconds / 31_556_952;
+    if crate::record::time::days_from_civil(year, 1, 1) * 86_400 > seconds {
+        year -= 1;
+    } else if crate::record::time::days_from_civil(year + 1, 1, 1) * 86_400 <= seconds {
+        year += 1;
+    }
+    year
+}

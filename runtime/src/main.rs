@@ -1,0 +1,5 @@
+//! The `correlator` binary: see [`correlator::cli`].
+
+fn main() -> std::process::ExitCode {
+    correlator::cli::main()
+}

@@ -1,0 +1,95 @@
+//! Syslog records: parsing RFC 5424 and RFC 3164 lines into fields, and
+//! packing them into the flat batches that cross into modules.
+//!
+//! Parsing borrows from the line: a parsed record is a set of `&str` views,
+//! and a batch stores each line once with spans into it.
+
+mod batch;
+mod rfc3164;
+mod rfc5424;
+pub mod time;
+
+pub use batch::BatchBuilder;
+
+use crate::types::Timestamp;
+use thiserror::Error;
+
+/// A record as parsed, borrowing from its line. Absent fields are empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed<'a> {
+    pub timestamp: Timestamp,
+    pub facility: u8,
+    pub severity: u8,
+    pub hostname: &'a str,
+    pub app_name: &'a str,
+    pub proc_id: &'a str,
+    pub msg_id: &'a str,
+    pub structured_data: &'a str,
+    pub message: &'a str,
+}
+
+/// Why a line is not a syslog record.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("empty line")]
+    Empty,
+    #[error("bad PRI {0:?}: expected <0> to <191>")]
+    BadPri(String),
+    #[error("bad RFC 5424 timestamp {0:?}")]
+    BadTimestamp(String),
+    #[error("bad RFC 3164 timestamp {0:?}: expected \"Mmm dd hh:mm:ss\"")]
+    BadTraditionalTimestamp(String),
+    #[error("record ends after {0}")]
+    Truncated(&'static str),
+    #[error("bad structured data at byte {0}")]
+    BadStructuredData(usize),
+}
+
+/// What RFC 3164 lines leave out: they carry neither a year nor a time zone.
+#[derive(Debug, Clone, Copy)]
+pub struct TraditionalDefaults {
+    pub year: i64,
+    pub offset_minutes: i16,
+}
+
+/// Parse one line, recognising RFC 5424 (`<PRI>1 ...`) and traditional
+/// RFC 3164 / `auth.log` lines (with or without PRI) per line.
+pub fn parse<'a>(line: &'a str, defaults: &TraditionalDefaults) -> Result<Parsed<'a>, ParseError> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    if line.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let (pri, rest) = match line.strip_prefix('<') {
+        Some(after) => {
+            let end = after
+                .find('>')
+                .filter(|&end| end <= 3)
+                .ok_or_else(|| ParseError::BadPri(line.chars().take(6).collect()))?;
+            let digits = &after[..end];
+            let pri: u8 = digits
+                .parse()
+                .ok()
+                .filter(|&pri| pri <= 191 && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| ParseError::BadPri(format!("<{digits}>")))?;
+            (Some(pri), &after[end + 1..])
+        }
+        None => (None, line),
+    };
+    // RFC 5424 puts a version number (1) right after PRI.
+    let is_5424 = pri.is_some() && {
+        let b = rest.as_bytes();
+        b.first().is_some_and(u8::is_ascii_digit)
+            && (b.get(1) == Some(&b' ') || (b.get(1).is_some_and(u8::is_ascii_digit) && b.get(2) == Some(&b' ')))
+    };
+    // Without PRI, syslog's default is user.notice (RFC 3164 section 4.3.3).
+    let pri = pri.unwrap_or(13);
+    let (facility, severity) = (pri >> 3, pri & 7);
+    if is_5424 {
+        rfc5424::parse(rest, facility, severity)
+    } else {
+        rfc3164::parse(rest, facility, severity, defaults)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use super::*;
+
+const DEFAULTS: TraditionalDefaults = TraditionalDefaults {
+    year: 2023,
+    offset_minutes: 0,
+};
+
+fn ok(line: &str) -> Parsed<'_> {
+    match parse(line, &DEFAULTS) {
+        Ok(parsed) => parsed,
+        Err(error) => panic!("{line:?} should parse: {error}"),
+    }
+}
+
+#[test]
+fn parses_rfc5424_from_the_sample_capture() {
+    let parsed = ok("<86>1 2023-02-20T15:12:47.757250-05:00 giganode1 sshd 2540460 - - Accepted publickey for timp from 192.168.1.85 port 60116 ssh2: RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A");
+    assert_eq!(parsed.facility, 10);
+    assert_eq!(parsed.severity, 6);
+    assert_eq!(parsed.timestamp.seconds, 1_676_923_967);
+    assert_eq!(parsed.timestamp.nanoseconds, 757_250_000);
+    assert_eq!(parsed.timestamp.offset_minutes, -300);
+    assert_eq!(parsed.hostname, "giganode1");
+    assert_eq!(parsed.app_name, "sshd");
+    assert_eq!(parsed.proc_id, "2540460");
+    assert_eq!(parsed.msg_id, "");
+    assert_eq!(parsed.structured_data, "");
+    assert_eq!(
+        parsed.message,
+        "Accepted publickey for timp from 192.168.1.85 port 60116 ssh2: RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A"
+    );
+}
+
+#[test]
+fn parses_rfc5424_nil_fields() {
+    let parsed = ok("<13>1 - - - - - -");
+    assert_eq!(parsed.timestamp.seconds, 0);
+    assert_eq!(
+        (parsed.hostname, parsed.app_name, parsed.proc_id, parsed.msg_id, parsed.structured_data, parsed.message),
+        ("", "", "", "", "", "")
+    );
+}
+
+#[test]
+fn parses_rfc5424_structured_data_with_escapes_and_several_elements() {
+    let line = r#"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"][examplePriority@32473 class="high" note="a \"quoted\] \\ value"] An application event"#;
+    let parsed = ok(line);
+    assert_eq!(parsed.msg_id, "ID47");
+    assert_eq!(
+        parsed.structured_data,
+        r#"[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"][examplePriority@32473 class="high" note="a \"quoted\] \\ value"]"#
+    );
+    assert_eq!(parsed.message, "An application event");
+    assert_eq!(parsed.timestamp.nanoseconds, 3_000_000);
+}
+
+#[test]
+fn strips_the_bom_before_msg() {
+    let parsed = ok("<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \u{feff}'su root' failed for lonvick on /dev/pts/8");
+    assert_eq!(parsed.message, "'su root' failed for lonvick on /dev/pts/8");
+    assert_eq!(parsed.facility, 4);
+    assert_eq!(parsed.severity, 2);
+}
+
+#[test]
+fn parses_structured_data_without_message() {
+    let parsed = ok(r#"<13>1 2003-10-11T22:14:15Z h a p m [id k="v"]"#);
+    assert_eq!(parsed.structured_data, r#"[id k="v"]"#);
+    assert_eq!(parsed.message, "");
+}
+
+#[test]
+fn rejects_bad_pri() {
+    assert_eq!(parse("<192>1 - - - - - -", &DEFAULTS), Err(ParseError::BadPri("<192>".into())));
+    assert_eq!(parse("<>1 - - - - - -", &DEFAULTS), Err(ParseError::BadPri("<>".into())));
+    assert_eq!(parse("<1a>1 - - - - - -", &DEFAULTS), Err(ParseError::BadPri("<1a>".into())));
+    assert_eq!(parse("<13", &DEFAULTS), Err(ParseError::BadPri("<13".into())));
+}
+
+#[test]
+fn rejects_truncated_lines() {
+    assert_eq!(
+        parse("<13>1 2003-10-11T22:14:15Z host app", &DEFAULTS),
+        Err(ParseError::Truncated("the app-name"))
+    );
+    assert_eq!(
+        parse("<13>1 2003-10-11T22:14:15Z host app 1 ID ", &DEFAULTS),
+        Err(ParseError::Truncated("the structured data"))
+    );
+    assert_eq!(
+        parse("<13>1 2003-10-11T22:14:15Z h a p m [id k=\"v", &DEFAULTS),
+        Err(ParseError::BadStructuredData(0))
+    );
+    assert_eq!(parse("Feb 20 15:12", &DEFAULTS), Err(ParseError::BadTraditionalTimestamp("Feb 20 15:12".into())));
+    assert_eq!(parse("   ", &DEFAULTS), Err(ParseError::Empty));
+    assert_eq!(
+        parse("<13>1 2023-02-30T00:00:00Z h a p m -", &DEFAULTS),
+        Err(ParseError::BadTimestamp("2023-02-30T00:00:00Z".into()))
+    );
+}
+
+#[test]
+fn parses_non_utf8_bytes_after_lossy_conversion() {
+    let bytes = b"<13>1 2003-10-11T22:14:15Z host app - - - caf\xe9 ok";
+    let line = String::from_utf8_lossy(bytes);
+    let parsed = ok(&line);
+    assert_eq!(parsed.message, "caf\u{fffd} ok");
+}
+
+#[test]
+fn parses_traditional_auth_log_lines() {
+    let parsed = ok("Feb 20 15:12:47 giganode1 sshd[2540460]: Accepted password for testguy from 192.168.1.85 port 60138 ssh2");
+    assert_eq!(parsed.timestamp.seconds, 1_676_905_967);
+    assert_eq!(parsed.timestamp.offset_minutes, 0);
+    assert_eq!((parsed.facility, parsed.severity), (1, 5));
+    assert_eq!((parsed.hostname, parsed.app_name, parsed.proc_id), ("giganode1", "sshd", "2540460"));
+    assert_eq!(parsed.message, "Accepted password for testguy from 192.168.1.85 port 60138 ssh2");
+}
+
+#[test]
+fn parses_rfc3164_with_pri_and_padded_day() {
+    let parsed = ok("<38>Feb  5 01:02:03 host CRON: session opened");
+    assert_eq!((parsed.facility, parsed.severity), (4, 6));
+    assert_eq!(parsed.timestamp.seconds, 1_675_558_923);
+    assert_eq!((parsed.app_name, parsed.proc_id, parsed.message), ("CRON", "", "session opened"));
+}
+
+#[test]
+fn applies_the_configured_year_and_offset_to_rfc3164() {
+    let defaults = TraditionalDefaults {
+        year: 2024,
+        offset_minutes: 120,
+    };
+    let parsed = parse("Feb 29 02:00:00 h p: m", &defaults).expect("valid in a leap year");
+    assert_eq!(parsed.timestamp.seconds, 1_709_164_800);
+    assert_eq!(parsed.timestamp.offset_minutes, 120);
+}
+
+#[test]
+fn parses_rsyslog_high_precision_traditional_lines() {
+    let parsed = ok("<86>2023-02-20T15:12:47.757250-05:00 giganode1 sshd[42]: hello");
+    assert_eq!(parsed.timestamp.seconds, 1_676_923_967);
+    assert_eq!((parsed.app_name, parsed.proc_id, parsed.message), ("sshd", "42", "hello"));
+}
+
+#[test]
+fn keeps_an_untagged_traditional_message_whole() {
+    let parsed = ok("Feb 20 15:12:47 host just some text");
+    assert_eq!((parsed.app_name, parsed.message), ("", "just some text"));
+}
+
+#[test]
+fn batches_store_each_line_once_with_spans() {
+    let line = "<86>1 2023-02-20T15:12:47Z host sshd 7 - - hello";
+    let parsed = ok(line);
+    let mut builder = BatchBuilder::new(2);
+    builder.push(1, line, &parsed, "127.0.0.1:5");
+    let batch = builder.batch();
+    let text = std::str::from_utf8(&batch.text).expect("utf-8");
+    let header = &batch.records[0];
+    let slice = |span: crate::types::Span| &text[span.start as usize..(span.start + span.len) as usize];
+    assert_eq!(slice(header.hostname), "host");
+    assert_eq!(slice(header.app_name), "sshd");
+    assert_eq!(slice(header.message), "hello");
+    assert_eq!(slice(header.peer), "127.0.0.1:5");
+    assert_eq!(header.msg_id.len, 0);
+    assert!(!builder.is_full());
+}

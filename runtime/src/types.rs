@@ -1,0 +1,69 @@
+//! The contract's data types as the host uses them: records, values, events.
+//! They come from the WIT bindings, so what the host builds crosses into a
+//! component without conversion.
+
+pub use crate::host::bindings::module::correlator::plugin::events::DispatchError;
+pub use crate::host::bindings::module::correlator::plugin::types::{
+    ConfigItem, DeliveredEvent, Descriptor, Event, EventDecl, Field, FieldDecl, RecordBatch,
+    RecordHeader, Severity, Span, TickKind, TimerTick, Timestamp, Value, ValueType,
+};
+
+impl ValueType {
+    /// The name used in the app file, `correlator config` and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::Integer => "integer",
+            ValueType::Float => "float",
+            ValueType::Text => "text",
+            ValueType::Boolean => "boolean",
+            ValueType::Email => "email",
+            ValueType::Timestamp => "timestamp",
+        }
+    }
+}
+
+impl Value {
+    /// The type of this value.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::Integer(_) => ValueType::Integer,
+            Value::Float(_) => ValueType::Float,
+            Value::Text(_) => ValueType::Text,
+            Value::Boolean(_) => ValueType::Boolean,
+            Value::Email(_) => ValueType::Email,
+            Value::Timestamp(_) => ValueType::Timestamp,
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Integer(value) => write!(f, "{value}"),
+            Value::Float(value) => write!(f, "{value}"),
+            Value::Text(value) | Value::Email(value) => write!(f, "{value:?}"),
+            Value::Boolean(value) => write!(f, "{value}"),
+            Value::Timestamp(value) => write!(f, "{}.{:09}", value.seconds, value.nanoseconds),
+        }
+    }
+}
+
+impl Severity {
+    /// `info`, `warning` or `error`, as filters and the JSON log see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl Timestamp {
+    /// The Unix epoch, for records without a time.
+    pub const EPOCH: Timestamp = Timestamp {
+        seconds: 0,
+        nanoseconds: 0,
+        offset_minutes: 0,
+    };
+}
