@@ -36,6 +36,6 @@ pub mod handler {
 
 pub use module::correlator::plugin::events::DispatchError;
 pub use module::correlator::plugin::types::{
-    ConfigItem, DeliveredEvent, Descriptor, EventDecl, Field, FieldDecl, RecordBatch,
-    RecordHeader, Severity, Span, TickKind, TimerTick as Tick, Timestamp, Value, ValueType,
+    ConfigItem, DeliveredEvent, Descriptor, EventDecl, Field, FieldDecl, RecordBatch, Severity,
+    TickKind, TimerTick as Tick, Timestamp, Value, ValueType,
 };

@@ -1,7 +1,7 @@
 //! Records as `&str` views over the host's flat batch buffer.
 
 use crate::Timestamp;
-use crate::__bindings::{RecordBatch, RecordHeader, Span};
+use crate::__bindings::RecordBatch;
 use std::borrow::Cow;
 use std::cell::Cell;
 
@@ -23,61 +23,76 @@ pub fn __end_batch() {
     CURRENT_TIME.with(|time| time.set(None));
 }
 
-/// A batch of records as the host sent it: one text buffer and one header per
-/// record. Iterating yields [`Record`]s that borrow the buffer, so a batch
-/// costs the guest two allocations however many records it holds.
+/// A batch of records as the host sent it: one text buffer and a few
+/// arrays of numbers. Iterating yields [`Record`]s that borrow the buffer, so
+/// a batch costs the guest a handful of allocations however many records it
+/// holds.
 pub struct Batch<'a> {
     text: Cow<'a, str>,
-    headers: &'a [RecordHeader],
+    raw: &'a RecordBatch,
 }
+
+/// (start, length) pairs per record in `RecordBatch::spans`.
+const SPANS_PER_RECORD: usize = 7;
 
 impl<'a> Batch<'a> {
     #[doc(hidden)]
-    pub fn new(batch: &'a RecordBatch) -> Self {
+    pub fn new(raw: &'a RecordBatch) -> Self {
         // The host only sends UTF-8; a lossy fallback keeps a buggy host
         // from turning into a guest panic.
-        let text = match std::str::from_utf8(&batch.text) {
+        let text = match std::str::from_utf8(&raw.text) {
             Ok(text) => Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(&batch.text),
+            Err(_) => String::from_utf8_lossy(&raw.text),
         };
-        Batch {
-            text,
-            headers: &batch.records,
-        }
+        Batch { text, raw }
     }
 
     /// Number of records in the batch.
     pub fn len(&self) -> usize {
-        self.headers.len()
+        self.raw.positions.len()
     }
 
     /// Whether the batch holds no record.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty()
+        self.raw.positions.is_empty()
     }
 
     /// The records in stream order. Events dispatched while looking at a
     /// record take its time.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> + '_ {
-        self.headers.iter().map(|header| {
-            CURRENT_TIME.with(|time| time.set(Some(header.timestamp)));
-            let text = self.text.as_ref();
-            let field = |span: Span| -> &str {
-                let start = span.start as usize;
-                text.get(start..start + span.len as usize).unwrap_or("")
+        let text = self.text.as_ref();
+        let raw = self.raw;
+        (0..self.len()).map(move |index| {
+            let spans = raw
+                .spans
+                .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
+                .unwrap_or(&[]);
+            let field = |n: usize| -> &str {
+                let (Some(&start), Some(&len)) = (spans.get(n * 2), spans.get(n * 2 + 1)) else {
+                    return "";
+                };
+                let start = start as usize;
+                text.get(start..start + len as usize).unwrap_or("")
             };
+            let timestamp = Timestamp {
+                seconds: raw.seconds.get(index).copied().unwrap_or(0),
+                nanoseconds: raw.nanoseconds.get(index).copied().unwrap_or(0),
+                offset_minutes: raw.offset_minutes.get(index).copied().unwrap_or(0),
+            };
+            CURRENT_TIME.with(|time| time.set(Some(timestamp)));
+            let priority = raw.priorities.get(index).copied().unwrap_or(13);
             Record {
-                position: header.position,
-                timestamp: header.timestamp,
-                facility: header.facility,
-                severity: header.severity,
-                hostname: field(header.hostname),
-                app_name: field(header.app_name),
-                proc_id: field(header.proc_id),
-                msg_id: field(header.msg_id),
-                structured_data: field(header.structured_data),
-                message: field(header.message),
-                peer: field(header.peer),
+                position: raw.positions.get(index).copied().unwrap_or(0),
+                timestamp,
+                facility: priority >> 3,
+                severity: priority & 7,
+                hostname: field(0),
+                app_name: field(1),
+                proc_id: field(2),
+                msg_id: field(3),
+                structured_data: field(4),
+                message: field(5),
+                peer: field(6),
             }
         })
     }

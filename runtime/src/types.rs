@@ -5,7 +5,7 @@
 pub use crate::host::bindings::module::correlator::plugin::events::DispatchError;
 pub use crate::host::bindings::module::correlator::plugin::types::{
     ConfigItem, DeliveredEvent, Descriptor, Event, EventDecl, Field, FieldDecl, RecordBatch,
-    RecordHeader, Severity, Span, TickKind, TimerTick, Timestamp, Value, ValueType,
+    Severity, TickKind, TimerTick, Timestamp, Value, ValueType,
 };
 
 impl ValueType {

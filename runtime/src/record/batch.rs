@@ -2,7 +2,11 @@
 //! each line's text is copied once, and every field is a span into it.
 
 use super::Parsed;
-use crate::types::{RecordBatch, RecordHeader, Span, Timestamp};
+use crate::types::{RecordBatch, Timestamp};
+
+/// Text fields per record in [`RecordBatch::spans`], each a (start, length)
+/// pair: hostname, app-name, proc-id, msg-id, structured data, message, peer.
+pub const SPANS_PER_RECORD: usize = 7;
 
 /// Collects records into a [`RecordBatch`], reusing its buffers from batch
 /// to batch.
@@ -15,12 +19,18 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// A builder whose batches hold up to `capacity` records.
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         BatchBuilder {
             batch: RecordBatch {
                 text: Vec::with_capacity(capacity * 160),
-                records: Vec::with_capacity(capacity),
+                spans: Vec::with_capacity(capacity * SPANS_PER_RECORD * 2),
+                seconds: Vec::with_capacity(capacity),
+                nanoseconds: Vec::with_capacity(capacity),
+                offset_minutes: Vec::with_capacity(capacity),
+                priorities: Vec::with_capacity(capacity),
+                positions: Vec::with_capacity(capacity),
             },
-            capacity: capacity.max(1),
+            capacity,
             latest: None,
         }
     }
@@ -28,43 +38,44 @@ impl BatchBuilder {
     /// Add a record parsed from `line` (its fields must borrow from `line`),
     /// received from `peer` (empty for files).
     pub fn push(&mut self, position: u64, line: &str, parsed: &Parsed<'_>, peer: &str) {
-        let base = self.batch.text.len();
-        self.batch.text.extend_from_slice(line.as_bytes());
-        let span = |field: &str| span_in(line, field, base);
-        let peer_span = Span {
-            start: to_u32(self.batch.text.len()),
-            len: to_u32(peer.len()),
-        };
-        self.batch.text.extend_from_slice(peer.as_bytes());
-        self.batch.records.push(RecordHeader {
-            position,
-            timestamp: parsed.timestamp,
-            facility: parsed.facility,
-            severity: parsed.severity,
-            hostname: span(parsed.hostname),
-            app_name: span(parsed.app_name),
-            proc_id: span(parsed.proc_id),
-            msg_id: span(parsed.msg_id),
-            structured_data: span(parsed.structured_data),
-            message: span(parsed.message),
-            peer: peer_span,
-        });
+        let batch = &mut self.batch;
+        let base = batch.text.len();
+        batch.text.extend_from_slice(line.as_bytes());
+        for field in [
+            parsed.hostname,
+            parsed.app_name,
+            parsed.proc_id,
+            parsed.msg_id,
+            parsed.structured_data,
+            parsed.message,
+        ] {
+            let (start, len) = span_in(line, field, base);
+            batch.spans.extend_from_slice(&[start, len]);
+        }
+        batch.spans.push(to_u32(batch.text.len()));
+        batch.spans.push(to_u32(peer.len()));
+        batch.text.extend_from_slice(peer.as_bytes());
+        batch.seconds.push(parsed.timestamp.seconds);
+        batch.nanoseconds.push(parsed.timestamp.nanoseconds);
+        batch.offset_minutes.push(parsed.timestamp.offset_minutes);
+        batch.priorities.push(parsed.facility << 3 | parsed.severity);
+        batch.positions.push(position);
         self.latest = Some(parsed.timestamp);
     }
 
     /// Whether the batch reached its capacity and should be sent.
     pub fn is_full(&self) -> bool {
-        self.batch.records.len() >= self.capacity
+        self.batch.positions.len() >= self.capacity
     }
 
     /// Number of records waiting.
     pub fn len(&self) -> usize {
-        self.batch.records.len()
+        self.batch.positions.len()
     }
 
     /// Whether no record is waiting.
     pub fn is_empty(&self) -> bool {
-        self.batch.records.is_empty()
+        self.batch.positions.is_empty()
     }
 
     /// The batch as built so far.
@@ -79,8 +90,14 @@ impl BatchBuilder {
 
     /// Empty the batch, keeping its buffers.
     pub fn clear(&mut self) {
-        self.batch.text.clear();
-        self.batch.records.clear();
+        let batch = &mut self.batch;
+        batch.text.clear();
+        batch.spans.clear();
+        batch.seconds.clear();
+        batch.nanoseconds.clear();
+        batch.offset_minutes.clear();
+        batch.priorities.clear();
+        batch.positions.clear();
     }
 }
 
@@ -91,14 +108,11 @@ fn to_u32(value: usize) -> u32 {
 
 /// Where `field` (a sub-slice of `line`, or an empty literal) lies in the
 /// batch text, given that `line` starts at `base`.
-fn span_in(line: &str, field: &str, base: usize) -> Span {
+fn span_in(line: &str, field: &str, base: usize) -> (u32, u32) {
     if field.is_empty() {
-        return Span { start: 0, len: 0 };
+        return (0, 0);
     }
     let offset = (field.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
     debug_assert!(offset + field.len() <= line.len(), "field must borrow from its line");
-    Span {
-        start: to_u32(base + offset),
-        len: to_u32(field.len()),
-    }
+    (to_u32(base + offset), to_u32(field.len()))
 }

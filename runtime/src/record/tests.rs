@@ -157,12 +157,14 @@ fn batches_store_each_line_once_with_spans() {
     builder.push(1, line, &parsed, "127.0.0.1:5");
     let batch = builder.batch();
     let text = std::str::from_utf8(&batch.text).expect("utf-8");
-    let header = &batch.records[0];
-    let slice = |span: crate::types::Span| &text[span.start as usize..(span.start + span.len) as usize];
-    assert_eq!(slice(header.hostname), "host");
-    assert_eq!(slice(header.app_name), "sshd");
-    assert_eq!(slice(header.message), "hello");
-    assert_eq!(slice(header.peer), "127.0.0.1:5");
-    assert_eq!(header.msg_id.len, 0);
+    let field = |index: usize| {
+        let start = batch.spans[index * 2] as usize;
+        &text[start..start + batch.spans[index * 2 + 1] as usize]
+    };
+    let fields: Vec<&str> = (0..batch::SPANS_PER_RECORD).map(field).collect();
+    assert_eq!(fields, ["host", "sshd", "7", "", "", "hello", "127.0.0.1:5"]);
+    assert_eq!(batch.priorities, [86]);
+    assert_eq!(batch.seconds, [1_676_905_967]);
+    assert_eq!(batch.positions, [1]);
     assert!(!builder.is_full());
 }
