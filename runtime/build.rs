@@ -13,12 +13,23 @@ const BUILTINS: [(&str, &str); 4] = [
     ("csv", "correlator-module-csv"),
 ];
 
+/// (name, package) of the guests the integration tests use; built from
+/// source like the builtins, never committed as binaries.
+const TEST_GUESTS: [(&str, &str); 1] = [("schema-breaker", "correlator-test-schema-breaker")];
+
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("runtime/ lives in the workspace").to_owned();
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("runtime/ lives in the workspace")
+        .to_owned();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for watched in ["guest-sdk", "modules", "wit", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
 
     let target_dir = workspace.join("target").join("guests");
@@ -38,10 +49,12 @@ fn main() {
         .env_remove("RUSTFLAGS")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CARGO_BUILD_TARGET");
-    for (_, package) in BUILTINS {
+    for (_, package) in BUILTINS.iter().chain(&TEST_GUESTS) {
         command.args(["-p", package]);
     }
-    let status = command.status().expect("cannot run cargo to build the bundled components");
+    let status = command
+        .status()
+        .expect("cannot run cargo to build the bundled components");
     if !status.success() {
         panic!(
             "building the bundled components for wasm32-wasip2 failed (see above); \
@@ -49,7 +62,9 @@ fn main() {
         );
     }
 
-    let mut table = String::from("/// (name, component bytes) of every bundled component.\npub const BUILTINS: &[(&str, &[u8])] = &[\n");
+    let mut table = String::from(
+        "/// (name, component bytes) of every bundled component.\npub const BUILTINS: &[(&str, &[u8])] = &[\n",
+    );
     for (name, package) in BUILTINS {
         let file = format!("{}.wasm", package.replace('-', "_"));
         let built = target_dir.join("wasm32-wasip2").join("release").join(&file);
@@ -60,12 +75,23 @@ fn main() {
         ));
     }
     table.push_str("];\n");
+    let release = target_dir.join("wasm32-wasip2").join("release");
+    for (name, package) in TEST_GUESTS {
+        let variable = format!(
+            "CORRELATOR_TEST_GUEST_{}",
+            name.to_uppercase().replace('-', "_")
+        );
+        let path = release.join(format!("{}.wasm", package.replace('-', "_")));
+        println!("cargo:rustc-env={variable}={}", path.display());
+    }
     fs::write(out_dir.join("builtins.rs"), table).expect("cannot write builtins.rs");
 }
 
 fn copy_if_changed(from: &Path, to: &Path) {
-    let bytes = fs::read(from).unwrap_or_else(|error| panic!("cannot read {}: {error}", from.display()));
+    let bytes =
+        fs::read(from).unwrap_or_else(|error| panic!("cannot read {}: {error}", from.display()));
     if fs::read(to).ok().as_deref() != Some(bytes.as_slice()) {
-        fs::write(to, bytes).unwrap_or_else(|error| panic!("cannot write {}: {error}", to.display()));
+        fs::write(to, bytes)
+            .unwrap_or_else(|error| panic!("cannot write {}: {error}", to.display()));
     }
 }

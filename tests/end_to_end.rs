@@ -1,1 +1,944 @@
-//! placeholder until written
+//! End-to-end tests of the real `correlator` binary: app files, captures and
+//! components in, events and messages out, compared exactly.
+
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sample_capture() -> PathBuf {
+    workspace().join("data").join("sshd-1.cap")
+}
+
+/// What one run of the binary gave.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `correlator ARGS` in `dir` with plain diagnostics.
+fn correlator(dir: &Path, args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_correlator"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("the correlator binary runs");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+    }
+}
+
+/// A scratch directory holding an app file `app.toml` with `text`.
+fn app_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("app.toml"), text).expect("write app");
+    dir
+}
+
+const SSHD_JSON_APP: &str = r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+[handlers.console]
+component = "builtin:log"
+config = { format = "json" }
+"#;
+
+/// Replay `capture` through `app`, expect success, and return stdout's
+/// JSON lines.
+fn replay_json(app: &str, capture: &str, options: &[&str]) -> Vec<Value> {
+    let dir = app_dir(app);
+    std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
+    let mut args = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
+    for option in options {
+        args.extend(["--option", option]);
+    }
+    let run = correlator(dir.path(), &args);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    run.stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+#[test]
+fn sample_capture_gives_two_sessions_and_one_failed_login_with_exact_fields() {
+    let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    assert_eq!(
+        events,
+        vec![
+            json!({
+                "time": "2023-02-20T15:14:09.072459-05:00",
+                "module": "OpenSSH",
+                "kind": "SSHDLoginSucceeded",
+                "severity": "info",
+                "summary": "User timp logged in from 192.168.1.85 port 60116 by publickey (RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A); the session lasted 81.3 seconds",
+                "fields": {
+                    "user": "timp",
+                    "auth": "publickey",
+                    "addr": "192.168.1.85",
+                    "port": 60116,
+                    "failures": 0,
+                    "start": "2023-02-20T15:12:47.771632-05:00",
+                    "finish": "2023-02-20T15:14:09.072459-05:00",
+                    "duration": 81.300827,
+                    "key": "RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A"
+                }
+            }),
+            json!({
+                "time": "2023-02-20T15:14:42.176438-05:00",
+                "module": "OpenSSH",
+                "kind": "SSHDLoginSucceeded",
+                "severity": "info",
+                "summary": "User testguy logged in from 192.168.1.85 port 60138 by password; the session lasted 6.5 seconds",
+                "fields": {
+                    "user": "testguy",
+                    "auth": "password",
+                    "addr": "192.168.1.85",
+                    "port": 60138,
+                    "failures": 0,
+                    "start": "2023-02-20T15:14:35.667317-05:00",
+                    "finish": "2023-02-20T15:14:42.176438-05:00",
+                    "duration": 6.509121,
+                    "key": ""
+                }
+            }),
+            json!({
+                "time": "2023-02-20T15:14:58.434787-05:00",
+                "module": "OpenSSH",
+                "kind": "SSHDLoginFailed",
+                "severity": "error",
+                "summary": "User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords",
+                "fields": {"user": "testguy", "addr": "192.168.1.85", "port": 60142, "failures": 3}
+            }),
+            json!({
+                "time": "2023-02-20T15:14:58.437079-05:00",
+                "module": "OpenSSH",
+                "kind": "SSHDStats",
+                "severity": "info",
+                "summary": "2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial",
+                "fields": {"sessions": 2, "denied": 1, "lockouts": 0, "expired": 0, "partial": 0}
+            }),
+        ]
+    );
+}
+
+/// An RFC 5424 sshd line at `second` seconds after 2023-02-20T15:00:00Z.
+fn sshd_line(out: &mut String, second: u32, pid: u32, message: &str) {
+    let (minute, second) = (second / 60, second % 60);
+    let (hour, minute) = (15 + minute / 60, minute % 60);
+    let _ = writeln!(
+        out,
+        "<86>1 2023-02-20T{hour:02}:{minute:02}:{second:02}Z server sshd {pid} - - {message}"
+    );
+}
+
+/// One connection per failed password: `count` failures from `addr`, one
+/// every `every` seconds from `start`, each connection closed after it.
+fn brute_force(out: &mut String, addr: &str, start: u32, every: u32, count: u32, first_pid: u32) {
+    for n in 0..count {
+        let second = start + n * every;
+        let pid = first_pid + n;
+        let port = 40_000 + n;
+        sshd_line(
+            out,
+            second,
+            pid,
+            &format!("Failed password for root from {addr} port {port} ssh2"),
+        );
+        sshd_line(
+            out,
+            second,
+            pid,
+            &format!("Connection closed by authenticating user root {addr} port {port} [preauth]"),
+        );
+    }
+}
+
+fn hosts_exceeded(events: &[Value]) -> Vec<String> {
+    of_kind(events, "SSHDAttemptsExceeded")
+        .iter()
+        .map(|e| {
+            e["fields"]["host"]
+                .as_str()
+                .expect("host is text")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn six_failures_within_the_window_give_one_attempts_exceeded() {
+    let mut capture = String::new();
+    brute_force(&mut capture, "203.0.113.7", 0, 10, 6, 1000);
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    assert_eq!(hosts_exceeded(&events), ["203.0.113.7"]);
+    let exceeded = of_kind(&events, "SSHDAttemptsExceeded");
+    assert_eq!(
+        exceeded[0]["time"], "2023-02-20T15:00:40Z",
+        "dispatched at the fifth failure"
+    );
+    assert_eq!(exceeded[0]["severity"], "error");
+    assert_eq!(of_kind(&events, "SSHDLoginFailed").len(), 6);
+}
+
+#[test]
+fn twelve_failures_within_the_window_give_two_attempts_exceeded() {
+    let mut capture = String::new();
+    brute_force(&mut capture, "2001:db8::66", 0, 5, 12, 1000);
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    assert_eq!(hosts_exceeded(&events), ["2001:db8::66", "2001:db8::66"]);
+}
+
+#[test]
+fn failures_spread_wider_than_the_window_give_none() {
+    let mut capture = String::new();
+    brute_force(&mut capture, "203.0.113.8", 0, 100, 12, 1000);
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    assert_eq!(hosts_exceeded(&events), Vec::<String>::new());
+    assert_eq!(of_kind(&events, "SSHDLoginFailed").len(), 12);
+}
+
+#[test]
+fn the_window_and_limit_come_from_configuration() {
+    let mut capture = String::new();
+    brute_force(&mut capture, "203.0.113.8", 0, 100, 3, 1000);
+    let events = replay_json(
+        SSHD_JSON_APP,
+        &capture,
+        &[
+            "module.OpenSSH.login_failure_limit=3",
+            "module.OpenSSH.login_failure_window=1000",
+        ],
+    );
+    assert_eq!(hosts_exceeded(&events), ["203.0.113.8"]);
+}
+
+#[test]
+fn interleaved_hosts_and_pids_are_kept_apart() {
+    let mut capture = String::new();
+    // Host A: five failures over two connections; host B: four over one.
+    for n in 0..5u32 {
+        let a_pid = 100 + n % 2;
+        sshd_line(
+            &mut capture,
+            n * 2,
+            a_pid,
+            &format!(
+                "Failed password for invalid user admin from 198.51.100.1 port {} ssh2",
+                5000 + n % 2
+            ),
+        );
+        if n < 4 {
+            sshd_line(
+                &mut capture,
+                n * 2 + 1,
+                200,
+                "Failed password for bob from 198.51.100.2 port 6000 ssh2",
+            );
+        }
+    }
+    sshd_line(
+        &mut capture,
+        20,
+        100,
+        "Connection closed by invalid user admin 198.51.100.1 port 5000 [preauth]",
+    );
+    sshd_line(
+        &mut capture,
+        21,
+        101,
+        "Disconnecting invalid user admin 198.51.100.1 port 5001: Too many authentication failures [preauth]",
+    );
+    sshd_line(
+        &mut capture,
+        21,
+        101,
+        "Connection closed by invalid user admin 198.51.100.1 port 5001 [preauth]",
+    );
+    sshd_line(
+        &mut capture,
+        22,
+        200,
+        "Received disconnect from 198.51.100.2 port 6000:11: Bye Bye [preauth]",
+    );
+    sshd_line(
+        &mut capture,
+        22,
+        200,
+        "Disconnected from authenticating user bob 198.51.100.2 port 6000 [preauth]",
+    );
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    assert_eq!(hosts_exceeded(&events), ["198.51.100.1"]);
+    let failed: Vec<&Value> = of_kind(&events, "SSHDLoginFailed")
+        .into_iter()
+        .map(|e| &e["fields"])
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            &json!({"user": "admin", "addr": "198.51.100.1", "port": 5000, "failures": 3}),
+            &json!({"user": "admin", "addr": "198.51.100.1", "port": 5001, "failures": 2}),
+            &json!({"user": "bob", "addr": "198.51.100.2", "port": 6000, "failures": 4}),
+        ]
+    );
+}
+
+#[test]
+fn an_accepted_login_clears_the_hosts_count() {
+    let mut capture = String::new();
+    brute_force(&mut capture, "192.0.2.9", 0, 1, 4, 1000);
+    sshd_line(
+        &mut capture,
+        10,
+        2000,
+        "Accepted password for alice from 192.0.2.9 port 7000 ssh2",
+    );
+    brute_force(&mut capture, "192.0.2.9", 20, 1, 4, 3000);
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    assert_eq!(hosts_exceeded(&events), Vec::<String>::new());
+}
+
+#[test]
+fn every_way_a_connection_ends_before_authentication_reports_one_failed_login() {
+    let endings = [
+        "Connection closed by authenticating user {u} {a} port {p} [preauth]",
+        "Connection closed by invalid user {u} {a} port {p} [preauth]",
+        "Connection closed by {a} port {p} [preauth]",
+        "Connection reset by {a} port {p} [preauth]",
+        "Connection reset by authenticating user {u} {a} port {p} [preauth]",
+        "Disconnected from authenticating user {u} {a} port {p} [preauth]",
+        "Disconnected from invalid user {u} {a} port {p} [preauth]",
+        "Received disconnect from {a} port {p}:11: Bye Bye [preauth]",
+        "Disconnecting authenticating user {u} {a} port {p}: Too many authentication failures [preauth]",
+        "error: maximum authentication attempts exceeded for {u} from {a} port {p} ssh2 [preauth]",
+        "Timeout, client not responding from {a} port {p}",
+        "fatal: Timeout before authentication for {a} port {p}",
+    ];
+    let mut capture = String::new();
+    for (n, ending) in endings.iter().enumerate() {
+        let n = u32::try_from(n).expect("few endings");
+        let (pid, port, addr, user) = (500 + n, 30_000 + n, "2001:db8:1::5", format!("user{n}"));
+        sshd_line(
+            &mut capture,
+            n * 10,
+            pid,
+            &format!("Failed password for {user} from {addr} port {port} ssh2"),
+        );
+        let line = ending
+            .replace("{u}", &user)
+            .replace("{a}", addr)
+            .replace("{p}", &port.to_string());
+        sshd_line(&mut capture, n * 10 + 1, pid, &line);
+        // A second end line of the same connection reports nothing more.
+        sshd_line(
+            &mut capture,
+            n * 10 + 2,
+            pid,
+            &format!(
+                "Connection closed by authenticating user {user} {addr} port {port} [preauth]"
+            ),
+        );
+    }
+    let events = replay_json(
+        SSHD_JSON_APP,
+        &capture,
+        &["module.OpenSSH.login_failure_limit=100"],
+    );
+    let failed: Vec<(String, i64)> = of_kind(&events, "SSHDLoginFailed")
+        .iter()
+        .map(|e| {
+            let f = &e["fields"];
+            (
+                f["user"].as_str().unwrap_or("").to_owned(),
+                f["port"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = (0..endings.len())
+        .map(|n| (format!("user{n}"), 30_000 + i64::try_from(n).unwrap_or(0)))
+        .collect();
+    assert_eq!(failed, expected);
+}
+
+#[test]
+fn end_lines_of_unseen_connections_report_only_named_unauthenticated_users() {
+    let mut capture = String::new();
+    sshd_line(
+        &mut capture,
+        0,
+        9,
+        "Connection closed by invalid user guest 192.0.2.1 port 1 [preauth]",
+    );
+    sshd_line(
+        &mut capture,
+        1,
+        9,
+        "Connection closed by 192.0.2.1 port 2 [preauth]",
+    );
+    sshd_line(
+        &mut capture,
+        2,
+        9,
+        "Disconnected from user timp 192.0.2.1 port 3",
+    );
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    let failed: Vec<&Value> = of_kind(&events, "SSHDLoginFailed")
+        .into_iter()
+        .map(|e| &e["fields"])
+        .collect();
+    assert_eq!(
+        failed,
+        [&json!({"user": "guest", "addr": "192.0.2.1", "port": 1, "failures": 0})]
+    );
+}
+
+#[test]
+fn sessions_report_every_accepted_method_and_both_pam_formats() {
+    let mut capture = String::new();
+    let logins = [
+        (
+            "keyboard-interactive/pam",
+            "",
+            "session opened for user carol(uid=1001) by (uid=0)",
+        ),
+        (
+            "publickey",
+            ": ED25519 SHA256:ed",
+            "session opened for user carol by (uid=0)",
+        ),
+        (
+            "publickey",
+            ": ECDSA SHA256:ec",
+            "session opened for user carol(uid=1001) by carol(uid=0)",
+        ),
+        (
+            "publickey",
+            ": DSA SHA256:ds",
+            "session opened for user carol by (uid=0)",
+        ),
+    ];
+    for (n, (method, key, opened)) in logins.iter().enumerate() {
+        let n = u32::try_from(n).expect("few logins");
+        let (pid, port) = (700 + n, 50_000 + n);
+        sshd_line(
+            &mut capture,
+            n * 100,
+            pid,
+            &format!("Accepted {method} for carol from fe80::1 port {port} ssh2{key}"),
+        );
+        sshd_line(
+            &mut capture,
+            n * 100 + 1,
+            pid,
+            &format!("pam_unix(sshd:session): {opened}"),
+        );
+        sshd_line(
+            &mut capture,
+            n * 100 + 60,
+            pid + 1,
+            &format!("Disconnected from user carol fe80::1 port {port}"),
+        );
+        sshd_line(
+            &mut capture,
+            n * 100 + 61,
+            pid,
+            "pam_unix(sshd:session): session closed for user carol",
+        );
+    }
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    let sessions: Vec<(String, String, f64)> = of_kind(&events, "SSHDLoginSucceeded")
+        .iter()
+        .map(|e| {
+            let f = &e["fields"];
+            (
+                f["auth"].as_str().unwrap_or("").to_owned(),
+                f["key"].as_str().unwrap_or("").to_owned(),
+                f["duration"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            ("keyboard-interactive/pam".to_owned(), String::new(), 60.0),
+            ("publickey".to_owned(), "ED25519 SHA256:ed".to_owned(), 60.0),
+            ("publickey".to_owned(), "ECDSA SHA256:ec".to_owned(), 60.0),
+            ("publickey".to_owned(), "DSA SHA256:ds".to_owned(), 60.0),
+        ]
+    );
+}
+
+#[test]
+fn a_session_without_pam_ends_at_its_first_end_line() {
+    let mut capture = String::new();
+    sshd_line(
+        &mut capture,
+        0,
+        5,
+        "Accepted publickey for dave from 192.0.2.4 port 999 ssh2: RSA SHA256:x",
+    );
+    sshd_line(
+        &mut capture,
+        30,
+        6,
+        "Received disconnect from 192.0.2.4 port 999:11: disconnected by user",
+    );
+    sshd_line(
+        &mut capture,
+        30,
+        6,
+        "Disconnected from user dave 192.0.2.4 port 999",
+    );
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    let sessions = of_kind(&events, "SSHDLoginSucceeded");
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["fields"]["start"], "2023-02-20T15:00:00Z");
+    assert_eq!(sessions[0]["fields"]["finish"], "2023-02-20T15:00:30Z");
+}
+
+#[test]
+fn traditional_auth_log_lines_work_like_rfc5424() {
+    let capture = "Feb 20 15:14:46 giganode1 sshd[2540712]: Failed password for testguy from 192.168.1.85 port 60142 ssh2\n\
+                   Feb 20 15:14:58 giganode1 sshd[2540712]: Connection closed by authenticating user testguy 192.168.1.85 port 60142 [preauth]\n";
+    let events = replay_json(
+        SSHD_JSON_APP,
+        capture,
+        &[
+            "parser.rfc3164_year=2023",
+            "parser.rfc3164_utc_offset=-05:00",
+        ],
+    );
+    let failed = of_kind(&events, "SSHDLoginFailed");
+    assert_eq!(failed[0]["time"], "2023-02-20T15:14:58-05:00");
+    assert_eq!(
+        failed[0]["fields"],
+        json!({"user": "testguy", "addr": "192.168.1.85", "port": 60142, "failures": 1})
+    );
+}
+
+#[test]
+fn bad_records_are_reported_with_their_line_and_the_run_goes_on() {
+    let mut capture = b"garbage that is not syslog\n".to_vec();
+    capture.extend_from_slice(b"<999>1 - - - - - -\n\n");
+    capture.extend_from_slice(b"<86>1 2023-02-20T15:00:00Z s sshd 1 - - Failed password for \xff\xfe from 192.0.2.1 port 1 ssh2\n");
+    capture.extend_from_slice(b"<86>1 2023-02-20T15:00:01Z s sshd 1 - - Connection closed by 192.0.2.1 port 1 [preauth]\n");
+    let dir = app_dir(SSHD_JSON_APP);
+    std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("line=1")
+            && run.stderr.contains(
+                "not a syslog record, skipped: bad RFC 3164 timestamp \"garbage that is\""
+            ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("line=2") && run.stderr.contains("bad PRI \"<999>\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("records=2 unparsable=2 not_utf8=1"),
+        "{}",
+        run.stderr
+    );
+    let first: Value =
+        serde_json::from_str(run.stdout.lines().next().unwrap_or("")).expect("JSON event");
+    assert_eq!(first["fields"]["user"], "\u{fffd}\u{fffd}");
+}
+
+#[test]
+fn filters_route_each_event_to_exactly_the_right_handlers() {
+    let app = r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+[handlers.errors]
+component = "builtin:csv"
+filter = 'event.severity == "error"'
+grants = { dir = "errors" }
+[handlers.logins]
+component = "builtin:csv"
+filter = 'event.kind == "SSHDLoginSucceeded" && event.fields.user == "timp"'
+grants = { dir = "logins" }
+[handlers.everything]
+component = "builtin:csv"
+grants = { dir = "all" }
+"#;
+    let dir = app_dir(app);
+    let capture = sample_capture();
+    let capture = capture.to_str().expect("UTF-8 path");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", capture],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let listing = |name: &str| -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(dir.path().join(name))
+            .expect("granted directory exists")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!(listing("errors"), ["OpenSSH-SSHDLoginFailed.csv"]);
+    assert_eq!(listing("logins"), ["OpenSSH-SSHDLoginSucceeded.csv"]);
+    assert_eq!(
+        listing("all"),
+        [
+            "OpenSSH-SSHDLoginFailed.csv",
+            "OpenSSH-SSHDLoginSucceeded.csv",
+            "OpenSSH-SSHDStats.csv"
+        ]
+    );
+    let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).expect("csv file");
+    assert_eq!(
+        read("errors/OpenSSH-SSHDLoginFailed.csv"),
+        "user,addr,port,failures\ntestguy,192.168.1.85,60142,3\n"
+    );
+    assert_eq!(
+        read("logins/OpenSSH-SSHDLoginSucceeded.csv"),
+        "user,auth,addr,port,failures,start,finish,duration,key\n\
+         timp,publickey,192.168.1.85,60116,0,2023-02-20T15:12:47.771632-05:00,2023-02-20T15:14:09.072459-05:00,81.300827,RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A\n"
+    );
+    assert_eq!(
+        read("all/OpenSSH-SSHDLoginSucceeded.csv").lines().count(),
+        3
+    );
+
+    // A second run rotates the files it writes again.
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", capture],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        listing("errors"),
+        [
+            "OpenSSH-SSHDLoginFailed.csv",
+            "OpenSSH-SSHDLoginFailed_1.csv"
+        ]
+    );
+    assert_eq!(
+        read("errors/OpenSSH-SSHDLoginFailed_1.csv"),
+        read("errors/OpenSSH-SSHDLoginFailed.csv")
+    );
+}
+
+#[test]
+fn an_invalid_filter_is_reported_with_the_handler_and_position() {
+    let app = "[modules.m]\ncomponent = \"builtin:sshd\"\n[handlers.picky]\ncomponent = \"builtin:log\"\nfilter = 'event.severity == '\n";
+    let dir = app_dir(app);
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.starts_with(
+            "error: handler \"picky\": the filter at app.toml line 5 column 10 does not compile: line 1, column 19 of the filter: "
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_key_value_type_and_place() {
+    let dir = app_dir(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\nconfig = { login_failure_limt = 6 }\n[handlers.h]\ncomponent = \"builtin:log\"\n",
+    );
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: app.toml line 3 column 33: unknown configuration item \"module.OpenSSH.login_failure_limt\"; known items here: module.OpenSSH.login_failure_limit, module.OpenSSH.login_failure_window, module.OpenSSH.max_transaction_age\n"
+    );
+
+    let dir = app_dir(SSHD_JSON_APP);
+    let run = correlator(
+        dir.path(),
+        &[
+            "check",
+            "--app",
+            "app.toml",
+            "--option",
+            "module.OpenSSH.login_failure_limit=lots",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: in --option: configuration item \"module.OpenSSH.login_failure_limit\": \"lots\" is not a valid integer\n"
+    );
+
+    let run = correlator(
+        dir.path(),
+        &["check", "--app", "app.toml", "--option", "system.nope=1"],
+    );
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.starts_with("error: in --option: unknown configuration item \"system.nope\"; known items here: system.run_dir"), "{}", run.stderr);
+
+    let dir = app_dir(
+        "descripton = \"typo\"\n[modules.m]\ncomponent = \"builtin:sshd\"\n[handlers.h]\ncomponent = \"builtin:log\"\n",
+    );
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .starts_with("error: app.toml: TOML parse error at line 1, column 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("unknown field `descripton`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_module_that_refuses_its_configuration_stops_start_up_with_its_message() {
+    let dir = app_dir(SSHD_JSON_APP);
+    let capture = sample_capture();
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            capture.to_str().unwrap_or(""),
+            "-o",
+            "module.OpenSSH.login_failure_limit=0",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: module \"OpenSSH\" refused to start: login_failure_limit must be positive, not 0\n"
+    );
+    assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn config_prints_every_item_with_type_value_default_and_source() {
+    let dir = app_dir(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\nconfig = { login_failure_limit = 6 }\n[handlers.h]\ncomponent = \"builtin:log\"\n",
+    );
+    let run = correlator(
+        dir.path(),
+        &[
+            "config",
+            "--app",
+            "app.toml",
+            "-o",
+            "module.OpenSSH.login_failure_window=60",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["KEY", "TYPE", "VALUE", "DEFAULT", "SOURCE", "DESCRIPTION"]
+    );
+    let row = |key: &str| {
+        rows.iter()
+            .find(|row| row[0] == key)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        row("module.OpenSSH.login_failure_limit"),
+        [
+            "module.OpenSSH.login_failure_limit",
+            "integer",
+            "6",
+            "5",
+            "app file",
+            "failed passwords from one host within the window that dispatch SSHDAttemptsExceeded"
+        ]
+    );
+    assert_eq!(
+        row("module.OpenSSH.login_failure_window")[2..5],
+        ["60", "300", "command line"]
+    );
+    assert_eq!(
+        row("handler.h.format")[1..5],
+        ["text", "\"text\"", "\"text\"", "default"]
+    );
+    assert_eq!(row("system.run_dir")[1..4], ["text", "\".\"", "\".\""]);
+    assert_eq!(rows.len(), 1 + 3 + 1 + 4);
+}
+
+#[test]
+fn the_shipped_apps_load() {
+    for (app, handlers) in [("report.toml", 1), ("ssh-report.toml", 2)] {
+        let path = workspace().join("apps").join(app);
+        let path = path.to_str().expect("UTF-8 path");
+        let run = correlator(&workspace(), &["check", "--app", path]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(
+            run.stdout,
+            format!("{path}: ok (1 modules, {handlers} handlers)\n")
+        );
+    }
+}
+
+#[test]
+fn the_report_app_gives_a_notice_per_record_and_stream_statistics() {
+    let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let app =
+        std::fs::read_to_string(workspace().join("apps").join("report.toml")).expect("report app");
+    let events = replay_json(&app, &capture, &["handler.console.format=json"]);
+    assert_eq!(of_kind(&events, "Notice").len(), 16);
+    assert_eq!(
+        events[10]["summary"],
+        "giganode1 sshd: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.168.1.85..."
+    );
+    let stats = of_kind(&events, "ReportStats");
+    assert_eq!(
+        stats[0]["fields"],
+        json!({"first": "2023-02-20T15:12:47.757250-05:00", "last": "2023-02-20T15:14:58.437079-05:00", "records": 16, "bytes": 1151})
+    );
+}
+
+#[test]
+fn the_readme_demo_prints_the_three_events() {
+    let script = std::fs::read_to_string(workspace().join("demo.sh")).expect("demo.sh");
+    let command = script
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("exec target/release/correlator "))
+        .expect("demo.sh runs the release binary");
+    let args: Vec<&str> = command
+        .split_whitespace()
+        .filter(|arg| *arg != "\"$@\"")
+        .collect();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    // Run from a copy of the repository's apps and data, as a user would.
+    for dir in ["apps", "data"] {
+        std::fs::create_dir(scratch.path().join(dir)).expect("mkdir");
+        for entry in std::fs::read_dir(workspace().join(dir)).expect("read dir") {
+            let entry = entry.expect("entry");
+            std::fs::copy(
+                entry.path(),
+                scratch.path().join(dir).join(entry.file_name()),
+            )
+            .expect("copy");
+        }
+    }
+    let run = correlator(scratch.path(), &args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "[OpenSSH :: SSHDLoginSucceeded] User timp logged in from 192.168.1.85 port 60116 by publickey (RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A); the session lasted 81.3 seconds\n\
+         [OpenSSH :: SSHDLoginSucceeded] User testguy logged in from 192.168.1.85 port 60138 by password; the session lasted 6.5 seconds\n\
+         [OpenSSH :: SSHDLoginFailed] User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords\n\
+         [OpenSSH :: SSHDStats] 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial\n"
+    );
+}
+
+#[test]
+fn events_that_break_their_schema_are_rejected_by_name_and_processing_goes_on() {
+    let guest = env!("CORRELATOR_TEST_GUEST_SCHEMA_BREAKER");
+    let app = format!(
+        "[modules.breaker]\ncomponent = '{guest}'\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    );
+    let capture = "<13>1 2023-02-20T15:00:00Z alpha app - - - one\n<13>1 2023-02-20T15:00:01Z beta app - - - two\n";
+    let dir = app_dir(&app);
+    std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["fields"].clone())
+            .collect::<Vec<_>>(),
+        [
+            json!({"host": "alpha", "position": 1}),
+            json!({"host": "beta", "position": 2})
+        ]
+    );
+    for expected in [
+        "event rejected: declared field is missing instance=breaker event=Seen field=\"position\"",
+        "event rejected: field is not declared instance=breaker event=Seen field=\"extra\"",
+        "event rejected: field has another type than declared instance=breaker event=Seen field=\"position\"",
+        "event rejected: field is set twice instance=breaker event=Seen field=\"position\"",
+        "event rejected: event type is not declared instance=breaker event=Unheard field=\"\"",
+    ] {
+        assert_eq!(
+            run.stderr.matches(expected).count(),
+            2,
+            "{expected}\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr.contains("module dispatched events that broke their declared type instance=\"breaker\" rejected=10"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused_by_name() {
+    let dir = app_dir(
+        "[modules.m]\ncomponent = \"fake.wasm\"\n[handlers.h]\ncomponent = \"builtin:log\"\n",
+    );
+    std::fs::write(dir.path().join("fake.wasm"), "not wasm").expect("write");
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: module \"m\" at app.toml line 2 column 13: fake.wasm is not a WebAssembly file\n"
+    );
+    let dir = app_dir(
+        "[modules.m]\ncomponent = \"builtin:nope\"\n[handlers.h]\ncomponent = \"builtin:log\"\n",
+    );
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(
+        run.stderr,
+        "error: module \"m\" at app.toml line 2 column 13: there is no builtin component \"nope\" (builtins: sshd, report, log, csv)\n"
+    );
+}

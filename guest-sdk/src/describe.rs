@@ -64,7 +64,12 @@ impl ConfigItem {
 
     /// A whole number.
     pub fn integer(key: &str, default: i64, description: &str) -> Self {
-        Self::new(key, Value::Integer(default), ValueType::Integer, description)
+        Self::new(
+            key,
+            Value::Integer(default),
+            ValueType::Integer,
+            description,
+        )
     }
 
     /// A floating-point number.
@@ -74,17 +79,32 @@ impl ConfigItem {
 
     /// A string.
     pub fn text(key: &str, default: &str, description: &str) -> Self {
-        Self::new(key, Value::Text(default.to_owned()), ValueType::Text, description)
+        Self::new(
+            key,
+            Value::Text(default.to_owned()),
+            ValueType::Text,
+            description,
+        )
     }
 
     /// A flag (`true/false/yes/no/1/0` on the command line).
     pub fn boolean(key: &str, default: bool, description: &str) -> Self {
-        Self::new(key, Value::Boolean(default), ValueType::Boolean, description)
+        Self::new(
+            key,
+            Value::Boolean(default),
+            ValueType::Boolean,
+            description,
+        )
     }
 
     /// An e-mail address, checked by the host to look like `local@domain`.
     pub fn email(key: &str, default: &str, description: &str) -> Self {
-        Self::new(key, Value::Email(default.to_owned()), ValueType::Email, description)
+        Self::new(
+            key,
+            Value::Email(default.to_owned()),
+            ValueType::Email,
+            description,
+        )
     }
 }
 

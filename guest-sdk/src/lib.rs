@@ -8,7 +8,7 @@
 //! through [`Event`], configuration is read with [`config`], and
 //! [`CountOverTime`] counts occurrences in a sliding window of record time.
 //!
-//! ```ignore
+//! ```
 //! use correlator_sdk::{export_module, Descriptor, Event, EventType, Module, Record, Severity};
 //!
 //! struct Hello;
@@ -154,7 +154,8 @@ macro_rules! export_module {
 
                 fn init() -> ::std::result::Result<(), ::std::string::String> {
                     let instance = <$ty as $crate::Module>::init()?;
-                    __INSTANCE.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));
+                    __INSTANCE
+                        .with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));
                     ::std::result::Result::Ok(())
                 }
 
@@ -173,6 +174,10 @@ macro_rules! export_module {
                 }
             }
 
+            // Exported names like `correlator:plugin/logic@0.1.0#process` only
+            // make sense (and only link) in a wasm component; natively the
+            // crate still builds, so its unit tests run on the host.
+            #[cfg(target_arch = "wasm32")]
             $crate::__bindings::module::__export_logic_module!(__CorrelatorModuleExport);
         };
     };
@@ -201,7 +206,8 @@ macro_rules! export_handler {
 
                 fn init() -> ::std::result::Result<(), ::std::string::String> {
                     let instance = <$ty as $crate::Handler>::init()?;
-                    __INSTANCE.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));
+                    __INSTANCE
+                        .with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));
                     ::std::result::Result::Ok(())
                 }
 
@@ -214,12 +220,15 @@ macro_rules! export_handler {
                         }
                         ::std::option::Option::None => events
                             .iter()
-                            .map(|_| ::std::result::Result::Err("handler is not initialised".into()))
+                            .map(|_| {
+                                ::std::result::Result::Err("handler is not initialised".into())
+                            })
                             .collect(),
                     })
                 }
             }
 
+            #[cfg(target_arch = "wasm32")]
             $crate::__bindings::handler::__export_event_handler!(__CorrelatorHandlerExport);
         };
     };

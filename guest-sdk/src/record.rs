@@ -1,7 +1,7 @@
 //! Records as `&str` views over the host's flat batch buffer.
 
-use crate::Timestamp;
 use crate::__bindings::RecordBatch;
+use crate::Timestamp;
 use std::borrow::Cow;
 use std::cell::Cell;
 

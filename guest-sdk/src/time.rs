@@ -42,9 +42,9 @@ impl fmt::Display for Timestamp {
         )?;
         let nanos = self.nanoseconds;
         if nanos != 0 {
-            if nanos % 1_000_000 == 0 {
+            if nanos.is_multiple_of(1_000_000) {
                 write!(f, ".{:03}", nanos / 1_000_000)?;
-            } else if nanos % 1_000 == 0 {
+            } else if nanos.is_multiple_of(1_000) {
                 write!(f, ".{:06}", nanos / 1_000)?;
             } else {
                 write!(f, ".{nanos:09}")?;
@@ -90,9 +90,15 @@ mod tests {
 
     #[test]
     fn formats_rfc3339_in_the_written_offset() {
-        assert_eq!(at(1_676_923_967, 771_632_000, -300), "2023-02-20T15:12:47.771632-05:00");
+        assert_eq!(
+            at(1_676_923_967, 771_632_000, -300),
+            "2023-02-20T15:12:47.771632-05:00"
+        );
         assert_eq!(at(0, 0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400, 5_000_000, 90), "2000-02-29T01:30:00.005+01:30");
+        assert_eq!(
+            at(951_782_400, 5_000_000, 90),
+            "2000-02-29T01:30:00.005+01:30"
+        );
         assert_eq!(at(-1, 1, 0), "1969-12-31T23:59:59.000000001Z");
     }
 }

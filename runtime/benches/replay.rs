@@ -52,25 +52,74 @@ fn generate(count: usize, out: &mut String) {
         match rng.below(10) {
             0..=2 => {
                 let user = format!("user{}", rng.below(50));
-                line(&format!("Accepted publickey for {user} from {addr} port {port} ssh2: ED25519 SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"), pid, out);
-                line(&format!("pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)"), pid, out);
-                line(&format!("Received disconnect from {addr} port {port}:11: disconnected by user"), pid + 1, out);
-                line(&format!("Disconnected from user {user} {addr} port {port}"), pid + 1, out);
-                line(&format!("pam_unix(sshd:session): session closed for user {user}"), pid, out);
+                line(
+                    &format!(
+                        "Accepted publickey for {user} from {addr} port {port} ssh2: ED25519 SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+                    ),
+                    pid,
+                    out,
+                );
+                line(
+                    &format!(
+                        "pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)"
+                    ),
+                    pid,
+                    out,
+                );
+                line(
+                    &format!(
+                        "Received disconnect from {addr} port {port}:11: disconnected by user"
+                    ),
+                    pid + 1,
+                    out,
+                );
+                line(
+                    &format!("Disconnected from user {user} {addr} port {port}"),
+                    pid + 1,
+                    out,
+                );
+                line(
+                    &format!("pam_unix(sshd:session): session closed for user {user}"),
+                    pid,
+                    out,
+                );
             }
             3..=6 => {
                 let user = ["root", "admin", "oracle", "test", "ubuntu"][rng.below(5) as usize];
-                line(&format!("Invalid user {user} from {addr} port {port}"), pid, out);
+                line(
+                    &format!("Invalid user {user} from {addr} port {port}"),
+                    pid,
+                    out,
+                );
                 for _ in 0..1 + rng.below(5) {
-                    line(&format!("Failed password for invalid user {user} from {addr} port {port} ssh2"), pid, out);
+                    line(
+                        &format!(
+                            "Failed password for invalid user {user} from {addr} port {port} ssh2"
+                        ),
+                        pid,
+                        out,
+                    );
                 }
-                line(&format!("Connection closed by invalid user {user} {addr} port {port} [preauth]"), pid, out);
+                line(
+                    &format!(
+                        "Connection closed by invalid user {user} {addr} port {port} [preauth]"
+                    ),
+                    pid,
+                    out,
+                );
             }
             7..=8 => {
-                line(&format!("Connection closed by {addr} port {port} [preauth]"), pid, out);
+                line(
+                    &format!("Connection closed by {addr} port {port} [preauth]"),
+                    pid,
+                    out,
+                );
             }
             _ => {
-                let _ = writeln!(out, "<30>1 {time} {host} systemd 1 - - Started Session {pid} of user root.");
+                let _ = writeln!(
+                    out,
+                    "<30>1 {time} {host} systemd 1 - - Started Session {pid} of user root."
+                );
                 written += 1;
             }
         }
@@ -132,7 +181,10 @@ fn main() {
         );
         best = best.min(seconds);
     }
-    println!("replay: best {:.0} records/s over {lines} sshd-heavy records", lines as f64 / best);
+    println!(
+        "replay: best {:.0} records/s over {lines} sshd-heavy records",
+        lines as f64 / best
+    );
     if std::env::var_os("CORRELATOR_BENCH_KEEP").is_some() {
         println!("capture and app kept in {}", dir.display());
     } else {

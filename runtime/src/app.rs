@@ -51,36 +51,83 @@ struct GrantsRaw {
 /// A place in the app file, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// The app file.
     pub file: PathBuf,
+    /// Line, from 1; 0 when the place is only known to be in the file.
     pub line: usize,
+    /// Column, from 1.
     pub column: usize,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} line {} column {}", self.file.display(), self.line, self.column)
+        if self.line == 0 {
+            return write!(f, "{}", self.file.display());
+        }
+        write!(
+            f,
+            "{} line {} column {}",
+            self.file.display(),
+            self.line,
+            self.column
+        )
     }
 }
 
 /// Why an app file was refused.
 #[derive(Debug, Error)]
 pub enum AppError {
+    /// The file could not be read.
     #[error("cannot read app file {path}")]
     Read {
+        /// The app file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
+    /// Not TOML, or a key the app file does not have (with line and column).
     #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("{0}: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME])")]
+    Syntax {
+        /// The app file.
+        path: PathBuf,
+        /// The TOML parser's message, which names line and column.
+        message: String,
+    },
+    /// No module or no handler.
+    #[error(
+        "{0}: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME])"
+    )]
     Empty(PathBuf),
+    /// An instance name that cannot be part of configuration keys and file
+    /// names.
     #[error("{location}: instance name \"{name}\" may only hold letters, digits, '_' and '-'")]
-    BadName { name: String, location: Location },
-    #[error("{location}: \"{name}\" is used for a module and a handler; instance names must be unique")]
-    DuplicateName { name: String, location: Location },
-    #[error("{location}: component \"{component}\" is neither builtin:NAME nor a path to a .wasm file")]
-    BadComponent { component: String, location: Location },
+    BadName {
+        /// The name as written.
+        name: String,
+        /// Where its component is named.
+        location: Location,
+    },
+    /// A module and a handler with one name.
+    #[error(
+        "{location}: \"{name}\" is used for a module and a handler; instance names must be unique"
+    )]
+    DuplicateName {
+        /// The name used twice.
+        name: String,
+        /// Where the handler's component is named.
+        location: Location,
+    },
+    /// A `component` that is neither `builtin:NAME` nor a `.wasm` path.
+    #[error(
+        "{location}: component \"{component}\" is neither builtin:NAME nor a path to a .wasm file"
+    )]
+    BadComponent {
+        /// The value as written.
+        component: String,
+        /// Where it is written.
+        location: Location,
+    },
 }
 
 /// Where a component comes from.
@@ -104,8 +151,11 @@ impl fmt::Display for ComponentSource {
 /// One configuration value from the app file, with where it was written.
 #[derive(Debug, Clone)]
 pub struct Setting {
+    /// The full configuration key (`module.OpenSSH.login_failure_limit`).
     pub key: String,
+    /// The value as written, converted by the configuration store.
     pub value: toml::Value,
+    /// Where it is written, for messages.
     pub location: Location,
 }
 
@@ -119,7 +169,9 @@ pub struct Grants {
 /// Whether an instance is a logic module or an event handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// A logic module (`[modules.NAME]`).
     Module,
+    /// An event handler (`[handlers.NAME]`).
     Handler,
 }
 
@@ -136,24 +188,34 @@ impl Role {
 /// One `[modules.NAME]` or `[handlers.NAME]`.
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {
+    /// The instance name (the `NAME` of `[modules.NAME]`).
     pub name: String,
+    /// Module or handler.
     pub role: Role,
+    /// Where its component comes from.
     pub source: ComponentSource,
+    /// Where the component is named, for messages.
     pub source_location: Location,
     /// Values for `module.NAME.KEY` / `handler.NAME.KEY`, keys already full.
     pub config: Vec<Setting>,
+    /// The CEL filter (handlers only) and where it is written.
     pub filter: Option<(String, Location)>,
+    /// What the instance may touch.
     pub grants: Grants,
 }
 
 /// A loaded, checked app file.
 #[derive(Debug, Clone)]
 pub struct App {
+    /// The app file.
     pub path: PathBuf,
+    /// What the app is for, shown to operators.
     pub description: String,
     /// System-level values from `[config]`, keys flattened (`system.run_dir`).
     pub config: Vec<Setting>,
+    /// The logic modules, ordered by name.
     pub modules: Vec<InstanceSpec>,
+    /// The event handlers, ordered by name.
     pub handlers: Vec<InstanceSpec>,
 }
 
@@ -192,17 +254,26 @@ impl App {
             })
             .collect();
 
-        let instance = |name: &str, role: Role, component: &Spanned<String>, settings: &BTreeMap<String, Spanned<toml::Value>>| {
+        let instance = |name: &str,
+                        role: Role,
+                        component: &Spanned<String>,
+                        settings: &BTreeMap<String, Spanned<toml::Value>>| {
             let source_location = locate(component.span());
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(AppError::BadName {
                     name: name.to_owned(),
                     location: source_location,
                 });
             }
-            let source = resolve_source(component.get_ref(), base).ok_or_else(|| AppError::BadComponent {
-                component: component.get_ref().clone(),
-                location: source_location.clone(),
+            let source = resolve_source(component.get_ref(), base).ok_or_else(|| {
+                AppError::BadComponent {
+                    component: component.get_ref().clone(),
+                    location: source_location.clone(),
+                }
             })?;
             let config = settings
                 .iter()
@@ -297,7 +368,10 @@ fn flatten_table(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml:
 fn location(path: &Path, text: &str, offset: usize) -> Location {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |newline| before.len() - newline - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |newline| before.len() - newline - 1)
+        + 1;
     Location {
         file: path.to_owned(),
         line,
@@ -329,11 +403,17 @@ grants = { dir = "csv" }
         let module = &app.modules[0];
         assert_eq!(module.source, ComponentSource::Builtin("sshd".into()));
         assert_eq!(module.config[0].key, "module.OpenSSH.login_failure_limit");
-        assert_eq!(module.config[0].location.to_string(), "apps/app.toml line 4 column 33");
+        assert_eq!(
+            module.config[0].location.to_string(),
+            "apps/app.toml line 4 column 34"
+        );
         let names: Vec<&str> = app.handlers.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["audit", "console"]);
         let audit = &app.handlers[0];
-        assert_eq!(audit.filter.as_ref().map(|f| f.0.as_str()), Some("event.severity == \"error\""));
+        assert_eq!(
+            audit.filter.as_ref().map(|f| f.0.as_str()),
+            Some("event.severity == \"error\"")
+        );
         assert_eq!(audit.grants.dir.as_ref().map(|d| d.0.as_str()), Some("csv"));
     }
 
@@ -351,8 +431,11 @@ grants = { dir = "csv" }
 
     #[test]
     fn refuses_apps_without_modules_or_handlers() {
-        let error = App::parse(Path::new("a.toml"), "[modules.x]\ncomponent = \"builtin:sshd\"\n")
-            .expect_err("no handler");
+        let error = App::parse(
+            Path::new("a.toml"),
+            "[modules.x]\ncomponent = \"builtin:sshd\"\n",
+        )
+        .expect_err("no handler");
         assert_eq!(
             error.to_string(),
             "a.toml: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME])"

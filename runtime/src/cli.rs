@@ -124,7 +124,11 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
     );
     for (instance, rejected) in loaded.pipeline.rejected_events() {
         if rejected > 0 {
-            tracing::warn!(instance, rejected, "module dispatched events that broke their declared type");
+            tracing::warn!(
+                instance,
+                rejected,
+                "module dispatched events that broke their declared type"
+            );
         }
     }
     Ok(())

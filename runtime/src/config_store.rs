@@ -11,8 +11,11 @@ use thiserror::Error;
 /// Where an item's current value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// The component's or the runtime's declared default.
     Default,
+    /// The app file.
     AppFile,
+    /// `--option KEY=VALUE`.
     CommandLine,
 }
 
@@ -29,34 +32,57 @@ impl fmt::Display for Source {
 /// One declared item and its current value.
 #[derive(Debug, Clone)]
 pub struct Item {
+    /// Dotted key, e.g. `module.OpenSSH.login_failure_limit`.
     pub key: String,
+    /// The declared type; every value is converted to it.
     pub value_type: ValueType,
+    /// The declared default.
     pub default: Value,
+    /// The current value.
     pub value: Value,
+    /// Where the current value came from.
     pub source: Source,
+    /// What the item is for, from its declaration.
     pub description: String,
 }
 
 /// Why a declaration or a value was refused.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
+    /// Two declarations of one key.
     #[error("configuration item \"{0}\" is declared twice")]
     Duplicate(String),
+    /// A declaration whose default is not of its own type.
     #[error("configuration item \"{key}\" declares a {declared} default {default}")]
     DefaultOfWrongType {
+        /// The key declared.
         key: String,
+        /// The declared type.
         declared: &'static str,
+        /// The default as given.
         default: String,
     },
+    /// A value for a key nobody declared.
     #[error("unknown configuration item \"{key}\"{known}")]
-    Unknown { key: String, known: String },
+    Unknown {
+        /// The key as written.
+        key: String,
+        /// The declared keys beside it, to help with a typo.
+        known: String,
+    },
+    /// A value that does not convert to the declared type.
     #[error("configuration item \"{key}\": {value} is not a valid {expected}{reason}")]
     Convert {
+        /// The key.
         key: String,
+        /// The value as written.
         value: String,
+        /// The declared type.
         expected: &'static str,
+        /// What a valid value looks like, when that helps.
         reason: String,
     },
+    /// `--option` without `=`.
     #[error("option \"{0}\" is not KEY=VALUE")]
     OptionSyntax(String),
 }
@@ -148,7 +174,12 @@ impl ConfigStore {
 
     /// Set an item from an app-file value; strings are converted as text
     /// would be, so `limit = "6"` works like `limit = 6`.
-    pub fn set_toml(&mut self, key: &str, value: &toml::Value, source: Source) -> Result<(), ConfigError> {
+    pub fn set_toml(
+        &mut self,
+        key: &str,
+        value: &toml::Value,
+        source: Source,
+    ) -> Result<(), ConfigError> {
         let item = self.item_mut(key)?;
         let converted = match (item.value_type, value) {
             (_, toml::Value::String(text)) => convert_text(key, item.value_type, text)?,
@@ -262,7 +293,11 @@ pub fn convert_text(key: &str, value_type: ValueType, text: &str) -> Result<Valu
 /// Render a value for `correlator config`.
 pub fn display_value(value: &Value) -> String {
     match value {
-        Value::Timestamp(Timestamp { seconds, nanoseconds, .. }) => format!("{seconds}.{nanoseconds:09}"),
+        Value::Timestamp(Timestamp {
+            seconds,
+            nanoseconds,
+            ..
+        }) => format!("{seconds}.{nanoseconds:09}"),
         other => other.to_string(),
     }
 }
@@ -274,16 +309,36 @@ mod tests {
     fn store() -> ConfigStore {
         let mut store = ConfigStore::new();
         store
-            .declare("module.ssh.limit", ValueType::Integer, Value::Integer(5), "limit")
+            .declare(
+                "module.ssh.limit",
+                ValueType::Integer,
+                Value::Integer(5),
+                "limit",
+            )
             .expect("declare");
         store
-            .declare("module.ssh.window", ValueType::Float, Value::Float(300.0), "window")
+            .declare(
+                "module.ssh.window",
+                ValueType::Float,
+                Value::Float(300.0),
+                "window",
+            )
             .expect("declare");
         store
-            .declare("handler.mail.to", ValueType::Email, Value::Email("root@localhost".into()), "to")
+            .declare(
+                "handler.mail.to",
+                ValueType::Email,
+                Value::Email("root@localhost".into()),
+                "to",
+            )
             .expect("declare");
         store
-            .declare("handler.mail.html", ValueType::Boolean, Value::Boolean(false), "html")
+            .declare(
+                "handler.mail.html",
+                ValueType::Boolean,
+                Value::Boolean(false),
+                "html",
+            )
             .expect("declare");
         store
     }
@@ -293,36 +348,56 @@ mod tests {
         let mut store = store();
         assert_eq!(store.get("module.ssh.limit"), Some(&Value::Integer(5)));
         store
-            .set_toml("module.ssh.limit", &toml::Value::Integer(6), Source::AppFile)
+            .set_toml(
+                "module.ssh.limit",
+                &toml::Value::Integer(6),
+                Source::AppFile,
+            )
             .expect("app value");
         assert_eq!(store.get("module.ssh.limit"), Some(&Value::Integer(6)));
         store.set_option("module.ssh.limit=7").expect("option");
         assert_eq!(store.get("module.ssh.limit"), Some(&Value::Integer(7)));
-        let item = store.items().find(|i| i.key == "module.ssh.limit").expect("item");
-        assert_eq!((item.source, &item.default), (Source::CommandLine, &Value::Integer(5)));
+        let item = store
+            .items()
+            .find(|i| i.key == "module.ssh.limit")
+            .expect("item");
+        assert_eq!(
+            (item.source, &item.default),
+            (Source::CommandLine, &Value::Integer(5))
+        );
     }
 
     #[test]
     fn refuses_values_that_do_not_convert_naming_key_value_and_type() {
         let mut store = store();
-        let error = store.set_option("module.ssh.limit=many").expect_err("not an integer");
+        let error = store
+            .set_option("module.ssh.limit=many")
+            .expect_err("not an integer");
         assert_eq!(
             error.to_string(),
             "configuration item \"module.ssh.limit\": \"many\" is not a valid integer"
         );
         let error = store
-            .set_toml("module.ssh.limit", &toml::Value::Boolean(true), Source::AppFile)
+            .set_toml(
+                "module.ssh.limit",
+                &toml::Value::Boolean(true),
+                Source::AppFile,
+            )
             .expect_err("not an integer");
         assert_eq!(
             error.to_string(),
             "configuration item \"module.ssh.limit\": true is not a valid integer"
         );
-        let error = store.set_option("handler.mail.to=nobody").expect_err("not an address");
+        let error = store
+            .set_option("handler.mail.to=nobody")
+            .expect_err("not an address");
         assert_eq!(
             error.to_string(),
             "configuration item \"handler.mail.to\": \"nobody\" is not a valid email (expected local@domain)"
         );
-        let error = store.set_option("handler.mail.html=maybe").expect_err("not a boolean");
+        let error = store
+            .set_option("handler.mail.html=maybe")
+            .expect_err("not a boolean");
         assert_eq!(
             error.to_string(),
             "configuration item \"handler.mail.html\": \"maybe\" is not a valid boolean (use true/false, yes/no or 1/0)"
@@ -333,15 +408,28 @@ mod tests {
     fn converts_booleans_floats_and_quoted_numbers() {
         let mut store = store();
         for (text, expected) in [("YES", true), ("no", false), ("1", true), ("False", false)] {
-            store.set_option(&format!("handler.mail.html={text}")).expect("boolean");
-            assert_eq!(store.get("handler.mail.html"), Some(&Value::Boolean(expected)));
+            store
+                .set_option(&format!("handler.mail.html={text}"))
+                .expect("boolean");
+            assert_eq!(
+                store.get("handler.mail.html"),
+                Some(&Value::Boolean(expected))
+            );
         }
         store
-            .set_toml("module.ssh.window", &toml::Value::Integer(60), Source::AppFile)
+            .set_toml(
+                "module.ssh.window",
+                &toml::Value::Integer(60),
+                Source::AppFile,
+            )
             .expect("integer widens to float");
         assert_eq!(store.get("module.ssh.window"), Some(&Value::Float(60.0)));
         store
-            .set_toml("module.ssh.limit", &toml::Value::String("9".into()), Source::AppFile)
+            .set_toml(
+                "module.ssh.limit",
+                &toml::Value::String("9".into()),
+                Source::AppFile,
+            )
             .expect("quoted integer");
         assert_eq!(store.integer("module.ssh.limit"), Some(9));
     }
@@ -364,7 +452,12 @@ mod tests {
     fn refuses_duplicate_declarations_and_mistyped_defaults() {
         let mut store = store();
         assert_eq!(
-            store.declare("module.ssh.limit", ValueType::Integer, Value::Integer(1), "again"),
+            store.declare(
+                "module.ssh.limit",
+                ValueType::Integer,
+                Value::Integer(1),
+                "again"
+            ),
             Err(ConfigError::Duplicate("module.ssh.limit".into()))
         );
         assert!(matches!(

@@ -10,12 +10,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
 
-/// A filter that did not compile, with where in the expression.
+/// A filter that did not compile, with where in the expression (line and
+/// column from 1).
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("line {line}, column {column} of the filter: {message}")]
 pub struct FilterError {
+    /// Line in the expression.
     pub line: usize,
+    /// Column in the expression.
     pub column: usize,
+    /// The CEL parser's message.
     pub message: String,
 }
 
@@ -28,7 +32,9 @@ pub struct Filter {
 
 impl std::fmt::Debug for Filter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Filter").field("source", &self.source).finish()
+        f.debug_struct("Filter")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -40,7 +46,7 @@ impl Filter {
             let (line, column) = first.map_or((1, 1), |error| {
                 (
                     usize::try_from(error.pos.0).unwrap_or(1).max(1),
-                    usize::try_from(error.pos.1).unwrap_or(0) + 1,
+                    usize::try_from(error.pos.1).unwrap_or(1).max(1),
                 )
             });
             FilterError {
@@ -133,7 +139,10 @@ mod tests {
         let cases = [
             ("event.severity == \"error\"", true),
             ("event.kind == \"SSHDLoginSucceeded\"", false),
-            ("event.module == \"OpenSSH\" && event.fields.failures >= 3", true),
+            (
+                "event.module == \"OpenSSH\" && event.fields.failures >= 3",
+                true,
+            ),
             ("event.fields.user in [\"root\", \"admin\"]", true),
             ("event.summary.startsWith(\"x\")", false),
         ];

@@ -18,14 +18,19 @@ use std::path::PathBuf;
 /// looking neither creates granted directories nor initialises instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
+    /// `correlator run`: grant directories, initialise every instance.
     Run,
+    /// `correlator config` and `check`: describe only.
     Inspect,
 }
 
 /// An app with its configuration resolved and its instances made.
 pub struct Loaded {
+    /// Every configuration item with its resolved value.
     pub store: ConfigStore,
+    /// The instances, ready for records.
     pub pipeline: Pipeline,
+    /// How to read captures, from the store.
     pub replay: ReplaySettings,
 }
 
@@ -76,7 +81,11 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
             .set_toml(&setting.key, &setting.value, Source::AppFile)
             .map_err(|error| anyhow!("{}: [config]: {error}", app.path.display()))?;
     }
-    let key_of = |option: &String| option.split_once('=').map_or(option.clone(), |(key, _)| key.trim().to_owned());
+    let key_of = |option: &String| {
+        option
+            .split_once('=')
+            .map_or(option.clone(), |(key, _)| key.trim().to_owned())
+    };
     for option in options.iter().filter(|o| !is_instance_key(&key_of(o))) {
         store.set_option(option).context("in --option")?;
     }
@@ -128,7 +137,10 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
                 .as_ref()
                 .map(|(source, location)| {
                     Filter::compile(source).map_err(|error| {
-                        anyhow!("handler \"{}\": the filter at {location} does not compile: {error}", spec.name)
+                        anyhow!(
+                            "handler \"{}\": the filter at {location} does not compile: {error}",
+                            spec.name
+                        )
                     })
                 })
                 .transpose()
@@ -148,12 +160,14 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
     let routes = handlers
         .into_iter()
         .zip(filters)
-        .map(|(handler, filter): (HandlerInstance, Option<Filter>)| Route {
-            handler,
-            filter,
-            filter_errors: 0,
-            delivered: 0,
-        })
+        .map(
+            |(handler, filter): (HandlerInstance, Option<Filter>)| Route {
+                handler,
+                filter,
+                filter_errors: 0,
+                delivered: 0,
+            },
+        )
         .collect();
     let modules: Vec<ModuleInstance> = modules;
     Ok(Loaded {
@@ -181,7 +195,12 @@ fn declare_instance_items(
                 item.default.clone(),
                 &item.description,
             )
-            .with_context(|| format!("component {} of \"{}\" declares a bad configuration item", spec.source, spec.name))?;
+            .with_context(|| {
+                format!(
+                    "component {} of \"{}\" declares a bad configuration item",
+                    spec.source, spec.name
+                )
+            })?;
     }
     Ok(())
 }
@@ -191,19 +210,28 @@ fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
     let batch_size = usize::try_from(batch_size)
         .ok()
         .filter(|size| (1..=1_000_000).contains(size))
-        .ok_or_else(|| anyhow!("replay.batch_size must be between 1 and 1000000, not {batch_size}"))?;
+        .ok_or_else(|| {
+            anyhow!("replay.batch_size must be between 1 and 1000000, not {batch_size}")
+        })?;
     let offset_text = store.text("parser.rfc3164_utc_offset").unwrap_or("+00:00");
     let Some(offset_minutes) = parse_utc_offset(offset_text) else {
-        bail!("parser.rfc3164_utc_offset: \"{offset_text}\" is not a UTC offset (Z, +01:00, -0500)");
+        bail!(
+            "parser.rfc3164_utc_offset: \"{offset_text}\" is not a UTC offset (Z, +01:00, -0500)"
+        );
     };
     let year = match store.integer("parser.rfc3164_year").unwrap_or(0) {
         0 => current_year(),
         year @ 1..=9999 => year,
-        other => bail!("parser.rfc3164_year must be between 1 and 9999 (or 0 for the current year), not {other}"),
+        other => bail!(
+            "parser.rfc3164_year must be between 1 and 9999 (or 0 for the current year), not {other}"
+        ),
     };
     Ok(ReplaySettings {
         batch_size,
-        defaults: TraditionalDefaults { year, offset_minutes },
+        defaults: TraditionalDefaults {
+            year,
+            offset_minutes,
+        },
     })
 }
 

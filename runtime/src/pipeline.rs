@@ -7,7 +7,9 @@ use crate::types::{DeliveredEvent, RecordBatch, Timestamp};
 
 /// A handler with its filter.
 pub struct Route {
+    /// The handler instance.
     pub handler: HandlerInstance,
+    /// Its filter; none takes every event.
     pub filter: Option<Filter>,
     /// Events the filter failed on (counted as not selected).
     pub filter_errors: u64,
@@ -18,9 +20,13 @@ pub struct Route {
 /// Totals over a run, for the closing log line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counters {
+    /// Events dispatched by modules (and accepted).
     pub events: u64,
+    /// Event deliveries to handlers, summed over handlers.
     pub delivered: u64,
+    /// Filter evaluations that failed (counted as not selected).
     pub filter_errors: u64,
+    /// Events a handler reported as failed, or lost to a handler's trap.
     pub handler_failures: u64,
 }
 
@@ -51,7 +57,9 @@ impl Pipeline {
 
     /// Events refused by validation, per module instance.
     pub fn rejected_events(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.modules.iter().map(|m| (m.name.as_str(), m.rejected_events()))
+        self.modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.rejected_events()))
     }
 
     /// Hand a batch to every module; `latest` is its newest record's time.

@@ -12,7 +12,9 @@ const LOGGED_PARSE_ERRORS: u64 = 20;
 /// How a replay reads its input.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplaySettings {
+    /// Records per call into modules.
     pub batch_size: usize,
+    /// Year and offset for RFC 3164 lines.
     pub defaults: TraditionalDefaults,
 }
 
@@ -31,7 +33,11 @@ pub struct ReplayStats {
 
 /// Feed every record of `input` through `pipeline`, then dispatch every
 /// module's statistics.
-pub fn replay(input: &mut dyn BufRead, pipeline: &mut Pipeline, settings: &ReplaySettings) -> std::io::Result<ReplayStats> {
+pub fn replay(
+    input: &mut dyn BufRead,
+    pipeline: &mut Pipeline,
+    settings: &ReplaySettings,
+) -> std::io::Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     let mut builder = BatchBuilder::new(settings.batch_size);
     let mut line = Vec::with_capacity(512);

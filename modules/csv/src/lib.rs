@@ -24,23 +24,30 @@ struct Csv {
 
 impl Handler for Csv {
     fn describe() -> Descriptor {
-        Descriptor::new("csv", "writes events to CSV files, one per module and event type")
-            .config(ConfigItem::text(
-                "output_directory",
-                ".",
-                "directory for the files, inside the granted directory",
-            ))
-            .config(ConfigItem::boolean(
-                "rotate_files",
-                true,
-                "rotate a file left by an earlier run to _1, _2, ... before the first write",
-            ))
-            .config(ConfigItem::boolean(
-                "cache_filehandles",
-                true,
-                "keep files open between batches instead of reopening them",
-            ))
-            .config(ConfigItem::boolean("enabled", true, "write anything at all"))
+        Descriptor::new(
+            "csv",
+            "writes events to CSV files, one per module and event type",
+        )
+        .config(ConfigItem::text(
+            "output_directory",
+            ".",
+            "directory for the files, inside the granted directory",
+        ))
+        .config(ConfigItem::boolean(
+            "rotate_files",
+            true,
+            "rotate a file left by an earlier run to _1, _2, ... before the first write",
+        ))
+        .config(ConfigItem::boolean(
+            "cache_filehandles",
+            true,
+            "keep files open between batches instead of reopening them",
+        ))
+        .config(ConfigItem::boolean(
+            "enabled",
+            true,
+            "write anything at all",
+        ))
     }
 
     fn init() -> Result<Self, String> {
@@ -74,7 +81,8 @@ impl Handler for Csv {
         let path = self.directory.join(format!("{name}.csv"));
         let first_write = !self.files.contains_key(&name);
         if first_write && self.rotate {
-            rotate(&self.directory, &name).map_err(|error| format!("cannot rotate \"{}\": {error}", path.display()))?;
+            rotate(&self.directory, &name)
+                .map_err(|error| format!("cannot rotate \"{}\": {error}", path.display()))?;
         }
         let handle = self.files.entry(name).or_insert(None);
         if handle.is_none() {
@@ -94,7 +102,11 @@ impl Handler for Csv {
             row.push_str(&header.join(","));
             row.push('\n');
         }
-        let values: Vec<String> = event.fields.iter().map(|f| escape(&render(&f.value))).collect();
+        let values: Vec<String> = event
+            .fields
+            .iter()
+            .map(|f| escape(&render(&f.value)))
+            .collect();
         row.push_str(&values.join(","));
         row.push('\n');
         writer
@@ -104,10 +116,10 @@ impl Handler for Csv {
 
     fn flush(&mut self) {
         for (name, handle) in &mut self.files {
-            if let Some(writer) = handle {
-                if let Err(error) = writer.flush() {
-                    correlator_sdk::log::error(&format!("cannot write \"{name}.csv\": {error}"));
-                }
+            if let Some(writer) = handle
+                && let Err(error) = writer.flush()
+            {
+                correlator_sdk::log::error(&format!("cannot write \"{name}.csv\": {error}"));
             }
             if !self.cache_handles {
                 *handle = None;

@@ -1,7 +1,9 @@
 //! The log handler: one line per event on standard output, as text
 //! (`[module :: kind] summary`) or as one JSON object per line.
 
-use correlator_sdk::{ConfigItem, DeliveredEvent, Descriptor, Handler, Severity, Value, export_handler};
+use correlator_sdk::{
+    ConfigItem, DeliveredEvent, Descriptor, Handler, Severity, Value, export_handler,
+};
 use std::fmt::Write as _;
 use std::io::Write as _;
 
@@ -30,7 +32,11 @@ impl Handler for Log {
         let format = match correlator_sdk::config::text("format")?.as_str() {
             "text" => Format::Text,
             "json" => Format::Json,
-            other => return Err(format!("format must be \"text\" or \"json\", not \"{other}\"")),
+            other => {
+                return Err(format!(
+                    "format must be \"text\" or \"json\", not \"{other}\""
+                ));
+            }
         };
         Ok(Log {
             format,
@@ -41,7 +47,11 @@ impl Handler for Log {
     fn handle(&mut self, event: &DeliveredEvent) -> Result<(), String> {
         match self.format {
             Format::Text => {
-                let _ = writeln!(self.buffer, "[{} :: {}] {}", event.module, event.kind, event.summary);
+                let _ = writeln!(
+                    self.buffer,
+                    "[{} :: {}] {}",
+                    event.module, event.kind, event.summary
+                );
             }
             Format::Json => write_json_line(&mut self.buffer, event),
         }
@@ -50,7 +60,10 @@ impl Handler for Log {
 
     fn flush(&mut self) {
         let mut stdout = std::io::stdout().lock();
-        if let Err(error) = stdout.write_all(self.buffer.as_bytes()).and_then(|()| stdout.flush()) {
+        if let Err(error) = stdout
+            .write_all(self.buffer.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
             correlator_sdk::log::error(&format!("cannot write to standard output: {error}"));
         }
         self.buffer.clear();

@@ -19,20 +19,27 @@ struct Report {
 
 impl Module for Report {
     fn describe() -> Descriptor {
-        Descriptor::new("report", "a notice for every record, and statistics of the stream")
-            .event(
-                EventType::new("Notice", Severity::Info, "one record")
-                    .text("host", "hostname of the record")
-                    .text("program", "app-name of the record")
-                    .text("message", "the record's whole message"),
+        Descriptor::new(
+            "report",
+            "a notice for every record, and statistics of the stream",
+        )
+        .event(
+            EventType::new("Notice", Severity::Info, "one record")
+                .text("host", "hostname of the record")
+                .text("program", "app-name of the record")
+                .text("message", "the record's whole message"),
+        )
+        .event(
+            EventType::new(
+                "ReportStats",
+                Severity::Info,
+                "what the stream held since the last reset",
             )
-            .event(
-                EventType::new("ReportStats", Severity::Info, "what the stream held since the last reset")
-                    .timestamp("first", "time of the first record (the epoch if none)")
-                    .timestamp("last", "time of the last record (the epoch if none)")
-                    .integer("records", "number of records")
-                    .integer("bytes", "bytes of message text"),
-            )
+            .timestamp("first", "time of the first record (the epoch if none)")
+            .timestamp("last", "time of the last record (the epoch if none)")
+            .integer("records", "number of records")
+            .integer("bytes", "bytes of message text"),
+        )
     }
 
     fn init() -> Result<Self, String> {
@@ -44,7 +51,10 @@ impl Module for Report {
         self.last = Some(record.timestamp);
         self.records += 1;
         self.bytes += i64::try_from(record.message.len()).unwrap_or(i64::MAX);
-        let summary = format!("{} {}: {}", record.hostname, record.app_name, record.message);
+        let summary = format!(
+            "{} {}: {}",
+            record.hostname, record.app_name, record.message
+        );
         let _ = Event::new("Notice", cut_at_word(&summary, SUMMARY_LIMIT))
             .text("host", record.hostname)
             .text("program", record.app_name)
@@ -62,7 +72,10 @@ impl Module for Report {
         let last = self.last.unwrap_or(epoch);
         let _ = Event::new(
             "ReportStats",
-            format!("{} records, {} bytes, from {first} to {last}", self.records, self.bytes),
+            format!(
+                "{} records, {} bytes, from {first} to {last}",
+                self.records, self.bytes
+            ),
         )
         .timestamp("first", first)
         .timestamp("last", last)
@@ -85,7 +98,10 @@ fn cut_at_word(text: &str, limit: usize) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let cut = text[..end].rfind(' ').filter(|&space| space > 0).unwrap_or(end);
+    let cut = text[..end]
+        .rfind(' ')
+        .filter(|&space| space > 0)
+        .unwrap_or(end);
     format!("{}...", text[..cut].trim_end())
 }
 

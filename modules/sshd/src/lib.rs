@@ -30,53 +30,77 @@ struct OpenSsh {
 
 impl Module for OpenSsh {
     fn describe() -> Descriptor {
-        Descriptor::new("sshd", "OpenSSH logins: sessions, failed logins and password guessing")
-            .config(ConfigItem::integer(
-                "login_failure_window",
-                300,
-                "seconds of record time in which failed passwords from one host are counted",
-            ))
-            .config(ConfigItem::integer(
-                "login_failure_limit",
-                5,
-                "failed passwords from one host within the window that dispatch SSHDAttemptsExceeded",
-            ))
-            .config(ConfigItem::integer(
-                "max_transaction_age",
-                2880,
-                "minutes after which an unfinished connection is forgotten by the hourly maintenance",
-            ))
-            .event(
-                EventType::new("SSHDLoginSucceeded", Severity::Info, "a user logged in and the session closed")
-                    .text("user", "user name")
-                    .text("auth", "authentication method: password, publickey, keyboard-interactive/pam, ...")
-                    .text("addr", "remote address")
-                    .integer("port", "remote port")
-                    .integer("failures", "failed passwords of this connection before it was accepted")
-                    .timestamp("start", "when the session opened")
-                    .timestamp("finish", "when the session closed")
-                    .float("duration", "session length in seconds")
-                    .text("key", "key type and fingerprint for public keys, empty otherwise"),
+        Descriptor::new(
+            "sshd",
+            "OpenSSH logins: sessions, failed logins and password guessing",
+        )
+        .config(ConfigItem::integer(
+            "login_failure_window",
+            300,
+            "seconds of record time in which failed passwords from one host are counted",
+        ))
+        .config(ConfigItem::integer(
+            "login_failure_limit",
+            5,
+            "failed passwords from one host within the window that dispatch SSHDAttemptsExceeded",
+        ))
+        .config(ConfigItem::integer(
+            "max_transaction_age",
+            2880,
+            "minutes after which an unfinished connection is forgotten by the hourly maintenance",
+        ))
+        .event(
+            EventType::new(
+                "SSHDLoginSucceeded",
+                Severity::Info,
+                "a user logged in and the session closed",
             )
-            .event(
-                EventType::new("SSHDLoginFailed", Severity::Error, "a connection named a user and ended without authenticating")
-                    .text("user", "user name tried")
-                    .text("addr", "remote address")
-                    .integer("port", "remote port (0 when sshd did not log it)")
-                    .integer("failures", "failed passwords of this connection"),
+            .text("user", "user name")
+            .text(
+                "auth",
+                "authentication method: password, publickey, keyboard-interactive/pam, ...",
             )
-            .event(
-                EventType::new("SSHDAttemptsExceeded", Severity::Error, "a host reached the failed-password limit within the window")
-                    .text("host", "remote address"),
+            .text("addr", "remote address")
+            .integer("port", "remote port")
+            .integer(
+                "failures",
+                "failed passwords of this connection before it was accepted",
             )
-            .event(
-                EventType::new("SSHDStats", Severity::Info, "counts since the last reset")
-                    .integer("sessions", "successful login sessions")
-                    .integer("denied", "failed logins")
-                    .integer("lockouts", "SSHDAttemptsExceeded events")
-                    .integer("expired", "connections forgotten by maintenance")
-                    .integer("partial", "connections still open"),
+            .timestamp("start", "when the session opened")
+            .timestamp("finish", "when the session closed")
+            .float("duration", "session length in seconds")
+            .text(
+                "key",
+                "key type and fingerprint for public keys, empty otherwise",
+            ),
+        )
+        .event(
+            EventType::new(
+                "SSHDLoginFailed",
+                Severity::Error,
+                "a connection named a user and ended without authenticating",
             )
+            .text("user", "user name tried")
+            .text("addr", "remote address")
+            .integer("port", "remote port (0 when sshd did not log it)")
+            .integer("failures", "failed passwords of this connection"),
+        )
+        .event(
+            EventType::new(
+                "SSHDAttemptsExceeded",
+                Severity::Error,
+                "a host reached the failed-password limit within the window",
+            )
+            .text("host", "remote address"),
+        )
+        .event(
+            EventType::new("SSHDStats", Severity::Info, "counts since the last reset")
+                .integer("sessions", "successful login sessions")
+                .integer("denied", "failed logins")
+                .integer("lockouts", "SSHDAttemptsExceeded events")
+                .integer("expired", "connections forgotten by maintenance")
+                .integer("partial", "connections still open"),
+        )
     }
 
     fn init() -> Result<Self, String> {
@@ -84,14 +108,18 @@ impl Module for OpenSsh {
         let limit = correlator_sdk::config::integer("login_failure_limit")?;
         let max_age = correlator_sdk::config::integer("max_transaction_age")?;
         if window <= 0 {
-            return Err(format!("login_failure_window must be positive, not {window}"));
+            return Err(format!(
+                "login_failure_window must be positive, not {window}"
+            ));
         }
         let limit = usize::try_from(limit)
             .ok()
             .filter(|&limit| limit > 0)
             .ok_or_else(|| format!("login_failure_limit must be positive, not {limit}"))?;
         if max_age <= 0 {
-            return Err(format!("max_transaction_age must be positive, not {max_age}"));
+            return Err(format!(
+                "max_transaction_age must be positive, not {max_age}"
+            ));
         }
         Ok(OpenSsh {
             tracker: Tracker::new(Settings {

@@ -142,7 +142,8 @@ const END_PREFIXES: [&str; 7] = [
 ];
 
 fn parse_end(message: &str) -> Option<End<'_>> {
-    if let Some(rest) = message.strip_prefix("error: maximum authentication attempts exceeded for ") {
+    if let Some(rest) = message.strip_prefix("error: maximum authentication attempts exceeded for ")
+    {
         let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
         let (user, addr, port, _) = user_from_addr_port(rest)?;
         return Some(End {
@@ -184,13 +185,17 @@ fn parse_end(message: &str) -> Option<End<'_>> {
 fn user_from_addr_port(text: &str) -> Option<(&str, &str, u16, &str)> {
     let (user, rest) = text.rsplit_once(" from ")?;
     let (addr, rest) = rest.split_once(" port ")?;
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let port = rest[..digits].parse().ok()?;
     Some((user, addr, port, rest[digits..].trim_start()))
 }
 
 fn leading_port(text: &str) -> Option<u16> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     text[..digits].parse().ok()
 }
 
@@ -198,7 +203,12 @@ fn leading_port(text: &str) -> Option<u16> {
 mod tests {
     use super::*;
 
-    fn end(user_kind: UserKind, user: &'static str, addr: &'static str, port: u16) -> Option<Line<'static>> {
+    fn end(
+        user_kind: UserKind,
+        user: &'static str,
+        addr: &'static str,
+        port: u16,
+    ) -> Option<Line<'static>> {
         Some(Line::End(End {
             user_kind,
             user,
@@ -210,7 +220,9 @@ mod tests {
     #[test]
     fn recognises_every_accepted_method_and_key_type() {
         assert_eq!(
-            parse("Accepted publickey for timp from 192.168.1.85 port 60116 ssh2: RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A"),
+            parse(
+                "Accepted publickey for timp from 192.168.1.85 port 60116 ssh2: RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A"
+            ),
             Some(Line::Accepted {
                 method: "publickey",
                 user: "timp",
@@ -226,17 +238,37 @@ mod tests {
             "RSA-CERT SHA256:jkl ID x (serial 1) CA RSA SHA256:mno",
         ] {
             assert_eq!(
-                parse(&format!("Accepted publickey for u from 2001:db8::7 port 22 ssh2: {key}")),
-                Some(Line::Accepted { method: "publickey", user: "u", addr: "2001:db8::7", port: 22, key })
+                parse(&format!(
+                    "Accepted publickey for u from 2001:db8::7 port 22 ssh2: {key}"
+                )),
+                Some(Line::Accepted {
+                    method: "publickey",
+                    user: "u",
+                    addr: "2001:db8::7",
+                    port: 22,
+                    key
+                })
             );
         }
         assert_eq!(
             parse("Accepted keyboard-interactive/pam for bob from 10.0.0.1 port 5 ssh2"),
-            Some(Line::Accepted { method: "keyboard-interactive/pam", user: "bob", addr: "10.0.0.1", port: 5, key: "" })
+            Some(Line::Accepted {
+                method: "keyboard-interactive/pam",
+                user: "bob",
+                addr: "10.0.0.1",
+                port: 5,
+                key: ""
+            })
         );
         assert_eq!(
             parse("Accepted password for testguy from 192.168.1.85 port 60138 ssh2"),
-            Some(Line::Accepted { method: "password", user: "testguy", addr: "192.168.1.85", port: 60138, key: "" })
+            Some(Line::Accepted {
+                method: "password",
+                user: "testguy",
+                addr: "192.168.1.85",
+                port: 60138,
+                key: ""
+            })
         );
     }
 
@@ -244,63 +276,155 @@ mod tests {
     fn recognises_failures_and_invalid_users() {
         assert_eq!(
             parse("Failed password for invalid user admin from 203.0.113.9 port 4242 ssh2"),
-            Some(Line::FailedPassword { user: "admin", addr: "203.0.113.9", port: 4242 })
+            Some(Line::FailedPassword {
+                user: "admin",
+                addr: "203.0.113.9",
+                port: 4242
+            })
         );
         assert_eq!(
             parse("Failed keyboard-interactive/pam for root from ::1 port 9 ssh2"),
-            Some(Line::FailedPassword { user: "root", addr: "::1", port: 9 })
+            Some(Line::FailedPassword {
+                user: "root",
+                addr: "::1",
+                port: 9
+            })
         );
         assert_eq!(
             parse("Invalid user oracle from 198.51.100.3 port 51000"),
-            Some(Line::InvalidUser { user: "oracle", addr: "198.51.100.3", port: 51000 })
+            Some(Line::InvalidUser {
+                user: "oracle",
+                addr: "198.51.100.3",
+                port: 51000
+            })
         );
         assert_eq!(
             parse("Invalid user  from 198.51.100.3 port 1"),
-            Some(Line::InvalidUser { user: "", addr: "198.51.100.3", port: 1 })
+            Some(Line::InvalidUser {
+                user: "",
+                addr: "198.51.100.3",
+                port: 1
+            })
         );
         assert_eq!(
             parse("Invalid user test from 198.51.100.3"),
-            Some(Line::InvalidUser { user: "test", addr: "198.51.100.3", port: 0 })
+            Some(Line::InvalidUser {
+                user: "test",
+                addr: "198.51.100.3",
+                port: 0
+            })
         );
         assert_eq!(
             parse("Failed password for invalid user from from from 1.2.3.4 port 7 ssh2"),
-            Some(Line::FailedPassword { user: "from from", addr: "1.2.3.4", port: 7 })
+            Some(Line::FailedPassword {
+                user: "from from",
+                addr: "1.2.3.4",
+                port: 7
+            })
         );
         assert_eq!(
-            parse("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.168.1.85  user=testguy"),
-            Some(Line::PamAuthFailure { user: "testguy", addr: "192.168.1.85" })
+            parse(
+                "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.168.1.85  user=testguy"
+            ),
+            Some(Line::PamAuthFailure {
+                user: "testguy",
+                addr: "192.168.1.85"
+            })
         );
-        assert_eq!(parse("Failed publickey for x from 1.2.3.4 port 7 ssh2"), None);
+        assert_eq!(
+            parse("Failed publickey for x from 1.2.3.4 port 7 ssh2"),
+            None
+        );
     }
 
     #[test]
     fn recognises_both_pam_session_formats() {
-        assert_eq!(parse("pam_unix(sshd:session): session opened for user timp by (uid=0)"), Some(Line::SessionOpened));
-        assert_eq!(parse("pam_unix(sshd:session): session opened for user timp(uid=1000) by (uid=0)"), Some(Line::SessionOpened));
-        assert_eq!(parse("pam_unix(sshd:session): session closed for user timp"), Some(Line::SessionClosed));
+        assert_eq!(
+            parse("pam_unix(sshd:session): session opened for user timp by (uid=0)"),
+            Some(Line::SessionOpened)
+        );
+        assert_eq!(
+            parse("pam_unix(sshd:session): session opened for user timp(uid=1000) by (uid=0)"),
+            Some(Line::SessionOpened)
+        );
+        assert_eq!(
+            parse("pam_unix(sshd:session): session closed for user timp"),
+            Some(Line::SessionClosed)
+        );
     }
 
     #[test]
     fn recognises_every_way_a_connection_ends() {
         use UserKind::*;
         let cases = [
-            ("Connection closed by authenticating user testguy 192.168.1.85 port 60142 [preauth]", end(Unauthenticated, "testguy", "192.168.1.85", 60142)),
-            ("Connection closed by invalid user admin 2001:db8::1 port 33 [preauth]", end(Unauthenticated, "admin", "2001:db8::1", 33)),
-            ("Connection closed by 203.0.113.5 port 40000 [preauth]", end(None, "", "203.0.113.5", 40000)),
-            ("Connection reset by 203.0.113.5 port 40000 [preauth]", end(None, "", "203.0.113.5", 40000)),
-            ("Connection reset by invalid user x 203.0.113.5 port 40000 [preauth]", end(Unauthenticated, "x", "203.0.113.5", 40000)),
-            ("Disconnected from authenticating user root 203.0.113.5 port 1 [preauth]", end(Unauthenticated, "root", "203.0.113.5", 1)),
-            ("Disconnected from invalid user guest 203.0.113.5 port 2 [preauth]", end(Unauthenticated, "guest", "203.0.113.5", 2)),
-            ("Disconnected from user timp 192.168.1.85 port 60116", end(Authenticated, "timp", "192.168.1.85", 60116)),
-            ("Received disconnect from 203.0.113.5 port 3:11: Bye Bye [preauth]", end(None, "", "203.0.113.5", 3)),
-            ("Received disconnect from 192.168.1.85 port 60116:11: disconnected by user", end(None, "", "192.168.1.85", 60116)),
-            ("Disconnecting authenticating user root 203.0.113.5 port 4: Too many authentication failures [preauth]", end(Unauthenticated, "root", "203.0.113.5", 4)),
-            ("Disconnecting invalid user pi 203.0.113.5 port 5: Too many authentication failures [preauth]", end(Unauthenticated, "pi", "203.0.113.5", 5)),
-            ("error: maximum authentication attempts exceeded for root from 203.0.113.5 port 6 ssh2 [preauth]", end(Unauthenticated, "root", "203.0.113.5", 6)),
-            ("error: maximum authentication attempts exceeded for invalid user ftp from 203.0.113.5 port 7 ssh2 [preauth]", end(Unauthenticated, "ftp", "203.0.113.5", 7)),
-            ("Timeout, client not responding from user timp 192.168.1.85 port 8", end(Authenticated, "timp", "192.168.1.85", 8)),
-            ("Timeout, client not responding from 192.168.1.85 port 9", end(None, "", "192.168.1.85", 9)),
-            ("fatal: Timeout before authentication for 192.168.1.85 port 10", end(None, "", "192.168.1.85", 10)),
+            (
+                "Connection closed by authenticating user testguy 192.168.1.85 port 60142 [preauth]",
+                end(Unauthenticated, "testguy", "192.168.1.85", 60142),
+            ),
+            (
+                "Connection closed by invalid user admin 2001:db8::1 port 33 [preauth]",
+                end(Unauthenticated, "admin", "2001:db8::1", 33),
+            ),
+            (
+                "Connection closed by 203.0.113.5 port 40000 [preauth]",
+                end(None, "", "203.0.113.5", 40000),
+            ),
+            (
+                "Connection reset by 203.0.113.5 port 40000 [preauth]",
+                end(None, "", "203.0.113.5", 40000),
+            ),
+            (
+                "Connection reset by invalid user x 203.0.113.5 port 40000 [preauth]",
+                end(Unauthenticated, "x", "203.0.113.5", 40000),
+            ),
+            (
+                "Disconnected from authenticating user root 203.0.113.5 port 1 [preauth]",
+                end(Unauthenticated, "root", "203.0.113.5", 1),
+            ),
+            (
+                "Disconnected from invalid user guest 203.0.113.5 port 2 [preauth]",
+                end(Unauthenticated, "guest", "203.0.113.5", 2),
+            ),
+            (
+                "Disconnected from user timp 192.168.1.85 port 60116",
+                end(Authenticated, "timp", "192.168.1.85", 60116),
+            ),
+            (
+                "Received disconnect from 203.0.113.5 port 3:11: Bye Bye [preauth]",
+                end(None, "", "203.0.113.5", 3),
+            ),
+            (
+                "Received disconnect from 192.168.1.85 port 60116:11: disconnected by user",
+                end(None, "", "192.168.1.85", 60116),
+            ),
+            (
+                "Disconnecting authenticating user root 203.0.113.5 port 4: Too many authentication failures [preauth]",
+                end(Unauthenticated, "root", "203.0.113.5", 4),
+            ),
+            (
+                "Disconnecting invalid user pi 203.0.113.5 port 5: Too many authentication failures [preauth]",
+                end(Unauthenticated, "pi", "203.0.113.5", 5),
+            ),
+            (
+                "error: maximum authentication attempts exceeded for root from 203.0.113.5 port 6 ssh2 [preauth]",
+                end(Unauthenticated, "root", "203.0.113.5", 6),
+            ),
+            (
+                "error: maximum authentication attempts exceeded for invalid user ftp from 203.0.113.5 port 7 ssh2 [preauth]",
+                end(Unauthenticated, "ftp", "203.0.113.5", 7),
+            ),
+            (
+                "Timeout, client not responding from user timp 192.168.1.85 port 8",
+                end(Authenticated, "timp", "192.168.1.85", 8),
+            ),
+            (
+                "Timeout, client not responding from 192.168.1.85 port 9",
+                end(None, "", "192.168.1.85", 9),
+            ),
+            (
+                "fatal: Timeout before authentication for 192.168.1.85 port 10",
+                end(None, "", "192.168.1.85", 10),
+            ),
         ];
         for (message, expected) in cases {
             assert_eq!(parse(message), expected, "{message}");

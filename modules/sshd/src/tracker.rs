@@ -227,7 +227,8 @@ impl Tracker {
             );
             self.statistics.denied += 1;
         }
-        self.ended.push_back((now.seconds, hostname.to_owned(), pid));
+        self.ended
+            .push_back((now.seconds, hostname.to_owned(), pid));
     }
 
     /// An authenticated connection's session is over.
@@ -267,7 +268,8 @@ impl Tracker {
         .dispatch();
         self.statistics.sessions += 1;
         connection.ended = true;
-        self.ended.push_back((now.seconds, hostname.to_owned(), pid));
+        self.ended
+            .push_back((now.seconds, hostname.to_owned(), pid));
     }
 
     /// Drop ended connections once their stray end lines can no longer come.

@@ -2,9 +2,9 @@
 //! guest must stop) is kept apart from an error the guest returns: a trapped
 //! instance is logged once and takes no further calls.
 
+use super::IntoAnyhow as _;
 use super::bindings::handler::EventHandler;
 use super::bindings::module::LogicModule;
-use super::IntoAnyhow as _;
 use super::state::InstanceState;
 use crate::types::{DeliveredEvent, Descriptor, EventDecl, RecordBatch, TimerTick, Value};
 use anyhow::{Context as _, bail};
@@ -17,19 +17,29 @@ fn check_descriptor(name: &str, descriptor: &Descriptor) -> anyhow::Result<()> {
     let mut kinds = HashSet::new();
     for event in &descriptor.events {
         if !kinds.insert(event.kind.as_str()) {
-            bail!("instance \"{name}\" declares event type \"{}\" twice", event.kind);
+            bail!(
+                "instance \"{name}\" declares event type \"{}\" twice",
+                event.kind
+            );
         }
         let mut fields = HashSet::new();
         for field in &event.fields {
             if !fields.insert(field.name.as_str()) {
-                bail!("instance \"{name}\" declares field \"{}\" of event type \"{}\" twice", field.name, event.kind);
+                bail!(
+                    "instance \"{name}\" declares field \"{}\" of event type \"{}\" twice",
+                    field.name,
+                    event.kind
+                );
             }
         }
     }
     let mut keys = HashSet::new();
     for item in &descriptor.config {
         if item.key.is_empty() || !keys.insert(item.key.as_str()) {
-            bail!("instance \"{name}\" declares configuration item \"{}\" twice or empty", item.key);
+            bail!(
+                "instance \"{name}\" declares configuration item \"{}\" twice or empty",
+                item.key
+            );
         }
     }
     Ok(())
@@ -37,13 +47,19 @@ fn check_descriptor(name: &str, descriptor: &Descriptor) -> anyhow::Result<()> {
 
 /// Log a trap once and remember that the instance is unusable.
 fn trapped(name: &str, call: &str, failed: &mut bool, error: &wasmtime::Error) {
-    tracing::error!(instance = name, call, "instance trapped and is stopped: {error:#}");
+    tracing::error!(
+        instance = name,
+        call,
+        "instance trapped and is stopped: {error:#}"
+    );
     *failed = true;
 }
 
 /// A running logic module.
 pub struct ModuleInstance {
+    /// The instance name from the app file.
     pub name: String,
+    /// What the component declared about itself.
     pub descriptor: Descriptor,
     store: Store<InstanceState>,
     bindings: LogicModule,
@@ -51,7 +67,11 @@ pub struct ModuleInstance {
 }
 
 impl ModuleInstance {
-    pub(super) fn new(name: String, mut store: Store<InstanceState>, bindings: LogicModule) -> anyhow::Result<Self> {
+    pub(super) fn new(
+        name: String,
+        mut store: Store<InstanceState>,
+        bindings: LogicModule,
+    ) -> anyhow::Result<Self> {
         let descriptor = bindings
             .correlator_plugin_logic()
             .call_describe(&mut store)
@@ -83,7 +103,9 @@ impl ModuleInstance {
             .call_init(&mut self.store)
             .into_anyhow()
             .with_context(|| format!("module \"{}\" trapped in init", self.name))?;
-        result.map_err(|message| anyhow::anyhow!("module \"{}\" refused to start: {message}", self.name))
+        result.map_err(|message| {
+            anyhow::anyhow!("module \"{}\" refused to start: {message}", self.name)
+        })
     }
 
     /// Whether the instance still takes calls.
@@ -105,7 +127,11 @@ impl ModuleInstance {
         if self.failed {
             return Vec::new();
         }
-        if let Err(error) = self.bindings.correlator_plugin_logic().call_process(&mut self.store, batch) {
+        if let Err(error) = self
+            .bindings
+            .correlator_plugin_logic()
+            .call_process(&mut self.store, batch)
+        {
             trapped(&self.name, "process", &mut self.failed, &error);
         }
         self.take_dispatched()
@@ -116,7 +142,11 @@ impl ModuleInstance {
         if self.failed {
             return Vec::new();
         }
-        if let Err(error) = self.bindings.correlator_plugin_logic().call_tick(&mut self.store, tick) {
+        if let Err(error) = self
+            .bindings
+            .correlator_plugin_logic()
+            .call_tick(&mut self.store, tick)
+        {
             trapped(&self.name, "tick", &mut self.failed, &error);
         }
         self.take_dispatched()
@@ -127,7 +157,11 @@ impl ModuleInstance {
         if self.failed {
             return Vec::new();
         }
-        if let Err(error) = self.bindings.correlator_plugin_logic().call_statistics(&mut self.store, reset) {
+        if let Err(error) = self
+            .bindings
+            .correlator_plugin_logic()
+            .call_statistics(&mut self.store, reset)
+        {
             trapped(&self.name, "statistics", &mut self.failed, &error);
         }
         self.take_dispatched()
@@ -136,7 +170,9 @@ impl ModuleInstance {
 
 /// A running event handler.
 pub struct HandlerInstance {
+    /// The instance name from the app file.
     pub name: String,
+    /// What the component declared about itself.
     pub descriptor: Descriptor,
     store: Store<InstanceState>,
     bindings: EventHandler,
@@ -144,7 +180,11 @@ pub struct HandlerInstance {
 }
 
 impl HandlerInstance {
-    pub(super) fn new(name: String, mut store: Store<InstanceState>, bindings: EventHandler) -> anyhow::Result<Self> {
+    pub(super) fn new(
+        name: String,
+        mut store: Store<InstanceState>,
+        bindings: EventHandler,
+    ) -> anyhow::Result<Self> {
         let descriptor = bindings
             .correlator_plugin_handler()
             .call_describe(&mut store)
@@ -169,7 +209,9 @@ impl HandlerInstance {
             .call_init(&mut self.store)
             .into_anyhow()
             .with_context(|| format!("handler \"{}\" trapped in init", self.name))?;
-        result.map_err(|message| anyhow::anyhow!("handler \"{}\" refused to start: {message}", self.name))
+        result.map_err(|message| {
+            anyhow::anyhow!("handler \"{}\" refused to start: {message}", self.name)
+        })
     }
 
     /// Whether the instance still takes calls.
@@ -183,7 +225,11 @@ impl HandlerInstance {
         if self.failed || events.is_empty() {
             return 0;
         }
-        match self.bindings.correlator_plugin_handler().call_handle(&mut self.store, events) {
+        match self
+            .bindings
+            .correlator_plugin_handler()
+            .call_handle(&mut self.store, events)
+        {
             Ok(results) => {
                 let mut failures = 0;
                 for (event, result) in events.iter().zip(&results) {

@@ -31,6 +31,7 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
 /// A compiled component and its identity.
 #[derive(Clone)]
 pub struct LoadedComponent {
+    /// The compiled component, shared by all its instances.
     pub component: Component,
     /// SHA-256 of the component file, hex.
     pub digest: String,
@@ -56,13 +57,20 @@ impl Host {
     pub fn new(clock: StreamClock) -> anyhow::Result<Host> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
-        let engine = Engine::new(&config).into_anyhow().context("cannot set up the WebAssembly engine")?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).into_anyhow().context("cannot link WASI")?;
-        // The module world's imports are a superset of the handler world's.
-        bindings::module::LogicModule::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |state| state)
+        let engine = Engine::new(&config)
             .into_anyhow()
-            .context("cannot link the correlator interfaces")?;
+            .context("cannot set up the WebAssembly engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .into_anyhow()
+            .context("cannot link WASI")?;
+        // The module world's imports are a superset of the handler world's.
+        bindings::module::LogicModule::add_to_linker::<InstanceState, HasSelf<InstanceState>>(
+            &mut linker,
+            |state| state,
+        )
+        .into_anyhow()
+        .context("cannot link the correlator interfaces")?;
         Ok(Host {
             engine,
             linker,
@@ -111,7 +119,11 @@ impl Host {
     /// arguments, no network, the stream clock as its only clock, and a
     /// directory only if granted. Handlers may write to standard output
     /// (that is what the log handler is for); modules may not.
-    fn store(&self, spec: &InstanceSpec, grants: &ResolvedGrants) -> anyhow::Result<Store<InstanceState>> {
+    fn store(
+        &self,
+        spec: &InstanceSpec,
+        grants: &ResolvedGrants,
+    ) -> anyhow::Result<Store<InstanceState>> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.wall_clock(self.clock.clone())
             .monotonic_clock(self.clock.clone())
@@ -120,14 +132,32 @@ impl Host {
             wasi.inherit_stdout();
         }
         if let Some(dir) = &grants.dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the directory {} granted to \"{}\"", dir.display(), spec.name))?;
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot create the directory {} granted to \"{}\"",
+                    dir.display(),
+                    spec.name
+                )
+            })?;
             wasi.preopened_dir(dir, ".", FsPerms::ReadWrite)
                 .into_anyhow()
-                .with_context(|| format!("cannot open the directory {} granted to \"{}\"", dir.display(), spec.name))?;
+                .with_context(|| {
+                    format!(
+                        "cannot open the directory {} granted to \"{}\"",
+                        dir.display(),
+                        spec.name
+                    )
+                })?;
         }
-        let limits = StoreLimitsBuilder::new().memory_size(DEFAULT_MEMORY_LIMIT).build();
-        let state = InstanceState::new(Arc::from(spec.name.as_str()), wasi.build(), limits, self.clock.clone());
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(DEFAULT_MEMORY_LIMIT)
+            .build();
+        let state = InstanceState::new(
+            Arc::from(spec.name.as_str()),
+            wasi.build(),
+            limits,
+            self.clock.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         Ok(store)
@@ -140,9 +170,15 @@ impl Host {
         loaded: &LoadedComponent,
     ) -> anyhow::Result<ModuleInstance> {
         let mut store = self.store(spec, &ResolvedGrants::default())?;
-        let bindings = bindings::module::LogicModule::instantiate(&mut store, &loaded.component, &self.linker)
-            .into_anyhow()
-            .with_context(|| format!("cannot instantiate {} as module \"{}\"", spec.source, spec.name))?;
+        let bindings =
+            bindings::module::LogicModule::instantiate(&mut store, &loaded.component, &self.linker)
+                .into_anyhow()
+                .with_context(|| {
+                    format!(
+                        "cannot instantiate {} as module \"{}\"",
+                        spec.source, spec.name
+                    )
+                })?;
         ModuleInstance::new(spec.name.clone(), store, bindings)
     }
 
@@ -155,9 +191,18 @@ impl Host {
         grants: &ResolvedGrants,
     ) -> anyhow::Result<HandlerInstance> {
         let mut store = self.store(spec, grants)?;
-        let bindings = bindings::handler::EventHandler::instantiate(&mut store, &loaded.component, &self.linker)
-            .into_anyhow()
-            .with_context(|| format!("cannot instantiate {} as handler \"{}\"", spec.source, spec.name))?;
+        let bindings = bindings::handler::EventHandler::instantiate(
+            &mut store,
+            &loaded.component,
+            &self.linker,
+        )
+        .into_anyhow()
+        .with_context(|| {
+            format!(
+                "cannot instantiate {} as handler \"{}\"",
+                spec.source, spec.name
+            )
+        })?;
         HandlerInstance::new(spec.name.clone(), store, bindings)
     }
 }

@@ -31,8 +31,12 @@ impl StreamClock {
     /// Move the clock to `time`.
     pub fn set(&self, time: Timestamp) {
         self.inner.seconds.store(time.seconds, Ordering::Relaxed);
-        self.inner.nanoseconds.store(time.nanoseconds, Ordering::Relaxed);
-        self.inner.offset_minutes.store(time.offset_minutes, Ordering::Relaxed);
+        self.inner
+            .nanoseconds
+            .store(time.nanoseconds, Ordering::Relaxed);
+        self.inner
+            .offset_minutes
+            .store(time.offset_minutes, Ordering::Relaxed);
     }
 
     /// The clock's time.
@@ -81,6 +85,7 @@ pub struct InstanceState {
     pub name: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// Memory and table limits the store enforces.
     pub limits: StoreLimits,
     /// The instance's own configuration values, keys without prefix.
     pub config: BTreeMap<String, Value>,
@@ -190,9 +195,15 @@ impl events::Host for InstanceState {
                 self.rejected += 1;
                 let (problem, field) = match &error {
                     DispatchError::UndeclaredKind(_) => ("event type is not declared", ""),
-                    DispatchError::MissingField(field) => ("declared field is missing", field.as_str()),
-                    DispatchError::UndeclaredField(field) => ("field is not declared", field.as_str()),
-                    DispatchError::WrongType(field) => ("field has another type than declared", field.as_str()),
+                    DispatchError::MissingField(field) => {
+                        ("declared field is missing", field.as_str())
+                    }
+                    DispatchError::UndeclaredField(field) => {
+                        ("field is not declared", field.as_str())
+                    }
+                    DispatchError::WrongType(field) => {
+                        ("field has another type than declared", field.as_str())
+                    }
                     DispatchError::DuplicateField(field) => ("field is set twice", field.as_str()),
                 };
                 tracing::warn!(instance = %self.name, event = %kind, field, "event rejected: {problem}");

@@ -58,7 +58,9 @@ impl BatchBuilder {
         batch.seconds.push(parsed.timestamp.seconds);
         batch.nanoseconds.push(parsed.timestamp.nanoseconds);
         batch.offset_minutes.push(parsed.timestamp.offset_minutes);
-        batch.priorities.push(parsed.facility << 3 | parsed.severity);
+        batch
+            .priorities
+            .push(parsed.facility << 3 | parsed.severity);
         batch.positions.push(position);
         self.latest = Some(parsed.timestamp);
     }
@@ -113,6 +115,9 @@ fn span_in(line: &str, field: &str, base: usize) -> (u32, u32) {
         return (0, 0);
     }
     let offset = (field.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
-    debug_assert!(offset + field.len() <= line.len(), "field must borrow from its line");
+    debug_assert!(
+        offset + field.len() <= line.len(),
+        "field must borrow from its line"
+    );
     (to_u32(base + offset), to_u32(field.len()))
 }

@@ -17,30 +17,45 @@ use thiserror::Error;
 /// A record as parsed, borrowing from its line. Absent fields are empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed<'a> {
+    /// When the record says it was written, in the offset it was written in.
     pub timestamp: Timestamp,
+    /// Syslog facility (0-23).
     pub facility: u8,
+    /// Syslog severity (0 emergency .. 7 debug).
     pub severity: u8,
+    /// HOSTNAME.
     pub hostname: &'a str,
+    /// APP-NAME (RFC 5424) or the tag (RFC 3164).
     pub app_name: &'a str,
+    /// PROCID, e.g. the `2540460` of `sshd[2540460]`.
     pub proc_id: &'a str,
+    /// MSGID (RFC 5424 only).
     pub msg_id: &'a str,
+    /// STRUCTURED-DATA as written, escapes intact (RFC 5424 only).
     pub structured_data: &'a str,
+    /// MSG, without a leading BOM.
     pub message: &'a str,
 }
 
 /// Why a line is not a syslog record.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParseError {
+    /// Nothing but white space.
     #[error("empty line")]
     Empty,
+    /// `<PRI>` missing its `>`, not a number, or above 191.
     #[error("bad PRI {0:?}: expected <0> to <191>")]
     BadPri(String),
+    /// An RFC 3339 timestamp that is malformed or names no real time.
     #[error("bad RFC 5424 timestamp {0:?}")]
     BadTimestamp(String),
+    /// A traditional timestamp that is malformed or names no real day.
     #[error("bad RFC 3164 timestamp {0:?}: expected \"Mmm dd hh:mm:ss\"")]
     BadTraditionalTimestamp(String),
+    /// The line ends before a required field.
     #[error("record ends after {0}")]
     Truncated(&'static str),
+    /// Structured data that does not close, at this byte of it.
     #[error("bad structured data at byte {0}")]
     BadStructuredData(usize),
 }
@@ -48,7 +63,9 @@ pub enum ParseError {
 /// What RFC 3164 lines leave out: they carry neither a year nor a time zone.
 #[derive(Debug, Clone, Copy)]
 pub struct TraditionalDefaults {
+    /// The year to assume.
     pub year: i64,
+    /// The UTC offset to assume, in minutes east.
     pub offset_minutes: i16,
 }
 
@@ -69,7 +86,9 @@ pub fn parse<'a>(line: &'a str, defaults: &TraditionalDefaults) -> Result<Parsed
             let pri: u8 = digits
                 .parse()
                 .ok()
-                .filter(|&pri| pri <= 191 && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|&pri| {
+                    pri <= 191 && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                })
                 .ok_or_else(|| ParseError::BadPri(format!("<{digits}>")))?;
             (Some(pri), &after[end + 1..])
         }
@@ -79,7 +98,8 @@ pub fn parse<'a>(line: &'a str, defaults: &TraditionalDefaults) -> Result<Parsed
     let is_5424 = pri.is_some() && {
         let b = rest.as_bytes();
         b.first().is_some_and(u8::is_ascii_digit)
-            && (b.get(1) == Some(&b' ') || (b.get(1).is_some_and(u8::is_ascii_digit) && b.get(2) == Some(&b' ')))
+            && (b.get(1) == Some(&b' ')
+                || (b.get(1).is_some_and(u8::is_ascii_digit) && b.get(2) == Some(&b' ')))
     };
     // Without PRI, syslog's default is user.notice (RFC 3164 section 4.3.3).
     let pri = pri.unwrap_or(13);

@@ -16,17 +16,26 @@ pub fn parse<'a>(
     defaults: &TraditionalDefaults,
 ) -> Result<Parsed<'a>, ParseError> {
     let (timestamp, rest) = if text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-        let (stamp, rest) = text.split_once(' ').ok_or(ParseError::Truncated("the timestamp"))?;
-        let timestamp = parse_rfc3339(stamp).ok_or_else(|| ParseError::BadTimestamp(stamp.to_owned()))?;
+        let (stamp, rest) = text
+            .split_once(' ')
+            .ok_or(ParseError::Truncated("the timestamp"))?;
+        let timestamp =
+            parse_rfc3339(stamp).ok_or_else(|| ParseError::BadTimestamp(stamp.to_owned()))?;
         (timestamp, rest)
     } else {
-        let stamp = text.get(..15).ok_or_else(|| ParseError::BadTraditionalTimestamp(text.chars().take(15).collect()))?;
+        let stamp = text
+            .get(..15)
+            .ok_or_else(|| ParseError::BadTraditionalTimestamp(text.chars().take(15).collect()))?;
         let timestamp = parse_traditional_time(stamp, defaults)
             .ok_or_else(|| ParseError::BadTraditionalTimestamp(stamp.to_owned()))?;
-        let rest = text[15..].strip_prefix(' ').ok_or(ParseError::Truncated("the timestamp"))?;
+        let rest = text[15..]
+            .strip_prefix(' ')
+            .ok_or(ParseError::Truncated("the timestamp"))?;
         (timestamp, rest)
     };
-    let (hostname, rest) = rest.split_once(' ').ok_or(ParseError::Truncated("the hostname"))?;
+    let (hostname, rest) = rest
+        .split_once(' ')
+        .ok_or(ParseError::Truncated("the hostname"))?;
     let (app_name, proc_id, message) = split_tag(rest);
     Ok(Parsed {
         timestamp,
@@ -42,7 +51,10 @@ pub fn parse<'a>(
 }
 
 /// `Mmm dd hh:mm:ss`, the day padded with a space or a zero.
-fn parse_traditional_time(stamp: &str, defaults: &TraditionalDefaults) -> Option<crate::types::Timestamp> {
+fn parse_traditional_time(
+    stamp: &str,
+    defaults: &TraditionalDefaults,
+) -> Option<crate::types::Timestamp> {
     let month = MONTHS.iter().position(|m| stamp.get(..3) == Some(*m))?;
     let b = stamp.as_bytes();
     if b[3] != b' ' || b[6] != b' ' || b[9] != b':' || b[12] != b':' {
@@ -67,9 +79,7 @@ fn parse_traditional_time(stamp: &str, defaults: &TraditionalDefaults) -> Option
 
 /// Split `TAG[PID]: MSG` or `TAG: MSG`; a line without a tag is all message.
 fn split_tag(text: &str) -> (&str, &str, &str) {
-    let tag_end = text
-        .find(|c: char| c == '[' || c == ':' || c == ' ')
-        .unwrap_or(text.len());
+    let tag_end = text.find(['[', ':', ' ']).unwrap_or(text.len());
     let tag = &text[..tag_end];
     let rest = &text[tag_end..];
     if let Some(after) = rest.strip_prefix('[')

@@ -14,7 +14,9 @@ fn ok(line: &str) -> Parsed<'_> {
 
 #[test]
 fn parses_rfc5424_from_the_sample_capture() {
-    let parsed = ok("<86>1 2023-02-20T15:12:47.757250-05:00 giganode1 sshd 2540460 - - Accepted publickey for timp from 192.168.1.85 port 60116 ssh2: RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A");
+    let parsed = ok(
+        "<86>1 2023-02-20T15:12:47.757250-05:00 giganode1 sshd 2540460 - - Accepted publickey for timp from 192.168.1.85 port 60116 ssh2: RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A",
+    );
     assert_eq!(parsed.facility, 10);
     assert_eq!(parsed.severity, 6);
     assert_eq!(parsed.timestamp.seconds, 1_676_923_967);
@@ -36,7 +38,14 @@ fn parses_rfc5424_nil_fields() {
     let parsed = ok("<13>1 - - - - - -");
     assert_eq!(parsed.timestamp.seconds, 0);
     assert_eq!(
-        (parsed.hostname, parsed.app_name, parsed.proc_id, parsed.msg_id, parsed.structured_data, parsed.message),
+        (
+            parsed.hostname,
+            parsed.app_name,
+            parsed.proc_id,
+            parsed.msg_id,
+            parsed.structured_data,
+            parsed.message
+        ),
         ("", "", "", "", "", "")
     );
 }
@@ -56,7 +65,9 @@ fn parses_rfc5424_structured_data_with_escapes_and_several_elements() {
 
 #[test]
 fn strips_the_bom_before_msg() {
-    let parsed = ok("<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \u{feff}'su root' failed for lonvick on /dev/pts/8");
+    let parsed = ok(
+        "<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \u{feff}'su root' failed for lonvick on /dev/pts/8",
+    );
     assert_eq!(parsed.message, "'su root' failed for lonvick on /dev/pts/8");
     assert_eq!(parsed.facility, 4);
     assert_eq!(parsed.severity, 2);
@@ -71,10 +82,22 @@ fn parses_structured_data_without_message() {
 
 #[test]
 fn rejects_bad_pri() {
-    assert_eq!(parse("<192>1 - - - - - -", &DEFAULTS), Err(ParseError::BadPri("<192>".into())));
-    assert_eq!(parse("<>1 - - - - - -", &DEFAULTS), Err(ParseError::BadPri("<>".into())));
-    assert_eq!(parse("<1a>1 - - - - - -", &DEFAULTS), Err(ParseError::BadPri("<1a>".into())));
-    assert_eq!(parse("<13", &DEFAULTS), Err(ParseError::BadPri("<13".into())));
+    assert_eq!(
+        parse("<192>1 - - - - - -", &DEFAULTS),
+        Err(ParseError::BadPri("<192>".into()))
+    );
+    assert_eq!(
+        parse("<>1 - - - - - -", &DEFAULTS),
+        Err(ParseError::BadPri("<>".into()))
+    );
+    assert_eq!(
+        parse("<1a>1 - - - - - -", &DEFAULTS),
+        Err(ParseError::BadPri("<1a>".into()))
+    );
+    assert_eq!(
+        parse("<13", &DEFAULTS),
+        Err(ParseError::BadPri("<13".into()))
+    );
 }
 
 #[test]
@@ -91,7 +114,10 @@ fn rejects_truncated_lines() {
         parse("<13>1 2003-10-11T22:14:15Z h a p m [id k=\"v", &DEFAULTS),
         Err(ParseError::BadStructuredData(0))
     );
-    assert_eq!(parse("Feb 20 15:12", &DEFAULTS), Err(ParseError::BadTraditionalTimestamp("Feb 20 15:12".into())));
+    assert_eq!(
+        parse("Feb 20 15:12", &DEFAULTS),
+        Err(ParseError::BadTraditionalTimestamp("Feb 20 15:12".into()))
+    );
     assert_eq!(parse("   ", &DEFAULTS), Err(ParseError::Empty));
     assert_eq!(
         parse("<13>1 2023-02-30T00:00:00Z h a p m -", &DEFAULTS),
@@ -109,12 +135,20 @@ fn parses_non_utf8_bytes_after_lossy_conversion() {
 
 #[test]
 fn parses_traditional_auth_log_lines() {
-    let parsed = ok("Feb 20 15:12:47 giganode1 sshd[2540460]: Accepted password for testguy from 192.168.1.85 port 60138 ssh2");
+    let parsed = ok(
+        "Feb 20 15:12:47 giganode1 sshd[2540460]: Accepted password for testguy from 192.168.1.85 port 60138 ssh2",
+    );
     assert_eq!(parsed.timestamp.seconds, 1_676_905_967);
     assert_eq!(parsed.timestamp.offset_minutes, 0);
     assert_eq!((parsed.facility, parsed.severity), (1, 5));
-    assert_eq!((parsed.hostname, parsed.app_name, parsed.proc_id), ("giganode1", "sshd", "2540460"));
-    assert_eq!(parsed.message, "Accepted password for testguy from 192.168.1.85 port 60138 ssh2");
+    assert_eq!(
+        (parsed.hostname, parsed.app_name, parsed.proc_id),
+        ("giganode1", "sshd", "2540460")
+    );
+    assert_eq!(
+        parsed.message,
+        "Accepted password for testguy from 192.168.1.85 port 60138 ssh2"
+    );
 }
 
 #[test]
@@ -122,7 +156,10 @@ fn parses_rfc3164_with_pri_and_padded_day() {
     let parsed = ok("<38>Feb  5 01:02:03 host CRON: session opened");
     assert_eq!((parsed.facility, parsed.severity), (4, 6));
     assert_eq!(parsed.timestamp.seconds, 1_675_558_923);
-    assert_eq!((parsed.app_name, parsed.proc_id, parsed.message), ("CRON", "", "session opened"));
+    assert_eq!(
+        (parsed.app_name, parsed.proc_id, parsed.message),
+        ("CRON", "", "session opened")
+    );
 }
 
 #[test]
@@ -140,7 +177,10 @@ fn applies_the_configured_year_and_offset_to_rfc3164() {
 fn parses_rsyslog_high_precision_traditional_lines() {
     let parsed = ok("<86>2023-02-20T15:12:47.757250-05:00 giganode1 sshd[42]: hello");
     assert_eq!(parsed.timestamp.seconds, 1_676_923_967);
-    assert_eq!((parsed.app_name, parsed.proc_id, parsed.message), ("sshd", "42", "hello"));
+    assert_eq!(
+        (parsed.app_name, parsed.proc_id, parsed.message),
+        ("sshd", "42", "hello")
+    );
 }
 
 #[test]
@@ -162,7 +202,10 @@ fn batches_store_each_line_once_with_spans() {
         &text[start..start + batch.spans[index * 2 + 1] as usize]
     };
     let fields: Vec<&str> = (0..batch::SPANS_PER_RECORD).map(field).collect();
-    assert_eq!(fields, ["host", "sshd", "7", "", "", "hello", "127.0.0.1:5"]);
+    assert_eq!(
+        fields,
+        ["host", "sshd", "7", "", "", "hello", "127.0.0.1:5"]
+    );
     assert_eq!(batch.priorities, [86]);
     assert_eq!(batch.seconds, [1_676_905_967]);
     assert_eq!(batch.positions, [1]);

@@ -33,13 +33,21 @@ pub fn days_in_month(year: i64, month: u32) -> u32 {
 
 /// A local date and time at a UTC offset, checked field by field.
 pub struct LocalTime {
+    /// Proleptic Gregorian year.
     pub year: i64,
+    /// 1-12.
     pub month: u32,
+    /// 1-31, checked against the month.
     pub day: u32,
+    /// 0-23.
     pub hour: u32,
+    /// 0-59.
     pub minute: u32,
+    /// 0-60 (60 for a leap second).
     pub second: u32,
+    /// 0-999,999,999.
     pub nanosecond: u32,
+    /// Minutes east of UTC.
     pub offset_minutes: i16,
 }
 
@@ -82,7 +90,13 @@ fn digits(bytes: &[u8], n: usize) -> Option<u32> {
 /// `...Z`); up to nine fraction digits; the offset is kept.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let year = i64::from(digits(b, 4)?);
@@ -165,11 +179,17 @@ mod tests {
     #[test]
     fn parses_rfc3339_keeping_the_offset() {
         let ts = parse_rfc3339("2023-02-20T15:12:47.757250-05:00").expect("valid");
-        assert_eq!((ts.seconds, ts.nanoseconds, ts.offset_minutes), (1_676_923_967, 757_250_000, -300));
+        assert_eq!(
+            (ts.seconds, ts.nanoseconds, ts.offset_minutes),
+            (1_676_923_967, 757_250_000, -300)
+        );
         let ts = parse_rfc3339("1970-01-01T00:00:00Z").expect("valid");
         assert_eq!((ts.seconds, ts.nanoseconds, ts.offset_minutes), (0, 0, 0));
         let ts = parse_rfc3339("2000-02-29T23:59:59.123456789123+01:30").expect("valid");
-        assert_eq!((ts.seconds, ts.nanoseconds, ts.offset_minutes), (951_863_399, 123_456_789, 90));
+        assert_eq!(
+            (ts.seconds, ts.nanoseconds, ts.offset_minutes),
+            (951_863_399, 123_456_789, 90)
+        );
     }
 
     #[test]

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test, from a fresh machine with only rustup: installs what it needs,
+# then checks formatting and lints (host and guest crates) and runs every
+# test of the workspace on the release profile (the one the demo and the
+# benchmarks use, so nothing is built twice).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+rustup target add wasm32-wasip2
+rustup component add rustfmt clippy
+
+GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
+        -p correlator-module-log -p correlator-module-csv -p correlator-test-schema-breaker)
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+cargo clippy --target wasm32-wasip2 --release "${GUESTS[@]}" -- -D warnings
+cargo test --workspace --release
