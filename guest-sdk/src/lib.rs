@@ -40,6 +40,7 @@ mod record;
 mod time;
 mod window;
 
+pub mod collections;
 pub mod config;
 pub mod log;
 
@@ -179,6 +180,19 @@ macro_rules! export_module {
             // crate still builds, so its unit tests run on the host.
             #[cfg(target_arch = "wasm32")]
             $crate::__bindings::module::__export_logic_module!(__CorrelatorModuleExport);
+
+            // Natively nothing calls the exports; this keeps the module's
+            // code from counting as dead there.
+            #[cfg(not(target_arch = "wasm32"))]
+            #[allow(dead_code, reason = "a root for native builds, never called")]
+            fn __native_root() {
+                use $crate::__bindings::module::exports::correlator::plugin::logic::Guest as _;
+                let _ = __CorrelatorModuleExport::describe;
+                let _ = __CorrelatorModuleExport::init;
+                let _ = __CorrelatorModuleExport::process;
+                let _ = __CorrelatorModuleExport::tick;
+                let _ = __CorrelatorModuleExport::statistics;
+            }
         };
     };
 }
@@ -230,6 +244,15 @@ macro_rules! export_handler {
 
             #[cfg(target_arch = "wasm32")]
             $crate::__bindings::handler::__export_event_handler!(__CorrelatorHandlerExport);
+
+            #[cfg(not(target_arch = "wasm32"))]
+            #[allow(dead_code, reason = "a root for native builds, never called")]
+            fn __native_root() {
+                use $crate::__bindings::handler::exports::correlator::plugin::handler::Guest as _;
+                let _ = __CorrelatorHandlerExport::describe;
+                let _ = __CorrelatorHandlerExport::init;
+                let _ = __CorrelatorHandlerExport::handle;
+            }
         };
     };
 }

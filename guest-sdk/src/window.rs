@@ -1,6 +1,8 @@
 //! Sliding-window counting in record time.
 
-use std::collections::{HashMap, VecDeque};
+use crate::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::VecDeque;
 use std::hash::Hash;
 
 /// Counts occurrences per key within the last `window` seconds of *record*
@@ -10,13 +12,13 @@ use std::hash::Hash;
 /// ```
 /// use correlator_sdk::CountOverTime;
 ///
-/// let mut failures = CountOverTime::new(300);
+/// let mut failures: CountOverTime<String> = CountOverTime::new(300);
 /// assert_eq!(failures.add("192.0.2.1", 1_000), 1);
 /// assert_eq!(failures.add("192.0.2.1", 1_200), 2);
-/// // 301 s after the first, the first has left the window.
-/// assert_eq!(failures.add("192.0.2.1", 1_301), 2);
-/// failures.clear(&"192.0.2.1");
-/// assert_eq!(failures.count(&"192.0.2.1"), 0);
+/// // 300 s after the first, the first has left the window.
+/// assert_eq!(failures.add("192.0.2.1", 1_300), 2);
+/// failures.clear("192.0.2.1");
+/// assert_eq!(failures.count("192.0.2.1"), 0);
 /// ```
 #[derive(Debug, Clone)]
 pub struct CountOverTime<K> {
@@ -29,15 +31,23 @@ impl<K: Hash + Eq> CountOverTime<K> {
     pub fn new(window_seconds: i64) -> Self {
         CountOverTime {
             window_seconds,
-            hits: HashMap::new(),
+            hits: HashMap::default(),
         }
     }
 
     /// Record one occurrence for `key` at `time` (seconds since the epoch)
-    /// and return the number of occurrences within the window ending there.
-    pub fn add(&mut self, key: K, time: i64) -> usize {
+    /// and return the number of occurrences within the window ending there:
+    /// those at most `window_seconds` before it, not as old as that.
+    pub fn add<Q>(&mut self, key: &Q, time: i64) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let window = self.window_seconds;
-        let hits = self.hits.entry(key).or_default();
+        let hits = match self.hits.get_mut(key) {
+            Some(hits) => hits,
+            None => self.hits.entry(key.to_owned()).or_default(),
+        };
         hits.push_back(time);
         while hits.front().is_some_and(|&first| first <= time - window) {
             hits.pop_front();
@@ -46,12 +56,20 @@ impl<K: Hash + Eq> CountOverTime<K> {
     }
 
     /// Occurrences currently counted for `key`.
-    pub fn count(&self, key: &K) -> usize {
+    pub fn count<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.hits.get(key).map_or(0, VecDeque::len)
     }
 
     /// Forget every occurrence for `key`.
-    pub fn clear(&mut self, key: &K) {
+    pub fn clear<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.hits.remove(key);
     }
 

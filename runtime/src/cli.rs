@@ -96,20 +96,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
     let app = App::load(&args.app.app)?;
-    let mut loaded = loader::load(&app, &args.app.options, Purpose::Run)?;
-    let started = Instant::now();
-    let stats = if args.read_file.as_os_str() == "-" {
-        let stdin = std::io::stdin();
-        replay::replay(&mut stdin.lock(), &mut loaded.pipeline, &loaded.replay)
+    let loader::Loaded {
+        mut modules,
+        handlers,
+        replay: settings,
+        ..
+    } = loader::load(&app, &args.app.options, Purpose::Run)?;
+    let input: Box<dyn std::io::BufRead + Send> = if args.read_file.as_os_str() == "-" {
+        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
         let file = std::fs::File::open(&args.read_file)
             .with_context(|| format!("cannot open capture {}", args.read_file.display()))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        replay::replay(&mut reader, &mut loaded.pipeline, &loaded.replay)
-    }
-    .with_context(|| format!("cannot read capture {}", args.read_file.display()))?;
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    };
+    let started = Instant::now();
+    let (stats, counters) = replay::replay(input, &mut modules, handlers, &settings)
+        .with_context(|| format!("cannot read capture {}", args.read_file.display()))?;
     let elapsed = started.elapsed().as_secs_f64();
-    let counters = loaded.pipeline.counters();
     tracing::info!(
         records = stats.records,
         unparsable = stats.unparsable,
@@ -122,7 +125,7 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
         "replay of {} finished",
         args.read_file.display()
     );
-    for (instance, rejected) in loaded.pipeline.rejected_events() {
+    for (instance, rejected) in modules.rejected_events() {
         if rejected > 0 {
             tracing::warn!(
                 instance,

@@ -5,8 +5,8 @@
 use crate::app::{App, InstanceSpec, Role};
 use crate::config_store::{ConfigStore, Source};
 use crate::filter::Filter;
-use crate::host::{HandlerInstance, Host, ModuleInstance, ResolvedGrants, StreamClock};
-use crate::pipeline::{Pipeline, Route};
+use crate::host::{HandlerInstance, Host, ResolvedGrants, StreamClock};
+use crate::pipeline::{HandlerStage, ModuleStage, Route};
 use crate::record::TraditionalDefaults;
 use crate::record::time::parse_utc_offset;
 use crate::replay::ReplaySettings;
@@ -28,8 +28,10 @@ pub enum Purpose {
 pub struct Loaded {
     /// Every configuration item with its resolved value.
     pub store: ConfigStore,
-    /// The instances, ready for records.
-    pub pipeline: Pipeline,
+    /// The modules, ready for records.
+    pub modules: ModuleStage,
+    /// The handlers with their filters, ready for events.
+    pub handlers: HandlerStage,
     /// How to read captures, from the store.
     pub replay: ReplaySettings,
 }
@@ -160,18 +162,11 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
     let routes = handlers
         .into_iter()
         .zip(filters)
-        .map(
-            |(handler, filter): (HandlerInstance, Option<Filter>)| Route {
-                handler,
-                filter,
-                filter_errors: 0,
-                delivered: 0,
-            },
-        )
+        .map(|(handler, filter): (HandlerInstance, Option<Filter>)| Route::new(handler, filter))
         .collect();
-    let modules: Vec<ModuleInstance> = modules;
     Ok(Loaded {
-        pipeline: Pipeline::new(modules, routes, clock),
+        modules: ModuleStage::new(modules, clock),
+        handlers: HandlerStage::new(routes),
         store,
         replay,
     })

@@ -1,9 +1,58 @@
-//! Routing: records go to every module, each module's events go to every
-//! handler whose filter selects them.
+//! Routing: records go to every module ([`ModuleStage`]); each module's
+//! events go to every handler whose filter selects them ([`HandlerStage`]).
+//! The two stages run on their own threads (see `replay`), so modules and
+//! handlers work in parallel; a bounded channel between them keeps memory
+//! bounded when handlers fall behind.
 
 use crate::filter::Filter;
 use crate::host::{HandlerInstance, ModuleInstance, StreamClock};
 use crate::types::{DeliveredEvent, RecordBatch, Timestamp};
+
+/// The logic modules of a running app.
+pub struct ModuleStage {
+    modules: Vec<ModuleInstance>,
+    clock: StreamClock,
+}
+
+impl ModuleStage {
+    /// The stage over initialised modules; `clock` is the one they were made
+    /// with.
+    pub fn new(modules: Vec<ModuleInstance>, clock: StreamClock) -> Self {
+        ModuleStage { modules, clock }
+    }
+
+    /// Hand a batch to every module, in app order; returns their events in
+    /// the order they were dispatched. `latest` is the batch's newest
+    /// record's time: the stream clock moves there.
+    pub fn process(&mut self, batch: &RecordBatch, latest: Timestamp) -> Vec<DeliveredEvent> {
+        self.clock.set(latest);
+        let mut events = Vec::new();
+        for module in &mut self.modules {
+            let dispatched = module.process(batch);
+            if events.is_empty() {
+                events = dispatched;
+            } else {
+                events.extend(dispatched);
+            }
+        }
+        events
+    }
+
+    /// Every module's statistics events.
+    pub fn statistics(&mut self, reset: bool) -> Vec<DeliveredEvent> {
+        self.modules
+            .iter_mut()
+            .flat_map(|module| module.statistics(reset))
+            .collect()
+    }
+
+    /// Events refused by validation so far, per module instance.
+    pub fn rejected_events(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.rejected_events()))
+    }
+}
 
 /// A handler with its filter.
 pub struct Route {
@@ -15,6 +64,18 @@ pub struct Route {
     pub filter_errors: u64,
     /// Events handed to the handler.
     pub delivered: u64,
+}
+
+impl Route {
+    /// A route with nothing counted yet.
+    pub fn new(handler: HandlerInstance, filter: Option<Filter>) -> Self {
+        Route {
+            handler,
+            filter,
+            filter_errors: 0,
+            delivered: 0,
+        }
+    }
 }
 
 /// Totals over a run, for the closing log line.
@@ -30,22 +91,17 @@ pub struct Counters {
     pub handler_failures: u64,
 }
 
-/// The modules and handlers of a running app.
-pub struct Pipeline {
-    modules: Vec<ModuleInstance>,
+/// The event handlers of a running app, each behind its filter.
+pub struct HandlerStage {
     routes: Vec<Route>,
-    clock: StreamClock,
     counters: Counters,
 }
 
-impl Pipeline {
-    /// A pipeline over initialised instances; `clock` is the one the
-    /// instances were made with.
-    pub fn new(modules: Vec<ModuleInstance>, routes: Vec<Route>, clock: StreamClock) -> Self {
-        Pipeline {
-            modules,
+impl HandlerStage {
+    /// The stage over initialised handlers.
+    pub fn new(routes: Vec<Route>) -> Self {
+        HandlerStage {
             routes,
-            clock,
             counters: Counters::default(),
         }
     }
@@ -55,31 +111,8 @@ impl Pipeline {
         self.counters
     }
 
-    /// Events refused by validation, per module instance.
-    pub fn rejected_events(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.modules
-            .iter()
-            .map(|m| (m.name.as_str(), m.rejected_events()))
-    }
-
-    /// Hand a batch to every module; `latest` is its newest record's time.
-    pub fn process(&mut self, batch: &RecordBatch, latest: Timestamp) {
-        self.clock.set(latest);
-        for index in 0..self.modules.len() {
-            let events = self.modules[index].process(batch);
-            self.route(&events);
-        }
-    }
-
-    /// Ask every module for its statistics event and route them.
-    pub fn statistics(&mut self, reset: bool) {
-        for index in 0..self.modules.len() {
-            let events = self.modules[index].statistics(reset);
-            self.route(&events);
-        }
-    }
-
-    fn route(&mut self, events: &[DeliveredEvent]) {
+    /// Hand `events` to every handler whose filter selects them.
+    pub fn route(&mut self, events: &[DeliveredEvent]) {
         if events.is_empty() {
             return;
         }

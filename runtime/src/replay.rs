@@ -1,13 +1,23 @@
 //! Replaying a capture: records separated by newlines, RFC 5424 and
-//! traditional lines alike. Streaming: one line and one batch in memory.
+//! traditional lines alike. Streaming, on three threads joined by bounded
+//! channels: reading and parsing, modules, handlers. Memory stays bounded by
+//! the channels' capacity whatever the file's size.
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Counters, HandlerStage, ModuleStage};
 use crate::record::{self, BatchBuilder, TraditionalDefaults};
+use crate::types::DeliveredEvent;
 use std::borrow::Cow;
 use std::io::BufRead;
+use std::sync::mpsc;
 
 /// Unparsable records logged one by one before the rest are only counted.
 const LOGGED_PARSE_ERRORS: u64 = 20;
+
+/// Batches parsed ahead of the modules.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Batches of events waiting for the handlers.
+const EVENT_BATCHES_IN_FLIGHT: usize = 16;
 
 /// How a replay reads its input.
 #[derive(Debug, Clone, Copy)]
@@ -31,12 +41,63 @@ pub struct ReplayStats {
     pub not_utf8: u64,
 }
 
-/// Feed every record of `input` through `pipeline`, then dispatch every
-/// module's statistics.
+/// Feed every record of `input` through the modules and their events
+/// through the handlers, then dispatch and handle every module's statistics.
+/// Returns what was read and what the handlers did.
 pub fn replay(
-    input: &mut dyn BufRead,
-    pipeline: &mut Pipeline,
+    input: Box<dyn BufRead + Send>,
+    modules: &mut ModuleStage,
+    handlers: HandlerStage,
     settings: &ReplaySettings,
+) -> std::io::Result<(ReplayStats, Counters)> {
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
+    let (event_tx, event_rx) = mpsc::sync_channel::<Vec<DeliveredEvent>>(EVENT_BATCHES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_batches(input, settings, &batch_tx, &recycle_rx));
+        let handling = scope.spawn(move || {
+            let mut handlers = handlers;
+            for events in event_rx {
+                handlers.route(&events);
+            }
+            handlers.counters()
+        });
+        for builder in batch_rx {
+            if let Some(latest) = builder.latest_time() {
+                let events = modules.process(builder.batch(), latest);
+                if !events.is_empty() && event_tx.send(events).is_err() {
+                    break;
+                }
+            }
+            // The reader may have finished; then the batch is just dropped.
+            let _ = recycle_tx.send(builder);
+        }
+        let statistics = modules.statistics(false);
+        if !statistics.is_empty() {
+            let _ = event_tx.send(statistics);
+        }
+        drop(event_tx);
+        let stats = join(reader)?;
+        let counters = join(handling);
+        Ok((stats, counters))
+    })
+}
+
+/// The result of a scoped thread; a panic there is a bug, passed on as one.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match handle.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Read, parse and batch `input`, sending full batches to the modules and
+/// reusing the buffers they send back.
+fn read_batches(
+    mut input: Box<dyn BufRead + Send>,
+    settings: &ReplaySettings,
+    batches: &mpsc::SyncSender<BatchBuilder>,
+    recycled: &mpsc::Receiver<BatchBuilder>,
 ) -> std::io::Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     let mut builder = BatchBuilder::new(settings.batch_size);
@@ -74,20 +135,18 @@ pub fn replay(
             }
         }
         if builder.is_full() {
-            flush(&mut builder, pipeline);
+            let mut next = recycled
+                .try_recv()
+                .unwrap_or_else(|_| BatchBuilder::new(settings.batch_size));
+            next.clear();
+            let full = std::mem::replace(&mut builder, next);
+            if batches.send(full).is_err() {
+                return Ok(stats);
+            }
         }
     }
-    flush(&mut builder, pipeline);
-    pipeline.statistics(false);
+    if !builder.is_empty() {
+        let _ = batches.send(builder);
+    }
     Ok(stats)
-}
-
-fn flush(builder: &mut BatchBuilder, pipeline: &mut Pipeline) {
-    if builder.is_empty() {
-        return;
-    }
-    if let Some(latest) = builder.latest_time() {
-        pipeline.process(builder.batch(), latest);
-    }
-    builder.clear();
 }

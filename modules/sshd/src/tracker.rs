@@ -5,8 +5,9 @@
 //! are matched by the remote address and port instead.
 
 use crate::line::{self, End, Line, UserKind};
+use correlator_sdk::collections::HashMap;
 use correlator_sdk::{CountOverTime, Event, Record, Timestamp};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// The module's configuration, checked by `init`.
 pub struct Settings {
@@ -41,17 +42,39 @@ struct Accepted {
 #[derive(Default)]
 struct Server {
     connections: HashMap<u32, Connection>,
-    by_peer: HashMap<(String, u16), u32>,
+    /// Remote address → (remote port, PID) of its connections, to find the
+    /// connection of a line that carries a child's PID. Keyed by address
+    /// alone so that a lookup needs no allocation.
+    by_peer: HashMap<String, Vec<(u16, u32)>>,
 }
 
 impl Server {
     fn remove(&mut self, pid: u32) {
-        if let Some(connection) = self.connections.remove(&pid) {
-            let peer = (connection.addr, connection.port);
-            if self.by_peer.get(&peer) == Some(&pid) {
-                self.by_peer.remove(&peer);
+        if let Some(connection) = self.connections.remove(&pid)
+            && let Some(peers) = self.by_peer.get_mut(connection.addr.as_str())
+        {
+            peers.retain(|&(port, owner)| !(port == connection.port && owner == pid));
+            if peers.is_empty() {
+                self.by_peer.remove(connection.addr.as_str());
             }
         }
+    }
+
+    /// The PID of the connection from `addr` port `port`, if known.
+    fn by_peer(&self, addr: &str, port: u16) -> Option<u32> {
+        self.by_peer
+            .get(addr)?
+            .iter()
+            .find(|&&(known, _)| known == port)
+            .map(|&(_, pid)| pid)
+    }
+}
+
+/// Overwrite `target` with `text`, reusing its allocation.
+fn assign(target: &mut String, text: &str) {
+    if target != text {
+        target.clear();
+        target.push_str(text);
     }
 }
 
@@ -77,7 +100,7 @@ impl Tracker {
         Tracker {
             host_failures: CountOverTime::new(settings.failure_window_seconds),
             settings,
-            servers: HashMap::new(),
+            servers: HashMap::default(),
             ended: VecDeque::new(),
             statistics: Statistics::default(),
         }
@@ -104,7 +127,7 @@ impl Tracker {
                 key,
             } => {
                 let connection = open(server, pid, now);
-                connection.user = user.to_owned();
+                assign(&mut connection.user, user);
                 set_peer(server, pid, addr, port);
                 if let Some(connection) = server.connections.get_mut(&pid) {
                     connection.accepted = Some(Accepted {
@@ -113,16 +136,16 @@ impl Tracker {
                         at: now,
                     });
                 }
-                self.host_failures.clear(&addr.to_owned());
+                self.host_failures.clear(addr);
             }
             Line::FailedPassword { user, addr, port } => {
                 let connection = open(server, pid, now);
-                connection.user = user.to_owned();
+                assign(&mut connection.user, user);
                 connection.failures += 1;
                 set_peer(server, pid, addr, port);
-                let count = self.host_failures.add(addr.to_owned(), now.seconds);
+                let count = self.host_failures.add(addr, now.seconds);
                 if count >= self.settings.failure_limit {
-                    self.host_failures.clear(&addr.to_owned());
+                    self.host_failures.clear(addr);
                     self.statistics.lockouts += 1;
                     let _ = Event::new(
                         "SSHDAttemptsExceeded",
@@ -137,7 +160,7 @@ impl Tracker {
             }
             Line::InvalidUser { user, addr, port } => {
                 let connection = open(server, pid, now);
-                connection.user = user.to_owned();
+                assign(&mut connection.user, user);
                 if connection.addr.is_empty() || port != 0 {
                     set_peer(server, pid, addr, port);
                 }
@@ -180,10 +203,7 @@ impl Tracker {
         let pid = if server.connections.contains_key(&pid) {
             Some(pid)
         } else {
-            server
-                .by_peer
-                .get(&(end.addr.to_owned(), end.port))
-                .copied()
+            server.by_peer(end.addr, end.port)
         };
         let Some(pid) = pid else {
             // A connection we never saw start: report it only if the line
@@ -353,15 +373,27 @@ fn open(server: &mut Server, pid: u32, now: Timestamp) -> &mut Connection {
 }
 
 fn set_peer(server: &mut Server, pid: u32, addr: &str, port: u16) {
-    if let Some(connection) = server.connections.get_mut(&pid) {
-        if connection.addr != addr || connection.port != port {
-            connection.addr = addr.to_owned();
-            connection.port = port;
-        }
-        if port != 0 {
-            server.by_peer.insert((addr.to_owned(), port), pid);
-        }
+    let Some(connection) = server.connections.get_mut(&pid) else {
+        return;
+    };
+    if connection.addr == addr && connection.port == port {
+        return;
     }
+    if let Some(peers) = server.by_peer.get_mut(connection.addr.as_str()) {
+        let old_port = connection.port;
+        peers.retain(|&(known, owner)| !(known == old_port && owner == pid));
+    }
+    assign(&mut connection.addr, addr);
+    connection.port = port;
+    if port == 0 {
+        return;
+    }
+    let peers = match server.by_peer.get_mut(addr) {
+        Some(peers) => peers,
+        None => server.by_peer.entry(addr.to_owned()).or_default(),
+    };
+    peers.retain(|&(known, _)| known != port);
+    peers.push((port, pid));
 }
 
 fn dispatch_failed(user: &str, addr: &str, port: u16, failures: i64) {
