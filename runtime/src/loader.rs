@@ -38,12 +38,18 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 4] = [
+    let items: [(&str, ValueType, Value, &str); 5] = [
         (
             "system.run_dir",
             ValueType::Text,
             Value::Text(".".into()),
             "directory where relative grants (e.g. the csv handler's dir) live",
+        ),
+        (
+            "system.compile_cache",
+            ValueType::Text,
+            Value::Text("auto".into()),
+            "where compiled components are kept between runs: a directory, \"auto\" ($XDG_CACHE_HOME/correlator or ~/.cache/correlator) or \"off\"",
         ),
         (
             "parser.rfc3164_year",
@@ -94,7 +100,8 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
     let run_dir = PathBuf::from(store.text("system.run_dir").unwrap_or("."));
 
     let clock = StreamClock::default();
-    let mut host = Host::new(clock.clone())?;
+    let compile_cache = compile_cache_dir(store.text("system.compile_cache").unwrap_or("auto"));
+    let mut host = Host::new(clock.clone(), compile_cache.as_deref())?;
     let mut modules = Vec::new();
     for spec in &app.modules {
         let loaded = host
@@ -198,6 +205,19 @@ fn declare_instance_items(
             })?;
     }
     Ok(())
+}
+
+/// The directory `system.compile_cache` names, if any.
+fn compile_cache_dir(setting: &str) -> Option<PathBuf> {
+    match setting {
+        "off" | "" => None,
+        "auto" => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+            .map(|dir| dir.join("correlator")),
+        directory => Some(PathBuf::from(directory)),
+    }
 }
 
 fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {

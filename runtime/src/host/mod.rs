@@ -13,7 +13,7 @@ use crate::app::{ComponentSource, InstanceSpec, Role};
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
@@ -53,10 +53,23 @@ pub struct Host {
 }
 
 impl Host {
-    /// A host whose instances all read `clock`.
-    pub fn new(clock: StreamClock) -> anyhow::Result<Host> {
+    /// A host whose instances all read `clock`. Compiled components are
+    /// kept in `compile_cache` (if given) so that the next start skips
+    /// compiling them.
+    pub fn new(clock: StreamClock, compile_cache: Option<&Path>) -> anyhow::Result<Host> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        if let Some(directory) = compile_cache {
+            match compile_cache_for(directory) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(error) => tracing::warn!(
+                    directory = %directory.display(),
+                    "compiled components will not be cached: {error:#}"
+                ),
+            }
+        }
         let engine = Engine::new(&config)
             .into_anyhow()
             .context("cannot set up the WebAssembly engine")?;
@@ -217,6 +230,16 @@ impl<T> IntoAnyhow<T> for Result<T, wasmtime::Error> {
     fn into_anyhow(self) -> anyhow::Result<T> {
         self.map_err(anyhow::Error::from)
     }
+}
+
+fn compile_cache_for(directory: &Path) -> anyhow::Result<wasmtime::Cache> {
+    std::fs::create_dir_all(directory)
+        .with_context(|| format!("cannot create {}", directory.display()))?;
+    let directory = std::path::absolute(directory)
+        .with_context(|| format!("cannot resolve {}", directory.display()))?;
+    let mut config = wasmtime::CacheConfig::new();
+    config.with_directory(directory);
+    wasmtime::Cache::new(config).into_anyhow()
 }
 
 fn hex(bytes: &[u8]) -> String {
