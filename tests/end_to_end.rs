@@ -945,3 +945,29 @@ fn a_file_that_is_not_a_component_is_refused_by_name() {
         "error: module \"m\" at app.toml line 2 column 13: there is no builtin component \"nope\" (builtins: sshd, report, log, csv)\n"
     );
 }
+
+#[test]
+fn connections_older_than_max_transaction_age_expire_in_record_time() {
+    let mut capture = String::new();
+    sshd_line(
+        &mut capture,
+        0,
+        42,
+        "Accepted password for erin from 192.0.2.5 port 4242 ssh2",
+    );
+    sshd_line(
+        &mut capture,
+        1,
+        43,
+        "Invalid user zed from 192.0.2.6 port 4343",
+    );
+    // 49 hours later, past the default max_transaction_age of 48 hours.
+    let late = "<86>1 2023-02-22T16:00:00Z server sshd 44 - - Connection closed by 192.0.2.7 port 1 [preauth]\n";
+    capture.push_str(late);
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    let stats = of_kind(&events, "SSHDStats");
+    assert_eq!(
+        stats[0]["fields"],
+        json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 2, "partial": 0})
+    );
+}

@@ -7,7 +7,7 @@
 pub mod module {
     wit_bindgen::generate!({
         world: "logic-module",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_logic_module",
         default_bindings_module: "$crate::__bindings::module",
@@ -20,7 +20,7 @@ pub mod module {
 pub mod handler {
     wit_bindgen::generate!({
         world: "event-handler",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_event_handler",
         default_bindings_module: "$crate::__bindings::handler",
