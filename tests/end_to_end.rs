@@ -971,3 +971,33 @@ fn connections_older_than_max_transaction_age_expire_in_record_time() {
         json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 2, "partial": 0})
     );
 }
+
+#[test]
+fn the_csv_handler_without_a_granted_directory_refuses_to_start() {
+    let dir = app_dir(
+        "[modules.m]\ncomponent = \"builtin:sshd\"\n[handlers.c]\ncomponent = \"builtin:csv\"\n",
+    );
+    let capture = sample_capture();
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            capture.to_str().unwrap_or(""),
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: handler \"c\" refused to start: cannot create output directory \".\": No such file or directory (os error 44) (does the app file grant a directory?)\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .map(Iterator::count)
+            .unwrap_or(0),
+        1,
+        "nothing but app.toml is written"
+    );
+}

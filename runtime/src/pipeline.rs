@@ -6,7 +6,7 @@
 
 use crate::filter::Filter;
 use crate::host::{HandlerInstance, ModuleInstance, StreamClock};
-use crate::types::{DeliveredEvent, RecordBatch, Timestamp};
+use crate::types::{DeliveredEvent, Dispatched, RecordBatch, Timestamp};
 
 /// The logic modules of a running app.
 pub struct ModuleStage {
@@ -24,7 +24,7 @@ impl ModuleStage {
     /// Hand a batch to every module, in app order; returns their events in
     /// the order they were dispatched. `latest` is the batch's newest
     /// record's time: the stream clock moves there.
-    pub fn process(&mut self, batch: &RecordBatch, latest: Timestamp) -> Vec<DeliveredEvent> {
+    pub fn process(&mut self, batch: &RecordBatch, latest: Timestamp) -> Vec<Dispatched> {
         self.clock.set(latest);
         let mut events = Vec::new();
         for module in &mut self.modules {
@@ -39,7 +39,7 @@ impl ModuleStage {
     }
 
     /// Every module's statistics events.
-    pub fn statistics(&mut self, reset: bool) -> Vec<DeliveredEvent> {
+    pub fn statistics(&mut self, reset: bool) -> Vec<Dispatched> {
         self.modules
             .iter_mut()
             .flat_map(|module| module.statistics(reset))
@@ -112,10 +112,13 @@ impl HandlerStage {
     }
 
     /// Hand `events` to every handler whose filter selects them.
-    pub fn route(&mut self, events: &[DeliveredEvent]) {
+    pub fn route(&mut self, events: Vec<Dispatched>) {
         if events.is_empty() {
             return;
         }
+        let events: Vec<DeliveredEvent> =
+            events.into_iter().map(Dispatched::into_delivered).collect();
+        let events = events.as_slice();
         self.counters.events += events.len() as u64;
         for route in &mut self.routes {
             let failures = match &route.filter {

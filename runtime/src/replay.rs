@@ -5,7 +5,7 @@
 
 use crate::pipeline::{Counters, HandlerStage, ModuleStage};
 use crate::record::{self, BatchBuilder, TraditionalDefaults};
-use crate::types::DeliveredEvent;
+use crate::types::Dispatched;
 use std::borrow::Cow;
 use std::io::BufRead;
 use std::sync::mpsc;
@@ -52,13 +52,13 @@ pub fn replay(
 ) -> std::io::Result<(ReplayStats, Counters)> {
     let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
-    let (event_tx, event_rx) = mpsc::sync_channel::<Vec<DeliveredEvent>>(EVENT_BATCHES_IN_FLIGHT);
+    let (event_tx, event_rx) = mpsc::sync_channel::<Vec<Dispatched>>(EVENT_BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_batches(input, settings, &batch_tx, &recycle_rx));
         let handling = scope.spawn(move || {
             let mut handlers = handlers;
             for events in event_rx {
-                handlers.route(&events);
+                handlers.route(events);
             }
             handlers.counters()
         });

@@ -67,3 +67,37 @@ impl Timestamp {
         offset_minutes: 0,
     };
 }
+
+/// An event a module dispatched, validated, on its way from the module
+/// thread to the handler thread. It becomes a [`DeliveredEvent`] there, so
+/// that the module thread (the replay's bottleneck) does not copy the
+/// instance name into every event.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    /// The module instance that dispatched it.
+    pub module: std::sync::Arc<str>,
+    /// The event type.
+    pub kind: String,
+    /// The declared severity of the event type.
+    pub severity: Severity,
+    /// The triggering record's time, or the stream clock's.
+    pub time: Timestamp,
+    /// One line for people.
+    pub summary: String,
+    /// The fields, in declared order.
+    pub fields: Vec<Field>,
+}
+
+impl Dispatched {
+    /// The event as handlers receive it.
+    pub fn into_delivered(self) -> DeliveredEvent {
+        DeliveredEvent {
+            module: self.module.to_string(),
+            kind: self.kind,
+            severity: self.severity,
+            time: self.time,
+            summary: self.summary,
+            fields: self.fields,
+        }
+    }
+}

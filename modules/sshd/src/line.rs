@@ -62,7 +62,7 @@ pub fn parse(message: &str) -> Option<Line<'_>> {
     let message = message.trim_end();
     let message = message.strip_suffix(" [preauth]").unwrap_or(message);
     if let Some(rest) = message.strip_prefix("Accepted ") {
-        let (method, rest) = rest.split_once(" for ")?;
+        let (method, rest) = split_once(rest, " for ")?;
         let (user, addr, port, tail) = user_from_addr_port(rest)?;
         let key = tail
             .strip_prefix("ssh2")
@@ -90,7 +90,7 @@ pub fn parse(message: &str) -> Option<Line<'_>> {
             Some((user, addr, port, _)) => Line::InvalidUser { user, addr, port },
             None => {
                 // OpenSSH 7.x before 7.5 logs no port.
-                let (user, addr) = rest.rsplit_once(" from ")?;
+                let (user, addr) = rsplit_once(rest, " from ")?;
                 Line::InvalidUser {
                     user,
                     addr: addr.trim(),
@@ -167,7 +167,7 @@ fn parse_end(message: &str) -> Option<End<'_>> {
     } else {
         (UserKind::None, rest)
     };
-    let (before_port, after_port) = rest.rsplit_once(" port ")?;
+    let (before_port, after_port) = rsplit_once(rest, " port ")?;
     let port = leading_port(after_port)?;
     let (user, addr) = match user_kind {
         UserKind::None => ("", before_port),
@@ -183,13 +183,34 @@ fn parse_end(message: &str) -> Option<End<'_>> {
 
 /// Split `USER from ADDR port PORT[ TAIL]` into its parts.
 fn user_from_addr_port(text: &str) -> Option<(&str, &str, u16, &str)> {
-    let (user, rest) = text.rsplit_once(" from ")?;
-    let (addr, rest) = rest.split_once(" port ")?;
+    let (user, rest) = rsplit_once(text, " from ")?;
+    let (addr, rest) = split_once(rest, " port ")?;
     let digits = rest
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     let port = rest[..digits].parse().ok()?;
     Some((user, addr, port, rest[digits..].trim_start()))
+}
+
+/// `text.split_once(pattern)` for the short ASCII patterns of sshd lines:
+/// a plain byte scan, which in WebAssembly beats setting up the general
+/// substring searcher on every call. Patterns start and end with ASCII, so
+/// the split points are character boundaries.
+fn split_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
+    let index = text
+        .as_bytes()
+        .windows(pattern.len())
+        .position(|window| window == pattern.as_bytes())?;
+    Some((text.get(..index)?, text.get(index + pattern.len()..)?))
+}
+
+/// `text.rsplit_once(pattern)`, as [`split_once`].
+fn rsplit_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
+    let index = text
+        .as_bytes()
+        .windows(pattern.len())
+        .rposition(|window| window == pattern.as_bytes())?;
+    Some((text.get(..index)?, text.get(index + pattern.len()..)?))
 }
 
 fn leading_port(text: &str) -> Option<u16> {

@@ -6,7 +6,9 @@ use super::IntoAnyhow as _;
 use super::bindings::handler::EventHandler;
 use super::bindings::module::LogicModule;
 use super::state::InstanceState;
-use crate::types::{DeliveredEvent, Descriptor, EventDecl, RecordBatch, TimerTick, Value};
+use crate::types::{
+    DeliveredEvent, Descriptor, Dispatched, EventDecl, RecordBatch, TimerTick, Value,
+};
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -118,12 +120,12 @@ impl ModuleInstance {
         self.store.data().rejected
     }
 
-    fn take_dispatched(&mut self) -> Vec<DeliveredEvent> {
+    fn take_dispatched(&mut self) -> Vec<Dispatched> {
         std::mem::take(&mut self.store.data_mut().dispatched)
     }
 
     /// Process a batch; returns the events dispatched meanwhile.
-    pub fn process(&mut self, batch: &RecordBatch) -> Vec<DeliveredEvent> {
+    pub fn process(&mut self, batch: &RecordBatch) -> Vec<Dispatched> {
         if self.failed {
             return Vec::new();
         }
@@ -138,7 +140,7 @@ impl ModuleInstance {
     }
 
     /// Deliver a timer tick.
-    pub fn tick(&mut self, tick: TimerTick) -> Vec<DeliveredEvent> {
+    pub fn tick(&mut self, tick: TimerTick) -> Vec<Dispatched> {
         if self.failed {
             return Vec::new();
         }
@@ -153,7 +155,7 @@ impl ModuleInstance {
     }
 
     /// Ask for the statistics event.
-    pub fn statistics(&mut self, reset: bool) -> Vec<DeliveredEvent> {
+    pub fn statistics(&mut self, reset: bool) -> Vec<Dispatched> {
         if self.failed {
             return Vec::new();
         }

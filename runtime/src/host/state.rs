@@ -3,7 +3,7 @@
 
 use super::bindings::module::correlator::plugin::{clock, config, events, types};
 use super::bindings::module::wasi::logging::logging::{self, Level};
-use crate::types::{DeliveredEvent, DispatchError, Event, EventDecl, Timestamp, Value};
+use crate::types::{DispatchError, Dispatched, Event, EventDecl, Timestamp, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU32, Ordering};
@@ -94,7 +94,7 @@ pub struct InstanceState {
     /// handlers).
     pub catalog: Arc<EventCatalog>,
     /// Events dispatched during the current call, validated.
-    pub dispatched: Vec<DeliveredEvent>,
+    pub dispatched: Vec<Dispatched>,
     /// Events refused during the instance's life.
     pub rejected: u64,
 }
@@ -115,42 +115,32 @@ impl InstanceState {
         }
     }
 
-    /// Check `event` against its declared type and, if it fits, queue it
-    /// with its fields in declared order.
-    fn validate(&self, event: Event) -> Result<DeliveredEvent, DispatchError> {
-        let decl = self
-            .catalog
-            .get(&event.kind)
-            .ok_or_else(|| DispatchError::UndeclaredKind(event.kind.clone()))?;
-        let mut values: Vec<Option<Value>> = vec![None; decl.fields.len()];
-        for field in event.fields {
-            let index = decl
+    /// Check `event` against its declared type; if it fits, the event with
+    /// its fields in declared order, else the reason and the event's kind.
+    fn validate(&self, event: Event) -> Result<Dispatched, (DispatchError, String)> {
+        let Some(decl) = self.catalog.get(&event.kind) else {
+            return Err((
+                DispatchError::UndeclaredKind(event.kind.clone()),
+                event.kind,
+            ));
+        };
+        // The SDK's builder sets fields in declared order: check that
+        // without moving anything, and sort only when it does not hold.
+        let in_order = event.fields.len() == decl.fields.len()
+            && event
                 .fields
                 .iter()
-                .position(|declared| declared.name == field.name)
-                .ok_or_else(|| DispatchError::UndeclaredField(field.name.clone()))?;
-            if field.value.value_type() != decl.fields[index].value_type {
-                return Err(DispatchError::WrongType(field.name));
-            }
-            if values[index].replace(field.value).is_some() {
-                return Err(DispatchError::DuplicateField(field.name));
-            }
-        }
-        let fields = decl
-            .fields
-            .iter()
-            .zip(values)
-            .map(|(declared, value)| {
-                value
-                    .map(|value| types::Field {
-                        name: declared.name.clone(),
-                        value,
-                    })
-                    .ok_or_else(|| DispatchError::MissingField(declared.name.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(DeliveredEvent {
-            module: self.name.to_string(),
+                .zip(&decl.fields)
+                .all(|(field, declared)| {
+                    field.name == declared.name && field.value.value_type() == declared.value_type
+                });
+        let fields = if in_order {
+            event.fields
+        } else {
+            in_declared_order(decl, event.fields).map_err(|error| (error, event.kind.clone()))?
+        };
+        Ok(Dispatched {
+            module: Arc::clone(&self.name),
             kind: event.kind,
             severity: decl.severity,
             time: event.time.unwrap_or_else(|| self.clock.now()),
@@ -158,6 +148,37 @@ impl InstanceState {
             fields,
         })
     }
+}
+
+/// `fields` sorted into the order `decl` declares, or why they do not fit.
+fn in_declared_order(
+    decl: &EventDecl,
+    fields: Vec<types::Field>,
+) -> Result<Vec<types::Field>, DispatchError> {
+    let mut slots: Vec<Option<types::Field>> = std::iter::repeat_with(|| None)
+        .take(decl.fields.len())
+        .collect();
+    for field in fields {
+        let index = decl
+            .fields
+            .iter()
+            .position(|declared| declared.name == field.name)
+            .ok_or_else(|| DispatchError::UndeclaredField(field.name.clone()))?;
+        if field.value.value_type() != decl.fields[index].value_type {
+            return Err(DispatchError::WrongType(field.name));
+        }
+        if slots[index].is_some() {
+            return Err(DispatchError::DuplicateField(field.name));
+        }
+        slots[index] = Some(field);
+    }
+    decl.fields
+        .iter()
+        .zip(slots)
+        .map(|(declared, slot)| {
+            slot.ok_or_else(|| DispatchError::MissingField(declared.name.clone()))
+        })
+        .collect()
 }
 
 impl WasiView for InstanceState {
@@ -185,13 +206,12 @@ impl clock::Host for InstanceState {
 
 impl events::Host for InstanceState {
     fn dispatch(&mut self, event: Event) -> Result<(), DispatchError> {
-        let kind = event.kind.clone();
         match self.validate(event) {
-            Ok(delivered) => {
-                self.dispatched.push(delivered);
+            Ok(dispatched) => {
+                self.dispatched.push(dispatched);
                 Ok(())
             }
-            Err(error) => {
+            Err((error, kind)) => {
                 self.rejected += 1;
                 let (problem, field) = match &error {
                     DispatchError::UndeclaredKind(_) => ("event type is not declared", ""),

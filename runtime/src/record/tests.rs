@@ -211,3 +211,68 @@ fn batches_store_each_line_once_with_spans() {
     assert_eq!(batch.positions, [1]);
     assert!(!builder.is_full());
 }
+
+/// Every field of a parsed record borrows from its line (the batch relies on
+/// it) and the message is the line's tail.
+fn assert_fields_borrow_from(line: &str, parsed: &Parsed<'_>) {
+    let range = line.as_ptr() as usize..=line.as_ptr() as usize + line.len();
+    for field in [
+        parsed.hostname,
+        parsed.app_name,
+        parsed.proc_id,
+        parsed.msg_id,
+        parsed.structured_data,
+        parsed.message,
+    ] {
+        if !field.is_empty() {
+            assert!(
+                range.contains(&(field.as_ptr() as usize)),
+                "{field:?} is not in {line:?}"
+            );
+            assert!(
+                range.contains(&(field.as_ptr() as usize + field.len())),
+                "{field:?} overruns {line:?}"
+            );
+        }
+    }
+    assert!(
+        line.trim_end_matches(['\n', '\r'])
+            .ends_with(parsed.message)
+    );
+}
+
+#[test]
+fn every_prefix_and_mutation_of_real_lines_parses_or_fails_cleanly() {
+    let lines = [
+        "<86>1 2023-02-20T15:12:47.757250-05:00 giganode1 sshd 2540460 - - Accepted publickey for timp from 192.168.1.85 port 60116 ssh2",
+        r#"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="Application"][x@1 a="\]\"\\"] An application event"#,
+        "<38>Feb  5 01:02:03 host CRON[77]: session opened",
+        "Feb 20 15:12:47 giganode1 sshd[2540460]: Failed password for root from ::1 port 22 ssh2",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut parsed_ok = 0;
+    for line in lines {
+        for end in (0..=line.len()).filter(|&end| line.is_char_boundary(end)) {
+            let prefix = &line[..end];
+            if let Ok(parsed) = parse(prefix, &DEFAULTS) {
+                assert_fields_borrow_from(prefix, &parsed);
+                parsed_ok += 1;
+            }
+        }
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bytes = line.as_bytes().to_vec();
+            let at = (seed % bytes.len() as u64) as usize;
+            let replacements = b" <>[]\"\\-:T0Z9";
+            bytes[at] = replacements[(seed >> 32) as usize % replacements.len()];
+            let mutated = String::from_utf8_lossy(&bytes);
+            if let Ok(parsed) = parse(&mutated, &DEFAULTS) {
+                assert_fields_borrow_from(&mutated, &parsed);
+            }
+        }
+    }
+    // The full lines and their longer prefixes parse.
+    assert!(parsed_ok > 100, "{parsed_ok}");
+}
