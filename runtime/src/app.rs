@@ -19,33 +19,118 @@ struct AppFileRaw {
     #[serde(default)]
     config: toml::Table,
     #[serde(default)]
-    modules: BTreeMap<String, ComponentRaw>,
+    modules: BTreeMap<String, InstanceRaw>,
     #[serde(default)]
-    handlers: BTreeMap<String, HandlerRaw>,
+    handlers: BTreeMap<String, InstanceRaw>,
 }
 
+/// `[modules.NAME]` and `[handlers.NAME]` alike; `filter` is for handlers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ComponentRaw {
+struct InstanceRaw {
     component: Spanned<String>,
-    #[serde(default)]
-    config: BTreeMap<String, Spanned<toml::Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HandlerRaw {
-    component: Spanned<String>,
+    sha256: Option<Spanned<String>>,
     filter: Option<Spanned<String>>,
     #[serde(default)]
     config: BTreeMap<String, Spanned<toml::Value>>,
-    grants: Option<GrantsRaw>,
+    #[serde(default)]
+    grants: GrantsRaw,
+    #[serde(default)]
+    limits: LimitsRaw,
+    #[serde(default)]
+    on_failure: OnFailure,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantsRaw {
     dir: Option<Spanned<String>>,
+    #[serde(default)]
+    dir_mode: DirMode,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsRaw {
+    memory_mib: Option<u64>,
+    call_timeout_ms: Option<u64>,
+    events_per_call: Option<u64>,
+    event_bytes: Option<u64>,
+    log_lines_per_second: Option<u64>,
+}
+
+/// Whether a granted directory may be written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirMode {
+    /// Read and write (the default: what the csv handler needs).
+    #[default]
+    ReadWrite,
+    /// Read only.
+    ReadOnly,
+}
+
+/// What happens when an instance traps or hits a limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Log it, make a fresh instance, retry the batch record by record;
+    /// back off on repeated failures and disable the instance after too many
+    /// within a window.
+    #[default]
+    Restart,
+    /// Log it and stop the instance for the rest of the run.
+    Disable,
+    /// Stop the whole runtime with a non-zero exit.
+    Abort,
+}
+
+/// Per-instance limits, from `limits = { ... }` with these defaults. They
+/// keep a well-behaved module at full speed (the bundled sshd module uses a
+/// few MiB and well under a millisecond per batch) while a runaway one is
+/// stopped within a second and cannot take more than its share of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, MiB (default 64).
+    pub memory_mib: u64,
+    /// Longest time one call may run, ms (default 1000: a batch takes about
+    /// one millisecond).
+    pub call_timeout_ms: u64,
+    /// Events one call may dispatch (default 100,000: about 100 per record
+    /// of a full batch).
+    pub events_per_call: u64,
+    /// Size of one event's strings together, bytes (default 1 MiB).
+    pub event_bytes: u64,
+    /// Guest log lines per second; the rest are counted and dropped
+    /// (default 100).
+    pub log_lines_per_second: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 64,
+            call_timeout_ms: 1000,
+            events_per_call: 100_000,
+            event_bytes: 1 << 20,
+            log_lines_per_second: 100,
+        }
+    }
+}
+
+impl LimitsRaw {
+    fn resolve(&self) -> Limits {
+        let default = Limits::default();
+        Limits {
+            memory_mib: self.memory_mib.unwrap_or(default.memory_mib),
+            call_timeout_ms: self.call_timeout_ms.unwrap_or(default.call_timeout_ms),
+            events_per_call: self.events_per_call.unwrap_or(default.events_per_call),
+            event_bytes: self.event_bytes.unwrap_or(default.event_bytes),
+            log_lines_per_second: self
+                .log_lines_per_second
+                .unwrap_or(default.log_lines_per_second),
+        }
+    }
 }
 
 /// A place in the app file, for messages.
@@ -118,6 +203,32 @@ pub enum AppError {
         /// Where the handler's component is named.
         location: Location,
     },
+    /// A `filter` on a module: only handlers take one.
+    #[error(
+        "{location}: module \"{name}\" has a filter; filters select the events a handler receives"
+    )]
+    FilterOnModule {
+        /// The module's name.
+        name: String,
+        /// Where the filter is written.
+        location: Location,
+    },
+    /// A `sha256` that is not 64 hexadecimal digits.
+    #[error("{location}: sha256 \"{digest}\" is not 64 hexadecimal digits")]
+    BadDigest {
+        /// The value as written.
+        digest: String,
+        /// Where it is written.
+        location: Location,
+    },
+    /// A limit of zero, which would stop every call.
+    #[error("{location}: every limit of \"{name}\" must be above zero")]
+    ZeroLimit {
+        /// The instance's name.
+        name: String,
+        /// Where its component is named.
+        location: Location,
+    },
     /// A `component` that is neither `builtin:NAME` nor a `.wasm` path.
     #[error(
         "{location}: component \"{component}\" is neither builtin:NAME nor a path to a .wasm file"
@@ -162,8 +273,10 @@ pub struct Setting {
 /// What a component instance may touch beyond its own memory.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
-    /// A directory, read-write; relative to `system.run_dir`.
+    /// A directory (relative to `system.run_dir`) and where it is granted.
     pub dir: Option<(String, Location)>,
+    /// Whether the directory may be written.
+    pub dir_mode: DirMode,
 }
 
 /// Whether an instance is a logic module or an event handler.
@@ -176,6 +289,11 @@ pub enum Role {
 }
 
 impl Role {
+    /// `module` or `handler`, for messages.
+    pub fn noun(self) -> &'static str {
+        self.prefix()
+    }
+
     /// `module` or `handler`: the configuration key prefix.
     pub fn prefix(self) -> &'static str {
         match self {
@@ -202,6 +320,12 @@ pub struct InstanceSpec {
     pub filter: Option<(String, Location)>,
     /// What the instance may touch.
     pub grants: Grants,
+    /// The component's SHA-256 it must have, if pinned.
+    pub sha256: Option<(String, Location)>,
+    /// Its limits.
+    pub limits: Limits,
+    /// What happens when it fails.
+    pub on_failure: OnFailure,
 }
 
 /// A loaded, checked app file.
@@ -254,11 +378,8 @@ impl App {
             })
             .collect();
 
-        let instance = |name: &str,
-                        role: Role,
-                        component: &Spanned<String>,
-                        settings: &BTreeMap<String, Spanned<toml::Value>>| {
-            let source_location = locate(component.span());
+        let instance = |name: &str, role: Role, raw: &InstanceRaw| {
+            let source_location = locate(raw.component.span());
             if name.is_empty()
                 || !name
                     .chars()
@@ -269,13 +390,14 @@ impl App {
                     location: source_location,
                 });
             }
-            let source = resolve_source(component.get_ref(), base).ok_or_else(|| {
+            let source = resolve_source(raw.component.get_ref(), base).ok_or_else(|| {
                 AppError::BadComponent {
-                    component: component.get_ref().clone(),
+                    component: raw.component.get_ref().clone(),
                     location: source_location.clone(),
                 }
             })?;
-            let config = settings
+            let config = raw
+                .config
                 .iter()
                 .map(|(key, value)| Setting {
                     key: format!("{}.{name}.{key}", role.prefix()),
@@ -283,40 +405,78 @@ impl App {
                     location: locate(value.span()),
                 })
                 .collect();
+            let filter = raw
+                .filter
+                .as_ref()
+                .map(|filter| (filter.get_ref().clone(), locate(filter.span())));
+            if let (Role::Module, Some((_, location))) = (role, &filter) {
+                return Err(AppError::FilterOnModule {
+                    name: name.to_owned(),
+                    location: location.clone(),
+                });
+            }
+            let sha256 = match &raw.sha256 {
+                Some(digest) => {
+                    let text = digest.get_ref().to_ascii_lowercase();
+                    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(AppError::BadDigest {
+                            digest: digest.get_ref().clone(),
+                            location: locate(digest.span()),
+                        });
+                    }
+                    Some((text, locate(digest.span())))
+                }
+                None => None,
+            };
+            let limits = raw.limits.resolve();
+            if [
+                limits.memory_mib,
+                limits.call_timeout_ms,
+                limits.events_per_call,
+                limits.event_bytes,
+                limits.log_lines_per_second,
+            ]
+            .contains(&0)
+            {
+                return Err(AppError::ZeroLimit {
+                    name: name.to_owned(),
+                    location: source_location,
+                });
+            }
             Ok(InstanceSpec {
                 name: name.to_owned(),
                 role,
                 source,
                 source_location,
                 config,
-                filter: None,
-                grants: Grants::default(),
+                filter,
+                grants: Grants {
+                    dir: raw
+                        .grants
+                        .dir
+                        .as_ref()
+                        .map(|dir| (dir.get_ref().clone(), locate(dir.span()))),
+                    dir_mode: raw.grants.dir_mode,
+                },
+                sha256,
+                limits,
+                on_failure: raw.on_failure,
             })
         };
 
         let modules = raw
             .modules
             .iter()
-            .map(|(name, module)| instance(name, Role::Module, &module.component, &module.config))
+            .map(|(name, module)| instance(name, Role::Module, module))
             .collect::<Result<Vec<_>, _>>()?;
         let mut handlers = Vec::new();
         for (name, handler) in &raw.handlers {
-            let mut spec = instance(name, Role::Handler, &handler.component, &handler.config)?;
+            let spec = instance(name, Role::Handler, handler)?;
             if raw.modules.contains_key(name) {
                 return Err(AppError::DuplicateName {
                     name: name.clone(),
                     location: spec.source_location,
                 });
-            }
-            spec.filter = handler
-                .filter
-                .as_ref()
-                .map(|filter| (filter.get_ref().clone(), locate(filter.span())));
-            if let Some(grants) = &handler.grants {
-                spec.grants.dir = grants
-                    .dir
-                    .as_ref()
-                    .map(|dir| (dir.get_ref().clone(), locate(dir.span())));
             }
             handlers.push(spec);
         }

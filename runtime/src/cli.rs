@@ -1,12 +1,14 @@
 //! The command line: `run`, `config` and `check`. Parsing is clap's; each
 //! command resolves the app and calls into the library.
 
-use crate::app::App;
+use crate::app::{App, ComponentSource, Role};
 use crate::config_store::display_value;
+use crate::host::{Host, StreamClock};
 use crate::loader::{self, Purpose};
 use crate::replay;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use std::fmt::Write as _;
 use std::io::{BufReader, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,17 @@ enum Command {
     /// Check an app without running it: components load, configuration
     /// values convert, filters compile.
     Check(AppArgs),
+    /// Show what a component is and asks for before you grant it anything:
+    /// its SHA-256, declared name, configuration items, event types,
+    /// imports and exports.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A component: builtin:NAME or a path to a .wasm file.
+    #[arg(value_name = "COMPONENT")]
+    component: String,
 }
 
 #[derive(Debug, Args)]
@@ -91,7 +104,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_replay(&args),
         Command::Config(args) => print_config(&args),
         Command::Check(args) => check(&args),
+        Command::Inspect(args) => inspect(&args),
     }
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let source = match args.component.strip_prefix("builtin:") {
+        Some(name) => ComponentSource::Builtin(name.to_owned()),
+        None => ComponentSource::File(PathBuf::from(&args.component)),
+    };
+    let mut host = Host::new(StreamClock::default(), None)?;
+    let inspection = host.inspect(&source)?;
+    let mut out = String::new();
+    let role = match inspection.role {
+        Some(Role::Module) => "logic module",
+        Some(Role::Handler) => "event handler",
+        None => "neither a logic module nor an event handler",
+    };
+    let _ = writeln!(
+        out,
+        "component: {source}\nsha256: {}\nrole: {role}",
+        inspection.digest
+    );
+    if let Some(descriptor) = &inspection.descriptor {
+        let _ = writeln!(
+            out,
+            "name: {}\ndescription: {}",
+            descriptor.name, descriptor.description
+        );
+        let _ = writeln!(out, "configuration items:");
+        for item in &descriptor.config {
+            let _ = writeln!(
+                out,
+                "  {} ({}, default {}): {}",
+                item.key,
+                item.value_type.name(),
+                display_value(&item.default),
+                item.description
+            );
+        }
+        if inspection.role == Some(Role::Module) {
+            let _ = writeln!(out, "event types:");
+            for event in &descriptor.events {
+                let _ = writeln!(
+                    out,
+                    "  {} ({}): {}",
+                    event.kind,
+                    event.severity.name(),
+                    event.description
+                );
+                for field in &event.fields {
+                    let _ = writeln!(
+                        out,
+                        "    {} ({}): {}",
+                        field.name,
+                        field.value_type.name(),
+                        field.description
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "imports:");
+    for import in &inspection.imports {
+        let _ = writeln!(out, "  {import}");
+    }
+    let _ = writeln!(out, "exports:");
+    for export in &inspection.exports {
+        let _ = writeln!(out, "  {export}");
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
 }
 
 fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
@@ -110,8 +193,14 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
     let started = Instant::now();
-    let (stats, counters) = replay::replay(input, &mut modules, handlers, &settings)
-        .with_context(|| format!("cannot read capture {}", args.read_file.display()))?;
+    let (stats, counters) = match replay::replay(input, &mut modules, handlers, &settings) {
+        Ok(result) => result,
+        Err(replay::ReplayError::Read(error)) => {
+            return Err(anyhow::Error::new(error)
+                .context(format!("cannot read capture {}", args.read_file.display())));
+        }
+        Err(replay::ReplayError::Aborted(aborted)) => return Err(aborted.into()),
+    };
     let elapsed = started.elapsed().as_secs_f64();
     tracing::info!(
         records = stats.records,

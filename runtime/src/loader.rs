@@ -102,27 +102,23 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
     let clock = StreamClock::default();
     let compile_cache = compile_cache_dir(store.text("system.compile_cache").unwrap_or("auto"));
     let mut host = Host::new(clock.clone(), compile_cache.as_deref())?;
+    let grants_of = |spec: &InstanceSpec| match (&spec.grants.dir, purpose) {
+        (Some((dir, _)), Purpose::Run) => ResolvedGrants {
+            dir: Some((run_dir.join(dir), spec.grants.dir_mode)),
+        },
+        _ => ResolvedGrants::default(),
+    };
     let mut modules = Vec::new();
     for spec in &app.modules {
-        let loaded = host
-            .load(&spec.source)
-            .with_context(|| format!("module \"{}\" at {}", spec.name, spec.source_location))?;
-        let instance = host.instantiate_module(spec, &loaded)?;
+        let loaded = load_component(&mut host, spec)?;
+        let instance = host.instantiate_module(spec, &loaded, &grants_of(spec))?;
         declare_instance_items(&mut store, spec, &instance.descriptor)?;
         modules.push(instance);
     }
     let mut handlers = Vec::new();
     for spec in &app.handlers {
-        let loaded = host
-            .load(&spec.source)
-            .with_context(|| format!("handler \"{}\" at {}", spec.name, spec.source_location))?;
-        let grants = match (&spec.grants.dir, purpose) {
-            (Some((dir, _)), Purpose::Run) => ResolvedGrants {
-                dir: Some(run_dir.join(dir)),
-            },
-            _ => ResolvedGrants::default(),
-        };
-        let instance = host.instantiate_handler(spec, &loaded, &grants)?;
+        let loaded = load_component(&mut host, spec)?;
+        let instance = host.instantiate_handler(spec, &loaded, &grants_of(spec))?;
         declare_instance_items(&mut store, spec, &instance.descriptor)?;
         handlers.push(instance);
     }
@@ -177,6 +173,34 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         store,
         replay,
     })
+}
+
+/// Compile an instance's component, and check its digest if the app file
+/// pins one.
+fn load_component(
+    host: &mut Host,
+    spec: &InstanceSpec,
+) -> anyhow::Result<crate::host::LoadedComponent> {
+    let loaded = host.load(&spec.source).with_context(|| {
+        format!(
+            "{} \"{}\" at {}",
+            spec.role.noun(),
+            spec.name,
+            spec.source_location
+        )
+    })?;
+    if let Some((pinned, location)) = &spec.sha256
+        && *pinned != loaded.digest
+    {
+        bail!(
+            "{location}: {} \"{}\": {} has sha256 {}, but the app file pins {pinned}; refusing to start",
+            spec.role.noun(),
+            spec.name,
+            spec.source,
+            loaded.digest
+        );
+    }
+    Ok(loaded)
 }
 
 /// Merge what an instance declared into the store under its prefix.

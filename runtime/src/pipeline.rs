@@ -5,7 +5,7 @@
 //! bounded when handlers fall behind.
 
 use crate::filter::Filter;
-use crate::host::{HandlerInstance, ModuleInstance, StreamClock};
+use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
 use crate::types::{DeliveredEvent, Dispatched, RecordBatch, Timestamp};
 
 /// The logic modules of a running app.
@@ -24,26 +24,39 @@ impl ModuleStage {
     /// Hand a batch to every module, in app order; returns their events in
     /// the order they were dispatched. `latest` is the batch's newest
     /// record's time: the stream clock moves there.
-    pub fn process(&mut self, batch: &RecordBatch, latest: Timestamp) -> Vec<Dispatched> {
+    pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+        latest: Timestamp,
+    ) -> Result<Vec<Dispatched>, Aborted> {
         self.clock.set(latest);
         let mut events = Vec::new();
         for module in &mut self.modules {
-            let dispatched = module.process(batch);
+            let dispatched = module.process(batch)?;
             if events.is_empty() {
                 events = dispatched;
             } else {
                 events.extend(dispatched);
             }
         }
-        events
+        Ok(events)
     }
 
     /// Every module's statistics events.
-    pub fn statistics(&mut self, reset: bool) -> Vec<Dispatched> {
+    pub fn statistics(&mut self, reset: bool) -> Result<Vec<Dispatched>, Aborted> {
+        let mut events = Vec::new();
+        for module in &mut self.modules {
+            events.extend(module.statistics(reset)?);
+        }
+        Ok(events)
+    }
+
+    /// Records each module did not see (it backed off, was disabled, or
+    /// failed on them alone), per module instance.
+    pub fn skipped_records(&self) -> impl Iterator<Item = (&str, u64)> {
         self.modules
-            .iter_mut()
-            .flat_map(|module| module.statistics(reset))
-            .collect()
+            .iter()
+            .map(|m| (m.name.as_str(), m.skipped_records()))
     }
 
     /// Events refused by validation so far, per module instance.
@@ -111,24 +124,29 @@ impl HandlerStage {
         self.counters
     }
 
-    /// Hand `events` to every handler whose filter selects them.
-    pub fn route(&mut self, events: Vec<Dispatched>) {
+    /// Hand `events` to every handler whose filter selects them. A handler
+    /// that gets disabled on the way sends its `ComponentDisabled` event to
+    /// the others.
+    pub fn route(&mut self, events: Vec<Dispatched>) -> Result<(), Aborted> {
         if events.is_empty() {
-            return;
+            return Ok(());
         }
         let events: Vec<DeliveredEvent> =
             events.into_iter().map(Dispatched::into_delivered).collect();
-        let events = events.as_slice();
         self.counters.events += events.len() as u64;
+        let mut disabled = Vec::new();
         for route in &mut self.routes {
-            let failures = match &route.filter {
+            if !route.handler.is_running() {
+                continue;
+            }
+            let handled = match &route.filter {
                 None => {
                     route.delivered += events.len() as u64;
-                    route.handler.handle(events)
+                    route.handler.handle(&events)?
                 }
                 Some(filter) => {
                     let mut selected = Vec::new();
-                    for event in events {
+                    for event in &events {
                         match filter.matches(event) {
                             Ok(true) => selected.push(event.clone()),
                             Ok(false) => {}
@@ -144,11 +162,13 @@ impl HandlerStage {
                         }
                     }
                     route.delivered += selected.len() as u64;
-                    route.handler.handle(&selected)
+                    route.handler.handle(&selected)?
                 }
             };
-            self.counters.handler_failures += failures as u64;
+            self.counters.handler_failures += handled.failures as u64;
+            disabled.extend(handled.disabled);
         }
         self.counters.delivered = self.routes.iter().map(|r| r.delivered).sum();
+        self.route(disabled)
     }
 }

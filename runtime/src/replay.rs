@@ -3,6 +3,7 @@
 //! channels: reading and parsing, modules, handlers. Memory stays bounded by
 //! the channels' capacity whatever the file's size.
 
+use crate::host::Aborted;
 use crate::pipeline::{Counters, HandlerStage, ModuleStage};
 use crate::record::{self, BatchBuilder, TraditionalDefaults};
 use crate::types::Dispatched;
@@ -49,38 +50,69 @@ pub fn replay(
     modules: &mut ModuleStage,
     handlers: HandlerStage,
     settings: &ReplaySettings,
-) -> std::io::Result<(ReplayStats, Counters)> {
+) -> Result<(ReplayStats, Counters), ReplayError> {
     let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
     let (event_tx, event_rx) = mpsc::sync_channel::<Vec<Dispatched>>(EVENT_BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_batches(input, settings, &batch_tx, &recycle_rx));
-        let handling = scope.spawn(move || {
+        let handling = scope.spawn(move || -> Result<Counters, Aborted> {
             let mut handlers = handlers;
             for events in event_rx {
-                handlers.route(events);
+                handlers.route(events)?;
             }
-            handlers.counters()
+            Ok(handlers.counters())
         });
+        let mut aborted = None;
         for builder in batch_rx {
             if let Some(latest) = builder.latest_time() {
-                let events = modules.process(builder.batch(), latest);
-                if !events.is_empty() && event_tx.send(events).is_err() {
-                    break;
+                match modules.process(builder.batch(), latest) {
+                    Ok(events) => {
+                        if !events.is_empty() && event_tx.send(events).is_err() {
+                            break;
+                        }
+                    }
+                    Err(abort) => {
+                        aborted = Some(abort);
+                        break;
+                    }
                 }
             }
             // The reader may have finished; then the batch is just dropped.
             let _ = recycle_tx.send(builder);
         }
-        let statistics = modules.statistics(false);
-        if !statistics.is_empty() {
-            let _ = event_tx.send(statistics);
+        if aborted.is_none() {
+            match modules.statistics(false) {
+                Ok(statistics) => {
+                    if !statistics.is_empty() {
+                        let _ = event_tx.send(statistics);
+                    }
+                }
+                Err(abort) => aborted = Some(abort),
+            }
         }
         drop(event_tx);
-        let stats = join(reader)?;
+        drop(recycle_tx);
         let counters = join(handling);
-        Ok((stats, counters))
+        if let Some(abort) = aborted {
+            // The batch receiver went with the loop, so the reader stops at
+            // its next batch; the scope joins it.
+            return Err(ReplayError::Aborted(abort));
+        }
+        let stats = join(reader)?;
+        Ok((stats, counters?))
     })
+}
+
+/// Why a replay stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The capture could not be read.
+    #[error("cannot read the capture")]
+    Read(#[from] std::io::Error),
+    /// An instance with `on_failure = "abort"` failed.
+    #[error(transparent)]
+    Aborted(#[from] Aborted),
 }
 
 /// The result of a scoped thread; a panic there is a bug, passed on as one.

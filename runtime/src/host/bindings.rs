@@ -9,6 +9,10 @@ pub mod module {
         path: "../wit",
         world: "logic-module",
         additional_derives: [PartialEq],
+        // Dispatch traps when a guest exceeds its event limits.
+        imports: {
+            "correlator:plugin/events.dispatch": trappable,
+        },
     });
 }
 

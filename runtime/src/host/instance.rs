@@ -1,18 +1,42 @@
-//! Instances of modules and handlers, and the calls into them. A trap (the
-//! guest must stop) is kept apart from an error the guest returns: a trapped
-//! instance is logged once and takes no further calls.
+//! Instances of modules and handlers, the calls into them, and what happens
+//! when a call fails.
+//!
+//! A trap or a limit hit is not an error the guest returns: it means the
+//! instance must stop. Its failure policy ([`Supervisor`]) then decides:
+//! make a fresh instance (and retry the failed batch one record or event at
+//! a time, so that one poisoned input does not cost the rest of its batch),
+//! disable it, or abort the run.
 
 use super::IntoAnyhow as _;
-use super::bindings::handler::EventHandler;
-use super::bindings::module::LogicModule;
-use super::state::InstanceState;
+use super::bindings::handler::{EventHandler, EventHandlerPre};
+use super::bindings::module::{LogicModule, LogicModulePre};
+use super::sandbox::Sandbox;
+use super::state::{EventCatalog, InstanceState, LimitExceeded};
+use super::supervisor::{Supervisor, Verdict};
+use crate::app::OnFailure;
+use crate::record::single_record;
 use crate::types::{
-    DeliveredEvent, Descriptor, Dispatched, EventDecl, RecordBatch, TimerTick, Value,
+    DeliveredEvent, Descriptor, Dispatched, Field, RecordBatch, Severity, TimerTick, Value,
 };
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::Store;
+
+/// Records (or events) of one failed batch that may fail again, one by one,
+/// before the rest of the batch is given up.
+const RETRY_FAILURES_MAX: usize = 3;
+
+/// The run must stop: an instance whose policy is `abort` failed.
+#[derive(Debug, thiserror::Error)]
+#[error("instance \"{instance}\" failed and its on_failure policy is abort: {reason}")]
+pub struct Aborted {
+    /// The instance that failed.
+    pub instance: String,
+    /// Why.
+    pub reason: String,
+}
 
 /// Check what a component declared: unique event kinds and field names.
 fn check_descriptor(name: &str, descriptor: &Descriptor) -> anyhow::Result<()> {
@@ -47,14 +71,68 @@ fn check_descriptor(name: &str, descriptor: &Descriptor) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Log a trap once and remember that the instance is unusable.
-fn trapped(name: &str, call: &str, failed: &mut bool, error: &wasmtime::Error) {
-    tracing::error!(
-        instance = name,
-        call,
-        "instance trapped and is stopped: {error:#}"
-    );
-    *failed = true;
+/// Why a call failed, in words for the log.
+fn failure_reason(error: &wasmtime::Error, sandbox: &Sandbox) -> String {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return limit.0.clone();
+    }
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => format!(
+                "ran longer than its call time limit ({} ms)",
+                sandbox.limits().call_timeout_ms
+            ),
+            wasmtime::Trap::StackOverflow => "overflowed its stack".into(),
+            wasmtime::Trap::UnreachableCodeReached => {
+                "trapped on unreachable code (a panic or an abort)".into()
+            }
+            other => format!("trapped: {other}"),
+        };
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") {
+        return format!(
+            "grew its memory past its limit ({} MiB)",
+            sandbox.limits().memory_mib
+        );
+    }
+    text
+}
+
+/// The event handlers receive when an instance is disabled.
+fn disabled_event(
+    sandbox: &Sandbox,
+    reason: &str,
+    failures: usize,
+    time: crate::types::Timestamp,
+) -> Dispatched {
+    let text = |name: &str, value: &str| Field {
+        name: name.into(),
+        value: Value::Text(value.into()),
+    };
+    Dispatched {
+        module: Arc::from(sandbox.name()),
+        kind: "ComponentDisabled".into(),
+        severity: Severity::Error,
+        time,
+        summary: format!("Instance {} was disabled because {reason}", sandbox.name()),
+        fields: vec![
+            text("instance", sandbox.name()),
+            text("reason", reason),
+            Field {
+                name: "failures".into(),
+                value: Value::Integer(i64::try_from(failures).unwrap_or(i64::MAX)),
+            },
+        ],
+    }
+}
+
+/// What the supervisor decided, acted upon.
+enum Outcome {
+    /// A fresh instance is ready (possibly backing off).
+    Restarted,
+    /// The instance is stopped; handlers get this event.
+    Disabled(Dispatched),
 }
 
 /// A running logic module.
@@ -63,110 +141,264 @@ pub struct ModuleInstance {
     pub name: String,
     /// What the component declared about itself.
     pub descriptor: Descriptor,
+    sandbox: Sandbox,
+    pre: LogicModulePre<InstanceState>,
     store: Store<InstanceState>,
     bindings: LogicModule,
-    failed: bool,
+    catalog: Arc<EventCatalog>,
+    config: BTreeMap<String, Value>,
+    supervisor: Supervisor,
+    rejected_earlier: u64,
+    skipped_records: u64,
 }
 
 impl ModuleInstance {
     pub(super) fn new(
-        name: String,
-        mut store: Store<InstanceState>,
-        bindings: LogicModule,
+        sandbox: Sandbox,
+        pre: LogicModulePre<InstanceState>,
+        policy: OnFailure,
     ) -> anyhow::Result<Self> {
+        let name = sandbox.name().to_owned();
+        let mut store = sandbox.store()?;
+        let bindings = pre
+            .instantiate(&mut store)
+            .into_anyhow()
+            .with_context(|| format!("cannot instantiate module \"{name}\""))?;
         let descriptor = bindings
             .correlator_plugin_logic()
             .call_describe(&mut store)
             .into_anyhow()
             .with_context(|| format!("module \"{name}\" failed in describe"))?;
         check_descriptor(&name, &descriptor)?;
-        let catalog = descriptor
-            .events
-            .iter()
-            .map(|event: &EventDecl| (event.kind.clone(), event.clone()))
-            .collect();
-        store.data_mut().catalog = Arc::new(catalog);
+        let catalog: Arc<EventCatalog> = Arc::new(
+            descriptor
+                .events
+                .iter()
+                .map(|event| (event.kind.clone(), event.clone()))
+                .collect(),
+        );
+        store.data_mut().catalog = Arc::clone(&catalog);
         Ok(ModuleInstance {
             name,
             descriptor,
+            sandbox,
+            pre,
             store,
             bindings,
-            failed: false,
+            catalog,
+            config: BTreeMap::new(),
+            supervisor: Supervisor::new(policy),
+            rejected_earlier: 0,
+            skipped_records: 0,
         })
     }
 
     /// Hand the instance its configuration and initialise it. An error
     /// (returned or trapped) stops start-up.
     pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<()> {
-        self.store.data_mut().config = config;
-        let result = self
+        self.config = config;
+        self.store.data_mut().config = self.config.clone();
+        self.call_init()
+            .map_err(|message| anyhow::anyhow!("module \"{}\" {message}", self.name))
+    }
+
+    fn call_init(&mut self) -> Result<(), String> {
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
+        match self
             .bindings
             .correlator_plugin_logic()
             .call_init(&mut self.store)
-            .into_anyhow()
-            .with_context(|| format!("module \"{}\" trapped in init", self.name))?;
-        result.map_err(|message| {
-            anyhow::anyhow!("module \"{}\" refused to start: {message}", self.name)
-        })
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(format!("refused to start: {message}")),
+            Err(error) => Err(format!(
+                "failed in init: {}",
+                failure_reason(&error, &self.sandbox)
+            )),
+        }
     }
 
-    /// Whether the instance still takes calls.
+    /// Replace the store with a fresh, initialised instance.
+    fn restart(&mut self) -> Result<(), String> {
+        self.rejected_earlier += self.store.data().rejected;
+        let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| format!("cannot be instantiated again: {error:#}"))?;
+        store.data_mut().catalog = Arc::clone(&self.catalog);
+        store.data_mut().config = self.config.clone();
+        self.store = store;
+        self.bindings = bindings;
+        self.call_init()
+    }
+
+    /// Whether the instance still takes calls (it may be backing off).
     pub fn is_running(&self) -> bool {
-        !self.failed
+        !self.supervisor.is_disabled()
     }
 
     /// Events the instance refused to dispatch so far.
     pub fn rejected_events(&self) -> u64 {
-        self.store.data().rejected
+        self.rejected_earlier + self.store.data().rejected
     }
 
-    fn take_dispatched(&mut self) -> Vec<Dispatched> {
-        std::mem::take(&mut self.store.data_mut().dispatched)
+    /// Records the instance did not see: skipped while it backed off or
+    /// was disabled, or that made it fail on their own.
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped_records
     }
 
-    /// Process a batch; returns the events dispatched meanwhile.
-    pub fn process(&mut self, batch: &RecordBatch) -> Vec<Dispatched> {
-        if self.failed {
-            return Vec::new();
+    /// One call into the guest, its events on success, why it failed
+    /// otherwise (its events are then discarded).
+    fn call(
+        &mut self,
+        call: impl FnOnce(&LogicModule, &mut Store<InstanceState>) -> wasmtime::Result<()>,
+    ) -> Result<Vec<Dispatched>, String> {
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
+        let result = call(&self.bindings, &mut self.store);
+        let dispatched = std::mem::take(&mut self.store.data_mut().dispatched);
+        match result {
+            Ok(()) => Ok(dispatched),
+            Err(error) => Err(failure_reason(&error, &self.sandbox)),
         }
-        if let Err(error) = self
-            .bindings
-            .correlator_plugin_logic()
-            .call_process(&mut self.store, batch)
-        {
-            trapped(&self.name, "process", &mut self.failed, &error);
+    }
+
+    /// A call failed: log it once and apply the policy.
+    fn fail(
+        &mut self,
+        call: &str,
+        reason: &str,
+        position: Option<u64>,
+    ) -> Result<Outcome, Aborted> {
+        let position = position.map_or_else(String::new, |p| p.to_string());
+        tracing::error!(instance = %self.name, call, first_record = %position, "instance failed: {reason}");
+        match self.supervisor.failed(Instant::now()) {
+            Verdict::Abort => Err(Aborted {
+                instance: self.name.clone(),
+                reason: reason.to_owned(),
+            }),
+            Verdict::Disable(why) => Ok(self.disable(&format!("{why}; last failure: {reason}"))),
+            Verdict::Restart { backoff } => match self.restart() {
+                Ok(()) => {
+                    if let Some(backoff) = backoff {
+                        tracing::warn!(instance = %self.name, "restarted; it takes nothing for {} ms", backoff.as_millis());
+                    } else {
+                        tracing::warn!(instance = %self.name, "restarted");
+                    }
+                    Ok(Outcome::Restarted)
+                }
+                Err(why) => {
+                    self.supervisor.disable();
+                    Ok(self.disable(&format!("a fresh instance {why}")))
+                }
+            },
         }
-        self.take_dispatched()
+    }
+
+    fn disable(&mut self, reason: &str) -> Outcome {
+        tracing::error!(instance = %self.name, "instance disabled: {reason}");
+        let failures = self.supervisor.recent_failures();
+        Outcome::Disabled(disabled_event(
+            &self.sandbox,
+            reason,
+            failures,
+            self.store.data().now(),
+        ))
+    }
+
+    /// Process a batch; returns the events dispatched meanwhile (with a
+    /// `ComponentDisabled` event if the instance was disabled).
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<Dispatched>, Aborted> {
+        if !self.supervisor.may_run(Instant::now()) {
+            self.skipped_records += batch.positions.len() as u64;
+            return Ok(Vec::new());
+        }
+        let reason = match self.call(|bindings, store| {
+            bindings
+                .correlator_plugin_logic()
+                .call_process(store, batch)
+        }) {
+            Ok(events) => return Ok(events),
+            Err(reason) => reason,
+        };
+        match self.fail("process", &reason, batch.positions.first().copied())? {
+            Outcome::Disabled(event) => {
+                self.skipped_records += batch.positions.len() as u64;
+                Ok(vec![event])
+            }
+            Outcome::Restarted => Ok(self.retry_one_by_one(batch)),
+        }
+    }
+
+    /// After a failed batch, feed its records one at a time to the fresh
+    /// instance; a record that fails alone is skipped.
+    fn retry_one_by_one(&mut self, batch: &RecordBatch) -> Vec<Dispatched> {
+        let mut events = Vec::new();
+        let mut failures = 0;
+        for index in 0..batch.positions.len() {
+            let single = single_record(batch, index);
+            match self.call(|bindings, store| {
+                bindings
+                    .correlator_plugin_logic()
+                    .call_process(store, &single)
+            }) {
+                Ok(dispatched) => events.extend(dispatched),
+                Err(reason) => {
+                    self.skipped_records += 1;
+                    failures += 1;
+                    let position = batch.positions[index];
+                    tracing::warn!(instance = %self.name, record = position, "record skipped: it alone made the instance fail: {reason}");
+                    let given_up = failures >= RETRY_FAILURES_MAX;
+                    if given_up || self.restart().is_err() {
+                        let rest = (batch.positions.len() - index - 1) as u64;
+                        self.skipped_records += rest;
+                        tracing::error!(instance = %self.name, skipped = rest, "gave up retrying the batch one record at a time");
+                        // The policy is restart here, so this cannot abort.
+                        if let Ok(Outcome::Disabled(event)) =
+                            self.fail("process", &reason, Some(position))
+                        {
+                            events.push(event);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        events
     }
 
     /// Deliver a timer tick.
-    pub fn tick(&mut self, tick: TimerTick) -> Vec<Dispatched> {
-        if self.failed {
-            return Vec::new();
-        }
-        if let Err(error) = self
-            .bindings
-            .correlator_plugin_logic()
-            .call_tick(&mut self.store, tick)
-        {
-            trapped(&self.name, "tick", &mut self.failed, &error);
-        }
-        self.take_dispatched()
+    pub fn tick(&mut self, tick: TimerTick) -> Result<Vec<Dispatched>, Aborted> {
+        self.simple_call("tick", |bindings, store| {
+            bindings.correlator_plugin_logic().call_tick(store, tick)
+        })
     }
 
     /// Ask for the statistics event.
-    pub fn statistics(&mut self, reset: bool) -> Vec<Dispatched> {
-        if self.failed {
-            return Vec::new();
+    pub fn statistics(&mut self, reset: bool) -> Result<Vec<Dispatched>, Aborted> {
+        self.simple_call("statistics", |bindings, store| {
+            bindings
+                .correlator_plugin_logic()
+                .call_statistics(store, reset)
+        })
+    }
+
+    fn simple_call(
+        &mut self,
+        name: &str,
+        call: impl FnOnce(&LogicModule, &mut Store<InstanceState>) -> wasmtime::Result<()>,
+    ) -> Result<Vec<Dispatched>, Aborted> {
+        if !self.supervisor.may_run(Instant::now()) {
+            return Ok(Vec::new());
         }
-        if let Err(error) = self
-            .bindings
-            .correlator_plugin_logic()
-            .call_statistics(&mut self.store, reset)
-        {
-            trapped(&self.name, "statistics", &mut self.failed, &error);
+        match self.call(call) {
+            Ok(events) => Ok(events),
+            Err(reason) => match self.fail(name, &reason, None)? {
+                Outcome::Disabled(event) => Ok(vec![event]),
+                Outcome::Restarted => Ok(Vec::new()),
+            },
         }
-        self.take_dispatched()
     }
 }
 
@@ -176,17 +408,35 @@ pub struct HandlerInstance {
     pub name: String,
     /// What the component declared about itself.
     pub descriptor: Descriptor,
+    sandbox: Sandbox,
+    pre: EventHandlerPre<InstanceState>,
     store: Store<InstanceState>,
     bindings: EventHandler,
-    failed: bool,
+    config: BTreeMap<String, Value>,
+    supervisor: Supervisor,
+}
+
+/// What became of a batch of events at one handler.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// Events the handler reported as failed, or did not get to.
+    pub failures: usize,
+    /// Set when the handler was disabled: the other handlers get it.
+    pub disabled: Option<Dispatched>,
 }
 
 impl HandlerInstance {
     pub(super) fn new(
-        name: String,
-        mut store: Store<InstanceState>,
-        bindings: EventHandler,
+        sandbox: Sandbox,
+        pre: EventHandlerPre<InstanceState>,
+        policy: OnFailure,
     ) -> anyhow::Result<Self> {
+        let name = sandbox.name().to_owned();
+        let mut store = sandbox.store()?;
+        let bindings = pre
+            .instantiate(&mut store)
+            .into_anyhow()
+            .with_context(|| format!("cannot instantiate handler \"{name}\""))?;
         let descriptor = bindings
             .correlator_plugin_handler()
             .call_describe(&mut store)
@@ -196,56 +446,159 @@ impl HandlerInstance {
         Ok(HandlerInstance {
             name,
             descriptor,
+            sandbox,
+            pre,
             store,
             bindings,
-            failed: false,
+            config: BTreeMap::new(),
+            supervisor: Supervisor::new(policy),
         })
     }
 
     /// Hand the instance its configuration and initialise it.
     pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<()> {
-        self.store.data_mut().config = config;
-        let result = self
-            .bindings
-            .correlator_plugin_handler()
-            .call_init(&mut self.store)
-            .into_anyhow()
-            .with_context(|| format!("handler \"{}\" trapped in init", self.name))?;
-        result.map_err(|message| {
-            anyhow::anyhow!("handler \"{}\" refused to start: {message}", self.name)
-        })
+        self.config = config;
+        self.store.data_mut().config = self.config.clone();
+        self.call_init()
+            .map_err(|message| anyhow::anyhow!("handler \"{}\" {message}", self.name))
     }
 
-    /// Whether the instance still takes calls.
-    pub fn is_running(&self) -> bool {
-        !self.failed
-    }
-
-    /// Hand over a batch of events; returns how many the handler reported
-    /// as failed (each is logged).
-    pub fn handle(&mut self, events: &[DeliveredEvent]) -> usize {
-        if self.failed || events.is_empty() {
-            return 0;
-        }
+    fn call_init(&mut self) -> Result<(), String> {
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
         match self
             .bindings
             .correlator_plugin_handler()
-            .call_handle(&mut self.store, events)
+            .call_init(&mut self.store)
         {
-            Ok(results) => {
-                let mut failures = 0;
-                for (event, result) in events.iter().zip(&results) {
-                    if let Err(message) = result {
-                        failures += 1;
-                        tracing::warn!(handler = %self.name, module = %event.module, event = %event.kind, "handler failed on an event: {message}");
-                    }
-                }
-                failures
-            }
-            Err(error) => {
-                trapped(&self.name, "handle", &mut self.failed, &error);
-                events.len()
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(format!("refused to start: {message}")),
+            Err(error) => Err(format!(
+                "failed in init: {}",
+                failure_reason(&error, &self.sandbox)
+            )),
+        }
+    }
+
+    fn restart(&mut self) -> Result<(), String> {
+        let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| format!("cannot be instantiated again: {error:#}"))?;
+        store.data_mut().config = self.config.clone();
+        self.store = store;
+        self.bindings = bindings;
+        self.call_init()
+    }
+
+    /// Whether the instance still takes calls (it may be backing off).
+    pub fn is_running(&self) -> bool {
+        !self.supervisor.is_disabled()
+    }
+
+    /// One `handle` call: the per-event results, or why it failed.
+    fn call(&mut self, events: &[DeliveredEvent]) -> Result<Vec<Result<(), String>>, String> {
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
+        self.bindings
+            .correlator_plugin_handler()
+            .call_handle(&mut self.store, events)
+            .map_err(|error| failure_reason(&error, &self.sandbox))
+    }
+
+    fn count_failures(&self, events: &[DeliveredEvent], results: &[Result<(), String>]) -> usize {
+        let mut failures = events.len().saturating_sub(results.len());
+        for (event, result) in events.iter().zip(results) {
+            if let Err(message) = result {
+                failures += 1;
+                tracing::warn!(handler = %self.name, module = %event.module, event = %event.kind, "handler failed on an event: {message}");
             }
         }
+        failures
+    }
+
+    /// Hand over a batch of events.
+    pub fn handle(&mut self, events: &[DeliveredEvent]) -> Result<Handled, Aborted> {
+        if events.is_empty() {
+            return Ok(Handled::default());
+        }
+        if !self.supervisor.may_run(Instant::now()) {
+            return Ok(Handled {
+                failures: events.len(),
+                disabled: None,
+            });
+        }
+        let reason = match self.call(events) {
+            Ok(results) => {
+                return Ok(Handled {
+                    failures: self.count_failures(events, &results),
+                    disabled: None,
+                });
+            }
+            Err(reason) => reason,
+        };
+        match self.fail(&reason)? {
+            Outcome::Disabled(event) => Ok(Handled {
+                failures: events.len(),
+                disabled: Some(event),
+            }),
+            Outcome::Restarted => Ok(self.retry_one_by_one(events)),
+        }
+    }
+
+    fn retry_one_by_one(&mut self, events: &[DeliveredEvent]) -> Handled {
+        let mut handled = Handled::default();
+        let mut retry_failures = 0;
+        for (index, event) in events.iter().enumerate() {
+            match self.call(std::slice::from_ref(event)) {
+                Ok(results) => {
+                    handled.failures += self.count_failures(std::slice::from_ref(event), &results)
+                }
+                Err(reason) => {
+                    handled.failures += 1;
+                    retry_failures += 1;
+                    tracing::warn!(handler = %self.name, module = %event.module, event = %event.kind, "event skipped: it alone made the handler fail: {reason}");
+                    if retry_failures >= RETRY_FAILURES_MAX || self.restart().is_err() {
+                        handled.failures += events.len() - index - 1;
+                        if let Ok(Outcome::Disabled(event)) = self.fail(&reason) {
+                            handled.disabled = Some(event);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        handled
+    }
+
+    fn fail(&mut self, reason: &str) -> Result<Outcome, Aborted> {
+        tracing::error!(handler = %self.name, "handler failed: {reason}");
+        match self.supervisor.failed(Instant::now()) {
+            Verdict::Abort => Err(Aborted {
+                instance: self.name.clone(),
+                reason: reason.to_owned(),
+            }),
+            Verdict::Disable(why) => Ok(self.disable(&format!("{why}; last failure: {reason}"))),
+            Verdict::Restart { .. } => match self.restart() {
+                Ok(()) => {
+                    tracing::warn!(handler = %self.name, "restarted");
+                    Ok(Outcome::Restarted)
+                }
+                Err(why) => {
+                    self.supervisor.disable();
+                    Ok(self.disable(&format!("a fresh instance {why}")))
+                }
+            },
+        }
+    }
+
+    fn disable(&mut self, reason: &str) -> Outcome {
+        tracing::error!(handler = %self.name, "handler disabled: {reason}");
+        let failures = self.supervisor.recent_failures();
+        Outcome::Disabled(disabled_event(
+            &self.sandbox,
+            reason,
+            failures,
+            self.store.data().now(),
+        ))
     }
 }

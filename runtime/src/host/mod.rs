@@ -6,27 +6,25 @@ pub mod bindings;
 mod instance;
 mod state;
 
-pub use instance::{HandlerInstance, ModuleInstance};
+mod sandbox;
+mod supervisor;
+
+pub use instance::{Aborted, Handled, HandlerInstance, ModuleInstance};
+pub use sandbox::ResolvedGrants;
 pub use state::{InstanceState, StreamClock};
 
 use crate::app::{ComponentSource, InstanceSpec, Role};
 use anyhow::{Context as _, anyhow, bail};
+use sandbox::{EpochTicker, Sandbox};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 }
-
-/// Linear memory one instance may grow to. Generous for the bundled
-/// modules (a few MiB), small enough that a runaway guest cannot hurt the
-/// host.
-pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
 
 /// A compiled component and its identity.
 #[derive(Clone)]
@@ -37,19 +35,13 @@ pub struct LoadedComponent {
     pub digest: String,
 }
 
-/// What an instance may touch beyond its own memory, resolved to host paths.
-#[derive(Debug, Clone, Default)]
-pub struct ResolvedGrants {
-    /// A read-write directory, seen by the guest as its current directory.
-    pub dir: Option<PathBuf>,
-}
-
 /// The engine, the linker and the compiled components.
 pub struct Host {
     engine: Engine,
     linker: Linker<InstanceState>,
     compiled: HashMap<ComponentSource, LoadedComponent>,
     clock: StreamClock,
+    _ticker: EpochTicker,
 }
 
 impl Host {
@@ -59,6 +51,8 @@ impl Host {
     pub fn new(clock: StreamClock, compile_cache: Option<&Path>) -> anyhow::Result<Host> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        // Calls are stopped when they run past their deadline (see Sandbox).
+        config.epoch_interruption(true);
         if let Some(directory) = compile_cache {
             match compile_cache_for(directory) {
                 Ok(cache) => {
@@ -84,11 +78,13 @@ impl Host {
         )
         .into_anyhow()
         .context("cannot link the correlator interfaces")?;
+        let ticker = EpochTicker::start(engine.clone())?;
         Ok(Host {
             engine,
             linker,
             compiled: HashMap::new(),
             clock,
+            _ticker: ticker,
         })
     }
 
@@ -128,71 +124,30 @@ impl Host {
         Ok(loaded)
     }
 
-    /// A store for one instance, with its sandbox: no environment, no
-    /// arguments, no network, the stream clock as its only clock, and a
-    /// directory only if granted. Handlers may write to standard output
-    /// (that is what the log handler is for); modules may not.
-    fn store(
-        &self,
-        spec: &InstanceSpec,
-        grants: &ResolvedGrants,
-    ) -> anyhow::Result<Store<InstanceState>> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.wall_clock(self.clock.clone())
-            .monotonic_clock(self.clock.clone())
-            .inherit_stderr();
-        if spec.role == Role::Handler {
-            wasi.inherit_stdout();
-        }
-        if let Some(dir) = &grants.dir {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!(
-                    "cannot create the directory {} granted to \"{}\"",
-                    dir.display(),
-                    spec.name
-                )
-            })?;
-            wasi.preopened_dir(dir, ".", FsPerms::ReadWrite)
-                .into_anyhow()
-                .with_context(|| {
-                    format!(
-                        "cannot open the directory {} granted to \"{}\"",
-                        dir.display(),
-                        spec.name
-                    )
-                })?;
-        }
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(DEFAULT_MEMORY_LIMIT)
-            .build();
-        let state = InstanceState::new(
-            Arc::from(spec.name.as_str()),
-            wasi.build(),
-            limits,
-            self.clock.clone(),
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        Ok(store)
-    }
-
-    /// Instantiate a logic module and ask it to describe itself.
+    /// Instantiate a logic module with its grants and ask it to describe
+    /// itself.
     pub fn instantiate_module(
         &self,
         spec: &InstanceSpec,
         loaded: &LoadedComponent,
+        grants: &ResolvedGrants,
     ) -> anyhow::Result<ModuleInstance> {
-        let mut store = self.store(spec, &ResolvedGrants::default())?;
-        let bindings =
-            bindings::module::LogicModule::instantiate(&mut store, &loaded.component, &self.linker)
-                .into_anyhow()
-                .with_context(|| {
-                    format!(
-                        "cannot instantiate {} as module \"{}\"",
-                        spec.source, spec.name
-                    )
-                })?;
-        ModuleInstance::new(spec.name.clone(), store, bindings)
+        let pre = self.pre(spec, loaded)?;
+        let pre = bindings::module::LogicModulePre::new(pre)
+            .into_anyhow()
+            .with_context(|| {
+                format!(
+                    "{} is not a logic module (module \"{}\")",
+                    spec.source, spec.name
+                )
+            })?;
+        let sandbox = Sandbox::new(
+            self.engine.clone(),
+            self.clock.clone(),
+            spec,
+            grants.clone(),
+        );
+        ModuleInstance::new(sandbox, pre, spec.on_failure)
     }
 
     /// Instantiate an event handler with its grants and ask it to describe
@@ -203,32 +158,158 @@ impl Host {
         loaded: &LoadedComponent,
         grants: &ResolvedGrants,
     ) -> anyhow::Result<HandlerInstance> {
-        let mut store = self.store(spec, grants)?;
-        let bindings = bindings::handler::EventHandler::instantiate(
-            &mut store,
-            &loaded.component,
-            &self.linker,
-        )
-        .into_anyhow()
-        .with_context(|| {
-            format!(
-                "cannot instantiate {} as handler \"{}\"",
-                spec.source, spec.name
-            )
-        })?;
-        HandlerInstance::new(spec.name.clone(), store, bindings)
+        let pre = self.pre(spec, loaded)?;
+        let pre = bindings::handler::EventHandlerPre::new(pre)
+            .into_anyhow()
+            .with_context(|| {
+                format!(
+                    "{} is not an event handler (handler \"{}\")",
+                    spec.source, spec.name
+                )
+            })?;
+        let sandbox = Sandbox::new(
+            self.engine.clone(),
+            self.clock.clone(),
+            spec,
+            grants.clone(),
+        );
+        HandlerInstance::new(sandbox, pre, spec.on_failure)
+    }
+
+    /// Check the component's imports against the instance's grants, then
+    /// link it once for all its instances.
+    fn pre(
+        &self,
+        spec: &InstanceSpec,
+        loaded: &LoadedComponent,
+    ) -> anyhow::Result<wasmtime::component::InstancePre<InstanceState>> {
+        let component_type = loaded.component.component_type();
+        for (import, _) in component_type.imports(&self.engine) {
+            check_import(import, grants_for_check(spec)).map_err(|needs| {
+                anyhow::anyhow!(
+                    "{} \"{}\" ({}) imports {import}, {needs}",
+                    spec.role.noun(),
+                    spec.name,
+                    spec.source
+                )
+            })?;
+        }
+        self.linker
+            .instantiate_pre(&loaded.component)
+            .into_anyhow()
+            .with_context(|| format!("cannot link {} for \"{}\"", spec.source, spec.name))
     }
 }
 
-/// wasmtime's error converts into anyhow's, but does not take anyhow's
-/// `context`; this bridges the two.
-pub(crate) trait IntoAnyhow<T> {
-    fn into_anyhow(self) -> anyhow::Result<T>;
+/// What the import check needs to know of an instance's grants.
+fn grants_for_check(spec: &InstanceSpec) -> bool {
+    spec.grants.dir.is_some()
 }
 
-impl<T> IntoAnyhow<T> for Result<T, wasmtime::Error> {
-    fn into_anyhow(self) -> anyhow::Result<T> {
-        self.map_err(anyhow::Error::from)
+/// Whether a component may import `import` given whether it was granted a
+/// directory; if not, what it would need. Interfaces a component may always
+/// import are sandboxed by the host: configuration, the stream clock, event
+/// dispatch, logging, and WASI's I/O streams, CLI (empty environment and
+/// arguments), clocks (the stream clock) and random numbers.
+pub fn check_import(import: &str, has_dir: bool) -> Result<(), String> {
+    let interface = import.split('@').next().unwrap_or(import);
+    let package = interface.split('/').next().unwrap_or(interface);
+    match package {
+        "correlator:plugin" | "wasi:logging" | "wasi:io" | "wasi:cli" | "wasi:clocks"
+        | "wasi:random" => Ok(()),
+        "wasi:filesystem" if has_dir => Ok(()),
+        "wasi:filesystem" => Err("which needs a directory: grants = { dir = \"...\" }".into()),
+        "wasi:sockets" | "wasi:http" => {
+            Err("which needs network access, and correlator grants none yet".into())
+        }
+        _ => Err("which correlator does not provide".into()),
+    }
+}
+
+/// What `correlator inspect` shows of a component, so an operator can see
+/// what it asks for before granting it anything.
+pub struct Inspection {
+    /// SHA-256 of the component file, hex (what `sha256 = ...` pins).
+    pub digest: String,
+    /// Logic module or event handler, from its exports; `None` for neither.
+    pub role: Option<Role>,
+    /// What it declared about itself (if it is a module or a handler).
+    pub descriptor: Option<crate::types::Descriptor>,
+    /// The interfaces it imports: what it could ask the host for.
+    pub imports: Vec<String>,
+    /// The interfaces it exports.
+    pub exports: Vec<String>,
+}
+
+impl Host {
+    /// Compile a component and describe it, without granting it anything.
+    pub fn inspect(&mut self, source: &ComponentSource) -> anyhow::Result<Inspection> {
+        let loaded = self.load(source)?;
+        let component_type = loaded.component.component_type();
+        let imports: Vec<String> = component_type
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports: Vec<String> = component_type
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports_interface = |interface: &str| {
+            exports
+                .iter()
+                .any(|name| name.starts_with(&format!("correlator:plugin/{interface}@")))
+        };
+        let role = if exports_interface("logic") {
+            Some(Role::Module)
+        } else if exports_interface("handler") {
+            Some(Role::Handler)
+        } else {
+            None
+        };
+        let location = crate::app::Location {
+            file: PathBuf::new(),
+            line: 0,
+            column: 0,
+        };
+        let spec = |role| InstanceSpec {
+            name: "inspect".into(),
+            role,
+            source: source.clone(),
+            source_location: location.clone(),
+            config: Vec::new(),
+            filter: None,
+            // Inspecting grants nothing, but must not refuse what a grant
+            // would allow: the imports are shown instead.
+            grants: crate::app::Grants {
+                dir: Some((String::new(), location.clone())),
+                dir_mode: crate::app::DirMode::ReadOnly,
+            },
+            sha256: None,
+            limits: crate::app::Limits::default(),
+            on_failure: crate::app::OnFailure::default(),
+        };
+        let descriptor = match role {
+            Some(Role::Module) => Some(
+                self.instantiate_module(&spec(Role::Module), &loaded, &ResolvedGrants::default())?
+                    .descriptor,
+            ),
+            Some(Role::Handler) => Some(
+                self.instantiate_handler(
+                    &spec(Role::Handler),
+                    &loaded,
+                    &ResolvedGrants::default(),
+                )?
+                .descriptor,
+            ),
+            None => None,
+        };
+        Ok(Inspection {
+            digest: loaded.digest,
+            role,
+            descriptor,
+            imports,
+            exports,
+        })
     }
 }
 
@@ -244,4 +325,16 @@ fn compile_cache_for(directory: &Path) -> anyhow::Result<wasmtime::Cache> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// wasmtime's error converts into anyhow's, but does not take anyhow's
+/// `context`; this bridges the two.
+pub(crate) trait IntoAnyhow<T> {
+    fn into_anyhow(self) -> anyhow::Result<T>;
+}
+
+impl<T> IntoAnyhow<T> for Result<T, wasmtime::Error> {
+    fn into_anyhow(self) -> anyhow::Result<T> {
+        self.map_err(anyhow::Error::from)
+    }
 }

@@ -7,7 +7,7 @@ use crate::types::{DispatchError, Dispatched, Event, EventDecl, Timestamp, Value
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -79,6 +79,70 @@ impl wasmtime_wasi::HostMonotonicClock for StreamClock {
 /// The event types a module declared, by kind.
 pub type EventCatalog = HashMap<String, EventDecl>;
 
+/// The limits the host interfaces enforce (memory and time are enforced by
+/// wasmtime itself).
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceLimits {
+    /// Events one call may dispatch.
+    pub events_per_call: usize,
+    /// Bytes of strings one event may carry.
+    pub event_bytes: usize,
+    /// Guest log lines per second.
+    pub log_lines_per_second: u64,
+}
+
+impl From<&crate::app::Limits> for InstanceLimits {
+    fn from(limits: &crate::app::Limits) -> Self {
+        InstanceLimits {
+            events_per_call: usize::try_from(limits.events_per_call).unwrap_or(usize::MAX),
+            event_bytes: usize::try_from(limits.event_bytes).unwrap_or(usize::MAX),
+            log_lines_per_second: limits.log_lines_per_second,
+        }
+    }
+}
+
+/// A limit a guest ran into inside a host call; the call traps with it, and
+/// the failure policy takes over.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitExceeded(pub String);
+
+/// A token bucket for guest log lines: `rate` per second, bursts up to
+/// `rate`.
+struct LogBudget {
+    rate: u64,
+    tokens: f64,
+    refilled: Instant,
+    dropped: u64,
+}
+
+impl LogBudget {
+    fn new(rate: u64) -> Self {
+        LogBudget {
+            rate,
+            tokens: rate as f64,
+            refilled: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    /// Whether one more line may be logged now; if so, how many were
+    /// dropped since the last one that was.
+    fn take(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.rate as f64);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Some(std::mem::take(&mut self.dropped))
+        } else {
+            self.dropped += 1;
+            None
+        }
+    }
+}
+
 /// The data of one instance's store.
 pub struct InstanceState {
     /// The instance name from the app file.
@@ -86,7 +150,7 @@ pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     /// Memory and table limits the store enforces.
-    pub limits: StoreLimits,
+    pub store_limits: StoreLimits,
     /// The instance's own configuration values, keys without prefix.
     pub config: BTreeMap<String, Value>,
     clock: StreamClock,
@@ -97,22 +161,37 @@ pub struct InstanceState {
     pub dispatched: Vec<Dispatched>,
     /// Events refused during the instance's life.
     pub rejected: u64,
+    limits_of_calls: InstanceLimits,
+    log_budget: LogBudget,
 }
 
 impl InstanceState {
     /// State for an instance called `name` with a prepared WASI context.
-    pub fn new(name: Arc<str>, wasi: WasiCtx, limits: StoreLimits, clock: StreamClock) -> Self {
+    pub fn new(
+        name: Arc<str>,
+        wasi: WasiCtx,
+        store_limits: StoreLimits,
+        clock: StreamClock,
+        limits: InstanceLimits,
+    ) -> Self {
         InstanceState {
             name,
             wasi,
             table: ResourceTable::new(),
-            limits,
+            store_limits,
             config: BTreeMap::new(),
             clock,
             catalog: Arc::default(),
             dispatched: Vec::new(),
             rejected: 0,
+            log_budget: LogBudget::new(limits.log_lines_per_second),
+            limits_of_calls: limits,
         }
+    }
+
+    /// The stream clock's time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// Check `event` against its declared type; if it fits, the event with
@@ -205,8 +284,22 @@ impl clock::Host for InstanceState {
 }
 
 impl events::Host for InstanceState {
-    fn dispatch(&mut self, event: Event) -> Result<(), DispatchError> {
-        match self.validate(event) {
+    fn dispatch(&mut self, event: Event) -> wasmtime::Result<Result<(), DispatchError>> {
+        let limits = self.limits_of_calls;
+        if self.dispatched.len() >= limits.events_per_call {
+            return Err(wasmtime::Error::new(LimitExceeded(format!(
+                "dispatched more than {} events in one call",
+                limits.events_per_call
+            ))));
+        }
+        let size = event_size(&event);
+        if size > limits.event_bytes {
+            return Err(wasmtime::Error::new(LimitExceeded(format!(
+                "dispatched an event of {size} bytes (limit {})",
+                limits.event_bytes
+            ))));
+        }
+        Ok(match self.validate(event) {
             Ok(dispatched) => {
                 self.dispatched.push(dispatched);
                 Ok(())
@@ -229,13 +322,40 @@ impl events::Host for InstanceState {
                 tracing::warn!(instance = %self.name, event = %kind, field, "event rejected: {problem}");
                 Err(error)
             }
-        }
+        })
     }
+}
+
+/// Bytes of the strings an event carries.
+fn event_size(event: &Event) -> usize {
+    let value_size = |value: &Value| match value {
+        Value::Text(text) | Value::Email(text) => text.len(),
+        _ => 8,
+    };
+    event.kind.len()
+        + event.summary.len()
+        + event
+            .fields
+            .iter()
+            .map(|field| field.name.len() + value_size(&field.value))
+            .sum::<usize>()
 }
 
 impl logging::Host for InstanceState {
     fn log(&mut self, level: Level, context: String, message: String) {
         let instance = &*self.name;
+        let Some(dropped) = self.log_budget.take() else {
+            return;
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                target: "guest",
+                instance,
+                dropped,
+                "guest log lines dropped (limit {} per second)",
+                self.log_budget.rate
+            );
+        }
         match level {
             Level::Trace => tracing::trace!(target: "guest", instance, context, "{message}"),
             Level::Debug => tracing::debug!(target: "guest", instance, context, "{message}"),

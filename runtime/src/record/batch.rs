@@ -103,6 +103,38 @@ impl BatchBuilder {
     }
 }
 
+/// A batch of the one record at `index` of `batch`, its text copied: to
+/// retry a failed batch one record at a time.
+pub fn single_record(batch: &RecordBatch, index: usize) -> RecordBatch {
+    let spans = batch
+        .spans
+        .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
+        .unwrap_or(&[]);
+    let mut text = Vec::new();
+    let mut rebased = Vec::with_capacity(spans.len());
+    for pair in spans.chunks_exact(2) {
+        let (start, len) = (pair[0] as usize, pair[1] as usize);
+        let bytes = batch.text.get(start..start + len).unwrap_or(&[]);
+        rebased.push(to_u32(text.len()));
+        rebased.push(to_u32(bytes.len()));
+        text.extend_from_slice(bytes);
+    }
+    RecordBatch {
+        text,
+        spans: rebased,
+        seconds: pick(&batch.seconds, index),
+        nanoseconds: pick(&batch.nanoseconds, index),
+        offset_minutes: pick(&batch.offset_minutes, index),
+        priorities: pick(&batch.priorities, index),
+        positions: pick(&batch.positions, index),
+    }
+}
+
+/// The value at `index`, as a list of one (or none).
+fn pick<T: Copy>(values: &[T], index: usize) -> Vec<T> {
+    values.get(index).copied().into_iter().collect()
+}
+
 /// Batches are far below 4 GiB; saturate rather than wrap if one is not.
 fn to_u32(value: usize) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)

@@ -9,7 +9,7 @@ mod rfc3164;
 mod rfc5424;
 pub mod time;
 
-pub use batch::BatchBuilder;
+pub use batch::{BatchBuilder, single_record};
 
 use crate::types::Timestamp;
 use thiserror::Error;

@@ -1,0 +1,164 @@
+//! What one instance may do, made into stores: its WASI context (nothing
+//! granted by default), its limits, and the epoch ticker that enforces the
+//! time a call may take.
+
+use super::IntoAnyhow as _;
+use super::state::{InstanceLimits, InstanceState, StreamClock};
+use crate::app::{DirMode, InstanceSpec, Limits, Role};
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// How often the engine's epoch advances: the granularity of call time
+/// limits. Checking the epoch costs guests a few per cent; ticking costs
+/// the host nothing measurable.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What an instance may touch beyond its own memory, resolved to host paths.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedGrants {
+    /// A directory, seen by the guest as its current directory.
+    pub dir: Option<(PathBuf, DirMode)>,
+}
+
+/// Makes stores for one instance: the first one and every fresh one after a
+/// failure, all with the same grants and limits.
+#[derive(Clone)]
+pub struct Sandbox {
+    engine: Engine,
+    clock: StreamClock,
+    name: Arc<str>,
+    role: Role,
+    limits: Limits,
+    grants: ResolvedGrants,
+}
+
+impl Sandbox {
+    /// The sandbox of the instance `spec` with `grants`.
+    pub fn new(
+        engine: Engine,
+        clock: StreamClock,
+        spec: &InstanceSpec,
+        grants: ResolvedGrants,
+    ) -> Self {
+        Sandbox {
+            engine,
+            clock,
+            name: Arc::from(spec.name.as_str()),
+            role: spec.role,
+            limits: spec.limits,
+            grants,
+        }
+    }
+
+    /// The instance's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Epoch ticks one call may run.
+    pub fn call_ticks(&self) -> u64 {
+        let tick = u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(10).max(1);
+        self.limits.call_timeout_ms.div_ceil(tick).max(1)
+    }
+
+    /// A new store: no environment, no arguments, no network, the stream
+    /// clock as its only clock, and a directory only if granted. Handlers
+    /// may write to standard output (that is what the log handler is for);
+    /// modules may not.
+    pub fn store(&self) -> anyhow::Result<Store<InstanceState>> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.wall_clock(self.clock.clone())
+            .monotonic_clock(self.clock.clone())
+            .inherit_stderr();
+        if self.role == Role::Handler {
+            wasi.inherit_stdout();
+        }
+        if let Some((dir, mode)) = &self.grants.dir {
+            if *mode == DirMode::ReadWrite {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!(
+                        "cannot create the directory {} granted to \"{}\"",
+                        dir.display(),
+                        self.name
+                    )
+                })?;
+            }
+            let perms = match mode {
+                DirMode::ReadWrite => FsPerms::ReadWrite,
+                DirMode::ReadOnly => FsPerms::ReadOnly,
+            };
+            wasi.preopened_dir(dir, ".", perms)
+                .into_anyhow()
+                .with_context(|| {
+                    format!(
+                        "cannot open the directory {} granted to \"{}\"",
+                        dir.display(),
+                        self.name
+                    )
+                })?;
+        }
+        let memory =
+            usize::try_from(self.limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(memory)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = InstanceState::new(
+            Arc::clone(&self.name),
+            wasi.build(),
+            store_limits,
+            self.clock.clone(),
+            InstanceLimits::from(&self.limits),
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.store_limits);
+        store.set_epoch_deadline(self.call_ticks());
+        Ok(store)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Start ticking `engine`.
+    pub fn start(engine: Engine) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("epoch".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .context("cannot start the epoch thread")?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
