@@ -2,7 +2,7 @@
 
 use crate::__bindings::RecordBatch;
 use crate::Timestamp;
-use std::borrow::Cow;
+
 use std::cell::Cell;
 
 thread_local! {
@@ -28,7 +28,6 @@ pub fn __end_batch() {
 /// a batch costs the guest a handful of allocations however many records it
 /// holds.
 pub struct Batch<'a> {
-    text: Cow<'a, str>,
     raw: &'a RecordBatch,
 }
 
@@ -38,13 +37,7 @@ const SPANS_PER_RECORD: usize = 7;
 impl<'a> Batch<'a> {
     #[doc(hidden)]
     pub fn new(raw: &'a RecordBatch) -> Self {
-        // The host only sends UTF-8; a lossy fallback keeps a buggy host
-        // from turning into a guest panic.
-        let text = match std::str::from_utf8(&raw.text) {
-            Ok(text) => Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(&raw.text),
-        };
-        Batch { text, raw }
+        Batch { raw }
     }
 
     /// Number of records in the batch.
@@ -60,8 +53,8 @@ impl<'a> Batch<'a> {
     /// The records in stream order. Events dispatched while looking at a
     /// record take its time.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> + '_ {
-        let text = self.text.as_ref();
         let raw = self.raw;
+        let text = raw.text.as_str();
         (0..self.len()).map(move |index| {
             let spans = raw
                 .spans

@@ -3,7 +3,7 @@
 
 use crate::app::{App, ComponentSource, Role};
 use crate::config_store::display_value;
-use crate::host::{Host, StreamClock};
+use crate::host::{Host, HostOptions, StreamClock};
 use crate::loader::{self, Purpose};
 use crate::replay;
 use anyhow::Context as _;
@@ -113,7 +113,7 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         Some(name) => ComponentSource::Builtin(name.to_owned()),
         None => ComponentSource::File(PathBuf::from(&args.component)),
     };
-    let mut host = Host::new(StreamClock::default(), None)?;
+    let mut host = Host::new(StreamClock::default(), &HostOptions::default())?;
     let inspection = host.inspect(&source)?;
     let mut out = String::new();
     let role = match inspection.role {

@@ -5,7 +5,7 @@
 use crate::app::{App, InstanceSpec, Role};
 use crate::config_store::{ConfigStore, Source};
 use crate::filter::Filter;
-use crate::host::{HandlerInstance, Host, ResolvedGrants, StreamClock};
+use crate::host::{HandlerInstance, Host, HostOptions, ResolvedGrants, StreamClock};
 use crate::pipeline::{HandlerStage, ModuleStage, Route};
 use crate::record::TraditionalDefaults;
 use crate::record::time::parse_utc_offset;
@@ -38,7 +38,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 5] = [
+    let items: [(&str, ValueType, Value, &str); 6] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -50,6 +50,12 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Text,
             Value::Text("auto".into()),
             "where compiled components are kept between runs: a directory, \"auto\" ($XDG_CACHE_HOME/correlator or ~/.cache/correlator) or \"off\"",
+        ),
+        (
+            "system.call_time_limits",
+            ValueType::Boolean,
+            Value::Boolean(true),
+            "stop calls that run past their instance's limits.call_timeout_ms; off only to measure what the limit costs",
         ),
         (
             "parser.rfc3164_year",
@@ -101,7 +107,14 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
 
     let clock = StreamClock::default();
     let compile_cache = compile_cache_dir(store.text("system.compile_cache").unwrap_or("auto"));
-    let mut host = Host::new(clock.clone(), compile_cache.as_deref())?;
+    let host_options = HostOptions {
+        compile_cache,
+        call_time_limits: !matches!(
+            store.get("system.call_time_limits"),
+            Some(Value::Boolean(false))
+        ),
+    };
+    let mut host = Host::new(clock.clone(), &host_options)?;
     let grants_of = |spec: &InstanceSpec| match (&spec.grants.dir, purpose) {
         (Some((dir, _)), Purpose::Run) => ResolvedGrants {
             dir: Some((run_dir.join(dir), spec.grants.dir_mode)),

@@ -80,7 +80,7 @@ fn severity_name(severity: Severity) -> &'static str {
 
 fn write_json_line(out: &mut String, event: &DeliveredEvent) {
     out.push_str("{\"time\":\"");
-    let _ = write!(out, "{}", event.time);
+    event.time.write_rfc3339(out);
     out.push_str("\",\"module\":");
     json_string(out, &event.module);
     out.push_str(",\"kind\":");
@@ -97,9 +97,7 @@ fn write_json_line(out: &mut String, event: &DeliveredEvent) {
         json_string(out, &field.name);
         out.push(':');
         match &field.value {
-            Value::Integer(value) => {
-                let _ = write!(out, "{value}");
-            }
+            Value::Integer(value) => push_integer(out, *value),
             Value::Float(value) if value.is_finite() => {
                 let _ = write!(out, "{value:?}");
             }
@@ -109,50 +107,128 @@ fn write_json_line(out: &mut String, event: &DeliveredEvent) {
             }
             Value::Text(value) | Value::Email(value) => json_string(out, value),
             Value::Timestamp(value) => {
-                let _ = write!(out, "\"{value}\"");
+                out.push('"');
+                value.write_rfc3339(out);
+                out.push('"');
             }
         }
     }
     out.push_str("}}\n");
 }
 
+/// Whether any of the eight bytes of `word` must be escaped in JSON: a
+/// control character, a quote or a backslash. Checking eight bytes at once
+/// keeps the loop short, which matters in WebAssembly, where every loop
+/// iteration also checks the call's deadline.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+    below_space
+        || has_zero(word ^ (ONES * u64::from(b'"')))
+        || has_zero(word ^ (ONES * u64::from(b'\\')))
+}
+
+/// The JSON escape of `byte`, if it needs one ("" for `\u00XX`).
+fn escape_of(byte: u8) -> Option<&'static str> {
+    match byte {
+        b'"' => Some("\\\""),
+        b'\\' => Some("\\\\"),
+        b'\n' => Some("\\n"),
+        b'\r' => Some("\\r"),
+        b'\t' => Some("\\t"),
+        0..=0x1f => Some(""),
+        _ => None,
+    }
+}
+
 /// Append `text` as a JSON string: runs of plain characters are copied at
 /// once, only quotes, backslashes and control characters are escaped.
 fn json_string(out: &mut String, text: &str) {
     out.push('"');
+    let bytes = text.as_bytes();
     let mut plain_from = 0;
-    for (index, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[plain_from..index]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escape);
+    let mut index = 0;
+    while index < bytes.len() {
+        if let Some(chunk) = bytes.get(index..index + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(chunk)
+            && !needs_escape(u64::from_le_bytes(word))
+        {
+            index += 8;
+            continue;
         }
-        plain_from = index + 1;
+        let end = (index + 8).min(bytes.len());
+        for at in index..end {
+            if let Some(escape) = escape_of(bytes[at]) {
+                // Escaped bytes are ASCII, so these are character boundaries.
+                out.push_str(&text[plain_from..at]);
+                if escape.is_empty() {
+                    let _ = write!(out, "\\u{:04x}", bytes[at]);
+                } else {
+                    out.push_str(escape);
+                }
+                plain_from = at + 1;
+            }
+        }
+        index = end;
     }
     out.push_str(&text[plain_from..]);
     out.push('"');
+}
+
+/// Append an integer without going through `core::fmt`.
+fn push_integer(out: &mut String, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut rest = value.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
 }
 
 export_handler!(Log);
 
 #[cfg(test)]
 mod tests {
-    use super::json_string;
+    use super::{json_string, push_integer};
 
     #[test]
     fn escapes_json_strings() {
         let mut out = String::new();
         json_string(&mut out, "a\"b\\c\nd\u{1}é");
         assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+        let mut out = String::new();
+        json_string(
+            &mut out,
+            "plain text longer than eight bytes, with \"quotes\" at the end\"",
+        );
+        assert_eq!(
+            out,
+            r#""plain text longer than eight bytes, with \"quotes\" at the end\"""#
+        );
+        let mut out = String::new();
+        json_string(&mut out, "éééééééé\t");
+        assert_eq!(out, r#""éééééééé\t""#);
+    }
+
+    #[test]
+    fn formats_integers_like_display() {
+        for value in [0, 7, -7, 60116, i64::MAX, i64::MIN] {
+            let mut out = String::new();
+            push_integer(&mut out, value);
+            assert_eq!(out, value.to_string());
+        }
     }
 }

@@ -192,24 +192,45 @@ fn user_from_addr_port(text: &str) -> Option<(&str, &str, u16, &str)> {
     Some((user, addr, port, rest[digits..].trim_start()))
 }
 
-/// `text.split_once(pattern)` for the short ASCII patterns of sshd lines:
-/// a plain byte scan, which in WebAssembly beats setting up the general
-/// substring searcher on every call. Patterns start and end with ASCII, so
-/// the split points are character boundaries.
+/// Where `pattern` (ASCII, a space then a word) starts in `text`, the
+/// first or the last occurrence. Jumps between occurrences of the word's
+/// first letter with `find`/`rfind`, which scan a word of memory at a time:
+/// in WebAssembly every loop iteration also checks the call's deadline, so
+/// short loops matter.
+fn position_of(text: &str, pattern: &str, last: bool) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let key = char::from(*pattern.as_bytes().get(1)?);
+    let mut window = 0..text.len();
+    loop {
+        let slice = text.get(window.clone())?;
+        let found = if last {
+            slice.rfind(key)
+        } else {
+            slice.find(key)
+        }? + window.start;
+        if found >= 1 && bytes.get(found - 1..found - 1 + pattern.len()) == Some(pattern.as_bytes())
+        {
+            return Some(found - 1);
+        }
+        if last {
+            window.end = found;
+        } else {
+            window.start = found + 1;
+        }
+    }
+}
+
+/// `text.split_once(pattern)` for the short ASCII patterns of sshd lines.
+/// Patterns start and end with ASCII, so the split points are character
+/// boundaries.
 fn split_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
-    let index = text
-        .as_bytes()
-        .windows(pattern.len())
-        .position(|window| window == pattern.as_bytes())?;
+    let index = position_of(text, pattern, false)?;
     Some((text.get(..index)?, text.get(index + pattern.len()..)?))
 }
 
 /// `text.rsplit_once(pattern)`, as [`split_once`].
 fn rsplit_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
-    let index = text
-        .as_bytes()
-        .windows(pattern.len())
-        .rposition(|window| window == pattern.as_bytes())?;
+    let index = position_of(text, pattern, true)?;
     Some((text.get(..index)?, text.get(index + pattern.len()..)?))
 }
 
@@ -450,6 +471,22 @@ mod tests {
         for (message, expected) in cases {
             assert_eq!(parse(message), expected, "{message}");
         }
+    }
+
+    #[test]
+    fn splits_on_whole_patterns_only() {
+        assert_eq!(split_once("a fro from b", " from "), Some(("a fro", "b")));
+        assert_eq!(
+            rsplit_once("x from y from z", " from "),
+            Some(("x from y", "z"))
+        );
+        assert_eq!(rsplit_once("from z", " from "), None);
+        assert_eq!(
+            split_once("port 22 port 23", " port "),
+            Some(("port 22", "23"))
+        );
+        assert_eq!(split_once("é port ü", " port "), Some(("é", "ü")));
+        assert_eq!(split_once("", " port "), None);
     }
 
     #[test]

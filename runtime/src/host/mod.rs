@@ -41,19 +41,37 @@ pub struct Host {
     linker: Linker<InstanceState>,
     compiled: HashMap<ComponentSource, LoadedComponent>,
     clock: StreamClock,
-    _ticker: EpochTicker,
+    _ticker: Option<EpochTicker>,
+}
+
+/// How the host is set up, from the configuration store.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Where compiled components are kept between runs, if anywhere.
+    pub compile_cache: Option<PathBuf>,
+    /// Whether calls are stopped at their time limit (epoch interruption).
+    pub call_time_limits: bool,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            compile_cache: None,
+            call_time_limits: true,
+        }
+    }
 }
 
 impl Host {
     /// A host whose instances all read `clock`. Compiled components are
     /// kept in `compile_cache` (if given) so that the next start skips
     /// compiling them.
-    pub fn new(clock: StreamClock, compile_cache: Option<&Path>) -> anyhow::Result<Host> {
+    pub fn new(clock: StreamClock, options: &HostOptions) -> anyhow::Result<Host> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         // Calls are stopped when they run past their deadline (see Sandbox).
-        config.epoch_interruption(true);
-        if let Some(directory) = compile_cache {
+        config.epoch_interruption(options.call_time_limits);
+        if let Some(directory) = &options.compile_cache {
             match compile_cache_for(directory) {
                 Ok(cache) => {
                     config.cache(Some(cache));
@@ -78,7 +96,14 @@ impl Host {
         )
         .into_anyhow()
         .context("cannot link the correlator interfaces")?;
-        let ticker = EpochTicker::start(engine.clone())?;
+        let ticker = if options.call_time_limits {
+            Some(EpochTicker::start(engine.clone())?)
+        } else {
+            tracing::warn!(
+                "call time limits are off: a component that loops forever stops the run"
+            );
+            None
+        };
         Ok(Host {
             engine,
             linker,

@@ -22,7 +22,7 @@ impl BatchBuilder {
         let capacity = capacity.max(1);
         BatchBuilder {
             batch: RecordBatch {
-                text: Vec::with_capacity(capacity * 160),
+                text: String::with_capacity(capacity * 160),
                 spans: Vec::with_capacity(capacity * SPANS_PER_RECORD * 2),
                 seconds: Vec::with_capacity(capacity),
                 nanoseconds: Vec::with_capacity(capacity),
@@ -40,7 +40,7 @@ impl BatchBuilder {
     pub fn push(&mut self, position: u64, line: &str, parsed: &Parsed<'_>, peer: &str) {
         let batch = &mut self.batch;
         let base = batch.text.len();
-        batch.text.extend_from_slice(line.as_bytes());
+        batch.text.push_str(line);
         for field in [
             parsed.hostname,
             parsed.app_name,
@@ -54,7 +54,7 @@ impl BatchBuilder {
         }
         batch.spans.push(to_u32(batch.text.len()));
         batch.spans.push(to_u32(peer.len()));
-        batch.text.extend_from_slice(peer.as_bytes());
+        batch.text.push_str(peer);
         batch.seconds.push(parsed.timestamp.seconds);
         batch.nanoseconds.push(parsed.timestamp.nanoseconds);
         batch.offset_minutes.push(parsed.timestamp.offset_minutes);
@@ -110,14 +110,14 @@ pub fn single_record(batch: &RecordBatch, index: usize) -> RecordBatch {
         .spans
         .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
         .unwrap_or(&[]);
-    let mut text = Vec::new();
+    let mut text = String::new();
     let mut rebased = Vec::with_capacity(spans.len());
     for pair in spans.chunks_exact(2) {
         let (start, len) = (pair[0] as usize, pair[1] as usize);
-        let bytes = batch.text.get(start..start + len).unwrap_or(&[]);
+        let field = batch.text.get(start..start + len).unwrap_or("");
         rebased.push(to_u32(text.len()));
-        rebased.push(to_u32(bytes.len()));
-        text.extend_from_slice(bytes);
+        rebased.push(to_u32(field.len()));
+        text.push_str(field);
     }
     RecordBatch {
         text,
