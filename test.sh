@@ -10,7 +10,8 @@ rustup target add wasm32-wasip2
 rustup component add rustfmt clippy
 
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
-        -p correlator-module-log -p correlator-module-csv -p correlator-test-schema-breaker)
+        -p correlator-module-log -p correlator-module-csv -p correlator-test-schema-breaker
+        -p correlator-test-hostile)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings

@@ -15,7 +15,10 @@ const BUILTINS: [(&str, &str); 4] = [
 
 /// (name, package) of the guests the integration tests use; built from
 /// source like the builtins, never committed as binaries.
-const TEST_GUESTS: [(&str, &str); 1] = [("schema-breaker", "correlator-test-schema-breaker")];
+const TEST_GUESTS: [(&str, &str); 2] = [
+    ("schema-breaker", "correlator-test-schema-breaker"),
+    ("hostile", "correlator-test-hostile"),
+];
 
 fn main() {
     let manifest_dir =
@@ -25,7 +28,7 @@ fn main() {
         .expect("runtime/ lives in the workspace")
         .to_owned();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["guest-sdk", "modules", "wit", "Cargo.lock"] {
+    for watched in ["guest-sdk", "modules", "tests/guests", "wit", "Cargo.lock"] {
         println!(
             "cargo:rerun-if-changed={}",
             workspace.join(watched).display()

@@ -1,85 +1,10 @@
 //! End-to-end tests of the real `correlator` binary: app files, captures and
 //! components in, events and messages out, compared exactly.
 
+mod common;
+
+use common::*;
 use serde_json::{Value, json};
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sample_capture() -> PathBuf {
-    workspace().join("data").join("sshd-1.cap")
-}
-
-/// What one run of the binary gave.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run `correlator ARGS` in `dir` with plain diagnostics.
-fn correlator(dir: &Path, args: &[&str]) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(env!("CARGO_BIN_EXE_correlator"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("the correlator binary runs");
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
-    }
-}
-
-/// A scratch directory holding an app file `app.toml` with `text`.
-fn app_dir(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("app.toml"), text).expect("write app");
-    dir
-}
-
-const SSHD_JSON_APP: &str = r#"
-[modules.OpenSSH]
-component = "builtin:sshd"
-[handlers.console]
-component = "builtin:log"
-config = { format = "json" }
-"#;
-
-/// Replay `capture` through `app`, expect success, and return stdout's
-/// JSON lines.
-fn replay_json(app: &str, capture: &str, options: &[&str]) -> Vec<Value> {
-    let dir = app_dir(app);
-    std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
-    let mut args = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
-    for option in options {
-        args.extend(["--option", option]);
-    }
-    let run = correlator(dir.path(), &args);
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    run.stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
-}
-
-/// `text` holds `expected`; on failure, shows all of `text`.
-fn assert_has(text: &str, expected: &str) {
-    assert!(text.contains(expected), "expected {expected:?} in:\n{text}");
-}
-
-fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["kind"] == kind).collect()
-}
 
 #[test]
 fn sample_capture_gives_two_sessions_and_one_failed_login_with_exact_fields() {
@@ -142,38 +67,6 @@ fn sample_capture_gives_two_sessions_and_one_failed_login_with_exact_fields() {
             }),
         ]
     );
-}
-
-/// An RFC 5424 sshd line at `second` seconds after 2023-02-20T15:00:00Z.
-fn sshd_line(out: &mut String, second: u32, pid: u32, message: &str) {
-    let (minute, second) = (second / 60, second % 60);
-    let (hour, minute) = (15 + minute / 60, minute % 60);
-    let _ = writeln!(
-        out,
-        "<86>1 2023-02-20T{hour:02}:{minute:02}:{second:02}Z server sshd {pid} - - {message}"
-    );
-}
-
-/// One connection per failed password: `count` failures from `addr`, one
-/// every `every` seconds from `start`, each connection closed after it.
-fn brute_force(out: &mut String, addr: &str, start: u32, every: u32, count: u32, first_pid: u32) {
-    for n in 0..count {
-        let second = start + n * every;
-        let pid = first_pid + n;
-        let port = 40_000 + n;
-        sshd_line(
-            out,
-            second,
-            pid,
-            &format!("Failed password for root from {addr} port {port} ssh2"),
-        );
-        sshd_line(
-            out,
-            second,
-            pid,
-            &format!("Connection closed by authenticating user root {addr} port {port} [preauth]"),
-        );
-    }
 }
 
 fn hosts_exceeded(events: &[Value]) -> Vec<String> {

@@ -181,10 +181,12 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
     let app = App::load(&args.app.app)?;
     let loader::Loaded {
         mut modules,
-        handlers,
+        mut handlers,
         replay: settings,
+        startup_events,
         ..
     } = loader::load(&app, &args.app.options, Purpose::Run)?;
+    handlers.route(startup_events)?;
     let input: Box<dyn std::io::BufRead + Send> = if args.read_file.as_os_str() == "-" {
         Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
@@ -220,6 +222,15 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
                 instance,
                 rejected,
                 "module dispatched events that broke their declared type"
+            );
+        }
+    }
+    for (instance, skipped) in modules.skipped_records() {
+        if skipped > 0 {
+            tracing::warn!(
+                instance,
+                skipped,
+                "module did not process every record (it failed, backed off or was disabled)"
             );
         }
     }

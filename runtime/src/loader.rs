@@ -34,6 +34,8 @@ pub struct Loaded {
     pub handlers: HandlerStage,
     /// How to read captures, from the store.
     pub replay: ReplaySettings,
+    /// Events of start-up for the handlers (instances disabled in init).
+    pub startup_events: Vec<crate::types::Dispatched>,
 }
 
 /// The runtime's own configuration items.
@@ -165,12 +167,15 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let mut startup_events = Vec::new();
     if purpose == Purpose::Run {
         for (spec, module) in app.modules.iter().zip(&mut modules) {
-            module.init(store.values_under(&format!("module.{}", spec.name)))?;
+            startup_events
+                .extend(module.init(store.values_under(&format!("module.{}", spec.name)))?);
         }
         for (spec, handler) in app.handlers.iter().zip(&mut handlers) {
-            handler.init(store.values_under(&format!("handler.{}", spec.name)))?;
+            startup_events
+                .extend(handler.init(store.values_under(&format!("handler.{}", spec.name)))?);
         }
     }
 
@@ -185,6 +190,7 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         handlers: HandlerStage::new(routes),
         store,
         replay,
+        startup_events,
     })
 }
 

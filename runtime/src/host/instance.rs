@@ -127,6 +127,23 @@ fn disabled_event(
     }
 }
 
+/// Why `init` did not succeed.
+enum InitFailure {
+    /// The guest returned an error: its configuration will not do.
+    Refused(String),
+    /// The guest trapped or hit a limit: its failure policy applies.
+    Trapped(String),
+}
+
+impl std::fmt::Display for InitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitFailure::Refused(message) => write!(f, "refused to start: {message}"),
+            InitFailure::Trapped(reason) => write!(f, "failed in init: {reason}"),
+        }
+    }
+}
+
 /// What the supervisor decided, acted upon.
 enum Outcome {
     /// A fresh instance is ready (possibly backing off).
@@ -193,16 +210,43 @@ impl ModuleInstance {
         })
     }
 
-    /// Hand the instance its configuration and initialise it. An error
-    /// (returned or trapped) stops start-up.
-    pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<()> {
+    /// Hand the instance its configuration and initialise it. If the
+    /// module refuses (returns an error), start-up stops with its message;
+    /// if it traps, its failure policy applies: the result is then the
+    /// `ComponentDisabled` event if it ended disabled.
+    pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<Option<Dispatched>> {
         self.config = config;
         self.store.data_mut().config = self.config.clone();
-        self.call_init()
-            .map_err(|message| anyhow::anyhow!("module \"{}\" {message}", self.name))
+        loop {
+            let reason = match self.call_init() {
+                Ok(()) => return Ok(None),
+                Err(InitFailure::Refused(message)) => {
+                    bail!("module \"{}\" refused to start: {message}", self.name)
+                }
+                Err(InitFailure::Trapped(reason)) => reason,
+            };
+            tracing::error!(instance = %self.name, call = "init", "instance failed: {reason}");
+            match self.supervisor.failed(Instant::now()) {
+                Verdict::Abort => bail!(Aborted {
+                    instance: self.name.clone(),
+                    reason: format!("failed in init: {reason}"),
+                }),
+                Verdict::Disable(why) => {
+                    return Ok(Some(
+                        self.disabled(&format!("{why}; last failure: {reason}")),
+                    ));
+                }
+                Verdict::Restart { .. } => {
+                    if let Err(why) = self.fresh() {
+                        self.supervisor.disable();
+                        return Ok(Some(self.disabled(&why)));
+                    }
+                }
+            }
+        }
     }
 
-    fn call_init(&mut self) -> Result<(), String> {
+    fn call_init(&mut self) -> Result<(), InitFailure> {
         self.store.set_epoch_deadline(self.sandbox.call_ticks());
         match self
             .bindings
@@ -210,27 +254,31 @@ impl ModuleInstance {
             .call_init(&mut self.store)
         {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(format!("refused to start: {message}")),
-            Err(error) => Err(format!(
-                "failed in init: {}",
-                failure_reason(&error, &self.sandbox)
-            )),
+            Ok(Err(message)) => Err(InitFailure::Refused(message)),
+            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
         }
     }
 
-    /// Replace the store with a fresh, initialised instance.
-    fn restart(&mut self) -> Result<(), String> {
+    /// Replace the store with a fresh instance, not yet initialised.
+    fn fresh(&mut self) -> Result<(), String> {
         self.rejected_earlier += self.store.data().rejected;
         let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
         let bindings = self
             .pre
             .instantiate(&mut store)
-            .map_err(|error| format!("cannot be instantiated again: {error:#}"))?;
+            .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
         store.data_mut().catalog = Arc::clone(&self.catalog);
         store.data_mut().config = self.config.clone();
         self.store = store;
         self.bindings = bindings;
+        Ok(())
+    }
+
+    /// Replace the store with a fresh, initialised instance.
+    fn restart(&mut self) -> Result<(), String> {
+        self.fresh()?;
         self.call_init()
+            .map_err(|failure| format!("a fresh instance {failure}"))
     }
 
     /// Whether the instance still takes calls (it may be backing off).
@@ -290,21 +338,21 @@ impl ModuleInstance {
                 }
                 Err(why) => {
                     self.supervisor.disable();
-                    Ok(self.disable(&format!("a fresh instance {why}")))
+                    Ok(self.disable(&why))
                 }
             },
         }
     }
 
     fn disable(&mut self, reason: &str) -> Outcome {
+        Outcome::Disabled(self.disabled(reason))
+    }
+
+    /// Log that the instance is disabled; the event for the handlers.
+    fn disabled(&mut self, reason: &str) -> Dispatched {
         tracing::error!(instance = %self.name, "instance disabled: {reason}");
         let failures = self.supervisor.recent_failures();
-        Outcome::Disabled(disabled_event(
-            &self.sandbox,
-            reason,
-            failures,
-            self.store.data().now(),
-        ))
+        disabled_event(&self.sandbox, reason, failures, self.store.data().now())
     }
 
     /// Process a batch; returns the events dispatched meanwhile (with a
@@ -455,15 +503,41 @@ impl HandlerInstance {
         })
     }
 
-    /// Hand the instance its configuration and initialise it.
-    pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<()> {
+    /// Hand the instance its configuration and initialise it, as
+    /// [`ModuleInstance::init`].
+    pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<Option<Dispatched>> {
         self.config = config;
         self.store.data_mut().config = self.config.clone();
-        self.call_init()
-            .map_err(|message| anyhow::anyhow!("handler \"{}\" {message}", self.name))
+        loop {
+            let reason = match self.call_init() {
+                Ok(()) => return Ok(None),
+                Err(InitFailure::Refused(message)) => {
+                    bail!("handler \"{}\" refused to start: {message}", self.name)
+                }
+                Err(InitFailure::Trapped(reason)) => reason,
+            };
+            tracing::error!(handler = %self.name, call = "init", "handler failed: {reason}");
+            match self.supervisor.failed(Instant::now()) {
+                Verdict::Abort => bail!(Aborted {
+                    instance: self.name.clone(),
+                    reason: format!("failed in init: {reason}"),
+                }),
+                Verdict::Disable(why) => {
+                    return Ok(Some(
+                        self.disabled(&format!("{why}; last failure: {reason}")),
+                    ));
+                }
+                Verdict::Restart { .. } => {
+                    if let Err(why) = self.fresh() {
+                        self.supervisor.disable();
+                        return Ok(Some(self.disabled(&why)));
+                    }
+                }
+            }
+        }
     }
 
-    fn call_init(&mut self) -> Result<(), String> {
+    fn call_init(&mut self) -> Result<(), InitFailure> {
         self.store.set_epoch_deadline(self.sandbox.call_ticks());
         match self
             .bindings
@@ -471,24 +545,27 @@ impl HandlerInstance {
             .call_init(&mut self.store)
         {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(format!("refused to start: {message}")),
-            Err(error) => Err(format!(
-                "failed in init: {}",
-                failure_reason(&error, &self.sandbox)
-            )),
+            Ok(Err(message)) => Err(InitFailure::Refused(message)),
+            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
         }
     }
 
-    fn restart(&mut self) -> Result<(), String> {
+    fn fresh(&mut self) -> Result<(), String> {
         let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
         let bindings = self
             .pre
             .instantiate(&mut store)
-            .map_err(|error| format!("cannot be instantiated again: {error:#}"))?;
+            .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
         store.data_mut().config = self.config.clone();
         self.store = store;
         self.bindings = bindings;
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), String> {
+        self.fresh()?;
         self.call_init()
+            .map_err(|failure| format!("a fresh instance {failure}"))
     }
 
     /// Whether the instance still takes calls (it may be backing off).
@@ -585,20 +662,20 @@ impl HandlerInstance {
                 }
                 Err(why) => {
                     self.supervisor.disable();
-                    Ok(self.disable(&format!("a fresh instance {why}")))
+                    Ok(self.disable(&why))
                 }
             },
         }
     }
 
     fn disable(&mut self, reason: &str) -> Outcome {
+        Outcome::Disabled(self.disabled(reason))
+    }
+
+    /// Log that the handler is disabled; the event for the other handlers.
+    fn disabled(&mut self, reason: &str) -> Dispatched {
         tracing::error!(handler = %self.name, "handler disabled: {reason}");
         let failures = self.supervisor.recent_failures();
-        Outcome::Disabled(disabled_event(
-            &self.sandbox,
-            reason,
-            failures,
-            self.store.data().now(),
-        ))
+        disabled_event(&self.sandbox, reason, failures, self.store.data().now())
     }
 }

@@ -19,6 +19,7 @@ use sandbox::{EpochTicker, Sandbox};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -41,7 +42,7 @@ pub struct Host {
     linker: Linker<InstanceState>,
     compiled: HashMap<ComponentSource, LoadedComponent>,
     clock: StreamClock,
-    _ticker: Option<EpochTicker>,
+    ticker: Option<Arc<EpochTicker>>,
 }
 
 /// How the host is set up, from the configuration store.
@@ -97,7 +98,7 @@ impl Host {
         .into_anyhow()
         .context("cannot link the correlator interfaces")?;
         let ticker = if options.call_time_limits {
-            Some(EpochTicker::start(engine.clone())?)
+            Some(Arc::new(EpochTicker::start(engine.clone())?))
         } else {
             tracing::warn!(
                 "call time limits are off: a component that loops forever stops the run"
@@ -109,7 +110,7 @@ impl Host {
             linker,
             compiled: HashMap::new(),
             clock,
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -168,6 +169,7 @@ impl Host {
             })?;
         let sandbox = Sandbox::new(
             self.engine.clone(),
+            self.ticker.clone(),
             self.clock.clone(),
             spec,
             grants.clone(),
@@ -194,6 +196,7 @@ impl Host {
             })?;
         let sandbox = Sandbox::new(
             self.engine.clone(),
+            self.ticker.clone(),
             self.clock.clone(),
             spec,
             grants.clone(),

@@ -29,6 +29,8 @@ pub struct ResolvedGrants {
 /// failure, all with the same grants and limits.
 #[derive(Clone)]
 pub struct Sandbox {
+    /// Keeps the epoch ticking for as long as any instance lives.
+    _ticker: Option<Arc<EpochTicker>>,
     engine: Engine,
     clock: StreamClock,
     name: Arc<str>,
@@ -41,11 +43,13 @@ impl Sandbox {
     /// The sandbox of the instance `spec` with `grants`.
     pub fn new(
         engine: Engine,
+        ticker: Option<Arc<EpochTicker>>,
         clock: StreamClock,
         spec: &InstanceSpec,
         grants: ResolvedGrants,
     ) -> Self {
         Sandbox {
+            _ticker: ticker,
             engine,
             clock,
             name: Arc::from(spec.name.as_str()),

@@ -101,6 +101,9 @@ impl From<&crate::app::Limits> for InstanceLimits {
     }
 }
 
+/// Longest guest log line written; longer ones are cut.
+const GUEST_LOG_LINE_MAX: usize = 4096;
+
 /// A limit a guest ran into inside a host call; the call traps with it, and
 /// the failure policy takes over.
 #[derive(Debug, thiserror::Error)]
@@ -342,8 +345,16 @@ fn event_size(event: &Event) -> usize {
 }
 
 impl logging::Host for InstanceState {
-    fn log(&mut self, level: Level, context: String, message: String) {
+    fn log(&mut self, level: Level, context: String, mut message: String) {
         let instance = &*self.name;
+        if message.len() > GUEST_LOG_LINE_MAX {
+            let mut end = GUEST_LOG_LINE_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(" [cut]");
+        }
         let Some(dropped) = self.log_budget.take() else {
             return;
         };

@@ -1,0 +1,118 @@
+//! A logic module that misbehaves on purpose, in the way its `attack`
+//! configuration item names, so that tests can check the host survives and
+//! reports it. For every record it survives, it dispatches `Seen`.
+
+use correlator_sdk::{
+    ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, config, export_module, log,
+};
+
+struct Hostile {
+    attack: String,
+    /// Kept alive so that growing memory is not optimised away.
+    hoard: Vec<Vec<u8>>,
+}
+
+/// Recursion the optimiser cannot turn into a loop.
+#[allow(unconditional_recursion, reason = "the attack: overflow the stack")]
+fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
+    trail.push(depth);
+    let below = recurse(depth + 1, trail);
+    trail.push(below);
+    below + 1
+}
+
+impl Module for Hostile {
+    fn describe() -> Descriptor {
+        Descriptor::new("hostile", "misbehaves on purpose, for tests")
+            .config(ConfigItem::text("attack", "none", "what to do wrong"))
+            .event(
+                EventType::new("Seen", Severity::Info, "a record was survived")
+                    .integer("position", "the record's position")
+                    .integer("env", "environment variables visible")
+                    .integer("args", "arguments visible")
+                    .integer("clock", "seconds the wall clock shows"),
+            )
+    }
+
+    fn init() -> Result<Self, String> {
+        let attack = config::text("attack")?;
+        if attack == "loop-init" {
+            #[allow(clippy::empty_loop, reason = "the attack")]
+            loop {}
+        }
+        if attack == "refuse-init" {
+            return Err("this module refuses to start".into());
+        }
+        Ok(Hostile {
+            attack,
+            hoard: Vec::new(),
+        })
+    }
+
+    fn process(&mut self, record: &Record<'_>) {
+        match self.attack.as_str() {
+            "loop-process" =>
+            {
+                #[allow(clippy::empty_loop, reason = "the attack")]
+                loop {}
+            }
+            "grow-memory" => loop {
+                self.hoard.push(vec![1; 1 << 20]);
+            },
+            "recurse" => {
+                let mut trail = Vec::new();
+                let _ = recurse(0, &mut trail);
+            }
+            "panic" => panic!("hostile module panics on purpose"),
+            "poison" if record.message.contains("POISON") => {
+                panic!("a poisoned record")
+            }
+            "million-events" => {
+                for n in 0..1_000_000 {
+                    let _ = Event::new("Seen", "flood")
+                        .integer("position", n)
+                        .integer("env", 0)
+                        .integer("args", 0)
+                        .integer("clock", 0)
+                        .dispatch();
+                }
+            }
+            "big-event" => {
+                let _ = Event::new("Seen", "x".repeat(2 << 20))
+                    .integer("position", 0)
+                    .integer("env", 0)
+                    .integer("args", 0)
+                    .integer("clock", 0)
+                    .dispatch();
+            }
+            "huge-event" => {
+                let _ = Event::new("Seen", "x".repeat(100 << 20)).dispatch();
+            }
+            "huge-host-strings" => {
+                let key = "k".repeat(8 << 20);
+                let _ = config::get(&key);
+                log::warn(&"w".repeat(8 << 20));
+            }
+            "log-flood" => {
+                for n in 0..10_000 {
+                    log::warn(&format!("flood line {n}"));
+                }
+            }
+            _ => {}
+        }
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(-1));
+        let _ = Event::new("Seen", format!("survived record {}", record.position))
+            .integer("position", i64::try_from(record.position).unwrap_or(-1))
+            .integer("env", i64::try_from(std::env::vars().count()).unwrap_or(-1))
+            .integer(
+                "args",
+                i64::try_from(std::env::args().count()).unwrap_or(-1),
+            )
+            .integer("clock", clock)
+            .dispatch();
+    }
+}
+
+export_module!(Hostile);

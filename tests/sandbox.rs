@@ -1,0 +1,317 @@
+//! The sandbox: hostile components (built from source, `tests/guests/`)
+//! must not harm the host, the other instances or their data. Each attack
+//! runs beside a well-behaved sshd instance, whose events must be exactly
+//! those of a run without the attacker.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn hostile_guest() -> &'static str {
+    env!("CORRELATOR_TEST_GUEST_HOSTILE")
+}
+
+/// The sample capture, a brute force (6 failures from one host) and a
+/// record the `poison` attack panics on.
+fn attack_capture() -> String {
+    let mut capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    brute_force(&mut capture, "203.0.113.66", 0, 10, 6, 9000);
+    capture.push_str("<13>1 2023-02-20T16:00:00Z other app 1 - - POISON here\n");
+    capture
+}
+
+/// An app with the sshd module, a hostile module doing `attack` with
+/// `extra` settings, and the JSON log handler.
+fn attack_app(attack: &str, extra: &str) -> String {
+    format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"{attack}\" }}\nlimits = {{ call_timeout_ms = 100 }}\n{extra}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n",
+        hostile_guest()
+    )
+}
+
+/// Events as JSON, and stderr, of a run that must succeed.
+fn run_app(app: &str, capture: &str) -> (Vec<Value>, String) {
+    let dir = app_dir(app);
+    std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(0), "the host must survive:\n{}", run.stderr);
+    let events = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    (events, run.stderr)
+}
+
+fn of_module<'a>(events: &'a [Value], module: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["module"] == module).collect()
+}
+
+/// What the sshd instance says about [`attack_capture`] with nobody
+/// attacking.
+fn normal_sshd_events() -> Vec<Value> {
+    let (events, _) = run_app(SSHD_JSON_APP, &attack_capture());
+    assert_eq!(
+        events.len(),
+        11,
+        "3 sample events, 6 failed logins, 1 attempts exceeded, stats"
+    );
+    events
+}
+
+/// Run `attack` beside sshd; check sshd's events are untouched; return the
+/// attacker's events and stderr.
+fn attack(attack: &str, extra: &str) -> (Vec<Value>, String) {
+    let (events, stderr) = run_app(&attack_app(attack, extra), &attack_capture());
+    let sshd: Vec<Value> = of_module(&events, "OpenSSH").into_iter().cloned().collect();
+    assert_eq!(
+        sshd,
+        normal_sshd_events(),
+        "the sshd instance beside \"{attack}\""
+    );
+    let bad = of_module(&events, "bad").into_iter().cloned().collect();
+    (bad, stderr)
+}
+
+#[test]
+fn every_trap_and_limit_is_survived_and_reported_with_instance_reason_and_record() {
+    let cases = [
+        (
+            "loop-process",
+            "ran longer than its call time limit (100 ms)",
+        ),
+        ("grow-memory", "grew its memory past its limit (64 MiB)"),
+        ("recurse", "overflowed its stack"),
+        ("panic", "trapped on unreachable code (a panic or an abort)"),
+        (
+            "million-events",
+            "dispatched more than 100000 events in one call",
+        ),
+        (
+            "big-event",
+            "dispatched an event of 2097208 bytes (limit 1048576)",
+        ),
+        ("huge-event", "grew its memory past its limit (64 MiB)"),
+    ];
+    for (name, reason) in cases {
+        let (bad, stderr) = attack(name, "");
+        assert_eq!(bad, Vec::<Value>::new(), "{name} survives no record");
+        assert_has(
+            &stderr,
+            &format!("instance failed: {reason} instance=bad call=\"process\" first_record=1\n"),
+        );
+        assert_has(
+            &stderr,
+            &format!(
+                "record skipped: it alone made the instance fail: {reason} instance=bad record=1\n"
+            ),
+        );
+        assert_has(
+            &stderr,
+            "gave up retrying the batch one record at a time instance=bad skipped=",
+        );
+        assert_has(
+            &stderr,
+            "module did not process every record (it failed, backed off or was disabled) instance=\"bad\" skipped=",
+        );
+    }
+}
+
+#[test]
+fn a_poisoned_record_costs_only_itself() {
+    let (bad, stderr) = attack("poison", "");
+    let positions: Vec<i64> = bad
+        .iter()
+        .map(|e| e["fields"]["position"].as_i64().unwrap_or(-1))
+        .collect();
+    let expected: Vec<i64> = (1..=28).collect();
+    assert_eq!(positions, expected, "every record but the poisoned 29th");
+    assert_has(
+        &stderr,
+        "instance failed: trapped on unreachable code (a panic or an abort) instance=bad call=\"process\" first_record=1\n",
+    );
+    assert_has(&stderr, "restarted instance=bad\n");
+    assert_has(
+        &stderr,
+        "record skipped: it alone made the instance fail: trapped on unreachable code (a panic or an abort) instance=bad record=29\n",
+    );
+    assert_has(
+        &stderr,
+        "module did not process every record (it failed, backed off or was disabled) instance=\"bad\" skipped=1\n",
+    );
+}
+
+#[test]
+fn an_endless_init_is_restarted_then_disabled_and_handlers_are_told() {
+    let (bad, stderr) = attack("loop-init", "");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0]["kind"], "ComponentDisabled");
+    assert_eq!(bad[0]["severity"], "error");
+    assert_eq!(
+        bad[0]["fields"],
+        json!({
+            "instance": "bad",
+            "reason": "it failed 5 times within 60 s; last failure: ran longer than its call time limit (100 ms)",
+            "failures": 5
+        })
+    );
+    assert_eq!(
+        stderr
+            .matches("instance failed: ran longer than its call time limit (100 ms) instance=bad call=\"init\"")
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn on_failure_disable_stops_the_instance_at_its_first_failure() {
+    // The whole capture is one batch: it fails, and nothing is retried.
+    let (bad, stderr) = attack("poison", "on_failure = \"disable\"");
+    let kinds: Vec<&Value> = bad.iter().map(|e| &e["kind"]).collect();
+    assert_eq!(kinds, ["ComponentDisabled"]);
+    assert_eq!(
+        bad[0]["fields"]["reason"],
+        "its policy is to disable it at the first failure; last failure: trapped on unreachable code (a panic or an abort)"
+    );
+    assert!(!stderr.contains("restarted"), "{stderr}");
+    assert_has(
+        &stderr,
+        "module did not process every record (it failed, backed off or was disabled) instance=\"bad\" skipped=29\n",
+    );
+}
+
+#[test]
+fn on_failure_abort_stops_the_run_with_a_non_zero_exit() {
+    let dir = app_dir(&attack_app("panic", "on_failure = \"abort\""));
+    std::fs::write(dir.path().join("input.cap"), attack_capture()).expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_has(
+        &run.stderr,
+        "error: instance \"bad\" failed and its on_failure policy is abort: trapped on unreachable code (a panic or an abort)\n",
+    );
+}
+
+#[test]
+fn components_see_no_environment_no_arguments_and_only_the_stream_clock() {
+    let (bad, _) = attack("none", "");
+    assert_eq!(bad.len(), 29);
+    for event in &bad {
+        let fields = &event["fields"];
+        assert_eq!(
+            (&fields["env"], &fields["args"]),
+            (&json!(0), &json!(0)),
+            "{event}"
+        );
+    }
+    // The whole capture is one batch: the clock shows its newest record.
+    assert_eq!(
+        bad[0]["fields"]["clock"], 1_676_908_800,
+        "2023-02-20T16:00:00Z"
+    );
+}
+
+#[test]
+fn enormous_strings_to_host_functions_are_survived_and_log_lines_cut() {
+    let (bad, stderr) = attack("huge-host-strings", "");
+    assert_eq!(bad.len(), 29);
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("wwww"))
+        .expect("the guest's log line");
+    assert!(
+        line.contains(&format!("{} [cut]", "w".repeat(100))),
+        "cut: {}",
+        line.len()
+    );
+    assert!(line.len() < 4096 + 200, "{}", line.len());
+}
+
+#[test]
+fn a_log_flood_is_limited_and_counted() {
+    let (bad, stderr) = attack("log-flood", "");
+    assert_eq!(bad.len(), 29);
+    let logged = stderr.matches("flood line").count();
+    assert!(
+        (100..1000).contains(&logged),
+        "{logged} of 290,000 lines logged"
+    );
+    assert_has(
+        &stderr,
+        "guest log lines dropped (limit 100 per second) instance=\"bad\" dropped=",
+    );
+}
+
+#[test]
+fn two_instances_of_one_component_share_no_state() {
+    let app = "[modules.strict]\ncomponent = \"builtin:sshd\"\nconfig = { login_failure_limit = 2 }\n\
+               [modules.lenient]\ncomponent = \"builtin:sshd\"\nconfig = { login_failure_limit = 6 }\n\
+               [handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n";
+    let mut capture = String::new();
+    brute_force(&mut capture, "198.51.100.9", 0, 1, 6, 100);
+    let (events, _) = run_app(app, &capture);
+    let exceeded = |module: &str| {
+        events
+            .iter()
+            .filter(|e| e["module"] == module && e["kind"] == "SSHDAttemptsExceeded")
+            .count()
+    };
+    assert_eq!((exceeded("strict"), exceeded("lenient")), (3, 1));
+}
+
+#[test]
+fn a_pinned_sha256_must_match() {
+    let guest = hostile_guest();
+    let run = correlator(&workspace(), &["inspect", guest]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let digest = run
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("sha256: "))
+        .expect("inspect prints the digest")
+        .to_owned();
+    let (bad, _) = attack("none", &format!("sha256 = \"{digest}\""));
+    assert_eq!(bad.len(), 29);
+
+    let wrong = "0".repeat(64);
+    let dir = app_dir(&attack_app("none", &format!("sha256 = \"{wrong}\"")));
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: app.toml line 7 column 10: module \"bad\": {guest} has sha256 {digest}, but the app file pins {wrong}; refusing to start\n"
+        )
+    );
+}
+
+#[test]
+fn inspect_shows_what_a_component_asks_for() {
+    let run = correlator(&workspace(), &["inspect", "builtin:csv"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_has(&run.stdout, "role: event handler\nname: csv\n");
+    assert_has(
+        &run.stdout,
+        "  output_directory (text, default \".\"): directory for the files, inside the granted directory\n",
+    );
+    assert_has(&run.stdout, "imports:\n  correlator:plugin/types@0.1.0\n");
+    assert_has(&run.stdout, "  wasi:filesystem/preopens@0.2.6\n");
+    assert_has(&run.stdout, "exports:\n  correlator:plugin/handler@0.1.0\n");
+
+    let run = correlator(&workspace(), &["inspect", hostile_guest()]);
+    assert_has(&run.stdout, "role: logic module\nname: hostile\n");
+    assert_has(
+        &run.stdout,
+        "event types:\n  Seen (info): a record was survived\n    position (integer): the record's position\n",
+    );
+    assert!(!run.stdout.contains("wasi:filesystem"), "{}", run.stdout);
+}
