@@ -22,11 +22,16 @@ fn attack_capture() -> String {
 }
 
 /// An app with the sshd module, a hostile module doing `attack` with
-/// `extra` settings, and the JSON log handler.
+/// `extra` settings, and the JSON log handler. Calls may take 100 ms, or
+/// 10 s for attacks that must hit another limit first, whatever the load.
 fn attack_app(attack: &str, extra: &str) -> String {
+    let timeout = match attack {
+        "loop-process" | "loop-init" => 100,
+        _ => 10_000,
+    };
     format!(
         "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
-         [modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"{attack}\" }}\nlimits = {{ call_timeout_ms = 100 }}\n{extra}\n\
+         [modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"{attack}\" }}\nlimits = {{ call_timeout_ms = {timeout} }}\n{extra}\n\
          [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n",
         hostile_guest()
     )
@@ -304,7 +309,10 @@ fn inspect_shows_what_a_component_asks_for() {
         "  output_directory (text, default \".\"): directory for the files, inside the granted directory\n",
     );
     assert_has(&run.stdout, "imports:\n  correlator:plugin/types@0.1.0\n");
-    assert_has(&run.stdout, "  wasi:filesystem/preopens@0.2.6\n");
+    assert_has(
+        &run.stdout,
+        "  wasi:filesystem/preopens@0.2.6  (needs a directory: grants = { dir = \"...\" })\n",
+    );
     assert_has(&run.stdout, "exports:\n  correlator:plugin/handler@0.1.0\n");
 
     let run = correlator(&workspace(), &["inspect", hostile_guest()]);
@@ -314,4 +322,126 @@ fn inspect_shows_what_a_component_asks_for() {
         "event types:\n  Seen (info): a record was survived\n    position (integer): the record's position\n",
     );
     assert!(!run.stdout.contains("wasi:filesystem"), "{}", run.stdout);
+}
+
+/// Run the file-probing guest with `grants`, in a directory that holds a
+/// secret file outside the granted one and a symlink to it inside.
+fn probe_files(grants: &str) -> (Vec<(String, String)>, tempfile::TempDir) {
+    let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_FS");
+    let app = format!(
+        "[config.system]\nrun_dir = \"run\"\n[modules.fs]\ncomponent = '{guest}'\ngrants = {grants}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    );
+    let dir = app_dir(&app);
+    std::fs::write(dir.path().join("outside.txt"), "secret\n").expect("write secret");
+    std::fs::create_dir_all(dir.path().join("run/sandbox")).expect("mkdir");
+    std::os::unix::fs::symlink("../../outside.txt", dir.path().join("run/sandbox/link-out"))
+        .expect("symlink");
+    let capture = sample_capture();
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            capture.to_str().unwrap_or(""),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let probes = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
+        .filter(|event| event["kind"] == "Probe")
+        .map(|event| {
+            let text = |name: &str| event["fields"][name].as_str().unwrap_or("").to_owned();
+            (text("probe"), text("outcome"))
+        })
+        .collect();
+    (probes, dir)
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(probe, outcome)| ((*probe).to_owned(), (*outcome).to_owned()))
+        .collect()
+}
+
+#[test]
+fn a_granted_directory_is_all_a_component_can_reach() {
+    let (probes, dir) = probe_files("{ dir = \"sandbox\" }");
+    assert_eq!(
+        probes,
+        pairs(&[
+            ("read /etc/passwd", "denied: NotFound"),
+            ("read ../outside.txt", "denied: PermissionDenied"),
+            ("read link-out", "denied: PermissionDenied"),
+            ("write ../escape.txt", "denied: PermissionDenied"),
+            ("write link-out", "denied: PermissionDenied"),
+            ("write inside.txt", "ok"),
+            ("read inside.txt", "ok"),
+        ])
+    );
+    let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).ok();
+    assert_eq!(
+        read("outside.txt").as_deref(),
+        Some("secret\n"),
+        "the secret is untouched"
+    );
+    assert_eq!(read("run/escape.txt"), None);
+    assert_eq!(read("escape.txt"), None);
+    assert_eq!(
+        read("run/sandbox/inside.txt").as_deref(),
+        Some("written by a guest\n")
+    );
+}
+
+#[test]
+fn a_read_only_directory_cannot_be_written() {
+    let (probes, dir) = probe_files("{ dir = \"sandbox\", dir_mode = \"read-only\" }");
+    let outcome = |probe: &str| {
+        probes
+            .iter()
+            .find(|(name, _)| name == probe)
+            .map(|(_, outcome)| outcome.as_str())
+            .unwrap_or("missing")
+    };
+    assert_eq!(outcome("write inside.txt"), "denied: PermissionDenied");
+    assert_eq!(outcome("read inside.txt"), "denied: NotFound");
+    assert!(!dir.path().join("run/sandbox/inside.txt").exists());
+}
+
+#[test]
+fn file_and_network_imports_without_a_grant_are_refused_at_load() {
+    let fs_guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_FS");
+    let net_guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_NET");
+    for (guest, grants, expected) in [
+        (
+            fs_guest,
+            "",
+            "imports wasi:filesystem/types@0.2.6, which needs a directory: grants = { dir = \"...\" }",
+        ),
+        (
+            net_guest,
+            "grants = { dir = \"x\" }",
+            "imports wasi:sockets/network@0.2.6, which needs network access, and correlator grants none yet",
+        ),
+    ] {
+        let dir = app_dir(&format!(
+            "[modules.m]\ncomponent = '{guest}'\n{grants}\n[handlers.h]\ncomponent = \"builtin:log\"\n"
+        ));
+        let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+        assert_eq!(run.code, Some(1));
+        assert_eq!(
+            run.stderr,
+            format!("error: module \"m\" ({guest}) {expected}\n")
+        );
+    }
+    let run = correlator(&workspace(), &["inspect", net_guest]);
+    assert_has(
+        &run.stdout,
+        "  wasi:sockets/tcp@0.2.6  (needs network access, and correlator grants none yet)\n",
+    );
 }

@@ -3,7 +3,7 @@
 
 use crate::app::{App, ComponentSource, Role};
 use crate::config_store::display_value;
-use crate::host::{Host, HostOptions, StreamClock};
+use crate::host::{Host, HostOptions, StreamClock, check_import};
 use crate::loader::{self, Purpose};
 use crate::replay;
 use anyhow::Context as _;
@@ -167,7 +167,14 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     }
     let _ = writeln!(out, "imports:");
     for import in &inspection.imports {
-        let _ = writeln!(out, "  {import}");
+        match check_import(import, false) {
+            Ok(()) => {
+                let _ = writeln!(out, "  {import}");
+            }
+            Err(needs) => {
+                let _ = writeln!(out, "  {import}  ({})", needs.trim_start_matches("which "));
+            }
+        }
     }
     let _ = writeln!(out, "exports:");
     for export in &inspection.exports {

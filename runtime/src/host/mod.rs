@@ -158,6 +158,16 @@ impl Host {
         loaded: &LoadedComponent,
         grants: &ResolvedGrants,
     ) -> anyhow::Result<ModuleInstance> {
+        self.check_imports(spec, loaded)?;
+        self.module_instance(spec, loaded, grants)
+    }
+
+    fn module_instance(
+        &self,
+        spec: &InstanceSpec,
+        loaded: &LoadedComponent,
+        grants: &ResolvedGrants,
+    ) -> anyhow::Result<ModuleInstance> {
         let pre = self.pre(spec, loaded)?;
         let pre = bindings::module::LogicModulePre::new(pre)
             .into_anyhow()
@@ -185,6 +195,16 @@ impl Host {
         loaded: &LoadedComponent,
         grants: &ResolvedGrants,
     ) -> anyhow::Result<HandlerInstance> {
+        self.check_imports(spec, loaded)?;
+        self.handler_instance(spec, loaded, grants)
+    }
+
+    fn handler_instance(
+        &self,
+        spec: &InstanceSpec,
+        loaded: &LoadedComponent,
+        grants: &ResolvedGrants,
+    ) -> anyhow::Result<HandlerInstance> {
         let pre = self.pre(spec, loaded)?;
         let pre = bindings::handler::EventHandlerPre::new(pre)
             .into_anyhow()
@@ -206,14 +226,12 @@ impl Host {
 
     /// Check the component's imports against the instance's grants, then
     /// link it once for all its instances.
-    fn pre(
-        &self,
-        spec: &InstanceSpec,
-        loaded: &LoadedComponent,
-    ) -> anyhow::Result<wasmtime::component::InstancePre<InstanceState>> {
+    /// Refuse a component that imports what the instance's grants do not
+    /// cover.
+    fn check_imports(&self, spec: &InstanceSpec, loaded: &LoadedComponent) -> anyhow::Result<()> {
         let component_type = loaded.component.component_type();
         for (import, _) in component_type.imports(&self.engine) {
-            check_import(import, grants_for_check(spec)).map_err(|needs| {
+            check_import(import, spec.grants.dir.is_some()).map_err(|needs| {
                 anyhow::anyhow!(
                     "{} \"{}\" ({}) imports {import}, {needs}",
                     spec.role.noun(),
@@ -222,16 +240,20 @@ impl Host {
                 )
             })?;
         }
+        Ok(())
+    }
+
+    /// Link a component once for all its instances.
+    fn pre(
+        &self,
+        spec: &InstanceSpec,
+        loaded: &LoadedComponent,
+    ) -> anyhow::Result<wasmtime::component::InstancePre<InstanceState>> {
         self.linker
             .instantiate_pre(&loaded.component)
             .into_anyhow()
             .with_context(|| format!("cannot link {} for \"{}\"", spec.source, spec.name))
     }
-}
-
-/// What the import check needs to know of an instance's grants.
-fn grants_for_check(spec: &InstanceSpec) -> bool {
-    spec.grants.dir.is_some()
 }
 
 /// Whether a component may import `import` given whether it was granted a
@@ -306,28 +328,19 @@ impl Host {
             source_location: location.clone(),
             config: Vec::new(),
             filter: None,
-            // Inspecting grants nothing, but must not refuse what a grant
-            // would allow: the imports are shown instead.
-            grants: crate::app::Grants {
-                dir: Some((String::new(), location.clone())),
-                dir_mode: crate::app::DirMode::ReadOnly,
-            },
+            grants: crate::app::Grants::default(),
             sha256: None,
             limits: crate::app::Limits::default(),
             on_failure: crate::app::OnFailure::default(),
         };
         let descriptor = match role {
             Some(Role::Module) => Some(
-                self.instantiate_module(&spec(Role::Module), &loaded, &ResolvedGrants::default())?
+                self.module_instance(&spec(Role::Module), &loaded, &ResolvedGrants::default())?
                     .descriptor,
             ),
             Some(Role::Handler) => Some(
-                self.instantiate_handler(
-                    &spec(Role::Handler),
-                    &loaded,
-                    &ResolvedGrants::default(),
-                )?
-                .descriptor,
+                self.handler_instance(&spec(Role::Handler), &loaded, &ResolvedGrants::default())?
+                    .descriptor,
             ),
             None => None,
         };

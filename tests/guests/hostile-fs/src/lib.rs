@@ -1,0 +1,61 @@
+//! A logic module that, at its first record, tries to read and write files
+//! inside and outside the directory it was granted, and reports each try as
+//! a `Probe` event: `ok` or `denied: KIND`.
+
+use correlator_sdk::{Descriptor, Event, EventType, Module, Record, Severity, export_module};
+use std::io::Write as _;
+
+struct HostileFs {
+    probed: bool,
+}
+
+fn outcome<T>(result: std::io::Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(error) => format!("denied: {:?}", error.kind()),
+    }
+}
+
+fn write(path: &str) -> std::io::Result<()> {
+    std::fs::File::create(path)?.write_all(b"written by a guest\n")
+}
+
+impl Module for HostileFs {
+    fn describe() -> Descriptor {
+        Descriptor::new("hostile-fs", "tries files it may not touch, for tests").event(
+            EventType::new("Probe", Severity::Info, "one try")
+                .text("probe", "what was tried")
+                .text("outcome", "ok, or denied and why"),
+        )
+    }
+
+    fn init() -> Result<Self, String> {
+        Ok(HostileFs { probed: false })
+    }
+
+    fn process(&mut self, _record: &Record<'_>) {
+        if std::mem::replace(&mut self.probed, true) {
+            return;
+        }
+        let probes = [
+            ("read /etc/passwd", outcome(std::fs::read("/etc/passwd"))),
+            (
+                "read ../outside.txt",
+                outcome(std::fs::read("../outside.txt")),
+            ),
+            ("read link-out", outcome(std::fs::read("link-out"))),
+            ("write ../escape.txt", outcome(write("../escape.txt"))),
+            ("write link-out", outcome(write("link-out"))),
+            ("write inside.txt", outcome(write("inside.txt"))),
+            ("read inside.txt", outcome(std::fs::read("inside.txt"))),
+        ];
+        for (probe, outcome) in probes {
+            let _ = Event::new("Probe", format!("{probe}: {outcome}"))
+                .text("probe", probe)
+                .text("outcome", outcome)
+                .dispatch();
+        }
+    }
+}
+
+export_module!(HostileFs);
