@@ -15,11 +15,12 @@ const BUILTINS: [(&str, &str); 4] = [
 
 /// (name, package) of the guests the integration tests use; built from
 /// source like the builtins, never committed as binaries.
-const TEST_GUESTS: [(&str, &str); 4] = [
+const TEST_GUESTS: [(&str, &str); 5] = [
     ("schema-breaker", "correlator-test-schema-breaker"),
     ("hostile", "correlator-test-hostile"),
     ("hostile-fs", "correlator-test-hostile-fs"),
     ("hostile-net", "correlator-test-hostile-net"),
+    ("hostile-handler", "correlator-test-hostile-handler"),
 ];
 
 fn main() {

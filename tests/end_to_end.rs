@@ -592,7 +592,7 @@ fn configuration_errors_name_the_key_value_type_and_place() {
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
-        "error: in --option: unknown configuration item \"system.nope\"; known items here: system.call_time_limits, system.compile_cache, system.run_dir\n"
+        "error: in --option: unknown configuration item \"system.nope\"; known items here: system.call_time_limits, system.compile_cache, system.run_dir, system.wasm_stack_kib\n"
     );
 
     let dir = app_dir(
@@ -689,7 +689,7 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         ["text", "\"text\"", "\"text\"", "default"]
     );
     assert_eq!(row("system.run_dir")[1..4], ["text", "\".\"", "\".\""]);
-    assert_eq!(rows.len(), 1 + 3 + 1 + 6);
+    assert_eq!(rows.len(), 1 + 3 + 1 + 7);
 }
 
 #[test]

@@ -445,3 +445,66 @@ fn file_and_network_imports_without_a_grant_are_refused_at_load() {
         "  wasi:sockets/tcp@0.2.6  (needs network access, and correlator grants none yet)\n",
     );
 }
+
+/// An app with the sshd module, a hostile handler doing `attack` and the
+/// JSON log handler; its events and stderr over [`attack_capture`].
+fn handler_attack(attack: &str, extra: &str) -> (Vec<Value>, String) {
+    let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_HANDLER");
+    let app = format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [handlers.bad]\ncomponent = '{guest}'\nconfig = {{ attack = \"{attack}\" }}\nlimits = {{ call_timeout_ms = 100 }}\n{extra}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    );
+    run_app(&app, &attack_capture())
+}
+
+#[test]
+fn a_handler_failing_on_one_event_costs_only_that_event() {
+    let (events, stderr) = handler_attack("poison", "");
+    assert_eq!(
+        events,
+        normal_sshd_events(),
+        "the other handler gets everything"
+    );
+    assert_has(
+        &stderr,
+        "handler failed: trapped on unreachable code (a panic or an abort) handler=bad\n",
+    );
+    assert_eq!(
+        stderr
+            .matches("event skipped: it alone made the handler fail: trapped on unreachable code (a panic or an abort) handler=bad module=OpenSSH event=SSHDLoginFailed\n")
+            .count(),
+        3,
+        "three failed logins fail alone before the batch is given up:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_handler_that_never_returns_is_disabled_and_the_others_are_told() {
+    let (events, stderr) = handler_attack("loop", "on_failure = \"disable\"");
+    let (normal, disabled): (Vec<Value>, Vec<Value>) =
+        events.into_iter().partition(|e| e["module"] == "OpenSSH");
+    assert_eq!(normal, normal_sshd_events());
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    assert_eq!(disabled[0]["kind"], "ComponentDisabled");
+    assert_eq!(disabled[0]["module"], "bad");
+    assert_eq!(
+        disabled[0]["fields"]["reason"],
+        "its policy is to disable it at the first failure; last failure: ran longer than its call time limit (100 ms)"
+    );
+    assert_has(
+        &stderr,
+        "handler disabled: its policy is to disable it at the first failure",
+    );
+}
+
+#[test]
+fn events_a_handler_refuses_are_counted_as_failures() {
+    let (events, stderr) = handler_attack("refuse", "");
+    assert_eq!(events, normal_sshd_events());
+    assert_has(
+        &stderr,
+        "handler failed on an event: will not handle SSHDLoginSucceeded handler=bad module=OpenSSH event=SSHDLoginSucceeded\n",
+    );
+    assert_has(&stderr, "handler_failures=11 ");
+}

@@ -274,8 +274,9 @@ impl ModuleInstance {
         Ok(())
     }
 
-    /// Replace the store with a fresh, initialised instance.
-    fn restart(&mut self) -> Result<(), String> {
+    /// Replace the instance with a fresh, initialised one, as the restart
+    /// policy does (public for the benchmark of what that costs).
+    pub fn restart(&mut self) -> Result<(), String> {
         self.fresh()?;
         self.call_init()
             .map_err(|failure| format!("a fresh instance {failure}"))

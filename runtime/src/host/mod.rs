@@ -52,6 +52,8 @@ pub struct HostOptions {
     pub compile_cache: Option<PathBuf>,
     /// Whether calls are stopped at their time limit (epoch interruption).
     pub call_time_limits: bool,
+    /// WebAssembly stack each call may use, bytes; deeper recursion traps.
+    pub wasm_stack_bytes: usize,
 }
 
 impl Default for HostOptions {
@@ -59,6 +61,7 @@ impl Default for HostOptions {
         HostOptions {
             compile_cache: None,
             call_time_limits: true,
+            wasm_stack_bytes: 512 << 10,
         }
     }
 }
@@ -72,6 +75,7 @@ impl Host {
         config.wasm_component_model(true);
         // Calls are stopped when they run past their deadline (see Sandbox).
         config.epoch_interruption(options.call_time_limits);
+        config.max_wasm_stack(options.wasm_stack_bytes);
         if let Some(directory) = &options.compile_cache {
             match compile_cache_for(directory) {
                 Ok(cache) => {
