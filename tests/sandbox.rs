@@ -426,7 +426,7 @@ fn file_and_network_imports_without_a_grant_are_refused_at_load() {
         (
             net_guest,
             "grants = { dir = \"x\" }",
-            "imports wasi:sockets/network@0.2.6, which needs network access, and correlator grants none yet",
+            "imports wasi:sockets/network@0.2.6, which needs network destinations: grants = { network = [\"IP:PORT\"] }",
         ),
     ] {
         let dir = app_dir(&format!(
@@ -442,7 +442,7 @@ fn file_and_network_imports_without_a_grant_are_refused_at_load() {
     let run = correlator(&workspace(), &["inspect", net_guest]);
     assert_has(
         &run.stdout,
-        "  wasi:sockets/tcp@0.2.6  (needs network access, and correlator grants none yet)\n",
+        "  wasi:sockets/tcp@0.2.6  (needs network destinations: grants = { network = [\"IP:PORT\"] })\n",
     );
 }
 
@@ -507,4 +507,70 @@ fn events_a_handler_refuses_are_counted_as_failures() {
         "handler failed on an event: will not handle SSHDLoginSucceeded handler=bad module=OpenSSH event=SSHDLoginSucceeded\n",
     );
     assert_has(&stderr, "handler_failures=11 ");
+}
+
+/// Run the connecting guest against `target` with `grants`; its probe.
+fn probe_network(target: &str, grants: &str) -> (String, String) {
+    let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_NET");
+    let dir = app_dir(&format!(
+        "[modules.net]\ncomponent = '{guest}'\nconfig = {{ target = \"{target}\" }}\ngrants = {grants}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    ));
+    let capture = sample_capture();
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            capture.to_str().unwrap_or(""),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let event: Value =
+        serde_json::from_str(run.stdout.lines().next().unwrap_or("")).expect("a probe");
+    let text = |name: &str| event["fields"][name].as_str().unwrap_or("").to_owned();
+    (text("probe"), text("outcome"))
+}
+
+#[test]
+fn a_component_reaches_only_the_network_destinations_it_is_granted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
+    let port = listener.local_addr().expect("local address").port();
+    let target = format!("127.0.0.1:{port}");
+    let receiver = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let (mut stream, _) = listener.accept().expect("the granted connection");
+        let mut received = String::new();
+        let _ = stream.read_to_string(&mut received);
+        received
+    });
+    let (probe, outcome) = probe_network(&target, &format!("{{ network = [\"{target}\"] }}"));
+    assert_eq!(
+        (probe.as_str(), outcome.as_str()),
+        (format!("connect {target}").as_str(), "ok")
+    );
+    assert_eq!(receiver.join().expect("receiver"), "hello from a guest\n");
+
+    let other = format!("127.0.0.1:{}", port.wrapping_add(1));
+    let (_, outcome) = probe_network(
+        &target,
+        &format!("{{ network = [\"{other}\", \"[::1]:*\"] }}"),
+    );
+    assert_eq!(outcome, "denied: PermissionDenied");
+}
+
+#[test]
+fn network_grants_must_be_ip_and_port() {
+    let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_NET");
+    let dir = app_dir(&format!(
+        "[modules.net]\ncomponent = '{guest}'\ngrants = {{ network = [\"example.com:443\"] }}\n[handlers.h]\ncomponent = \"builtin:log\"\n"
+    ));
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: app.toml line 3 column 23: network grant \"example.com:443\": \"example.com\" is not an IP address (host names are not supported)\n"
+    );
 }

@@ -47,6 +47,53 @@ struct GrantsRaw {
     dir: Option<Spanned<String>>,
     #[serde(default)]
     dir_mode: DirMode,
+    #[serde(default)]
+    network: Vec<Spanned<String>>,
+}
+
+/// An outbound destination a component may reach: `IP:PORT`, with `*` for
+/// any address or any port (`127.0.0.1:5140`, `[::1]:443`, `*:443`,
+/// `192.0.2.7:*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPattern {
+    /// The address, or `None` for any.
+    pub ip: Option<std::net::IpAddr>,
+    /// The port, or `None` for any.
+    pub port: Option<u16>,
+}
+
+impl NetworkPattern {
+    /// Parse `IP:PORT`; host names are not accepted (nothing would check
+    /// what they resolve to).
+    pub fn parse(text: &str) -> Result<NetworkPattern, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("network grant \"{text}\" is not IP:PORT"))?;
+        let port = match port {
+            "*" => None,
+            port => Some(
+                port.parse()
+                    .map_err(|_| format!("network grant \"{text}\": \"{port}\" is not a port"))?,
+            ),
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let ip = match host {
+            "*" => None,
+            host => Some(host.parse().map_err(|_| {
+                format!("network grant \"{text}\": \"{host}\" is not an IP address (host names are not supported)")
+            })?),
+        };
+        Ok(NetworkPattern { ip, port })
+    }
+
+    /// Whether `address` is one this pattern allows.
+    pub fn allows(&self, address: &std::net::SocketAddr) -> bool {
+        self.ip.is_none_or(|ip| ip == address.ip())
+            && self.port.is_none_or(|port| port == address.port())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +268,14 @@ pub enum AppError {
         /// Where it is written.
         location: Location,
     },
+    /// A grant that does not parse.
+    #[error("{location}: {message}")]
+    BadGrant {
+        /// What is wrong with it.
+        message: String,
+        /// Where it is written.
+        location: Location,
+    },
     /// A limit of zero, which would stop every call.
     #[error("{location}: every limit of \"{name}\" must be above zero")]
     ZeroLimit {
@@ -277,6 +332,8 @@ pub struct Grants {
     pub dir: Option<(String, Location)>,
     /// Whether the directory may be written.
     pub dir_mode: DirMode,
+    /// Outbound destinations it may connect or send to.
+    pub network: Vec<NetworkPattern>,
 }
 
 /// Whether an instance is a logic module or an event handler.
@@ -457,6 +514,19 @@ impl App {
                         .as_ref()
                         .map(|dir| (dir.get_ref().clone(), locate(dir.span()))),
                     dir_mode: raw.grants.dir_mode,
+                    network: raw
+                        .grants
+                        .network
+                        .iter()
+                        .map(|pattern| {
+                            NetworkPattern::parse(pattern.get_ref()).map_err(|message| {
+                                AppError::BadGrant {
+                                    message,
+                                    location: locate(pattern.span()),
+                                }
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
                 },
                 sha256,
                 limits,

@@ -167,7 +167,7 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     }
     let _ = writeln!(out, "imports:");
     for import in &inspection.imports {
-        match check_import(import, false) {
+        match check_import(import, false, false) {
             Ok(()) => {
                 let _ = writeln!(out, "  {import}");
             }

@@ -132,11 +132,16 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         ),
     };
     let mut host = Host::new(clock.clone(), &host_options)?;
-    let grants_of = |spec: &InstanceSpec| match (&spec.grants.dir, purpose) {
-        (Some((dir, _)), Purpose::Run) => ResolvedGrants {
-            dir: Some((run_dir.join(dir), spec.grants.dir_mode)),
+    let grants_of = |spec: &InstanceSpec| match purpose {
+        Purpose::Run => ResolvedGrants {
+            dir: spec
+                .grants
+                .dir
+                .as_ref()
+                .map(|(dir, _)| (run_dir.join(dir), spec.grants.dir_mode)),
+            network: spec.grants.network.clone(),
         },
-        _ => ResolvedGrants::default(),
+        Purpose::Inspect => ResolvedGrants::default(),
     };
     let mut modules = Vec::new();
     for spec in &app.modules {

@@ -235,7 +235,12 @@ impl Host {
     fn check_imports(&self, spec: &InstanceSpec, loaded: &LoadedComponent) -> anyhow::Result<()> {
         let component_type = loaded.component.component_type();
         for (import, _) in component_type.imports(&self.engine) {
-            check_import(import, spec.grants.dir.is_some()).map_err(|needs| {
+            check_import(
+                import,
+                spec.grants.dir.is_some(),
+                !spec.grants.network.is_empty(),
+            )
+            .map_err(|needs| {
                 anyhow::anyhow!(
                     "{} \"{}\" ({}) imports {import}, {needs}",
                     spec.role.noun(),
@@ -261,11 +266,11 @@ impl Host {
 }
 
 /// Whether a component may import `import` given whether it was granted a
-/// directory; if not, what it would need. Interfaces a component may always
+/// directory and network destinations; if not, what it would need. Interfaces a component may always
 /// import are sandboxed by the host: configuration, the stream clock, event
 /// dispatch, logging, and WASI's I/O streams, CLI (empty environment and
 /// arguments), clocks (the stream clock) and random numbers.
-pub fn check_import(import: &str, has_dir: bool) -> Result<(), String> {
+pub fn check_import(import: &str, has_dir: bool, has_network: bool) -> Result<(), String> {
     let interface = import.split('@').next().unwrap_or(import);
     let package = interface.split('/').next().unwrap_or(interface);
     match package {
@@ -273,8 +278,12 @@ pub fn check_import(import: &str, has_dir: bool) -> Result<(), String> {
         | "wasi:random" => Ok(()),
         "wasi:filesystem" if has_dir => Ok(()),
         "wasi:filesystem" => Err("which needs a directory: grants = { dir = \"...\" }".into()),
-        "wasi:sockets" | "wasi:http" => {
-            Err("which needs network access, and correlator grants none yet".into())
+        "wasi:sockets" if has_network => Ok(()),
+        "wasi:sockets" => {
+            Err("which needs network destinations: grants = { network = [\"IP:PORT\"] }".into())
+        }
+        "wasi:http" => {
+            Err("which correlator does not provide yet (outbound HTTP is planned)".into())
         }
         _ => Err("which correlator does not provide".into()),
     }

@@ -4,13 +4,14 @@
 
 use super::IntoAnyhow as _;
 use super::state::{InstanceLimits, InstanceState, StreamClock};
-use crate::app::{DirMode, InstanceSpec, Limits, Role};
+use crate::app::{DirMode, InstanceSpec, Limits, NetworkPattern, Role};
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// How often the engine's epoch advances: the granularity of call time
@@ -23,6 +24,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct ResolvedGrants {
     /// A directory, seen by the guest as its current directory.
     pub dir: Option<(PathBuf, DirMode)>,
+    /// Outbound destinations it may connect or send to.
+    pub network: Vec<NetworkPattern>,
 }
 
 /// Makes stores for one instance: the first one and every fresh one after a
@@ -111,6 +114,17 @@ impl Sandbox {
                     )
                 })?;
         }
+        if !self.grants.network.is_empty() {
+            let patterns = Arc::new(self.grants.network.clone());
+            // TCP and UDP are off unless granted; every address is then
+            // checked against the grant.
+            wasi.allow_tcp(true)
+                .allow_udp(true)
+                .socket_addr_check(move |address, usage| {
+                    let allowed = outbound_allowed(&patterns, &address, usage);
+                    Box::pin(async move { allowed })
+                });
+        }
         let memory =
             usize::try_from(self.limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let store_limits = StoreLimitsBuilder::new()
@@ -128,6 +142,26 @@ impl Sandbox {
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(self.call_ticks());
         Ok(store)
+    }
+}
+
+/// Whether a socket may use `address` for `usage` under outbound grants:
+/// connecting and sending to a granted destination, and the implicit bind
+/// to the wildcard address that connecting and sending do. Listening,
+/// accepting and explicit binds are never granted.
+fn outbound_allowed(
+    patterns: &[NetworkPattern],
+    address: &std::net::SocketAddr,
+    usage: SocketAddrUse,
+) -> bool {
+    match usage {
+        SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => {
+            patterns.iter().any(|pattern| pattern.allows(address))
+        }
+        SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+            address.ip().is_unspecified() && address.port() == 0
+        }
+        _ => false,
     }
 }
 
