@@ -574,3 +574,84 @@ fn network_grants_must_be_ip_and_port() {
         "error: app.toml line 3 column 23: network grant \"example.com:443\": \"example.com\" is not an IP address (host names are not supported)\n"
     );
 }
+
+#[test]
+fn a_component_reads_only_the_secrets_it_is_granted() {
+    let app = attack_app("secrets", "grants = { secrets = [\"granted\"] }");
+    let dir = app_dir(&app);
+    std::fs::write(
+        dir.path().join("input.cap"),
+        "<13>1 2023-02-20T15:00:00Z h app 1 - - one\n",
+    )
+    .expect("capture");
+    let env = [
+        ("CORRELATOR_SECRET_GRANTED", "s3cret"),
+        ("CORRELATOR_SECRET_OTHER", "not yours"),
+    ];
+    let run = correlator_with_env(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+        &env,
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let secrets: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
+        .filter(|event| event["kind"] == "Secret")
+        .map(|event| event["fields"].clone())
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            json!({"name": "granted", "value": "s3cret"}),
+            json!({"name": "other", "value": "<none>"})
+        ]
+    );
+}
+
+#[test]
+fn secrets_come_from_a_private_file_and_missing_ones_stop_start_up() {
+    let app = format!(
+        "[config.system]\nsecrets_file = \"secrets.toml\"\n{}",
+        attack_app(
+            "secrets",
+            "grants = { secrets = [\"granted\", \"absent\"] }"
+        )
+    );
+    let dir = app_dir(&app);
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "granted = \"from the file\"\n").expect("secrets file");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: secrets file secrets.toml is readable by others (mode 644); chmod 600 it\n"
+    );
+
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: missing secrets:\n  app.toml line 9 column 34: module \"bad\" is granted secret \"absent\", but neither CORRELATOR_SECRET_ABSENT nor the secrets file holds it\n"
+    );
+
+    std::fs::write(
+        dir.path().join("input.cap"),
+        "<13>1 2023-02-20T15:00:00Z h app 1 - - one\n",
+    )
+    .expect("capture");
+    let run = correlator_with_env(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+        &[("CORRELATOR_SECRET_ABSENT", "from the environment")],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_has(
+        &run.stdout,
+        "\"fields\":{\"name\":\"granted\",\"value\":\"from the file\"}",
+    );
+}

@@ -29,6 +29,7 @@ pub mod handler {
             "correlator:plugin/types@0.1.0": super::module::correlator::plugin::types,
             "correlator:plugin/config@0.1.0": super::module::correlator::plugin::config,
             "correlator:plugin/clock@0.1.0": super::module::correlator::plugin::clock,
+            "correlator:plugin/secrets@0.1.0": super::module::correlator::plugin::secrets,
             "wasi:logging/logging@0.1.0-draft": super::module::wasi::logging::logging,
         },
     });

@@ -43,6 +43,7 @@ mod window;
 pub mod collections;
 pub mod config;
 pub mod log;
+pub mod secrets;
 
 #[doc(hidden)]
 pub mod __bindings;

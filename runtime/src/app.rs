@@ -49,6 +49,8 @@ struct GrantsRaw {
     dir_mode: DirMode,
     #[serde(default)]
     network: Vec<Spanned<String>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
 }
 
 /// An outbound destination a component may reach: `IP:PORT`, with `*` for
@@ -334,6 +336,8 @@ pub struct Grants {
     pub dir_mode: DirMode,
     /// Outbound destinations it may connect or send to.
     pub network: Vec<NetworkPattern>,
+    /// Names of the secrets it may read, and where each is granted.
+    pub secrets: Vec<(String, Location)>,
 }
 
 /// Whether an instance is a logic module or an event handler.
@@ -525,6 +529,29 @@ impl App {
                                     location: locate(pattern.span()),
                                 }
                             })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    secrets: raw
+                        .grants
+                        .secrets
+                        .iter()
+                        .map(|name| {
+                            let valid = !name.get_ref().is_empty()
+                                && name
+                                    .get_ref()
+                                    .chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                            if valid {
+                                Ok((name.get_ref().clone(), locate(name.span())))
+                            } else {
+                                Err(AppError::BadGrant {
+                                    message: format!(
+                                        "secret name \"{}\" may only hold letters, digits, '_', '-' and '.'",
+                                        name.get_ref()
+                                    ),
+                                    location: locate(name.span()),
+                                })
+                            }
                         })
                         .collect::<Result<_, _>>()?,
                 },

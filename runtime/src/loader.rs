@@ -12,7 +12,7 @@ use crate::record::time::parse_utc_offset;
 use crate::replay::ReplaySettings;
 use crate::types::{Value, ValueType};
 use anyhow::{Context as _, anyhow, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Whether the app is about to run, or only looked at (`config`, `check`):
 /// looking neither creates granted directories nor initialises instances.
@@ -40,7 +40,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 7] = [
+    let items: [(&str, ValueType, Value, &str); 8] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -64,6 +64,12 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Integer,
             Value::Integer(512),
             "WebAssembly stack a component's call may use (KiB, for every instance); deeper recursion traps",
+        ),
+        (
+            "system.secrets_file",
+            ValueType::Text,
+            Value::Text(String::new()),
+            "TOML file of secret names and values (readable by its owner only); CORRELATOR_SECRET_<NAME> variables take precedence",
         ),
         (
             "parser.rfc3164_year",
@@ -132,6 +138,7 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         ),
     };
     let mut host = Host::new(clock.clone(), &host_options)?;
+    let secrets = resolve_secrets(app, store.text("system.secrets_file").unwrap_or(""))?;
     let grants_of = |spec: &InstanceSpec| match purpose {
         Purpose::Run => ResolvedGrants {
             dir: spec
@@ -140,6 +147,15 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
                 .as_ref()
                 .map(|(dir, _)| (run_dir.join(dir), spec.grants.dir_mode)),
             network: spec.grants.network.clone(),
+            secrets: std::sync::Arc::new(
+                spec.grants
+                    .secrets
+                    .iter()
+                    .filter_map(|(name, _)| {
+                        secrets.get(name).map(|value| (name.clone(), value.clone()))
+                    })
+                    .collect(),
+            ),
         },
         Purpose::Inspect => ResolvedGrants::default(),
     };
@@ -268,6 +284,97 @@ fn declare_instance_items(
             })?;
     }
     Ok(())
+}
+
+/// The environment variable that holds secret `name`.
+pub fn secret_variable(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("CORRELATOR_SECRET_{name}")
+}
+
+/// The values of every secret the app grants, from the environment or the
+/// secrets file; an error listing every one that is missing.
+fn resolve_secrets(
+    app: &App,
+    secrets_file: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let granted: Vec<(&InstanceSpec, &String, &crate::app::Location)> = app
+        .instances()
+        .flat_map(|spec| {
+            spec.grants
+                .secrets
+                .iter()
+                .map(move |(name, location)| (spec, name, location))
+        })
+        .collect();
+    if granted.is_empty() {
+        return Ok(Default::default());
+    }
+    let file: toml::Table = if secrets_file.is_empty() {
+        toml::Table::new()
+    } else {
+        read_secrets_file(Path::new(secrets_file))?
+    };
+    let mut values = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    for (spec, name, location) in granted {
+        let variable = secret_variable(name);
+        let value = std::env::var(&variable).ok().or_else(|| {
+            file.get(name.as_str())
+                .and_then(|value| value.as_str())
+                .map(str::to_owned)
+        });
+        match value {
+            Some(value) => {
+                values.insert(name.clone(), value);
+            }
+            None => missing.push(format!(
+                "{location}: {} \"{}\" is granted secret \"{name}\", but neither {variable} nor the secrets file holds it",
+                spec.role.noun(),
+                spec.name
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("missing secrets:\n  {}", missing.join("\n  "));
+    }
+    Ok(values)
+}
+
+/// A secrets file: a TOML table of names and string values, which must not
+/// be readable by anyone but its owner.
+fn read_secrets_file(path: &Path) -> anyhow::Result<toml::Table> {
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read secrets file {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "secrets file {} is readable by others (mode {mode:o}); chmod 600 it",
+                path.display()
+            );
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read secrets file {}", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        anyhow!(
+            "secrets file {}: {}",
+            path.display(),
+            error.to_string().trim_end()
+        )
+    })
 }
 
 /// The directory `system.compile_cache` names, if any.

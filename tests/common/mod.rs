@@ -24,6 +24,11 @@ pub struct Run {
 
 /// Run `correlator ARGS` in `dir` with plain diagnostics.
 pub fn correlator(dir: &Path, args: &[&str]) -> Run {
+    correlator_with_env(dir, args, &[])
+}
+
+/// Run `correlator ARGS` in `dir` with extra environment variables.
+pub fn correlator_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let Output {
         status,
         stdout,
@@ -32,6 +37,7 @@ pub fn correlator(dir: &Path, args: &[&str]) -> Run {
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .output()
         .expect("the correlator binary runs");
     Run {

@@ -25,6 +25,7 @@ pub mod handler {
             "correlator:plugin/types": super::module::correlator::plugin::types,
             "correlator:plugin/config": super::module::correlator::plugin::config,
             "correlator:plugin/clock": super::module::correlator::plugin::clock,
+            "correlator:plugin/secrets": super::module::correlator::plugin::secrets,
             "wasi:logging/logging": super::module::wasi::logging::logging,
         },
     });

@@ -6,6 +6,7 @@ use super::IntoAnyhow as _;
 use super::state::{InstanceLimits, InstanceState, StreamClock};
 use crate::app::{DirMode, InstanceSpec, Limits, NetworkPattern, Role};
 use anyhow::Context as _;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ pub struct ResolvedGrants {
     pub dir: Option<(PathBuf, DirMode)>,
     /// Outbound destinations it may connect or send to.
     pub network: Vec<NetworkPattern>,
+    /// The granted secrets with their values.
+    pub secrets: Arc<BTreeMap<String, String>>,
 }
 
 /// Makes stores for one instance: the first one and every fresh one after a
@@ -131,13 +134,14 @@ impl Sandbox {
             .memory_size(memory)
             .trap_on_grow_failure(true)
             .build();
-        let state = InstanceState::new(
+        let mut state = InstanceState::new(
             Arc::clone(&self.name),
             wasi.build(),
             store_limits,
             self.clock.clone(),
             InstanceLimits::from(&self.limits),
         );
+        state.secrets = Arc::clone(&self.grants.secrets);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(self.call_ticks());

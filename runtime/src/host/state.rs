@@ -1,7 +1,7 @@
 //! What each instance's store holds, and the contract's host interfaces
 //! (configuration, stream clock, event dispatch, logging) implemented on it.
 
-use super::bindings::module::correlator::plugin::{clock, config, events, types};
+use super::bindings::module::correlator::plugin::{clock, config, events, secrets, types};
 use super::bindings::module::wasi::logging::logging::{self, Level};
 use crate::types::{DispatchError, Dispatched, Event, EventDecl, Timestamp, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -166,6 +166,8 @@ pub struct InstanceState {
     pub rejected: u64,
     limits_of_calls: InstanceLimits,
     log_budget: LogBudget,
+    /// The secrets granted to this instance, by name.
+    pub secrets: Arc<BTreeMap<String, String>>,
 }
 
 impl InstanceState {
@@ -188,6 +190,7 @@ impl InstanceState {
             dispatched: Vec::new(),
             rejected: 0,
             log_budget: LogBudget::new(limits.log_lines_per_second),
+            secrets: Arc::default(),
             limits_of_calls: limits,
         }
     }
@@ -277,6 +280,12 @@ impl types::Host for InstanceState {}
 impl config::Host for InstanceState {
     fn get(&mut self, key: String) -> Option<Value> {
         self.config.get(&key).cloned()
+    }
+}
+
+impl secrets::Host for InstanceState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.secrets.get(&name).cloned()
     }
 }
 

@@ -32,6 +32,11 @@ impl Module for Hostile {
                     .integer("args", "arguments visible")
                     .integer("clock", "seconds the wall clock shows"),
             )
+            .event(
+                EventType::new("Secret", Severity::Info, "what a secret read gave")
+                    .text("name", "the secret's name")
+                    .text("value", "its value, or <none>"),
+            )
     }
 
     fn init() -> Result<Self, String> {
@@ -92,6 +97,16 @@ impl Module for Hostile {
                 let key = "k".repeat(8 << 20);
                 let _ = config::get(&key);
                 log::warn(&"w".repeat(8 << 20));
+            }
+            "secrets" => {
+                for name in ["granted", "other"] {
+                    let value =
+                        correlator_sdk::secrets::get(name).unwrap_or_else(|| "<none>".into());
+                    let _ = Event::new("Secret", format!("secret {name}"))
+                        .text("name", name)
+                        .text("value", value)
+                        .dispatch();
+                }
             }
             "log-flood" => {
                 for n in 0..10_000 {
