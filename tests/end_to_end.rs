@@ -592,7 +592,7 @@ fn configuration_errors_name_the_key_value_type_and_place() {
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
-        "error: in --option: unknown configuration item \"system.nope\"; known items here: system.call_time_limits, system.compile_cache, system.run_dir, system.wasm_stack_kib\n"
+        "error: in --option: unknown configuration item \"system.nope\"; known items here: system.call_time_limits, system.compile_cache, system.run_dir, system.secrets_file\n"
     );
 
     let dir = app_dir(

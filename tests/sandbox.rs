@@ -655,3 +655,32 @@ fn secrets_come_from_a_private_file_and_missing_ones_stop_start_up() {
         "\"fields\":{\"name\":\"granted\",\"value\":\"from the file\"}",
     );
 }
+
+#[test]
+fn the_stack_limit_is_per_instance() {
+    let guest = hostile_guest();
+    let app = format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.bad]\ncomponent = '{guest}'\nconfig = {{ attack = \"recurse\" }}\nlimits = {{ stack_kib = 64 }}\non_failure = \"disable\"\n\
+         [modules.deep]\ncomponent = '{guest}'\nconfig = {{ attack = \"recurse\" }}\nlimits = {{ stack_kib = 4096 }}\non_failure = \"disable\"\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    );
+    let (events, stderr) = run_app(&app, &attack_capture());
+    let sshd: Vec<Value> = of_module(&events, "OpenSSH").into_iter().cloned().collect();
+    assert_eq!(sshd, normal_sshd_events());
+    for instance in ["bad", "deep"] {
+        assert_has(
+            &stderr,
+            &format!(
+                "instance failed: overflowed its stack instance={instance} call=\"process\" first_record=1\n"
+            ),
+        );
+    }
+
+    let dir = app_dir(&app.replace("stack_kib = 64", "stack_kib = 16"));
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(
+        run.stderr,
+        "error: app.toml line 4 column 13: limits.stack_kib of \"bad\" must be between 64 and 4096, not 16\n"
+    );
+}

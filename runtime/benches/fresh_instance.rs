@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let spec = &app.modules[0];
     let mut host = Host::new(StreamClock::default(), &HostOptions::default())?;
-    let loaded = host.load(&spec.source)?;
+    let loaded = host.load(&spec.source, spec.limits.stack_bytes())?;
     let mut module = host.instantiate_module(spec, &loaded, &ResolvedGrants::default())?;
     let config = [
         ("login_failure_window", 300),

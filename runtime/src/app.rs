@@ -106,6 +106,7 @@ struct LimitsRaw {
     events_per_call: Option<u64>,
     event_bytes: Option<u64>,
     log_lines_per_second: Option<u64>,
+    stack_kib: Option<u64>,
 }
 
 /// Whether a granted directory may be written.
@@ -153,6 +154,20 @@ pub struct Limits {
     /// Guest log lines per second; the rest are counted and dropped
     /// (default 100).
     pub log_lines_per_second: u64,
+    /// WebAssembly stack a call may use, KiB (default 512, 64 to
+    /// [`MAX_STACK_KIB`]); deeper recursion traps.
+    pub stack_kib: u64,
+}
+
+/// The largest WebAssembly stack an instance may have: guests run on the
+/// host's threads, whose stacks (8 MiB) must hold it with room to spare.
+pub const MAX_STACK_KIB: u64 = 4096;
+
+impl Limits {
+    /// The stack limit in bytes.
+    pub fn stack_bytes(&self) -> usize {
+        usize::try_from(self.stack_kib.saturating_mul(1024)).unwrap_or(usize::MAX)
+    }
 }
 
 impl Default for Limits {
@@ -163,6 +178,7 @@ impl Default for Limits {
             events_per_call: 100_000,
             event_bytes: 1 << 20,
             log_lines_per_second: 100,
+            stack_kib: 512,
         }
     }
 }
@@ -178,6 +194,7 @@ impl LimitsRaw {
             log_lines_per_second: self
                 .log_lines_per_second
                 .unwrap_or(default.log_lines_per_second),
+            stack_kib: self.stack_kib.unwrap_or(default.stack_kib),
         }
     }
 }
@@ -501,6 +518,15 @@ impl App {
             {
                 return Err(AppError::ZeroLimit {
                     name: name.to_owned(),
+                    location: source_location,
+                });
+            }
+            if !(64..=MAX_STACK_KIB).contains(&limits.stack_kib) {
+                return Err(AppError::BadGrant {
+                    message: format!(
+                        "limits.stack_kib of \"{name}\" must be between 64 and {MAX_STACK_KIB}, not {}",
+                        limits.stack_kib
+                    ),
                     location: source_location,
                 });
             }

@@ -40,7 +40,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 8] = [
+    let items: [(&str, ValueType, Value, &str); 7] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -58,12 +58,6 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Boolean,
             Value::Boolean(true),
             "stop calls that run past their instance's limits.call_timeout_ms; off only to measure what the limit costs",
-        ),
-        (
-            "system.wasm_stack_kib",
-            ValueType::Integer,
-            Value::Integer(512),
-            "WebAssembly stack a component's call may use (KiB, for every instance); deeper recursion traps",
         ),
         (
             "system.secrets_file",
@@ -121,16 +115,7 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
 
     let clock = StreamClock::default();
     let compile_cache = compile_cache_dir(store.text("system.compile_cache").unwrap_or("auto"));
-    let stack_kib = store.integer("system.wasm_stack_kib").unwrap_or(512);
-    let wasm_stack_bytes = usize::try_from(stack_kib)
-        .ok()
-        .filter(|kib| (64..=65_536).contains(kib))
-        .ok_or_else(|| {
-            anyhow!("system.wasm_stack_kib must be between 64 and 65536, not {stack_kib}")
-        })?
-        << 10;
     let host_options = HostOptions {
-        wasm_stack_bytes,
         compile_cache,
         call_time_limits: !matches!(
             store.get("system.call_time_limits"),
@@ -236,14 +221,16 @@ fn load_component(
     host: &mut Host,
     spec: &InstanceSpec,
 ) -> anyhow::Result<crate::host::LoadedComponent> {
-    let loaded = host.load(&spec.source).with_context(|| {
-        format!(
-            "{} \"{}\" at {}",
-            spec.role.noun(),
-            spec.name,
-            spec.source_location
-        )
-    })?;
+    let loaded = host
+        .load(&spec.source, spec.limits.stack_bytes())
+        .with_context(|| {
+            format!(
+                "{} \"{}\" at {}",
+                spec.role.noun(),
+                spec.name,
+                spec.source_location
+            )
+        })?;
     if let Some((pinned, location)) = &spec.sha256
         && *pinned != loaded.digest
     {

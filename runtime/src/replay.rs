@@ -14,6 +14,10 @@ use std::sync::mpsc;
 /// Unparsable records logged one by one before the rest are only counted.
 const LOGGED_PARSE_ERRORS: u64 = 20;
 
+/// Stack of the thread that runs handlers: twice the largest WebAssembly
+/// stack an instance may have.
+const THREAD_STACK_BYTES: usize = 2 * (crate::app::MAX_STACK_KIB as usize) * 1024;
+
 /// Batches parsed ahead of the modules.
 const BATCHES_IN_FLIGHT: usize = 4;
 
@@ -56,13 +60,18 @@ pub fn replay(
     let (event_tx, event_rx) = mpsc::sync_channel::<Vec<Dispatched>>(EVENT_BATCHES_IN_FLIGHT);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_batches(input, settings, &batch_tx, &recycle_rx));
-        let handling = scope.spawn(move || -> Result<Counters, Aborted> {
-            let mut handlers = handlers;
-            for events in event_rx {
-                handlers.route(events)?;
-            }
-            Ok(handlers.counters())
-        });
+        // Handlers run guests on this thread: its stack must hold their
+        // WebAssembly stack (at most MAX_STACK_KIB) with room to spare.
+        let handling = std::thread::Builder::new()
+            .name("handlers".into())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn_scoped(scope, move || -> Result<Counters, Aborted> {
+                let mut handlers = handlers;
+                for events in event_rx {
+                    handlers.route(events)?;
+                }
+                Ok(handlers.counters())
+            })?;
         let mut aborted = None;
         for builder in batch_rx {
             if let Some(latest) = builder.latest_time() {

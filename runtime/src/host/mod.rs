@@ -34,16 +34,29 @@ pub struct LoadedComponent {
     pub component: Component,
     /// SHA-256 of the component file, hex.
     pub digest: String,
+    /// The WebAssembly stack (bytes) of the engine it was compiled for.
+    pub stack: usize,
 }
 
 /// The engine, the linker and the compiled components.
 pub struct Host {
+    options: HostOptions,
+    /// One engine per WebAssembly stack size, by size in bytes: wasmtime
+    /// limits the stack per engine.
+    engines: HashMap<usize, EngineSet>,
+    compiled: HashMap<(ComponentSource, usize), LoadedComponent>,
+    clock: StreamClock,
+}
+
+/// An engine with its linker and epoch ticker.
+struct EngineSet {
     engine: Engine,
     linker: Linker<InstanceState>,
-    compiled: HashMap<ComponentSource, LoadedComponent>,
-    clock: StreamClock,
     ticker: Option<Arc<EpochTicker>>,
 }
+
+/// The WebAssembly stack of an instance whose limits do not say.
+pub const DEFAULT_STACK_BYTES: usize = 512 << 10;
 
 /// How the host is set up, from the configuration store.
 #[derive(Debug, Clone)]
@@ -52,8 +65,6 @@ pub struct HostOptions {
     pub compile_cache: Option<PathBuf>,
     /// Whether calls are stopped at their time limit (epoch interruption).
     pub call_time_limits: bool,
-    /// WebAssembly stack each call may use, bytes; deeper recursion traps.
-    pub wasm_stack_bytes: usize,
 }
 
 impl Default for HostOptions {
@@ -61,61 +72,47 @@ impl Default for HostOptions {
         HostOptions {
             compile_cache: None,
             call_time_limits: true,
-            wasm_stack_bytes: 512 << 10,
         }
     }
 }
 
 impl Host {
     /// A host whose instances all read `clock`. Compiled components are
-    /// kept in `compile_cache` (if given) so that the next start skips
-    /// compiling them.
+    /// kept in the options' compile cache (if any) so that the next start
+    /// skips compiling them.
     pub fn new(clock: StreamClock, options: &HostOptions) -> anyhow::Result<Host> {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true);
-        // Calls are stopped when they run past their deadline (see Sandbox).
-        config.epoch_interruption(options.call_time_limits);
-        config.max_wasm_stack(options.wasm_stack_bytes);
-        if let Some(directory) = &options.compile_cache {
-            match compile_cache_for(directory) {
-                Ok(cache) => {
-                    config.cache(Some(cache));
-                }
-                Err(error) => tracing::warn!(
-                    directory = %directory.display(),
-                    "compiled components will not be cached: {error:#}"
-                ),
-            }
-        }
-        let engine = Engine::new(&config)
-            .into_anyhow()
-            .context("cannot set up the WebAssembly engine")?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .into_anyhow()
-            .context("cannot link WASI")?;
-        // The module world's imports are a superset of the handler world's.
-        bindings::module::LogicModule::add_to_linker::<InstanceState, HasSelf<InstanceState>>(
-            &mut linker,
-            |state| state,
-        )
-        .into_anyhow()
-        .context("cannot link the correlator interfaces")?;
-        let ticker = if options.call_time_limits {
-            Some(Arc::new(EpochTicker::start(engine.clone())?))
-        } else {
+        if !options.call_time_limits {
             tracing::warn!(
                 "call time limits are off: a component that loops forever stops the run"
             );
-            None
-        };
-        Ok(Host {
-            engine,
-            linker,
+        }
+        let mut host = Host {
+            options: options.clone(),
+            engines: HashMap::new(),
             compiled: HashMap::new(),
             clock,
-            ticker,
-        })
+        };
+        host.engine_set(DEFAULT_STACK_BYTES)?;
+        Ok(host)
+    }
+
+    /// The engine for instances with `stack` bytes of WebAssembly stack,
+    /// made on first use.
+    fn engine_set(&mut self, stack: usize) -> anyhow::Result<&EngineSet> {
+        if !self.engines.contains_key(&stack) {
+            let set = EngineSet::new(&self.options, stack)?;
+            self.engines.insert(stack, set);
+        }
+        self.engines
+            .get(&stack)
+            .ok_or_else(|| anyhow!("no engine for a stack of {stack} bytes"))
+    }
+
+    /// The engine a loaded component was compiled for.
+    fn engine_of(&self, loaded: &LoadedComponent) -> anyhow::Result<&EngineSet> {
+        self.engines
+            .get(&loaded.stack)
+            .ok_or_else(|| anyhow!("no engine for a stack of {} bytes", loaded.stack))
     }
 
     /// Names of the components built into the binary.
@@ -123,9 +120,14 @@ impl Host {
         builtin::BUILTINS.iter().map(|(name, _)| *name)
     }
 
-    /// Read and compile a component, once per source.
-    pub fn load(&mut self, source: &ComponentSource) -> anyhow::Result<LoadedComponent> {
-        if let Some(loaded) = self.compiled.get(source) {
+    /// Read and compile a component for instances with `stack` bytes of
+    /// WebAssembly stack, once per source and stack size.
+    pub fn load(
+        &mut self,
+        source: &ComponentSource,
+        stack: usize,
+    ) -> anyhow::Result<LoadedComponent> {
+        if let Some(loaded) = self.compiled.get(&(source.clone(), stack)) {
             return Ok(loaded.clone());
         }
         let bytes: Vec<u8> = match source {
@@ -146,11 +148,17 @@ impl Host {
         if !bytes.starts_with(b"\0asm") {
             bail!("{source} is not a WebAssembly file");
         }
-        let component = Component::from_binary(&self.engine, &bytes)
+        let engine = &self.engine_set(stack)?.engine;
+        let component = Component::from_binary(engine, &bytes)
             .into_anyhow()
             .with_context(|| format!("{source} is not a valid WebAssembly component"))?;
-        let loaded = LoadedComponent { component, digest };
-        self.compiled.insert(source.clone(), loaded.clone());
+        let loaded = LoadedComponent {
+            component,
+            digest,
+            stack,
+        };
+        self.compiled
+            .insert((source.clone(), stack), loaded.clone());
         Ok(loaded)
     }
 
@@ -181,9 +189,10 @@ impl Host {
                     spec.source, spec.name
                 )
             })?;
+        let set = self.engine_of(loaded)?;
         let sandbox = Sandbox::new(
-            self.engine.clone(),
-            self.ticker.clone(),
+            set.engine.clone(),
+            set.ticker.clone(),
             self.clock.clone(),
             spec,
             grants.clone(),
@@ -218,9 +227,10 @@ impl Host {
                     spec.source, spec.name
                 )
             })?;
+        let set = self.engine_of(loaded)?;
         let sandbox = Sandbox::new(
-            self.engine.clone(),
-            self.ticker.clone(),
+            set.engine.clone(),
+            set.ticker.clone(),
             self.clock.clone(),
             spec,
             grants.clone(),
@@ -234,7 +244,7 @@ impl Host {
     /// cover.
     fn check_imports(&self, spec: &InstanceSpec, loaded: &LoadedComponent) -> anyhow::Result<()> {
         let component_type = loaded.component.component_type();
-        for (import, _) in component_type.imports(&self.engine) {
+        for (import, _) in component_type.imports(&self.engine_of(loaded)?.engine) {
             check_import(
                 import,
                 spec.grants.dir.is_some(),
@@ -258,7 +268,8 @@ impl Host {
         spec: &InstanceSpec,
         loaded: &LoadedComponent,
     ) -> anyhow::Result<wasmtime::component::InstancePre<InstanceState>> {
-        self.linker
+        self.engine_of(loaded)?
+            .linker
             .instantiate_pre(&loaded.component)
             .into_anyhow()
             .with_context(|| format!("cannot link {} for \"{}\"", spec.source, spec.name))
@@ -304,17 +315,66 @@ pub struct Inspection {
     pub exports: Vec<String>,
 }
 
+impl EngineSet {
+    fn new(options: &HostOptions, stack: usize) -> anyhow::Result<EngineSet> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        // Calls are stopped when they run past their deadline (see Sandbox).
+        config.epoch_interruption(options.call_time_limits);
+        config.max_wasm_stack(stack);
+        // The host's own stack for a call must hold the guest's and leave
+        // room for host frames.
+        config.async_stack_size((stack + (1 << 20)).max(2 << 20));
+        if let Some(directory) = &options.compile_cache {
+            match compile_cache_for(directory) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(error) => tracing::warn!(
+                    directory = %directory.display(),
+                    "compiled components will not be cached: {error:#}"
+                ),
+            }
+        }
+        let engine = Engine::new(&config)
+            .into_anyhow()
+            .context("cannot set up the WebAssembly engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .into_anyhow()
+            .context("cannot link WASI")?;
+        // The module world's imports are a superset of the handler world's.
+        bindings::module::LogicModule::add_to_linker::<InstanceState, HasSelf<InstanceState>>(
+            &mut linker,
+            |state| state,
+        )
+        .into_anyhow()
+        .context("cannot link the correlator interfaces")?;
+        let ticker = if options.call_time_limits {
+            Some(Arc::new(EpochTicker::start(engine.clone())?))
+        } else {
+            None
+        };
+        Ok(EngineSet {
+            engine,
+            linker,
+            ticker,
+        })
+    }
+}
+
 impl Host {
     /// Compile a component and describe it, without granting it anything.
     pub fn inspect(&mut self, source: &ComponentSource) -> anyhow::Result<Inspection> {
-        let loaded = self.load(source)?;
+        let loaded = self.load(source, DEFAULT_STACK_BYTES)?;
+        let engine = self.engine_of(&loaded)?.engine.clone();
         let component_type = loaded.component.component_type();
         let imports: Vec<String> = component_type
-            .imports(&self.engine)
+            .imports(&engine)
             .map(|(name, _)| name.to_owned())
             .collect();
         let exports: Vec<String> = component_type
-            .exports(&self.engine)
+            .exports(&engine)
             .map(|(name, _)| name.to_owned())
             .collect();
         let exports_interface = |interface: &str| {
