@@ -468,7 +468,7 @@ fn a_handler_failing_on_one_event_costs_only_that_event() {
     );
     assert_has(
         &stderr,
-        "handler failed: trapped on unreachable code (a panic or an abort) handler=bad\n",
+        "handler failed: trapped on unreachable code (a panic or an abort) instance=bad\n",
     );
     assert_eq!(
         stderr

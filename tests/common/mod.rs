@@ -36,7 +36,13 @@ pub fn correlator_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> R
     } = Command::new(env!("CARGO_BIN_EXE_correlator"))
         .args(args)
         .current_dir(dir)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,wasmtime_internal_cache=error")
+        // Compiled components are cached under target/, not in the home
+        // directory of whoever runs the tests.
+        .env(
+            "XDG_CACHE_HOME",
+            workspace().join("target").join("test-cache"),
+        )
         .envs(env.iter().copied())
         .output()
         .expect("the correlator binary runs");

@@ -152,6 +152,106 @@ enum Outcome {
     Disabled(Dispatched),
 }
 
+/// What the failure policy needs of an instance, module or handler alike.
+trait Supervised {
+    /// `module` or `handler`, for messages about starting.
+    const ROLE: &'static str;
+    /// `instance` or `handler`, for messages about failing.
+    const NOUN: &'static str;
+    fn name(&self) -> &str;
+    fn supervisor(&mut self) -> &mut Supervisor;
+    fn call_init(&mut self) -> Result<(), InitFailure>;
+    /// Replace the store with a fresh instance, not yet initialised.
+    fn fresh(&mut self) -> Result<(), String>;
+    fn sandbox(&self) -> &Sandbox;
+    fn now(&self) -> crate::types::Timestamp;
+}
+
+/// Replace the instance with a fresh, initialised one.
+fn restart<T: Supervised>(instance: &mut T) -> Result<(), String> {
+    instance.fresh()?;
+    instance
+        .call_init()
+        .map_err(|failure| format!("a fresh instance {failure}"))
+}
+
+/// Log that the instance is disabled; the event for the handlers.
+fn disabled<T: Supervised>(instance: &mut T, reason: &str) -> Dispatched {
+    tracing::error!(instance = %instance.name(), "{} disabled: {reason}", T::NOUN);
+    let failures = instance.supervisor().recent_failures();
+    disabled_event(instance.sandbox(), reason, failures, instance.now())
+}
+
+/// A call failed (and was logged): apply the policy.
+fn apply_policy<T: Supervised>(instance: &mut T, reason: &str) -> Result<Outcome, Aborted> {
+    match instance.supervisor().failed(Instant::now()) {
+        Verdict::Abort => Err(Aborted {
+            instance: instance.name().to_owned(),
+            reason: reason.to_owned(),
+        }),
+        Verdict::Disable(why) => Ok(Outcome::Disabled(disabled(
+            instance,
+            &format!("{why}; last failure: {reason}"),
+        ))),
+        Verdict::Restart { backoff } => match restart(instance) {
+            Ok(()) => {
+                match backoff {
+                    Some(backoff) => tracing::warn!(
+                        instance = %instance.name(),
+                        "restarted; it takes nothing for {} ms",
+                        backoff.as_millis()
+                    ),
+                    None => tracing::warn!(instance = %instance.name(), "restarted"),
+                }
+                Ok(Outcome::Restarted)
+            }
+            Err(why) => {
+                instance.supervisor().disable();
+                Ok(Outcome::Disabled(disabled(instance, &why)))
+            }
+        },
+    }
+}
+
+/// Initialise an instance whose configuration is set. If it refuses
+/// (returns an error), start-up stops with its message; if it traps, its
+/// failure policy applies: the result is then the `ComponentDisabled` event
+/// if it ended disabled.
+fn init_with_policy<T: Supervised>(instance: &mut T) -> anyhow::Result<Option<Dispatched>> {
+    loop {
+        let reason = match instance.call_init() {
+            Ok(()) => return Ok(None),
+            Err(InitFailure::Refused(message)) => {
+                bail!(
+                    "{} \"{}\" refused to start: {message}",
+                    T::ROLE,
+                    instance.name()
+                )
+            }
+            Err(InitFailure::Trapped(reason)) => reason,
+        };
+        tracing::error!(instance = %instance.name(), call = "init", "{} failed: {reason}", T::NOUN);
+        match instance.supervisor().failed(Instant::now()) {
+            Verdict::Abort => bail!(Aborted {
+                instance: instance.name().to_owned(),
+                reason: format!("failed in init: {reason}"),
+            }),
+            Verdict::Disable(why) => {
+                return Ok(Some(disabled(
+                    instance,
+                    &format!("{why}; last failure: {reason}"),
+                )));
+            }
+            Verdict::Restart { .. } => {
+                if let Err(why) = instance.fresh() {
+                    instance.supervisor().disable();
+                    return Ok(Some(disabled(instance, &why)));
+                }
+            }
+        }
+    }
+}
+
 /// A running logic module.
 pub struct ModuleInstance {
     /// The instance name from the app file.
@@ -210,76 +310,19 @@ impl ModuleInstance {
         })
     }
 
-    /// Hand the instance its configuration and initialise it. If the
-    /// module refuses (returns an error), start-up stops with its message;
-    /// if it traps, its failure policy applies: the result is then the
-    /// `ComponentDisabled` event if it ended disabled.
+    /// Hand the instance its configuration and initialise it (see
+    /// [`init_with_policy`]): the `ComponentDisabled` event if it ended
+    /// disabled.
     pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<Option<Dispatched>> {
         self.config = config;
         self.store.data_mut().config = self.config.clone();
-        loop {
-            let reason = match self.call_init() {
-                Ok(()) => return Ok(None),
-                Err(InitFailure::Refused(message)) => {
-                    bail!("module \"{}\" refused to start: {message}", self.name)
-                }
-                Err(InitFailure::Trapped(reason)) => reason,
-            };
-            tracing::error!(instance = %self.name, call = "init", "instance failed: {reason}");
-            match self.supervisor.failed(Instant::now()) {
-                Verdict::Abort => bail!(Aborted {
-                    instance: self.name.clone(),
-                    reason: format!("failed in init: {reason}"),
-                }),
-                Verdict::Disable(why) => {
-                    return Ok(Some(
-                        self.disabled(&format!("{why}; last failure: {reason}")),
-                    ));
-                }
-                Verdict::Restart { .. } => {
-                    if let Err(why) = self.fresh() {
-                        self.supervisor.disable();
-                        return Ok(Some(self.disabled(&why)));
-                    }
-                }
-            }
-        }
-    }
-
-    fn call_init(&mut self) -> Result<(), InitFailure> {
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        match self
-            .bindings
-            .correlator_plugin_logic()
-            .call_init(&mut self.store)
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(InitFailure::Refused(message)),
-            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
-        }
-    }
-
-    /// Replace the store with a fresh instance, not yet initialised.
-    fn fresh(&mut self) -> Result<(), String> {
-        self.rejected_earlier += self.store.data().rejected;
-        let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
-        store.data_mut().catalog = Arc::clone(&self.catalog);
-        store.data_mut().config = self.config.clone();
-        self.store = store;
-        self.bindings = bindings;
-        Ok(())
+        init_with_policy(self)
     }
 
     /// Replace the instance with a fresh, initialised one, as the restart
     /// policy does (public for the benchmark of what that costs).
     pub fn restart(&mut self) -> Result<(), String> {
-        self.fresh()?;
-        self.call_init()
-            .map_err(|failure| format!("a fresh instance {failure}"))
+        restart(self)
     }
 
     /// Whether the instance still takes calls (it may be backing off).
@@ -322,38 +365,7 @@ impl ModuleInstance {
     ) -> Result<Outcome, Aborted> {
         let position = position.map_or_else(String::new, |p| p.to_string());
         tracing::error!(instance = %self.name, call, first_record = %position, "instance failed: {reason}");
-        match self.supervisor.failed(Instant::now()) {
-            Verdict::Abort => Err(Aborted {
-                instance: self.name.clone(),
-                reason: reason.to_owned(),
-            }),
-            Verdict::Disable(why) => Ok(self.disable(&format!("{why}; last failure: {reason}"))),
-            Verdict::Restart { backoff } => match self.restart() {
-                Ok(()) => {
-                    if let Some(backoff) = backoff {
-                        tracing::warn!(instance = %self.name, "restarted; it takes nothing for {} ms", backoff.as_millis());
-                    } else {
-                        tracing::warn!(instance = %self.name, "restarted");
-                    }
-                    Ok(Outcome::Restarted)
-                }
-                Err(why) => {
-                    self.supervisor.disable();
-                    Ok(self.disable(&why))
-                }
-            },
-        }
-    }
-
-    fn disable(&mut self, reason: &str) -> Outcome {
-        Outcome::Disabled(self.disabled(reason))
-    }
-
-    /// Log that the instance is disabled; the event for the handlers.
-    fn disabled(&mut self, reason: &str) -> Dispatched {
-        tracing::error!(instance = %self.name, "instance disabled: {reason}");
-        let failures = self.supervisor.recent_failures();
-        disabled_event(&self.sandbox, reason, failures, self.store.data().now())
+        apply_policy(self, reason)
     }
 
     /// Process a batch; returns the events dispatched meanwhile (with a
@@ -399,7 +411,7 @@ impl ModuleInstance {
                     let position = batch.positions[index];
                     tracing::warn!(instance = %self.name, record = position, "record skipped: it alone made the instance fail: {reason}");
                     let given_up = failures >= RETRY_FAILURES_MAX;
-                    if given_up || self.restart().is_err() {
+                    if given_up || restart(self).is_err() {
                         let rest = (batch.positions.len() - index - 1) as u64;
                         self.skipped_records += rest;
                         tracing::error!(instance = %self.name, skipped = rest, "gave up retrying the batch one record at a time");
@@ -509,64 +521,7 @@ impl HandlerInstance {
     pub fn init(&mut self, config: BTreeMap<String, Value>) -> anyhow::Result<Option<Dispatched>> {
         self.config = config;
         self.store.data_mut().config = self.config.clone();
-        loop {
-            let reason = match self.call_init() {
-                Ok(()) => return Ok(None),
-                Err(InitFailure::Refused(message)) => {
-                    bail!("handler \"{}\" refused to start: {message}", self.name)
-                }
-                Err(InitFailure::Trapped(reason)) => reason,
-            };
-            tracing::error!(handler = %self.name, call = "init", "handler failed: {reason}");
-            match self.supervisor.failed(Instant::now()) {
-                Verdict::Abort => bail!(Aborted {
-                    instance: self.name.clone(),
-                    reason: format!("failed in init: {reason}"),
-                }),
-                Verdict::Disable(why) => {
-                    return Ok(Some(
-                        self.disabled(&format!("{why}; last failure: {reason}")),
-                    ));
-                }
-                Verdict::Restart { .. } => {
-                    if let Err(why) = self.fresh() {
-                        self.supervisor.disable();
-                        return Ok(Some(self.disabled(&why)));
-                    }
-                }
-            }
-        }
-    }
-
-    fn call_init(&mut self) -> Result<(), InitFailure> {
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        match self
-            .bindings
-            .correlator_plugin_handler()
-            .call_init(&mut self.store)
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(InitFailure::Refused(message)),
-            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
-        }
-    }
-
-    fn fresh(&mut self) -> Result<(), String> {
-        let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
-        store.data_mut().config = self.config.clone();
-        self.store = store;
-        self.bindings = bindings;
-        Ok(())
-    }
-
-    fn restart(&mut self) -> Result<(), String> {
-        self.fresh()?;
-        self.call_init()
-            .map_err(|failure| format!("a fresh instance {failure}"))
+        init_with_policy(self)
     }
 
     /// Whether the instance still takes calls (it may be backing off).
@@ -635,7 +590,7 @@ impl HandlerInstance {
                     handled.failures += 1;
                     retry_failures += 1;
                     tracing::warn!(handler = %self.name, module = %event.module, event = %event.kind, "event skipped: it alone made the handler fail: {reason}");
-                    if retry_failures >= RETRY_FAILURES_MAX || self.restart().is_err() {
+                    if retry_failures >= RETRY_FAILURES_MAX || restart(self).is_err() {
                         handled.failures += events.len() - index - 1;
                         if let Ok(Outcome::Disabled(event)) = self.fail(&reason) {
                             handled.disabled = Some(event);
@@ -649,34 +604,101 @@ impl HandlerInstance {
     }
 
     fn fail(&mut self, reason: &str) -> Result<Outcome, Aborted> {
-        tracing::error!(handler = %self.name, "handler failed: {reason}");
-        match self.supervisor.failed(Instant::now()) {
-            Verdict::Abort => Err(Aborted {
-                instance: self.name.clone(),
-                reason: reason.to_owned(),
-            }),
-            Verdict::Disable(why) => Ok(self.disable(&format!("{why}; last failure: {reason}"))),
-            Verdict::Restart { .. } => match self.restart() {
-                Ok(()) => {
-                    tracing::warn!(handler = %self.name, "restarted");
-                    Ok(Outcome::Restarted)
-                }
-                Err(why) => {
-                    self.supervisor.disable();
-                    Ok(self.disable(&why))
-                }
-            },
+        tracing::error!(instance = %self.name, "handler failed: {reason}");
+        apply_policy(self, reason)
+    }
+}
+
+impl Supervised for ModuleInstance {
+    const ROLE: &'static str = "module";
+    const NOUN: &'static str = "instance";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn supervisor(&mut self) -> &mut Supervisor {
+        &mut self.supervisor
+    }
+
+    fn call_init(&mut self) -> Result<(), InitFailure> {
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
+        match self
+            .bindings
+            .correlator_plugin_logic()
+            .call_init(&mut self.store)
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(InitFailure::Refused(message)),
+            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
         }
     }
 
-    fn disable(&mut self, reason: &str) -> Outcome {
-        Outcome::Disabled(self.disabled(reason))
+    fn fresh(&mut self) -> Result<(), String> {
+        self.rejected_earlier += self.store.data().rejected;
+        let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
+        store.data_mut().catalog = Arc::clone(&self.catalog);
+        store.data_mut().config = self.config.clone();
+        self.store = store;
+        self.bindings = bindings;
+        Ok(())
     }
 
-    /// Log that the handler is disabled; the event for the other handlers.
-    fn disabled(&mut self, reason: &str) -> Dispatched {
-        tracing::error!(handler = %self.name, "handler disabled: {reason}");
-        let failures = self.supervisor.recent_failures();
-        disabled_event(&self.sandbox, reason, failures, self.store.data().now())
+    fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    fn now(&self) -> crate::types::Timestamp {
+        self.store.data().now()
+    }
+}
+
+impl Supervised for HandlerInstance {
+    const ROLE: &'static str = "handler";
+    const NOUN: &'static str = "handler";
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn supervisor(&mut self) -> &mut Supervisor {
+        &mut self.supervisor
+    }
+
+    fn call_init(&mut self) -> Result<(), InitFailure> {
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
+        match self
+            .bindings
+            .correlator_plugin_handler()
+            .call_init(&mut self.store)
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(InitFailure::Refused(message)),
+            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
+        }
+    }
+
+    fn fresh(&mut self) -> Result<(), String> {
+        let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
+        store.data_mut().config = self.config.clone();
+        self.store = store;
+        self.bindings = bindings;
+        Ok(())
+    }
+
+    fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    fn now(&self) -> crate::types::Timestamp {
+        self.store.data().now()
     }
 }

@@ -189,14 +189,7 @@ impl Host {
                     spec.source, spec.name
                 )
             })?;
-        let set = self.engine_of(loaded)?;
-        let sandbox = Sandbox::new(
-            set.engine.clone(),
-            set.ticker.clone(),
-            self.clock.clone(),
-            spec,
-            grants.clone(),
-        );
+        let sandbox = self.sandbox(spec, loaded, grants)?;
         ModuleInstance::new(sandbox, pre, spec.on_failure)
     }
 
@@ -227,14 +220,7 @@ impl Host {
                     spec.source, spec.name
                 )
             })?;
-        let set = self.engine_of(loaded)?;
-        let sandbox = Sandbox::new(
-            set.engine.clone(),
-            set.ticker.clone(),
-            self.clock.clone(),
-            spec,
-            grants.clone(),
-        );
+        let sandbox = self.sandbox(spec, loaded, grants)?;
         HandlerInstance::new(sandbox, pre, spec.on_failure)
     }
 
@@ -260,6 +246,23 @@ impl Host {
             })?;
         }
         Ok(())
+    }
+
+    /// The sandbox of an instance: its engine's, with its grants and limits.
+    fn sandbox(
+        &self,
+        spec: &InstanceSpec,
+        loaded: &LoadedComponent,
+        grants: &ResolvedGrants,
+    ) -> anyhow::Result<Sandbox> {
+        let set = self.engine_of(loaded)?;
+        Ok(Sandbox::new(
+            set.engine.clone(),
+            set.ticker.clone(),
+            self.clock.clone(),
+            spec,
+            grants.clone(),
+        ))
     }
 
     /// Link a component once for all its instances.
