@@ -684,3 +684,13 @@ fn the_stack_limit_is_per_instance() {
         "error: app.toml line 4 column 13: limits.stack_kib of \"bad\" must be between 64 and 4096, not 16\n"
     );
 }
+
+#[test]
+fn an_instance_disabled_before_the_first_record_is_dated_by_the_host_clock() {
+    let (bad, _) = attack("loop-init", "");
+    let time = bad[0]["time"].as_str().unwrap_or("");
+    assert!(
+        time.starts_with("20") && time.ends_with('Z') && !time.starts_with("2023"),
+        "{time}"
+    );
+}

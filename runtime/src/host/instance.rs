@@ -152,6 +152,18 @@ enum Outcome {
     Disabled(Dispatched),
 }
 
+/// The host's wall-clock time, in UTC.
+fn wall_clock_now() -> crate::types::Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::types::Timestamp {
+        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+        nanoseconds: since_epoch.subsec_nanos(),
+        offset_minutes: 0,
+    }
+}
+
 /// What the failure policy needs of an instance, module or handler alike.
 trait Supervised {
     /// `module` or `handler`, for messages about starting.
@@ -179,7 +191,12 @@ fn restart<T: Supervised>(instance: &mut T) -> Result<(), String> {
 fn disabled<T: Supervised>(instance: &mut T, reason: &str) -> Dispatched {
     tracing::error!(instance = %instance.name(), "{} disabled: {reason}", T::NOUN);
     let failures = instance.supervisor().recent_failures();
-    disabled_event(instance.sandbox(), reason, failures, instance.now())
+    // Before the first record the stream has no time yet: say when it
+    // happened by the host's clock.
+    let time = Some(instance.now())
+        .filter(|time| *time != crate::types::Timestamp::EPOCH)
+        .unwrap_or_else(wall_clock_now);
+    disabled_event(instance.sandbox(), reason, failures, time)
 }
 
 /// A call failed (and was logged): apply the policy.
