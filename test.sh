@@ -12,7 +12,7 @@ rustup component add rustfmt clippy
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
         -p correlator-module-log -p correlator-module-csv -p correlator-test-schema-breaker
         -p correlator-test-hostile -p correlator-test-hostile-fs -p correlator-test-hostile-net
-        -p correlator-test-hostile-handler)
+        -p correlator-test-hostile-handler -p correlator-test-hostile-http)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings

@@ -426,7 +426,7 @@ fn file_and_network_imports_without_a_grant_are_refused_at_load() {
         (
             net_guest,
             "grants = { dir = \"x\" }",
-            "imports wasi:sockets/network@0.2.6, which needs network destinations: grants = { network = [\"IP:PORT\"] }",
+            "imports wasi:sockets/network@0.2.6, which needs network destinations: grants = { network = [\"HOST:PORT\"] }",
         ),
     ] {
         let dir = app_dir(&format!(
@@ -442,7 +442,7 @@ fn file_and_network_imports_without_a_grant_are_refused_at_load() {
     let run = correlator(&workspace(), &["inspect", net_guest]);
     assert_has(
         &run.stdout,
-        "  wasi:sockets/tcp@0.2.6  (needs network destinations: grants = { network = [\"IP:PORT\"] })\n",
+        "  wasi:sockets/tcp@0.2.6  (needs network destinations: grants = { network = [\"HOST:PORT\"] })\n",
     );
 }
 
@@ -562,16 +562,16 @@ fn a_component_reaches_only_the_network_destinations_it_is_granted() {
 }
 
 #[test]
-fn network_grants_must_be_ip_and_port() {
+fn network_grants_must_be_host_and_port() {
     let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_NET");
     let dir = app_dir(&format!(
-        "[modules.net]\ncomponent = '{guest}'\ngrants = {{ network = [\"example.com:443\"] }}\n[handlers.h]\ncomponent = \"builtin:log\"\n"
+        "[modules.net]\ncomponent = '{guest}'\ngrants = {{ network = [\"example.com\"] }}\n[handlers.h]\ncomponent = \"builtin:log\"\n"
     ));
     let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
-        "error: app.toml line 3 column 23: network grant \"example.com:443\": \"example.com\" is not an IP address (host names are not supported)\n"
+        "error: app.toml line 3 column 23: network grant \"example.com\" is not HOST:PORT\n"
     );
 }
 
@@ -693,4 +693,69 @@ fn an_instance_disabled_before_the_first_record_is_dated_by_the_host_clock() {
         time.starts_with("20") && time.ends_with('Z') && !time.starts_with("2023"),
         "{time}"
     );
+}
+
+/// Run the HTTP guest against `authority` with `grants`; its outcome.
+fn probe_http(authority: &str, grants: &str) -> String {
+    let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_HTTP");
+    let dir = app_dir(&format!(
+        "[modules.web]\ncomponent = '{guest}'\nconfig = {{ authority = \"{authority}\" }}\ngrants = {grants}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    ));
+    let capture = sample_capture();
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            capture.to_str().unwrap_or(""),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let event: Value =
+        serde_json::from_str(run.stdout.lines().next().unwrap_or("")).expect("a probe");
+    event["fields"]["outcome"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn outgoing_http_goes_only_where_the_grants_allow() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
+    let port = listener.local_addr().expect("local address").port();
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead as _, Write as _};
+        let (stream, _) = listener.accept().expect("the granted request");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).expect("request line");
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).map_or(true, |n| n == 0) || header == "\r\n" {
+                break;
+            }
+        }
+        let mut stream = reader.into_inner();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .expect("response");
+        request_line
+    });
+    let authority = format!("127.0.0.1:{port}");
+    assert_eq!(
+        probe_http(&authority, &format!("{{ network = [\"{authority}\"] }}")),
+        "status 200"
+    );
+    assert_eq!(server.join().expect("server"), "GET / HTTP/1.1\r\n");
+
+    for grants in [
+        format!("{{ network = [\"127.0.0.1:{}\"] }}", port.wrapping_add(1)),
+        format!("{{ network = [\"localhost:{port}\", \"*.example.com:*\"] }}"),
+    ] {
+        assert_eq!(
+            probe_http(&authority, &grants),
+            "denied: ErrorCode::HttpRequestDenied",
+            "{grants}"
+        );
+    }
 }

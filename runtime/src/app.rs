@@ -53,24 +53,37 @@ struct GrantsRaw {
     secrets: Vec<Spanned<String>>,
 }
 
-/// An outbound destination a component may reach: `IP:PORT`, with `*` for
-/// any address or any port (`127.0.0.1:5140`, `[::1]:443`, `*:443`,
-/// `192.0.2.7:*`).
+/// An outbound destination a component may reach: `HOST:PORT`, with `*`
+/// for any host or any port. HOST is an IP address (`127.0.0.1:5140`,
+/// `[::1]:443`), which sockets and HTTP both honour, or a DNS name, possibly
+/// with a leading `*.` (`hooks.example.com:443`, `*.example.com:*`), which
+/// only HTTP can check, since a socket sees addresses, not names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkPattern {
-    /// The address, or `None` for any.
-    pub ip: Option<std::net::IpAddr>,
+    /// The host.
+    pub host: HostPattern,
     /// The port, or `None` for any.
     pub port: Option<u16>,
 }
 
+/// The host part of a [`NetworkPattern`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Any host.
+    Any,
+    /// One IP address.
+    Ip(std::net::IpAddr),
+    /// A DNS name, lower case; `*.example.com` matches its subdomains.
+    Name(String),
+}
+
 impl NetworkPattern {
-    /// Parse `IP:PORT`; host names are not accepted (nothing would check
-    /// what they resolve to).
+    /// Parse `HOST:PORT`.
     pub fn parse(text: &str) -> Result<NetworkPattern, String> {
         let (host, port) = text
             .rsplit_once(':')
-            .ok_or_else(|| format!("network grant \"{text}\" is not IP:PORT"))?;
+            .filter(|(host, _)| !host.is_empty())
+            .ok_or_else(|| format!("network grant \"{text}\" is not HOST:PORT"))?;
         let port = match port {
             "*" => None,
             port => Some(
@@ -78,23 +91,103 @@ impl NetworkPattern {
                     .map_err(|_| format!("network grant \"{text}\": \"{port}\" is not a port"))?,
             ),
         };
-        let host = host
+        let bare = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        let ip = match host {
-            "*" => None,
-            host => Some(host.parse().map_err(|_| {
-                format!("network grant \"{text}\": \"{host}\" is not an IP address (host names are not supported)")
-            })?),
+        let host = if host == "*" {
+            HostPattern::Any
+        } else if let Ok(ip) = bare.parse() {
+            HostPattern::Ip(ip)
+        } else {
+            let name = host.to_ascii_lowercase();
+            let plain = name.strip_prefix("*.").unwrap_or(&name);
+            let valid = !plain.is_empty()
+                && plain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                return Err(format!(
+                    "network grant \"{text}\": \"{host}\" is neither an IP address nor a host name"
+                ));
+            }
+            HostPattern::Name(name)
         };
-        Ok(NetworkPattern { ip, port })
+        Ok(NetworkPattern { host, port })
     }
 
-    /// Whether `address` is one this pattern allows.
+    /// Whether a socket may use `address`: IP patterns and `*` only.
     pub fn allows(&self, address: &std::net::SocketAddr) -> bool {
-        self.ip.is_none_or(|ip| ip == address.ip())
-            && self.port.is_none_or(|port| port == address.port())
+        let host = match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Ip(ip) => *ip == address.ip(),
+            HostPattern::Name(_) => false,
+        };
+        host && self.port.is_none_or(|port| port == address.port())
+    }
+
+    /// Whether an HTTP request may go to `host` (a name or an IP literal,
+    /// without brackets) port `port`.
+    pub fn allows_http(&self, host: &str, port: u16) -> bool {
+        let host_ok = match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Ip(ip) => {
+                host.trim_start_matches('[').trim_end_matches(']').parse() == Ok(*ip)
+            }
+            HostPattern::Name(name) => {
+                let host = host.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(domain) => host
+                        .strip_suffix(domain)
+                        .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+                    None => host == *name,
+                }
+            }
+        };
+        host_ok && self.port.is_none_or(|allowed| allowed == port)
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_hosts_and_ports() {
+        let parse = |text| NetworkPattern::parse(text).expect("valid pattern");
+        let local = parse("127.0.0.1:5140");
+        assert!(local.allows(&"127.0.0.1:5140".parse().expect("address")));
+        assert!(!local.allows(&"127.0.0.1:5141".parse().expect("address")));
+        assert!(local.allows_http("127.0.0.1", 5140));
+        assert!(parse("[::1]:*").allows(&"[::1]:9".parse().expect("address")));
+        let name = parse("Hooks.Example.com:443");
+        assert!(name.allows_http("hooks.example.COM", 443));
+        assert!(!name.allows_http("evil.example.com", 443));
+        assert!(!name.allows(&"93.184.216.34:443".parse().expect("address")));
+        let wildcard = parse("*.example.com:*");
+        assert!(wildcard.allows_http("a.b.example.com", 8080));
+        assert!(!wildcard.allows_http("example.com", 80));
+        assert!(!wildcard.allows_http("badexample.com", 80));
+        assert!(parse("*:443").allows_http("anything.test", 443));
+    }
+
+    #[test]
+    fn refuses_what_is_not_host_and_port() {
+        assert_eq!(
+            NetworkPattern::parse("example.com"),
+            Err("network grant \"example.com\" is not HOST:PORT".into())
+        );
+        assert_eq!(
+            NetworkPattern::parse("exa mple.com:1"),
+            Err("network grant \"exa mple.com:1\": \"exa mple.com\" is neither an IP address nor a host name".into())
+        );
+        assert_eq!(
+            NetworkPattern::parse("host:http"),
+            Err("network grant \"host:http\": \"http\" is not a port".into())
+        );
     }
 }
 

@@ -294,10 +294,11 @@ pub fn check_import(import: &str, has_dir: bool, has_network: bool) -> Result<()
         "wasi:filesystem" => Err("which needs a directory: grants = { dir = \"...\" }".into()),
         "wasi:sockets" if has_network => Ok(()),
         "wasi:sockets" => {
-            Err("which needs network destinations: grants = { network = [\"IP:PORT\"] }".into())
+            Err("which needs network destinations: grants = { network = [\"HOST:PORT\"] }".into())
         }
+        "wasi:http" if has_network => Ok(()),
         "wasi:http" => {
-            Err("which correlator does not provide yet (outbound HTTP is planned)".into())
+            Err("which needs network destinations: grants = { network = [\"HOST:PORT\"] }".into())
         }
         _ => Err("which correlator does not provide".into()),
     }
@@ -346,6 +347,9 @@ impl EngineSet {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .into_anyhow()
             .context("cannot link WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .into_anyhow()
+            .context("cannot link wasi:http")?;
         // The module world's imports are a superset of the handler world's.
         bindings::module::LogicModule::add_to_linker::<InstanceState, HasSelf<InstanceState>>(
             &mut linker,

@@ -142,6 +142,7 @@ impl Sandbox {
             InstanceLimits::from(&self.limits),
         );
         state.secrets = Arc::clone(&self.grants.secrets);
+        state.http_hooks.patterns = Arc::new(self.grants.network.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(self.call_ticks());

@@ -168,6 +168,78 @@ pub struct InstanceState {
     log_budget: LogBudget,
     /// The secrets granted to this instance, by name.
     pub secrets: Arc<BTreeMap<String, String>>,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    /// Checks every outgoing HTTP request against the network grants.
+    pub http_hooks: HttpDestinations,
+}
+
+/// The `wasi:http` hooks of an instance: a request goes out only to a
+/// destination its network grants allow; others fail with
+/// `HTTP-request-denied`.
+#[derive(Default)]
+pub struct HttpDestinations {
+    /// The granted destinations.
+    pub patterns: Arc<Vec<crate::app::NetworkPattern>>,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpDestinations {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+                )>,
+            > + Send,
+    > {
+        let _ = fut;
+        let uri = request.uri();
+        let host = uri.host().unwrap_or("");
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+                80
+            } else {
+                443
+            });
+        if !self
+            .patterns
+            .iter()
+            .any(|pattern| pattern.allows_http(host, port))
+        {
+            tracing::warn!(
+                host,
+                port,
+                "outgoing HTTP request denied: no network grant allows it"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for InstanceState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
 }
 
 impl InstanceState {
@@ -191,6 +263,8 @@ impl InstanceState {
             rejected: 0,
             log_budget: LogBudget::new(limits.log_lines_per_second),
             secrets: Arc::default(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: HttpDestinations::default(),
             limits_of_calls: limits,
         }
     }
