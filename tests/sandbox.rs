@@ -330,6 +330,7 @@ fn probe_files(grants: &str) -> (Vec<(String, String)>, tempfile::TempDir) {
     let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_FS");
     let app = format!(
         "[config.system]\nrun_dir = \"run\"\n[modules.fs]\ncomponent = '{guest}'\ngrants = {grants}\n\
+         [modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
          [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
     );
     let dir = app_dir(&app);
@@ -349,10 +350,17 @@ fn probe_files(grants: &str) -> (Vec<(String, String)>, tempfile::TempDir) {
         ],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let probes = run
+    let events: Vec<Value> = run
         .stdout
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
+        .collect();
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let (normal, _) = run_app(SSHD_JSON_APP, &sample);
+    let sshd: Vec<Value> = of_module(&events, "OpenSSH").into_iter().cloned().collect();
+    assert_eq!(sshd, normal, "the sshd instance beside the file prober");
+    let probes = events
+        .into_iter()
         .filter(|event| event["kind"] == "Probe")
         .map(|event| {
             let text = |name: &str| event["fields"][name].as_str().unwrap_or("").to_owned();
@@ -758,4 +766,25 @@ fn outgoing_http_goes_only_where_the_grants_allow() {
             "{grants}"
         );
     }
+}
+
+#[test]
+fn events_that_break_their_schema_cost_the_sshd_instance_beside_them_nothing() {
+    let guest = env!("CORRELATOR_TEST_GUEST_SCHEMA_BREAKER");
+    let app = format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n[modules.breaker]\ncomponent = '{guest}'\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    );
+    let (events, stderr) = run_app(&app, &attack_capture());
+    let sshd: Vec<Value> = of_module(&events, "OpenSSH").into_iter().cloned().collect();
+    assert_eq!(sshd, normal_sshd_events());
+    assert_eq!(
+        of_module(&events, "breaker").len(),
+        29,
+        "one valid event per record"
+    );
+    assert_has(
+        &stderr,
+        "module dispatched events that broke their declared type instance=\"breaker\" rejected=145\n",
+    );
 }
