@@ -39,7 +39,11 @@ fn attack_app(attack: &str, extra: &str) -> String {
 
 /// Events as JSON, and stderr, of a run that must succeed.
 fn run_app(app: &str, capture: &str) -> (Vec<Value>, String) {
-    let dir = app_dir(app);
+    run_in(&app_dir(app), capture)
+}
+
+/// As [`run_app`], in a prepared directory holding `app.toml`.
+fn run_in(dir: &tempfile::TempDir, capture: &str) -> (Vec<Value>, String) {
     std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
     let run = correlator(
         dir.path(),
@@ -338,24 +342,8 @@ fn probe_files(grants: &str) -> (Vec<(String, String)>, tempfile::TempDir) {
     std::fs::create_dir_all(dir.path().join("run/sandbox")).expect("mkdir");
     std::os::unix::fs::symlink("../../outside.txt", dir.path().join("run/sandbox/link-out"))
         .expect("symlink");
-    let capture = sample_capture();
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            capture.to_str().unwrap_or(""),
-        ],
-    );
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let events: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).expect("JSON"))
-        .collect();
     let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let (events, _) = run_in(&dir, &sample);
     let (normal, _) = run_app(SSHD_JSON_APP, &sample);
     let sshd: Vec<Value> = of_module(&events, "OpenSSH").into_iter().cloned().collect();
     assert_eq!(sshd, normal, "the sshd instance beside the file prober");
@@ -517,27 +505,22 @@ fn events_a_handler_refuses_are_counted_as_failures() {
     assert_has(&stderr, "handler_failures=11 ");
 }
 
+/// The one event `app` dispatches over the sample capture.
+fn only_event(app: &str) -> Value {
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let (events, _) = run_app(app, &sample);
+    assert_eq!(events.len(), 1, "{events:?}");
+    events.into_iter().next().unwrap_or_default()
+}
+
 /// Run the connecting guest against `target` with `grants`; its probe.
 fn probe_network(target: &str, grants: &str) -> (String, String) {
     let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_NET");
-    let dir = app_dir(&format!(
+    let app = format!(
         "[modules.net]\ncomponent = '{guest}'\nconfig = {{ target = \"{target}\" }}\ngrants = {grants}\n\
          [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
-    ));
-    let capture = sample_capture();
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            capture.to_str().unwrap_or(""),
-        ],
     );
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let event: Value =
-        serde_json::from_str(run.stdout.lines().next().unwrap_or("")).expect("a probe");
+    let event = only_event(&app);
     let text = |name: &str| event["fields"][name].as_str().unwrap_or("").to_owned();
     (text("probe"), text("outcome"))
 }
@@ -706,24 +689,11 @@ fn an_instance_disabled_before_the_first_record_is_dated_by_the_host_clock() {
 /// Run the HTTP guest against `authority` with `grants`; its outcome.
 fn probe_http(authority: &str, grants: &str) -> String {
     let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_HTTP");
-    let dir = app_dir(&format!(
+    let app = format!(
         "[modules.web]\ncomponent = '{guest}'\nconfig = {{ authority = \"{authority}\" }}\ngrants = {grants}\n\
          [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
-    ));
-    let capture = sample_capture();
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            capture.to_str().unwrap_or(""),
-        ],
     );
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let event: Value =
-        serde_json::from_str(run.stdout.lines().next().unwrap_or("")).expect("a probe");
+    let event = only_event(&app);
     event["fields"]["outcome"].as_str().unwrap_or("").to_owned()
 }
 
