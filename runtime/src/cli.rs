@@ -21,7 +21,17 @@ use std::time::Instant;
 /// events their filter selects. Diagnostics go to standard error; set
 /// RUST_LOG (e.g. RUST_LOG=debug) to see more.
 #[derive(Debug, Parser)]
-#[command(name = "correlator", version, propagate_version = true)]
+#[command(
+    name = "correlator",
+    version,
+    propagate_version = true,
+    after_long_help = "Examples:\n  \
+        correlator run --app apps/ssh-report.toml --read-file data/sshd-1.cap\n  \
+        correlator run --app apps/report.toml --read-file - < /var/log/auth.log\n  \
+        correlator config --app apps/ssh-report.toml\n  \
+        correlator check --app apps/ssh-report.toml\n  \
+        correlator inspect builtin:sshd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
