@@ -179,6 +179,18 @@ trait Supervised {
     fn now(&self) -> crate::types::Timestamp;
 }
 
+/// What a call to `init` came to: success, a refusal, or a trap.
+fn init_outcome(
+    result: wasmtime::Result<Result<(), String>>,
+    sandbox: &Sandbox,
+) -> Result<(), InitFailure> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(InitFailure::Refused(message)),
+        Err(error) => Err(InitFailure::Trapped(failure_reason(&error, sandbox))),
+    }
+}
+
 /// Replace the instance with a fresh, initialised one.
 fn restart<T: Supervised>(instance: &mut T) -> Result<(), String> {
     instance.fresh()?;
@@ -640,15 +652,11 @@ impl Supervised for ModuleInstance {
 
     fn call_init(&mut self) -> Result<(), InitFailure> {
         self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        match self
+        let result = self
             .bindings
             .correlator_plugin_logic()
-            .call_init(&mut self.store)
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(InitFailure::Refused(message)),
-            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
-        }
+            .call_init(&mut self.store);
+        init_outcome(result, &self.sandbox)
     }
 
     fn fresh(&mut self) -> Result<(), String> {
@@ -688,15 +696,11 @@ impl Supervised for HandlerInstance {
 
     fn call_init(&mut self) -> Result<(), InitFailure> {
         self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        match self
+        let result = self
             .bindings
             .correlator_plugin_handler()
-            .call_init(&mut self.store)
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(InitFailure::Refused(message)),
-            Err(error) => Err(InitFailure::Trapped(failure_reason(&error, &self.sandbox))),
-        }
+            .call_init(&mut self.store);
+        init_outcome(result, &self.sandbox)
     }
 
     fn fresh(&mut self) -> Result<(), String> {
