@@ -689,7 +689,13 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         ["text", "\"text\"", "\"text\"", "default"]
     );
     assert_eq!(row("system.run_dir")[1..4], ["text", "\".\"", "\".\""]);
-    assert_eq!(rows.len(), 1 + 3 + 1 + 7);
+    assert_eq!(
+        row("listen.tcp")[1..5],
+        ["text", "\"127.0.0.1:5140\"", "\"127.0.0.1:5140\"", "default"]
+    );
+    // Header, three module items, one handler item, seven system items,
+    // twelve listener items.
+    assert_eq!(rows.len(), 1 + 3 + 1 + 7 + 12);
 }
 
 #[test]

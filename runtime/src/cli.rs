@@ -1,16 +1,21 @@
-//! The command line: `run`, `config` and `check`. Parsing is clap's; each
-//! command resolves the app and calls into the library.
+//! The command line: `run`, `config`, `check`, `inspect` and `capture`.
+//! Parsing is clap's; each command resolves the app and calls into the
+//! library.
+
+mod capture_tools;
 
 use crate::app::{App, ComponentSource, Role};
+use crate::capture::{self, CaptureWriter};
 use crate::config_store::display_value;
 use crate::host::{Host, HostOptions, StreamClock, check_import};
+use crate::listen::{self, ListenSettings};
 use crate::loader::{self, Purpose};
 use crate::replay;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::fmt::Write as _;
 use std::io::{BufReader, IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -27,10 +32,14 @@ use std::time::Instant;
     propagate_version = true,
     after_long_help = "Examples:\n  \
         correlator run --app apps/ssh-report.toml --read-file data/sshd-1.cap\n  \
+        correlator run --app apps/ssh-report.toml --write-file\n  \
+        correlator run --app apps/ssh-report.toml -o listen.udp=0.0.0.0:514\n  \
         correlator run --app apps/report.toml --read-file - < /var/log/auth.log\n  \
         correlator config --app apps/ssh-report.toml\n  \
         correlator check --app apps/ssh-report.toml\n  \
-        correlator inspect builtin:sshd"
+        correlator inspect builtin:sshd\n  \
+        correlator capture summary 20261127.cap > list.txt\n  \
+        correlator capture filter 20261127.cap --keep list.txt --out trimmed.cap"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,11 +48,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an app over a capture file.
+    /// Run an app: listen for syslog on the network, or replay a capture.
     ///
     /// Every record goes to every module; every event goes to every handler
-    /// whose filter selects it. At the end of the file every module's
-    /// statistics are dispatched too.
+    /// whose filter selects it. Without --read-file the app listens where
+    /// the listen.* configuration items say (by default TCP on
+    /// 127.0.0.1:5140) until SIGINT or SIGTERM; then, as at the end of a
+    /// capture, every module's statistics are dispatched too.
     Run(RunArgs),
     /// Print every configuration item of an app (key, type, value, default,
     /// source, description) and exit.
@@ -55,6 +66,35 @@ enum Command {
     /// its SHA-256, declared name, configuration items, event types,
     /// imports and exports.
     Inspect(InspectArgs),
+    /// Look at and trim capture files.
+    #[command(subcommand)]
+    Capture(CaptureCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaptureCommand {
+    /// Print one line per record: its line number, time, host, program and
+    /// the start of its message. Save it, mark records with a leading # and
+    /// give it to `capture filter --keep`.
+    Summary {
+        /// The capture file.
+        #[arg(value_name = "CAPTURE")]
+        capture: PathBuf,
+    },
+    /// Copy a capture without the records marked # in a list made by
+    /// `capture summary`.
+    Filter {
+        /// The capture file to copy from.
+        #[arg(value_name = "CAPTURE")]
+        capture: PathBuf,
+        /// The list: `capture summary`'s output, with the lines of records
+        /// to leave out starting with #.
+        #[arg(long, value_name = "LIST")]
+        keep: PathBuf,
+        /// The new capture (must not exist yet).
+        #[arg(long, value_name = "NEW")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -80,9 +120,19 @@ struct RunArgs {
     #[command(flatten)]
     app: AppArgs,
     /// Replay this capture file (one record per line, RFC 5424 or RFC 3164;
-    /// "-" reads standard input).
+    /// "-" reads standard input) instead of listening.
     #[arg(long, value_name = "CAPTURE")]
-    read_file: PathBuf,
+    read_file: Option<PathBuf>,
+    /// While listening, also write every received message to this capture
+    /// file (default: YYYYMMDD.cap in system.run_dir); an existing file is
+    /// moved aside to _1, _2, ...
+    #[arg(
+        long,
+        value_name = "CAPTURE",
+        num_args = 0..=1,
+        conflicts_with = "read_file"
+    )]
+    write_file: Option<Option<PathBuf>>,
 }
 
 /// Parse the command line, run the command, print the whole error chain on
@@ -115,10 +165,14 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run_replay(&args),
+        Command::Run(args) => run_app(&args),
         Command::Config(args) => print_config(&args),
         Command::Check(args) => check(&args),
         Command::Inspect(args) => inspect(&args),
+        Command::Capture(CaptureCommand::Summary { capture }) => capture_tools::summary(&capture),
+        Command::Capture(CaptureCommand::Filter { capture, keep, out }) => {
+            capture_tools::filter(&capture, &keep, &out)
+        }
     }
 }
 
@@ -198,21 +252,58 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
+fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     let app = App::load(&args.app.app)?;
     let loader::Loaded {
         mut modules,
         mut handlers,
         replay: settings,
         startup_events,
-        ..
+        store,
     } = loader::load(&app, &args.app.options, Purpose::Run)?;
     handlers.route(startup_events)?;
-    let input: Box<dyn std::io::BufRead + Send> = if args.read_file.as_os_str() == "-" {
+    let Some(read_file) = &args.read_file else {
+        let listen = ListenSettings::from_store(&store)?;
+        let capture = match &args.write_file {
+            None => None,
+            Some(path) => {
+                let path = path.clone().unwrap_or_else(|| {
+                    capture::default_path(Path::new(store.text("system.run_dir").unwrap_or(".")))
+                });
+                let writer = CaptureWriter::create(&path)
+                    .with_context(|| format!("cannot create capture {}", path.display()))?;
+                tracing::info!("writing every received message to {}", path.display());
+                Some(writer)
+            }
+        };
+        let (stats, counters) = listen::serve(
+            &listen,
+            settings.defaults,
+            settings.batch_size,
+            capture,
+            &mut modules,
+            handlers,
+        )?;
+        stats.network.log("listener stopped");
+        tracing::info!(
+            messages = stats.messages,
+            records = stats.records,
+            unparsable = stats.unparsable,
+            not_utf8 = stats.not_utf8,
+            events = counters.events,
+            delivered = counters.delivered,
+            filter_errors = counters.filter_errors,
+            handler_failures = counters.handler_failures,
+            "every received message processed"
+        );
+        report_instances(&modules);
+        return Ok(());
+    };
+    let input: Box<dyn std::io::BufRead + Send> = if read_file.as_os_str() == "-" {
         Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
-        let file = std::fs::File::open(&args.read_file)
-            .with_context(|| format!("cannot open capture {}", args.read_file.display()))?;
+        let file = std::fs::File::open(read_file)
+            .with_context(|| format!("cannot open capture {}", read_file.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
     let started = Instant::now();
@@ -220,9 +311,9 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
         Ok(result) => result,
         Err(replay::ReplayError::Read(error)) => {
             return Err(anyhow::Error::new(error)
-                .context(format!("cannot read capture {}", args.read_file.display())));
+                .context(format!("cannot read capture {}", read_file.display())));
         }
-        Err(replay::ReplayError::Aborted(aborted)) => return Err(aborted.into()),
+        Err(replay::ReplayError::Stages(error)) => return Err(error.into()),
     };
     let elapsed = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -235,8 +326,15 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
         handler_failures = counters.handler_failures,
         seconds = format!("{elapsed:.3}"),
         "replay of {} finished",
-        args.read_file.display()
+        read_file.display()
     );
+    report_instances(&modules);
+    Ok(())
+}
+
+/// Warn about modules that did not see every record or broke their
+/// declared event types.
+fn report_instances(modules: &crate::pipeline::ModuleStage) {
     for (instance, rejected) in modules.rejected_events() {
         if rejected > 0 {
             tracing::warn!(
@@ -255,7 +353,6 @@ fn run_replay(args: &RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 fn print_config(args: &AppArgs) -> anyhow::Result<()> {
@@ -296,7 +393,8 @@ fn print_config(args: &AppArgs) -> anyhow::Result<()> {
 
 fn check(args: &AppArgs) -> anyhow::Result<()> {
     let app = App::load(&args.app)?;
-    loader::load(&app, &args.options, Purpose::Inspect)?;
+    let loaded = loader::load(&app, &args.options, Purpose::Inspect)?;
+    ListenSettings::from_store(&loaded.store)?;
     println!(
         "{}: ok ({} modules, {} handlers)",
         args.app.display(),

@@ -1,17 +1,20 @@
 //! correlator: a log-correlation runtime whose detection logic (modules)
 //! and actions (handlers) run as sandboxed WebAssembly components.
 //!
-//! A record flows: input ([`replay`]) → parser ([`record`]) → flat batch →
+//! A record flows: input ([`replay`] of a [`capture`], or the network:
+//! [`listen`]) → parser ([`record`]) → flat batch →
 //! every module ([`host`]) → validated events → every handler whose filter
 //! ([`filter`]) selects them ([`pipeline`]). The app file ([`app`]) and the
 //! configuration store ([`config_store`]) decide what runs; [`loader`] puts
 //! it together; [`cli`] is the thin command line over all of it.
 
 pub mod app;
+pub mod capture;
 pub mod cli;
 pub mod config_store;
 pub mod filter;
 pub mod host;
+pub mod listen;
 pub mod loader;
 pub mod pipeline;
 pub mod record;

@@ -87,6 +87,9 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
     for (key, value_type, default, description) in items {
         store.declare(key, value_type, default, description)?;
     }
+    for (key, value_type, default, description) in crate::listen::CONFIG_ITEMS {
+        store.declare(key, value_type, default.value(), description)?;
+    }
     Ok(())
 }
 
@@ -392,7 +395,7 @@ fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
         );
     };
     let year = match store.integer("parser.rfc3164_year").unwrap_or(0) {
-        0 => current_year(),
+        0 => crate::record::time::current_year(),
         year @ 1..=9999 => year,
         other => bail!(
             "parser.rfc3164_year must be between 1 and 9999 (or 0 for the current year), not {other}"
@@ -405,19 +408,4 @@ fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
             offset_minutes,
         },
     })
-}
-
-/// The current year in UTC, from the system clock.
-fn current_year() -> i64 {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    // 365.2425 days per Gregorian year; exact except within a day of New Year.
-    let mut year = 1970 + seconds / 31_556_952;
-    if crate::record::time::days_from_civil(year, 1, 1) * 86_400 > seconds {
-        year -= 1;
-    } else if crate::record::time::days_from_civil(year + 1, 1, 1) * 86_400 <= seconds {
-        year += 1;
-    }
-    year
 }

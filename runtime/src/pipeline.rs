@@ -1,12 +1,150 @@
 //! Routing: records go to every module ([`ModuleStage`]); each module's
 //! events go to every handler whose filter selects them ([`HandlerStage`]).
-//! The two stages run on their own threads (see `replay`), so modules and
-//! handlers work in parallel; a bounded channel between them keeps memory
-//! bounded when handlers fall behind.
+//!
+//! [`run_stages`] runs a source of records (a capture being replayed, or
+//! the network), the modules and the handlers on three threads joined by
+//! bounded channels: they work in parallel, and when a later stage falls
+//! behind the earlier ones wait, so memory stays bounded by the channels'
+//! capacity whatever the input.
 
 use crate::filter::Filter;
 use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
+use crate::record::BatchBuilder;
 use crate::types::{DeliveredEvent, Dispatched, RecordBatch, Timestamp};
+use std::sync::mpsc;
+
+/// Stack of the thread that runs handlers: twice the largest WebAssembly
+/// stack an instance may have.
+const THREAD_STACK_BYTES: usize = 2 * (crate::app::MAX_STACK_KIB as usize) * 1024;
+
+/// Batches of records made ahead of the modules.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Batches of events waiting for the handlers.
+const EVENT_BATCHES_IN_FLIGHT: usize = 16;
+
+/// Where a source sends its batches of records, and gets emptied ones back
+/// to fill again (so that batches' buffers are allocated once).
+pub struct BatchSink {
+    batches: mpsc::SyncSender<BatchBuilder>,
+    recycled: mpsc::Receiver<BatchBuilder>,
+    batch_size: usize,
+}
+
+impl BatchSink {
+    /// An empty batch: a returned one if there is one, else a new one.
+    pub fn empty_builder(&self) -> BatchBuilder {
+        match self.recycled.try_recv() {
+            Ok(mut builder) => {
+                builder.clear();
+                builder
+            }
+            Err(_) => BatchBuilder::new(self.batch_size),
+        }
+    }
+
+    /// Hand a batch to the modules, waiting while they are behind. `false`
+    /// when they have stopped (an instance aborted the run): the source
+    /// should stop too.
+    pub fn send(&self, builder: BatchBuilder) -> bool {
+        self.batches.send(builder).is_ok()
+    }
+}
+
+/// Why the stages stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// An instance with `on_failure = "abort"` failed.
+    #[error(transparent)]
+    Aborted(#[from] Aborted),
+    /// A stage's thread could not start.
+    #[error("cannot start the {0} thread")]
+    Thread(&'static str, #[source] std::io::Error),
+}
+
+/// Run `source` on a thread of its own, every batch it sends through the
+/// modules (on this thread) and their events through the handlers (on a
+/// third), until the source returns; then every module's statistics.
+/// Returns the source's result and the handlers' counts.
+pub fn run_stages<S: Send>(
+    modules: &mut ModuleStage,
+    handlers: HandlerStage,
+    batch_size: usize,
+    source: impl FnOnce(BatchSink) -> S + Send,
+) -> Result<(S, Counters), StageError> {
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
+    let (event_tx, event_rx) = mpsc::sync_channel::<Vec<Dispatched>>(EVENT_BATCHES_IN_FLIGHT);
+    let sink = BatchSink {
+        batches: batch_tx,
+        recycled: recycle_rx,
+        batch_size,
+    };
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("source".into())
+            .spawn_scoped(scope, move || source(sink))
+            .map_err(|error| StageError::Thread("source", error))?;
+        // Handlers run guests on this thread: its stack must hold their
+        // WebAssembly stack (at most MAX_STACK_KIB) with room to spare.
+        let handling = std::thread::Builder::new()
+            .name("handlers".into())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn_scoped(scope, move || -> Result<Counters, Aborted> {
+                let mut handlers = handlers;
+                for events in event_rx {
+                    handlers.route(events)?;
+                }
+                Ok(handlers.counters())
+            })
+            .map_err(|error| StageError::Thread("handlers", error))?;
+        let mut aborted = None;
+        for builder in batch_rx {
+            if let Some(latest) = builder.latest_time() {
+                match modules.process(builder.batch(), latest) {
+                    Ok(events) => {
+                        if !events.is_empty() && event_tx.send(events).is_err() {
+                            break;
+                        }
+                    }
+                    Err(abort) => {
+                        aborted = Some(abort);
+                        break;
+                    }
+                }
+            }
+            // The source may have finished; then the batch is just dropped.
+            let _ = recycle_tx.send(builder);
+        }
+        if aborted.is_none() {
+            match modules.statistics(false) {
+                Ok(statistics) => {
+                    if !statistics.is_empty() {
+                        let _ = event_tx.send(statistics);
+                    }
+                }
+                Err(abort) => aborted = Some(abort),
+            }
+        }
+        drop(event_tx);
+        drop(recycle_tx);
+        let counters = join(handling);
+        if let Some(abort) = aborted {
+            // The batch receiver went with the loop, so the source stops at
+            // its next batch; the scope joins it.
+            return Err(abort.into());
+        }
+        Ok((join(reader), counters?))
+    })
+}
+
+/// The result of a scoped thread; a panic there is a bug, passed on as one.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match handle.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
 
 /// The logic modules of a running app.
 pub struct ModuleStage {

@@ -69,6 +69,17 @@ pub struct TraditionalDefaults {
     pub offset_minutes: i16,
 }
 
+impl TraditionalDefaults {
+    /// This year, in UTC: what RFC 3164 lines get when nothing is
+    /// configured.
+    pub fn current_year_utc() -> Self {
+        TraditionalDefaults {
+            year: time::current_year(),
+            offset_minutes: 0,
+        }
+    }
+}
+
 /// Parse one line, recognising RFC 5424 (`<PRI>1 ...`) and traditional
 /// RFC 3164 / `auth.log` lines (with or without PRI) per line.
 pub fn parse<'a>(line: &'a str, defaults: &TraditionalDefaults) -> Result<Parsed<'a>, ParseError> {

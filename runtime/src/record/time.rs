@@ -16,6 +16,36 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian date (year, month, day) of a day number, the
+/// inverse of [`days_from_civil`] (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    // Both fit: day is 1..=31 and month 1..=12 by construction.
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `YYYY-MM-DD hh:mm:ss` of a timestamp in the offset it was written with,
+/// for summaries meant for people.
+pub fn format_local(timestamp: &Timestamp) -> String {
+    let local = timestamp.seconds + i64::from(timestamp.offset_minutes) * 60;
+    let (year, month, day) = civil_from_days(local.div_euclid(86_400));
+    let second = local.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        second / 3600,
+        second / 60 % 60,
+        second % 60
+    )
+}
+
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
@@ -170,6 +200,21 @@ pub fn parse_utc_offset(text: &str) -> Option<i16> {
         return None;
     }
     Some(sign * i16::try_from(hours * 60 + minutes).ok()?)
+}
+
+/// The current year in UTC, from the system clock.
+pub fn current_year() -> i64 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    // 365.2425 days per Gregorian year; exact except within a day of New Year.
+    let mut year = 1970 + seconds / 31_556_952;
+    if days_from_civil(year, 1, 1) * 86_400 > seconds {
+        year -= 1;
+    } else if days_from_civil(year + 1, 1, 1) * 86_400 <= seconds {
+        year += 1;
+    }
+    year
 }
 
 #[cfg(test)]

@@ -1,0 +1,494 @@
+//! Listening for syslog on the network: TCP (RFC 6587 framing), UDP
+//! (RFC 5426) and TLS (RFC 5425).
+//!
+//! The sockets are served by tokio on one thread ("network"). Connections
+//! cut their stream into messages ([`framing`]) and send them, a read's
+//! worth at a time, over a bounded queue to the parser, which numbers,
+//! parses and batches them for the modules (and writes them to a capture).
+//! When the modules or handlers fall behind, the queue fills, connections
+//! wait on it and stop reading their sockets: TCP senders are held back by
+//! their own queues, UDP datagrams that find the queue full are counted as
+//! dropped. Memory stays bounded by the queue, the batches in flight and the
+//! per-connection buffers, whatever the load.
+//!
+//! SIGINT or SIGTERM stops accepting and reading, passes on every message
+//! already read, and lets the pipeline finish; a second signal exits at
+//! once.
+
+pub mod framing;
+mod server;
+
+use crate::capture::CaptureWriter;
+use crate::config_store::ConfigStore;
+use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, run_stages};
+use crate::record::{self, TraditionalDefaults};
+use anyhow::{anyhow, bail};
+use framing::{FramingRules, Oversize, Trailer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Unparsable messages logged one by one before the rest are only counted.
+const LOGGED_PARSE_ERRORS: u64 = 20;
+
+/// The listener's configuration items, with their defaults and what they
+/// are for; declared in the configuration store by the loader.
+pub const CONFIG_ITEMS: [(&str, crate::types::ValueType, DefaultValue, &str); 12] = {
+    use crate::types::ValueType::{Integer, Text};
+    [
+        (
+            "listen.tcp",
+            Text,
+            DefaultValue::Text("127.0.0.1:5140"),
+            "IP:PORT for syslog over TCP (octet counting or trailer framing, detected per message); empty turns it off",
+        ),
+        (
+            "listen.udp",
+            Text,
+            DefaultValue::Text(""),
+            "IP:PORT for syslog over UDP (one message per datagram); empty turns it off",
+        ),
+        (
+            "listen.tls",
+            Text,
+            DefaultValue::Text(""),
+            "IP:PORT for syslog over TLS (RFC 5425); needs listen.tls_certificate and listen.tls_key; empty turns it off",
+        ),
+        (
+            "listen.tls_certificate",
+            Text,
+            DefaultValue::Text(""),
+            "PEM file of the server's certificate chain, for listen.tls",
+        ),
+        (
+            "listen.tls_key",
+            Text,
+            DefaultValue::Text(""),
+            "PEM file of the server's private key, for listen.tls",
+        ),
+        (
+            "listen.tls_client_ca",
+            Text,
+            DefaultValue::Text(""),
+            "PEM file of CA certificates; when set, TLS clients must present a certificate they signed",
+        ),
+        (
+            "listen.max_message_bytes",
+            Integer,
+            DefaultValue::Integer(65_536),
+            "longest message kept; longer ones are truncated or dropped (listen.oversize) and counted",
+        ),
+        (
+            "listen.oversize",
+            Text,
+            DefaultValue::Text("truncate"),
+            "what happens to a message longer than listen.max_message_bytes: \"truncate\" or \"drop\"",
+        ),
+        (
+            "listen.trailer",
+            Text,
+            DefaultValue::Text("lf"),
+            "end of a non-octet-counted TCP message: \"lf\" (a CR before it is removed too) or \"nul\"",
+        ),
+        (
+            "listen.idle_timeout_s",
+            Integer,
+            DefaultValue::Integer(600),
+            "close a TCP or TLS connection that sends nothing for this many seconds; 0 never does",
+        ),
+        (
+            "listen.max_connections",
+            Integer,
+            DefaultValue::Integer(1024),
+            "open TCP and TLS connections at most; further ones are closed at once and counted",
+        ),
+        (
+            "listen.report_interval_s",
+            Integer,
+            DefaultValue::Integer(60),
+            "log the listener's counts (messages, connections, truncations, drops) this often while they change; 0 only at the end",
+        ),
+    ]
+};
+
+/// A default value in [`CONFIG_ITEMS`] (a `const` cannot hold a `String`).
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultValue {
+    /// A text default.
+    Text(&'static str),
+    /// An integer default.
+    Integer(i64),
+}
+
+impl DefaultValue {
+    /// As a configuration value.
+    pub fn value(self) -> crate::types::Value {
+        match self {
+            DefaultValue::Text(text) => crate::types::Value::Text(text.to_owned()),
+            DefaultValue::Integer(number) => crate::types::Value::Integer(number),
+        }
+    }
+}
+
+/// How and where to listen, checked.
+#[derive(Clone)]
+pub struct ListenSettings {
+    /// TCP address, if TCP is on.
+    pub tcp: Option<SocketAddr>,
+    /// UDP address, if UDP is on.
+    pub udp: Option<SocketAddr>,
+    /// TLS address and server configuration, if TLS is on.
+    pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// How TCP and TLS streams are cut into messages (and the size limit
+    /// for UDP).
+    pub framing: FramingRules,
+    /// Closes silent connections; `None` never does.
+    pub idle_timeout: Option<Duration>,
+    /// Open TCP and TLS connections at most.
+    pub max_connections: usize,
+    /// How often the counts are logged; zero only at the end.
+    pub report_interval: Duration,
+}
+
+impl std::fmt::Debug for ListenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenSettings")
+            .field("tcp", &self.tcp)
+            .field("udp", &self.udp)
+            .field("tls", &self.tls.as_ref().map(|(address, _)| address))
+            .field("framing", &self.framing)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("report_interval", &self.report_interval)
+            .finish()
+    }
+}
+
+impl ListenSettings {
+    /// Read and check the `listen.*` items; TLS files are read here, so
+    /// that `correlator check` finds a bad certificate too.
+    pub fn from_store(store: &ConfigStore) -> anyhow::Result<Self> {
+        let text = |key: &str| store.text(key).unwrap_or("").trim().to_owned();
+        let address = |key: &str| -> anyhow::Result<Option<SocketAddr>> {
+            let value = text(key);
+            if value.is_empty() {
+                return Ok(None);
+            }
+            value.parse().map(Some).map_err(|_| {
+                anyhow!("{key}: \"{value}\" is not IP:PORT (e.g. 127.0.0.1:5140 or [::1]:5140)")
+            })
+        };
+        let max_message_bytes = store.integer("listen.max_message_bytes").unwrap_or(0);
+        let max_message_bytes = usize::try_from(max_message_bytes)
+            .ok()
+            .filter(|bytes| (480..=16 << 20).contains(bytes))
+            .ok_or_else(|| {
+                anyhow!(
+                    "listen.max_message_bytes must be between 480 (RFC 5426's minimum) and 16777216, not {max_message_bytes}"
+                )
+            })?;
+        let oversize = match text("listen.oversize").as_str() {
+            "truncate" => Oversize::Truncate,
+            "drop" => Oversize::Drop,
+            other => bail!("listen.oversize must be \"truncate\" or \"drop\", not \"{other}\""),
+        };
+        let trailer = match text("listen.trailer").to_ascii_lowercase().as_str() {
+            "lf" => Trailer::Lf,
+            "nul" => Trailer::Nul,
+            other => bail!("listen.trailer must be \"lf\" or \"nul\", not \"{other}\""),
+        };
+        let idle_timeout = match store.integer("listen.idle_timeout_s").unwrap_or(0) {
+            0 => None,
+            seconds @ 1..=86_400 => Some(Duration::from_secs(seconds.unsigned_abs())),
+            other => bail!(
+                "listen.idle_timeout_s must be between 0 (never) and 86400 seconds, not {other}"
+            ),
+        };
+        let max_connections = store.integer("listen.max_connections").unwrap_or(0);
+        let max_connections = usize::try_from(max_connections)
+            .ok()
+            .filter(|count| (1..=1_000_000).contains(count))
+            .ok_or_else(|| {
+                anyhow!(
+                    "listen.max_connections must be between 1 and 1000000, not {max_connections}"
+                )
+            })?;
+        let report_interval = match store.integer("listen.report_interval_s").unwrap_or(0) {
+            seconds @ 0..=86_400 => Duration::from_secs(seconds.unsigned_abs()),
+            other => bail!(
+                "listen.report_interval_s must be between 0 (only at the end) and 86400 seconds, not {other}"
+            ),
+        };
+        let tls = match address("listen.tls")? {
+            None => None,
+            Some(address) => Some((
+                address,
+                server::tls_config(
+                    &text("listen.tls_certificate"),
+                    &text("listen.tls_key"),
+                    &text("listen.tls_client_ca"),
+                )?,
+            )),
+        };
+        Ok(ListenSettings {
+            tcp: address("listen.tcp")?,
+            udp: address("listen.udp")?,
+            tls,
+            framing: FramingRules {
+                trailer,
+                max_message_bytes,
+                oversize,
+            },
+            idle_timeout,
+            max_connections,
+            report_interval,
+        })
+    }
+}
+
+/// What the network side counted: shared by every connection task, read by
+/// the periodic log line and at the end.
+#[derive(Debug, Default)]
+pub struct NetworkCounters {
+    /// Messages cut from streams and datagrams and passed on.
+    pub messages: AtomicU64,
+    /// TCP and TLS connections accepted.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub open_connections: AtomicU64,
+    /// Connections closed at once because `listen.max_connections` were open.
+    pub refused_connections: AtomicU64,
+    /// Errors from `accept` (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
+    /// TLS handshakes that failed.
+    pub tls_failures: AtomicU64,
+    /// Connections closed for sending nothing for `listen.idle_timeout_s`.
+    pub idle_closed: AtomicU64,
+    /// Messages truncated to `listen.max_message_bytes`.
+    pub truncated: AtomicU64,
+    /// Messages dropped for their size (`listen.oversize = "drop"`).
+    pub dropped_oversize: AtomicU64,
+    /// UDP datagrams dropped because the pipeline was full.
+    pub dropped_udp: AtomicU64,
+    /// Messages cut off by their connection's end (an octet-counted frame
+    /// short of its length) or by shutdown (a frame half read).
+    pub incomplete: AtomicU64,
+}
+
+impl NetworkCounters {
+    /// A copy of every count, for a log line.
+    pub fn snapshot(&self) -> NetworkSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        NetworkSnapshot {
+            messages: get(&self.messages),
+            connections: get(&self.connections),
+            open_connections: get(&self.open_connections),
+            refused_connections: get(&self.refused_connections),
+            accept_errors: get(&self.accept_errors),
+            tls_failures: get(&self.tls_failures),
+            idle_closed: get(&self.idle_closed),
+            truncated: get(&self.truncated),
+            dropped_oversize: get(&self.dropped_oversize),
+            dropped_udp: get(&self.dropped_udp),
+            incomplete: get(&self.incomplete),
+        }
+    }
+}
+
+/// The counts of [`NetworkCounters`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct NetworkSnapshot {
+    pub messages: u64,
+    pub connections: u64,
+    pub open_connections: u64,
+    pub refused_connections: u64,
+    pub accept_errors: u64,
+    pub tls_failures: u64,
+    pub idle_closed: u64,
+    pub truncated: u64,
+    pub dropped_oversize: u64,
+    pub dropped_udp: u64,
+    pub incomplete: u64,
+}
+
+impl NetworkSnapshot {
+    /// Log the counts, as a warning when something was lost or cut.
+    pub fn log(&self, what: &str) {
+        let lost = self.truncated
+            + self.dropped_oversize
+            + self.dropped_udp
+            + self.incomplete
+            + self.refused_connections;
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    messages = self.messages,
+                    connections = self.connections,
+                    open = self.open_connections,
+                    truncated = self.truncated,
+                    dropped_oversize = self.dropped_oversize,
+                    dropped_udp = self.dropped_udp,
+                    incomplete = self.incomplete,
+                    refused_connections = self.refused_connections,
+                    accept_errors = self.accept_errors,
+                    tls_failures = self.tls_failures,
+                    idle_closed = self.idle_closed,
+                    "{what}"
+                )
+            };
+        }
+        if lost > 0 {
+            line!(warn);
+        } else {
+            line!(info);
+        }
+    }
+}
+
+/// What the parser side saw while listening.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ListenStats {
+    /// Messages taken from the network.
+    pub messages: u64,
+    /// Of those, records parsed and handed to modules.
+    pub records: u64,
+    /// Messages that were not syslog records (counted, the first logged).
+    pub unparsable: u64,
+    /// Messages with bytes that are not UTF-8 (replaced by U+FFFD).
+    pub not_utf8: u64,
+    /// What the network side counted, at the end.
+    pub network: NetworkSnapshot,
+}
+
+/// Listen until SIGINT or SIGTERM, feeding every message through the
+/// modules and their events through the handlers; then dispatch every
+/// module's statistics and return once the handlers are done.
+pub fn serve(
+    settings: &ListenSettings,
+    defaults: TraditionalDefaults,
+    batch_size: usize,
+    capture: Option<CaptureWriter>,
+    modules: &mut ModuleStage,
+    handlers: HandlerStage,
+) -> anyhow::Result<(ListenStats, Counters)> {
+    let counters = Arc::new(NetworkCounters::default());
+    let network = server::Network::bind(settings, Arc::clone(&counters))?;
+    let queue = network.start()?;
+    let result = run_stages(modules, handlers, batch_size, move |sink| {
+        parse_messages(queue, &sink, defaults, capture)
+    });
+    let (stats, pipeline_counters) = match result {
+        Ok(((stats, capture_error), counters_of_pipeline)) => {
+            if let Some(error) = capture_error {
+                return Err(error);
+            }
+            (stats, counters_of_pipeline)
+        }
+        Err(aborted) => return Err(aborted.into()),
+    };
+    Ok((
+        ListenStats {
+            network: counters.snapshot(),
+            ..stats
+        },
+        pipeline_counters,
+    ))
+}
+
+/// The parser: number, parse and batch every message from the network, and
+/// write it to the capture if there is one. Runs until every connection has
+/// ended (after a signal). Returns the counts and the capture's error, if
+/// writing it failed (received messages still go through the modules).
+fn parse_messages(
+    mut queue: server::Queue,
+    sink: &BatchSink,
+    defaults: TraditionalDefaults,
+    mut capture: Option<CaptureWriter>,
+) -> (ListenStats, Option<anyhow::Error>) {
+    let mut stats = ListenStats::default();
+    let mut capture_error = None;
+    let mut builder = sink.empty_builder();
+    while let Some(chunk) = queue.blocking_recv() {
+        for message in chunk.frames.iter() {
+            stats.messages += 1;
+            let position = stats.messages;
+            if let Some(writer) = &mut capture
+                && let Err(error) = writer.write(message)
+            {
+                capture_error = Some(capture_failed(writer, error));
+                capture = None;
+            }
+            let text = match std::str::from_utf8(message) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => {
+                    stats.not_utf8 += 1;
+                    String::from_utf8_lossy(message)
+                }
+            };
+            let text = text.trim_end_matches(['\n', '\r', '\0']);
+            match record::parse(text, &defaults) {
+                Ok(parsed) => {
+                    builder.push(position, text, &parsed, &chunk.peer);
+                    stats.records += 1;
+                }
+                Err(error) => {
+                    stats.unparsable += 1;
+                    if stats.unparsable <= LOGGED_PARSE_ERRORS {
+                        tracing::warn!(message = position, peer = %chunk.peer, "not a syslog record, skipped: {error}");
+                    } else {
+                        tracing::debug!(message = position, peer = %chunk.peer, "not a syslog record, skipped: {error}");
+                    }
+                }
+            }
+            if builder.is_full() {
+                let full = std::mem::replace(&mut builder, sink.empty_builder());
+                if !sink.send(full) {
+                    return (stats, capture_error);
+                }
+            }
+        }
+        // Nothing more waiting: pass on what there is rather than wait for
+        // a full batch, so that a quiet network sees its events at once.
+        if queue.is_empty() {
+            if !builder.is_empty() {
+                let partial = std::mem::replace(&mut builder, sink.empty_builder());
+                if !sink.send(partial) {
+                    return (stats, capture_error);
+                }
+            }
+            if let Some(writer) = &mut capture
+                && let Err(error) = writer.flush()
+            {
+                capture_error = Some(capture_failed(writer, error));
+                capture = None;
+            }
+        }
+    }
+    if !builder.is_empty() {
+        sink.send(builder);
+    }
+    if let Some(mut writer) = capture {
+        match writer.flush() {
+            Ok(()) => tracing::info!(
+                messages = writer.written(),
+                "capture {} written",
+                writer.path().display()
+            ),
+            Err(error) => capture_error = Some(capture_failed(&writer, error)),
+        }
+    }
+    (stats, capture_error)
+}
+
+/// Say at once that the capture failed (listening goes on without it); the
+/// error is returned again at the end so that the exit status shows it.
+fn capture_failed(writer: &CaptureWriter, error: std::io::Error) -> anyhow::Error {
+    let error = anyhow::Error::new(error).context(format!(
+        "cannot write capture {}; messages from here on are not captured",
+        writer.path().display()
+    ));
+    tracing::error!("{error:#}");
+    error
+}

@@ -1,0 +1,618 @@
+//! The network thread: tokio accepting and reading sockets, and the signal
+//! handling that ends a listening run.
+
+use super::framing::{Framer, Frames, FramingRules, Oversize};
+use super::{ListenSettings, NetworkCounters};
+use anyhow::{Context as _, anyhow, bail};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Chunks of messages waiting for the parser. With [`READ_BYTES`] per read
+/// this holds a few MiB at most; when it is full, connections stop reading.
+const CHUNKS_IN_FLIGHT: usize = 64;
+
+/// Bytes read from a connection at once.
+const READ_BYTES: usize = 32 * 1024;
+
+/// Datagrams gathered into one chunk when several are waiting.
+const DATAGRAMS_PER_CHUNK: usize = 256;
+
+/// How long a failing `accept` waits before trying again (the usual cause,
+/// running out of file descriptors, does not go away at once).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// TLS handshakes that take longer are abandoned.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages cut from one read (or a few datagrams), with their sender.
+pub struct Chunk {
+    /// `IP:PORT` of the sender.
+    pub peer: Arc<str>,
+    /// The messages.
+    pub frames: Frames,
+}
+
+/// The parser's end of the queue.
+pub struct Queue(mpsc::Receiver<Chunk>);
+
+impl Queue {
+    /// The next chunk; `None` once every connection has ended after
+    /// shutdown. Blocks: call from a plain thread.
+    pub fn blocking_recv(&mut self) -> Option<Chunk> {
+        self.0.blocking_recv()
+    }
+
+    /// Whether no chunk is waiting now.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Sockets bound and signals caught, ready to serve.
+pub struct Network {
+    runtime: tokio::runtime::Runtime,
+    tcp: Option<std::net::TcpListener>,
+    udp: Option<std::net::UdpSocket>,
+    tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    signals: [Signal; 2],
+    settings: ListenSettings,
+    counters: Arc<NetworkCounters>,
+}
+
+impl Network {
+    /// Bind every configured socket and catch SIGINT and SIGTERM from now
+    /// on; errors name the configuration item to change.
+    pub fn bind(settings: &ListenSettings, counters: Arc<NetworkCounters>) -> anyhow::Result<Self> {
+        if settings.tcp.is_none() && settings.udp.is_none() && settings.tls.is_none() {
+            bail!(
+                "nothing to listen on: listen.tcp, listen.udp and listen.tls are all empty (give --read-file to replay a capture instead)"
+            );
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the network runtime")?;
+        let tcp = settings
+            .tcp
+            .map(|address| bind_tcp("listen.tcp", address))
+            .transpose()?;
+        let udp = settings
+            .udp
+            .map(|address| {
+                std::net::UdpSocket::bind(address)
+                    .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+                    .with_context(|| format!("listen.udp: cannot listen on {address}"))
+            })
+            .transpose()?;
+        if let Some(socket) = &udp {
+            widen_receive_buffer(socket);
+        }
+        let tls = settings
+            .tls
+            .as_ref()
+            .map(|(address, config)| {
+                bind_tcp("listen.tls", *address).map(|listener| {
+                    (
+                        listener,
+                        tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
+                    )
+                })
+            })
+            .transpose()?;
+        let signals = {
+            let _context = runtime.enter();
+            [
+                signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+                signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            ]
+        };
+        for (kind, address) in [
+            ("TCP", tcp.as_ref().and_then(|l| l.local_addr().ok())),
+            ("UDP", udp.as_ref().and_then(|s| s.local_addr().ok())),
+            ("TLS", tls.as_ref().and_then(|(l, _)| l.local_addr().ok())),
+        ] {
+            if let Some(address) = address {
+                tracing::info!("listening for syslog over {kind} on {address}");
+            }
+        }
+        Ok(Network {
+            runtime,
+            tcp,
+            udp,
+            tls,
+            signals,
+            settings: settings.clone(),
+            counters,
+        })
+    }
+
+    /// Serve on a thread of its own until the first signal, then wait there
+    /// for a second one, which exits the process at once. Returns the
+    /// parser's end of the queue.
+    pub fn start(self) -> anyhow::Result<Queue> {
+        let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let Network {
+            runtime,
+            tcp,
+            udp,
+            tls,
+            signals,
+            settings,
+            counters,
+        } = self;
+        std::thread::Builder::new()
+            .name("network".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let [mut interrupt, mut terminate] = signals;
+                    let shutdown = CancellationToken::new();
+                    let mut tasks = tokio::task::JoinSet::new();
+                    let context = Arc::new(ConnectionContext {
+                        framing: settings.framing,
+                        idle_timeout: settings.idle_timeout,
+                        queue: sender,
+                        counters: Arc::clone(&counters),
+                        shutdown: shutdown.clone(),
+                    });
+                    if let Some(listener) = tcp {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                tasks.spawn(accept_loop(
+                                    listener,
+                                    None,
+                                    settings.max_connections,
+                                    Arc::clone(&context),
+                                ));
+                            }
+                            Err(error) => tracing::error!("cannot serve TCP: {error}"),
+                        }
+                    }
+                    if let Some((listener, acceptor)) = tls {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                tasks.spawn(accept_loop(
+                                    listener,
+                                    Some(acceptor),
+                                    settings.max_connections,
+                                    Arc::clone(&context),
+                                ));
+                            }
+                            Err(error) => tracing::error!("cannot serve TLS: {error}"),
+                        }
+                    }
+                    if let Some(socket) = udp {
+                        match tokio::net::UdpSocket::from_std(socket) {
+                            Ok(socket) => {
+                                tasks.spawn(receive_datagrams(socket, Arc::clone(&context)));
+                            }
+                            Err(error) => tracing::error!("cannot serve UDP: {error}"),
+                        }
+                    }
+                    drop(context);
+                    let reporter = tokio::spawn(report_periodically(
+                        Arc::clone(&counters),
+                        settings.report_interval,
+                    ));
+                    let name = tokio::select! {
+                        _ = interrupt.recv() => "SIGINT",
+                        _ = terminate.recv() => "SIGTERM",
+                    };
+                    tracing::info!(
+                        "{name}: no longer accepting; finishing what was received (a second signal exits at once)"
+                    );
+                    shutdown.cancel();
+                    // The parser's queue closes when the last task (and its
+                    // sender) is gone.
+                    while tasks.join_next().await.is_some() {}
+                    reporter.abort();
+                    let name = tokio::select! {
+                        _ = interrupt.recv() => "SIGINT",
+                        _ = terminate.recv() => "SIGTERM",
+                    };
+                    eprintln!("correlator: second {name}: exiting at once; events in flight are lost");
+                    std::process::exit(130);
+                });
+            })
+            .context("cannot start the network thread")?;
+        Ok(Queue(receiver))
+    }
+}
+
+fn bind_tcp(key: &str, address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(address)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .with_context(|| format!("{key}: cannot listen on {address}"))
+}
+
+/// Ask for a 4 MiB socket receive buffer, so that bursts of datagrams wait
+/// in the kernel rather than being dropped there (where nobody counts them).
+/// The kernel may grant less (net.core.rmem_max); that is not an error.
+fn widen_receive_buffer(socket: &std::net::UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
+    if let Err(error) = socket.set_recv_buffer_size(4 << 20) {
+        tracing::debug!("cannot widen the UDP receive buffer: {error}");
+    }
+}
+
+/// What every connection task shares.
+struct ConnectionContext {
+    framing: FramingRules,
+    idle_timeout: Option<Duration>,
+    queue: mpsc::Sender<Chunk>,
+    counters: Arc<NetworkCounters>,
+    shutdown: CancellationToken,
+}
+
+fn add(counter: &AtomicU64, count: u64) {
+    counter.fetch_add(count, Ordering::Relaxed);
+}
+
+/// Accept connections until shutdown, each served by a task of its own.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
+    context: Arc<ConnectionContext>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = context.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connections as we go, so that the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                add(&context.counters.accept_errors, 1);
+                tracing::error!("cannot accept a connection: {error}; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let open = context.counters.open_connections.load(Ordering::Relaxed);
+        if open >= max_connections as u64 {
+            let refused = context
+                .counters
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            if refused == 0 {
+                tracing::warn!(
+                    %peer,
+                    "closing a connection: listen.max_connections ({max_connections}) are open (further refusals are counted, and logged at debug level)"
+                );
+            } else {
+                tracing::debug!(%peer, "closing a connection: listen.max_connections are open");
+            }
+            drop(stream);
+            continue;
+        }
+        add(&context.counters.connections, 1);
+        add(&context.counters.open_connections, 1);
+        let _ = stream.set_nodelay(true);
+        let context = Arc::clone(&context);
+        let tls = tls.clone();
+        connections.spawn(async move {
+            let peer_text: Arc<str> = Arc::from(peer.to_string());
+            match tls {
+                None => read_stream(stream, peer_text, &context).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        () = context.shutdown.cancelled() => None,
+                        handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(handshake),
+                    };
+                    match handshake {
+                        None => {}
+                        Some(Ok(Ok(stream))) => read_stream(stream, peer_text, &context).await,
+                        Some(Ok(Err(error))) => {
+                            add(&context.counters.tls_failures, 1);
+                            tracing::warn!(%peer, "TLS handshake failed: {error}");
+                        }
+                        Some(Err(_)) => {
+                            add(&context.counters.tls_failures, 1);
+                            tracing::warn!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+            context
+                .counters
+                .open_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    // Shutdown: every connection passes on what it has read, then ends.
+    while connections.join_next().await.is_some() {}
+}
+
+/// Read one connection until it ends, goes idle, or shutdown; pass on every
+/// whole message read.
+async fn read_stream(
+    mut stream: impl AsyncRead + Unpin,
+    peer: Arc<str>,
+    context: &ConnectionContext,
+) {
+    let mut framer = Framer::new(context.framing);
+    let mut buffer = vec![0u8; READ_BYTES];
+    let mut reported = framer.counts();
+    loop {
+        let read = tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => {
+                if framer.in_frame() {
+                    add(&context.counters.incomplete, 1);
+                    tracing::warn!(%peer, "shutdown: a message half read from this connection is lost");
+                }
+                break;
+            }
+            read = read_with_timeout(&mut stream, &mut buffer, context.idle_timeout) => read,
+        };
+        let mut frames = Frames::default();
+        let ended = match read {
+            ReadOutcome::Data(count) => {
+                framer.push(&buffer[..count], &mut frames);
+                false
+            }
+            ReadOutcome::End => {
+                if framer.finish_stream(&mut frames) {
+                    add(&context.counters.incomplete, 1);
+                    tracing::warn!(%peer, "connection ended inside an octet-counted message; its part is dropped");
+                }
+                true
+            }
+            ReadOutcome::Idle => {
+                add(&context.counters.idle_closed, 1);
+                tracing::info!(%peer, "closing a connection idle for listen.idle_timeout_s");
+                if framer.finish_stream(&mut frames) {
+                    add(&context.counters.incomplete, 1);
+                }
+                true
+            }
+            ReadOutcome::Failed(error) => {
+                tracing::info!(%peer, "connection failed: {error}");
+                if framer.finish_stream(&mut frames) {
+                    add(&context.counters.incomplete, 1);
+                }
+                true
+            }
+        };
+        let counts = framer.counts();
+        add(
+            &context.counters.truncated,
+            counts.truncated - reported.truncated,
+        );
+        add(
+            &context.counters.dropped_oversize,
+            counts.dropped_oversize - reported.dropped_oversize,
+        );
+        reported = counts;
+        if !frames.is_empty() {
+            add(&context.counters.messages, frames.bounds.len() as u64);
+            let chunk = Chunk {
+                peer: Arc::clone(&peer),
+                frames,
+            };
+            // Waiting here is the backpressure: while the queue is full this
+            // connection is not read, and the sender's writes block.
+            if context.queue.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+}
+
+enum ReadOutcome {
+    Data(usize),
+    End,
+    Idle,
+    Failed(std::io::Error),
+}
+
+async fn read_with_timeout(
+    stream: &mut (impl AsyncRead + Unpin),
+    buffer: &mut [u8],
+    idle_timeout: Option<Duration>,
+) -> ReadOutcome {
+    let read = match idle_timeout {
+        None => stream.read(buffer).await,
+        Some(timeout) => match tokio::time::timeout(timeout, stream.read(buffer)).await {
+            Ok(read) => read,
+            Err(_) => return ReadOutcome::Idle,
+        },
+    };
+    match read {
+        Ok(0) => ReadOutcome::End,
+        Ok(count) => ReadOutcome::Data(count),
+        Err(error) => ReadOutcome::Failed(error),
+    }
+}
+
+/// Receive datagrams until shutdown, one message each. A datagram that
+/// finds the queue full is dropped and counted: UDP has no way to hold the
+/// sender back.
+async fn receive_datagrams(socket: tokio::net::UdpSocket, context: Arc<ConnectionContext>) {
+    let rules = context.framing;
+    // One byte more than the maximum, to tell a long datagram from one that
+    // fits exactly; at most what UDP can carry.
+    let mut buffer = vec![0u8; (rules.max_message_bytes + 1).min(65_536)];
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => break,
+            received = socket.recv_from(&mut buffer) => received,
+        };
+        let mut pending: Vec<(SocketAddr, Frames)> = Vec::new();
+        let mut gathered = 0;
+        let mut next = received;
+        loop {
+            match next {
+                Ok((count, peer)) => {
+                    gathered += 1;
+                    let datagram = trim_datagram(&buffer[..count]);
+                    if let Some(message) = fit(datagram, &rules, &context.counters) {
+                        match pending.last_mut() {
+                            Some((last_peer, frames)) if *last_peer == peer => {
+                                frames.push_message(message);
+                            }
+                            _ => {
+                                let mut frames = Frames::default();
+                                frames.push_message(message);
+                                pending.push((peer, frames));
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!("UDP receive failed: {error}");
+                }
+            }
+            if gathered >= DATAGRAMS_PER_CHUNK {
+                break;
+            }
+            next = match socket.try_recv_from(&mut buffer) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                other => other,
+            };
+        }
+        for (peer, frames) in pending {
+            let count = frames.bounds.len() as u64;
+            let chunk = Chunk {
+                peer: Arc::from(peer.to_string()),
+                frames,
+            };
+            match context.queue.try_send(chunk) {
+                Ok(()) => add(&context.counters.messages, count),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let before = context
+                        .counters
+                        .dropped_udp
+                        .fetch_add(count, Ordering::Relaxed);
+                    if before == 0 {
+                        tracing::warn!(
+                            "UDP datagrams dropped: the pipeline is full (counted; see the periodic and final counts)"
+                        );
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+}
+
+/// A datagram without the line end some senders append.
+fn trim_datagram(datagram: &[u8]) -> &[u8] {
+    let mut end = datagram.len();
+    while end > 0 && matches!(datagram[end - 1], b'\n' | b'\r' | 0) {
+        end -= 1;
+    }
+    &datagram[..end]
+}
+
+/// A datagram cut to the maximum, or `None` when it is dropped for its
+/// size; either is counted.
+fn fit<'a>(
+    datagram: &'a [u8],
+    rules: &FramingRules,
+    counters: &NetworkCounters,
+) -> Option<&'a [u8]> {
+    if datagram.is_empty() {
+        return None;
+    }
+    if datagram.len() <= rules.max_message_bytes {
+        return Some(datagram);
+    }
+    match rules.oversize {
+        Oversize::Truncate => {
+            add(&counters.truncated, 1);
+            Some(&datagram[..rules.max_message_bytes])
+        }
+        Oversize::Drop => {
+            add(&counters.dropped_oversize, 1);
+            None
+        }
+    }
+}
+
+/// Log the counts every `interval` while anything changes.
+async fn report_periodically(counters: Arc<NetworkCounters>, interval: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.tick().await;
+    let mut last = counters.snapshot();
+    loop {
+        ticks.tick().await;
+        let now = counters.snapshot();
+        if now != last {
+            now.log("listener counts so far");
+            last = now;
+        }
+    }
+}
+
+/// The TLS server configuration from PEM files; `client_ca` empty means no
+/// client certificates are asked for.
+pub fn tls_config(
+    certificate: &str,
+    key: &str,
+    client_ca: &str,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if certificate.is_empty() || key.is_empty() {
+        bail!("listen.tls is set: listen.tls_certificate and listen.tls_key must name PEM files");
+    }
+    let chain = CertificateDer::pem_file_iter(certificate)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| {
+            anyhow!("listen.tls_certificate: cannot read certificates from {certificate}: {error}")
+        })?;
+    if chain.is_empty() {
+        bail!("listen.tls_certificate: {certificate} holds no PEM certificate");
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| {
+        anyhow!("listen.tls_key: cannot read a private key from {key}: {error}")
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = if client_ca.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let authorities = CertificateDer::pem_file_iter(client_ca)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| {
+                anyhow!("listen.tls_client_ca: cannot read certificates from {client_ca}: {error}")
+            })?;
+        for authority in authorities {
+            roots
+                .add(authority)
+                .with_context(|| format!("listen.tls_client_ca: a certificate in {client_ca}"))?;
+        }
+        if roots.is_empty() {
+            bail!("listen.tls_client_ca: {client_ca} holds no PEM certificate");
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .with_context(|| format!("listen.tls_client_ca: {client_ca}"))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let config = builder
+        .with_single_cert(chain, private_key)
+        .context("listen.tls_certificate and listen.tls_key do not make a usable pair")?;
+    Ok(Arc::new(config))
+}
