@@ -691,7 +691,12 @@ fn config_prints_every_item_with_type_value_default_and_source() {
     assert_eq!(row("system.run_dir")[1..4], ["text", "\".\"", "\".\""]);
     assert_eq!(
         row("listen.tcp")[1..5],
-        ["text", "\"127.0.0.1:5140\"", "\"127.0.0.1:5140\"", "default"]
+        [
+            "text",
+            "\"127.0.0.1:5140\"",
+            "\"127.0.0.1:5140\"",
+            "default"
+        ]
     );
     // Header, three module items, one handler item, seven system items,
     // twelve listener items.

@@ -27,7 +27,11 @@ impl Module for Report {
             EventType::new("Notice", Severity::Info, "one record")
                 .text("host", "hostname of the record")
                 .text("program", "app-name of the record")
-                .text("message", "the record's whole message"),
+                .text("message", "the record's whole message")
+                .text(
+                    "peer",
+                    "IP:PORT of the network sender (empty when read from a file)",
+                ),
         )
         .event(
             EventType::new(
@@ -59,6 +63,7 @@ impl Module for Report {
             .text("host", record.hostname)
             .text("program", record.app_name)
             .text("message", record.message)
+            .text("peer", record.peer)
             .dispatch();
     }
 

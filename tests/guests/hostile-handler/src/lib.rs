@@ -1,25 +1,31 @@
 //! An event handler that fails on purpose, in the way its `attack`
 //! configuration item names: `poison` panics on failed-login events,
-//! `loop` never returns from any event.
+//! `loop` never returns from any event, `refuse` fails every event, `slow`
+//! spends `spin` iterations of busy work on each (to make a pipeline fall
+//! behind).
 
 use correlator_sdk::{ConfigItem, DeliveredEvent, Descriptor, Handler, config, export_handler};
 
 struct HostileHandler {
     attack: String,
+    spin: u64,
 }
 
 impl Handler for HostileHandler {
     fn describe() -> Descriptor {
-        Descriptor::new("hostile-handler", "fails on purpose, for tests").config(ConfigItem::text(
-            "attack",
-            "none",
-            "what to do wrong",
-        ))
+        Descriptor::new("hostile-handler", "fails on purpose, for tests")
+            .config(ConfigItem::text("attack", "none", "what to do wrong"))
+            .config(ConfigItem::integer(
+                "spin",
+                0,
+                "iterations of busy work per event for attack = \"slow\"",
+            ))
     }
 
     fn init() -> Result<Self, String> {
         Ok(HostileHandler {
             attack: config::text("attack")?,
+            spin: u64::try_from(config::integer("spin")?).unwrap_or(0),
         })
     }
 
@@ -32,6 +38,14 @@ impl Handler for HostileHandler {
                 loop {}
             }
             "refuse" => Err(format!("will not handle {}", event.kind)),
+            "slow" => {
+                let mut state = 0u64;
+                for step in 0..self.spin {
+                    state = std::hint::black_box(state.wrapping_mul(31).wrapping_add(step));
+                }
+                std::hint::black_box(state);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

@@ -1,0 +1,444 @@
+//! The network front-end, end to end: the real binary listening on
+//! 127.0.0.1 (ports chosen by the kernel and read from its log), real
+//! senders (util-linux `logger`, rsyslog, a TLS client) and hand-made
+//! streams for the framing's corner cases.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for something that should take well under a
+/// second; only reached when the test is failing.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Every record as a JSON notice on standard output.
+const REPORT_APP: &str = r#"
+[modules.Report]
+component = "builtin:report"
+[handlers.console]
+component = "builtin:log"
+config = { format = "json" }
+"#;
+
+/// `correlator run` listening in a scratch directory.
+struct Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Start `app` listening on TCP (and whatever `args` add) on ports the
+    /// kernel picks; return once it says where it listens.
+    fn start(app: &str, args: &[&str]) -> Server {
+        let dir = app_dir(app);
+        Self::start_in(dir, args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
+        let stdout = std::fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_correlator"))
+            .args(["run", "--app", "app.toml", "-o", "listen.tcp=127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info,wasmtime_internal_cache=error")
+            .env(
+                "XDG_CACHE_HOME",
+                workspace().join("target").join("test-cache"),
+            )
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("the correlator binary runs");
+        let mut server = Server {
+            child: Some(child),
+            dir,
+        };
+        server.wait_until("it listens", |server| {
+            server.stderr().contains("listening for syslog over TCP on")
+        });
+        server
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("stderr.txt")).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.path("stdout.txt")).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Where it listens for `kind` (TCP, UDP or TLS), from its log.
+    fn address(&self, kind: &str) -> SocketAddr {
+        let marker = format!("listening for syslog over {kind} on ");
+        let stderr = self.stderr();
+        let line = stderr
+            .lines()
+            .find_map(|line| line.split_once(&marker).map(|(_, address)| address))
+            .unwrap_or_else(|| panic!("no {kind} address in:\n{stderr}"));
+        line.trim().parse().expect("an address")
+    }
+
+    /// Poll until `done`, failing the test (with the server's log) if it
+    /// exits first or `PATIENCE` runs out.
+    fn wait_until(&mut self, what: &str, done: impl Fn(&Server) -> bool) {
+        let started = Instant::now();
+        loop {
+            if done(self) {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "the server exited ({status}) while waiting until {what}:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "gave up waiting until {what}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until standard output holds `count` lines.
+    fn wait_for_lines(&mut self, count: usize) {
+        self.wait_until(&format!("{count} lines are out"), |server| {
+            server.stdout().lines().count() >= count
+        });
+    }
+
+    /// Send SIGTERM and wait for the exit.
+    fn stop(mut self) -> Run {
+        signal(self.pid(), "TERM");
+        let started = Instant::now();
+        let mut child = self.child.take().expect("running");
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > PATIENCE {
+                let _ = child.kill();
+                panic!("no exit after SIGTERM:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Run {
+            code: status.code(),
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+/// The `fields.message` of every Notice, sorted (connections race).
+fn notice_messages(events: &[Value]) -> Vec<String> {
+    let mut messages: Vec<String> = of_kind(events, "Notice")
+        .iter()
+        .map(|event| event["fields"]["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    messages.sort();
+    messages
+}
+
+/// The value of `name=` in the last log line that has `marker`.
+fn logged_count(stderr: &str, marker: &str, name: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|line| line.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in:\n{stderr}"));
+    let key = format!(" {name}=");
+    let start = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + key.len();
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not a number in {line}"))
+}
+
+/// util-linux's logger, or a loud skip where it cannot be had (the test
+/// script installs it, so CI does not skip).
+fn logger() -> Option<&'static str> {
+    let found = Command::new("logger")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        eprintln!("SKIPPED: util-linux `logger` is not installed (apt-get install bsdutils)");
+        return None;
+    }
+    Some("logger")
+}
+
+fn run_logger(args: &[&str]) {
+    let output = Command::new("logger")
+        .args(args)
+        .output()
+        .expect("logger runs");
+    assert!(
+        output.status.success(),
+        "logger {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn logger_messages_over_tcp_and_udp_in_both_formats_arrive_exactly_once_with_their_sender() {
+    let Some(_) = logger() else { return };
+    let mut server = Server::start(REPORT_APP, &["-o", "listen.udp=127.0.0.1:0"]);
+    let tcp = server.address("TCP");
+    let udp = server.address("UDP");
+    let (tcp_port, udp_port) = (tcp.port().to_string(), udp.port().to_string());
+    let variants: [(&str, &[&str]); 5] = [
+        ("tcp-5424", &["--tcp", "--rfc5424", "-P", &tcp_port]),
+        ("tcp-3164", &["--tcp", "--rfc3164", "-P", &tcp_port]),
+        (
+            "tcp-octet",
+            &["--tcp", "--octet-count", "--rfc5424", "-P", &tcp_port],
+        ),
+        ("udp-5424", &["--udp", "--rfc5424", "-P", &udp_port]),
+        ("udp-3164", &["--udp", "--rfc3164", "-P", &udp_port]),
+    ];
+    let mut expected = Vec::new();
+    for (name, args) in variants {
+        for n in 1..=3 {
+            let message = format!("message {n} via {name}");
+            let mut all = vec!["-n", "127.0.0.1", "-t", "testtag"];
+            all.extend_from_slice(args);
+            all.push(&message);
+            run_logger(&all);
+            expected.push(message);
+        }
+    }
+    expected.sort();
+    server.wait_for_lines(expected.len());
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    assert_eq!(notice_messages(&events), expected);
+    for notice in of_kind(&events, "Notice") {
+        assert_eq!(notice["fields"]["program"], "testtag", "{notice}");
+        let peer = notice["fields"]["peer"].as_str().unwrap_or("");
+        assert!(peer.starts_with("127.0.0.1:"), "peer of {notice}");
+    }
+    let stats = of_kind(&events, "ReportStats");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0]["fields"]["records"], 15);
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "messages"),
+        15
+    );
+}
+
+/// An RFC 5424 record with `message`, as a sender would frame it itself.
+fn record(message: &str) -> String {
+    format!("<13>1 2026-11-27T10:00:00Z host app - - - {message}")
+}
+
+fn connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+#[test]
+fn framing_corner_cases_on_connections_at_once() {
+    let mut server = Server::start(
+        REPORT_APP,
+        &[
+            "-o",
+            "listen.max_message_bytes=512",
+            "-o",
+            "listen.report_interval_s=0",
+        ],
+    );
+    let address = server.address("TCP");
+    let long = "x".repeat(2000);
+    let long_record = record(&format!("long {long}"));
+    let senders: Vec<std::thread::JoinHandle<()>> = vec![
+        // Trailer framing, with and without CR.
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            let text = format!("{}\n{}\r\n", record("lf one"), record("lf two"));
+            stream.write_all(text.as_bytes()).expect("write");
+        }),
+        // Octet counting with line breaks inside the message.
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            let message = record("octet\nsecond line\nthird");
+            let text = format!("{} {message}", message.len());
+            stream.write_all(text.as_bytes()).expect("write");
+        }),
+        // Longer than the maximum: truncated to 512 bytes, and counted.
+        {
+            let text = format!("{long_record}\n");
+            std::thread::spawn(move || {
+                let mut stream = connect(address);
+                stream.write_all(text.as_bytes()).expect("write");
+            })
+        },
+        // Garbage: not a record, counted; the connection goes on.
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            stream
+                .write_all(b"\x01\x02garbage \xff\xfe\n")
+                .expect("write");
+            stream
+                .write_all(format!("{}\n", record("after garbage")).as_bytes())
+                .expect("write");
+        }),
+        // A slow sender: one byte at a time.
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            let text = format!("{}\n", record("slow, one byte at a time"));
+            for byte in text.as_bytes() {
+                stream.write_all(&[*byte]).expect("write");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }),
+        // Dropped mid-frame: the octet-counted frame is lost and counted;
+        // a trailer frame without its trailer is a whole message.
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            let text = format!("{}\n100 {}", record("before the cut"), record("cut"));
+            stream.write_all(text.as_bytes()).expect("write");
+        }),
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            let text = record("no trailer at the end");
+            stream.write_all(text.as_bytes()).expect("write");
+        }),
+    ];
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    let truncated_message = long_record[record("").len()..512].to_owned();
+    let mut expected: Vec<String> = [
+        "lf one",
+        "lf two",
+        "octet\nsecond line\nthird",
+        "after garbage",
+        "slow, one byte at a time",
+        "before the cut",
+        "no trailer at the end",
+    ]
+    .iter()
+    .map(|m| (*m).to_owned())
+    .chain([truncated_message])
+    .collect();
+    expected.sort();
+    server.wait_for_lines(expected.len());
+    // Every connection has ended; the server has counted the cut one.
+    server.wait_until("the connections are closed", |server| {
+        std::fs::read_to_string(server.path("stderr.txt"))
+            .unwrap_or_default()
+            .contains("connection ended inside an octet-counted message")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    assert_eq!(notice_messages(&events), expected);
+    let count = |name| logged_count(&run.stderr, "listener stopped", name);
+    assert_eq!(count("messages"), 9);
+    assert_eq!(count("truncated"), 1);
+    assert_eq!(count("incomplete"), 1);
+    assert_eq!(count("connections"), 7);
+    assert_eq!(
+        logged_count(
+            &run.stderr,
+            "every received message processed",
+            "unparsable"
+        ),
+        1
+    );
+    assert_has(&run.stderr, "not a syslog record, skipped");
+}
+
+#[test]
+fn oversized_messages_are_dropped_when_configured_and_counted() {
+    let mut server = Server::start(
+        REPORT_APP,
+        &[
+            "-o",
+            "listen.max_message_bytes=512",
+            "-o",
+            "listen.oversize=drop",
+            "-o",
+            "listen.udp=127.0.0.1:0",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let tcp = server.address("TCP");
+    let udp = server.address("UDP");
+    let long = record(&"y".repeat(1000));
+    let mut stream = connect(tcp);
+    let text = format!("{long}\n{}\n{} {long}", record("kept"), long.len());
+    stream.write_all(text.as_bytes()).expect("write");
+    drop(stream);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket.send_to(long.as_bytes(), udp).expect("send");
+    socket
+        .send_to(record("kept too").as_bytes(), udp)
+        .expect("send");
+    server.wait_for_lines(2);
+    server.wait_until("three drops are counted", |server| {
+        server.stderr().contains("dropped_oversize=3")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        notice_messages(&json_lines(&run.stdout)),
+        ["kept", "kept too"]
+    );
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "dropped_oversize"),
+        3
+    );
+}
