@@ -126,8 +126,8 @@ impl Server {
         });
     }
 
-    /// Send SIGTERM and wait for the exit.
-    fn stop(mut self) -> Run {
+    /// Send SIGTERM and wait for the exit; the directory stays.
+    fn stop(&mut self) -> Run {
         signal(self.pid(), "TERM");
         let started = Instant::now();
         let mut child = self.child.take().expect("running");
@@ -440,5 +440,211 @@ fn oversized_messages_are_dropped_when_configured_and_counted() {
     assert_eq!(
         logged_count(&run.stderr, "listener stopped", "dropped_oversize"),
         3
+    );
+}
+
+/// Wait until the periodic count line says at least `count` messages.
+fn wait_for_messages(server: &mut Server, count: u64) {
+    server.wait_until(&format!("{count} messages are received"), |server| {
+        server
+            .stderr()
+            .lines()
+            .rev()
+            .find(|line| line.contains("listener counts so far"))
+            .is_some_and(|line| logged_count(line, "listener counts so far", "messages") >= count)
+    });
+}
+
+#[test]
+fn records_received_and_written_to_a_capture_replay_to_the_same_events() {
+    let mut server = Server::start(
+        SSHD_JSON_APP,
+        &[
+            "--write-file",
+            "received.cap",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let address = server.address("TCP");
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    // One connection, so that order is kept; framings alternate, and one
+    // message has line breaks (a capture entry a line cannot hold).
+    let mut stream = connect(address);
+    let mut sent = String::new();
+    for (index, line) in sample.lines().enumerate() {
+        if index % 2 == 0 {
+            sent.push_str(&format!("{line}\n"));
+        } else {
+            sent.push_str(&format!("{} {line}", line.len()));
+        }
+    }
+    let multi_line = record("a message\nwith two line breaks\nin it");
+    sent.push_str(&format!("{} {multi_line}", multi_line.len()));
+    stream.write_all(sent.as_bytes()).expect("write");
+    drop(stream);
+    let total = sample.lines().count() as u64 + 1;
+    wait_for_messages(&mut server, total);
+    let listened = server.stop();
+    assert_eq!(listened.code, Some(0), "{}", listened.stderr);
+    let events = json_lines(&listened.stdout);
+    assert_eq!(
+        events
+            .iter()
+            .map(|event| event["kind"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        [
+            "SSHDLoginSucceeded",
+            "SSHDLoginSucceeded",
+            "SSHDLoginFailed",
+            "SSHDStats"
+        ]
+    );
+
+    let dir = app_dir(SSHD_JSON_APP);
+    let capture =
+        std::fs::read_to_string(server.path("received.cap")).expect("the capture was written");
+    assert_eq!(
+        capture,
+        format!("{sample}{} {multi_line}\n", multi_line.len())
+    );
+    std::fs::write(dir.path().join("received.cap"), &capture).expect("copy capture");
+    let replayed = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "received.cap"],
+    );
+    assert_eq!(replayed.code, Some(0), "{}", replayed.stderr);
+    assert_eq!(replayed.stdout, listened.stdout);
+    assert_has(&replayed.stderr, &format!("records={total}"));
+}
+
+/// The report module, every notice to a handler that is slow on purpose,
+/// and only the statistics to standard output.
+fn slow_app(spin: u64) -> String {
+    let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_HANDLER");
+    format!(
+        "[modules.Report]\ncomponent = 'builtin:report'\n\
+         [handlers.slow]\ncomponent = '{guest}'\nfilter = 'event.kind == \"Notice\"'\n\
+         config = {{ attack = \"slow\", spin = {spin} }}\nlimits = {{ call_timeout_ms = 60000 }}\n\
+         [handlers.console]\ncomponent = 'builtin:log'\nfilter = 'event.kind == \"ReportStats\"'\n\
+         config = {{ format = \"json\" }}\n"
+    )
+}
+
+/// Write numbered records `m1`, `m2`, ... until `limit` or until the
+/// server closes the connection; returns how many were written whole.
+fn send_numbered(address: SocketAddr, limit: u64, padding: usize) -> u64 {
+    let mut stream = std::io::BufWriter::with_capacity(64 * 1024, connect(address));
+    let pad = "p".repeat(padding);
+    for n in 1..=limit {
+        if stream
+            .write_all(format!("{}\n", record(&format!("m{n} {pad}"))).as_bytes())
+            .is_err()
+        {
+            return n - 1;
+        }
+    }
+    if stream.flush().is_err() {
+        return 0;
+    }
+    limit
+}
+
+#[test]
+fn sigterm_during_a_stream_loses_nothing_that_was_received() {
+    let mut server = Server::start(
+        &slow_app(2_000),
+        &[
+            "--write-file",
+            "received.cap",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let address = server.address("TCP");
+    let sender = std::thread::spawn(move || send_numbered(address, 100_000_000, 0));
+    wait_for_messages(&mut server, 20_000);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let sent = sender.join().expect("sender");
+    let received = logged_count(&run.stderr, "listener stopped", "messages");
+    assert!(received >= 20_000, "received {received}");
+    // The sender was still going: the server stopped while it streamed.
+    assert!(sent < 100_000_000);
+    // Every message received went through the module...
+    let events = json_lines(&run.stdout);
+    let stats = of_kind(&events, "ReportStats");
+    assert_eq!(stats.len(), 1, "{}", run.stdout);
+    assert_eq!(stats[0]["fields"]["records"], received);
+    // ... and they are the first ones sent, in order, with no gap.
+    let capture = std::fs::read_to_string(server.path("received.cap")).expect("capture");
+    let mut count = 0u64;
+    for (index, line) in capture.lines().enumerate() {
+        let expected = record(&format!("m{} ", index + 1));
+        assert_eq!(line, expected, "entry {}", index + 1);
+        count += 1;
+    }
+    assert_eq!(count, received);
+    assert_has(&run.stderr, "SIGTERM: no longer accepting");
+}
+
+/// Resident memory at its peak, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_slow_handler_holds_senders_back_with_bounded_memory_and_everything_is_processed() {
+    const MESSAGES: u64 = 200_000;
+    const PADDING: usize = 1_500;
+    // The stream is about 300 MB and the handler takes seconds over it;
+    // the server may hold only a small part at any time. (Idle, it takes
+    // about 40 MB.)
+    const BOUND_KIB: u64 = 150 * 1024;
+    let mut server = Server::start(&slow_app(20_000), &["-o", "listen.report_interval_s=1"]);
+    let address = server.address("TCP");
+    // Start-up (compiling components when the cache is cold) is not what
+    // is measured: reset the peak to what is resident now.
+    std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5").expect("reset VmHWM");
+    let senders: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || send_numbered(address, MESSAGES / 4, PADDING)))
+        .collect();
+    let pid = server.pid();
+    server.wait_until("every message is received", |server| {
+        let received = server
+            .stderr()
+            .lines()
+            .rev()
+            .find(|line| line.contains("listener counts so far"))
+            .map(|line| logged_count(line, "listener counts so far", "messages"));
+        received == Some(MESSAGES)
+    });
+    let peak = peak_rss_kib(pid);
+    eprintln!("peak resident memory under load: {peak} KiB");
+    for sender in senders {
+        assert_eq!(sender.join().expect("sender"), MESSAGES / 4);
+    }
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(peak > 0, "no peak RSS read");
+    assert!(
+        peak < BOUND_KIB,
+        "peak resident memory {peak} KiB is over the bound of {BOUND_KIB} KiB"
+    );
+    let events = json_lines(&run.stdout);
+    let stats = of_kind(&events, "ReportStats");
+    assert_eq!(stats[0]["fields"]["records"], MESSAGES);
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "messages"),
+        MESSAGES
+    );
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "incomplete"),
+        0
     );
 }
