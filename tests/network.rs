@@ -648,3 +648,330 @@ fn a_slow_handler_holds_senders_back_with_bounded_memory_and_everything_is_proce
         0
     );
 }
+
+/// A CA, a server certificate for localhost signed by it, a client
+/// certificate signed by it and one signed by a stranger, as PEM files in
+/// `dir`.
+fn make_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let authority = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
+    };
+    let ca = authority("test CA");
+    let stranger = authority("stranger CA");
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write PEM");
+    write("ca.pem", ca.pem());
+    for (name, names, issuer) in [
+        ("server", vec!["localhost".to_owned()], &ca),
+        ("client", vec!["client.test".to_owned()], &ca),
+        ("stranger", vec!["stranger.test".to_owned()], &stranger),
+    ] {
+        let key = KeyPair::generate().expect("key");
+        let certificate = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, issuer)
+            .expect("certificate");
+        write(&format!("{name}.pem"), certificate.pem());
+        write(&format!("{name}.key"), key.serialize_pem());
+    }
+}
+
+/// Send `messages` octet-counted over TLS (RFC 5425) as `identity` (a
+/// certificate and key in `dir`, or none); the error if the server refuses.
+fn send_tls(
+    address: SocketAddr,
+    dir: &std::path::Path,
+    identity: Option<&str>,
+    messages: &[String],
+) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca.pem") {
+        roots.add(certificate.expect("CA")).expect("add CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(name) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+                    .expect("certificate")
+                    .map(|c| c.expect("certificate"))
+                    .collect(),
+                PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).expect("key"),
+            )
+            .expect("client auth"),
+    };
+    let server_name = ServerName::try_from("localhost").expect("name");
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), server_name)
+        .expect("client connection");
+    let mut stream = rustls::StreamOwned::new(connection, connect(address));
+    let mut text = String::new();
+    for message in messages {
+        text.push_str(&format!("{} {message}", message.len()));
+    }
+    stream
+        .write_all(text.as_bytes())
+        .and_then(|()| stream.flush())
+        .map_err(|error| error.to_string())?;
+    stream.conn.send_close_notify();
+    stream.flush().map_err(|error| error.to_string())?;
+    // The server's answer: its close, or the alert that refuses us.
+    let mut rest = Vec::new();
+    match std::io::Read::read_to_end(&mut stream, &mut rest) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+#[test]
+fn tls_with_client_certificates_takes_the_trusted_and_refuses_the_rest() {
+    let dir = app_dir(REPORT_APP);
+    make_pki(dir.path());
+    let mut server = Server::start_in(
+        dir,
+        &[
+            "-o",
+            "listen.tls=127.0.0.1:0",
+            "-o",
+            "listen.tls_certificate=server.pem",
+            "-o",
+            "listen.tls_key=server.key",
+            "-o",
+            "listen.tls_client_ca=ca.pem",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let address = server.address("TLS");
+    let trusted: Vec<String> = (1..=3)
+        .map(|n| record(&format!("over TLS {n}\nwith a line break")))
+        .collect();
+    send_tls(address, server.dir.path(), Some("client"), &trusted).expect("trusted client");
+    let refused = [record("from a stranger")];
+    let stranger = send_tls(address, server.dir.path(), Some("stranger"), &refused);
+    assert!(stranger.is_err(), "a stranger's certificate was taken");
+    let anonymous = send_tls(address, server.dir.path(), None, &refused);
+    assert!(
+        anonymous.is_err(),
+        "a client without a certificate was taken"
+    );
+    server.wait_for_lines(3);
+    server.wait_until("both refusals are counted", |server| {
+        server.stderr().contains("tls_failures=2")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    assert_eq!(
+        notice_messages(&events),
+        (1..=3)
+            .map(|n| format!("over TLS {n}\nwith a line break"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "tls_failures"),
+        2
+    );
+    assert_has(&run.stderr, "TLS handshake failed");
+}
+
+#[test]
+fn tls_settings_are_checked_before_anything_runs() {
+    let dir = app_dir(REPORT_APP);
+    make_pki(dir.path());
+    let check = |options: &[&str]| {
+        let mut args = vec!["check", "--app", "app.toml"];
+        for option in options {
+            args.extend(["-o", option]);
+        }
+        correlator(dir.path(), &args)
+    };
+    let run = check(&["listen.tls=127.0.0.1:6514"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: listen.tls is set: listen.tls_certificate and listen.tls_key must name PEM files\n"
+    );
+    let run = check(&[
+        "listen.tls=127.0.0.1:6514",
+        "listen.tls_certificate=missing.pem",
+        "listen.tls_key=server.key",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert_has(
+        &run.stderr,
+        "error: listen.tls_certificate: cannot read certificates from missing.pem:",
+    );
+    let run = check(&[
+        "listen.tls=127.0.0.1:6514",
+        "listen.tls_certificate=server.pem",
+        "listen.tls_key=client.key",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert_has(
+        &run.stderr,
+        "error: listen.tls_certificate and listen.tls_key do not make a usable pair",
+    );
+    let run = check(&[
+        "listen.tls=127.0.0.1:6514",
+        "listen.tls_certificate=server.pem",
+        "listen.tls_key=server.key",
+        "listen.tls_client_ca=ca.pem",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn listener_settings_and_bind_failures_name_the_item() {
+    let dir = app_dir(REPORT_APP);
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "-o",
+            "listen.tcp=localhost:5140",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_has(
+        &run.stderr,
+        "error: listen.tcp: \"localhost:5140\" is not IP:PORT (e.g. 127.0.0.1:5140 or [::1]:5140)\n",
+    );
+    for (option, message) in [
+        (
+            "listen.oversize=chop",
+            "error: listen.oversize must be \"truncate\" or \"drop\", not \"chop\"\n",
+        ),
+        (
+            "listen.trailer=cr",
+            "error: listen.trailer must be \"lf\" or \"nul\", not \"cr\"\n",
+        ),
+        (
+            "listen.max_message_bytes=100",
+            "error: listen.max_message_bytes must be between 480 (RFC 5426's minimum) and 16777216, not 100\n",
+        ),
+    ] {
+        let run = correlator(dir.path(), &["check", "--app", "app.toml", "-o", option]);
+        assert_eq!(run.code, Some(1), "{option}");
+        assert_eq!(run.stderr, message);
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address");
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "-o",
+            &format!("listen.tcp={address}"),
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_has(
+        &run.stderr,
+        &format!("error: listen.tcp: cannot listen on {address}: Address already in use"),
+    );
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "-o", "listen.tcp="],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_has(
+        &run.stderr,
+        "error: nothing to listen on: listen.tcp, listen.udp and listen.tls are all empty",
+    );
+}
+
+#[test]
+fn connections_past_the_limit_and_idle_ones_are_closed_and_counted() {
+    let mut server = Server::start(
+        REPORT_APP,
+        &[
+            "-o",
+            "listen.max_connections=2",
+            "-o",
+            "listen.idle_timeout_s=1",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let address = server.address("TCP");
+    let mut first = connect(address);
+    let mut second = connect(address);
+    first
+        .write_all(format!("{}\n", record("first")).as_bytes())
+        .expect("write");
+    second
+        .write_all(format!("{}\n", record("second")).as_bytes())
+        .expect("write");
+    server.wait_for_lines(2);
+    // A third is closed at once: reading gives the end of the stream.
+    let mut third = connect(address);
+    third
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    let mut buffer = [0u8; 16];
+    let read = std::io::Read::read(&mut third, &mut buffer);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the third connection was served: {read:?}"
+    );
+    // The first two say nothing more and are closed for it.
+    for stream in [&mut first, &mut second] {
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let read = std::io::Read::read(stream, &mut buffer);
+        assert!(matches!(read, Ok(0)), "an idle connection stayed: {read:?}");
+    }
+    // Room again: a new connection is served.
+    let mut fourth = connect(address);
+    fourth
+        .write_all(format!("{}\n", record("fourth")).as_bytes())
+        .expect("write");
+    drop(fourth);
+    server.wait_for_lines(3);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        notice_messages(&json_lines(&run.stdout)),
+        ["first", "fourth", "second"]
+    );
+    let count = |name| logged_count(&run.stderr, "listener stopped", name);
+    assert_eq!(count("refused_connections"), 1);
+    assert_eq!(count("idle_closed"), 2);
+    assert_eq!(count("connections"), 3);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    // A handler slow enough that the first signal's drain takes long.
+    let mut server = Server::start(&slow_app(2_000_000), &["-o", "listen.report_interval_s=1"]);
+    let address = server.address("TCP");
+    let sender = std::thread::spawn(move || send_numbered(address, 5_000, 0));
+    wait_for_messages(&mut server, 5_000);
+    signal(server.pid(), "INT");
+    server.wait_until("the first signal is taken", |server| {
+        server.stderr().contains("SIGINT: no longer accepting")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(130), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "correlator: second SIGTERM: exiting at once; events in flight are lost",
+    );
+    assert_eq!(sender.join().expect("sender"), 5_000);
+}
