@@ -9,6 +9,15 @@ cd "$(dirname "$0")"
 rustup target add wasm32-wasip2
 rustup component add rustfmt clippy
 
+# Real syslog senders for the network tests: util-linux's logger (Debian's
+# bsdutils) and rsyslog. The tests skip loudly without them.
+if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bsdutils rsyslog >/dev/null
+fi
+
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
         -p correlator-module-log -p correlator-module-csv -p correlator-test-schema-breaker
         -p correlator-test-hostile -p correlator-test-hostile-fs -p correlator-test-hostile-net

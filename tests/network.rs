@@ -975,3 +975,94 @@ fn a_second_signal_exits_at_once() {
     );
     assert_eq!(sender.join().expect("sender"), 5_000);
 }
+
+/// rsyslog's daemon, or a loud skip where it cannot be had (the test
+/// script installs it, so CI does not skip).
+fn rsyslogd() -> Option<PathBuf> {
+    let found = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists());
+    if found.is_none() {
+        eprintln!("SKIPPED: rsyslogd is not installed (apt-get install rsyslog)");
+    }
+    found
+}
+
+#[test]
+fn rsyslog_forwarding_in_syslog_protocol_format_delivers_every_message_once() {
+    const MESSAGES: usize = 2_000;
+    let (Some(rsyslogd), Some(_)) = (rsyslogd(), logger()) else {
+        return;
+    };
+    let mut server = Server::start(REPORT_APP, &[]);
+    let port = server.address("TCP").port();
+    // rsyslog takes messages on a Unix socket of its own (no port to pick)
+    // and forwards them to us octet-counted in RFC 5424.
+    let work = tempfile::tempdir().expect("temp dir");
+    let socket = work.path().join("in.sock");
+    let config = format!(
+        "global(workDirectory=\"{work}\")\n\
+         module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+         input(type=\"imuxsock\" Socket=\"{socket}\" RateLimit.Interval=\"0\")\n\
+         *.* action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" \
+         TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
+        work = work.path().display(),
+        socket = socket.display(),
+    );
+    std::fs::write(work.path().join("rsyslog.conf"), config).expect("config");
+    let mut daemon = Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(work.path().join("rsyslog.conf"))
+        .arg("-i")
+        .arg(work.path().join("rsyslog.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rsyslogd starts");
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(started.elapsed() < PATIENCE, "rsyslogd made no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines: String = (1..=MESSAGES)
+        .map(|n| format!("forwarded message {n} with some words\n"))
+        .collect();
+    let mut logger = Command::new("logger")
+        .arg("-u")
+        .arg(&socket)
+        .args(["-t", "viarsyslog"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("logger runs");
+    logger
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("feed logger");
+    assert!(logger.wait().expect("logger").success());
+    server.wait_for_lines(MESSAGES);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    // rsyslog keeps the space after the tag's colon in %msg%.
+    let mut messages: Vec<String> = notice_messages(&events)
+        .into_iter()
+        .map(|message| message.trim_start().to_owned())
+        .collect();
+    messages.sort();
+    let mut expected: Vec<String> = lines.lines().map(str::to_owned).collect();
+    expected.sort();
+    assert_eq!(messages, expected);
+    for notice in of_kind(&events, "Notice") {
+        assert_eq!(notice["fields"]["program"], "viarsyslog");
+    }
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "messages"),
+        MESSAGES as u64
+    );
+}

@@ -1,0 +1,234 @@
+//! Network throughput of the real `correlator` binary, beside rsyslog
+//! receiving the same load on the same machine in the same run.
+//!
+//! `cargo bench -p correlator --bench network` generates 1,000,000 sshd-heavy
+//! RFC 5424 records (CORRELATOR_BENCH_RECORDS changes that) and sends them
+//! over loopback TCP, newline-framed, from this process's own sender with 1,
+//! 8 and 64 connections, as fast as the receiver takes them. Records are
+//! dealt to the connections in runs of 256, so that all of them move
+//! through the capture's time together (as concurrent senders do).
+//!
+//! correlator runs the sshd module and the JSON log handler (to /dev/null):
+//! the clock runs from the first byte sent until the process has exited
+//! after SIGTERM, which it gets once every connection has been read to its
+//! end, so every message has been received and fully processed by then.
+//! rsyslog (imtcp, writing one byte and a newline per message to a file) is
+//! timed from the first byte until its file holds every message. Messages
+//! lost are those sent minus those counted by the receiver.
+
+mod sshd_traffic;
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a receiver that has stopped making progress.
+const STALL: Duration = Duration::from_secs(30);
+
+fn main() {
+    let count: usize = std::env::var("CORRELATOR_BENCH_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = std::env::temp_dir().join(format!("correlator-netbench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut text = String::with_capacity(count * 120);
+    sshd_traffic::generate(count, &mut text);
+    let lines: Vec<&str> = text.lines().collect();
+    let app = dir.join("bench.toml");
+    std::fs::write(
+        &app,
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n",
+    )
+    .expect("write app");
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists());
+    if rsyslogd.is_none() {
+        println!("rsyslogd not found (apt-get install rsyslog): measuring correlator alone");
+    }
+    println!(
+        "{} messages, {} MB, over loopback TCP",
+        lines.len(),
+        text.len() / 1_000_000
+    );
+    for connections in [1, 8, 64] {
+        let loads = split(&lines, connections);
+        let ours = correlator(&app, &dir, &loads);
+        println!(
+            "{connections:>2} connections: correlator {:>9.0} messages/s received and processed by the sshd module, {} lost",
+            ours.received as f64 / ours.seconds,
+            lines.len() as u64 - ours.received
+        );
+        if let Some(rsyslogd) = &rsyslogd {
+            let theirs = rsyslog(rsyslogd, &dir, &loads, lines.len() as u64);
+            println!(
+                "{connections:>2} connections: rsyslog    {:>9.0} messages/s received and written to a file, {} lost",
+                theirs.received as f64 / theirs.seconds,
+                lines.len() as u64 - theirs.received
+            );
+        }
+    }
+    if std::env::var_os("CORRELATOR_BENCH_KEEP").is_some() {
+        println!("files kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Records dealt to connections in runs of this many, so that every
+/// connection moves through the capture's time together, as senders
+/// logging at the same time do.
+const RUN: usize = 256;
+
+/// Each connection's bytes, newline-framed: runs of [`RUN`] records dealt
+/// round-robin.
+fn split(lines: &[&str], connections: usize) -> Vec<Vec<u8>> {
+    let mut loads = vec![Vec::with_capacity(lines.len() / connections * 130); connections];
+    for (index, run) in lines.chunks(RUN).enumerate() {
+        let bytes = &mut loads[index % connections];
+        for line in run {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+    }
+    loads
+}
+
+/// Send every load on a connection of its own, at once; return when the
+/// receiver has read each to its end (it closes its side then).
+fn send_all(address: SocketAddr, loads: &[Vec<u8>]) {
+    std::thread::scope(|scope| {
+        for load in loads {
+            scope.spawn(move || {
+                let mut stream = TcpStream::connect(address).expect("connect");
+                for piece in load.chunks(256 * 1024) {
+                    stream.write_all(piece).expect("send");
+                }
+                stream.shutdown(Shutdown::Write).expect("shutdown");
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest);
+            });
+        }
+    });
+}
+
+struct Measured {
+    seconds: f64,
+    received: u64,
+}
+
+fn correlator(app: &Path, dir: &Path, loads: &[Vec<u8>]) -> Measured {
+    let log = dir.join("correlator.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_correlator"))
+        .args(["run", "--app"])
+        .arg(app)
+        .args(["-o", "listen.tcp=127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run correlator");
+    let marker = "listening for syslog over TCP on ";
+    let address: SocketAddr = wait_for(&mut child, "correlator listens", || {
+        std::fs::read_to_string(&log).ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.split_once(marker).map(|(_, a)| a.trim().to_owned()))
+                .and_then(|address| address.parse().ok())
+        })
+    });
+    let started = Instant::now();
+    send_all(address, loads);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(exit.success(), "correlator failed: see {}", log.display());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let received = text
+        .lines()
+        .find(|line| line.contains("listener stopped"))
+        .and_then(|line| line.split_once(" messages="))
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(0);
+    Measured { seconds, received }
+}
+
+fn rsyslog(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -> Measured {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let out = dir.join("rsyslog.out");
+    let _ = std::fs::remove_file(&out);
+    let config = dir.join("rsyslog.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "global(workDirectory=\"{dir}\")\n\
+             module(load=\"imtcp\" MaxSessions=\"1000\")\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+             template(name=\"one\" type=\"string\" string=\"x\\n\")\n\
+             *.* action(type=\"omfile\" file=\"{out}\" template=\"one\")\n",
+            dir = dir.display(),
+            out = out.display()
+        ),
+    )
+    .expect("rsyslog config");
+    let mut child = Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(&config)
+        .arg("-i")
+        .arg(dir.join("rsyslog.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run rsyslogd");
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for(&mut child, "rsyslog listens", || {
+        TcpStream::connect(address).ok().map(|_| ())
+    });
+    // The probe connection above sent nothing; start from an empty file.
+    let started = Instant::now();
+    send_all(address, loads);
+    let mut last = (0, Instant::now());
+    let received = loop {
+        let received = std::fs::metadata(&out).map_or(0, |m| m.len() / 2);
+        if received >= expected {
+            break received;
+        }
+        if received != last.0 {
+            last = (received, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            break received;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    Measured { seconds, received }
+}
+
+/// Poll `ready` until it gives a value; panics if `child` exits first.
+fn wait_for<T>(child: &mut Child, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited ({status}) before {what}");
+        }
+        assert!(started.elapsed() < STALL, "gave up waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
