@@ -895,3 +895,155 @@ fn a_component_importing_what_it_was_not_granted_is_refused_at_load() {
         "nothing but app.toml is written"
     );
 }
+
+/// A capture with a message of three lines (octet-counted), a traditional
+/// line, a line that is no record and a blank line.
+const MIXED_CAPTURE: &str = "<86>1 2023-02-20T15:12:47.757250-05:00 giganode1 sshd 2540460 - - Accepted publickey for timp from 192.168.1.85 port 60116 ssh2\n\
+    52 <13>1 2026-11-27T10:00:00Z h app - - - one\ntwo\nthree\n\
+    Nov 27 10:00:01 h2 cron[7]: (root) CMD (true)\n\
+    not a record at all\n\
+    \n\
+    <86>1 2023-02-20T15:14:09.072459-05:00 giganode1 sshd 2540460 - - pam_unix(sshd:session): session closed for user timp\n";
+
+#[test]
+fn capture_summary_prints_a_line_per_record_with_the_line_it_starts_on() {
+    let dir = app_dir("");
+    std::fs::write(dir.path().join("mixed.cap"), MIXED_CAPTURE).expect("write capture");
+    let run = correlator(dir.path(), &["capture", "summary", "mixed.cap"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let year = run
+        .stdout
+        .lines()
+        .find(|line| line.contains("h2 cron"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|date| date.get(..4))
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(
+        run.stdout,
+        format!(
+            "      1  2023-02-20 15:12:47 giganode1 sshd[2540460]: Accepted publickey for timp from 192.168.1.85 port 60116 ssh2\n      \
+             2  2026-11-27 10:00:00 h app: one two three\n      \
+             5  {year}-11-27 10:00:01 h2 cron[7]: (root) CMD (true)\n      \
+             6  (not a syslog record: bad RFC 3164 timestamp \"not a record at\": expected \"Mmm dd hh:mm:ss\") not a record at all\n      \
+             8  2023-02-20 15:14:09 giganode1 sshd[2540460]: pam_unix(sshd:session): session closed for user timp\n"
+        )
+    );
+}
+
+#[test]
+fn capture_filter_leaves_out_the_records_marked_in_the_list() {
+    let dir = app_dir("");
+    std::fs::write(dir.path().join("mixed.cap"), MIXED_CAPTURE).expect("write capture");
+    let summary = correlator(dir.path(), &["capture", "summary", "mixed.cap"]).stdout;
+    // Mark the multi-line record and the one that is not a record.
+    let list: String = summary
+        .lines()
+        .map(|line| {
+            let number = line.split_whitespace().next().unwrap_or("");
+            if number == "2" || number == "6" {
+                format!("#{line}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(dir.path().join("list.txt"), list).expect("write list");
+    let run = correlator(
+        dir.path(),
+        &[
+            "capture",
+            "filter",
+            "mixed.cap",
+            "--keep",
+            "list.txt",
+            "--out",
+            "trimmed.cap",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stderr, "trimmed.cap: 3 records kept, 2 left out\n");
+    let lines: Vec<&str> = MIXED_CAPTURE.lines().collect();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("trimmed.cap")).expect("trimmed"),
+        format!("{}\n{}\n{}\n", lines[0], lines[4], lines[7])
+    );
+    // It exists now: not overwritten.
+    let again = correlator(
+        dir.path(),
+        &[
+            "capture",
+            "filter",
+            "mixed.cap",
+            "--keep",
+            "list.txt",
+            "--out",
+            "trimmed.cap",
+        ],
+    );
+    assert_eq!(again.code, Some(1));
+    assert_has(
+        &again.stderr,
+        "error: cannot create trimmed.cap (it must not exist yet)",
+    );
+    // A list from another capture, or not a list at all.
+    std::fs::write(dir.path().join("other.txt"), "#3 something\n").expect("write list");
+    let run = correlator(
+        dir.path(),
+        &[
+            "capture",
+            "filter",
+            "mixed.cap",
+            "--keep",
+            "other.txt",
+            "--out",
+            "new.cap",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: other.txt marks records on lines 3 that mixed.cap does not have (was the list made from another capture?); nothing written\n"
+    );
+    std::fs::write(dir.path().join("bad.txt"), "1 fine\nnonsense\n").expect("write list");
+    let run = correlator(
+        dir.path(),
+        &[
+            "capture",
+            "filter",
+            "mixed.cap",
+            "--keep",
+            "bad.txt",
+            "--out",
+            "new.cap",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: bad.txt:2: expected a record's line number, as `capture summary` prints it (with # in front to leave the record out), found \"nonsense\"\n"
+    );
+    assert!(!dir.path().join("new.cap").exists());
+}
+
+#[test]
+fn a_capture_with_multi_line_entries_replays_each_as_one_record() {
+    let events = replay_json(
+        "[modules.Report]\ncomponent = \"builtin:report\"\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n",
+        MIXED_CAPTURE,
+        &[],
+    );
+    let messages: Vec<&str> = of_kind(&events, "Notice")
+        .iter()
+        .map(|event| event["fields"]["message"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "Accepted publickey for timp from 192.168.1.85 port 60116 ssh2",
+            "one\ntwo\nthree",
+            "(root) CMD (true)",
+            "pam_unix(sshd:session): session closed for user timp"
+        ]
+    );
+}

@@ -1066,3 +1066,38 @@ fn rsyslog_forwarding_in_syslog_protocol_format_delivers_every_message_once() {
         MESSAGES as u64
     );
 }
+
+#[test]
+fn write_file_without_a_name_writes_todays_capture_and_moves_older_ones_aside() {
+    let runs = tempfile::tempdir().expect("temp dir");
+    let run_dir = format!("system.run_dir={}", runs.path().display());
+    for round in 1..=3 {
+        let mut server = Server::start(REPORT_APP, &["--write-file", "-o", &run_dir]);
+        let mut stream = connect(server.address("TCP"));
+        stream
+            .write_all(format!("{}\n", record(&format!("round {round}"))).as_bytes())
+            .expect("write");
+        drop(stream);
+        server.wait_for_lines(1);
+        let run = server.stop();
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    let today = Command::new("date")
+        .args(["-u", "+%Y%m%d"])
+        .output()
+        .expect("date");
+    let today = String::from_utf8_lossy(&today.stdout).trim().to_owned();
+    let read = |name: String| std::fs::read_to_string(runs.path().join(name)).unwrap_or_default();
+    assert_eq!(
+        read(format!("{today}.cap")),
+        format!("{}\n", record("round 3"))
+    );
+    assert_eq!(
+        read(format!("{today}_1.cap")),
+        format!("{}\n", record("round 2"))
+    );
+    assert_eq!(
+        read(format!("{today}_2.cap")),
+        format!("{}\n", record("round 1"))
+    );
+}
