@@ -1101,3 +1101,37 @@ fn write_file_without_a_name_writes_todays_capture_and_moves_older_ones_aside() 
         format!("{}\n", record("round 1"))
     );
 }
+
+#[test]
+fn an_instance_that_aborts_the_run_stops_the_listener_too() {
+    let app = format!(
+        "[modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"poison\" }}\non_failure = \"abort\"\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE")
+    );
+    let mut server = Server::start(&app, &[]);
+    let mut stream = connect(server.address("TCP"));
+    stream
+        .write_all(format!("{}\n{}\n", record("fine"), record("POISON")).as_bytes())
+        .expect("write");
+    // The connection stays open: the run must end anyway.
+    let mut child = server.child.take().expect("running");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the run did not end:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert_has(
+        &server.stderr(),
+        "error: instance \"bad\" failed and its on_failure policy is abort: trapped on unreachable code (a panic or an abort)\n",
+    );
+    drop(stream);
+}

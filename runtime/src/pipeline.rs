@@ -66,11 +66,16 @@ pub enum StageError {
 /// modules (on this thread) and their events through the handlers (on a
 /// third), until the source returns; then every module's statistics.
 /// Returns the source's result and the handlers' counts.
+///
+/// If an instance aborts the run, `stop_source` is called: a source that
+/// may wait for input (the network) must then return soon; one that only
+/// blocks on sending notices by itself.
 pub fn run_stages<S: Send>(
     modules: &mut ModuleStage,
     handlers: HandlerStage,
     batch_size: usize,
     source: impl FnOnce(BatchSink) -> S + Send,
+    stop_source: impl FnOnce(),
 ) -> Result<(S, Counters), StageError> {
     let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
@@ -131,7 +136,8 @@ pub fn run_stages<S: Send>(
         let counters = join(handling);
         if let Some(abort) = aborted {
             // The batch receiver went with the loop, so the source stops at
-            // its next batch; the scope joins it.
+            // its next batch, or at once when told; the scope joins it.
+            stop_source();
             return Err(abort.into());
         }
         Ok((join(reader), counters?))

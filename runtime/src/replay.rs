@@ -43,9 +43,14 @@ pub fn replay(
     handlers: HandlerStage,
     settings: &ReplaySettings,
 ) -> Result<(ReplayStats, Counters), ReplayError> {
-    let (stats, counters) = run_stages(modules, handlers, settings.batch_size, |sink| {
-        read_batches(input, settings, &sink)
-    })?;
+    let (stats, counters) = run_stages(
+        modules,
+        handlers,
+        settings.batch_size,
+        |sink| read_batches(input, settings, &sink),
+        // Reading stops at its next batch.
+        || {},
+    )?;
     Ok((stats?, counters))
 }
 

@@ -375,10 +375,16 @@ pub fn serve(
 ) -> anyhow::Result<(ListenStats, Counters)> {
     let counters = Arc::new(NetworkCounters::default());
     let network = server::Network::bind(settings, Arc::clone(&counters))?;
-    let queue = network.start()?;
-    let result = run_stages(modules, handlers, batch_size, move |sink| {
-        parse_messages(queue, &sink, defaults, capture)
-    });
+    let (queue, stop) = network.start()?;
+    let result = run_stages(
+        modules,
+        handlers,
+        batch_size,
+        move |sink| parse_messages(queue, &sink, defaults, capture),
+        // An instance aborted the run: close the sockets, so that the
+        // parser's queue ends.
+        move || stop.cancel(),
+    );
     let (stats, pipeline_counters) = match result {
         Ok(((stats, capture_error), counters_of_pipeline)) => {
             if let Some(error) = capture_error {

@@ -132,11 +132,14 @@ impl Network {
         })
     }
 
-    /// Serve on a thread of its own until the first signal, then wait there
-    /// for a second one, which exits the process at once. Returns the
-    /// parser's end of the queue.
-    pub fn start(self) -> anyhow::Result<Queue> {
+    /// Serve on a thread of its own until the first signal (or until the
+    /// returned token is cancelled), then wait there for a second signal,
+    /// which exits the process at once. Returns the parser's end of the
+    /// queue.
+    pub fn start(self) -> anyhow::Result<(Queue, CancellationToken)> {
         let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
         let Network {
             runtime,
             tcp,
@@ -151,7 +154,6 @@ impl Network {
             .spawn(move || {
                 runtime.block_on(async move {
                     let [mut interrupt, mut terminate] = signals;
-                    let shutdown = CancellationToken::new();
                     let mut tasks = tokio::task::JoinSet::new();
                     let context = Arc::new(ConnectionContext {
                         framing: settings.framing,
@@ -200,12 +202,15 @@ impl Network {
                         settings.report_interval,
                     ));
                     let name = tokio::select! {
-                        _ = interrupt.recv() => "SIGINT",
-                        _ = terminate.recv() => "SIGTERM",
+                        _ = interrupt.recv() => Some("SIGINT"),
+                        _ = terminate.recv() => Some("SIGTERM"),
+                        () = shutdown.cancelled() => None,
                     };
-                    tracing::info!(
-                        "{name}: no longer accepting; finishing what was received (a second signal exits at once)"
-                    );
+                    if let Some(name) = name {
+                        tracing::info!(
+                            "{name}: no longer accepting; finishing what was received (a second signal exits at once)"
+                        );
+                    }
                     shutdown.cancel();
                     // The parser's queue closes when the last task (and its
                     // sender) is gone.
@@ -220,7 +225,7 @@ impl Network {
                 });
             })
             .context("cannot start the network thread")?;
-        Ok(Queue(receiver))
+        Ok((Queue(receiver), stop))
     }
 }
 
