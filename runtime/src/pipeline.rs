@@ -21,7 +21,7 @@ const THREAD_STACK_BYTES: usize = 2 * (crate::app::MAX_STACK_KIB as usize) * 102
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Batches of events waiting for the handlers.
-const EVENT_BATCHES_IN_FLIGHT: usize = 16;
+const EVENT_BATCHES_IN_FLIGHT: usize = 4;
 
 /// Where a source sends its batches of records, and gets emptied ones back
 /// to fill again (so that batches' buffers are allocated once).
