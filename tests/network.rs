@@ -1137,3 +1137,104 @@ fn an_instance_that_aborts_the_run_stops_the_listener_too() {
     );
     drop(stream);
 }
+
+#[test]
+fn out_of_file_descriptors_accepting_is_logged_and_the_server_goes_on() {
+    let dir = app_dir(REPORT_APP);
+    // Room for start-up and a few connections only.
+    let stdout = std::fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
+    let stderr = std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 24 && exec '{}' run --app app.toml -o listen.tcp=127.0.0.1:0 -o listen.report_interval_s=1",
+            env!("CARGO_BIN_EXE_correlator")
+        ))
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info,wasmtime_internal_cache=error")
+        .env(
+            "XDG_CACHE_HOME",
+            workspace().join("target").join("test-cache"),
+        )
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("sh runs");
+    let mut server = Server {
+        child: Some(child),
+        dir,
+    };
+    server.wait_until("it listens", |server| {
+        server.stderr().contains("listening for syslog over TCP on")
+    });
+    let address = server.address("TCP");
+    // More connections than descriptors: the kernel queues the rest until
+    // the server can accept them.
+    let mut streams: Vec<TcpStream> = (0..20)
+        .map(|n| {
+            let mut stream = connect(address);
+            stream
+                .write_all(format!("{}\n", record(&format!("connection {n}"))).as_bytes())
+                .expect("write");
+            stream
+        })
+        .collect();
+    server.wait_until("accepting fails", |server| {
+        server.stderr().contains("cannot accept a connection")
+    });
+    // Closing frees descriptors: every queued connection is served in turn.
+    streams.clear();
+    server.wait_for_lines(20);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut expected: Vec<String> = (0..20).map(|n| format!("connection {n}")).collect();
+    expected.sort();
+    assert_eq!(notice_messages(&json_lines(&run.stdout)), expected);
+    assert!(logged_count(&run.stderr, "listener stopped", "accept_errors") > 0);
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "connections"),
+        20
+    );
+    assert_has(&run.stderr, "cannot accept a connection: ");
+}
+
+#[test]
+fn udp_datagrams_the_pipeline_cannot_take_are_counted_as_dropped() {
+    const SENT: u64 = 60_000;
+    let mut server = Server::start(
+        &slow_app(200_000),
+        &[
+            "-o",
+            "listen.udp=127.0.0.1:0",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let udp = server.address("UDP");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for n in 1..=SENT {
+        socket
+            .send_to(record(&format!("datagram {n}")).as_bytes(), udp)
+            .expect("send");
+    }
+    server.wait_until("drops are counted", |server| {
+        server
+            .stderr()
+            .contains("UDP datagrams dropped: the pipeline is full")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let taken = logged_count(&run.stderr, "listener stopped", "messages");
+    let dropped = logged_count(&run.stderr, "listener stopped", "dropped_udp");
+    assert!(dropped > 0);
+    // The kernel may drop some too (it does not tell); none are counted
+    // twice.
+    assert!(taken + dropped <= SENT, "{taken} taken, {dropped} dropped");
+    // Every datagram taken is processed.
+    let events = json_lines(&run.stdout);
+    assert_eq!(
+        of_kind(&events, "ReportStats")[0]["fields"]["records"],
+        taken
+    );
+}

@@ -27,6 +27,9 @@ const DATAGRAMS_PER_CHUNK: usize = 256;
 /// running out of file descriptors, does not go away at once).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Accept errors are logged at most this often.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// TLS handshakes that take longer are abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -266,6 +269,7 @@ async fn accept_loop(
     context: Arc<ConnectionContext>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
+    let mut last_accept_error = tokio::time::Instant::now();
     loop {
         let accepted = tokio::select! {
             () = context.shutdown.cancelled() => break,
@@ -276,8 +280,19 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                add(&context.counters.accept_errors, 1);
-                tracing::error!("cannot accept a connection: {error}; retrying");
+                let before = context
+                    .counters
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                // The usual cause lasts: say it once per burst, not every
+                // retry (the count is in the periodic report).
+                if before == 0 || last_accept_error.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL {
+                    tracing::error!(
+                        "cannot accept a connection: {error}; retrying every {} ms (accept_errors counts them)",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    last_accept_error = tokio::time::Instant::now();
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
