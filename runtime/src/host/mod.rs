@@ -86,6 +86,10 @@ impl Host {
                 "call time limits are off: a component that loops forever stops the run"
             );
         }
+        // wasmtime-wasi makes its tokio runtime on first use and panics if
+        // that fails; made now, it cannot fail later when a busy listener
+        // has used every file descriptor.
+        wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| ());
         let mut host = Host {
             options: options.clone(),
             engines: HashMap::new(),
