@@ -1238,3 +1238,28 @@ fn udp_datagrams_the_pipeline_cannot_take_are_counted_as_dropped() {
         taken
     );
 }
+
+#[test]
+fn a_nul_trailer_keeps_line_breaks_inside_messages() {
+    let mut server = Server::start(REPORT_APP, &["-o", "listen.trailer=nul"]);
+    let mut stream = connect(server.address("TCP"));
+    let text = format!(
+        "{}\0{}\0{}",
+        record("first\nstill the first"),
+        record("second"),
+        record("third, at the end of the stream")
+    );
+    stream.write_all(text.as_bytes()).expect("write");
+    drop(stream);
+    server.wait_for_lines(3);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        notice_messages(&json_lines(&run.stdout)),
+        [
+            "first\nstill the first",
+            "second",
+            "third, at the end of the stream"
+        ]
+    );
+}
