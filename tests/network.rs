@@ -1263,3 +1263,35 @@ fn a_nul_trailer_keeps_line_breaks_inside_messages() {
         ]
     );
 }
+
+#[test]
+fn sigterm_as_senders_finish_processes_what_they_wrote_before_it() {
+    const PER_CONNECTION: u64 = 40_000;
+    // The pipeline is behind, so much of what was sent still waits in the
+    // kernel's socket buffers when the signal comes.
+    let mut server = Server::start(&slow_app(5_000), &[]);
+    let address = server.address("TCP");
+    let streams: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = connect(address);
+            let text: String = (1..=PER_CONNECTION)
+                .map(|n| format!("{}\n", record(&format!("m{n}"))))
+                .collect();
+            stream.write_all(text.as_bytes()).expect("write");
+            stream
+        })
+        .collect();
+    // Written, and the connections stay open: now the signal.
+    let run = server.stop();
+    drop(streams);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    assert_eq!(
+        of_kind(&events, "ReportStats")[0]["fields"]["records"],
+        4 * PER_CONNECTION
+    );
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "incomplete"),
+        0
+    );
+}

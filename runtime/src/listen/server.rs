@@ -30,6 +30,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Accept errors are logged at most this often.
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// At shutdown, a connection reads what is already waiting: each read
+/// waits this long for data (long enough for the runtime to see the
+/// socket's readiness) ...
+const DRAIN_WAIT: Duration = Duration::from_millis(5);
+
+/// ... and it reads at most this many times (8 MiB), so that a sender
+/// that keeps sending cannot hold shutdown up.
+const DRAIN_READS: usize = 256;
+
 /// TLS handshakes that take longer are abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -348,7 +357,30 @@ async fn accept_loop(
                 .fetch_sub(1, Ordering::Relaxed);
         });
     }
-    // Shutdown: every connection passes on what it has read, then ends.
+    // Shutdown. Connections the kernel completed but we had not accepted
+    // yet have data the senders think delivered: take them too (plain TCP
+    // only; a TLS handshake would need the sender's help).
+    if tls.is_none() {
+        let mut taken = 0;
+        while taken < max_connections {
+            let Ok(Ok((stream, peer))) = tokio::time::timeout(DRAIN_WAIT, listener.accept()).await
+            else {
+                break;
+            };
+            taken += 1;
+            add(&context.counters.connections, 1);
+            add(&context.counters.open_connections, 1);
+            let context = Arc::clone(&context);
+            connections.spawn(async move {
+                read_stream(stream, Arc::from(peer.to_string()), &context).await;
+                context
+                    .counters
+                    .open_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+    // Every connection passes on what it has read, then ends.
     while connections.join_next().await.is_some() {}
 }
 
@@ -362,17 +394,30 @@ async fn read_stream(
     let mut framer = Framer::new(context.framing);
     let mut buffer = vec![0u8; READ_BYTES];
     let mut reported = framer.counts();
+    // After shutdown: reads left before giving up on a sender that keeps
+    // sending; `None` before shutdown.
+    let mut draining: Option<usize> = None;
     loop {
-        let read = tokio::select! {
-            biased;
-            () = context.shutdown.cancelled() => {
-                if framer.in_frame() {
-                    add(&context.counters.incomplete, 1);
-                    tracing::warn!(%peer, "shutdown: a message half read from this connection is lost");
+        let read = match &mut draining {
+            None => tokio::select! {
+                biased;
+                () = context.shutdown.cancelled() => {
+                    draining = Some(DRAIN_READS);
+                    continue;
                 }
-                break;
+                read = read_with_timeout(&mut stream, &mut buffer, context.idle_timeout) => read,
+            },
+            // What the sender wrote before the signal may still be in the
+            // kernel's buffers: it was acknowledged to the sender, so it is
+            // read and passed on too, until nothing more is waiting.
+            Some(0) => ReadOutcome::Drained,
+            Some(left) => {
+                *left -= 1;
+                match read_with_timeout(&mut stream, &mut buffer, Some(DRAIN_WAIT)).await {
+                    ReadOutcome::Idle => ReadOutcome::Drained,
+                    other => other,
+                }
             }
-            read = read_with_timeout(&mut stream, &mut buffer, context.idle_timeout) => read,
         };
         let mut frames = Frames::default();
         let ended = match read {
@@ -384,6 +429,13 @@ async fn read_stream(
                 if framer.finish_stream(&mut frames) {
                     add(&context.counters.incomplete, 1);
                     tracing::warn!(%peer, "connection ended inside an octet-counted message; its part is dropped");
+                }
+                true
+            }
+            ReadOutcome::Drained => {
+                if framer.in_frame() {
+                    add(&context.counters.incomplete, 1);
+                    tracing::warn!(%peer, "shutdown: a message half read from this connection is lost");
                 }
                 true
             }
@@ -435,6 +487,8 @@ enum ReadOutcome {
     Data(usize),
     End,
     Idle,
+    /// Shutdown, and nothing more is waiting to be read.
+    Drained,
     Failed(std::io::Error),
 }
 
