@@ -28,6 +28,125 @@ pub struct Filter {
     source: String,
     program: cel::Program,
     context: cel::Context<'static, 'static>,
+    reads: Reads,
+}
+
+/// What of an event a filter can read: building CEL's map of the whole
+/// event for every event (every string copied) costs more than most
+/// handlers' work, while most filters look at one or two keys.
+///
+/// Worked out from the expression's text, conservatively: a key is left
+/// out only when the text shows the expression cannot reach it. Every use
+/// of `event` (and of `event.fields`) must be a plain member selection
+/// `event.KEY` (`fields.NAME`) for the rest to be left out; indexing
+/// (`[`), macros and functions over the map (`event.fields.exists(...)`,
+/// `size(event.fields)`, `"user" in event.fields`) read everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Reads {
+    /// The whole event.
+    everything: bool,
+    /// Top-level keys named (`kind`, `fields`, ...).
+    keys: std::collections::BTreeSet<String>,
+    /// Every field.
+    all_fields: bool,
+    /// Fields named.
+    fields: std::collections::BTreeSet<String>,
+}
+
+impl Reads {
+    fn of(source: &str) -> Reads {
+        let mut reads = Reads::default();
+        if source.contains('[') {
+            reads.everything = true;
+            return reads;
+        }
+        let bytes = source.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let Some((start, end)) = next_identifier(bytes, at) else {
+                break;
+            };
+            at = end;
+            if &source[start..end] != "event" || preceded_by_dot(bytes, start) {
+                continue;
+            }
+            let Some((key, after_key)) = member(source, end) else {
+                reads.everything = true;
+                return reads;
+            };
+            at = after_key;
+            reads.keys.insert(key.to_owned());
+            if key == "fields" {
+                match member(source, after_key) {
+                    Some((name, after_name)) => {
+                        reads.fields.insert(name.to_owned());
+                        at = after_name;
+                    }
+                    None => reads.all_fields = true,
+                }
+            }
+        }
+        reads
+    }
+
+    fn key(&self, key: &str) -> bool {
+        self.everything || self.keys.contains(key)
+    }
+
+    fn field(&self, name: &str) -> bool {
+        self.everything || self.all_fields || self.fields.contains(name)
+    }
+}
+
+/// The next identifier at or after `from`: (start, end).
+fn next_identifier(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+    let is_start = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+    let is_part = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut at = from;
+    while at < bytes.len() {
+        if is_start(bytes[at]) && (at == 0 || !is_part(bytes[at - 1])) {
+            let start = at;
+            while at < bytes.len() && is_part(bytes[at]) {
+                at += 1;
+            }
+            return Some((start, at));
+        }
+        at += 1;
+    }
+    None
+}
+
+fn preceded_by_dot(bytes: &[u8], start: usize) -> bool {
+    bytes[..start]
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'.')
+}
+
+/// `.NAME` right after `end` (white space allowed), not a method call:
+/// the name and where it ends.
+fn member(source: &str, end: usize) -> Option<(&str, usize)> {
+    let bytes = source.as_bytes();
+    let mut at = end;
+    while at < bytes.len() && bytes[at].is_ascii_whitespace() {
+        at += 1;
+    }
+    if bytes.get(at) != Some(&b'.') {
+        return None;
+    }
+    let (start, name_end) = next_identifier(bytes, at + 1)?;
+    if !bytes[at + 1..start].iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let mut after = name_end;
+    while after < bytes.len() && bytes[after].is_ascii_whitespace() {
+        after += 1;
+    }
+    if bytes.get(after) == Some(&b'(') {
+        return None;
+    }
+    Some((&source[start..name_end], name_end))
 }
 
 impl std::fmt::Debug for Filter {
@@ -59,6 +178,7 @@ impl Filter {
             source: source.to_owned(),
             program,
             context: cel::Context::default(),
+            reads: Reads::of(source),
         })
     }
 
@@ -72,7 +192,7 @@ impl Filter {
     /// which the caller counts and treats as false.
     pub fn matches(&self, event: &DeliveredEvent) -> Result<bool, String> {
         let mut scope = self.context.new_inner_scope();
-        scope.add_variable_from_value("event", event_value(event));
+        scope.add_variable_from_value("event", event_value(event, &self.reads));
         match self.program.execute(&scope) {
             Ok(cel::Value::Bool(pass)) => Ok(pass),
             Ok(other) => Err(format!("the filter gave {other:?}, not a boolean")),
@@ -91,20 +211,34 @@ fn cel_value(value: &Value) -> cel::Value {
     }
 }
 
-fn event_value(event: &DeliveredEvent) -> cel::Value {
-    let fields: HashMap<String, cel::Value> = event
-        .fields
-        .iter()
-        .map(|field| (field.name.clone(), cel_value(&field.value)))
-        .collect();
+/// The `event` variable, with what the filter `reads` of it.
+fn event_value(event: &DeliveredEvent, reads: &Reads) -> cel::Value {
     let string = |text: &str| cel::Value::String(Arc::new(text.to_owned()));
     let mut map: HashMap<String, cel::Value> = HashMap::new();
-    map.insert("kind".into(), string(&event.kind));
-    map.insert("module".into(), string(&event.module));
-    map.insert("severity".into(), string(event.severity.name()));
-    map.insert("summary".into(), string(&event.summary));
-    map.insert("time".into(), cel::Value::Int(event.time.seconds));
-    map.insert("fields".into(), cel::Value::from(fields));
+    if reads.key("kind") {
+        map.insert("kind".into(), string(&event.kind));
+    }
+    if reads.key("module") {
+        map.insert("module".into(), string(&event.module));
+    }
+    if reads.key("severity") {
+        map.insert("severity".into(), string(event.severity.name()));
+    }
+    if reads.key("summary") {
+        map.insert("summary".into(), string(&event.summary));
+    }
+    if reads.key("time") {
+        map.insert("time".into(), cel::Value::Int(event.time.seconds));
+    }
+    if reads.key("fields") {
+        let fields: HashMap<String, cel::Value> = event
+            .fields
+            .iter()
+            .filter(|field| reads.field(&field.name))
+            .map(|field| (field.name.clone(), cel_value(&field.value)))
+            .collect();
+        map.insert("fields".into(), cel::Value::from(fields));
+    }
     cel::Value::from(map)
 }
 
@@ -150,6 +284,54 @@ mod tests {
             let filter = Filter::compile(source).expect("compiles");
             assert_eq!(filter.matches(&failed), Ok(expected), "{source}");
         }
+    }
+
+    #[test]
+    fn reading_only_what_the_expression_names_gives_the_same_answers() {
+        let events = [
+            event("SSHDLoginFailed", Severity::Error, "root"),
+            event("SSHDLoginSucceeded", Severity::Info, "alice"),
+        ];
+        let sources = [
+            "event.kind == \"SSHDLoginFailed\"",
+            "event . severity == \"error\" || event.module != \"OpenSSH\"",
+            "event.fields.user == \"root\" && event.fields.failures > 2",
+            "has(event.fields.user) && !has(event.fields.nope)",
+            "event.fields.exists(name, name == \"user\")",
+            "size(event.fields) == 2 && size(event) == 6",
+            "\"user\" in event.fields",
+            "event[\"kind\"] == \"SSHDLoginFailed\"",
+            "event.fields.user.startsWith(\"ro\")",
+            "event.summary.size() > 0 && event.time == 0",
+            "event.fields.nope == 1",
+        ];
+        for source in sources {
+            let filter = Filter::compile(source).expect("compiles");
+            let mut whole = Filter::compile(source).expect("compiles");
+            whole.reads = Reads {
+                everything: true,
+                ..Reads::default()
+            };
+            for event in &events {
+                assert_eq!(
+                    filter.matches(event).map_err(|_| ()),
+                    whole.matches(event).map_err(|_| ()),
+                    "{source} on {}",
+                    event.kind
+                );
+            }
+        }
+        assert_eq!(
+            Reads::of("event.kind == \"x\" && event.fields.user == \"y\""),
+            Reads {
+                everything: false,
+                keys: ["kind".to_owned(), "fields".to_owned()].into(),
+                all_fields: false,
+                fields: ["user".to_owned()].into(),
+            }
+        );
+        assert!(Reads::of("size(event) > 1").everything);
+        assert!(Reads::of("event.fields.exists(k, true)").all_fields);
     }
 
     #[test]
