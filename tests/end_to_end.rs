@@ -698,9 +698,9 @@ fn config_prints_every_item_with_type_value_default_and_source() {
             "default"
         ]
     );
-    // Header, three module items, one handler item, seven system items,
+    // Header, three module items, one handler item, eight system items,
     // twelve listener items.
-    assert_eq!(rows.len(), 1 + 3 + 1 + 7 + 12);
+    assert_eq!(rows.len(), 1 + 3 + 1 + 8 + 12);
 }
 
 #[test]
@@ -860,10 +860,24 @@ fn connections_older_than_max_transaction_age_expire_in_record_time() {
     let late = "<86>1 2023-02-22T16:00:00Z server sshd 44 - - Connection closed by 192.0.2.7 port 1 [preauth]\n";
     capture.push_str(late);
     let events = replay_json(SSHD_JSON_APP, &capture, &[]);
-    let stats = of_kind(&events, "SSHDStats");
+    let stats: Vec<(&Value, &Value)> = of_kind(&events, "SSHDStats")
+        .iter()
+        .map(|event| (&event["time"], &event["fields"]))
+        .collect();
+    // Statistics at each midnight of record time (reset, the two
+    // connections still open), the hourly tick at 16:00 on the 22nd
+    // expires them, and the end of the replay reports it.
+    let open = json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 0, "partial": 2});
     assert_eq!(
-        stats[0]["fields"],
-        json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 2, "partial": 0})
+        stats,
+        [
+            (&json!("2023-02-21T00:00:00Z"), &open),
+            (&json!("2023-02-22T00:00:00Z"), &open),
+            (
+                &json!("2023-02-22T16:00:00Z"),
+                &json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 2, "partial": 0})
+            ),
+        ]
     );
 }
 
@@ -1044,6 +1058,56 @@ fn a_capture_with_multi_line_entries_replays_each_as_one_record() {
             "one\ntwo\nthree",
             "(root) CMD (true)",
             "pam_unix(sshd:session): session closed for user timp"
+        ]
+    );
+}
+
+#[test]
+fn a_replay_over_26_hours_runs_the_hourly_expiry_and_one_midnight_statistics() {
+    // 2023-02-20 12:00Z to 2023-02-21 14:00Z: a connection that never
+    // ends, then a record every hour.
+    let mut capture = String::from(
+        "<86>1 2023-02-20T12:00:30Z server sshd 7 - - Accepted password for erin from 192.0.2.5 port 4242 ssh2\n",
+    );
+    for hour in 13..=38 {
+        let (day, hour) = (20 + hour / 24, hour % 24);
+        capture.push_str(&format!(
+            "<86>1 2023-02-{day}T{hour:02}:00:05Z server sshd 8 - - Connection closed by 192.0.2.9 port 1 [preauth]\n"
+        ));
+    }
+    let stats = |options: &[&str]| -> Vec<(Value, Value)> {
+        of_kind(&replay_json(SSHD_JSON_APP, &capture, options), "SSHDStats")
+            .iter()
+            .map(|event| (event["time"].clone(), event["fields"].clone()))
+            .collect()
+    };
+    let counts = |expired: i64, partial: i64| json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": expired, "partial": partial});
+    // An hour's age limit: the 14:00 tick expires the connection (at 13:00
+    // it is 59.5 minutes old).
+    assert_eq!(
+        stats(&["module.OpenSSH.max_transaction_age=60"]),
+        [
+            (json!("2023-02-21T00:00:00Z"), counts(1, 0)),
+            (json!("2023-02-21T14:00:05Z"), counts(0, 0)),
+        ]
+    );
+    // Days that begin two hours east of UTC: midnight is 22:00Z.
+    assert_eq!(
+        stats(&[
+            "module.OpenSSH.max_transaction_age=60",
+            "timers.utc_offset=+02:00"
+        ]),
+        [
+            (json!("2023-02-21T00:00:00+02:00"), counts(1, 0)),
+            (json!("2023-02-21T14:00:05Z"), counts(0, 0)),
+        ]
+    );
+    // With the default limit of two days, nothing expires: still open.
+    assert_eq!(
+        stats(&[]),
+        [
+            (json!("2023-02-21T00:00:00Z"), counts(0, 1)),
+            (json!("2023-02-21T14:00:05Z"), counts(0, 1)),
         ]
     );
 }

@@ -479,7 +479,11 @@ fn records_received_and_written_to_a_capture_replay_to_the_same_events() {
             sent.push_str(&format!("{} {line}", line.len()));
         }
     }
-    let multi_line = record("a message\nwith two line breaks\nin it");
+    // On the sample's day: a replay gives the ticks of the record time it
+    // crosses (a midnight would give statistics), the listener those of
+    // the wall clock.
+    let multi_line =
+        "<13>1 2023-02-20T20:15:00Z host app - - - a message\nwith two line breaks\nin it";
     sent.push_str(&format!("{} {multi_line}", multi_line.len()));
     stream.write_all(sent.as_bytes()).expect("write");
     drop(stream);

@@ -44,6 +44,7 @@ pub mod collections;
 pub mod config;
 pub mod log;
 pub mod secrets;
+pub mod timers;
 
 #[doc(hidden)]
 pub mod __bindings;

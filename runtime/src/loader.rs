@@ -40,7 +40,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 7] = [
+    let items: [(&str, ValueType, Value, &str); 8] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -76,6 +76,12 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Text,
             Value::Text("+00:00".into()),
             "UTC offset of RFC 3164 timestamps, which carry none (Z, +01:00, -0500)",
+        ),
+        (
+            "timers.utc_offset",
+            ValueType::Text,
+            Value::Text("+00:00".into()),
+            "UTC offset in which hours and days begin for modules' timer ticks (Z, +01:00, -0500)",
         ),
         (
             "replay.batch_size",
@@ -210,7 +216,7 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         .map(|(handler, filter): (HandlerInstance, Option<Filter>)| Route::new(handler, filter))
         .collect();
     Ok(Loaded {
-        modules: ModuleStage::new(modules, clock),
+        modules: ModuleStage::new(modules, clock, timer_offset(&store)?),
         handlers: HandlerStage::new(routes),
         store,
         replay,
@@ -378,6 +384,14 @@ fn compile_cache_dir(setting: &str) -> Option<PathBuf> {
             .map(|dir| dir.join("correlator")),
         directory => Some(PathBuf::from(directory)),
     }
+}
+
+/// `timers.utc_offset`, checked.
+fn timer_offset(store: &ConfigStore) -> anyhow::Result<i16> {
+    let text = store.text("timers.utc_offset").unwrap_or("+00:00");
+    parse_utc_offset(text).ok_or_else(|| {
+        anyhow!("timers.utc_offset: \"{text}\" is not a UTC offset (Z, +01:00, -0500)")
+    })
 }
 
 fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {

@@ -10,7 +10,7 @@
 use crate::filter::Filter;
 use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
 use crate::record::BatchBuilder;
-use crate::types::{DeliveredEvent, Dispatched, RecordBatch, Timestamp};
+use crate::types::{DeliveredEvent, Dispatched, RecordBatch, TickKind, TimerTick, Timestamp};
 use std::sync::mpsc;
 
 /// Stack of the thread that runs handlers: twice the largest WebAssembly
@@ -104,7 +104,40 @@ pub fn run_stages<S: Send>(
             })
             .map_err(|error| StageError::Thread("handlers", error))?;
         let mut aborted = None;
-        for builder in batch_rx {
+        let wall_clock = modules.tick_time() == TickTime::WallClock;
+        let mut wait = std::time::Duration::from_secs(60);
+        loop {
+            // Following the wall clock, wake at each minute's boundary
+            // even when no records come.
+            let received = if wall_clock {
+                match batch_rx.recv_timeout(wait) {
+                    Ok(builder) => Some(builder),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match batch_rx.recv() {
+                    Ok(builder) => Some(builder),
+                    Err(_) => break,
+                }
+            };
+            if wall_clock {
+                match modules.wall_clock_ticks(std::time::SystemTime::now()) {
+                    Ok((events, until_next)) => {
+                        wait = until_next.max(std::time::Duration::from_millis(10));
+                        if !events.is_empty() && event_tx.send(events).is_err() {
+                            break;
+                        }
+                    }
+                    Err(abort) => {
+                        aborted = Some(abort);
+                        break;
+                    }
+                }
+            }
+            let Some(builder) = received else {
+                continue;
+            };
             if let Some(latest) = builder.latest_time() {
                 match modules.process(builder.batch(), latest) {
                     Ok(events) => {
@@ -156,19 +189,74 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
 pub struct ModuleStage {
     modules: Vec<ModuleInstance>,
     clock: StreamClock,
+    ticker: Ticker,
+}
+
+/// What timer ticks follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickTime {
+    /// The records' time: a replay runs the ticks its records' day would
+    /// have had, exactly between the records before and after each.
+    Records,
+    /// The wall clock, while listening.
+    WallClock,
+}
+
+/// When the next ticks are due.
+#[derive(Debug)]
+struct Ticker {
+    time: TickTime,
+    /// `timers.utc_offset`: where hours and days begin.
+    offset_minutes: i16,
+    /// The last minute (since the epoch, UTC) whose boundary has passed;
+    /// `None` before the first record (or wall-clock reading).
+    last_minute: Option<i64>,
 }
 
 impl ModuleStage {
     /// The stage over initialised modules; `clock` is the one they were made
-    /// with.
-    pub fn new(modules: Vec<ModuleInstance>, clock: StreamClock) -> Self {
-        ModuleStage { modules, clock }
+    /// with; ticks follow the records' time until told otherwise, with
+    /// hours and days beginning in `offset_minutes` east of UTC.
+    pub fn new(modules: Vec<ModuleInstance>, clock: StreamClock, offset_minutes: i16) -> Self {
+        ModuleStage {
+            modules,
+            clock,
+            ticker: Ticker {
+                time: TickTime::Records,
+                offset_minutes,
+                last_minute: None,
+            },
+        }
+    }
+
+    /// Make ticks follow `time`.
+    pub fn set_tick_time(&mut self, time: TickTime) {
+        self.ticker.time = time;
+        self.ticker.last_minute = None;
+    }
+
+    /// What ticks follow.
+    pub fn tick_time(&self) -> TickTime {
+        self.ticker.time
     }
 
     /// Hand a batch to every module, in app order; returns their events in
     /// the order they were dispatched. `latest` is the batch's newest
-    /// record's time: the stream clock moves there.
+    /// record's time: the stream clock moves there. Following the records'
+    /// time, the ticks of every boundary the records cross are given
+    /// between the records before and after it.
     pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+        latest: Timestamp,
+    ) -> Result<Vec<Dispatched>, Aborted> {
+        if self.ticker.time == TickTime::Records && self.modules.iter().any(|m| m.timers().any()) {
+            return self.process_between_ticks(batch, latest);
+        }
+        self.process_all(batch, latest)
+    }
+
+    fn process_all(
         &mut self,
         batch: &RecordBatch,
         latest: Timestamp,
@@ -184,6 +272,152 @@ impl ModuleStage {
             }
         }
         Ok(events)
+    }
+
+    /// Split `batch` where its records cross a minute boundary that some
+    /// module has a tick for, and give the ticks in between.
+    fn process_between_ticks(
+        &mut self,
+        batch: &RecordBatch,
+        latest: Timestamp,
+    ) -> Result<Vec<Dispatched>, Aborted> {
+        let mut events = Vec::new();
+        let mut start = 0;
+        for (index, &seconds) in batch.seconds.iter().enumerate() {
+            let minute = seconds.div_euclid(60);
+            let Some(last) = self.ticker.last_minute else {
+                self.ticker.last_minute = Some(minute);
+                continue;
+            };
+            if minute <= last {
+                continue;
+            }
+            if self.any_due(last + 1, minute) {
+                if index > start {
+                    events.extend(self.process_part(batch, start..index, latest)?);
+                }
+                start = index;
+                events.extend(self.give_ticks(last + 1, minute)?);
+            }
+            self.ticker.last_minute = Some(minute);
+        }
+        if start < batch.seconds.len() {
+            events.extend(self.process_part(batch, start..batch.seconds.len(), latest)?);
+        }
+        Ok(events)
+    }
+
+    /// Hand the records in `range` of `batch` to every module; the stream
+    /// clock moves to the last of them.
+    fn process_part(
+        &mut self,
+        batch: &RecordBatch,
+        range: std::ops::Range<usize>,
+        latest: Timestamp,
+    ) -> Result<Vec<Dispatched>, Aborted> {
+        if range.start == 0 && range.end == batch.seconds.len() {
+            return self.process_all(batch, latest);
+        }
+        let last = range.end - 1;
+        let latest = Timestamp {
+            seconds: batch.seconds[last],
+            nanoseconds: batch.nanoseconds[last],
+            offset_minutes: batch.offset_minutes[last],
+        };
+        let part = crate::record::records(batch, range);
+        self.process_all(&part, latest)
+    }
+
+    /// The tick kinds due at the boundary that starts `minute` (minutes
+    /// since the epoch, UTC) for a module with `timers`.
+    fn due_at(
+        offset_minutes: i16,
+        minute: i64,
+        timers: &crate::host::TimerRequests,
+    ) -> impl Iterator<Item = TickKind> + '_ {
+        let local = minute + i64::from(offset_minutes);
+        [
+            (TickKind::Minute, 1),
+            (TickKind::FiveMinutes, 5),
+            (TickKind::TenMinutes, 10),
+            (TickKind::FifteenMinutes, 15),
+            (TickKind::ThirtyMinutes, 30),
+            (TickKind::Hour, 60),
+        ]
+        .into_iter()
+        .filter(move |&(kind, every)| local.rem_euclid(every) == 0 && timers.wants(kind))
+        .map(|(kind, _)| kind)
+        .chain(
+            u16::try_from(local.rem_euclid(1440))
+                .ok()
+                .filter(|minute_of_day| timers.daily.contains(minute_of_day))
+                .map(|_| TickKind::Daily),
+        )
+    }
+
+    /// Whether any module has a tick at a boundary in `first..=last`.
+    fn any_due(&self, first: i64, last: i64) -> bool {
+        let offset = self.ticker.offset_minutes;
+        (first..=last).any(|minute| {
+            self.modules
+                .iter()
+                .any(|m| Self::due_at(offset, minute, m.timers()).next().is_some())
+        })
+    }
+
+    /// Give every module its ticks at each boundary in `first..=last`, in
+    /// order; the stream clock shows each tick's time.
+    fn give_ticks(&mut self, first: i64, last: i64) -> Result<Vec<Dispatched>, Aborted> {
+        let offset = self.ticker.offset_minutes;
+        let mut events = Vec::new();
+        for minute in first..=last {
+            let time = Timestamp {
+                seconds: minute * 60,
+                nanoseconds: 0,
+                offset_minutes: offset,
+            };
+            let mut clock_set = false;
+            for module in &mut self.modules {
+                let kinds: Vec<TickKind> = Self::due_at(offset, minute, module.timers()).collect();
+                for kind in kinds {
+                    if !clock_set && self.ticker.time == TickTime::Records {
+                        self.clock.set(time);
+                        clock_set = true;
+                    }
+                    events.extend(module.tick(TimerTick { kind, time })?);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// Following the wall clock: give the ticks of every boundary passed
+    /// since the last call (none on the first call, which starts the
+    /// clock). Returns how long until the next boundary.
+    pub fn wall_clock_ticks(
+        &mut self,
+        now: std::time::SystemTime,
+    ) -> Result<(Vec<Dispatched>, std::time::Duration), Aborted> {
+        let since_epoch = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+        let minute = seconds.div_euclid(60);
+        let until_next = std::time::Duration::from_secs(60)
+            .saturating_sub(std::time::Duration::from_secs(
+                seconds.rem_euclid(60).unsigned_abs(),
+            ))
+            .saturating_sub(std::time::Duration::from_nanos(u64::from(
+                since_epoch.subsec_nanos(),
+            )));
+        let events = match self.ticker.last_minute {
+            Some(last) if minute > last => self.give_ticks(last + 1, minute)?,
+            _ => Vec::new(),
+        };
+        if self.ticker.last_minute.is_none_or(|last| minute > last) {
+            self.ticker.last_minute = Some(minute);
+        }
+        Ok((events, until_next))
     }
 
     /// Every module's statistics events.
@@ -314,5 +548,67 @@ impl HandlerStage {
         }
         self.counters.delivered = self.routes.iter().map(|r| r.delivered).sum();
         self.route(disabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::TimerRequests;
+
+    fn kinds(offset: i16, minute: i64, timers: &TimerRequests) -> Vec<TickKind> {
+        ModuleStage::due_at(offset, minute, timers).collect()
+    }
+
+    #[test]
+    fn ticks_fall_on_the_boundaries_of_the_configured_offset() {
+        let mut timers = TimerRequests::default();
+        for kind in [
+            TickKind::Minute,
+            TickKind::FiveMinutes,
+            TickKind::TenMinutes,
+            TickKind::FifteenMinutes,
+            TickKind::ThirtyMinutes,
+            TickKind::Hour,
+        ] {
+            timers.ask(kind);
+        }
+        timers.daily.insert(0);
+        // 2023-02-21T00:00Z in minutes since the epoch.
+        let midnight = 19_409 * 1440;
+        assert_eq!(
+            kinds(0, midnight, &timers),
+            [
+                TickKind::Minute,
+                TickKind::FiveMinutes,
+                TickKind::TenMinutes,
+                TickKind::FifteenMinutes,
+                TickKind::ThirtyMinutes,
+                TickKind::Hour,
+                TickKind::Daily
+            ]
+        );
+        assert_eq!(
+            kinds(0, midnight + 45, &timers),
+            [
+                TickKind::Minute,
+                TickKind::FiveMinutes,
+                TickKind::FifteenMinutes
+            ]
+        );
+        // India: hours begin at :30 UTC, the day at 18:30Z.
+        assert_eq!(
+            kinds(330, midnight, &timers).last(),
+            Some(&TickKind::ThirtyMinutes)
+        );
+        assert_eq!(
+            kinds(330, midnight - 330, &timers).last(),
+            Some(&TickKind::Daily)
+        );
+        // Only what was asked for.
+        let mut hourly = TimerRequests::default();
+        hourly.ask(TickKind::Hour);
+        assert_eq!(kinds(0, midnight + 1, &hourly), []);
+        assert_eq!(kinds(0, midnight + 60, &hourly), [TickKind::Hour]);
     }
 }

@@ -121,6 +121,11 @@ impl Module for OpenSsh {
                 "max_transaction_age must be positive, not {max_age}"
             ));
         }
+        // Hourly maintenance keeps memory bounded; statistics are per day,
+        // as the original's. The host gives both by record time during a
+        // replay, so a replayed day runs them too.
+        correlator_sdk::timers::every(TickKind::Hour)?;
+        correlator_sdk::timers::daily_at(0, 0)?;
         Ok(OpenSsh {
             tracker: Tracker::new(Settings {
                 failure_window_seconds: window,
@@ -137,8 +142,10 @@ impl Module for OpenSsh {
     }
 
     fn tick(&mut self, tick: &Tick) {
-        if matches!(tick.kind, TickKind::Hour) {
-            self.tracker.expire(tick.time);
+        match tick.kind {
+            TickKind::Hour => self.tracker.expire(tick.time),
+            TickKind::Daily => self.tracker.dispatch_statistics(true),
+            _ => {}
         }
     }
 

@@ -93,8 +93,6 @@ pub struct Tracker {
     host_failures: CountOverTime<String>,
     ended: VecDeque<(i64, String, u32)>,
     statistics: Statistics,
-    /// Record time (seconds) at which the next hourly maintenance is due.
-    next_maintenance: i64,
 }
 
 impl Tracker {
@@ -105,7 +103,6 @@ impl Tracker {
             servers: HashMap::default(),
             ended: VecDeque::new(),
             statistics: Statistics::default(),
-            next_maintenance: i64::MIN,
         }
     }
 
@@ -117,14 +114,6 @@ impl Tracker {
         let pid: u32 = record.proc_id.parse().unwrap_or(0);
         let now = record.timestamp;
         self.forget_ended(now.seconds);
-        // Hourly maintenance by record time, so that memory stays bounded
-        // and a replay expires what the live stream would have.
-        if now.seconds >= self.next_maintenance {
-            if self.next_maintenance != i64::MIN {
-                self.expire(now);
-            }
-            self.next_maintenance = (now.seconds.div_euclid(3600) + 1) * 3600;
-        }
         let server = match self.servers.get_mut(record.hostname) {
             Some(server) => server,
             None => self.servers.entry(record.hostname.to_owned()).or_default(),

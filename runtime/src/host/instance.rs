@@ -364,6 +364,11 @@ impl ModuleInstance {
         self.rejected_earlier + self.store.data().rejected
     }
 
+    /// The timer ticks the instance asked for.
+    pub fn timers(&self) -> &super::TimerRequests {
+        &self.store.data().timers
+    }
+
     /// Records the instance did not see: skipped while it backed off or
     /// was disabled, or that made it fail on their own.
     pub fn skipped_records(&self) -> u64 {

@@ -1,9 +1,9 @@
 //! What each instance's store holds, and the contract's host interfaces
 //! (configuration, stream clock, event dispatch, logging) implemented on it.
 
-use super::bindings::module::correlator::plugin::{clock, config, events, secrets, types};
+use super::bindings::module::correlator::plugin::{clock, config, events, secrets, timers, types};
 use super::bindings::module::wasi::logging::logging::{self, Level};
-use crate::types::{DispatchError, Dispatched, Event, EventDecl, Timestamp, Value};
+use crate::types::{DispatchError, Dispatched, Event, EventDecl, TickKind, Timestamp, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU32, Ordering};
@@ -171,6 +171,46 @@ pub struct InstanceState {
     http: wasmtime_wasi_http::WasiHttpCtx,
     /// Checks every outgoing HTTP request against the network grants.
     pub http_hooks: HttpDestinations,
+    /// The ticks the instance asked for.
+    pub timers: TimerRequests,
+}
+
+/// The timer ticks one module asked for (`timers.every`, `timers.daily-at`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimerRequests {
+    /// Periodic kinds, by [`TimerRequests::bit`].
+    periodic: u8,
+    /// Minutes of the day (in `timers.utc_offset`) of daily ticks.
+    pub daily: std::collections::BTreeSet<u16>,
+}
+
+impl TimerRequests {
+    fn bit(kind: TickKind) -> u8 {
+        match kind {
+            TickKind::Minute => 1,
+            TickKind::FiveMinutes => 2,
+            TickKind::TenMinutes => 4,
+            TickKind::FifteenMinutes => 8,
+            TickKind::ThirtyMinutes => 16,
+            TickKind::Hour => 32,
+            TickKind::Daily => 64,
+        }
+    }
+
+    /// Ask for ticks of periodic `kind` (as `timers.every` does).
+    pub fn ask(&mut self, kind: TickKind) {
+        self.periodic |= Self::bit(kind);
+    }
+
+    /// Whether ticks of periodic `kind` were asked for.
+    pub fn wants(&self, kind: TickKind) -> bool {
+        self.periodic & Self::bit(kind) != 0
+    }
+
+    /// Whether any tick was asked for.
+    pub fn any(&self) -> bool {
+        self.periodic != 0 || !self.daily.is_empty()
+    }
 }
 
 /// The `wasi:http` hooks of an instance: a request goes out only to a
@@ -266,6 +306,7 @@ impl InstanceState {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks: HttpDestinations::default(),
             limits_of_calls: limits,
+            timers: TimerRequests::default(),
         }
     }
 
@@ -360,6 +401,28 @@ impl config::Host for InstanceState {
 impl secrets::Host for InstanceState {
     fn get(&mut self, name: String) -> Option<String> {
         self.secrets.get(&name).cloned()
+    }
+}
+
+impl timers::Host for InstanceState {
+    fn every(&mut self, kind: TickKind) -> Result<(), String> {
+        if kind == TickKind::Daily {
+            return Err("daily ticks come at a time of day: use daily-at".into());
+        }
+        self.timers.ask(kind);
+        Ok(())
+    }
+
+    fn daily_at(&mut self, hour: u8, minute: u8) -> Result<(), String> {
+        if hour > 23 || minute > 59 {
+            return Err(format!(
+                "{hour:02}:{minute:02} is not a time of day (00:00 to 23:59)"
+            ));
+        }
+        self.timers
+            .daily
+            .insert(u16::from(hour) * 60 + u16::from(minute));
+        Ok(())
     }
 }
 

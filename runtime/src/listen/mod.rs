@@ -20,7 +20,7 @@ mod server;
 
 use crate::capture::CaptureWriter;
 use crate::config_store::ConfigStore;
-use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, run_stages};
+use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, TickTime, run_stages};
 use crate::record::{self, TraditionalDefaults};
 use anyhow::{anyhow, bail};
 use framing::{FramingRules, Oversize, Trailer};
@@ -376,6 +376,7 @@ pub fn serve(
     let counters = Arc::new(NetworkCounters::default());
     let network = server::Network::bind(settings, Arc::clone(&counters))?;
     let (queue, stop) = network.start()?;
+    modules.set_tick_time(TickTime::WallClock);
     let result = run_stages(
         modules,
         handlers,

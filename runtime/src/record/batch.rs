@@ -106,9 +106,17 @@ impl BatchBuilder {
 /// A batch of the one record at `index` of `batch`, its text copied: to
 /// retry a failed batch one record at a time.
 pub fn single_record(batch: &RecordBatch, index: usize) -> RecordBatch {
+    records(batch, index..index + 1)
+}
+
+/// A batch of the records in `range` of `batch`, their text copied: to
+/// hand modules the records before a timer tick and those after it apart.
+pub fn records(batch: &RecordBatch, range: std::ops::Range<usize>) -> RecordBatch {
+    let count = batch.seconds.len();
+    let range = range.start.min(count)..range.end.min(count);
     let spans = batch
         .spans
-        .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
+        .get(range.start * SPANS_PER_RECORD * 2..range.end * SPANS_PER_RECORD * 2)
         .unwrap_or(&[]);
     let mut text = String::new();
     let mut rebased = Vec::with_capacity(spans.len());
@@ -122,17 +130,17 @@ pub fn single_record(batch: &RecordBatch, index: usize) -> RecordBatch {
     RecordBatch {
         text,
         spans: rebased,
-        seconds: pick(&batch.seconds, index),
-        nanoseconds: pick(&batch.nanoseconds, index),
-        offset_minutes: pick(&batch.offset_minutes, index),
-        priorities: pick(&batch.priorities, index),
-        positions: pick(&batch.positions, index),
+        seconds: part(&batch.seconds, &range),
+        nanoseconds: part(&batch.nanoseconds, &range),
+        offset_minutes: part(&batch.offset_minutes, &range),
+        priorities: part(&batch.priorities, &range),
+        positions: part(&batch.positions, &range),
     }
 }
 
-/// The value at `index`, as a list of one (or none).
-fn pick<T: Copy>(values: &[T], index: usize) -> Vec<T> {
-    values.get(index).copied().into_iter().collect()
+/// The values in `range`, copied.
+fn part<T: Copy>(values: &[T], range: &std::ops::Range<usize>) -> Vec<T> {
+    values.get(range.clone()).unwrap_or(&[]).to_vec()
 }
 
 /// Batches are far below 4 GiB; saturate rather than wrap if one is not.

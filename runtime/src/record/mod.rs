@@ -9,7 +9,7 @@ mod rfc3164;
 mod rfc5424;
 pub mod time;
 
-pub use batch::{BatchBuilder, single_record};
+pub use batch::{BatchBuilder, records, single_record};
 
 use crate::types::Timestamp;
 use thiserror::Error;
