@@ -1299,3 +1299,30 @@ fn sigterm_as_senders_finish_processes_what_they_wrote_before_it() {
         0
     );
 }
+
+#[test]
+fn while_listening_ticks_follow_the_wall_clock() {
+    let app = format!(
+        "[modules.ticking]\ncomponent = '{}'\nconfig = {{ attack = \"minute-ticks\" }}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE")
+    );
+    let mut server = Server::start(&app, &[]);
+    // No record comes: the next minute's boundary still gives a tick.
+    server.wait_for_lines(1);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    let tick = &events[0];
+    assert_eq!(tick["kind"], "Seen");
+    assert_eq!(tick["fields"]["position"], -1);
+    let at = tick["fields"]["clock"].as_i64().unwrap_or(-1);
+    assert_eq!(at % 60, 0, "a tick on a minute's boundary: {tick}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64);
+    assert!(
+        (0..=PATIENCE.as_secs() as i64).contains(&(now - at)),
+        "the tick at {at} is not the wall clock's last minute (now {now})"
+    );
+}

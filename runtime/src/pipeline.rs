@@ -106,7 +106,14 @@ pub fn run_stages<S: Send>(
         let mut aborted = None;
         let wall_clock = modules.tick_time() == TickTime::WallClock;
         let mut wait = std::time::Duration::from_secs(60);
-        loop {
+        if wall_clock {
+            // Start the clock: the first ticks come at the next boundary.
+            match modules.wall_clock_ticks(std::time::SystemTime::now()) {
+                Ok((_, until_next)) => wait = until_next,
+                Err(abort) => aborted = Some(abort),
+            }
+        }
+        while aborted.is_none() {
             // Following the wall clock, wake at each minute's boundary
             // even when no records come.
             let received = if wall_clock {

@@ -1,9 +1,12 @@
 //! A logic module that misbehaves on purpose, in the way its `attack`
 //! configuration item names, so that tests can check the host survives and
-//! reports it. For every record it survives, it dispatches `Seen`.
+//! reports it. For every record it survives, it dispatches `Seen`. With
+//! `attack = "minute-ticks"` it asks for a tick every minute and dispatches
+//! `Seen` with position -1 and the tick's time for each.
 
 use correlator_sdk::{
-    ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, config, export_module, log,
+    ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
+    export_module, log,
 };
 
 struct Hostile {
@@ -48,10 +51,22 @@ impl Module for Hostile {
         if attack == "refuse-init" {
             return Err("this module refuses to start".into());
         }
+        if attack == "minute-ticks" {
+            correlator_sdk::timers::every(TickKind::Minute)?;
+        }
         Ok(Hostile {
             attack,
             hoard: Vec::new(),
         })
+    }
+
+    fn tick(&mut self, tick: &Tick) {
+        let _ = Event::new("Seen", "a tick")
+            .integer("position", -1)
+            .integer("env", 0)
+            .integer("args", 0)
+            .integer("clock", tick.time.seconds)
+            .dispatch();
     }
 
     fn process(&mut self, record: &Record<'_>) {
