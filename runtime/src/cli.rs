@@ -287,9 +287,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         stats.network.log("listener stopped");
         tracing::info!(
             messages = stats.messages,
-            records = stats.records,
-            unparsable = stats.unparsable,
-            not_utf8 = stats.not_utf8,
+            records = stats.parsed.records,
+            unparsable = stats.parsed.unparsable,
+            not_utf8 = stats.parsed.not_utf8,
             events = counters.events,
             delivered = counters.delivered,
             filter_errors = counters.filter_errors,
@@ -317,9 +317,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     };
     let elapsed = started.elapsed().as_secs_f64();
     tracing::info!(
-        records = stats.records,
-        unparsable = stats.unparsable,
-        not_utf8 = stats.not_utf8,
+        records = stats.parsed.records,
+        unparsable = stats.parsed.unparsable,
+        not_utf8 = stats.parsed.not_utf8,
         events = counters.events,
         delivered = counters.delivered,
         filter_errors = counters.filter_errors,

@@ -49,6 +49,16 @@ impl BatchSink {
     pub fn send(&self, builder: BatchBuilder) -> bool {
         self.batches.send(builder).is_ok()
     }
+
+    /// Hand on what `builder` holds (if anything) and leave an empty batch
+    /// in its place; `false` as for [`BatchSink::send`].
+    pub fn pass_on(&self, builder: &mut BatchBuilder) -> bool {
+        if builder.is_empty() {
+            return true;
+        }
+        let full = std::mem::replace(builder, self.empty_builder());
+        self.send(full)
+    }
 }
 
 /// Why the stages stopped early.

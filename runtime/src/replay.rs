@@ -4,12 +4,8 @@
 
 use crate::capture::CaptureReader;
 use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, StageError, run_stages};
-use crate::record::{self, TraditionalDefaults};
-use std::borrow::Cow;
+use crate::record::{Origin, ParseCounts, TraditionalDefaults};
 use std::io::BufRead;
-
-/// Unparsable records logged one by one before the rest are only counted.
-const LOGGED_PARSE_ERRORS: u64 = 20;
 
 /// How a replay reads its input.
 #[derive(Debug, Clone, Copy)]
@@ -26,12 +22,8 @@ pub struct ReplayStats {
     /// Entries read (lines, or octet-counted messages), blank ones
     /// included.
     pub entries: u64,
-    /// Records parsed and handed to modules.
-    pub records: u64,
-    /// Lines that were not records (each counted, the first ones logged).
-    pub unparsable: u64,
-    /// Records with bytes that are not UTF-8 (replaced by U+FFFD).
-    pub not_utf8: u64,
+    /// Records taken, and what could not be.
+    pub parsed: ParseCounts,
 }
 
 /// Feed every record of `input` through the modules and their events
@@ -79,45 +71,21 @@ fn read_batches(
     let mut entry = Vec::with_capacity(512);
     while let Some(position) = reader.next_entry(&mut entry)? {
         stats.entries += 1;
-        let text = match std::str::from_utf8(&entry) {
-            Ok(text) => Cow::Borrowed(text),
-            Err(_) => {
-                stats.not_utf8 += 1;
-                String::from_utf8_lossy(&entry)
-            }
-        };
+        let text = stats.parsed.decode(&entry);
         if text.trim().is_empty() {
             continue;
         }
-        match record::parse(&text, &settings.defaults) {
-            Ok(parsed) => {
-                builder.push(position.line, &text, &parsed, "");
-                stats.records += 1;
-            }
-            Err(error) => {
-                stats.unparsable += 1;
-                if stats.unparsable <= LOGGED_PARSE_ERRORS {
-                    tracing::warn!(
-                        line = position.line,
-                        "not a syslog record, skipped: {error}"
-                    );
-                } else {
-                    tracing::debug!(
-                        line = position.line,
-                        "not a syslog record, skipped: {error}"
-                    );
-                }
-            }
-        }
-        if builder.is_full() {
-            let full = std::mem::replace(&mut builder, sink.empty_builder());
-            if !sink.send(full) {
-                return Ok(stats);
-            }
+        stats.parsed.take(
+            &mut builder,
+            position.line,
+            &text,
+            Origin::File,
+            &settings.defaults,
+        );
+        if builder.is_full() && !sink.pass_on(&mut builder) {
+            return Ok(stats);
         }
     }
-    if !builder.is_empty() {
-        sink.send(builder);
-    }
+    sink.pass_on(&mut builder);
     Ok(stats)
 }

@@ -21,16 +21,13 @@ mod server;
 use crate::capture::CaptureWriter;
 use crate::config_store::ConfigStore;
 use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, TickTime, run_stages};
-use crate::record::{self, TraditionalDefaults};
+use crate::record::{Origin, ParseCounts, TraditionalDefaults};
 use anyhow::{anyhow, bail};
 use framing::{FramingRules, Oversize, Trailer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Unparsable messages logged one by one before the rest are only counted.
-const LOGGED_PARSE_ERRORS: u64 = 20;
 
 /// The listener's configuration items, with their defaults and what they
 /// are for; declared in the configuration store by the loader.
@@ -352,12 +349,8 @@ impl NetworkSnapshot {
 pub struct ListenStats {
     /// Messages taken from the network.
     pub messages: u64,
-    /// Of those, records parsed and handed to modules.
-    pub records: u64,
-    /// Messages that were not syslog records (counted, the first logged).
-    pub unparsable: u64,
-    /// Messages with bytes that are not UTF-8 (replaced by U+FFFD).
-    pub not_utf8: u64,
+    /// Records taken of them, and what could not be.
+    pub parsed: ParseCounts,
     /// What the network side counted, at the end.
     pub network: NetworkSnapshot,
 }
@@ -427,43 +420,23 @@ fn parse_messages(
                 capture_error = Some(capture_failed(writer, error));
                 capture = None;
             }
-            let text = match std::str::from_utf8(message) {
-                Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => {
-                    stats.not_utf8 += 1;
-                    String::from_utf8_lossy(message)
-                }
-            };
-            let text = text.trim_end_matches(['\n', '\r', '\0']);
-            match record::parse(text, &defaults) {
-                Ok(parsed) => {
-                    builder.push(position, text, &parsed, &chunk.peer);
-                    stats.records += 1;
-                }
-                Err(error) => {
-                    stats.unparsable += 1;
-                    if stats.unparsable <= LOGGED_PARSE_ERRORS {
-                        tracing::warn!(message = position, peer = %chunk.peer, "not a syslog record, skipped: {error}");
-                    } else {
-                        tracing::debug!(message = position, peer = %chunk.peer, "not a syslog record, skipped: {error}");
-                    }
-                }
-            }
-            if builder.is_full() {
-                let full = std::mem::replace(&mut builder, sink.empty_builder());
-                if !sink.send(full) {
-                    return (stats, capture_error);
-                }
+            let text = stats.parsed.decode(message);
+            stats.parsed.take(
+                &mut builder,
+                position,
+                text.trim_end_matches(['\n', '\r', '\0']),
+                Origin::Network { peer: &chunk.peer },
+                &defaults,
+            );
+            if builder.is_full() && !sink.pass_on(&mut builder) {
+                return (stats, capture_error);
             }
         }
         // Nothing more waiting: pass on what there is rather than wait for
         // a full batch, so that a quiet network sees its events at once.
         if queue.is_empty() {
-            if !builder.is_empty() {
-                let partial = std::mem::replace(&mut builder, sink.empty_builder());
-                if !sink.send(partial) {
-                    return (stats, capture_error);
-                }
+            if !sink.pass_on(&mut builder) {
+                return (stats, capture_error);
             }
             if let Some(writer) = &mut capture
                 && let Err(error) = writer.flush()
@@ -473,9 +446,7 @@ fn parse_messages(
             }
         }
     }
-    if !builder.is_empty() {
-        sink.send(builder);
-    }
+    sink.pass_on(&mut builder);
     if let Some(mut writer) = capture {
         match writer.flush() {
             Ok(()) => tracing::info!(

@@ -5,11 +5,13 @@
 //! and a batch stores each line once with spans into it.
 
 mod batch;
+mod intake;
 mod rfc3164;
 mod rfc5424;
 pub mod time;
 
 pub use batch::{BatchBuilder, records, single_record};
+pub use intake::{Origin, ParseCounts};
 
 use crate::types::Timestamp;
 use thiserror::Error;
