@@ -90,11 +90,10 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             "records handed to modules in one call",
         ),
     ];
-    for (key, value_type, default, description) in items {
+    for (key, value_type, default, description) in
+        items.into_iter().chain(crate::listen::config_items())
+    {
         store.declare(key, value_type, default, description)?;
-    }
-    for (key, value_type, default, description) in crate::listen::CONFIG_ITEMS {
-        store.declare(key, value_type, default.value(), description)?;
     }
     Ok(())
 }

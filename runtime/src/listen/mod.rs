@@ -22,6 +22,7 @@ use crate::capture::CaptureWriter;
 use crate::config_store::ConfigStore;
 use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, TickTime, run_stages};
 use crate::record::{Origin, ParseCounts, TraditionalDefaults};
+use crate::types::{Value, ValueType};
 use anyhow::{anyhow, bail};
 use framing::{FramingRules, Oversize, Trailer};
 use std::net::SocketAddr;
@@ -31,101 +32,82 @@ use std::time::Duration;
 
 /// The listener's configuration items, with their defaults and what they
 /// are for; declared in the configuration store by the loader.
-pub const CONFIG_ITEMS: [(&str, crate::types::ValueType, DefaultValue, &str); 12] = {
-    use crate::types::ValueType::{Integer, Text};
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 12] {
+    let text = |default: &str| Value::Text(default.to_owned());
     [
         (
             "listen.tcp",
-            Text,
-            DefaultValue::Text("127.0.0.1:5140"),
+            ValueType::Text,
+            text("127.0.0.1:5140"),
             "IP:PORT for syslog over TCP (octet counting or trailer framing, detected per message); empty turns it off",
         ),
         (
             "listen.udp",
-            Text,
-            DefaultValue::Text(""),
+            ValueType::Text,
+            text(""),
             "IP:PORT for syslog over UDP (one message per datagram); empty turns it off",
         ),
         (
             "listen.tls",
-            Text,
-            DefaultValue::Text(""),
+            ValueType::Text,
+            text(""),
             "IP:PORT for syslog over TLS (RFC 5425); needs listen.tls_certificate and listen.tls_key; empty turns it off",
         ),
         (
             "listen.tls_certificate",
-            Text,
-            DefaultValue::Text(""),
+            ValueType::Text,
+            text(""),
             "PEM file of the server's certificate chain, for listen.tls",
         ),
         (
             "listen.tls_key",
-            Text,
-            DefaultValue::Text(""),
+            ValueType::Text,
+            text(""),
             "PEM file of the server's private key, for listen.tls",
         ),
         (
             "listen.tls_client_ca",
-            Text,
-            DefaultValue::Text(""),
+            ValueType::Text,
+            text(""),
             "PEM file of CA certificates; when set, TLS clients must present a certificate they signed",
         ),
         (
             "listen.max_message_bytes",
-            Integer,
-            DefaultValue::Integer(65_536),
+            ValueType::Integer,
+            Value::Integer(65_536),
             "longest message kept; longer ones are truncated or dropped (listen.oversize) and counted",
         ),
         (
             "listen.oversize",
-            Text,
-            DefaultValue::Text("truncate"),
+            ValueType::Text,
+            text("truncate"),
             "what happens to a message longer than listen.max_message_bytes: \"truncate\" or \"drop\"",
         ),
         (
             "listen.trailer",
-            Text,
-            DefaultValue::Text("lf"),
+            ValueType::Text,
+            text("lf"),
             "end of a non-octet-counted TCP message: \"lf\" (a CR before it is removed too) or \"nul\"",
         ),
         (
             "listen.idle_timeout_s",
-            Integer,
-            DefaultValue::Integer(600),
+            ValueType::Integer,
+            Value::Integer(600),
             "close a TCP or TLS connection that sends nothing for this many seconds; 0 never does",
         ),
         (
             "listen.max_connections",
-            Integer,
-            DefaultValue::Integer(1024),
+            ValueType::Integer,
+            Value::Integer(1024),
             "open TCP and TLS connections at most; further ones are closed at once and counted",
         ),
         (
             "listen.report_interval_s",
-            Integer,
-            DefaultValue::Integer(60),
+            ValueType::Integer,
+            Value::Integer(60),
             "log the listener's counts (messages, connections, truncations, drops) this often while they change; 0 only at the end",
         ),
     ]
-};
-
-/// A default value in [`CONFIG_ITEMS`] (a `const` cannot hold a `String`).
-#[derive(Debug, Clone, Copy)]
-pub enum DefaultValue {
-    /// A text default.
-    Text(&'static str),
-    /// An integer default.
-    Integer(i64),
-}
-
-impl DefaultValue {
-    /// As a configuration value.
-    pub fn value(self) -> crate::types::Value {
-        match self {
-            DefaultValue::Text(text) => crate::types::Value::Text(text.to_owned()),
-            DefaultValue::Integer(number) => crate::types::Value::Integer(number),
-        }
-    }
 }
 
 /// How and where to listen, checked.
