@@ -323,39 +323,8 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        add(&context.counters.connections, 1);
-        add(&context.counters.open_connections, 1);
         let _ = stream.set_nodelay(true);
-        let context = Arc::clone(&context);
-        let tls = tls.clone();
-        connections.spawn(async move {
-            let peer_text: Arc<str> = Arc::from(peer.to_string());
-            match tls {
-                None => read_stream(stream, peer_text, &context).await,
-                Some(acceptor) => {
-                    let handshake = tokio::select! {
-                        () = context.shutdown.cancelled() => None,
-                        handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(handshake),
-                    };
-                    match handshake {
-                        None => {}
-                        Some(Ok(Ok(stream))) => read_stream(stream, peer_text, &context).await,
-                        Some(Ok(Err(error))) => {
-                            add(&context.counters.tls_failures, 1);
-                            tracing::warn!(%peer, "TLS handshake failed: {error}");
-                        }
-                        Some(Err(_)) => {
-                            add(&context.counters.tls_failures, 1);
-                            tracing::warn!(%peer, "TLS handshake timed out");
-                        }
-                    }
-                }
-            }
-            context
-                .counters
-                .open_connections
-                .fetch_sub(1, Ordering::Relaxed);
-        });
+        serve_connection(&mut connections, stream, peer, tls.clone(), &context);
     }
     // Shutdown. Connections the kernel completed but we had not accepted
     // yet have data the senders think delivered: take them too (plain TCP
@@ -368,20 +337,53 @@ async fn accept_loop(
                 break;
             };
             taken += 1;
-            add(&context.counters.connections, 1);
-            add(&context.counters.open_connections, 1);
-            let context = Arc::clone(&context);
-            connections.spawn(async move {
-                read_stream(stream, Arc::from(peer.to_string()), &context).await;
-                context
-                    .counters
-                    .open_connections
-                    .fetch_sub(1, Ordering::Relaxed);
-            });
+            serve_connection(&mut connections, stream, peer, None, &context);
         }
     }
     // Every connection passes on what it has read, then ends.
     while connections.join_next().await.is_some() {}
+}
+
+/// Count a new connection and serve it on a task of its own (after a TLS
+/// handshake when `tls` is given), until it ends.
+fn serve_connection(
+    connections: &mut tokio::task::JoinSet<()>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    context: &Arc<ConnectionContext>,
+) {
+    add(&context.counters.connections, 1);
+    add(&context.counters.open_connections, 1);
+    let context = Arc::clone(context);
+    connections.spawn(async move {
+        let peer_text: Arc<str> = Arc::from(peer.to_string());
+        match tls {
+            None => read_stream(stream, peer_text, &context).await,
+            Some(acceptor) => {
+                let handshake = tokio::select! {
+                    () = context.shutdown.cancelled() => None,
+                    handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(handshake),
+                };
+                match handshake {
+                    None => {}
+                    Some(Ok(Ok(stream))) => read_stream(stream, peer_text, &context).await,
+                    Some(Ok(Err(error))) => {
+                        add(&context.counters.tls_failures, 1);
+                        tracing::warn!(%peer, "TLS handshake failed: {error}");
+                    }
+                    Some(Err(_)) => {
+                        add(&context.counters.tls_failures, 1);
+                        tracing::warn!(%peer, "TLS handshake timed out");
+                    }
+                }
+            }
+        }
+        context
+            .counters
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// Read one connection until it ends, goes idle, or shutdown; pass on every
