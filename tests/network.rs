@@ -41,11 +41,24 @@ impl Server {
     }
 
     fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
+        Self::launch(dir, Self::command(args))
+    }
+
+    /// `correlator run` of the directory's `app.toml` with `args`.
+    fn command(args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_correlator"));
+        command
+            .args(["run", "--app", "app.toml", "-o", "listen.tcp=127.0.0.1:0"])
+            .args(args);
+        command
+    }
+
+    /// Run `command` in `dir`, its output in files there; return once the
+    /// server says where it listens.
+    fn launch(dir: tempfile::TempDir, mut command: Command) -> Server {
         let stdout = std::fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
         let stderr = std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_correlator"))
-            .args(["run", "--app", "app.toml", "-o", "listen.tcp=127.0.0.1:0"])
-            .args(args)
+        let child = command
             .current_dir(dir.path())
             .env("RUST_LOG", "info,wasmtime_internal_cache=error")
             .env(
@@ -56,7 +69,7 @@ impl Server {
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .expect("the correlator binary runs");
+            .expect("the server starts");
         let mut server = Server {
             child: Some(child),
             dir,
@@ -203,7 +216,7 @@ fn logged_count(stderr: &str, marker: &str, name: &str) -> u64 {
 
 /// util-linux's logger, or a loud skip where it cannot be had (the test
 /// script installs it, so CI does not skip).
-fn logger() -> Option<&'static str> {
+fn logger_found() -> bool {
     let found = Command::new("logger")
         .arg("--version")
         .stdout(Stdio::null())
@@ -211,9 +224,8 @@ fn logger() -> Option<&'static str> {
         .is_ok_and(|status| status.success());
     if !found {
         eprintln!("SKIPPED: util-linux `logger` is not installed (apt-get install bsdutils)");
-        return None;
     }
-    Some("logger")
+    found
 }
 
 fn run_logger(args: &[&str]) {
@@ -230,7 +242,9 @@ fn run_logger(args: &[&str]) {
 
 #[test]
 fn logger_messages_over_tcp_and_udp_in_both_formats_arrive_exactly_once_with_their_sender() {
-    let Some(_) = logger() else { return };
+    if !logger_found() {
+        return;
+    }
     let mut server = Server::start(REPORT_APP, &["-o", "listen.udp=127.0.0.1:0"]);
     let tcp = server.address("TCP");
     let udp = server.address("UDP");
@@ -998,7 +1012,7 @@ fn rsyslogd() -> Option<PathBuf> {
 #[test]
 fn rsyslog_forwarding_in_syslog_protocol_format_delivers_every_message_once() {
     const MESSAGES: usize = 2_000;
-    let (Some(rsyslogd), Some(_)) = (rsyslogd(), logger()) else {
+    let (Some(rsyslogd), true) = (rsyslogd(), logger_found()) else {
         return;
     };
     let mut server = Server::start(REPORT_APP, &[]);
@@ -1144,34 +1158,14 @@ fn an_instance_that_aborts_the_run_stops_the_listener_too() {
 
 #[test]
 fn out_of_file_descriptors_accepting_is_logged_and_the_server_goes_on() {
-    let dir = app_dir(REPORT_APP);
     // Room for start-up and a few connections only.
-    let stdout = std::fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
-    let stderr = std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 24 && exec '{}' run --app app.toml -o listen.tcp=127.0.0.1:0 -o listen.report_interval_s=1",
-            env!("CARGO_BIN_EXE_correlator")
-        ))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info,wasmtime_internal_cache=error")
-        .env(
-            "XDG_CACHE_HOME",
-            workspace().join("target").join("test-cache"),
-        )
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .expect("sh runs");
-    let mut server = Server {
-        child: Some(child),
-        dir,
-    };
-    server.wait_until("it listens", |server| {
-        server.stderr().contains("listening for syslog over TCP on")
-    });
+    let correlator = Server::command(&["-o", "listen.report_interval_s=1"]);
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -n 24 && exec \"$@\"", "sh"])
+        .arg(correlator.get_program())
+        .args(correlator.get_args());
+    let mut server = Server::launch(app_dir(REPORT_APP), command);
     let address = server.address("TCP");
     // More connections than descriptors: the kernel queues the rest until
     // the server can accept them.
