@@ -66,43 +66,22 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
     let sent = lines.len() as u64;
-    // Best rate over the rounds, per receiver and connection count; the
-    // receivers alternate so that both see the same machine.
-    let mut best = [[0.0f64; 3]; 2];
-    let mut lost = [[0u64; 3]; 2];
+    // The receivers alternate so that both see the same machine.
+    let mut ours = Tally::new("correlator", "received and processed by the sshd module");
+    let mut theirs = Tally::new("rsyslog", "received and written to a file");
     for round in 1..=rounds {
-        for (slot, connections) in [1, 8, 64].into_iter().enumerate() {
+        for (slot, connections) in CONNECTIONS.into_iter().enumerate() {
             let loads = split(&lines, connections);
-            let ours = correlator(&app, &dir, &loads);
-            let rate = ours.received as f64 / ours.seconds;
-            println!(
-                "round {round}, {connections:>2} connections: correlator {rate:>9.0} messages/s, {} lost",
-                sent - ours.received
-            );
-            best[0][slot] = best[0][slot].max(rate);
-            lost[0][slot] += sent - ours.received;
+            ours.add(round, slot, sent, correlator(&app, &dir, &loads));
             if let Some(rsyslogd) = &rsyslogd {
-                let theirs = rsyslog(rsyslogd, &dir, &loads, sent);
-                let rate = theirs.received as f64 / theirs.seconds;
-                println!(
-                    "round {round}, {connections:>2} connections: rsyslog    {rate:>9.0} messages/s, {} lost",
-                    sent - theirs.received
-                );
-                best[1][slot] = best[1][slot].max(rate);
-                lost[1][slot] += sent - theirs.received;
+                theirs.add(round, slot, sent, rsyslog(rsyslogd, &dir, &loads, sent));
             }
         }
     }
-    for (slot, connections) in [1, 8, 64].into_iter().enumerate() {
-        println!(
-            "best of {rounds}, {connections:>2} connections: correlator {:>9.0} messages/s received and processed by the sshd module ({} lost in all rounds)",
-            best[0][slot], lost[0][slot]
-        );
+    for slot in 0..CONNECTIONS.len() {
+        ours.print_best(rounds, slot);
         if rsyslogd.is_some() {
-            println!(
-                "best of {rounds}, {connections:>2} connections: rsyslog    {:>9.0} messages/s received and written to a file ({} lost in all rounds)",
-                best[1][slot], lost[1][slot]
-            );
+            theirs.print_best(rounds, slot);
         }
     }
     if std::env::var_os("CORRELATOR_BENCH_KEEP").is_some() {
@@ -152,6 +131,47 @@ fn send_all(address: SocketAddr, loads: &[Vec<u8>]) {
 struct Measured {
     seconds: f64,
     received: u64,
+}
+
+/// Connection counts measured, in order.
+const CONNECTIONS: [usize; 3] = [1, 8, 64];
+
+/// One receiver's best rate and messages lost, per connection count.
+struct Tally {
+    name: &'static str,
+    what: &'static str,
+    best: [f64; CONNECTIONS.len()],
+    lost: [u64; CONNECTIONS.len()],
+}
+
+impl Tally {
+    fn new(name: &'static str, what: &'static str) -> Self {
+        Tally {
+            name,
+            what,
+            best: [0.0; CONNECTIONS.len()],
+            lost: [0; CONNECTIONS.len()],
+        }
+    }
+
+    /// Print and keep one round's result.
+    fn add(&mut self, round: usize, slot: usize, sent: u64, measured: Measured) {
+        let rate = measured.received as f64 / measured.seconds;
+        let lost = sent - measured.received;
+        println!(
+            "round {round}, {:>2} connections: {:<10} {rate:>9.0} messages/s, {lost} lost",
+            CONNECTIONS[slot], self.name
+        );
+        self.best[slot] = self.best[slot].max(rate);
+        self.lost[slot] += lost;
+    }
+
+    fn print_best(&self, rounds: usize, slot: usize) {
+        println!(
+            "best of {rounds}, {:>2} connections: {:<10} {:>9.0} messages/s {} ({} lost in all rounds)",
+            CONNECTIONS[slot], self.name, self.best[slot], self.what, self.lost[slot]
+        );
+    }
 }
 
 fn correlator(app: &Path, dir: &Path, loads: &[Vec<u8>]) -> Measured {
