@@ -644,19 +644,12 @@ pub fn tls_config(
     key: &str,
     client_ca: &str,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     if certificate.is_empty() || key.is_empty() {
         bail!("listen.tls is set: listen.tls_certificate and listen.tls_key must name PEM files");
     }
-    let chain = CertificateDer::pem_file_iter(certificate)
-        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| {
-            anyhow!("listen.tls_certificate: cannot read certificates from {certificate}: {error}")
-        })?;
-    if chain.is_empty() {
-        bail!("listen.tls_certificate: {certificate} holds no PEM certificate");
-    }
+    let chain = read_certificates("listen.tls_certificate", certificate)?;
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| {
         anyhow!("listen.tls_key: cannot read a private key from {key}: {error}")
     })?;
@@ -668,18 +661,10 @@ pub fn tls_config(
         builder.with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        let authorities = CertificateDer::pem_file_iter(client_ca)
-            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-            .map_err(|error| {
-                anyhow!("listen.tls_client_ca: cannot read certificates from {client_ca}: {error}")
-            })?;
-        for authority in authorities {
+        for authority in read_certificates("listen.tls_client_ca", client_ca)? {
             roots
                 .add(authority)
                 .with_context(|| format!("listen.tls_client_ca: a certificate in {client_ca}"))?;
-        }
-        if roots.is_empty() {
-            bail!("listen.tls_client_ca: {client_ca} holds no PEM certificate");
         }
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -691,4 +676,21 @@ pub fn tls_config(
         .with_single_cert(chain, private_key)
         .context("listen.tls_certificate and listen.tls_key do not make a usable pair")?;
     Ok(Arc::new(config))
+}
+
+/// Every PEM certificate in `path` (at least one), named in errors by the
+/// configuration item `key`.
+fn read_certificates(
+    key: &str,
+    path: &str,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let certificates = CertificateDer::pem_file_iter(path)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| anyhow!("{key}: cannot read certificates from {path}: {error}"))?;
+    if certificates.is_empty() {
+        bail!("{key}: {path} holds no PEM certificate");
+    }
+    Ok(certificates)
 }
