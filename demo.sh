@@ -7,4 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 rustup target add wasm32-wasip2 >&2
 cargo build --release -p correlator >&2
-exec target/release/correlator run --app apps/ssh-report.toml --read-file data/sshd-1.cap "$@"
+# Durable state is off so that every run of the demo prints the same; by
+# default a second replay would continue from the first (see README).
+exec target/release/correlator run --app apps/ssh-report.toml --read-file data/sshd-1.cap -o state.enabled=false "$@"

@@ -15,13 +15,15 @@ const BUILTINS: [(&str, &str); 4] = [
 
 /// (name, package) of the guests the integration tests use; built from
 /// source like the builtins, never committed as binaries.
-const TEST_GUESTS: [(&str, &str); 6] = [
+const TEST_GUESTS: [(&str, &str); 8] = [
     ("schema-breaker", "correlator-test-schema-breaker"),
     ("hostile", "correlator-test-hostile"),
     ("hostile-fs", "correlator-test-hostile-fs"),
     ("hostile-net", "correlator-test-hostile-net"),
     ("hostile-handler", "correlator-test-hostile-handler"),
     ("hostile-http", "correlator-test-hostile-http"),
+    ("counter-v1", "correlator-test-counter-v1"),
+    ("counter-v2", "correlator-test-counter-v2"),
 ];
 
 fn main() {

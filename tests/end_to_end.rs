@@ -698,9 +698,13 @@ fn config_prints_every_item_with_type_value_default_and_source() {
             "default"
         ]
     );
-    // Header, three module items, one handler item, eight system items,
-    // twelve listener items.
-    assert_eq!(rows.len(), 1 + 3 + 1 + 8 + 12);
+    assert_eq!(
+        row("state.checkpoint_interval")[1..5],
+        ["float", "1", "1", "default"]
+    );
+    // Header, three module items, one handler item, eleven system items
+    // (three of them state.*), twelve listener items.
+    assert_eq!(rows.len(), 1 + 3 + 1 + 11 + 12);
 }
 
 #[test]

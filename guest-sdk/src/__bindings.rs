@@ -3,10 +3,11 @@
 //! Not part of the public API: the export macros refer to it.
 #![allow(missing_docs, reason = "generated code")]
 
-/// Bindings of the `logic-module` world.
+/// Bindings of the `stateful-logic-module` world: every module the SDK
+/// builds exports `durable` (a module without state has nothing to write).
 pub mod module {
     wit_bindgen::generate!({
-        world: "logic-module",
+        world: "stateful-logic-module",
         path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_logic_module",

@@ -44,6 +44,7 @@ pub mod collections;
 pub mod config;
 pub mod log;
 pub mod secrets;
+pub mod state;
 pub mod timers;
 
 #[doc(hidden)]
@@ -103,6 +104,32 @@ pub trait Module: Sized + 'static {
     fn statistics(&mut self, reset: bool) {
         let _ = reset;
     }
+
+    /// The version of the layout of what the module keeps in [`state`].
+    /// Raise it when that layout changes, and read the older layouts in
+    /// [`Module::migrate`]: the host refuses to start a module on state
+    /// written by a newer version, and hands older state to `migrate`.
+    const STATE_VERSION: u32 = 1;
+
+    /// The store holds state written by this module at `stored_version`
+    /// (older than [`Module::STATE_VERSION`]): rewrite it in the current
+    /// layout with [`state`]'s functions. Called before [`Module::init`],
+    /// which then reads the migrated state. An error stops start-up with its
+    /// message; the default refuses, so that state is never misread.
+    fn migrate(stored_version: u32) -> Result<(), String> {
+        Err(format!(
+            "cannot read state written at version {stored_version} (this version is {}); discard it with --discard-state",
+            Self::STATE_VERSION
+        ))
+    }
+
+    /// Write what changed since the last checkpoint to [`state`] (for
+    /// example with [`state::save`]). The host calls it every
+    /// `state.checkpoint_interval`, at the end of a replay and on shutdown,
+    /// and commits every module's writes at once. [`Module::init`] reads
+    /// the state back with [`state::load`]. The default writes nothing:
+    /// the module starts empty after a restart.
+    fn checkpoint(&mut self) {}
 }
 
 /// An event handler: acts on the events its filter selects.
@@ -177,6 +204,24 @@ macro_rules! export_module {
                 }
             }
 
+            impl $crate::__bindings::module::exports::correlator::plugin::durable::Guest
+                for __CorrelatorModuleExport
+            {
+                fn state_version() -> u32 {
+                    <$ty as $crate::Module>::STATE_VERSION
+                }
+
+                fn migrate(
+                    stored_version: u32,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    <$ty as $crate::Module>::migrate(stored_version)
+                }
+
+                fn checkpoint() {
+                    __with(|module| <$ty as $crate::Module>::checkpoint(module));
+                }
+            }
+
             // Exported names like `correlator:plugin/logic@0.1.0#process` only
             // make sense (and only link) in a wasm component; natively the
             // crate still builds, so its unit tests run on the host.
@@ -194,6 +239,10 @@ macro_rules! export_module {
                 let _ = __CorrelatorModuleExport::process;
                 let _ = __CorrelatorModuleExport::tick;
                 let _ = __CorrelatorModuleExport::statistics;
+                use $crate::__bindings::module::exports::correlator::plugin::durable::Guest as _;
+                let _ = __CorrelatorModuleExport::state_version;
+                let _ = __CorrelatorModuleExport::migrate;
+                let _ = __CorrelatorModuleExport::checkpoint;
             }
         };
     };

@@ -24,6 +24,25 @@ impl Timestamp {
     }
 }
 
+/// Serialised as `(seconds, nanoseconds, offset_minutes)`, so that module
+/// state holding times can be kept with [`crate::state::save`].
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.seconds, self.nanoseconds, self.offset_minutes).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (seconds, nanoseconds, offset_minutes) = <(i64, u32, i16)>::deserialize(deserializer)?;
+        Ok(Timestamp {
+            seconds,
+            nanoseconds,
+            offset_minutes,
+        })
+    }
+}
+
 impl Timestamp {
     /// Append the time as RFC 3339 in the offset it was written with, with
     /// as many fraction digits as it needs (none, 3, 6 or 9). Faster than

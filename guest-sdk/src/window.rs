@@ -20,7 +20,14 @@ use std::hash::Hash;
 /// failures.clear("192.0.2.1");
 /// assert_eq!(failures.count("192.0.2.1"), 0);
 /// ```
-#[derive(Debug, Clone)]
+///
+/// It serialises (for [`crate::state::save`]) with its window; after
+/// loading, [`CountOverTime::set_window`] applies the configured one.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize + Hash + Eq",
+    deserialize = "K: serde::Deserialize<'de> + Hash + Eq"
+))]
 pub struct CountOverTime<K> {
     window_seconds: i64,
     hits: HashMap<K, VecDeque<i64>>,
@@ -33,6 +40,12 @@ impl<K: Hash + Eq> CountOverTime<K> {
             window_seconds,
             hits: HashMap::default(),
         }
+    }
+
+    /// Count over the last `window_seconds` seconds from now on (for a
+    /// counter loaded from state while the configuration changed).
+    pub fn set_window(&mut self, window_seconds: i64) {
+        self.window_seconds = window_seconds;
     }
 
     /// Record one occurrence for `key` at `time` (seconds since the epoch)

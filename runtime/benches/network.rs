@@ -180,6 +180,9 @@ fn correlator(app: &Path, dir: &Path, loads: &[Vec<u8>]) -> Measured {
         .args(["run", "--app"])
         .arg(app)
         .args(["-o", "listen.tcp=127.0.0.1:0"])
+        // Durable state on, as by default, but each round from nothing.
+        .arg("--discard-all-state")
+        .current_dir(dir)
         .args(
             std::env::var("CORRELATOR_BENCH_OPTIONS")
                 .unwrap_or_default()

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p correlator --bench replay` (1,000,000 records; set
 //! CORRELATOR_BENCH_RECORDS to change). The log handler writes JSON to
-//! /dev/null, so handler work is measured too.
+//! /dev/null, so handler work is measured too. Durable state is measured
+//! on (checkpoints every second into the run directory) and off.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -36,18 +37,34 @@ fn main() {
     .expect("write app");
 
     let binary = env!("CARGO_BIN_EXE_correlator");
-    // Limits on (the default) and off, alternating, so that both see the
-    // same machine: the difference is what the sandbox's limits cost.
-    let mut best = [f64::MAX, f64::MAX];
+    // Three set-ups, alternating, so that all see the same machine: the
+    // default (limits on, durable state on, starting empty each round),
+    // state off, and limits off too. The differences are what checkpoints
+    // and the sandbox's limits cost.
+    let setups: [(&str, &[&str]); 3] = [
+        ("limits, state", &["--discard-all-state"]),
+        ("limits, no state", &["-o", "state.enabled=false"]),
+        (
+            "no limits, no state",
+            &[
+                "-o",
+                "state.enabled=false",
+                "-o",
+                "system.call_time_limits=false",
+            ],
+        ),
+    ];
+    let mut best = [f64::MAX; 3];
     for round in 1..=4 {
-        for (index, limits) in ["true", "false"].into_iter().enumerate() {
+        for (index, (name, args)) in setups.iter().enumerate() {
             let started = Instant::now();
             let status = Command::new(binary)
                 .args(["run", "--app"])
                 .arg(&app)
                 .arg("--read-file")
                 .arg(&capture)
-                .args(["--option", &format!("system.call_time_limits={limits}")])
+                .args(*args)
+                .current_dir(&dir)
                 .env("RUST_LOG", "error")
                 .stdout(Stdio::null())
                 .status()
@@ -55,17 +72,20 @@ fn main() {
             let seconds = started.elapsed().as_secs_f64();
             assert!(status.success(), "correlator failed");
             println!(
-                "round {round}, limits {limits}: {lines} records in {seconds:.3} s = {:.0} records/s (whole process, start-up included)",
+                "round {round}, {name}: {lines} records in {seconds:.3} s = {:.0} records/s (whole process, start-up included)",
                 lines as f64 / seconds
             );
             best[index] = best[index].min(seconds);
         }
     }
+    let rate = |index: usize| lines as f64 / best[index];
     println!(
-        "replay: best {:.0} records/s with the default limits, {:.0} records/s without (limits cost {:.1}%), over {lines} sshd-heavy records",
-        lines as f64 / best[0],
-        lines as f64 / best[1],
-        (best[0] / best[1] - 1.0) * 100.0
+        "replay: best {:.0} records/s with the defaults (limits and durable state), {:.0} without state (state costs {:.1}%), {:.0} without limits either (limits cost {:.1}%), over {lines} sshd-heavy records",
+        rate(0),
+        rate(1),
+        (best[0] / best[1] - 1.0) * 100.0,
+        rate(2),
+        (best[1] / best[2] - 1.0) * 100.0
     );
     if std::env::var_os("CORRELATOR_BENCH_KEEP").is_some() {
         println!("capture and app kept in {}", dir.display());

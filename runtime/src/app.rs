@@ -15,6 +15,7 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppFileRaw {
+    name: Option<String>,
     description: Option<String>,
     #[serde(default)]
     config: toml::Table,
@@ -200,6 +201,7 @@ struct LimitsRaw {
     event_bytes: Option<u64>,
     log_lines_per_second: Option<u64>,
     stack_kib: Option<u64>,
+    state_mib: Option<u64>,
 }
 
 /// Whether a granted directory may be written.
@@ -250,6 +252,9 @@ pub struct Limits {
     /// WebAssembly stack a call may use, KiB (default 512, 64 to
     /// [`MAX_STACK_KIB`]); deeper recursion traps.
     pub stack_kib: u64,
+    /// Durable state a module may keep in the state store, MiB (default
+    /// 64); a write past it is refused.
+    pub state_mib: u64,
 }
 
 /// The largest WebAssembly stack an instance may have: guests run on the
@@ -272,6 +277,7 @@ impl Default for Limits {
             event_bytes: 1 << 20,
             log_lines_per_second: 100,
             stack_kib: 512,
+            state_mib: 64,
         }
     }
 }
@@ -288,6 +294,7 @@ impl LimitsRaw {
                 .log_lines_per_second
                 .unwrap_or(default.log_lines_per_second),
             stack_kib: self.stack_kib.unwrap_or(default.stack_kib),
+            state_mib: self.state_mib.unwrap_or(default.state_mib),
         }
     }
 }
@@ -504,6 +511,9 @@ pub struct InstanceSpec {
 pub struct App {
     /// The app file.
     pub path: PathBuf,
+    /// The app's name: `name = "..."` in the file, else the file's name
+    /// without `.toml`. Its durable state belongs to this name.
+    pub name: String,
     /// What the app is for, shown to operators.
     pub description: String,
     /// System-level values from `[config]`, keys flattened (`system.run_dir`).
@@ -606,6 +616,7 @@ impl App {
                 limits.events_per_call,
                 limits.event_bytes,
                 limits.log_lines_per_second,
+                limits.state_mib,
             ]
             .contains(&0)
             {
@@ -699,8 +710,16 @@ impl App {
         if modules.is_empty() || handlers.is_empty() {
             return Err(AppError::Empty(path.to_owned()));
         }
+        let name = raw
+            .name
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| {
+                path.file_stem()
+                    .map_or_else(|| "app".into(), |stem| stem.to_string_lossy().into_owned())
+            });
         Ok(App {
             path: path.to_owned(),
+            name,
             description: raw.description.unwrap_or_default(),
             config,
             modules,

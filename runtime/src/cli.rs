@@ -133,6 +133,15 @@ struct RunArgs {
         conflicts_with = "read_file"
     )]
     write_file: Option<Option<PathBuf>>,
+    /// Start module INSTANCE without the durable state the store holds for
+    /// it (state written by another component, or a version it cannot
+    /// read); that state is deleted. Repeatable.
+    #[arg(long, value_name = "INSTANCE")]
+    discard_state: Vec<String>,
+    /// Delete everything in the state store before starting, even another
+    /// app's state: every module starts empty.
+    #[arg(long)]
+    discard_all_state: bool,
 }
 
 /// Parse the command line, run the command, print the whole error chain on
@@ -260,8 +269,21 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         replay: settings,
         startup_events,
         store,
-    } = loader::load(&app, &args.app.options, Purpose::Run)?;
+    } = loader::load(
+        &app,
+        &args.app.options,
+        Purpose::Run,
+        &loader::Discard {
+            instances: args.discard_state.clone(),
+            all: args.discard_all_state,
+        },
+    )?;
     handlers.route(startup_events)?;
+    let source = args
+        .read_file
+        .as_ref()
+        .map_or_else(|| "network".to_owned(), |path| path.display().to_string());
+    modules.set_source(&source);
     let Some(read_file) = &args.read_file else {
         let listen = ListenSettings::from_store(&store)?;
         let capture = match &args.write_file {
@@ -307,7 +329,8 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
     let started = Instant::now();
-    let (stats, counters) = match replay::replay(input, &mut modules, handlers, &settings) {
+    let stop = replay::stop_on_signals()?;
+    let (stats, counters) = match replay::replay(input, &mut modules, handlers, &settings, &stop) {
         Ok(result) => result,
         Err(replay::ReplayError::Read(error)) => {
             return Err(anyhow::Error::new(error)
@@ -328,6 +351,12 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         "replay of {} finished",
         read_file.display()
     );
+    if let Some(line) = stats.stopped_after {
+        tracing::warn!(
+            "the replay was stopped after line {line} of {}; the rest of the file was not read",
+            read_file.display()
+        );
+    }
     report_instances(&modules);
     Ok(())
 }
@@ -357,7 +386,12 @@ fn report_instances(modules: &crate::pipeline::ModuleStage) {
 
 fn print_config(args: &AppArgs) -> anyhow::Result<()> {
     let app = App::load(&args.app)?;
-    let loaded = loader::load(&app, &args.options, Purpose::Inspect)?;
+    let loaded = loader::load(
+        &app,
+        &args.options,
+        Purpose::Inspect,
+        &loader::Discard::default(),
+    )?;
     let rows: Vec<[String; 6]> = loaded
         .store
         .items()
@@ -393,7 +427,12 @@ fn print_config(args: &AppArgs) -> anyhow::Result<()> {
 
 fn check(args: &AppArgs) -> anyhow::Result<()> {
     let app = App::load(&args.app)?;
-    let loaded = loader::load(&app, &args.options, Purpose::Inspect)?;
+    let loaded = loader::load(
+        &app,
+        &args.options,
+        Purpose::Inspect,
+        &loader::Discard::default(),
+    )?;
     ListenSettings::from_store(&loaded.store)?;
     println!(
         "{}: ok ({} modules, {} handlers)",

@@ -19,4 +19,5 @@ pub mod loader;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
+pub mod state_store;
 pub mod types;

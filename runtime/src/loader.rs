@@ -5,14 +5,28 @@
 use crate::app::{App, InstanceSpec, Role};
 use crate::config_store::{ConfigStore, Source};
 use crate::filter::Filter;
-use crate::host::{HandlerInstance, Host, HostOptions, ResolvedGrants, StreamClock};
-use crate::pipeline::{HandlerStage, ModuleStage, Route};
+use crate::host::{
+    HandlerInstance, Host, HostOptions, ModuleInstance, ResolvedGrants, StateAccess, StreamClock,
+};
+use crate::pipeline::{HandlerStage, ModuleStage, Persistence, Route};
 use crate::record::TraditionalDefaults;
 use crate::record::time::parse_utc_offset;
 use crate::replay::ReplaySettings;
+use crate::state_store::{Ownership, StateStore};
 use crate::types::{Value, ValueType};
 use anyhow::{Context as _, anyhow, bail};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which instances start without the state the store holds for them
+/// (`--discard-state`, `--discard-all-state`).
+#[derive(Debug, Clone, Default)]
+pub struct Discard {
+    /// Module instances whose state is deleted before they start.
+    pub instances: Vec<String>,
+    /// Delete everything in the store, even another app's state.
+    pub all: bool,
+}
 
 /// Whether the app is about to run, or only looked at (`config`, `check`):
 /// looking neither creates granted directories nor initialises instances.
@@ -40,7 +54,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 8] = [
+    let items: [(&str, ValueType, Value, &str); 11] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -84,6 +98,24 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             "UTC offset in which hours and days begin for modules' timer ticks (Z, +01:00, -0500)",
         ),
         (
+            "state.enabled",
+            ValueType::Boolean,
+            Value::Boolean(true),
+            "keep modules' durable state in state.file, and continue from it at the next start",
+        ),
+        (
+            "state.file",
+            ValueType::Text,
+            Value::Text("state.redb".into()),
+            "the state store (a redb database), relative to system.run_dir",
+        ),
+        (
+            "state.checkpoint_interval",
+            ValueType::Float,
+            Value::Float(1.0),
+            "seconds between commits of modules' state: at most this much is lost if the process is killed",
+        ),
+        (
             "replay.batch_size",
             ValueType::Integer,
             Value::Integer(1024),
@@ -102,8 +134,14 @@ fn is_instance_key(key: &str) -> bool {
     key.starts_with("module.") || key.starts_with("handler.")
 }
 
-/// Load `app` with the `--option KEY=VALUE` overrides.
-pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<Loaded> {
+/// Load `app` with the `--option KEY=VALUE` overrides; when it is about to
+/// run, open its state store, deleting what `discard` names.
+pub fn load(
+    app: &App,
+    options: &[String],
+    purpose: Purpose,
+    discard: &Discard,
+) -> anyhow::Result<Loaded> {
     let mut store = ConfigStore::new();
     declare_system_items(&mut store)?;
     for setting in &app.config {
@@ -153,11 +191,13 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         Purpose::Inspect => ResolvedGrants::default(),
     };
     let mut modules = Vec::new();
+    let mut digests = Vec::new();
     for spec in &app.modules {
         let loaded = load_component(&mut host, spec)?;
         let instance = host.instantiate_module(spec, &loaded, &grants_of(spec))?;
         declare_instance_items(&mut store, spec, &instance.descriptor)?;
         modules.push(instance);
+        digests.push(loaded.digest);
     }
     let mut handlers = Vec::new();
     for spec in &app.handlers {
@@ -196,6 +236,33 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let persistence = if purpose == Purpose::Run {
+        let state = open_state(app, &store, &run_dir, discard)?;
+        let mut owners = Vec::new();
+        for ((spec, module), digest) in app.modules.iter().zip(&mut modules).zip(&digests) {
+            owners.push(prepare_state(
+                state.as_ref(),
+                spec,
+                module,
+                digest,
+                discard,
+            )?);
+        }
+        state
+            .map(|state| -> anyhow::Result<Persistence> {
+                let checkpoint = state.checkpoint()?;
+                Ok(Persistence::new(
+                    state,
+                    owners,
+                    checkpoint_interval(&store)?,
+                    checkpoint,
+                ))
+            })
+            .transpose()?
+    } else {
+        None
+    };
+
     let mut startup_events = Vec::new();
     if purpose == Purpose::Run {
         for (spec, module) in app.modules.iter().zip(&mut modules) {
@@ -214,13 +281,140 @@ pub fn load(app: &App, options: &[String], purpose: Purpose) -> anyhow::Result<L
         .zip(filters)
         .map(|(handler, filter): (HandlerInstance, Option<Filter>)| Route::new(handler, filter))
         .collect();
+    let mut module_stage = ModuleStage::new(modules, clock, timer_offset(&store)?);
+    if let Some(persistence) = persistence {
+        module_stage.persist(persistence);
+    }
     Ok(Loaded {
-        modules: ModuleStage::new(modules, clock, timer_offset(&store)?),
+        modules: module_stage,
         handlers: HandlerStage::new(routes),
         store,
         replay,
         startup_events,
     })
+}
+
+/// The app's state store, if `state.enabled`; `None` otherwise.
+fn open_state(
+    app: &App,
+    store: &ConfigStore,
+    run_dir: &Path,
+    discard: &Discard,
+) -> anyhow::Result<Option<Arc<StateStore>>> {
+    for name in &discard.instances {
+        if !app.modules.iter().any(|spec| spec.name == *name) {
+            bail!(
+                "--discard-state {name}: the app has no module \"{name}\" (its modules: {})",
+                app.modules
+                    .iter()
+                    .map(|spec| spec.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    if matches!(store.get("state.enabled"), Some(Value::Boolean(false))) {
+        if !discard.instances.is_empty() || discard.all {
+            bail!("state.enabled is false: there is no state to discard");
+        }
+        return Ok(None);
+    }
+    let path = run_dir.join(store.text("state.file").unwrap_or("state.redb"));
+    let state = StateStore::open(&path, &app.name, discard.all)?;
+    if discard.all {
+        tracing::warn!(store = %path.display(), "every instance starts without state (--discard-all-state)");
+    }
+    Ok(Some(Arc::new(state)))
+}
+
+/// Check who wrote `module`'s state (its component and state version),
+/// discard it if asked, let the module migrate an older version, and give
+/// the module its state. Returns who writes it from now on; `None` without
+/// a store.
+fn prepare_state(
+    state: Option<&Arc<StateStore>>,
+    spec: &InstanceSpec,
+    module: &mut ModuleInstance,
+    digest: &str,
+    discard: &Discard,
+) -> anyhow::Result<Option<Ownership>> {
+    let limit = spec.limits.state_mib.saturating_mul(1 << 20);
+    let name: Arc<str> = Arc::from(spec.name.as_str());
+    let version = module.state_version()?;
+    let Some(state) = state else {
+        module.attach_state(StateAccess::new(None, name, 0, limit));
+        return Ok(None);
+    };
+    let path = state.path().display();
+    if discard.instances.contains(&spec.name) {
+        state.discard(&spec.name)?;
+        tracing::warn!(instance = %spec.name, store = %path, "starts without state (--discard-state)");
+    }
+    let current = Ownership {
+        component: module.descriptor.name.clone(),
+        digest: digest.to_owned(),
+        version: version.unwrap_or(0),
+    };
+    let keys = state.keys(&spec.name)?;
+    let committed: u64 = keys.iter().map(|(key, len)| (key.len() + len) as u64).sum();
+    module.attach_state(StateAccess::new(
+        Some(Arc::clone(state)),
+        name,
+        committed,
+        limit,
+    ));
+    let Some(owner) = state.owner(&spec.name)?.filter(|_| !keys.is_empty()) else {
+        return Ok(Some(current));
+    };
+    let hint = format!(
+        "start with --discard-state {} to delete that state and start the instance empty",
+        spec.name
+    );
+    if owner.component != current.component {
+        bail!(
+            "module \"{}\": {path} holds state written by component \"{}\" (sha256 {}), not by \"{}\" ({}); {hint}",
+            spec.name,
+            owner.component,
+            owner.digest,
+            current.component,
+            spec.source
+        );
+    }
+    if owner.version > current.version {
+        bail!(
+            "module \"{}\": {path} holds state of version {} (written by sha256 {}), newer than this component's version {} ({}); run the newer component, or {hint}",
+            spec.name,
+            owner.version,
+            owner.digest,
+            current.version,
+            spec.source
+        );
+    }
+    if owner.version < current.version {
+        module
+            .migrate(owner.version)
+            .with_context(|| format!("{path}; or {hint}"))?;
+        tracing::info!(instance = %spec.name, from = owner.version, to = current.version, "state migrated");
+    }
+    tracing::info!(
+        instance = %spec.name,
+        keys = keys.len(),
+        bytes = committed,
+        "state restored from {path}"
+    );
+    Ok(Some(current))
+}
+
+/// `state.checkpoint_interval`, checked.
+fn checkpoint_interval(store: &ConfigStore) -> anyhow::Result<std::time::Duration> {
+    let seconds = match store.get("state.checkpoint_interval") {
+        Some(Value::Float(seconds)) => *seconds,
+        _ => 1.0,
+    };
+    if !(0.001..=3600.0).contains(&seconds) {
+        bail!("state.checkpoint_interval must be between 0.001 and 3600 seconds, not {seconds}");
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// Compile an instance's component, and check its digest if the app file

@@ -10,8 +10,10 @@
 use crate::filter::Filter;
 use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
 use crate::record::BatchBuilder;
+use crate::state_store::{Checkpoint, InstanceCommit, Ownership, StateStore};
 use crate::types::{DeliveredEvent, Dispatched, RecordBatch, TickKind, TimerTick, Timestamp};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 /// Stack of the thread that runs handlers: twice the largest WebAssembly
 /// stack an instance may have.
@@ -115,67 +117,77 @@ pub fn run_stages<S: Send>(
             .map_err(|error| StageError::Thread("handlers", error))?;
         let mut aborted = None;
         let wall_clock = modules.tick_time() == TickTime::WallClock;
-        let mut wait = std::time::Duration::from_secs(60);
+        let mut until_tick = Duration::from_secs(60);
         if wall_clock {
             // Start the clock: the first ticks come at the next boundary.
             match modules.wall_clock_ticks(std::time::SystemTime::now()) {
-                Ok((_, until_next)) => wait = until_next,
+                Ok((_, until_next)) => until_tick = until_next,
                 Err(abort) => aborted = Some(abort),
             }
         }
         while aborted.is_none() {
-            // Following the wall clock, wake at each minute's boundary
-            // even when no records come.
-            let received = if wall_clock {
-                match batch_rx.recv_timeout(wait) {
+            // Wake at each minute's boundary when following the wall clock,
+            // and when a checkpoint falls due, even when no records come.
+            let wait = [wall_clock.then_some(until_tick), modules.checkpoint_due()]
+                .into_iter()
+                .flatten()
+                .min();
+            let received = match wait {
+                Some(wait) => match batch_rx.recv_timeout(wait) {
                     Ok(builder) => Some(builder),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match batch_rx.recv() {
+                },
+                None => match batch_rx.recv() {
                     Ok(builder) => Some(builder),
                     Err(_) => break,
-                }
+                },
             };
-            if wall_clock {
-                match modules.wall_clock_ticks(std::time::SystemTime::now()) {
-                    Ok((events, until_next)) => {
-                        wait = until_next.max(std::time::Duration::from_millis(10));
-                        if !events.is_empty() && event_tx.send(events).is_err() {
-                            break;
-                        }
-                    }
-                    Err(abort) => {
-                        aborted = Some(abort);
-                        break;
+            let mut step = || -> Result<bool, Aborted> {
+                if wall_clock {
+                    let (events, until_next) =
+                        modules.wall_clock_ticks(std::time::SystemTime::now())?;
+                    until_tick = until_next.max(Duration::from_millis(10));
+                    if !events.is_empty() && event_tx.send(events).is_err() {
+                        return Ok(false);
                     }
                 }
-            }
-            let Some(builder) = received else {
-                continue;
+                if let Some(builder) = &received
+                    && let Some(latest) = builder.latest_time()
+                {
+                    let events = modules.process(builder.batch(), latest)?;
+                    if !events.is_empty() && event_tx.send(events).is_err() {
+                        return Ok(false);
+                    }
+                }
+                if modules.checkpoint_due() == Some(Duration::ZERO) {
+                    let events = modules.checkpoint()?;
+                    if !events.is_empty() && event_tx.send(events).is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
             };
-            if let Some(latest) = builder.latest_time() {
-                match modules.process(builder.batch(), latest) {
-                    Ok(events) => {
-                        if !events.is_empty() && event_tx.send(events).is_err() {
-                            break;
-                        }
-                    }
-                    Err(abort) => {
-                        aborted = Some(abort);
-                        break;
-                    }
-                }
+            match step() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(abort) => aborted = Some(abort),
             }
-            // The source may have finished; then the batch is just dropped.
-            let _ = recycle_tx.send(builder);
+            if let Some(builder) = received {
+                // The source may have finished; then the batch is dropped.
+                let _ = recycle_tx.send(builder);
+            }
         }
         if aborted.is_none() {
-            match modules.statistics(false) {
-                Ok(statistics) => {
-                    if !statistics.is_empty() {
-                        let _ = event_tx.send(statistics);
+            // Statistics first: a reset is part of the state committed last.
+            let last = modules.statistics(false).and_then(|mut events| {
+                events.extend(modules.checkpoint()?);
+                Ok(events)
+            });
+            match last {
+                Ok(events) => {
+                    if !events.is_empty() {
+                        let _ = event_tx.send(events);
                     }
                 }
                 Err(abort) => aborted = Some(abort),
@@ -207,6 +219,51 @@ pub struct ModuleStage {
     modules: Vec<ModuleInstance>,
     clock: StreamClock,
     ticker: Ticker,
+    persistence: Option<Persistence>,
+}
+
+/// Checkpoints of the modules' durable state: when the next is due, and
+/// what it records.
+pub struct Persistence {
+    store: Arc<StateStore>,
+    /// Who writes each module's state (by module index); `None` for a
+    /// module without.
+    owners: Vec<Option<Ownership>>,
+    interval: Duration,
+    last_commit: Instant,
+    /// Whether records or ticks were processed since the last commit.
+    changed: bool,
+    /// What is being read (a capture's path, `network`).
+    source: String,
+    /// Position of the last record processed.
+    position: u64,
+    /// Records processed this run.
+    records: u64,
+    /// The checkpoint the run started from.
+    restored: Option<Checkpoint>,
+}
+
+impl Persistence {
+    /// Checkpoints into `store` every `interval`, of modules written by
+    /// `owners`; `restored` is the store's last checkpoint.
+    pub fn new(
+        store: Arc<StateStore>,
+        owners: Vec<Option<Ownership>>,
+        interval: Duration,
+        restored: Option<Checkpoint>,
+    ) -> Self {
+        Persistence {
+            store,
+            owners,
+            interval,
+            last_commit: Instant::now(),
+            changed: false,
+            source: String::new(),
+            position: 0,
+            records: 0,
+            restored,
+        }
+    }
 }
 
 /// What timer ticks follow.
@@ -243,7 +300,116 @@ impl ModuleStage {
                 offset_minutes,
                 last_minute: None,
             },
+            persistence: None,
         }
+    }
+
+    /// Keep the modules' state with `persistence`, continuing from its
+    /// last checkpoint: the stream clock and (following the records' time)
+    /// the last tick boundary are where they were when it was committed, so
+    /// a run that continues a replay gives the ticks between the two parts.
+    pub fn persist(&mut self, persistence: Persistence) {
+        if let Some(checkpoint) = &persistence.restored {
+            self.clock.set(checkpoint.clock);
+            self.ticker.last_minute = checkpoint.last_record_minute;
+            tracing::info!(
+                source = %checkpoint.source,
+                position = checkpoint.position,
+                records = checkpoint.records,
+                clock = %crate::record::time::format_local(&checkpoint.clock),
+                "continuing from the state checkpoint after record {} of {}",
+                checkpoint.position,
+                checkpoint.source
+            );
+        }
+        self.persistence = Some(persistence);
+    }
+
+    /// Name what the records come from, for the checkpoints.
+    pub fn set_source(&mut self, source: &str) {
+        if let Some(persistence) = &mut self.persistence {
+            source.clone_into(&mut persistence.source);
+        }
+    }
+
+    /// The checkpoint this run continued from, if any.
+    pub fn restored(&self) -> Option<&Checkpoint> {
+        self.persistence.as_ref()?.restored.as_ref()
+    }
+
+    /// How long until a checkpoint is due; `None` when nothing changed
+    /// since the last (or state is not kept).
+    pub fn checkpoint_due(&self) -> Option<Duration> {
+        let persistence = self.persistence.as_ref()?;
+        persistence.changed.then(|| {
+            persistence
+                .interval
+                .saturating_sub(persistence.last_commit.elapsed())
+        })
+    }
+
+    /// Ask every module for its changes and commit them all at once, with
+    /// the stream position. A commit that fails is logged and its writes
+    /// kept for the next. Returns what modules dispatched meanwhile.
+    pub fn checkpoint(&mut self) -> Result<Vec<Dispatched>, Aborted> {
+        let Some(persistence) = &mut self.persistence else {
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::new();
+        for module in &mut self.modules {
+            events.extend(module.checkpoint()?);
+        }
+        let checkpoint = Checkpoint {
+            clock: self.clock.now(),
+            last_record_minute: match self.ticker.time {
+                TickTime::Records => self.ticker.last_minute,
+                TickTime::WallClock => None,
+            },
+            source: persistence.source.clone(),
+            position: persistence.position,
+            records: persistence.records,
+            written_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
+        };
+        let commits: Vec<InstanceCommit<'_>> = self
+            .modules
+            .iter()
+            .zip(&persistence.owners)
+            .filter_map(|(module, owner)| {
+                Some(InstanceCommit {
+                    instance: &module.name,
+                    owner: owner.as_ref()?,
+                    writes: &module.state().pending,
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let result = persistence.store.commit(&commits, &checkpoint);
+        drop(commits);
+        persistence.last_commit = Instant::now();
+        persistence.changed = false;
+        match result {
+            Ok(growth) => {
+                let mut growth = growth.into_iter();
+                for (module, owner) in self.modules.iter_mut().zip(&persistence.owners) {
+                    if owner.is_some() {
+                        module.state_committed(growth.next().unwrap_or(0));
+                    }
+                }
+                tracing::debug!(
+                    position = checkpoint.position,
+                    micros = started.elapsed().as_micros(),
+                    "state checkpoint committed"
+                );
+            }
+            Err(error) => {
+                tracing::error!(
+                    "state checkpoint failed (its changes are kept for the next): {error}"
+                );
+            }
+        }
+        Ok(events)
     }
 
     /// Make ticks follow `time`.
@@ -267,6 +433,13 @@ impl ModuleStage {
         batch: &RecordBatch,
         latest: Timestamp,
     ) -> Result<Vec<Dispatched>, Aborted> {
+        if let Some(persistence) = &mut self.persistence {
+            persistence.changed = true;
+            persistence.records += batch.positions.len() as u64;
+            if let Some(&last) = batch.positions.last() {
+                persistence.position = last;
+            }
+        }
         if self.ticker.time == TickTime::Records && self.modules.iter().any(|m| m.timers().any()) {
             return self.process_between_ticks(batch, latest);
         }
@@ -428,7 +601,12 @@ impl ModuleStage {
                 since_epoch.subsec_nanos(),
             )));
         let events = match self.ticker.last_minute {
-            Some(last) if minute > last => self.give_ticks(last + 1, minute)?,
+            Some(last) if minute > last => {
+                if let Some(persistence) = &mut self.persistence {
+                    persistence.changed = true;
+                }
+                self.give_ticks(last + 1, minute)?
+            }
             _ => Vec::new(),
         };
         if self.ticker.last_minute.is_none_or(|last| minute > last) {

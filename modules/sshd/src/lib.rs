@@ -126,13 +126,14 @@ impl Module for OpenSsh {
         // replay, so a replayed day runs them too.
         correlator_sdk::timers::every(TickKind::Hour)?;
         correlator_sdk::timers::daily_at(0, 0)?;
-        Ok(OpenSsh {
-            tracker: Tracker::new(Settings {
-                failure_window_seconds: window,
-                failure_limit: limit,
-                max_age_seconds: max_age.saturating_mul(60),
-            }),
-        })
+        // Connections open and failures counted when the host last stopped
+        // (or crashed: then as of its last checkpoint) carry on.
+        let tracker = Tracker::load(Settings {
+            failure_window_seconds: window,
+            failure_limit: limit,
+            max_age_seconds: max_age.saturating_mul(60),
+        })?;
+        Ok(OpenSsh { tracker })
     }
 
     fn process(&mut self, record: &Record<'_>) {
@@ -151,6 +152,14 @@ impl Module for OpenSsh {
 
     fn statistics(&mut self, reset: bool) {
         self.tracker.dispatch_statistics(reset);
+    }
+
+    const STATE_VERSION: u32 = 1;
+
+    fn checkpoint(&mut self) {
+        if let Err(error) = self.tracker.checkpoint() {
+            correlator_sdk::log::error(&format!("state not saved: {error}"));
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 
 use crate::line::{self, End, Line, UserKind};
 use correlator_sdk::collections::HashMap;
-use correlator_sdk::{CountOverTime, Event, Record, Timestamp};
+use correlator_sdk::{CountOverTime, Event, Record, Timestamp, state};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// The module's configuration, checked by `init`.
@@ -20,7 +21,7 @@ pub struct Settings {
 /// end lines of one connection do not report it again.
 const ENDED_MEMORY_SECONDS: i64 = 120;
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Connection {
     user: String,
     addr: String,
@@ -32,6 +33,7 @@ struct Connection {
     ended: bool,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Accepted {
     method: String,
     key: String,
@@ -39,7 +41,7 @@ struct Accepted {
 }
 
 /// The connections of one server (one syslog hostname).
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Server {
     connections: HashMap<u32, Connection>,
     /// Remote address → (remote port, PID) of its connections, to find the
@@ -78,7 +80,7 @@ fn assign(target: &mut String, text: &str) {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Statistics {
     sessions: i64,
     denied: i64,
@@ -93,6 +95,30 @@ pub struct Tracker {
     host_failures: CountOverTime<String>,
     ended: VecDeque<(i64, String, u32)>,
     statistics: Statistics,
+    /// Whether anything changed since the last checkpoint.
+    changed: bool,
+}
+
+/// The key the tracker's state is saved under.
+const STATE_KEY: &str = "tracker";
+
+/// What a checkpoint saves: everything but the settings, which come from
+/// the configuration at every start.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    servers: &'a HashMap<String, Server>,
+    host_failures: &'a CountOverTime<String>,
+    ended: &'a VecDeque<(i64, String, u32)>,
+    statistics: &'a Statistics,
+}
+
+/// [`SavedRef`], read back.
+#[derive(Deserialize)]
+struct Saved {
+    servers: HashMap<String, Server>,
+    host_failures: CountOverTime<String>,
+    ended: VecDeque<(i64, String, u32)>,
+    statistics: Statistics,
 }
 
 impl Tracker {
@@ -103,7 +129,44 @@ impl Tracker {
             servers: HashMap::default(),
             ended: VecDeque::new(),
             statistics: Statistics::default(),
+            changed: false,
         }
+    }
+
+    /// The tracker as the last checkpoint left it (open connections,
+    /// failure windows, statistics), or a new one.
+    pub fn load(settings: Settings) -> Result<Self, String> {
+        let Some(saved) = state::load::<Saved>(STATE_KEY)? else {
+            return Ok(Tracker::new(settings));
+        };
+        let mut host_failures = saved.host_failures;
+        host_failures.set_window(settings.failure_window_seconds);
+        Ok(Tracker {
+            settings,
+            servers: saved.servers,
+            host_failures,
+            ended: saved.ended,
+            statistics: saved.statistics,
+            changed: false,
+        })
+    }
+
+    /// Save the state if it changed since the last checkpoint.
+    pub fn checkpoint(&mut self) -> Result<(), String> {
+        if !self.changed {
+            return Ok(());
+        }
+        state::save(
+            STATE_KEY,
+            &SavedRef {
+                servers: &self.servers,
+                host_failures: &self.host_failures,
+                ended: &self.ended,
+                statistics: &self.statistics,
+            },
+        )?;
+        self.changed = false;
+        Ok(())
     }
 
     /// Follow one sshd record.
@@ -113,6 +176,7 @@ impl Tracker {
         };
         let pid: u32 = record.proc_id.parse().unwrap_or(0);
         let now = record.timestamp;
+        self.changed = true;
         self.forget_ended(now.seconds);
         let server = match self.servers.get_mut(record.hostname) {
             Some(server) => server,
@@ -309,6 +373,7 @@ impl Tracker {
 
     /// Forget connections older than `max_transaction_age`.
     pub fn expire(&mut self, now: Timestamp) {
+        self.changed = true;
         let oldest = now.seconds - self.settings.max_age_seconds;
         let mut expired = 0;
         for server in self.servers.values_mut() {
@@ -356,6 +421,7 @@ impl Tracker {
         .dispatch();
         if reset {
             self.statistics = Statistics::default();
+            self.changed = true;
         }
     }
 }

@@ -9,9 +9,13 @@ pub mod module {
         path: "../wit",
         world: "logic-module",
         additional_derives: [PartialEq],
-        // Dispatch traps when a guest exceeds its event limits.
+        // Dispatch traps when a guest exceeds its event limits,
+        // and the state store's reads trap when the store cannot be read.
         imports: {
             "correlator:plugin/events.dispatch": trappable,
+            "correlator:plugin/state.get": trappable,
+            "correlator:plugin/state.keys": trappable,
+            "correlator:plugin/state.set": trappable,
         },
     });
 }

@@ -11,7 +11,7 @@ use super::IntoAnyhow as _;
 use super::bindings::handler::{EventHandler, EventHandlerPre};
 use super::bindings::module::{LogicModule, LogicModulePre};
 use super::sandbox::Sandbox;
-use super::state::{EventCatalog, InstanceState, LimitExceeded};
+use super::state::{EventCatalog, InstanceState, LimitExceeded, StateAccess};
 use super::supervisor::{Supervisor, Verdict};
 use crate::app::OnFailure;
 use crate::record::single_record;
@@ -23,6 +23,58 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::Store;
+use wasmtime::component::{Instance, TypedFunc};
+
+/// The optional export of modules that keep durable state.
+const DURABLE_INTERFACE: &str = "correlator:plugin/durable@0.1.0";
+
+/// The functions of the `durable` export of one instance.
+#[derive(Clone, Copy)]
+struct DurableExports {
+    state_version: TypedFunc<(), (u32,)>,
+    migrate: TypedFunc<(u32,), (Result<(), String>,)>,
+    checkpoint: TypedFunc<(), ()>,
+}
+
+impl DurableExports {
+    /// The instance's `durable` functions; `None` if it does not export
+    /// them (a component built before durable state, or without the SDK).
+    fn of(
+        store: &mut Store<InstanceState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<Option<DurableExports>> {
+        let Some(interface) = instance.get_export_index(&mut *store, None, DURABLE_INTERFACE)
+        else {
+            return Ok(None);
+        };
+        let mut index = |name: &str| {
+            instance
+                .get_export_index(&mut *store, Some(&interface), name)
+                .ok_or_else(|| wasmtime::format_err!("{DURABLE_INTERFACE} has no function {name}"))
+        };
+        let (state_version, migrate, checkpoint) = (
+            index("state-version")?,
+            index("migrate")?,
+            index("checkpoint")?,
+        );
+        Ok(Some(DurableExports {
+            state_version: instance.get_typed_func(&mut *store, state_version)?,
+            migrate: instance.get_typed_func(&mut *store, migrate)?,
+            checkpoint: instance.get_typed_func(&mut *store, checkpoint)?,
+        }))
+    }
+}
+
+/// Instantiate a module: its world's bindings and its `durable` functions.
+fn instantiate_module(
+    pre: &LogicModulePre<InstanceState>,
+    store: &mut Store<InstanceState>,
+) -> wasmtime::Result<(LogicModule, Option<DurableExports>)> {
+    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let bindings = LogicModule::new(&mut *store, &instance)?;
+    let durable = DurableExports::of(store, &instance)?;
+    Ok((bindings, durable))
+}
 
 /// Records (or events) of one failed batch that may fail again, one by one,
 /// before the rest of the batch is given up.
@@ -291,6 +343,7 @@ pub struct ModuleInstance {
     pre: LogicModulePre<InstanceState>,
     store: Store<InstanceState>,
     bindings: LogicModule,
+    durable: Option<DurableExports>,
     catalog: Arc<EventCatalog>,
     config: BTreeMap<String, Value>,
     supervisor: Supervisor,
@@ -306,8 +359,7 @@ impl ModuleInstance {
     ) -> anyhow::Result<Self> {
         let name = sandbox.name().to_owned();
         let mut store = sandbox.store()?;
-        let bindings = pre
-            .instantiate(&mut store)
+        let (bindings, durable) = instantiate_module(&pre, &mut store)
             .into_anyhow()
             .with_context(|| format!("cannot instantiate module \"{name}\""))?;
         let descriptor = bindings
@@ -331,6 +383,7 @@ impl ModuleInstance {
             pre,
             store,
             bindings,
+            durable,
             catalog,
             config: BTreeMap::new(),
             supervisor: Supervisor::new(policy),
@@ -357,6 +410,70 @@ impl ModuleInstance {
     /// Whether the instance still takes calls (it may be backing off).
     pub fn is_running(&self) -> bool {
         !self.supervisor.is_disabled()
+    }
+
+    /// Give the instance its durable state (before `migrate` and `init`).
+    pub fn attach_state(&mut self, state: StateAccess) {
+        self.store.data_mut().state = state;
+    }
+
+    /// The layout version of the module's state (its `durable`
+    /// export's `state-version`); `None` for a module without durable state.
+    pub fn state_version(&mut self) -> anyhow::Result<Option<u32>> {
+        let Some(durable) = self.durable else {
+            return Ok(None);
+        };
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
+        let (version,) = durable
+            .state_version
+            .call(&mut self.store, ())
+            .map_err(|error| failure_reason(&error, &self.sandbox))
+            .map_err(|reason| {
+                anyhow::anyhow!("module \"{}\" failed in state-version: {reason}", self.name)
+            })?;
+        Ok(Some(version))
+    }
+
+    /// Ask the module to rewrite state of layout `stored_version` in its
+    /// own; its writes are pending afterwards. An error names the instance
+    /// and says why.
+    pub fn migrate(&mut self, stored_version: u32) -> anyhow::Result<()> {
+        let Some(durable) = self.durable else {
+            bail!("module \"{}\" has no durable state to migrate", self.name);
+        };
+        self.store.set_epoch_deadline(self.sandbox.call_ticks());
+        match durable.migrate.call(&mut self.store, (stored_version,)) {
+            Ok((Ok(()),)) => Ok(()),
+            Ok((Err(message),)) => bail!(
+                "module \"{}\" cannot migrate its state from version {stored_version}: {message}",
+                self.name
+            ),
+            Err(error) => bail!(
+                "module \"{}\" failed migrating its state from version {stored_version}: {}",
+                self.name,
+                failure_reason(&error, &self.sandbox)
+            ),
+        }
+    }
+
+    /// Ask the module to write what changed since the last checkpoint (if
+    /// it keeps durable state and runs). A failure is handled by its
+    /// policy; a fresh instance starts from the last commit.
+    pub fn checkpoint(&mut self) -> Result<Vec<Dispatched>, Aborted> {
+        let Some(durable) = self.durable else {
+            return Ok(Vec::new());
+        };
+        self.simple_call("checkpoint", |_, store| durable.checkpoint.call(store, ()))
+    }
+
+    /// The instance's durable state, with its writes since the last commit.
+    pub fn state(&self) -> &StateAccess {
+        &self.store.data().state
+    }
+
+    /// The pending writes were committed; the state grew by `growth` bytes.
+    pub fn state_committed(&mut self, growth: i64) {
+        self.store.data_mut().state.committed(growth);
     }
 
     /// Events the instance refused to dispatch so far.
@@ -667,14 +784,16 @@ impl Supervised for ModuleInstance {
     fn fresh(&mut self) -> Result<(), String> {
         self.rejected_earlier += self.store.data().rejected;
         let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
+        let (bindings, durable) = instantiate_module(&self.pre, &mut store)
             .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
         store.data_mut().catalog = Arc::clone(&self.catalog);
         store.data_mut().config = self.config.clone();
+        // What the failed instance changed since the last checkpoint is
+        // lost with it; the fresh one starts from the checkpoint.
+        store.data_mut().state = self.store.data().state.from_checkpoint();
         self.store = store;
         self.bindings = bindings;
+        self.durable = durable;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ mod supervisor;
 
 pub use instance::{Aborted, Handled, HandlerInstance, ModuleInstance};
 pub use sandbox::ResolvedGrants;
-pub use state::{InstanceState, StreamClock, TimerRequests};
+pub use state::{InstanceState, StateAccess, StreamClock, TimerRequests};
 
 use crate::app::{ComponentSource, InstanceSpec, Role};
 use anyhow::{Context as _, anyhow, bail};

@@ -1,8 +1,11 @@
 //! What each instance's store holds, and the contract's host interfaces
 //! (configuration, stream clock, event dispatch, logging) implemented on it.
 
-use super::bindings::module::correlator::plugin::{clock, config, events, secrets, timers, types};
+use super::bindings::module::correlator::plugin::{
+    clock, config, events, secrets, state, timers, types,
+};
 use super::bindings::module::wasi::logging::logging::{self, Level};
+use crate::state_store::{PendingWrites, StateStore};
 use crate::types::{DispatchError, Dispatched, Event, EventDecl, TickKind, Timestamp, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -173,6 +176,82 @@ pub struct InstanceState {
     pub http_hooks: HttpDestinations,
     /// The ticks the instance asked for.
     pub timers: TimerRequests,
+    /// Its durable state.
+    pub state: StateAccess,
+}
+
+/// Longest key of a module's durable state, bytes.
+const STATE_KEY_MAX: usize = 1024;
+
+/// One instance's view of the state store: the committed keys and values
+/// with this run's writes since the last checkpoint laid over them.
+#[derive(Clone)]
+pub struct StateAccess {
+    /// The store; `None` when persistence is off (`state.enabled = false`):
+    /// writes then last for the run only.
+    store: Option<Arc<StateStore>>,
+    instance: Arc<str>,
+    /// Writes since the last commit.
+    pub pending: PendingWrites,
+    /// Bytes of keys and values once `pending` is applied.
+    usage: u64,
+    /// Bytes of keys and values committed.
+    committed: u64,
+    limit: u64,
+}
+
+impl StateAccess {
+    /// Access for `instance` to `store` (or to none), whose committed state
+    /// takes `committed` bytes, with writes refused past `limit` bytes.
+    pub fn new(
+        store: Option<Arc<StateStore>>,
+        instance: Arc<str>,
+        committed: u64,
+        limit: u64,
+    ) -> Self {
+        StateAccess {
+            store,
+            instance,
+            pending: PendingWrites::new(),
+            usage: committed,
+            committed,
+            limit,
+        }
+    }
+
+    /// The same access with this run's uncommitted writes dropped (for a
+    /// fresh instance after a failure: it starts from the last checkpoint).
+    pub fn from_checkpoint(&self) -> Self {
+        StateAccess::new(
+            self.store.clone(),
+            Arc::clone(&self.instance),
+            self.committed,
+            self.limit,
+        )
+    }
+
+    /// The pending writes were committed; the store grew by `growth` bytes.
+    pub fn committed(&mut self, growth: i64) {
+        self.committed = self.committed.saturating_add_signed(growth);
+        self.usage = self.committed;
+        self.pending.clear();
+    }
+
+    /// Bytes `key` takes now (pending write, else committed value).
+    fn size_of(&self, key: &str) -> wasmtime::Result<u64> {
+        let value_len = match self.pending.get(key) {
+            Some(Some(value)) => Some(value.len()),
+            Some(None) => None,
+            None => match &self.store {
+                Some(store) => store
+                    .get(&self.instance, key)
+                    .map_err(wasmtime::Error::new)?
+                    .map(|value| value.len()),
+                None => None,
+            },
+        };
+        Ok(value_len.map_or(0, |len| (len + key.len()) as u64))
+    }
 }
 
 /// The timer ticks one module asked for (`timers.every`, `timers.daily-at`).
@@ -291,6 +370,7 @@ impl InstanceState {
         clock: StreamClock,
         limits: InstanceLimits,
     ) -> Self {
+        let name_for_state = Arc::clone(&name);
         InstanceState {
             name,
             wasi,
@@ -307,6 +387,7 @@ impl InstanceState {
             http_hooks: HttpDestinations::default(),
             limits_of_calls: limits,
             timers: TimerRequests::default(),
+            state: StateAccess::new(None, Arc::clone(&name_for_state), 0, u64::MAX),
         }
     }
 
@@ -423,6 +504,73 @@ impl timers::Host for InstanceState {
             .daily
             .insert(u16::from(hour) * 60 + u16::from(minute));
         Ok(())
+    }
+}
+
+impl state::Host for InstanceState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let access = &self.state;
+        if let Some(pending) = access.pending.get(&key) {
+            return Ok(pending.clone());
+        }
+        match &access.store {
+            Some(store) => store
+                .get(&access.instance, &key)
+                .map_err(wasmtime::Error::new),
+            None => Ok(None),
+        }
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        if key.is_empty() || key.len() > STATE_KEY_MAX {
+            return Ok(Err(format!(
+                "a state key must have 1 to {STATE_KEY_MAX} bytes, not {}",
+                key.len()
+            )));
+        }
+        let access = &self.state;
+        let before = access.size_of(&key)?;
+        let usage = (access.usage - before.min(access.usage)) + (key.len() + value.len()) as u64;
+        if usage > access.limit {
+            return Ok(Err(format!(
+                "state would grow to {usage} bytes, past its limit of {} MiB (limits.state_mib)",
+                access.limit >> 20
+            )));
+        }
+        let access = &mut self.state;
+        access.usage = usage;
+        access.pending.insert(key, Some(value));
+        Ok(Ok(()))
+    }
+
+    fn delete(&mut self, key: String) {
+        // Deleting needs no read: if the store cannot be read, only the
+        // usage count is unsure, and it is exact again after the next commit.
+        let before = self.state.size_of(&key).unwrap_or_default();
+        let access = &mut self.state;
+        access.usage -= before.min(access.usage);
+        access.pending.insert(key, None);
+    }
+
+    fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
+        let access = &self.state;
+        let mut keys: std::collections::BTreeSet<String> = match &access.store {
+            Some(store) => store
+                .keys(&access.instance)
+                .map_err(wasmtime::Error::new)?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect(),
+            None => Default::default(),
+        };
+        for (key, value) in &access.pending {
+            if value.is_some() {
+                keys.insert(key.clone());
+            } else {
+                keys.remove(key);
+            }
+        }
+        Ok(keys.into_iter().collect())
     }
 }
 

@@ -1,0 +1,447 @@
+//! The durable state store: every module instance's keys and values, who
+//! wrote them, and the checkpoint they belong to, in one redb database in
+//! the run directory.
+//!
+//! redb commits are atomic and crash-safe (copy-on-write pages, a checksummed
+//! commit slot): after `kill -9` or a power cut the file opens at the last
+//! commit. The host commits once per checkpoint, with every instance's
+//! writes since the previous one and the stream position they reach, so the
+//! state on disk is always the state after one known record.
+//!
+//! The store belongs to one app: opening it for another is refused (the
+//! original loaded any pickle file it was given). Each instance's state
+//! records the component and the state version that wrote it, checked at
+//! start-up by the loader.
+
+use crate::types::Timestamp;
+use redb::{Database, ReadableDatabase as _, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `"app"` → the owning app's name.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Instance name → its [`Ownership`], JSON.
+const OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("owners");
+/// (instance, key) → value.
+const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
+/// `"last"` → the latest [`Checkpoint`], JSON.
+const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
+
+/// Who wrote an instance's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// The component's declared name (its descriptor's `name`).
+    pub component: String,
+    /// SHA-256 of the component file that last wrote it, for messages.
+    pub digest: String,
+    /// The module's `state-version`.
+    pub version: u32,
+}
+
+/// Where the stream was when the state was committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The stream clock: the time of the last record processed.
+    #[serde(with = "timestamp_as_tuple")]
+    pub clock: Timestamp,
+    /// The last minute boundary whose ticks were given, when ticks followed
+    /// the records' time; `None` when they followed the wall clock.
+    pub last_record_minute: Option<i64>,
+    /// What was being read: a capture's path, or `network`.
+    pub source: String,
+    /// Position of the last record processed in `source` (a capture's line).
+    pub position: u64,
+    /// Records processed in this run up to the checkpoint.
+    pub records: u64,
+    /// Wall-clock time of the commit, seconds since the epoch.
+    pub written_at: u64,
+}
+
+/// A [`Timestamp`] (a generated type) as `[seconds, nanoseconds, offset]`.
+mod timestamp_as_tuple {
+    use crate::types::Timestamp;
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+        (time.seconds, time.nanoseconds, time.offset_minutes).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+        let (seconds, nanoseconds, offset_minutes) = <(i64, u32, i16)>::deserialize(deserializer)?;
+        Ok(Timestamp {
+            seconds,
+            nanoseconds,
+            offset_minutes,
+        })
+    }
+}
+
+/// What went wrong with the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// redb could not open, read or write the file.
+    #[error("state store {path}: {source}")]
+    Database {
+        /// The store file.
+        path: PathBuf,
+        /// redb's reason.
+        #[source]
+        source: redb::Error,
+    },
+    /// The file holds another app's state.
+    #[error(
+        "state store {path} belongs to app \"{owner}\", not \"{app}\"; give each app its own system.run_dir (or state.file), or start with --discard-all-state to delete the other app's state"
+    )]
+    OtherApp {
+        /// The store file.
+        path: PathBuf,
+        /// The app that wrote it.
+        owner: String,
+        /// The app starting now.
+        app: String,
+    },
+    /// A record in the store does not parse.
+    #[error("state store {path}: {what} is damaged: {reason}")]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// Which record.
+        what: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+}
+
+/// One instance's writes since the last commit: `None` deletes the key.
+pub type PendingWrites = BTreeMap<String, Option<Vec<u8>>>;
+
+/// One instance's part of a commit.
+pub struct InstanceCommit<'a> {
+    /// The instance name.
+    pub instance: &'a str,
+    /// Who writes it.
+    pub owner: &'a Ownership,
+    /// What changed.
+    pub writes: &'a PendingWrites,
+}
+
+/// The open store.
+pub struct StateStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// Open (or create) the store at `path` for `app`. A store of another
+    /// app is refused unless `take_over` is set: then everything in it is
+    /// deleted and it becomes `app`'s.
+    pub fn open(path: &Path, app: &str, take_over: bool) -> Result<StateStore, StateError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| StateError::Database {
+                path: path.to_owned(),
+                source: redb::Error::Io(error),
+            })?;
+        }
+        let db = Database::create(path).map_err(|error| StateError::Database {
+            path: path.to_owned(),
+            source: match error {
+                redb::DatabaseError::DatabaseAlreadyOpen => redb::Error::Io(std::io::Error::other(
+                    "another correlator process has it open",
+                )),
+                other => other.into(),
+            },
+        })?;
+        let store = StateStore {
+            db,
+            path: path.to_owned(),
+        };
+        let owner = store.app()?;
+        match owner {
+            Some(owner) if owner == app => {}
+            Some(owner) if !take_over => {
+                return Err(StateError::OtherApp {
+                    path: path.to_owned(),
+                    owner,
+                    app: app.to_owned(),
+                });
+            }
+            _ => store.reset(app)?,
+        }
+        Ok(store)
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, error: impl Into<redb::Error>) -> StateError {
+        StateError::Database {
+            path: self.path.clone(),
+            source: error.into(),
+        }
+    }
+
+    fn damaged(&self, what: &str, error: &serde_json::Error) -> StateError {
+        StateError::Damaged {
+            path: self.path.clone(),
+            what: what.to_owned(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// The app the store belongs to; `None` for a new store.
+    fn app(&self) -> Result<Option<String>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(META) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let app = table.get("app").map_err(|e| self.error(e))?;
+        Ok(app.map(|guard| guard.value().to_owned()))
+    }
+
+    /// Empty the store and give it to `app`.
+    fn reset(&self, app: &str) -> Result<(), StateError> {
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        for table in [OWNERS, CHECKPOINTS] {
+            write.delete_table(table).map_err(|e| self.error(e))?;
+        }
+        write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
+        {
+            let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
+            meta.insert("app", app).map_err(|e| self.error(e))?;
+        }
+        write.commit().map_err(|e| self.error(e))
+    }
+
+    /// Who wrote `instance`'s state, if it has any.
+    pub fn owner(&self, instance: &str) -> Result<Option<Ownership>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(OWNERS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let Some(guard) = table.get(instance).map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(guard.value())
+            .map(Some)
+            .map_err(|error| self.damaged(&format!("the owner of \"{instance}\""), &error))
+    }
+
+    /// The latest checkpoint, if any was committed.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(CHECKPOINTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let Some(guard) = table.get("last").map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(guard.value())
+            .map(Some)
+            .map_err(|error| self.damaged("the checkpoint", &error))
+    }
+
+    /// Delete `instance`'s state and owner.
+    pub fn discard(&self, instance: &str) -> Result<(), StateError> {
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut owners = write.open_table(OWNERS).map_err(|e| self.error(e))?;
+            owners.remove(instance).map_err(|e| self.error(e))?;
+            let mut entries = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
+            entries
+                .retain_in(
+                    (instance, "")..=(instance, "\u{10ffff}"),
+                    |(owner, _), _| owner != instance,
+                )
+                .map_err(|e| self.error(e))?;
+        }
+        write.commit().map_err(|e| self.error(e))
+    }
+
+    /// The value of `key` of `instance`.
+    pub fn get(&self, instance: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(ENTRIES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let value = table.get((instance, key)).map_err(|e| self.error(e))?;
+        Ok(value.map(|guard| guard.value().to_vec()))
+    }
+
+    /// Every key of `instance` with the size of its value, sorted.
+    pub fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(ENTRIES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(self.error(error)),
+        };
+        let mut keys = Vec::new();
+        for entry in table.range((instance, "")..).map_err(|e| self.error(e))? {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            let (owner, key) = key.value();
+            if owner != instance {
+                break;
+            }
+            keys.push((key.to_owned(), value.value().len()));
+        }
+        Ok(keys)
+    }
+
+    /// Commit every instance's writes, their owners and the checkpoint in
+    /// one transaction. Returns each instance's change in stored bytes.
+    pub fn commit(
+        &self,
+        instances: &[InstanceCommit<'_>],
+        checkpoint: &Checkpoint,
+    ) -> Result<Vec<i64>, StateError> {
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        let mut growth = Vec::with_capacity(instances.len());
+        {
+            let mut owners = write.open_table(OWNERS).map_err(|e| self.error(e))?;
+            let mut entries = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
+            for commit in instances {
+                let mut grown = 0i64;
+                for (key, value) in commit.writes {
+                    let old = match value {
+                        Some(value) => entries
+                            .insert((commit.instance, key.as_str()), value.as_slice())
+                            .map_err(|e| self.error(e))?
+                            .map(|old| old.value().len()),
+                        None => entries
+                            .remove((commit.instance, key.as_str()))
+                            .map_err(|e| self.error(e))?
+                            .map(|old| old.value().len()),
+                    };
+                    let new = value.as_ref().map_or(0, |v| v.len() + key.len());
+                    let old = old.map_or(0, |len| len + key.len());
+                    grown += i64::try_from(new).unwrap_or(i64::MAX)
+                        - i64::try_from(old).unwrap_or(i64::MAX);
+                }
+                let owner = serde_json::to_vec(commit.owner)
+                    .map_err(|error| self.damaged("an owner", &error))?;
+                owners
+                    .insert(commit.instance, owner.as_slice())
+                    .map_err(|e| self.error(e))?;
+                growth.push(grown);
+            }
+            let mut checkpoints = write.open_table(CHECKPOINTS).map_err(|e| self.error(e))?;
+            let checkpoint = serde_json::to_vec(checkpoint)
+                .map_err(|error| self.damaged("the checkpoint", &error))?;
+            checkpoints
+                .insert("last", checkpoint.as_slice())
+                .map_err(|e| self.error(e))?;
+        }
+        write.commit().map_err(|e| self.error(e))?;
+        Ok(growth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(version: u32) -> Ownership {
+        Ownership {
+            component: "sshd".into(),
+            digest: "abc".into(),
+            version,
+        }
+    }
+
+    fn checkpoint(position: u64) -> Checkpoint {
+        Checkpoint {
+            clock: Timestamp {
+                seconds: 1_676_905_200,
+                nanoseconds: 5,
+                offset_minutes: 60,
+            },
+            last_record_minute: Some(27_948_420),
+            source: "x.cap".into(),
+            position,
+            records: position,
+            written_at: 1,
+        }
+    }
+
+    #[test]
+    fn writes_owners_and_checkpoint_survive_reopening() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|e| StateError::Database {
+            path: PathBuf::new(),
+            source: redb::Error::Io(e),
+        })?;
+        let path = dir.path().join("sub").join("state.redb");
+        {
+            let store = StateStore::open(&path, "app", false)?;
+            assert_eq!(store.checkpoint()?, None);
+            let mut writes = PendingWrites::new();
+            writes.insert("b".into(), Some(vec![1, 2, 3]));
+            writes.insert("a".into(), Some(vec![9]));
+            let mut other = PendingWrites::new();
+            other.insert("a".into(), Some(vec![7, 7]));
+            let grown = store.commit(
+                &[
+                    InstanceCommit {
+                        instance: "one",
+                        owner: &owner(1),
+                        writes: &writes,
+                    },
+                    InstanceCommit {
+                        instance: "onex",
+                        owner: &owner(2),
+                        writes: &other,
+                    },
+                ],
+                &checkpoint(7),
+            )?;
+            assert_eq!(grown, [6, 3]);
+            let mut delete = PendingWrites::new();
+            delete.insert("b".into(), None);
+            delete.insert("absent".into(), None);
+            let grown = store.commit(
+                &[InstanceCommit {
+                    instance: "one",
+                    owner: &owner(1),
+                    writes: &delete,
+                }],
+                &checkpoint(9),
+            )?;
+            assert_eq!(grown, [-4]);
+        }
+        let store = StateStore::open(&path, "app", false)?;
+        assert_eq!(store.keys("one")?, [("a".to_owned(), 1)]);
+        assert_eq!(store.keys("onex")?, [("a".to_owned(), 2)]);
+        assert_eq!(store.get("one", "a")?, Some(vec![9]));
+        assert_eq!(store.get("one", "b")?, None);
+        assert_eq!(store.owner("onex")?, Some(owner(2)));
+        assert_eq!(store.owner("two")?, None);
+        assert_eq!(store.checkpoint()?, Some(checkpoint(9)));
+        store.discard("one")?;
+        assert_eq!(store.keys("one")?, []);
+        assert_eq!(store.owner("one")?, None);
+        assert_eq!(store.keys("onex")?, [("a".to_owned(), 2)]);
+        drop(store);
+
+        match StateStore::open(&path, "other", false) {
+            Err(StateError::OtherApp { owner, app, .. }) => {
+                assert_eq!((owner.as_str(), app.as_str()), ("app", "other"));
+            }
+            Err(error) => panic!("unexpected error {error}"),
+            Ok(_) => panic!("another app's store was opened"),
+        }
+        let store = StateStore::open(&path, "other", true)?;
+        assert_eq!(store.keys("onex")?, []);
+        assert_eq!(store.checkpoint()?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,474 @@
+//! Durable module state, through the real binary: replays split across
+//! restarts give the events of one replay, a `kill -9` loses at most the
+//! last checkpoint interval, and a store written by another app or another
+//! component version is refused until discarded.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Run `correlator run --app app.toml --read-file input.cap` in `dir` over
+/// `capture` with `args`; expect success and return the JSON events.
+fn replay_in(dir: &Path, capture: &str, args: &[&str]) -> Vec<Value> {
+    std::fs::write(dir.join("input.cap"), capture).expect("write capture");
+    let mut all = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
+    all.extend(args);
+    let run = correlator(dir, &all);
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    json_lines(&run.stdout)
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+/// `events` without its last event, which must be the end-of-run
+/// `SSHDStats` (every run dispatches one; a run that continues another
+/// counts on from it).
+fn without_final_statistics(mut events: Vec<Value>) -> Vec<Value> {
+    let last = events.pop().expect("a run ends with statistics");
+    assert_eq!(last["kind"], "SSHDStats", "{last}");
+    events
+}
+
+#[test]
+fn the_sample_capture_split_at_every_record_boundary_gives_the_events_of_one_replay() {
+    let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let lines: Vec<&str> = capture.lines().collect();
+    let whole = replay_json(SSHD_JSON_APP, &capture, &[]);
+    assert_eq!(
+        whole.iter().map(|e| e["kind"].as_str()).collect::<Vec<_>>(),
+        [
+            Some("SSHDLoginSucceeded"),
+            Some("SSHDLoginSucceeded"),
+            Some("SSHDLoginFailed"),
+            Some("SSHDStats")
+        ]
+    );
+    for split in 0..=lines.len() {
+        let dir = app_dir(SSHD_JSON_APP);
+        let first: String = lines[..split].iter().map(|l| format!("{l}\n")).collect();
+        let rest: String = lines[split..].iter().map(|l| format!("{l}\n")).collect();
+        let mut events = without_final_statistics(replay_in(dir.path(), &first, &[]));
+        events.extend(replay_in(dir.path(), &rest, &[]));
+        assert_eq!(events, whole, "split after record {split}");
+    }
+}
+
+#[test]
+fn a_brute_force_split_across_a_restart_is_counted_once() {
+    // Three failed passwords before the restart and three after, all within
+    // the 300 s window: the fifth (the second after the restart) reaches
+    // the limit of 5.
+    let mut before = String::new();
+    brute_force(&mut before, "198.51.100.7", 0, 20, 3, 100);
+    let mut after = String::new();
+    brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
+    let dir = app_dir(SSHD_JSON_APP);
+    let first = replay_in(dir.path(), &before, &[]);
+    assert_eq!(of_kind(&first, "SSHDAttemptsExceeded").len(), 0);
+    let second = replay_in(dir.path(), &after, &[]);
+    let exceeded = of_kind(&second, "SSHDAttemptsExceeded");
+    assert_eq!(exceeded.len(), 1, "{second:?}");
+    assert_eq!(exceeded[0]["fields"]["host"], "198.51.100.7");
+    assert_eq!(exceeded[0]["time"], "2023-02-20T15:01:20Z");
+    let statistics = of_kind(&second, "SSHDStats");
+    assert_eq!(statistics[0]["fields"]["lockouts"], 1);
+    assert_eq!(statistics[0]["fields"]["denied"], 6);
+
+    // Without the store, the second run starts from nothing and misses it.
+    let dir = app_dir(SSHD_JSON_APP);
+    let off = ["-o", "state.enabled=false"];
+    replay_in(dir.path(), &before, &off);
+    let second = replay_in(dir.path(), &after, &off);
+    assert_eq!(of_kind(&second, "SSHDAttemptsExceeded").len(), 0);
+    assert!(!dir.path().join("state.redb").exists());
+}
+
+#[test]
+fn a_session_open_across_a_restart_is_reported_with_its_whole_length() {
+    let mut before = String::new();
+    sshd_line(
+        &mut before,
+        0,
+        4242,
+        "Accepted password for carol from 192.0.2.9 port 50000 ssh2",
+    );
+    sshd_line(
+        &mut before,
+        1,
+        4242,
+        "pam_unix(sshd:session): session opened for user carol(uid=1000) by (uid=0)",
+    );
+    let mut after = String::new();
+    sshd_line(
+        &mut after,
+        601,
+        4242,
+        "pam_unix(sshd:session): session closed for user carol",
+    );
+    let dir = app_dir(SSHD_JSON_APP);
+    let first = replay_in(dir.path(), &before, &[]);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["fields"]["partial"], 1);
+    let second = replay_in(dir.path(), &after, &[]);
+    let logins = of_kind(&second, "SSHDLoginSucceeded");
+    assert_eq!(logins.len(), 1, "{second:?}");
+    assert_eq!(logins[0]["fields"]["user"], "carol");
+    assert_eq!(logins[0]["fields"]["duration"], 600.0);
+    assert_eq!(logins[0]["fields"]["start"], "2023-02-20T15:00:01Z");
+}
+
+const COUNTER_APP: &str = "[modules.counter]\ncomponent = '{guest}'\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n";
+
+fn counter_app(guest: &str) -> String {
+    COUNTER_APP.replace("{guest}", guest)
+}
+
+fn counted(events: &[Value]) -> Vec<i64> {
+    of_kind(events, "Count")
+        .iter()
+        .filter_map(|e| e["fields"]["records"].as_i64())
+        .collect()
+}
+
+#[test]
+fn state_of_another_app_or_component_or_a_newer_version_is_refused_until_discarded() {
+    let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let v1 = env!("CORRELATOR_TEST_GUEST_COUNTER_V1");
+    let v2 = env!("CORRELATOR_TEST_GUEST_COUNTER_V2");
+    let dir = app_dir(&counter_app(v1));
+    std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
+    let run = |app: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--app", app, "--read-file", "input.cap"];
+        args.extend(extra);
+        correlator(dir.path(), &args)
+    };
+    // Version 1 counts 16, then 32: its count is durable.
+    assert_eq!(counted(&json_lines(&run("app.toml", &[]).stdout)), [16]);
+    assert_eq!(counted(&json_lines(&run("app.toml", &[]).stdout)), [32]);
+
+    // Version 2 migrates version 1's state and counts on.
+    std::fs::write(dir.path().join("app.toml"), counter_app(v2)).expect("write app");
+    let migrated = run("app.toml", &[]);
+    assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
+    assert_has(
+        &migrated.stderr,
+        "state migrated instance=counter from=1 to=2",
+    );
+    assert_eq!(counted(&json_lines(&migrated.stdout)), [48]);
+
+    // Back to version 1: the state is newer than it can read.
+    std::fs::write(dir.path().join("app.toml"), counter_app(v1)).expect("write app");
+    let refused = run("app.toml", &[]);
+    assert_eq!(refused.code, Some(1));
+    let v2_digest = sha256_of(v2);
+    assert_eq!(
+        refused.stderr.lines().last().unwrap_or(""),
+        format!(
+            "error: module \"counter\": ./state.redb holds state of version 2 (written by sha256 {v2_digest}), newer than this component's version 1 ({v1}); run the newer component, or start with --discard-state counter to delete that state and start the instance empty"
+        )
+    );
+
+    // Another component under the instance's name.
+    std::fs::write(
+        dir.path().join("app.toml"),
+        counter_app("builtin:sshd").replace('\'', "\""),
+    )
+    .expect("write app");
+    let refused = run("app.toml", &[]);
+    assert_eq!(refused.code, Some(1));
+    assert_eq!(
+        refused.stderr.lines().last().unwrap_or(""),
+        format!(
+            "error: module \"counter\": ./state.redb holds state written by component \"counter\" (sha256 {v2_digest}), not by \"sshd\" (builtin:sshd); start with --discard-state counter to delete that state and start the instance empty"
+        )
+    );
+    let unknown = run("app.toml", &["--discard-state", "OpenSSH"]);
+    assert_eq!(unknown.code, Some(1));
+    assert_eq!(
+        unknown.stderr.lines().last().unwrap_or(""),
+        "error: --discard-state OpenSSH: the app has no module \"OpenSSH\" (its modules: counter)"
+    );
+
+    // Discarded on purpose: version 1 starts from nothing.
+    std::fs::write(dir.path().join("app.toml"), counter_app(v1)).expect("write app");
+    let fresh = run("app.toml", &["--discard-state", "counter"]);
+    assert_eq!(fresh.code, Some(0), "{}", fresh.stderr);
+    assert_eq!(counted(&json_lines(&fresh.stdout)), [16]);
+
+    // Another app (the name comes from the file name) in the same run
+    // directory: refused, then taken over with --discard-all-state.
+    std::fs::write(dir.path().join("other.toml"), counter_app(v1)).expect("write app");
+    let refused = run("other.toml", &[]);
+    assert_eq!(refused.code, Some(1));
+    assert_eq!(
+        refused.stderr.lines().last().unwrap_or(""),
+        "error: state store ./state.redb belongs to app \"app\", not \"other\"; give each app its own system.run_dir (or state.file), or start with --discard-all-state to delete the other app's state"
+    );
+    let taken = run("other.toml", &["--discard-all-state"]);
+    assert_eq!(taken.code, Some(0), "{}", taken.stderr);
+    assert_eq!(counted(&json_lines(&taken.stdout)), [16]);
+    assert_eq!(counted(&json_lines(&run("other.toml", &[]).stdout)), [32]);
+}
+
+fn sha256_of(component: &str) -> String {
+    let run = correlator(Path::new("."), &["inspect", component]);
+    run.stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("sha256: "))
+        .expect("inspect prints the digest")
+        .to_owned()
+}
+
+/// `count` sshd records with strictly increasing times (one a second, half
+/// way through it, so that none falls on a tick boundary): many
+/// connections open at once (sessions, failed logins, password guessing
+/// from a few hosts), so that any point of the stream has state in flight.
+fn interleaved_traffic(count: usize) -> String {
+    let mut stories: Vec<Vec<String>> = Vec::new();
+    let mut out = String::new();
+    let mut next_story = 0u32;
+    let mut written = 0usize;
+    while written < count {
+        while stories.len() < 16 {
+            let n = next_story;
+            next_story += 1;
+            let addr = format!("203.0.113.{}", n % 7);
+            let port = 30_000 + n % 30_000;
+            let user = format!("user{}", n % 13);
+            stories.push(match n % 3 {
+                0 => vec![
+                    format!("Accepted password for {user} from {addr} port {port} ssh2"),
+                    format!(
+                        "pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)"
+                    ),
+                    format!("pam_unix(sshd:session): session closed for user {user}"),
+                ],
+                _ => {
+                    let mut story: Vec<String> = (0..1 + n % 3)
+                        .map(|_| format!("Failed password for {user} from {addr} port {port} ssh2"))
+                        .collect();
+                    story.push(format!(
+                        "Connection closed by authenticating user {user} {addr} port {port} [preauth]"
+                    ));
+                    story
+                }
+            });
+            // Each story's lines carry its own PID, kept in its first slot.
+            let last = stories.len() - 1;
+            stories[last].insert(0, (10_000 + n).to_string());
+        }
+        let index = written % stories.len();
+        let pid = stories[index][0].clone();
+        let message = stories[index].remove(1);
+        let second = 1_676_905_200 + written as i64;
+        let _ = writeln!(
+            out,
+            "<86>1 {}.5Z server sshd {pid} - - {message}",
+            rfc3339_seconds(second)
+        );
+        written += 1;
+        if stories[index].len() == 1 {
+            stories.remove(index);
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DDThh:mm:ss` of seconds since the epoch, UTC.
+fn rfc3339_seconds(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    // Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+/// A replay reading standard input, whose diagnostics arrive line by line.
+struct Feeding {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Feeding {
+    fn start(dir: &Path, args: &[&str]) -> Feeding {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_correlator"))
+            .args(["run", "--app", "app.toml", "--read-file", "-"])
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info,correlator::pipeline=debug")
+            .env(
+                "XDG_CACHE_HOME",
+                workspace().join("target").join("test-cache"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the correlator binary runs");
+        let (sender, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Feeding {
+            child,
+            stderr,
+            seen: String::new(),
+        }
+    }
+
+    fn feed(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        stdin.write_all(text.as_bytes()).expect("feed the replay");
+        stdin.flush().expect("feed the replay");
+    }
+
+    /// Wait (at most a minute) for a diagnostic line that `wanted`.
+    fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let _ = writeln!(self.seen, "{line}");
+                    if wanted(&line) {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("the line waited for did not come:\n{}", self.seen);
+    }
+}
+
+/// `kill -9` in the middle of a replay, then a restart on the rest of the
+/// capture. What is asserted:
+///
+/// 1. Once the replay has been idle for longer than the checkpoint interval
+///    (0.1 s) every record it processed is committed: the log shows a
+///    commit at exactly the last record fed (20,000).
+/// 2. More records are fed, in chunks, and the process is killed once a
+///    checkpoint past record 100,000 is logged, while records keep coming.
+///    The store then opens (through the library and in the restarted run),
+///    and holds a checkpoint between record 100,000 and the end.
+/// 3. Replaying the capture from the record after that checkpoint gives
+///    exactly the events that one uninterrupted replay gives after it
+///    (the same tail of events, the final statistics included): the state
+///    at the checkpoint was consistent and complete.
+#[test]
+fn after_kill_9_in_a_replay_the_store_opens_and_the_run_continues_from_its_checkpoint() {
+    const BATCH: usize = 100;
+    const IDLE_AT: usize = 20_000;
+    const KILL_AFTER: u64 = 100_000;
+    const TOTAL: usize = 220_000;
+    let capture = interleaved_traffic(TOTAL);
+    let lines: Vec<&str> = capture.lines().collect();
+    let joined = |range: std::ops::Range<usize>| -> String {
+        lines[range].iter().map(|l| format!("{l}\n")).collect()
+    };
+    let options = [
+        "-o",
+        "state.checkpoint_interval=0.1",
+        "-o",
+        "replay.batch_size=100",
+    ];
+    let reference = replay_json(
+        SSHD_JSON_APP,
+        &capture,
+        &["state.checkpoint_interval=0.1", "replay.batch_size=100"],
+    );
+    assert!(of_kind(&reference, "SSHDAttemptsExceeded").len() > 100);
+    assert!(of_kind(&reference, "SSHDLoginSucceeded").len() > 10_000);
+    // 61 hours of record time from 15:00: three midnights' statistics,
+    // then the last.
+    assert_eq!(of_kind(&reference, "SSHDStats").len(), 4);
+
+    let dir = app_dir(SSHD_JSON_APP);
+    let mut killed = Feeding::start(dir.path(), &options);
+    assert_eq!(IDLE_AT % BATCH, 0, "the idle point ends a batch");
+    killed.feed(&joined(0..IDLE_AT));
+    killed
+        .wait_for(|line| line.contains(&format!("state checkpoint committed position={IDLE_AT} ")));
+    let mut stdin = killed.child.stdin.take().expect("stdin is piped");
+    let chunks: Vec<String> = (IDLE_AT..TOTAL)
+        .step_by(5_000)
+        .map(|start| joined(start..(start + 5_000).min(TOTAL)))
+        .collect();
+    let writer = std::thread::spawn(move || {
+        for chunk in chunks {
+            // The process is killed while this writes: a broken pipe ends it.
+            if stdin.write_all(chunk.as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Keep the pipe open: the replay must not reach its end.
+        std::thread::sleep(Duration::from_secs(120));
+    });
+    killed.wait_for(|line| committed_position(line).is_some_and(|position| position > KILL_AFTER));
+    killed.child.kill().expect("kill -9");
+    let _ = killed.child.wait();
+    drop(writer);
+
+    let store = dir.path().join("state.redb");
+    let checkpoint = correlator::state_store::StateStore::open(&store, "app", false)
+        .expect("the store opens after kill -9")
+        .checkpoint()
+        .expect("the checkpoint reads")
+        .expect("there is a checkpoint");
+    assert!(
+        (KILL_AFTER..=TOTAL as u64).contains(&checkpoint.position),
+        "checkpoint at {}",
+        checkpoint.position
+    );
+    assert_eq!(checkpoint.source, "-");
+    let position = usize::try_from(checkpoint.position).expect("a small number");
+    std::fs::write(dir.path().join("rest.cap"), joined(position..TOTAL)).expect("write rest");
+    let mut args = vec!["run", "--app", "app.toml", "--read-file", "rest.cap"];
+    args.extend(options);
+    let run = correlator(dir.path(), &args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        &format!("continuing from the state checkpoint after record {position} of -"),
+    );
+    let restarted = json_lines(&run.stdout);
+    assert!(restarted.len() > 10, "{restarted:?}");
+    let tail = &reference[reference.len() - restarted.len()..];
+    assert_eq!(restarted.as_slice(), tail);
+}
+
+/// The position of a `state checkpoint committed` debug line.
+fn committed_position(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("state checkpoint committed position=")?;
+    rest.split(' ').next()?.parse().ok()
+}
