@@ -1320,3 +1320,37 @@ fn while_listening_ticks_follow_the_wall_clock() {
         "the tick at {at} is not the wall clock's last minute (now {now})"
     );
 }
+
+#[test]
+fn a_listener_stopped_by_sigterm_keeps_its_state_and_the_next_one_counts_on() {
+    // Three failed passwords before the stop and three after: the fifth
+    // reaches the limit of 5 only if the first three were kept.
+    let mut before = String::new();
+    brute_force(&mut before, "198.51.100.7", 0, 20, 3, 100);
+    let mut after = String::new();
+    brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
+    let mut first = Server::start(SSHD_JSON_APP, &[]);
+    connect(first.address("TCP"))
+        .write_all(before.as_bytes())
+        .expect("send");
+    first.wait_for_lines(3);
+    let stopped = first.stop();
+    assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("temp dir"));
+    let mut second = Server::start_in(dir, &[]);
+    assert_has(
+        &second.stderr(),
+        "continuing from the state checkpoint after record 6 of network",
+    );
+    connect(second.address("TCP"))
+        .write_all(after.as_bytes())
+        .expect("send");
+    // Three failed logins and the lockout, which comes at the fifth failure.
+    second.wait_for_lines(4);
+    let run = second.stop();
+    let events = json_lines(&run.stdout);
+    let exceeded = of_kind(&events, "SSHDAttemptsExceeded");
+    assert_eq!(exceeded.len(), 1, "{events:?}");
+    assert_eq!(exceeded[0]["fields"]["host"], "198.51.100.7");
+    assert_eq!(of_kind(&events, "SSHDStats")[0]["fields"]["lockouts"], 1);
+}

@@ -315,6 +315,7 @@ struct Feeding {
 }
 
 impl Feeding {
+    /// Start the replay in `dir`; its events go to `events.json` there.
     fn start(dir: &Path, args: &[&str]) -> Feeding {
         let mut child = Command::new(env!("CARGO_BIN_EXE_correlator"))
             .args(["run", "--app", "app.toml", "--read-file", "-"])
@@ -326,7 +327,7 @@ impl Feeding {
                 workspace().join("target").join("test-cache"),
             )
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("events.json")).expect("events file"))
             .stderr(Stdio::piped())
             .spawn()
             .expect("the correlator binary runs");
@@ -471,4 +472,59 @@ fn after_kill_9_in_a_replay_the_store_opens_and_the_run_continues_from_its_check
 fn committed_position(line: &str) -> Option<u64> {
     let (_, rest) = line.split_once("state checkpoint committed position=")?;
     rest.split(' ').next()?.parse().ok()
+}
+
+#[test]
+fn sigterm_stops_a_replay_of_a_quiet_pipe_cleanly_and_the_next_run_counts_on() {
+    let mut before = String::new();
+    brute_force(&mut before, "198.51.100.7", 0, 20, 3, 100);
+    let mut after = String::new();
+    brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
+    let dir = app_dir(SSHD_JSON_APP);
+    // No periodic checkpoint: what the next run sees was committed at the
+    // stop. Records are handed on one by one, so that all six are
+    // processed while the pipe stays open.
+    let mut replay = Feeding::start(
+        dir.path(),
+        &[
+            "-o",
+            "state.checkpoint_interval=3600",
+            "-o",
+            "replay.batch_size=1",
+        ],
+    );
+    replay.feed(&before);
+    let events = dir.path().join("events.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&events).map_or(0, |text| text.lines().count()) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the three failed logins did not come"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &replay.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    replay.wait_for(|line| line.contains("the replay was stopped after line 6 of -"));
+    let exit = replay.child.wait().expect("the replay exits");
+    assert_eq!(exit.code(), Some(0));
+    let first = json_lines(&std::fs::read_to_string(&events).expect("events"));
+    assert_eq!(
+        first.iter().map(|e| e["kind"].as_str()).collect::<Vec<_>>(),
+        [
+            Some("SSHDLoginFailed"),
+            Some("SSHDLoginFailed"),
+            Some("SSHDLoginFailed"),
+            Some("SSHDStats")
+        ]
+    );
+    let second = replay_in(dir.path(), &after, &[]);
+    assert_eq!(
+        of_kind(&second, "SSHDAttemptsExceeded").len(),
+        1,
+        "{second:?}"
+    );
 }

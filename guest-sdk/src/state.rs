@@ -70,11 +70,114 @@ pub fn keys() -> Vec<String> {
     host::keys()
 }
 
-/// Store `value` under `key`, serialised compactly (postcard).
+/// Bytes of one stored piece of a value saved with [`save`]. A value is
+/// serialised piece by piece, so that saving a large state needs this much
+/// memory beyond the state itself, not a second copy of it.
+const PIECE_BYTES: usize = 256 << 10;
+
+/// The first byte of what [`save`] stores under its key: the value itself
+/// follows, or the number of pieces stored under `KEY#1`, `KEY#2`, ...
+const WHOLE: u8 = 0;
+const IN_PIECES: u8 = 1;
+
+/// Store `value` under `key`, serialised compactly (postcard). A value
+/// larger than 256 KiB is stored in pieces under `key#1`, `key#2`, ...
+/// (never name other keys so).
 pub fn save<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), String> {
-    let bytes = postcard::to_stdvec(value)
-        .map_err(|error| format!("cannot serialise state \"{key}\": {error}"))?;
-    host::set(key, &bytes)
+    let stored_before = stored_pieces(key);
+    let pieces = postcard::serialize_with_flavor(
+        value,
+        Pieces {
+            key,
+            buffer: vec![WHOLE],
+            stored: 0,
+            error: None,
+        },
+    );
+    let written = match pieces {
+        Ok(written) => written?,
+        Err(error) => return Err(format!("cannot serialise state \"{key}\": {error}")),
+    };
+    for stale in written + 1..=stored_before {
+        host::delete(&piece_key(key, stale));
+    }
+    Ok(())
+}
+
+fn piece_key(key: &str, piece: u32) -> String {
+    format!("{key}#{piece}")
+}
+
+/// The number of pieces the value under `key` is stored in (0 if whole).
+fn stored_pieces(key: &str) -> u32 {
+    match host::get(key).as_deref() {
+        Some([IN_PIECES, count @ ..]) => {
+            count.try_into().map(u32::from_le_bytes).unwrap_or_default()
+        }
+        _ => 0,
+    }
+}
+
+/// A postcard flavor that hands the host a piece whenever one is full.
+struct Pieces<'k> {
+    key: &'k str,
+    buffer: Vec<u8>,
+    stored: u32,
+    error: Option<String>,
+}
+
+impl Pieces<'_> {
+    fn store_piece(&mut self) -> postcard::Result<()> {
+        self.stored += 1;
+        let result = host::set(&piece_key(self.key, self.stored), &self.buffer);
+        self.buffer.clear();
+        result.map_err(|error| {
+            self.error = Some(error);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Pieces<'_> {
+    /// How many pieces were stored (0: the value was stored whole).
+    type Output = Result<u32, String>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    fn try_extend(&mut self, mut data: &[u8]) -> postcard::Result<()> {
+        while !data.is_empty() {
+            if self.buffer.len() >= PIECE_BYTES {
+                if self.stored == 0 {
+                    // The value does not fit whole: the buffer so far,
+                    // without its marker, is the first piece.
+                    self.buffer.remove(0);
+                }
+                self.store_piece()?;
+            }
+            let room = PIECE_BYTES - self.buffer.len().min(PIECE_BYTES);
+            let (now, later) = data.split_at(room.min(data.len()));
+            self.buffer.extend_from_slice(now);
+            data = later;
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<Self::Output> {
+        if let Some(error) = self.error.take() {
+            return Ok(Err(error));
+        }
+        if self.stored == 0 {
+            return Ok(host::set(self.key, &self.buffer).map(|()| 0));
+        }
+        if !self.buffer.is_empty() {
+            self.store_piece()?;
+        }
+        let mut header = vec![IN_PIECES];
+        header.extend_from_slice(&self.stored.to_le_bytes());
+        Ok(host::set(self.key, &header).map(|()| self.stored))
+    }
 }
 
 /// The value stored under `key` by [`save`], if there is one. An error
@@ -82,8 +185,21 @@ pub fn save<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), String> {
 /// by another layout, which [`Module::migrate`](crate::Module::migrate)
 /// should have rewritten.
 pub fn load<T: DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
-    let Some(bytes) = host::get(key) else {
+    let Some(stored) = host::get(key) else {
         return Ok(None);
+    };
+    let bytes = match stored.split_first() {
+        Some((&WHOLE, value)) => value.to_vec(),
+        Some((&IN_PIECES, _)) => {
+            let mut bytes = Vec::new();
+            for piece in 1..=stored_pieces(key) {
+                let piece = host::get(&piece_key(key, piece))
+                    .ok_or_else(|| format!("state \"{key}\" lacks its piece {piece}"))?;
+                bytes.extend_from_slice(&piece);
+            }
+            bytes
+        }
+        _ => return Err(format!("state \"{key}\" was not stored by state::save")),
     };
     postcard::from_bytes(&bytes)
         .map(Some)

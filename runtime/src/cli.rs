@@ -321,15 +321,17 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         report_instances(&modules);
         return Ok(());
     };
+    let stop = replay::stop_on_signals()?;
     let input: Box<dyn std::io::BufRead + Send> = if read_file.as_os_str() == "-" {
-        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
+        let stdin = replay::stdin_until(std::sync::Arc::clone(&stop))
+            .context("cannot start reading standard input")?;
+        Box::new(BufReader::with_capacity(1 << 20, stdin))
     } else {
         let file = std::fs::File::open(read_file)
             .with_context(|| format!("cannot open capture {}", read_file.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
     let started = Instant::now();
-    let stop = replay::stop_on_signals()?;
     let (stats, counters) = match replay::replay(input, &mut modules, handlers, &settings, &stop) {
         Ok(result) => result,
         Err(replay::ReplayError::Read(error)) => {

@@ -5,9 +5,10 @@
 use crate::capture::CaptureReader;
 use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, StageError, run_stages};
 use crate::record::{Origin, ParseCounts, TraditionalDefaults};
-use std::io::BufRead;
-use std::sync::Arc;
+use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 /// How a replay reads its input.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +75,79 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// Standard input, read on a thread of its own so that a replay of a pipe
+/// that has gone quiet still stops at a signal: once `stop` is set, reading
+/// returns end-of-input within 100 ms (the thread stays blocked in its read
+/// until the process exits).
+pub fn stdin_until(stop: Arc<AtomicBool>) -> std::io::Result<impl Read + Send> {
+    let (chunks, received) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let mut chunk = vec![0; 64 << 10];
+                let read = match stdin.read(&mut chunk) {
+                    Ok(read) => read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        let _ = chunks.send(Err(error));
+                        return;
+                    }
+                };
+                chunk.truncate(read);
+                if chunks.send(Ok(chunk)).is_err() || read == 0 {
+                    return;
+                }
+            }
+        })?;
+    Ok(StoppableInput {
+        received,
+        chunk: Vec::new(),
+        offset: 0,
+        stop,
+        ended: false,
+    })
+}
+
+/// What [`stdin_until`] returns: the chunks its thread reads.
+struct StoppableInput {
+    received: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    offset: usize,
+    stop: Arc<AtomicBool>,
+    ended: bool,
+}
+
+impl Read for StoppableInput {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.received.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(chunk)) => {
+                    self.ended = chunk.is_empty();
+                    self.chunk = chunk;
+                    self.offset = 0;
+                }
+                Ok(Err(error)) => {
+                    self.ended = true;
+                    return Err(error);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.ended = self.stop.load(Ordering::Relaxed);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
+            }
+        }
+        let count = out.len().min(self.chunk.len() - self.offset);
+        out[..count].copy_from_slice(&self.chunk[self.offset..self.offset + count]);
+        self.offset += count;
+        Ok(count)
+    }
+}
+
 /// Feed every record of `input` through the modules and their events
 /// through the handlers, then dispatch and handle every module's statistics.
 /// Reading stops early once `stop` is set. Returns what was read and what
@@ -124,6 +198,10 @@ fn read_batches(
     while !stop.load(Ordering::Relaxed) {
         let Some(position) = reader.next_entry(&mut entry)? else {
             sink.pass_on(&mut builder);
+            // Standard input ends early when stopped (see `stdin_until`).
+            if stop.load(Ordering::Relaxed) {
+                stats.stopped_after = Some(last_line);
+            }
             return Ok(stats);
         };
         last_line = position.line;

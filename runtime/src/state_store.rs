@@ -134,8 +134,8 @@ pub struct StateStore {
 
 impl StateStore {
     /// Open (or create) the store at `path` for `app`. A store of another
-    /// app is refused unless `take_over` is set: then everything in it is
-    /// deleted and it becomes `app`'s.
+    /// app is refused. With `take_over`, everything in the store is deleted
+    /// first (whoever's it was) and it becomes `app`'s.
     pub fn open(path: &Path, app: &str, take_over: bool) -> Result<StateStore, StateError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|error| StateError::Database {
@@ -156,17 +156,17 @@ impl StateStore {
             db,
             path: path.to_owned(),
         };
-        let owner = store.app()?;
-        match owner {
+        match store.app()? {
+            _ if take_over => store.reset(app)?,
             Some(owner) if owner == app => {}
-            Some(owner) if !take_over => {
+            Some(owner) => {
                 return Err(StateError::OtherApp {
                     path: path.to_owned(),
                     owner,
                     app: app.to_owned(),
                 });
             }
-            _ => store.reset(app)?,
+            None => store.reset(app)?,
         }
         Ok(store)
     }
@@ -441,6 +441,19 @@ mod tests {
         }
         let store = StateStore::open(&path, "other", true)?;
         assert_eq!(store.keys("onex")?, []);
+        assert_eq!(store.checkpoint()?, None);
+        store.commit(
+            &[InstanceCommit {
+                instance: "one",
+                owner: &owner(1),
+                writes: &PendingWrites::from([("k".to_owned(), Some(vec![1]))]),
+            }],
+            &checkpoint(1),
+        )?;
+        drop(store);
+        // Taking over one's own store empties it too.
+        let store = StateStore::open(&path, "other", true)?;
+        assert_eq!(store.keys("one")?, []);
         assert_eq!(store.checkpoint()?, None);
         Ok(())
     }
