@@ -758,3 +758,44 @@ fn events_that_break_their_schema_cost_the_sshd_instance_beside_them_nothing() {
         "module dispatched events that broke their declared type instance=\"breaker\" rejected=145\n",
     );
 }
+
+/// Every key of `instance` in the state store in `dir`, with its size.
+fn stored_keys(dir: &tempfile::TempDir, instance: &str) -> Vec<(String, usize)> {
+    correlator::state_store::StateStore::open(&dir.path().join("state.redb"), "app", false)
+        .expect("the store opens")
+        .keys(instance)
+        .expect("the keys read")
+}
+
+#[test]
+fn durable_state_past_its_limit_or_with_a_bad_key_is_refused_and_the_rest_is_kept() {
+    let dir = app_dir(&attack_app("state-flood", ""));
+    let (events, stderr) = run_in(&dir, &attack_capture());
+    assert_eq!(of_module(&events, "bad").len(), 29);
+    assert_has(
+        &stderr,
+        "a state key must have 1 to 1024 bytes, not 2000 instance=\"bad\"",
+    );
+    // 63 values of 1 MiB and their keys fit in 64 MiB; the 64th does not.
+    assert_has(
+        &stderr,
+        "write 63 refused: state would grow to 67109302 bytes, past its limit of 64 MiB (limits.state_mib) instance=\"bad\"",
+    );
+    let keys = stored_keys(&dir, "bad");
+    assert_eq!(keys.len(), 63);
+    assert!(keys.iter().all(|(_, size)| *size == 1 << 20));
+    assert_eq!(stored_keys(&dir, "OpenSSH").len(), 1);
+}
+
+#[test]
+fn a_module_that_fails_in_checkpoint_loses_only_its_own_changes() {
+    let dir = app_dir(&attack_app("panic-checkpoint", ""));
+    let (_, stderr) = run_in(&dir, &attack_capture());
+    assert_has(
+        &stderr,
+        "instance failed: trapped on unreachable code (a panic or an abort) instance=bad call=\"checkpoint\"",
+    );
+    // The sshd instance's state was committed all the same.
+    assert_eq!(stored_keys(&dir, "OpenSSH").len(), 1);
+    assert_eq!(stored_keys(&dir, "bad").len(), 0);
+}

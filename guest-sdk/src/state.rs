@@ -84,10 +84,51 @@ const IN_PIECES: u8 = 1;
 /// larger than 256 KiB is stored in pieces under `key#1`, `key#2`, ...
 /// (never name other keys so).
 pub fn save<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), String> {
-    let stored_before = stored_pieces(key);
+    save_in(&mut HostStore, key, value)
+}
+
+/// The value stored under `key` by [`save`], if there is one. An error
+/// (naming the key) when the bytes do not deserialise as `T`: state written
+/// by another layout, which [`Module::migrate`](crate::Module::migrate)
+/// should have rewritten.
+pub fn load<T: DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
+    load_from(&mut HostStore, key)
+}
+
+/// Where [`save`] and [`load`] keep bytes: the host, or a map in tests.
+trait Store {
+    fn get(&mut self, key: &str) -> Option<Vec<u8>>;
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
+    fn delete(&mut self, key: &str);
+}
+
+/// The host's `state` interface.
+struct HostStore;
+
+impl Store for HostStore {
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        host::get(key)
+    }
+
+    fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        host::set(key, value)
+    }
+
+    fn delete(&mut self, key: &str) {
+        host::delete(key);
+    }
+}
+
+fn save_in<T: Serialize + ?Sized>(
+    store: &mut impl Store,
+    key: &str,
+    value: &T,
+) -> Result<(), String> {
+    let stored_before = stored_pieces(store, key);
     let pieces = postcard::serialize_with_flavor(
         value,
         Pieces {
+            store: &mut *store,
             key,
             buffer: vec![WHOLE],
             stored: 0,
@@ -99,9 +140,32 @@ pub fn save<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), String> {
         Err(error) => return Err(format!("cannot serialise state \"{key}\": {error}")),
     };
     for stale in written + 1..=stored_before {
-        host::delete(&piece_key(key, stale));
+        store.delete(&piece_key(key, stale));
     }
     Ok(())
+}
+
+fn load_from<T: DeserializeOwned>(store: &mut impl Store, key: &str) -> Result<Option<T>, String> {
+    let Some(stored) = store.get(key) else {
+        return Ok(None);
+    };
+    let bytes = match stored.split_first() {
+        Some((&WHOLE, value)) => value.to_vec(),
+        Some((&IN_PIECES, _)) => {
+            let mut bytes = Vec::new();
+            for piece in 1..=stored_pieces(store, key) {
+                let piece = store
+                    .get(&piece_key(key, piece))
+                    .ok_or_else(|| format!("state \"{key}\" lacks its piece {piece}"))?;
+                bytes.extend_from_slice(&piece);
+            }
+            bytes
+        }
+        _ => return Err(format!("state \"{key}\" was not stored by state::save")),
+    };
+    postcard::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|error| format!("state \"{key}\" does not read as this version's layout: {error}"))
 }
 
 fn piece_key(key: &str, piece: u32) -> String {
@@ -109,8 +173,8 @@ fn piece_key(key: &str, piece: u32) -> String {
 }
 
 /// The number of pieces the value under `key` is stored in (0 if whole).
-fn stored_pieces(key: &str) -> u32 {
-    match host::get(key).as_deref() {
+fn stored_pieces(store: &mut impl Store, key: &str) -> u32 {
+    match store.get(key).as_deref() {
         Some([IN_PIECES, count @ ..]) => {
             count.try_into().map(u32::from_le_bytes).unwrap_or_default()
         }
@@ -118,18 +182,21 @@ fn stored_pieces(key: &str) -> u32 {
     }
 }
 
-/// A postcard flavor that hands the host a piece whenever one is full.
-struct Pieces<'k> {
-    key: &'k str,
+/// A postcard flavor that hands the store a piece whenever one is full.
+struct Pieces<'a, S: Store> {
+    store: &'a mut S,
+    key: &'a str,
     buffer: Vec<u8>,
     stored: u32,
     error: Option<String>,
 }
 
-impl Pieces<'_> {
+impl<S: Store> Pieces<'_, S> {
     fn store_piece(&mut self) -> postcard::Result<()> {
         self.stored += 1;
-        let result = host::set(&piece_key(self.key, self.stored), &self.buffer);
+        let result = self
+            .store
+            .set(&piece_key(self.key, self.stored), &self.buffer);
         self.buffer.clear();
         result.map_err(|error| {
             self.error = Some(error);
@@ -138,7 +205,7 @@ impl Pieces<'_> {
     }
 }
 
-impl postcard::ser_flavors::Flavor for Pieces<'_> {
+impl<S: Store> postcard::ser_flavors::Flavor for Pieces<'_, S> {
     /// How many pieces were stored (0: the value was stored whole).
     type Output = Result<u32, String>;
 
@@ -169,39 +236,84 @@ impl postcard::ser_flavors::Flavor for Pieces<'_> {
             return Ok(Err(error));
         }
         if self.stored == 0 {
-            return Ok(host::set(self.key, &self.buffer).map(|()| 0));
+            return Ok(self.store.set(self.key, &self.buffer).map(|()| 0));
         }
         if !self.buffer.is_empty() {
             self.store_piece()?;
         }
         let mut header = vec![IN_PIECES];
         header.extend_from_slice(&self.stored.to_le_bytes());
-        Ok(host::set(self.key, &header).map(|()| self.stored))
+        Ok(self.store.set(self.key, &header).map(|()| self.stored))
     }
 }
 
-/// The value stored under `key` by [`save`], if there is one. An error
-/// (naming the key) when the bytes do not deserialise as `T`: state written
-/// by another layout, which [`Module::migrate`](crate::Module::migrate)
-/// should have rewritten.
-pub fn load<T: DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
-    let Some(stored) = host::get(key) else {
-        return Ok(None);
-    };
-    let bytes = match stored.split_first() {
-        Some((&WHOLE, value)) => value.to_vec(),
-        Some((&IN_PIECES, _)) => {
-            let mut bytes = Vec::new();
-            for piece in 1..=stored_pieces(key) {
-                let piece = host::get(&piece_key(key, piece))
-                    .ok_or_else(|| format!("state \"{key}\" lacks its piece {piece}"))?;
-                bytes.extend_from_slice(&piece);
-            }
-            bytes
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    impl Store for BTreeMap<String, Vec<u8>> {
+        fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+            BTreeMap::get(self, key).cloned()
         }
-        _ => return Err(format!("state \"{key}\" was not stored by state::save")),
-    };
-    postcard::from_bytes(&bytes)
-        .map(Some)
-        .map_err(|error| format!("state \"{key}\" does not read as this version's layout: {error}"))
+
+        fn set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+            if value.len() > PIECE_BYTES + 1 {
+                return Err(format!("{key}: {} bytes is more than a piece", value.len()));
+            }
+            self.insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+
+        fn delete(&mut self, key: &str) {
+            self.remove(key);
+        }
+    }
+
+    #[test]
+    fn small_values_are_stored_whole_and_large_ones_in_pieces_that_shrink_again() {
+        let mut store = BTreeMap::new();
+        save_in(&mut store, "small", &(7u32, "seven")).expect("saved");
+        assert_eq!(store.keys().collect::<Vec<_>>(), ["small"]);
+        assert_eq!(
+            load_from::<(u32, String)>(&mut store, "small"),
+            Ok(Some((7, "seven".to_owned())))
+        );
+
+        // 600,000 bytes of strings: three pieces.
+        let large: Vec<String> = (0..60_000).map(|n| format!("{n:09}")).collect();
+        save_in(&mut store, "large", &large).expect("saved");
+        assert_eq!(
+            store.keys().collect::<Vec<_>>(),
+            ["large", "large#1", "large#2", "large#3", "small"]
+        );
+        assert_eq!(load_from(&mut store, "large"), Ok(Some(large)));
+
+        // Smaller: two pieces, the stale third deleted.
+        let smaller: Vec<String> = (0..30_000).map(|n| format!("{n:09}")).collect();
+        save_in(&mut store, "large", &smaller).expect("saved");
+        assert_eq!(
+            store.keys().collect::<Vec<_>>(),
+            ["large", "large#1", "large#2", "small"]
+        );
+        assert_eq!(load_from(&mut store, "large"), Ok(Some(smaller)));
+        // Whole again.
+        save_in(&mut store, "large", &1u8).expect("saved");
+        assert_eq!(store.keys().collect::<Vec<_>>(), ["large", "small"]);
+        assert_eq!(load_from(&mut store, "large"), Ok(Some(1u8)));
+
+        assert_eq!(load_from::<u8>(&mut store, "absent"), Ok(None));
+        store.insert("raw".into(), vec![9, 9]);
+        assert_eq!(
+            load_from::<u8>(&mut store, "raw"),
+            Err("state \"raw\" was not stored by state::save".into())
+        );
+        store.remove("large");
+        save_in(&mut store, "large", &vec![0u8; 300_000]).expect("saved");
+        store.remove("large#2");
+        assert_eq!(
+            load_from::<Vec<u8>>(&mut store, "large"),
+            Err("state \"large\" lacks its piece 2".into())
+        );
+    }
 }

@@ -2,11 +2,13 @@
 //! configuration item names, so that tests can check the host survives and
 //! reports it. For every record it survives, it dispatches `Seen`. With
 //! `attack = "minute-ticks"` it asks for a tick every minute and dispatches
-//! `Seen` with position -1 and the tick's time for each.
+//! `Seen` with position -1 and the tick's time for each. `state-flood`
+//! writes durable state until it is refused; `panic-checkpoint` panics
+//! when asked for a checkpoint.
 
 use correlator_sdk::{
     ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
-    export_module, log,
+    export_module, log, state,
 };
 
 struct Hostile {
@@ -58,6 +60,12 @@ impl Module for Hostile {
             attack,
             hoard: Vec::new(),
         })
+    }
+
+    fn checkpoint(&mut self) {
+        if self.attack == "panic-checkpoint" {
+            panic!("hostile module panics in checkpoint");
+        }
     }
 
     fn tick(&mut self, tick: &Tick) {
@@ -121,6 +129,18 @@ impl Module for Hostile {
                         .text("name", name)
                         .text("value", value)
                         .dispatch();
+                }
+            }
+            "state-flood" if record.position == 1 => {
+                if let Err(error) = state::set(&"k".repeat(2000), b"x") {
+                    log::warn(&error);
+                }
+                let mib = vec![7; 1 << 20];
+                for n in 0.. {
+                    if let Err(error) = state::set(&format!("flood{n}"), &mib) {
+                        log::warn(&format!("write {n} refused: {error}"));
+                        break;
+                    }
                 }
             }
             "log-flood" => {
