@@ -128,6 +128,27 @@ fn a_session_open_across_a_restart_is_reported_with_its_whole_length() {
     assert_eq!(logins[0]["fields"]["start"], "2023-02-20T15:00:01Z");
 }
 
+#[test]
+fn records_older_than_the_state_are_taken_with_a_warning() {
+    let dir = app_dir(SSHD_JSON_APP);
+    let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    replay_in(dir.path(), &capture, &[]);
+    std::fs::write(
+        dir.path().join("old.cap"),
+        "<86>1 2020-01-01T00:00:00Z server sshd 1 - - Connection closed by 192.0.2.1 port 1 [preauth]\n",
+    )
+    .expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "old.cap"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "the first record (2020-01-01 00:00:00 UTC) is older than the state this run continues from (2023-02-20 20:14:58 UTC); modules see time go back, and ticks resume only after it (start with --discard-state to begin empty)",
+    );
+}
+
 const COUNTER_APP: &str = "[modules.counter]\ncomponent = '{guest}'\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n";
 
 fn counter_app(guest: &str) -> String {

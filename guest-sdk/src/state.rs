@@ -165,7 +165,11 @@ fn load_from<T: DeserializeOwned>(store: &mut impl Store, key: &str) -> Result<O
     };
     postcard::from_bytes(&bytes)
         .map(Some)
-        .map_err(|error| format!("state \"{key}\" does not read as this version's layout: {error}"))
+        .map_err(|error| {
+            format!(
+                "state \"{key}\" does not read as this version's layout ({error}); a module must raise its STATE_VERSION when its layout changes, and --discard-state INSTANCE starts it empty"
+            )
+        })
 }
 
 fn piece_key(key: &str, piece: u32) -> String {

@@ -241,6 +241,8 @@ pub struct Persistence {
     records: u64,
     /// The checkpoint the run started from.
     restored: Option<Checkpoint>,
+    /// Whether the first record of the run was looked at.
+    first_seen: bool,
 }
 
 impl Persistence {
@@ -262,7 +264,31 @@ impl Persistence {
             position: 0,
             records: 0,
             restored,
+            first_seen: false,
         }
+    }
+}
+
+/// Warn when a run that continues from a checkpoint starts with records
+/// older than it: the modules' windows and ticks then see time go back
+/// (an old capture replayed onto newer state, most likely by mistake).
+fn warn_if_older(restored: Option<&Checkpoint>, batch: &RecordBatch) {
+    let (Some(checkpoint), Some(&first)) = (restored, batch.seconds.first()) else {
+        return;
+    };
+    if first < checkpoint.clock.seconds {
+        let utc = |seconds| {
+            crate::record::time::format_local(&Timestamp {
+                seconds,
+                nanoseconds: 0,
+                offset_minutes: 0,
+            })
+        };
+        tracing::warn!(
+            "the first record ({} UTC) is older than the state this run continues from ({} UTC); modules see time go back, and ticks resume only after it (start with --discard-state to begin empty)",
+            utc(first),
+            utc(checkpoint.clock.seconds)
+        );
     }
 }
 
@@ -438,6 +464,10 @@ impl ModuleStage {
             persistence.records += batch.positions.len() as u64;
             if let Some(&last) = batch.positions.last() {
                 persistence.position = last;
+            }
+            if !persistence.first_seen {
+                persistence.first_seen = true;
+                warn_if_older(persistence.restored.as_ref(), batch);
             }
         }
         if self.ticker.time == TickTime::Records && self.modules.iter().any(|m| m.timers().any()) {
