@@ -54,7 +54,13 @@ enum Command {
     /// whose filter selects it. Without --read-file the app listens where
     /// the listen.* configuration items say (by default TCP on
     /// 127.0.0.1:5140) until SIGINT or SIGTERM; then, as at the end of a
-    /// capture, every module's statistics are dispatched too.
+    /// capture (or when a replay is stopped by a signal), every module's
+    /// statistics are dispatched too.
+    ///
+    /// Modules' durable state (open sessions, counters) is kept in
+    /// state.redb in system.run_dir, committed every
+    /// state.checkpoint_interval and at the end, and the next run continues
+    /// from it; -o state.enabled=false runs without it.
     Run(RunArgs),
     /// Print every configuration item of an app (key, type, value, default,
     /// source, description) and exit.
