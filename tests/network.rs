@@ -1323,12 +1323,7 @@ fn while_listening_ticks_follow_the_wall_clock() {
 
 #[test]
 fn a_listener_stopped_by_sigterm_keeps_its_state_and_the_next_one_counts_on() {
-    // Three failed passwords before the stop and three after: the fifth
-    // reaches the limit of 5 only if the first three were kept.
-    let mut before = String::new();
-    brute_force(&mut before, "198.51.100.7", 0, 20, 3, 100);
-    let mut after = String::new();
-    brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
+    let (before, after) = brute_force_split();
     let mut first = Server::start(SSHD_JSON_APP, &[]);
     connect(first.address("TCP"))
         .write_all(before.as_bytes())

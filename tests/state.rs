@@ -66,13 +66,7 @@ fn the_sample_capture_split_at_every_record_boundary_gives_the_events_of_one_rep
 
 #[test]
 fn a_brute_force_split_across_a_restart_is_counted_once() {
-    // Three failed passwords before the restart and three after, all within
-    // the 300 s window: the fifth (the second after the restart) reaches
-    // the limit of 5.
-    let mut before = String::new();
-    brute_force(&mut before, "198.51.100.7", 0, 20, 3, 100);
-    let mut after = String::new();
-    brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
+    let (before, after) = brute_force_split();
     let dir = app_dir(SSHD_JSON_APP);
     let first = replay_in(dir.path(), &before, &[]);
     assert_eq!(of_kind(&first, "SSHDAttemptsExceeded").len(), 0);
@@ -497,10 +491,7 @@ fn committed_position(line: &str) -> Option<u64> {
 
 #[test]
 fn sigterm_stops_a_replay_of_a_quiet_pipe_cleanly_and_the_next_run_counts_on() {
-    let mut before = String::new();
-    brute_force(&mut before, "198.51.100.7", 0, 20, 3, 100);
-    let mut after = String::new();
-    brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
+    let (before, after) = brute_force_split();
     let dir = app_dir(SSHD_JSON_APP);
     // No periodic checkpoint: what the next run sees was committed at the
     // stop. Records are handed on one by one, so that all six are

@@ -392,7 +392,9 @@ fn report_instances(modules: &crate::pipeline::ModuleStage) {
     }
 }
 
-fn print_config(args: &AppArgs) -> anyhow::Result<()> {
+/// The app and its instances, described but not initialised (`config`,
+/// `check`).
+fn load_for_inspection(args: &AppArgs) -> anyhow::Result<(App, loader::Loaded)> {
     let app = App::load(&args.app)?;
     let loaded = loader::load(
         &app,
@@ -400,6 +402,11 @@ fn print_config(args: &AppArgs) -> anyhow::Result<()> {
         Purpose::Inspect,
         &loader::Discard::default(),
     )?;
+    Ok((app, loaded))
+}
+
+fn print_config(args: &AppArgs) -> anyhow::Result<()> {
+    let (_, loaded) = load_for_inspection(args)?;
     let rows: Vec<[String; 6]> = loaded
         .store
         .items()
@@ -434,13 +441,7 @@ fn print_config(args: &AppArgs) -> anyhow::Result<()> {
 }
 
 fn check(args: &AppArgs) -> anyhow::Result<()> {
-    let app = App::load(&args.app)?;
-    let loaded = loader::load(
-        &app,
-        &args.options,
-        Purpose::Inspect,
-        &loader::Discard::default(),
-    )?;
+    let (app, loaded) = load_for_inspection(args)?;
     ListenSettings::from_store(&loaded.store)?;
     println!(
         "{}: ok ({} modules, {} handlers)",

@@ -19,5 +19,6 @@ pub mod loader;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
+pub mod signals;
 pub mod state_store;
 pub mod types;

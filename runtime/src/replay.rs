@@ -37,38 +37,26 @@ pub struct ReplayStats {
 /// state committed); a second exits at once with status 130.
 pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     use anyhow::Context as _;
-    use tokio::signal::unix::{SignalKind, signal};
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
         .context("cannot start the signal thread")?;
-    let (mut interrupt, mut terminate) = {
+    let mut signals = {
         let _context = runtime.enter();
-        (
-            signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
-            signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
-        )
+        crate::signals::Signals::catch()?
     };
     let flag = Arc::clone(&stop);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let name = tokio::select! {
-                    _ = interrupt.recv() => "SIGINT",
-                    _ = terminate.recv() => "SIGTERM",
-                };
+                let name = signals.next().await;
                 tracing::warn!(
                     "{name}: the replay stops after what was read (a second signal exits at once)"
                 );
                 flag.store(true, Ordering::Relaxed);
-                let name = tokio::select! {
-                    _ = interrupt.recv() => "SIGINT",
-                    _ = terminate.recv() => "SIGTERM",
-                };
-                eprintln!("correlator: second {name}: exiting at once; events in flight are lost");
-                std::process::exit(130);
+                signals.exit_at_next().await
             });
         })
         .context("cannot start the signal thread")?;

@@ -132,3 +132,15 @@ pub fn brute_force(
         );
     }
 }
+
+/// A brute force split by a restart: three failed passwords from
+/// 198.51.100.7 before it and three after, 20 s apart, all within the
+/// 300 s window, so that the fifth (the second after the restart) reaches
+/// the limit of 5 only if the first three were kept.
+pub fn brute_force_split() -> (String, String) {
+    let mut before = String::new();
+    brute_force(&mut before, "198.51.100.7", 0, 20, 3, 100);
+    let mut after = String::new();
+    brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
+    (before, after)
+}

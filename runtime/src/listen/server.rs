@@ -3,13 +3,13 @@
 
 use super::framing::{Framer, Frames, FramingRules, Oversize};
 use super::{ListenSettings, NetworkCounters};
+use crate::signals::Signals;
 use anyhow::{Context as _, anyhow, bail};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +72,7 @@ pub struct Network {
     tcp: Option<std::net::TcpListener>,
     udp: Option<std::net::UdpSocket>,
     tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
-    signals: [Signal; 2],
+    signals: Signals,
     settings: ListenSettings,
     counters: Arc<NetworkCounters>,
 }
@@ -119,10 +119,7 @@ impl Network {
             .transpose()?;
         let signals = {
             let _context = runtime.enter();
-            [
-                signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
-                signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
-            ]
+            Signals::catch()?
         };
         for (kind, address) in [
             ("TCP", tcp.as_ref().and_then(|l| l.local_addr().ok())),
@@ -165,7 +162,7 @@ impl Network {
             .name("network".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let [mut interrupt, mut terminate] = signals;
+                    let mut signals = signals;
                     let mut tasks = tokio::task::JoinSet::new();
                     let context = Arc::new(ConnectionContext {
                         framing: settings.framing,
@@ -214,8 +211,7 @@ impl Network {
                         settings.report_interval,
                     ));
                     let name = tokio::select! {
-                        _ = interrupt.recv() => Some("SIGINT"),
-                        _ = terminate.recv() => Some("SIGTERM"),
+                        name = signals.next() => Some(name),
                         () = shutdown.cancelled() => None,
                     };
                     if let Some(name) = name {
@@ -228,12 +224,7 @@ impl Network {
                     // sender) is gone.
                     while tasks.join_next().await.is_some() {}
                     reporter.abort();
-                    let name = tokio::select! {
-                        _ = interrupt.recv() => "SIGINT",
-                        _ = terminate.recv() => "SIGTERM",
-                    };
-                    eprintln!("correlator: second {name}: exiting at once; events in flight are lost");
-                    std::process::exit(130);
+                    signals.exit_at_next().await
                 });
             })
             .context("cannot start the network thread")?;
