@@ -333,6 +333,10 @@ impl EngineSet {
         // The host's own stack for a call must hold the guest's and leave
         // room for host frames.
         config.async_stack_size((stack + (1 << 20)).max(2 << 20));
+        // For `perf report` over guest code: /tmp/perf-PID.map names it.
+        if std::env::var_os("CORRELATOR_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(directory) = &options.compile_cache {
             match compile_cache_for(directory) {
                 Ok(cache) => {
