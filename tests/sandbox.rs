@@ -776,10 +776,11 @@ fn durable_state_past_its_limit_or_with_a_bad_key_is_refused_and_the_rest_is_kep
         &stderr,
         "a state key must have 1 to 1024 bytes, not 2000 instance=\"bad\"",
     );
-    // 63 values of 1 MiB and their keys fit in 64 MiB; the 64th does not.
+    // 63 values of 1 MiB with their keys (and 64 bytes each for the
+    // database) fit in 64 MiB; the 64th does not.
     assert_has(
         &stderr,
-        "write 63 refused: state would grow to 67109302 bytes, past its limit of 64 MiB (limits.state_mib) instance=\"bad\"",
+        "write 63 refused: state would grow to 67113398 bytes, past its limit of 64 MiB (limits.state_mib) instance=\"bad\"",
     );
     let keys = stored_keys(&dir, "bad");
     assert_eq!(keys.len(), 63);

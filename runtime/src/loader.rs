@@ -356,7 +356,10 @@ fn prepare_state(
         version: version.unwrap_or(0),
     };
     let keys = state.keys(&spec.name)?;
-    let committed: u64 = keys.iter().map(|(key, len)| (key.len() + len) as u64).sum();
+    let committed: u64 = keys
+        .iter()
+        .map(|(key, len)| crate::state_store::entry_bytes(key.len(), *len))
+        .sum();
     module.attach_state(StateAccess::new(
         Some(Arc::clone(state)),
         name,

@@ -113,6 +113,13 @@ pub enum StateError {
     },
 }
 
+/// What one entry counts against an instance's `limits.state_mib`: its key
+/// and value, and 64 bytes for what the database keeps beside them, so
+/// that a flood of tiny keys is bounded too.
+pub fn entry_bytes(key_len: usize, value_len: usize) -> u64 {
+    (key_len + value_len) as u64 + 64
+}
+
 /// One instance's writes since the last commit: `None` deletes the key.
 pub type PendingWrites = BTreeMap<String, Option<Vec<u8>>>;
 
@@ -323,8 +330,10 @@ impl StateStore {
                             .map_err(|e| self.error(e))?
                             .map(|old| old.value().len()),
                     };
-                    let new = value.as_ref().map_or(0, |v| v.len() + key.len());
-                    let old = old.map_or(0, |len| len + key.len());
+                    let new = value
+                        .as_ref()
+                        .map_or(0, |v| entry_bytes(key.len(), v.len()));
+                    let old = old.map_or(0, |len| entry_bytes(key.len(), len));
                     grown += i64::try_from(new).unwrap_or(i64::MAX)
                         - i64::try_from(old).unwrap_or(i64::MAX);
                 }
@@ -404,7 +413,7 @@ mod tests {
                 ],
                 &checkpoint(7),
             )?;
-            assert_eq!(grown, [6, 3]);
+            assert_eq!(grown, [6 + 2 * 64, 3 + 64]);
             let mut delete = PendingWrites::new();
             delete.insert("b".into(), None);
             delete.insert("absent".into(), None);
@@ -416,7 +425,7 @@ mod tests {
                 }],
                 &checkpoint(9),
             )?;
-            assert_eq!(grown, [-4]);
+            assert_eq!(grown, [-4 - 64]);
         }
         let store = StateStore::open(&path, "app", false)?;
         assert_eq!(store.keys("one")?, [("a".to_owned(), 1)]);

@@ -5,7 +5,7 @@ use super::bindings::module::correlator::plugin::{
     clock, config, events, secrets, state, timers, types,
 };
 use super::bindings::module::wasi::logging::logging::{self, Level};
-use crate::state_store::{PendingWrites, StateStore};
+use crate::state_store::{PendingWrites, StateStore, entry_bytes};
 use crate::types::{DispatchError, Dispatched, Event, EventDecl, TickKind, Timestamp, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -193,9 +193,10 @@ pub struct StateAccess {
     instance: Arc<str>,
     /// Writes since the last commit.
     pub pending: PendingWrites,
-    /// Bytes of keys and values once `pending` is applied.
+    /// What the state counts against its limit ([`entry_bytes`] summed)
+    /// once `pending` is applied.
     usage: u64,
-    /// Bytes of keys and values committed.
+    /// The same, of what is committed.
     committed: u64,
     limit: u64,
 }
@@ -250,7 +251,7 @@ impl StateAccess {
                 None => None,
             },
         };
-        Ok(value_len.map_or(0, |len| (len + key.len()) as u64))
+        Ok(value_len.map_or(0, |len| entry_bytes(key.len(), len)))
     }
 }
 
@@ -530,7 +531,7 @@ impl state::Host for InstanceState {
         }
         let access = &self.state;
         let before = access.size_of(&key)?;
-        let usage = (access.usage - before.min(access.usage)) + (key.len() + value.len()) as u64;
+        let usage = (access.usage - before.min(access.usage)) + entry_bytes(key.len(), value.len());
         if usage > access.limit {
             return Ok(Err(format!(
                 "state would grow to {usage} bytes, past its limit of {} MiB (limits.state_mib)",
