@@ -57,6 +57,8 @@ pub use __bindings::{
     DeliveredEvent, DispatchError, Field, Severity, Tick, TickKind, Timestamp, Value, ValueType,
 };
 pub use describe::{ConfigItem, Descriptor, EventType};
+#[doc(hidden)]
+pub use event::__declare_events;
 pub use event::Event;
 #[doc(hidden)]
 pub use record::__end_batch;
@@ -183,6 +185,9 @@ macro_rules! export_module {
                 }
 
                 fn init() -> ::std::result::Result<(), ::std::string::String> {
+                    // A fresh instance gets no `describe` call: learn the
+                    // event types here, for dispatch by index.
+                    $crate::__declare_events(&<$ty as $crate::Module>::describe().into_wit());
                     let instance = <$ty as $crate::Module>::init()?;
                     __INSTANCE
                         .with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));

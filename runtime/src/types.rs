@@ -70,22 +70,20 @@ impl Timestamp {
 
 /// An event a module dispatched, validated, on its way from the module
 /// thread to the handler thread. It becomes a [`DeliveredEvent`] there, so
-/// that the module thread (the replay's bottleneck) does not copy the
-/// instance name into every event.
+/// that the module thread (the replay's bottleneck) neither copies the
+/// instance name nor the field names into every event: both are shared.
 #[derive(Debug, Clone)]
 pub struct Dispatched {
     /// The module instance that dispatched it.
     pub module: std::sync::Arc<str>,
-    /// The event type.
-    pub kind: String,
-    /// The declared severity of the event type.
-    pub severity: Severity,
+    /// Its declared type: kind, severity, and the fields' names in order.
+    pub decl: std::sync::Arc<EventDecl>,
     /// The triggering record's time, or the stream clock's.
     pub time: Timestamp,
     /// One line for people.
     pub summary: String,
-    /// The fields, in declared order.
-    pub fields: Vec<Field>,
+    /// The fields' values, in declared order.
+    pub values: Vec<Value>,
 }
 
 impl Dispatched {
@@ -93,11 +91,20 @@ impl Dispatched {
     pub fn into_delivered(self) -> DeliveredEvent {
         DeliveredEvent {
             module: self.module.to_string(),
-            kind: self.kind,
-            severity: self.severity,
+            kind: self.decl.kind.clone(),
+            severity: self.decl.severity,
             time: self.time,
             summary: self.summary,
-            fields: self.fields,
+            fields: self
+                .decl
+                .fields
+                .iter()
+                .zip(self.values)
+                .map(|(declared, value)| Field {
+                    name: declared.name.clone(),
+                    value,
+                })
+                .collect(),
         }
     }
 }

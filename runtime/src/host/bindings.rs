@@ -13,6 +13,7 @@ pub mod module {
         // and the state store's reads trap when the store cannot be read.
         imports: {
             "correlator:plugin/events.dispatch": trappable,
+            "correlator:plugin/events.dispatch-values": trappable,
             "correlator:plugin/state.get": trappable,
             "correlator:plugin/state.keys": trappable,
             "correlator:plugin/state.set": trappable,

@@ -16,7 +16,8 @@ use super::supervisor::{Supervisor, Verdict};
 use crate::app::OnFailure;
 use crate::record::single_record;
 use crate::types::{
-    DeliveredEvent, Descriptor, Dispatched, Field, RecordBatch, Severity, TimerTick, Value,
+    DeliveredEvent, Descriptor, Dispatched, EventDecl, FieldDecl, RecordBatch, Severity, TimerTick,
+    Value, ValueType,
 };
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, HashSet};
@@ -158,23 +159,30 @@ fn disabled_event(
     failures: usize,
     time: crate::types::Timestamp,
 ) -> Dispatched {
-    let text = |name: &str, value: &str| Field {
+    let field = |name: &str, value_type, description: &str| FieldDecl {
         name: name.into(),
-        value: Value::Text(value.into()),
+        value_type,
+        description: description.into(),
+    };
+    let decl = EventDecl {
+        kind: "ComponentDisabled".into(),
+        severity: Severity::Error,
+        description: "an instance failed too often and was stopped".into(),
+        fields: vec![
+            field("instance", ValueType::Text, "the instance's name"),
+            field("reason", ValueType::Text, "why it was disabled"),
+            field("failures", ValueType::Integer, "its recent failures"),
+        ],
     };
     Dispatched {
         module: Arc::from(sandbox.name()),
-        kind: "ComponentDisabled".into(),
-        severity: Severity::Error,
+        decl: Arc::new(decl),
         time,
         summary: format!("Instance {} was disabled because {reason}", sandbox.name()),
-        fields: vec![
-            text("instance", sandbox.name()),
-            text("reason", reason),
-            Field {
-                name: "failures".into(),
-                value: Value::Integer(i64::try_from(failures).unwrap_or(i64::MAX)),
-            },
+        values: vec![
+            Value::Text(sandbox.name().into()),
+            Value::Text(reason.into()),
+            Value::Integer(i64::try_from(failures).unwrap_or(i64::MAX)),
         ],
     }
 }
@@ -368,13 +376,7 @@ impl ModuleInstance {
             .into_anyhow()
             .with_context(|| format!("module \"{name}\" failed in describe"))?;
         check_descriptor(&name, &descriptor)?;
-        let catalog: Arc<EventCatalog> = Arc::new(
-            descriptor
-                .events
-                .iter()
-                .map(|event| (event.kind.clone(), event.clone()))
-                .collect(),
-        );
+        let catalog = Arc::new(EventCatalog::new(&descriptor.events));
         store.data_mut().catalog = Arc::clone(&catalog);
         Ok(ModuleInstance {
             name,

@@ -79,8 +79,37 @@ impl wasmtime_wasi::HostMonotonicClock for StreamClock {
     }
 }
 
-/// The event types a module declared, by kind.
-pub type EventCatalog = HashMap<String, EventDecl>;
+/// The event types a module declared, by kind and by their index in its
+/// descriptor (which `dispatch-values` names them by).
+#[derive(Debug, Default)]
+pub struct EventCatalog {
+    by_kind: HashMap<String, usize>,
+    declared: Vec<Arc<EventDecl>>,
+}
+
+impl EventCatalog {
+    /// The catalog of `events`, in declared order.
+    pub fn new(events: &[EventDecl]) -> Self {
+        EventCatalog {
+            by_kind: events
+                .iter()
+                .enumerate()
+                .map(|(index, event)| (event.kind.clone(), index))
+                .collect(),
+            declared: events.iter().cloned().map(Arc::new).collect(),
+        }
+    }
+
+    /// The event type `kind`.
+    pub fn get(&self, kind: &str) -> Option<&Arc<EventDecl>> {
+        self.declared.get(*self.by_kind.get(kind)?)
+    }
+
+    /// The event type declared at `index`.
+    pub fn at(&self, index: u32) -> Option<&Arc<EventDecl>> {
+        self.declared.get(usize::try_from(index).ok()?)
+    }
+}
 
 /// The limits the host interfaces enforce (memory and time are enforced by
 /// wasmtime itself).
@@ -423,12 +452,114 @@ impl InstanceState {
         };
         Ok(Dispatched {
             module: Arc::clone(&self.name),
-            kind: event.kind,
-            severity: decl.severity,
+            decl: Arc::clone(decl),
             time: event.time.unwrap_or_else(|| self.clock.now()),
             summary: event.summary,
-            fields,
+            values: fields.into_iter().map(|field| field.value).collect(),
         })
+    }
+
+    /// Check values given in declared order against event type `kind` (an
+    /// index into the descriptor's event types); if they fit, the event,
+    /// else the reason and what the event type is called.
+    fn validate_values(
+        &self,
+        kind: u32,
+        summary: String,
+        values: Vec<Value>,
+        time: Option<Timestamp>,
+    ) -> Result<Dispatched, (DispatchError, String)> {
+        let decl = declared_values(&self.catalog, kind, &values)?;
+        Ok(Dispatched {
+            module: Arc::clone(&self.name),
+            decl: Arc::clone(decl),
+            time: time.unwrap_or_else(|| self.clock.now()),
+            summary,
+            values,
+        })
+    }
+
+    /// Whether one more event of `size` bytes may be dispatched in this
+    /// call; if not, the limit it hits (the call then traps).
+    fn check_event_limits(&self, size: usize) -> wasmtime::Result<()> {
+        let limits = self.limits_of_calls;
+        if self.dispatched.len() >= limits.events_per_call {
+            return Err(wasmtime::Error::new(LimitExceeded(format!(
+                "dispatched more than {} events in one call",
+                limits.events_per_call
+            ))));
+        }
+        if size > limits.event_bytes {
+            return Err(wasmtime::Error::new(LimitExceeded(format!(
+                "dispatched an event of {size} bytes (limit {})",
+                limits.event_bytes
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Take a validated event, or count and log why it was refused.
+    fn accept(
+        &mut self,
+        validated: Result<Dispatched, (DispatchError, String)>,
+    ) -> Result<(), DispatchError> {
+        match validated {
+            Ok(dispatched) => {
+                self.dispatched.push(dispatched);
+                Ok(())
+            }
+            Err((error, kind)) => {
+                self.rejected += 1;
+                let (problem, field) = match &error {
+                    DispatchError::UndeclaredKind(_) => ("event type is not declared", ""),
+                    DispatchError::MissingField(field) => {
+                        ("declared field is missing", field.as_str())
+                    }
+                    DispatchError::UndeclaredField(field) => {
+                        ("field is not declared", field.as_str())
+                    }
+                    DispatchError::WrongType(field) => {
+                        ("field has another type than declared", field.as_str())
+                    }
+                    DispatchError::DuplicateField(field) => ("field is set twice", field.as_str()),
+                };
+                tracing::warn!(instance = %self.name, event = %kind, field, "event rejected: {problem}");
+                Err(error)
+            }
+        }
+    }
+}
+
+/// The event type `kind` (an index) of `catalog` if `values` are its
+/// fields' values in declared order; else why not, and what the event type
+/// is called.
+fn declared_values<'c>(
+    catalog: &'c EventCatalog,
+    kind: u32,
+    values: &[Value],
+) -> Result<&'c Arc<EventDecl>, (DispatchError, String)> {
+    let Some(decl) = catalog.at(kind) else {
+        let kind = format!("#{kind}");
+        return Err((DispatchError::UndeclaredKind(kind.clone()), kind));
+    };
+    let refuse = |error| Err((error, decl.kind.clone()));
+    if let Some(missing) = decl.fields.get(values.len()) {
+        return refuse(DispatchError::MissingField(missing.name.clone()));
+    }
+    if values.len() > decl.fields.len() {
+        return refuse(DispatchError::UndeclaredField(format!(
+            "#{}",
+            decl.fields.len()
+        )));
+    }
+    match decl
+        .fields
+        .iter()
+        .zip(values)
+        .find(|(declared, value)| value.value_type() != declared.value_type)
+    {
+        Some((declared, _)) => refuse(DispatchError::WrongType(declared.name.clone())),
+        None => Ok(decl),
     }
 }
 
@@ -583,53 +714,39 @@ impl clock::Host for InstanceState {
 
 impl events::Host for InstanceState {
     fn dispatch(&mut self, event: Event) -> wasmtime::Result<Result<(), DispatchError>> {
-        let limits = self.limits_of_calls;
-        if self.dispatched.len() >= limits.events_per_call {
-            return Err(wasmtime::Error::new(LimitExceeded(format!(
-                "dispatched more than {} events in one call",
-                limits.events_per_call
-            ))));
-        }
-        let size = event_size(&event);
-        if size > limits.event_bytes {
-            return Err(wasmtime::Error::new(LimitExceeded(format!(
-                "dispatched an event of {size} bytes (limit {})",
-                limits.event_bytes
-            ))));
-        }
-        Ok(match self.validate(event) {
-            Ok(dispatched) => {
-                self.dispatched.push(dispatched);
-                Ok(())
-            }
-            Err((error, kind)) => {
-                self.rejected += 1;
-                let (problem, field) = match &error {
-                    DispatchError::UndeclaredKind(_) => ("event type is not declared", ""),
-                    DispatchError::MissingField(field) => {
-                        ("declared field is missing", field.as_str())
-                    }
-                    DispatchError::UndeclaredField(field) => {
-                        ("field is not declared", field.as_str())
-                    }
-                    DispatchError::WrongType(field) => {
-                        ("field has another type than declared", field.as_str())
-                    }
-                    DispatchError::DuplicateField(field) => ("field is set twice", field.as_str()),
-                };
-                tracing::warn!(instance = %self.name, event = %kind, field, "event rejected: {problem}");
-                Err(error)
-            }
-        })
+        self.check_event_limits(event_size(&event))?;
+        let validated = self.validate(event);
+        Ok(self.accept(validated))
+    }
+
+    fn dispatch_values(
+        &mut self,
+        kind: u32,
+        summary: String,
+        values: Vec<Value>,
+        time: Option<Timestamp>,
+    ) -> wasmtime::Result<Result<(), DispatchError>> {
+        // The same size as the event with its names would have.
+        let names = self.catalog.at(kind).map_or(0, |decl| {
+            decl.kind.len() + decl.fields.iter().map(|f| f.name.len()).sum::<usize>()
+        });
+        let size = names + summary.len() + values.iter().map(value_size).sum::<usize>();
+        self.check_event_limits(size)?;
+        let validated = self.validate_values(kind, summary, values, time);
+        Ok(self.accept(validated))
+    }
+}
+
+/// Bytes a value counts for in an event's size.
+fn value_size(value: &Value) -> usize {
+    match value {
+        Value::Text(text) | Value::Email(text) => text.len(),
+        _ => 8,
     }
 }
 
 /// Bytes of the strings an event carries.
 fn event_size(event: &Event) -> usize {
-    let value_size = |value: &Value| match value {
-        Value::Text(text) | Value::Email(text) => text.len(),
-        _ => 8,
-    };
     event.kind.len()
         + event.summary.len()
         + event
@@ -671,5 +788,60 @@ impl logging::Host for InstanceState {
                 tracing::error!(target: "guest", instance, context, "{message}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{FieldDecl, Severity, ValueType};
+
+    #[test]
+    fn values_by_index_are_checked_against_the_declared_fields() {
+        let field = |name: &str, value_type| FieldDecl {
+            name: name.into(),
+            value_type,
+            description: String::new(),
+        };
+        let catalog = EventCatalog::new(&[EventDecl {
+            kind: "Login".into(),
+            severity: Severity::Info,
+            description: String::new(),
+            fields: vec![
+                field("user", ValueType::Text),
+                field("port", ValueType::Integer),
+            ],
+        }]);
+        let error = |values: &[Value], kind| {
+            declared_values(&catalog, kind, values)
+                .err()
+                .map(|(error, kind)| (format!("{error:?}"), kind))
+        };
+        let good = [Value::Text("alice".into()), Value::Integer(22)];
+        assert_eq!(error(&good, 0), None);
+        assert_eq!(
+            error(&good, 1),
+            Some(("DispatchError::UndeclaredKind(\"#1\")".into(), "#1".into()))
+        );
+        assert_eq!(
+            error(&good[..1], 0),
+            Some((
+                "DispatchError::MissingField(\"port\")".into(),
+                "Login".into()
+            ))
+        );
+        let more = [good[0].clone(), good[1].clone(), Value::Boolean(true)];
+        assert_eq!(
+            error(&more, 0),
+            Some((
+                "DispatchError::UndeclaredField(\"#2\")".into(),
+                "Login".into()
+            ))
+        );
+        let mistyped = [Value::Text("alice".into()), Value::Text("22".into())];
+        assert_eq!(
+            error(&mistyped, 0),
+            Some(("DispatchError::WrongType(\"port\")".into(), "Login".into()))
+        );
     }
 }
