@@ -540,3 +540,48 @@ fn sigterm_stops_a_replay_of_a_quiet_pipe_cleanly_and_the_next_run_counts_on() {
         "{second:?}"
     );
 }
+
+#[test]
+fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
+    let dir = app_dir(SSHD_JSON_APP);
+    std::fs::write(dir.path().join("input.cap"), "").expect("write capture");
+    let args = ["run", "--app", "app.toml", "--read-file", "input.cap"];
+    std::fs::write(dir.path().join("state.redb"), "not a database\n").expect("write");
+    let damaged = correlator(dir.path(), &args);
+    assert_eq!(damaged.code, Some(1));
+    assert_eq!(
+        damaged.stderr.lines().last().unwrap_or(""),
+        "error: state store ./state.redb: I/O error: Not a redb database: magic number mismatch"
+    );
+    std::fs::remove_file(dir.path().join("state.redb")).expect("remove");
+
+    // A replay of a pipe holds the store while it runs: once it has
+    // committed a record, it certainly has it open.
+    let mut running = Feeding::start(
+        dir.path(),
+        &[
+            "-o",
+            "replay.batch_size=1",
+            "-o",
+            "state.checkpoint_interval=0.01",
+        ],
+    );
+    let mut record = String::new();
+    sshd_line(
+        &mut record,
+        0,
+        1,
+        "Connection closed by 192.0.2.1 port 1 [preauth]",
+    );
+    running.feed(&record);
+    running.wait_for(|line| line.contains("state checkpoint committed position=1 "));
+    let second = correlator(dir.path(), &args);
+    assert_eq!(second.code, Some(1));
+    assert_eq!(
+        second.stderr.lines().last().unwrap_or(""),
+        "error: state store ./state.redb: another correlator process has it open"
+    );
+    drop(running.child.stdin.take());
+    let exit = running.child.wait().expect("the replay ends");
+    assert_eq!(exit.code(), Some(0));
+}

@@ -81,13 +81,12 @@ mod timestamp_as_tuple {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// redb could not open, read or write the file.
-    #[error("state store {path}: {source}")]
+    #[error("state store {path}: {reason}")]
     Database {
         /// The store file.
         path: PathBuf,
-        /// redb's reason.
-        #[source]
-        source: redb::Error,
+        /// redb's reason, in words (its error repeats its source).
+        reason: String,
     },
     /// The file holds another app's state.
     #[error(
@@ -147,16 +146,16 @@ impl StateStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|error| StateError::Database {
                 path: path.to_owned(),
-                source: redb::Error::Io(error),
+                reason: format!("cannot create its directory: {error}"),
             })?;
         }
         let db = Database::create(path).map_err(|error| StateError::Database {
             path: path.to_owned(),
-            source: match error {
-                redb::DatabaseError::DatabaseAlreadyOpen => redb::Error::Io(std::io::Error::other(
-                    "another correlator process has it open",
-                )),
-                other => other.into(),
+            reason: match error {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "another correlator process has it open".into()
+                }
+                other => other.to_string(),
             },
         })?;
         let store = StateStore {
@@ -186,7 +185,7 @@ impl StateStore {
     fn error(&self, error: impl Into<redb::Error>) -> StateError {
         StateError::Database {
             path: self.path.clone(),
-            source: error.into(),
+            reason: error.into().to_string(),
         }
     }
 
@@ -387,7 +386,7 @@ mod tests {
     fn writes_owners_and_checkpoint_survive_reopening() -> Result<(), StateError> {
         let dir = tempfile::tempdir().map_err(|e| StateError::Database {
             path: PathBuf::new(),
-            source: redb::Error::Io(e),
+            reason: e.to_string(),
         })?;
         let path = dir.path().join("sub").join("state.redb");
         {
