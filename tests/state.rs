@@ -494,17 +494,9 @@ fn sigterm_stops_a_replay_of_a_quiet_pipe_cleanly_and_the_next_run_counts_on() {
     let (before, after) = brute_force_split();
     let dir = app_dir(SSHD_JSON_APP);
     // No periodic checkpoint: what the next run sees was committed at the
-    // stop. Records are handed on one by one, so that all six are
-    // processed while the pipe stays open.
-    let mut replay = Feeding::start(
-        dir.path(),
-        &[
-            "-o",
-            "state.checkpoint_interval=3600",
-            "-o",
-            "replay.batch_size=1",
-        ],
-    );
+    // stop. The six records are far fewer than a batch: they are handed on
+    // because the pipe goes quiet, and processed while it stays open.
+    let mut replay = Feeding::start(dir.path(), &["-o", "state.checkpoint_interval=3600"]);
     replay.feed(&before);
     let events = dir.path().join("events.json");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -557,15 +549,7 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
 
     // A replay of a pipe holds the store while it runs: once it has
     // committed a record, it certainly has it open.
-    let mut running = Feeding::start(
-        dir.path(),
-        &[
-            "-o",
-            "replay.batch_size=1",
-            "-o",
-            "state.checkpoint_interval=0.01",
-        ],
-    );
+    let mut running = Feeding::start(dir.path(), &["-o", "state.checkpoint_interval=0.01"]);
     let mut record = String::new();
     sshd_line(
         &mut record,

@@ -40,6 +40,11 @@ impl<R: BufRead> CaptureReader<R> {
         CaptureReader { input, line: 0 }
     }
 
+    /// The input, to ask it something between entries.
+    pub fn input(&mut self) -> &mut R {
+        &mut self.input
+    }
+
     /// Read the next entry's message into `message` (replacing what it
     /// held), without its line end. Blank lines are entries too (empty
     /// messages), so that line numbers stay right. `None` at the end.

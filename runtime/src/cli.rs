@@ -328,7 +328,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let stop = replay::stop_on_signals()?;
-    let input: Box<dyn std::io::BufRead + Send> = if read_file.as_os_str() == "-" {
+    let input: Box<dyn replay::Input> = if read_file.as_os_str() == "-" {
         let stdin = replay::stdin_until(std::sync::Arc::clone(&stop))
             .context("cannot start reading standard input")?;
         Box::new(BufReader::with_capacity(1 << 20, stdin))

@@ -63,11 +63,30 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// What a replay reads: a capture file, or standard input.
+pub trait Input: BufRead + Send {
+    /// Whether more input can be read without waiting. A file always can;
+    /// a pipe that has gone quiet cannot, and the replay then hands on the
+    /// records it holds before it waits, so that `tail -f log | correlator
+    /// run --read-file -` shows each line's events at once.
+    fn ready(&mut self) -> bool {
+        true
+    }
+}
+
+impl Input for std::io::BufReader<std::fs::File> {}
+
+impl Input for std::io::BufReader<StoppableInput> {
+    fn ready(&mut self) -> bool {
+        !self.buffer().is_empty() || self.get_mut().ready()
+    }
+}
+
 /// Standard input, read on a thread of its own so that a replay of a pipe
 /// that has gone quiet still stops at a signal: once `stop` is set, reading
 /// returns end-of-input within 100 ms (the thread stays blocked in its read
 /// until the process exits).
-pub fn stdin_until(stop: Arc<AtomicBool>) -> std::io::Result<impl Read + Send> {
+pub fn stdin_until(stop: Arc<AtomicBool>) -> std::io::Result<StoppableInput> {
     let (chunks, received) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
     std::thread::Builder::new()
         .name("stdin".into())
@@ -95,20 +114,52 @@ pub fn stdin_until(stop: Arc<AtomicBool>) -> std::io::Result<impl Read + Send> {
         offset: 0,
         stop,
         ended: false,
+        pending_error: None,
     })
 }
 
 /// What [`stdin_until`] returns: the chunks its thread reads.
-struct StoppableInput {
+pub struct StoppableInput {
     received: mpsc::Receiver<std::io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     offset: usize,
     stop: Arc<AtomicBool>,
     ended: bool,
+    /// A read error seen by [`StoppableInput::ready`], for the next read.
+    pending_error: Option<std::io::Error>,
+}
+
+impl StoppableInput {
+    /// Whether a chunk is here (or the input has ended): reading would not
+    /// wait.
+    fn ready(&mut self) -> bool {
+        if self.offset < self.chunk.len() || self.ended {
+            return true;
+        }
+        match self.received.try_recv() {
+            Ok(Ok(chunk)) => {
+                self.ended = chunk.is_empty();
+                self.chunk = chunk;
+                self.offset = 0;
+                true
+            }
+            // The error is for `read` to return.
+            Ok(Err(error)) => {
+                self.pending_error = Some(error);
+                true
+            }
+            Err(mpsc::TryRecvError::Empty) => false,
+            Err(mpsc::TryRecvError::Disconnected) => true,
+        }
+    }
 }
 
 impl Read for StoppableInput {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(error) = self.pending_error.take() {
+            self.ended = true;
+            return Err(error);
+        }
         while self.offset == self.chunk.len() {
             if self.ended {
                 return Ok(0);
@@ -141,7 +192,7 @@ impl Read for StoppableInput {
 /// Reading stops early once `stop` is set. Returns what was read and what
 /// the handlers did.
 pub fn replay(
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Input>,
     modules: &mut ModuleStage,
     handlers: HandlerStage,
     settings: &ReplaySettings,
@@ -173,7 +224,7 @@ pub enum ReplayError {
 /// Read, parse and batch `input`, sending full batches to the modules and
 /// reusing the buffers they send back.
 fn read_batches(
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Input>,
     settings: &ReplaySettings,
     sink: &BatchSink,
     stop: &AtomicBool,
@@ -184,6 +235,9 @@ fn read_batches(
     let mut entry = Vec::with_capacity(512);
     let mut last_line = 0;
     while !stop.load(Ordering::Relaxed) {
+        if !builder.is_empty() && !reader.input().ready() && !sink.pass_on(&mut builder) {
+            return Ok(stats);
+        }
         let Some(position) = reader.next_entry(&mut entry)? else {
             sink.pass_on(&mut builder);
             // Standard input ends early when stopped (see `stdin_until`).
