@@ -11,10 +11,13 @@ use crate::__bindings::module::correlator::plugin::events;
 use crate::__bindings::{self as wit, DispatchError};
 use crate::{Timestamp, Value, ValueType};
 use std::cell::RefCell;
+use std::rc::Rc;
 
-/// One declared event type: its kind, and its fields' names and types in
-/// order.
+/// One declared event type: its index in the descriptor, its kind, and its
+/// fields' names and types in order.
+#[derive(Debug)]
 struct DeclaredEvent {
+    index: u32,
     kind: String,
     fields: Vec<(String, ValueType)>,
 }
@@ -22,7 +25,7 @@ struct DeclaredEvent {
 thread_local! {
     /// The module's event types, in the order its descriptor declares them
     /// (the index `dispatch-values` names them by).
-    static DECLARED: RefCell<Vec<DeclaredEvent>> = const { RefCell::new(Vec::new()) };
+    static DECLARED: RefCell<Vec<Rc<DeclaredEvent>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Remember the event types of `descriptor` (the module's own), so that
@@ -32,13 +35,17 @@ pub fn __declare_events(descriptor: &wit::Descriptor) {
     let declared = descriptor
         .events
         .iter()
-        .map(|event| DeclaredEvent {
-            kind: event.kind.clone(),
-            fields: event
-                .fields
-                .iter()
-                .map(|field| (field.name.clone(), field.value_type))
-                .collect(),
+        .zip(0..)
+        .map(|(event, index)| {
+            Rc::new(DeclaredEvent {
+                index,
+                kind: event.kind.clone(),
+                fields: event
+                    .fields
+                    .iter()
+                    .map(|field| (field.name.clone(), field.value_type))
+                    .collect(),
+            })
         })
         .collect();
     DECLARED.with(|cell| *cell.borrow_mut() = declared);
@@ -67,7 +74,7 @@ enum Build {
     /// Every field so far is the next one the type declares, with its
     /// type: only the values are kept.
     Declared {
-        index: u32,
+        event: Rc<DeclaredEvent>,
         summary: String,
         values: Vec<Value>,
         time: Option<Timestamp>,
@@ -81,15 +88,16 @@ impl Event {
     pub fn new(kind: &str, summary: impl Into<String>) -> Self {
         let time = crate::record::current_time();
         let declared = DECLARED.with(|cell| {
-            let declared = cell.borrow();
-            let index = declared.iter().position(|event| event.kind == kind)?;
-            Some((u32::try_from(index).ok()?, declared[index].fields.len()))
+            cell.borrow()
+                .iter()
+                .find(|event| event.kind == kind)
+                .cloned()
         });
         Event(match declared {
-            Some((index, fields)) => Build::Declared {
-                index,
+            Some(event) => Build::Declared {
+                values: Vec::with_capacity(event.fields.len()),
+                event,
                 summary: summary.into(),
-                values: Vec::with_capacity(fields),
                 time,
             },
             None => Build::Named(wit::module::correlator::plugin::types::Event {
@@ -113,19 +121,16 @@ impl Event {
 
     /// Set a field to any value.
     pub fn field(mut self, name: &str, value: Value) -> Self {
-        if let Build::Declared { index, values, .. } = &mut self.0 {
-            let next = DECLARED.with(|cell| {
-                cell.borrow()
-                    .get(*index as usize)
-                    .and_then(|event| event.fields.get(values.len()))
-                    .is_some_and(|(declared, value_type)| {
-                        declared == name && *value_type == type_of(&value)
-                    })
-            });
-            if next {
-                values.push(value);
-                return self;
-            }
+        if let Build::Declared { event, values, .. } = &mut self.0
+            && event
+                .fields
+                .get(values.len())
+                .is_some_and(|(declared, value_type)| {
+                    declared == name && *value_type == type_of(&value)
+                })
+        {
+            values.push(value);
+            return self;
         }
         let mut event = self.into_named();
         event.fields.push(wit::Field {
@@ -140,28 +145,24 @@ impl Event {
         match self.0 {
             Build::Named(event) => event,
             Build::Declared {
-                index,
+                event,
                 summary,
                 values,
                 time,
-            } => DECLARED.with(|cell| {
-                let declared = cell.borrow();
-                let event = &declared[index as usize];
-                wit::module::correlator::plugin::types::Event {
-                    kind: event.kind.clone(),
-                    summary,
-                    fields: event
-                        .fields
-                        .iter()
-                        .zip(values)
-                        .map(|((name, _), value)| wit::Field {
-                            name: name.clone(),
-                            value,
-                        })
-                        .collect(),
-                    time,
-                }
-            }),
+            } => wit::module::correlator::plugin::types::Event {
+                kind: event.kind.clone(),
+                summary,
+                fields: event
+                    .fields
+                    .iter()
+                    .zip(values)
+                    .map(|((name, _), value)| wit::Field {
+                        name: name.clone(),
+                        value,
+                    })
+                    .collect(),
+                time,
+            },
         }
     }
 
@@ -190,20 +191,14 @@ impl Event {
     /// most modules can ignore the error.
     pub fn dispatch(self) -> Result<(), DispatchError> {
         if let Build::Declared {
-            index,
+            event,
             summary,
             values,
             time,
         } = &self.0
+            && event.fields.len() == values.len()
         {
-            let complete = DECLARED.with(|cell| {
-                cell.borrow()
-                    .get(*index as usize)
-                    .is_some_and(|event| event.fields.len() == values.len())
-            });
-            if complete {
-                return events::dispatch_values(*index, summary, values, *time);
-            }
+            return events::dispatch_values(event.index, summary, values, *time);
         }
         events::dispatch(&self.into_named())
     }
