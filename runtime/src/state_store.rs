@@ -274,14 +274,29 @@ impl StateStore {
 
     /// The value of `key` of `instance`.
     pub fn get(&self, instance: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(ENTRIES) {
+        self.read_value(instance, key, <[u8]>::to_vec)
+    }
+
+    /// The length of the value of `key` of `instance`, without copying it.
+    pub fn value_len(&self, instance: &str, key: &str) -> Result<Option<usize>, StateError> {
+        self.read_value(instance, key, <[u8]>::len)
+    }
+
+    /// `read` of the value of `key` of `instance`, if there is one.
+    fn read_value<T>(
+        &self,
+        instance: &str,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, StateError> {
+        let transaction = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match transaction.open_table(ENTRIES) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(error) => return Err(self.error(error)),
         };
         let value = table.get((instance, key)).map_err(|e| self.error(e))?;
-        Ok(value.map(|guard| guard.value().to_vec()))
+        Ok(value.map(|guard| read(guard.value())))
     }
 
     /// Every key of `instance` with the size of its value, sorted.
@@ -430,6 +445,8 @@ mod tests {
         assert_eq!(store.keys("one")?, [("a".to_owned(), 1)]);
         assert_eq!(store.keys("onex")?, [("a".to_owned(), 2)]);
         assert_eq!(store.get("one", "a")?, Some(vec![9]));
+        assert_eq!(store.value_len("onex", "a")?, Some(2));
+        assert_eq!(store.value_len("one", "b")?, None);
         assert_eq!(store.get("one", "b")?, None);
         assert_eq!(store.owner("onex")?, Some(owner(2)));
         assert_eq!(store.owner("two")?, None);

@@ -85,6 +85,9 @@ impl wasmtime_wasi::HostMonotonicClock for StreamClock {
 pub struct EventCatalog {
     by_kind: HashMap<String, usize>,
     declared: Vec<Arc<EventDecl>>,
+    /// Bytes of each type's kind and field names: what an event of it sent
+    /// by index counts for them towards `limits.event_bytes`.
+    name_bytes: Vec<usize>,
 }
 
 impl EventCatalog {
@@ -97,12 +100,28 @@ impl EventCatalog {
                 .map(|(index, event)| (event.kind.clone(), index))
                 .collect(),
             declared: events.iter().cloned().map(Arc::new).collect(),
+            name_bytes: events
+                .iter()
+                .map(|event| {
+                    event.kind.len() + event.fields.iter().map(|f| f.name.len()).sum::<usize>()
+                })
+                .collect(),
         }
     }
 
     /// The event type `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<EventDecl>> {
         self.declared.get(*self.by_kind.get(kind)?)
+    }
+
+    /// Bytes of the kind and field names of the event type at `index` (0
+    /// for no such type).
+    pub fn name_bytes(&self, index: u32) -> usize {
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| self.name_bytes.get(index))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The event type declared at `index`.
@@ -274,9 +293,8 @@ impl StateAccess {
             Some(None) => None,
             None => match &self.store {
                 Some(store) => store
-                    .get(&self.instance, key)
-                    .map_err(wasmtime::Error::new)?
-                    .map(|value| value.len()),
+                    .value_len(&self.instance, key)
+                    .map_err(wasmtime::Error::new)?,
                 None => None,
             },
         };
@@ -727,10 +745,9 @@ impl events::Host for InstanceState {
         time: Option<Timestamp>,
     ) -> wasmtime::Result<Result<(), DispatchError>> {
         // The same size as the event with its names would have.
-        let names = self.catalog.at(kind).map_or(0, |decl| {
-            decl.kind.len() + decl.fields.iter().map(|f| f.name.len()).sum::<usize>()
-        });
-        let size = names + summary.len() + values.iter().map(value_size).sum::<usize>();
+        let size = self.catalog.name_bytes(kind)
+            + summary.len()
+            + values.iter().map(value_size).sum::<usize>();
         self.check_event_limits(size)?;
         let validated = self.validate_values(kind, summary, values, time);
         Ok(self.accept(validated))
