@@ -967,18 +967,21 @@ fn capture_filter_leaves_out_the_records_marked_in_the_list() {
         })
         .collect();
     std::fs::write(dir.path().join("list.txt"), list).expect("write list");
-    let run = correlator(
-        dir.path(),
-        &[
-            "capture",
-            "filter",
-            "mixed.cap",
-            "--keep",
-            "list.txt",
-            "--out",
-            "trimmed.cap",
-        ],
-    );
+    let filter = || {
+        correlator(
+            dir.path(),
+            &[
+                "capture",
+                "filter",
+                "mixed.cap",
+                "--keep",
+                "list.txt",
+                "--out",
+                "trimmed.cap",
+            ],
+        )
+    };
+    let run = filter();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stderr, "trimmed.cap: 3 records kept, 2 left out\n");
     let lines: Vec<&str> = MIXED_CAPTURE.lines().collect();
@@ -987,18 +990,7 @@ fn capture_filter_leaves_out_the_records_marked_in_the_list() {
         format!("{}\n{}\n{}\n", lines[0], lines[4], lines[7])
     );
     // It exists now: not overwritten.
-    let again = correlator(
-        dir.path(),
-        &[
-            "capture",
-            "filter",
-            "mixed.cap",
-            "--keep",
-            "list.txt",
-            "--out",
-            "trimmed.cap",
-        ],
-    );
+    let again = filter();
     assert_eq!(again.code, Some(1));
     assert_has(
         &again.stderr,
