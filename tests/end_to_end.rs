@@ -308,6 +308,37 @@ fn end_lines_of_unseen_connections_report_only_named_unauthenticated_users() {
 }
 
 #[test]
+fn a_server_whose_records_come_late_keeps_its_ended_connections_as_long() {
+    // Server "late" ends a connection; a record of server "prompt" ten
+    // minutes later in record time comes before late's stray second end
+    // line (its clock is behind, or its forwarder is catching up). The
+    // ended connection is remembered by late's own time, so the stray line
+    // reports nothing again.
+    let capture = [
+        "<86>1 2023-02-20T15:00:00Z late sshd 100 - - Failed password for invalid user guest from 203.0.113.5 port 2 ssh2",
+        "<86>1 2023-02-20T15:00:01Z late sshd 100 - - Connection closed by invalid user guest 203.0.113.5 port 2 [preauth]",
+        "<86>1 2023-02-20T15:10:00Z prompt sshd 200 - - Invalid user admin from 198.51.100.1 port 9",
+        "<86>1 2023-02-20T15:00:02Z late sshd 100 - - Disconnected from invalid user guest 203.0.113.5 port 2 [preauth]",
+    ]
+    .map(|line| format!("{line}\n"))
+    .concat();
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    let failed: Vec<&Value> = of_kind(&events, "SSHDLoginFailed")
+        .into_iter()
+        .map(|e| &e["fields"])
+        .collect();
+    assert_eq!(
+        failed,
+        [&json!({"user": "guest", "addr": "203.0.113.5", "port": 2, "failures": 1})]
+    );
+    let statistics = of_kind(&events, "SSHDStats");
+    assert_eq!(
+        statistics[0]["summary"],
+        "0 sessions, 1 denied, 0 lockouts, 0 expired, 1 partial"
+    );
+}
+
+#[test]
 fn sessions_report_every_accepted_method_and_both_pam_formats() {
     let mut capture = String::new();
     let logins = [

@@ -122,6 +122,57 @@ fn a_session_open_across_a_restart_is_reported_with_its_whole_length() {
     assert_eq!(logins[0]["fields"]["start"], "2023-02-20T15:00:01Z");
 }
 
+/// `data/sshd-state-v1.redb`'s app: the sshd module counting three failed
+/// passwords as a brute force, so that its failure window shows too.
+const SSHD_LIMIT_3_APP: &str = r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+config = { login_failure_limit = 3 }
+[handlers.console]
+component = "builtin:log"
+config = { format = "json" }
+"#;
+
+#[test]
+fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
+    let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let lines: Vec<&str> = capture.lines().collect();
+    let whole = replay_json(SSHD_LIMIT_3_APP, &capture, &[]);
+    // The store holds what a version-1 run over the first 13 records left
+    // (see data/README.md); that run gave the two sessions.
+    assert_eq!(
+        whole.iter().map(|e| e["kind"].as_str()).collect::<Vec<_>>(),
+        [
+            Some("SSHDLoginSucceeded"),
+            Some("SSHDLoginSucceeded"),
+            Some("SSHDAttemptsExceeded"),
+            Some("SSHDLoginFailed"),
+            Some("SSHDStats")
+        ]
+    );
+    let dir = app_dir(SSHD_LIMIT_3_APP);
+    let store = dir.path().join("state.redb");
+    std::fs::copy(workspace().join("data").join("sshd-state-v1.redb"), &store)
+        .expect("copy the version-1 store");
+    let rest: String = lines[13..].iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("input.cap"), rest).expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_has(&run.stderr, "state migrated instance=OpenSSH from=1 to=2");
+    // The open connection kept its two failed passwords, and the host its
+    // failure window: the third password makes both events.
+    assert_eq!(json_lines(&run.stdout), whole[2..]);
+    let owner = correlator::state_store::StateStore::open(&store, "app", false)
+        .expect("the store opens")
+        .owner("OpenSSH")
+        .expect("the owner reads")
+        .expect("the instance has an owner");
+    assert_eq!((owner.component.as_str(), owner.version), ("sshd", 2));
+}
+
 #[test]
 fn records_older_than_the_state_are_taken_with_a_warning() {
     let dir = app_dir(SSHD_JSON_APP);

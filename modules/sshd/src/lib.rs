@@ -154,7 +154,11 @@ impl Module for OpenSsh {
         self.tracker.dispatch_statistics(reset);
     }
 
-    const STATE_VERSION: u32 = 1;
+    const STATE_VERSION: u32 = tracker::STATE_VERSION;
+
+    fn migrate(stored_version: u32) -> Result<(), String> {
+        tracker::migrate(stored_version)
+    }
 
     fn checkpoint(&mut self) {
         if let Err(error) = self.tracker.checkpoint() {

@@ -48,9 +48,28 @@ struct Server {
     /// connection of a line that carries a child's PID. Keyed by address
     /// alone so that a lookup needs no allocation.
     by_peer: HashMap<String, Vec<(u16, u32)>>,
+    /// Ended connections (record time of the end, PID), in the order they
+    /// ended. They are forgotten by this server's own record time, so that
+    /// a server whose records come late (a sender catching up, a clock
+    /// behind the others) keeps them as long as one that is on time.
+    ended: VecDeque<(i64, u32)>,
 }
 
 impl Server {
+    /// Drop ended connections once their stray end lines can no longer
+    /// come, `now` being this server's latest record time.
+    fn forget_ended(&mut self, now: i64) {
+        while let Some(&(at, pid)) = self.ended.front() {
+            if at > now - ENDED_MEMORY_SECONDS {
+                break;
+            }
+            self.ended.pop_front();
+            if self.connections.get(&pid).is_some_and(|c| c.ended) {
+                self.remove(pid);
+            }
+        }
+    }
+
     fn remove(&mut self, pid: u32) {
         if let Some(connection) = self.connections.remove(&pid)
             && let Some(peers) = self.by_peer.get_mut(connection.addr.as_str())
@@ -93,7 +112,6 @@ pub struct Tracker {
     settings: Settings,
     servers: HashMap<String, Server>,
     host_failures: CountOverTime<String>,
-    ended: VecDeque<(i64, String, u32)>,
     statistics: Statistics,
     /// Whether anything changed since the last checkpoint.
     changed: bool,
@@ -108,7 +126,6 @@ const STATE_KEY: &str = "tracker";
 struct SavedRef<'a> {
     servers: &'a HashMap<String, Server>,
     host_failures: &'a CountOverTime<String>,
-    ended: &'a VecDeque<(i64, String, u32)>,
     statistics: &'a Statistics,
 }
 
@@ -117,8 +134,79 @@ struct SavedRef<'a> {
 struct Saved {
     servers: HashMap<String, Server>,
     host_failures: CountOverTime<String>,
-    ended: VecDeque<(i64, String, u32)>,
     statistics: Statistics,
+}
+
+/// The layout of [`STATE_VERSION`] 1, which kept every server's ended
+/// connections in one list, forgotten by the latest record time of any
+/// server.
+mod version1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Server {
+        pub connections: HashMap<u32, Connection>,
+        pub by_peer: HashMap<String, Vec<(u16, u32)>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Saved {
+        pub servers: HashMap<String, Server>,
+        pub host_failures: CountOverTime<String>,
+        pub ended: VecDeque<(i64, String, u32)>,
+        pub statistics: Statistics,
+    }
+}
+
+/// The version of the saved layout ([`crate::OpenSsh`]'s `STATE_VERSION`).
+pub const STATE_VERSION: u32 = 2;
+
+/// Version 1's state in the current layout: each ended connection goes to
+/// its server's list (in the order it ended there).
+fn upgrade_from_version1(old: version1::Saved) -> Saved {
+    let mut servers: HashMap<String, Server> = old
+        .servers
+        .into_iter()
+        .map(|(hostname, server)| {
+            let server = Server {
+                connections: server.connections,
+                by_peer: server.by_peer,
+                ended: VecDeque::new(),
+            };
+            (hostname, server)
+        })
+        .collect();
+    for (at, hostname, pid) in old.ended {
+        if let Some(server) = servers.get_mut(&hostname) {
+            server.ended.push_back((at, pid));
+        }
+    }
+    Saved {
+        servers,
+        host_failures: old.host_failures,
+        statistics: old.statistics,
+    }
+}
+
+/// Rewrite state saved at `stored_version` in the current layout.
+pub fn migrate(stored_version: u32) -> Result<(), String> {
+    if stored_version != 1 {
+        return Err(format!(
+            "cannot read state written at version {stored_version} (this version is {STATE_VERSION}); discard it with --discard-state"
+        ));
+    }
+    let Some(old) = state::load::<version1::Saved>(STATE_KEY)? else {
+        return Ok(());
+    };
+    let saved = upgrade_from_version1(old);
+    state::save(
+        STATE_KEY,
+        &SavedRef {
+            servers: &saved.servers,
+            host_failures: &saved.host_failures,
+            statistics: &saved.statistics,
+        },
+    )
 }
 
 impl Tracker {
@@ -127,7 +215,6 @@ impl Tracker {
             host_failures: CountOverTime::new(settings.failure_window_seconds),
             settings,
             servers: HashMap::default(),
-            ended: VecDeque::new(),
             statistics: Statistics::default(),
             changed: false,
         }
@@ -145,7 +232,6 @@ impl Tracker {
             settings,
             servers: saved.servers,
             host_failures,
-            ended: saved.ended,
             statistics: saved.statistics,
             changed: false,
         })
@@ -161,7 +247,6 @@ impl Tracker {
             &SavedRef {
                 servers: &self.servers,
                 host_failures: &self.host_failures,
-                ended: &self.ended,
                 statistics: &self.statistics,
             },
         )?;
@@ -177,11 +262,11 @@ impl Tracker {
         let pid: u32 = record.proc_id.parse().unwrap_or(0);
         let now = record.timestamp;
         self.changed = true;
-        self.forget_ended(now.seconds);
         let server = match self.servers.get_mut(record.hostname) {
             Some(server) => server,
             None => self.servers.entry(record.hostname.to_owned()).or_default(),
         };
+        server.forget_ended(now.seconds);
         match line {
             Line::Accepted {
                 method,
@@ -311,8 +396,7 @@ impl Tracker {
             );
             self.statistics.denied += 1;
         }
-        self.ended
-            .push_back((now.seconds, hostname.to_owned(), pid));
+        server.ended.push_back((now.seconds, pid));
     }
 
     /// An authenticated connection's session is over.
@@ -352,23 +436,7 @@ impl Tracker {
         .dispatch();
         self.statistics.sessions += 1;
         connection.ended = true;
-        self.ended
-            .push_back((now.seconds, hostname.to_owned(), pid));
-    }
-
-    /// Drop ended connections once their stray end lines can no longer come.
-    fn forget_ended(&mut self, now: i64) {
-        while let Some((at, _, _)) = self.ended.front() {
-            if *at > now - ENDED_MEMORY_SECONDS {
-                break;
-            }
-            if let Some((_, hostname, pid)) = self.ended.pop_front()
-                && let Some(server) = self.servers.get_mut(&hostname)
-                && server.connections.get(&pid).is_some_and(|c| c.ended)
-            {
-                server.remove(pid);
-            }
-        }
+        server.ended.push_back((now.seconds, pid));
     }
 
     /// Forget connections older than `max_transaction_age`.
@@ -389,6 +457,7 @@ impl Tracker {
                 }
                 server.remove(pid);
             }
+            server.ended.retain(|&(at, _)| at >= oldest);
         }
         self.statistics.expired += expired;
         self.host_failures.expire(now.seconds);
@@ -473,4 +542,47 @@ fn dispatch_failed(user: &str, addr: &str, port: u16, failures: i64) {
     .integer("port", i64::from(port))
     .integer("failures", failures)
     .dispatch();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended_server(pids: &[u32]) -> version1::Server {
+        let ended = || Connection {
+            ended: true,
+            ..Connection::default()
+        };
+        version1::Server {
+            connections: pids.iter().map(|&pid| (pid, ended())).collect(),
+            by_peer: HashMap::default(),
+        }
+    }
+
+    #[test]
+    fn version_1_ended_connections_go_to_their_servers_in_order() {
+        let old = version1::Saved {
+            servers: [
+                ("a".to_owned(), ended_server(&[1, 3])),
+                ("b".to_owned(), ended_server(&[2])),
+            ]
+            .into_iter()
+            .collect(),
+            host_failures: CountOverTime::new(300),
+            ended: [(10, "a", 1), (11, "b", 2), (12, "a", 3), (13, "gone", 4)]
+                .into_iter()
+                .map(|(at, host, pid)| (at, host.to_owned(), pid))
+                .collect(),
+            statistics: Statistics {
+                sessions: 3,
+                ..Statistics::default()
+            },
+        };
+        let new = upgrade_from_version1(old);
+        assert_eq!(new.servers.len(), 2);
+        assert_eq!(new.servers["a"].ended, [(10, 1), (12, 3)]);
+        assert_eq!(new.servers["b"].ended, [(11, 2)]);
+        assert_eq!(new.servers["a"].connections.len(), 2);
+        assert_eq!(new.statistics.sessions, 3);
+    }
 }
