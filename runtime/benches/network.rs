@@ -4,9 +4,10 @@
 //! `cargo bench -p correlator --bench network` generates 1,000,000 sshd-heavy
 //! RFC 5424 records (CORRELATOR_BENCH_RECORDS changes that) and sends them
 //! over loopback TCP, newline-framed, from this process's own sender with 1,
-//! 8 and 64 connections, as fast as the receiver takes them. Records are
-//! dealt to the connections in runs of 256, so that all of them move
-//! through the capture's time together (as concurrent senders do).
+//! 8 and 64 connections, as fast as the receiver takes them. The capture
+//! is logged by 64 servers; each server's records go over one connection,
+//! in order, as its forwarder would send them (with 64 connections, one
+//! server each; with fewer, several share one, as through a relay).
 //!
 //! correlator runs the sshd module and the JSON log handler (to /dev/null):
 //! the clock runs from the first byte sent until the process has exited
@@ -21,6 +22,9 @@
 //!
 //! CORRELATOR_BENCH_OPTIONS adds `--option`s to correlator's command line,
 //! separated by spaces (e.g. `system.call_time_limits=false`).
+//! CORRELATOR_BENCH_ONLY=correlator leaves rsyslog out (to profile one
+//! receiver alone), and CORRELATOR_BENCH_CONNECTIONS=64 measures one
+//! connection count only.
 
 mod sshd_traffic;
 
@@ -49,11 +53,13 @@ fn main() {
         "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n",
     )
     .expect("write app");
+    let only_correlator =
+        std::env::var("CORRELATOR_BENCH_ONLY").is_ok_and(|only| only == "correlator");
     let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
         .into_iter()
         .map(PathBuf::from)
-        .find(|path| path.exists());
-    if rsyslogd.is_none() {
+        .find(|path| path.exists() && !only_correlator);
+    if rsyslogd.is_none() && !only_correlator {
         println!("rsyslogd not found (apt-get install rsyslog): measuring correlator alone");
     }
     println!(
@@ -69,8 +75,17 @@ fn main() {
     // The receivers alternate so that both see the same machine.
     let mut ours = Tally::new("correlator", "received and processed by the sshd module");
     let mut theirs = Tally::new("rsyslog", "received and written to a file");
+    let measured: Option<usize> = std::env::var("CORRELATOR_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let slots = || {
+        CONNECTIONS
+            .into_iter()
+            .enumerate()
+            .filter(|(_, connections)| measured.is_none_or(|only| only == *connections))
+    };
     for round in 1..=rounds {
-        for (slot, connections) in CONNECTIONS.into_iter().enumerate() {
+        for (slot, connections) in slots() {
             let loads = split(&lines, connections);
             ours.add(round, slot, sent, correlator(&app, &dir, &loads));
             if let Some(rsyslogd) = &rsyslogd {
@@ -78,7 +93,7 @@ fn main() {
             }
         }
     }
-    for slot in 0..CONNECTIONS.len() {
+    for (slot, _) in slots() {
         ours.print_best(rounds, slot);
         if rsyslogd.is_some() {
             theirs.print_best(rounds, slot);
@@ -91,23 +106,28 @@ fn main() {
     }
 }
 
-/// Records dealt to connections in runs of this many, so that every
-/// connection moves through the capture's time together, as senders
-/// logging at the same time do.
-const RUN: usize = 256;
-
-/// Each connection's bytes, newline-framed: runs of [`RUN`] records dealt
-/// round-robin.
+/// Each connection's bytes, newline-framed. Every server's records go over
+/// one connection, in the order it logged them, as a server's forwarder
+/// sends them: with 64 connections each server has its own, with fewer
+/// they share (a relay). Sessions are therefore never torn across
+/// connections, whose relative progress the benchmark does not control.
 fn split(lines: &[&str], connections: usize) -> Vec<Vec<u8>> {
     let mut loads = vec![Vec::with_capacity(lines.len() / connections * 130); connections];
-    for (index, run) in lines.chunks(RUN).enumerate() {
-        let bytes = &mut loads[index % connections];
-        for line in run {
-            bytes.extend_from_slice(line.as_bytes());
-            bytes.push(b'\n');
-        }
+    for line in lines {
+        let bytes = &mut loads[server_of(line) % connections];
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
     }
     loads
+}
+
+/// The number of the server (`nodeN`, the hostname) that logged `line`.
+fn server_of(line: &str) -> usize {
+    line.split(' ')
+        .nth(2)
+        .and_then(|host| host.strip_prefix("node"))
+        .and_then(|number| number.parse().ok())
+        .expect("generated lines name their server nodeN")
 }
 
 /// Send every load on a connection of its own, at once; return when the

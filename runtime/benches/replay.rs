@@ -1,5 +1,5 @@
 //! Replay throughput of the real `correlator` binary over a generated,
-//! sshd-heavy capture (sessions, brute force, invalid users, scans; several
+//! sshd-heavy capture (sessions, brute force, invalid users, scans; 64
 //! servers; IPv4 and IPv6), printing records per second.
 //!
 //! `cargo bench -p correlator --bench replay` (1,000,000 records; set

@@ -19,6 +19,11 @@ impl Rng {
     }
 }
 
+/// Servers logging, `node0` to `node63`: as many as the network benchmark's
+/// largest connection count, so that each of its connections can be one
+/// server sending its own log.
+pub const SERVERS: u64 = 64;
+
 /// Write `count` records of sshd traffic (plus a few other programs) to
 /// `out`, one RFC 5424 line each.
 pub fn generate(count: usize, out: &mut String) {
@@ -29,7 +34,7 @@ pub fn generate(count: usize, out: &mut String) {
     while written < count {
         pid += 1;
         second += rng.below(3);
-        let host = format!("node{}", rng.below(4));
+        let host = format!("node{}", rng.below(SERVERS));
         let addr = if rng.below(5) == 0 {
             format!("2001:db8::{:x}", rng.below(4096))
         } else {
