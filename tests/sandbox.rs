@@ -755,7 +755,7 @@ fn events_that_break_their_schema_cost_the_sshd_instance_beside_them_nothing() {
     );
     assert_has(
         &stderr,
-        "module dispatched events that broke their declared type instance=\"breaker\" rejected=145\n",
+        "module dispatched events that broke their declared type instance=\"breaker\" rejected=261\n",
     );
 }
 

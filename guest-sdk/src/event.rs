@@ -2,10 +2,11 @@
 //!
 //! An event whose fields are set in the order its type declares them (as
 //! the builder is normally used) crosses to the host as its type's index
-//! and its values only (`events.dispatch-values`): no field name is copied
-//! on either side, which is most of what an event costs. Anything else goes
-//! with its names (`events.dispatch`), and the host says exactly what is
-//! wrong with it.
+//! and its values packed into one byte list (`events.dispatch-encoded`): no
+//! field name is copied on either side and no value costs an allocation,
+//! which is most of what an event would cost. Anything else goes with its
+//! names (`events.dispatch`), and the host says exactly what is wrong with
+//! it.
 
 use crate::__bindings::module::correlator::plugin::events;
 use crate::__bindings::{self as wit, DispatchError};
@@ -24,7 +25,7 @@ struct DeclaredEvent {
 
 thread_local! {
     /// The module's event types, in the order its descriptor declares them
-    /// (the index `dispatch-values` names them by).
+    /// (the index `dispatch-encoded` names them by).
     static DECLARED: RefCell<Vec<Rc<DeclaredEvent>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -72,16 +73,23 @@ pub struct Event(Build);
 #[derive(Debug, Clone)]
 enum Build {
     /// Every field so far is the next one the type declares, with its
-    /// type: only the values are kept.
+    /// type: only the values are kept, encoded as `dispatch-encoded` takes
+    /// them.
     Declared {
         event: Rc<DeclaredEvent>,
         summary: String,
-        values: Vec<Value>,
+        values: Vec<u8>,
+        /// Fields set so far.
+        set: usize,
         time: Option<Timestamp>,
     },
     /// Anything else: the event with its names, for the host to judge.
     Named(wit::module::correlator::plugin::types::Event),
 }
+
+/// Bytes an encoded event reserves per declared field (an integer takes 8,
+/// a short text a few more).
+const BYTES_PER_FIELD: usize = 24;
 
 impl Event {
     /// An event of a declared `kind`, with a one-line summary for people.
@@ -95,7 +103,8 @@ impl Event {
         });
         Event(match declared {
             Some(event) => Build::Declared {
-                values: Vec::with_capacity(event.fields.len()),
+                values: Vec::with_capacity(event.fields.len() * BYTES_PER_FIELD),
+                set: 0,
                 event,
                 summary: summary.into(),
                 time,
@@ -119,25 +128,42 @@ impl Event {
         self
     }
 
-    /// Set a field to any value.
-    pub fn field(mut self, name: &str, value: Value) -> Self {
-        if let Build::Declared { event, values, .. } = &mut self.0
-            && event
-                .fields
-                .get(values.len())
-                .is_some_and(|(declared, value_type)| {
-                    declared == name && *value_type == type_of(&value)
-                })
-        {
-            values.push(value);
-            return self;
+    /// If `name` of `value_type` is the next field the type declares, the
+    /// bytes to append its encoding to (it then counts as set).
+    fn next_declared(&mut self, name: &str, value_type: ValueType) -> Option<&mut Vec<u8>> {
+        let Build::Declared {
+            event, values, set, ..
+        } = &mut self.0
+        else {
+            return None;
+        };
+        let (declared, declared_type) = event.fields.get(*set)?;
+        if declared != name || *declared_type != value_type {
+            return None;
         }
+        *set += 1;
+        Some(values)
+    }
+
+    /// The event with its names, and `name` set to `value`.
+    fn with_named(self, name: &str, value: Value) -> Self {
         let mut event = self.into_named();
         event.fields.push(wit::Field {
             name: name.to_owned(),
             value,
         });
         Event(Build::Named(event))
+    }
+
+    /// Set a field to any value.
+    pub fn field(mut self, name: &str, value: Value) -> Self {
+        match self.next_declared(name, type_of(&value)) {
+            Some(bytes) => {
+                encode(&value, bytes);
+                self
+            }
+            None => self.with_named(name, value),
+        }
     }
 
     /// The event with its fields' names.
@@ -148,14 +174,14 @@ impl Event {
                 event,
                 summary,
                 values,
+                set,
                 time,
             } => wit::module::correlator::plugin::types::Event {
                 kind: event.kind.clone(),
                 summary,
-                fields: event
-                    .fields
+                fields: event.fields[..set]
                     .iter()
-                    .zip(values)
+                    .zip(decode(&event.fields[..set], &values))
                     .map(|((name, _), value)| wit::Field {
                         name: name.clone(),
                         value,
@@ -167,8 +193,15 @@ impl Event {
     }
 
     /// Set a string field.
-    pub fn text(self, name: &str, value: impl Into<String>) -> Self {
-        self.field(name, Value::Text(value.into()))
+    pub fn text(mut self, name: &str, value: impl AsRef<str>) -> Self {
+        let text = value.as_ref();
+        match self.next_declared(name, ValueType::Text) {
+            Some(bytes) => {
+                encode_text(text, bytes);
+                self
+            }
+            None => self.with_named(name, Value::Text(text.to_owned())),
+        }
     }
 
     /// Set an integer field.
@@ -194,12 +227,116 @@ impl Event {
             event,
             summary,
             values,
+            set,
             time,
         } = &self.0
-            && event.fields.len() == values.len()
+            && event.fields.len() == *set
         {
-            return events::dispatch_values(event.index, summary, values, *time);
+            return events::dispatch_encoded(event.index, summary, values, *time);
         }
         events::dispatch(&self.into_named())
+    }
+}
+
+/// Append `value` to `bytes` as `dispatch-encoded` takes it (its type is
+/// the declared one, so no tag).
+fn encode(value: &Value, bytes: &mut Vec<u8>) {
+    match value {
+        Value::Integer(integer) => bytes.extend_from_slice(&integer.to_le_bytes()),
+        Value::Float(float) => bytes.extend_from_slice(&float.to_le_bytes()),
+        Value::Boolean(boolean) => bytes.push(u8::from(*boolean)),
+        Value::Text(text) | Value::Email(text) => encode_text(text, bytes),
+        Value::Timestamp(time) => {
+            bytes.extend_from_slice(&time.seconds.to_le_bytes());
+            bytes.extend_from_slice(&time.nanoseconds.to_le_bytes());
+            bytes.extend_from_slice(&time.offset_minutes.to_le_bytes());
+        }
+    }
+}
+
+/// Append a text's length (u32) and bytes. Texts in a 32-bit guest are
+/// shorter than 4 GiB.
+fn encode_text(text: &str, bytes: &mut Vec<u8>) {
+    let length = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    bytes.extend_from_slice(&length.to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+}
+
+/// The values [`encode`] appended for `fields`, back (to send an event
+/// that left declared order with its names).
+fn decode(fields: &[(String, ValueType)], mut bytes: &[u8]) -> Vec<Value> {
+    fn take<const N: usize>(bytes: &mut &[u8]) -> [u8; N] {
+        match bytes.split_first_chunk::<N>() {
+            Some((taken, rest)) => {
+                *bytes = rest;
+                *taken
+            }
+            None => [0; N],
+        }
+    }
+    fields
+        .iter()
+        .map(|(_, value_type)| match value_type {
+            ValueType::Integer => Value::Integer(i64::from_le_bytes(take(&mut bytes))),
+            ValueType::Float => Value::Float(f64::from_le_bytes(take(&mut bytes))),
+            ValueType::Boolean => Value::Boolean(take::<1>(&mut bytes) == [1]),
+            ValueType::Text | ValueType::Email => {
+                let length = u32::from_le_bytes(take(&mut bytes)) as usize;
+                let (text, rest) = bytes.split_at(length.min(bytes.len()));
+                bytes = rest;
+                let text = String::from_utf8_lossy(text).into_owned();
+                if *value_type == ValueType::Text {
+                    Value::Text(text)
+                } else {
+                    Value::Email(text)
+                }
+            }
+            ValueType::Timestamp => Value::Timestamp(Timestamp {
+                seconds: i64::from_le_bytes(take(&mut bytes)),
+                nanoseconds: u32::from_le_bytes(take(&mut bytes)),
+                offset_minutes: i16::from_le_bytes(take(&mut bytes)),
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_values_decode_to_what_was_encoded() {
+        let values = [
+            Value::Integer(-3),
+            Value::Float(0.5),
+            Value::Text("törst".into()),
+            Value::Boolean(true),
+            Value::Email("root@example.org".into()),
+            Value::Timestamp(Timestamp {
+                seconds: 1_676_923_967,
+                nanoseconds: 250,
+                offset_minutes: -300,
+            }),
+            Value::Text(String::new()),
+        ];
+        let fields: Vec<(String, ValueType)> = values
+            .iter()
+            .enumerate()
+            .map(|(n, value)| (format!("f{n}"), type_of(value)))
+            .collect();
+        let mut bytes = Vec::new();
+        for value in &values {
+            encode(value, &mut bytes);
+        }
+        // Integer, float, "törst", boolean, the address, the time, "".
+        assert_eq!(bytes.len(), 8 + 8 + (4 + 6) + 1 + (4 + 16) + 14 + 4);
+        assert_eq!(&bytes[..8], &(-3i64).to_le_bytes());
+        assert_eq!(&bytes[16..20], &6u32.to_le_bytes());
+        // The bindings' values have no `PartialEq`; their debug text shows
+        // every part.
+        assert_eq!(
+            format!("{:?}", decode(&fields, &bytes)),
+            format!("{values:?}")
+        );
     }
 }

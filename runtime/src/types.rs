@@ -83,7 +83,18 @@ pub struct Dispatched {
     /// One line for people.
     pub summary: String,
     /// The fields' values, in declared order.
-    pub values: Vec<Value>,
+    pub values: FieldValues,
+}
+
+/// An event's field values in declared order, as they came from the module.
+#[derive(Debug, Clone)]
+pub enum FieldValues {
+    /// Lifted one by one (`dispatch`, `dispatch-values`), or made by the host.
+    Values(Vec<Value>),
+    /// Packed by `dispatch-encoded` and checked against the declaration;
+    /// unpacked on the handler thread, so that the module thread (the
+    /// bottleneck) makes no string for them.
+    Encoded(Vec<u8>),
 }
 
 impl Dispatched {
@@ -99,7 +110,10 @@ impl Dispatched {
                 .decl
                 .fields
                 .iter()
-                .zip(self.values)
+                .zip(match self.values {
+                    FieldValues::Values(values) => values,
+                    FieldValues::Encoded(bytes) => crate::host::decode_values(&self.decl, &bytes),
+                })
                 .map(|(declared, value)| Field {
                     name: declared.name.clone(),
                     value,

@@ -14,6 +14,7 @@ pub mod module {
         imports: {
             "correlator:plugin/events.dispatch": trappable,
             "correlator:plugin/events.dispatch-values": trappable,
+            "correlator:plugin/events.dispatch-encoded": trappable,
             "correlator:plugin/state.get": trappable,
             "correlator:plugin/state.keys": trappable,
             "correlator:plugin/state.set": trappable,

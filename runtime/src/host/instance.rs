@@ -16,8 +16,8 @@ use super::supervisor::{Supervisor, Verdict};
 use crate::app::OnFailure;
 use crate::record::single_record;
 use crate::types::{
-    DeliveredEvent, Descriptor, Dispatched, EventDecl, FieldDecl, RecordBatch, Severity, TimerTick,
-    Value, ValueType,
+    DeliveredEvent, Descriptor, Dispatched, EventDecl, FieldDecl, FieldValues, RecordBatch,
+    Severity, TimerTick, Value, ValueType,
 };
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, HashSet};
@@ -179,11 +179,11 @@ fn disabled_event(
         decl: Arc::new(decl),
         time,
         summary: format!("Instance {} was disabled because {reason}", sandbox.name()),
-        values: vec![
+        values: FieldValues::Values(vec![
             Value::Text(sandbox.name().into()),
             Value::Text(reason.into()),
             Value::Integer(i64::try_from(failures).unwrap_or(i64::MAX)),
-        ],
+        ]),
     }
 }
 

@@ -3,12 +3,14 @@
 //! makes one sandboxed instance per module or handler of the app.
 
 pub mod bindings;
+mod encoded;
 mod instance;
 mod state;
 
 mod sandbox;
 mod supervisor;
 
+pub(crate) use encoded::decode as decode_values;
 pub use instance::{Aborted, Handled, HandlerInstance, ModuleInstance};
 pub use sandbox::ResolvedGrants;
 pub use state::{InstanceState, StateAccess, StreamClock, TimerRequests};

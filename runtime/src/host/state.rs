@@ -6,7 +6,9 @@ use super::bindings::module::correlator::plugin::{
 };
 use super::bindings::module::wasi::logging::logging::{self, Level};
 use crate::state_store::{PendingWrites, StateStore, entry_bytes};
-use crate::types::{DispatchError, Dispatched, Event, EventDecl, TickKind, Timestamp, Value};
+use crate::types::{
+    DispatchError, Dispatched, Event, EventDecl, FieldValues, TickKind, Timestamp, Value,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU32, Ordering};
@@ -80,7 +82,7 @@ impl wasmtime_wasi::HostMonotonicClock for StreamClock {
 }
 
 /// The event types a module declared, by kind and by their index in its
-/// descriptor (which `dispatch-values` names them by).
+/// descriptor (which `dispatch-values` and `dispatch-encoded` name them by).
 #[derive(Debug, Default)]
 pub struct EventCatalog {
     by_kind: HashMap<String, usize>,
@@ -473,7 +475,7 @@ impl InstanceState {
             decl: Arc::clone(decl),
             time: event.time.unwrap_or_else(|| self.clock.now()),
             summary: event.summary,
-            values: fields.into_iter().map(|field| field.value).collect(),
+            values: FieldValues::Values(fields.into_iter().map(|field| field.value).collect()),
         })
     }
 
@@ -493,7 +495,7 @@ impl InstanceState {
             decl: Arc::clone(decl),
             time: time.unwrap_or_else(|| self.clock.now()),
             summary,
-            values,
+            values: FieldValues::Values(values),
         })
     }
 
@@ -750,6 +752,36 @@ impl events::Host for InstanceState {
             + values.iter().map(value_size).sum::<usize>();
         self.check_event_limits(size)?;
         let validated = self.validate_values(kind, summary, values, time);
+        Ok(self.accept(validated))
+    }
+
+    fn dispatch_encoded(
+        &mut self,
+        kind: u32,
+        summary: String,
+        values: Vec<u8>,
+        time: Option<Timestamp>,
+    ) -> wasmtime::Result<Result<(), DispatchError>> {
+        let checked = match self.catalog.at(kind) {
+            Some(decl) => super::encoded::check(decl, &values)
+                .map(|size| (decl, size))
+                .map_err(|error| (error, decl.kind.clone())),
+            None => {
+                let kind = format!("#{kind}");
+                Err((DispatchError::UndeclaredKind(kind.clone()), kind))
+            }
+        };
+        // The same size as the event with its names would have; bytes that
+        // do not unpack count as they are.
+        let value_bytes = checked.as_ref().map_or(values.len(), |&(_, size)| size);
+        self.check_event_limits(self.catalog.name_bytes(kind) + summary.len() + value_bytes)?;
+        let validated = checked.map(|(decl, _)| Dispatched {
+            module: Arc::clone(&self.name),
+            decl: Arc::clone(decl),
+            time: time.unwrap_or_else(|| self.clock.now()),
+            summary,
+            values: FieldValues::Encoded(values),
+        });
         Ok(self.accept(validated))
     }
 }

@@ -1,10 +1,22 @@
 //! A module that, for every record, dispatches one valid event and one of
 //! each kind of invalid event, so tests can check that the host rejects the
-//! invalid ones by name and goes on.
+//! invalid ones by name and goes on. Besides what the SDK's builder lets
+//! through, it packs broken values for `dispatch-encoded` by hand.
 
+use correlator_sdk::__bindings::module::correlator::plugin::events::dispatch_encoded;
 use correlator_sdk::{
     Descriptor, Event, EventType, Module, Record, Severity, Value, export_module,
 };
+
+/// `text` packed as `dispatch-encoded` takes a text: length, then bytes.
+fn packed_text(text: &[u8]) -> Vec<u8> {
+    let mut bytes = u32::try_from(text.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes()
+        .to_vec();
+    bytes.extend_from_slice(text);
+    bytes
+}
 
 struct SchemaBreaker;
 
@@ -43,6 +55,18 @@ impl Module for SchemaBreaker {
             .dispatch();
         let _ = valid().integer("position", 1).dispatch();
         let _ = Event::new("Unheard", "undeclared kind").dispatch();
+
+        // Packed by hand: "Seen" is index 0 (host, then position).
+        let host = packed_text(record.hostname.as_bytes());
+        let _ = dispatch_encoded(0, "packed, position missing", &host, None);
+        let mut not_utf8 = packed_text(b"\xff\xfe");
+        not_utf8.extend_from_slice(&7i64.to_le_bytes());
+        let _ = dispatch_encoded(0, "packed, host not UTF-8", &not_utf8, None);
+        let mut longer = host.clone();
+        longer.extend_from_slice(&7i64.to_le_bytes());
+        longer.push(0);
+        let _ = dispatch_encoded(0, "packed, a byte too many", &longer, None);
+        let _ = dispatch_encoded(7, "packed, undeclared index", &[], None);
     }
 }
 

@@ -1,0 +1,223 @@
+//! Event values as `events.dispatch-encoded` packs them: every declared
+//! field's value in declared order, without names or type tags, little
+//! endian (see the WIT for the layout).
+//!
+//! The module thread only checks them ([`check`]), which allocates nothing;
+//! the handler thread unpacks them ([`decode`]). The module thread is the
+//! pipeline's bottleneck, so the strings are made where there is room.
+
+use crate::types::{DispatchError, EventDecl, Timestamp, Value, ValueType};
+
+/// One value read from the bytes, its text still borrowed.
+enum Packed<'a> {
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+    Text(&'a str),
+    Timestamp(Timestamp),
+}
+
+/// Read the value of every field `decl` declares from `bytes`, in order,
+/// handing each to `each`; or say why the bytes do not hold them.
+fn unpack<'b>(
+    decl: &EventDecl,
+    mut bytes: &'b [u8],
+    mut each: impl FnMut(ValueType, Packed<'b>),
+) -> Result<(), DispatchError> {
+    for declared in &decl.fields {
+        let missing = || DispatchError::MissingField(declared.name.clone());
+        let value = match declared.value_type {
+            ValueType::Integer => {
+                Packed::Integer(i64::from_le_bytes(take(&mut bytes).ok_or_else(missing)?))
+            }
+            ValueType::Float => {
+                Packed::Float(f64::from_le_bytes(take(&mut bytes).ok_or_else(missing)?))
+            }
+            ValueType::Boolean => match take(&mut bytes).ok_or_else(missing)? {
+                [0] => Packed::Boolean(false),
+                [1] => Packed::Boolean(true),
+                _ => return Err(DispatchError::WrongType(declared.name.clone())),
+            },
+            ValueType::Timestamp => {
+                let [seconds @ .., n0, n1, n2, n3, o0, o1] =
+                    take::<14>(&mut bytes).ok_or_else(missing)?;
+                Packed::Timestamp(Timestamp {
+                    seconds: i64::from_le_bytes(seconds),
+                    nanoseconds: u32::from_le_bytes([n0, n1, n2, n3]),
+                    offset_minutes: i16::from_le_bytes([o0, o1]),
+                })
+            }
+            ValueType::Text | ValueType::Email => {
+                let length = take(&mut bytes)
+                    .map(u32::from_le_bytes)
+                    .and_then(|length| usize::try_from(length).ok())
+                    .ok_or_else(missing)?;
+                let (text, rest) = bytes.split_at_checked(length).ok_or_else(missing)?;
+                bytes = rest;
+                Packed::Text(
+                    std::str::from_utf8(text)
+                        .map_err(|_| DispatchError::WrongType(declared.name.clone()))?,
+                )
+            }
+        };
+        each(declared.value_type, value);
+    }
+    if bytes.is_empty() {
+        Ok(())
+    } else {
+        Err(DispatchError::UndeclaredField(format!(
+            "#{}",
+            decl.fields.len()
+        )))
+    }
+}
+
+/// The next `N` bytes, taken off `bytes`; `None` if fewer are left.
+fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+    let (taken, rest) = bytes.split_first_chunk::<N>()?;
+    *bytes = rest;
+    Some(*taken)
+}
+
+/// Whether `bytes` hold the values of `decl`'s fields; if so, what the
+/// values count towards `limits.event_bytes` (a text its length, any other
+/// value 8, as for events sent with their values).
+pub fn check(decl: &EventDecl, bytes: &[u8]) -> Result<usize, DispatchError> {
+    let mut size = 0;
+    unpack(decl, bytes, |_, value| {
+        size += match value {
+            Packed::Text(text) => text.len(),
+            _ => 8,
+        };
+    })?;
+    Ok(size)
+}
+
+/// The values of `decl`'s fields from `bytes` that [`check`] accepted (any
+/// that do not unpack are left out).
+pub fn decode(decl: &EventDecl, bytes: &[u8]) -> Vec<Value> {
+    let mut values = Vec::with_capacity(decl.fields.len());
+    let _ = unpack(decl, bytes, |value_type, value| {
+        values.push(match value {
+            Packed::Integer(integer) => Value::Integer(integer),
+            Packed::Float(float) => Value::Float(float),
+            Packed::Boolean(boolean) => Value::Boolean(boolean),
+            Packed::Timestamp(time) => Value::Timestamp(time),
+            Packed::Text(text) if value_type == ValueType::Email => Value::Email(text.to_owned()),
+            Packed::Text(text) => Value::Text(text.to_owned()),
+        });
+    });
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{FieldDecl, Severity};
+
+    fn decl() -> EventDecl {
+        let field = |name: &str, value_type| FieldDecl {
+            name: name.into(),
+            value_type,
+            description: String::new(),
+        };
+        EventDecl {
+            kind: "Everything".into(),
+            severity: Severity::Info,
+            description: String::new(),
+            fields: vec![
+                field("count", ValueType::Integer),
+                field("ratio", ValueType::Float),
+                field("user", ValueType::Text),
+                field("ok", ValueType::Boolean),
+                field("mail", ValueType::Email),
+                field("at", ValueType::Timestamp),
+            ],
+        }
+    }
+
+    fn text(bytes: &mut Vec<u8>, text: &[u8]) {
+        let length = u32::try_from(text.len()).expect("short");
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(text);
+    }
+
+    /// The bytes of every field of [`decl`], with `user` as given.
+    fn packed(user: &[u8], ok: u8) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(-3i64).to_le_bytes());
+        bytes.extend_from_slice(&0.5f64.to_le_bytes());
+        text(&mut bytes, user);
+        bytes.push(ok);
+        text(&mut bytes, b"root@example.org");
+        bytes.extend_from_slice(&1_676_923_967i64.to_le_bytes());
+        bytes.extend_from_slice(&250u32.to_le_bytes());
+        bytes.extend_from_slice(&(-300i16).to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn every_type_unpacks_and_counts_like_a_value_sent_by_value() {
+        let bytes = packed("törst".as_bytes(), 1);
+        assert_eq!(check(&decl(), &bytes), Ok(8 + 8 + 6 + 8 + 16 + 8));
+        assert_eq!(
+            decode(&decl(), &bytes),
+            [
+                Value::Integer(-3),
+                Value::Float(0.5),
+                Value::Text("törst".into()),
+                Value::Boolean(true),
+                Value::Email("root@example.org".into()),
+                Value::Timestamp(Timestamp {
+                    seconds: 1_676_923_967,
+                    nanoseconds: 250,
+                    offset_minutes: -300,
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn bytes_that_end_early_go_on_or_lie_name_the_field() {
+        let bytes = packed(b"carol", 0);
+        for cut in [0, 7, 8, 16, 19, 24, 25, 26, 45, 46, bytes.len() - 1] {
+            let expected = match cut {
+                0..=7 => "count",
+                8..=15 => "ratio",
+                16..=24 => "user",
+                25 => "ok",
+                26..=45 => "mail",
+                _ => "at",
+            };
+            assert_eq!(
+                check(&decl(), &bytes[..cut]),
+                Err(DispatchError::MissingField(expected.into())),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            check(&decl(), &longer),
+            Err(DispatchError::UndeclaredField("#6".into()))
+        );
+        assert_eq!(
+            check(&decl(), &packed(b"carol", 2)),
+            Err(DispatchError::WrongType("ok".into()))
+        );
+        assert_eq!(
+            check(&decl(), &packed(b"\xff\xfe", 1)),
+            Err(DispatchError::WrongType("user".into()))
+        );
+        // A length past the end of the bytes.
+        let mut lying = Vec::new();
+        lying.extend_from_slice(&(-3i64).to_le_bytes());
+        lying.extend_from_slice(&0.5f64.to_le_bytes());
+        lying.extend_from_slice(&u32::MAX.to_le_bytes());
+        lying.extend_from_slice(b"carol");
+        assert_eq!(
+            check(&decl(), &lying),
+            Err(DispatchError::MissingField("user".into()))
+        );
+    }
+}
