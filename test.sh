@@ -24,7 +24,8 @@ GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
         -p correlator-module-log -p correlator-module-csv -p correlator-test-schema-breaker
         -p correlator-test-hostile -p correlator-test-hostile-fs -p correlator-test-hostile-net
         -p correlator-test-hostile-handler -p correlator-test-hostile-http
-        -p correlator-test-counter-v1 -p correlator-test-counter-v2)
+        -p correlator-test-counter-v1 -p correlator-test-counter-v2
+        -p correlator-test-plain-handler)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings

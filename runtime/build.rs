@@ -15,7 +15,7 @@ const BUILTINS: [(&str, &str); 4] = [
 
 /// (name, package) of the guests the integration tests use; built from
 /// source like the builtins, never committed as binaries.
-const TEST_GUESTS: [(&str, &str); 8] = [
+const TEST_GUESTS: [(&str, &str); 9] = [
     ("schema-breaker", "correlator-test-schema-breaker"),
     ("hostile", "correlator-test-hostile"),
     ("hostile-fs", "correlator-test-hostile-fs"),
@@ -24,6 +24,7 @@ const TEST_GUESTS: [(&str, &str); 8] = [
     ("hostile-http", "correlator-test-hostile-http"),
     ("counter-v1", "correlator-test-counter-v1"),
     ("counter-v2", "correlator-test-counter-v2"),
+    ("plain-handler", "correlator-test-plain-handler"),
 ];
 
 fn main() {

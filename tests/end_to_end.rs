@@ -806,6 +806,83 @@ fn the_readme_demo_prints_the_three_events() {
 }
 
 #[test]
+fn a_handler_built_without_the_sdk_gets_its_events_the_plain_way_beside_a_packed_one() {
+    // plain-handler exports only `handler.handle` (no `packed-handler`);
+    // the log handler, built with the SDK, takes its events packed. Both see
+    // the same events, fields and all.
+    let guest = env!("CORRELATOR_TEST_GUEST_PLAIN_HANDLER");
+    let app = format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [handlers.plain]\ncomponent = '{guest}'\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nfilter = 'event.kind == \"SSHDLoginFailed\"'\n"
+    );
+    let dir = app_dir(&app);
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            &sample_capture().display().to_string(),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let plain: String = run
+        .stdout
+        .lines()
+        .filter(|line| !line.starts_with('['))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(
+        plain,
+        "OpenSSH SSHDLoginSucceeded: User timp logged in from 192.168.1.85 port 60116 by publickey (RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A); the session lasted 81.3 seconds
+  user = \"timp\"
+  auth = \"publickey\"
+  addr = \"192.168.1.85\"
+  port = 60116
+  failures = 0
+  start = 1676923967.771632000
+  finish = 1676924049.072459000
+  duration = 81.300827
+  key = \"RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A\"
+OpenSSH SSHDLoginSucceeded: User testguy logged in from 192.168.1.85 port 60138 by password; the session lasted 6.5 seconds
+  user = \"testguy\"
+  auth = \"password\"
+  addr = \"192.168.1.85\"
+  port = 60138
+  failures = 0
+  start = 1676924075.667317000
+  finish = 1676924082.176438000
+  duration = 6.509121
+  key = \"\"
+OpenSSH SSHDLoginFailed: User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords
+  user = \"testguy\"
+  addr = \"192.168.1.85\"
+  port = 60142
+  failures = 3
+OpenSSH SSHDStats: 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial
+  sessions = 2
+  denied = 1
+  lockouts = 0
+  expired = 0
+  partial = 0
+"
+    );
+    let console: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with('['))
+        .collect();
+    assert_eq!(
+        console,
+        [
+            "[OpenSSH :: SSHDLoginFailed] User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords"
+        ]
+    );
+}
+
+#[test]
 fn events_that_break_their_schema_are_rejected_by_name_and_processing_goes_on() {
     let guest = env!("CORRELATOR_TEST_GUEST_SCHEMA_BREAKER");
     let app = format!(

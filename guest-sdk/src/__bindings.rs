@@ -17,10 +17,11 @@ pub mod module {
     });
 }
 
-/// Bindings of the `event-handler` world.
+/// Bindings of the `packed-event-handler` world: every handler the SDK
+/// builds also takes its events packed.
 pub mod handler {
     wit_bindgen::generate!({
-        world: "event-handler",
+        world: "packed-event-handler",
         path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_event_handler",

@@ -264,39 +264,11 @@ fn encode_text(text: &str, bytes: &mut Vec<u8>) {
 
 /// The values [`encode`] appended for `fields`, back (to send an event
 /// that left declared order with its names).
-fn decode(fields: &[(String, ValueType)], mut bytes: &[u8]) -> Vec<Value> {
-    fn take<const N: usize>(bytes: &mut &[u8]) -> [u8; N] {
-        match bytes.split_first_chunk::<N>() {
-            Some((taken, rest)) => {
-                *bytes = rest;
-                *taken
-            }
-            None => [0; N],
-        }
-    }
+fn decode(fields: &[(String, ValueType)], bytes: &[u8]) -> Vec<Value> {
+    let mut reader = crate::packed::Reader::new(bytes);
     fields
         .iter()
-        .map(|(_, value_type)| match value_type {
-            ValueType::Integer => Value::Integer(i64::from_le_bytes(take(&mut bytes))),
-            ValueType::Float => Value::Float(f64::from_le_bytes(take(&mut bytes))),
-            ValueType::Boolean => Value::Boolean(take::<1>(&mut bytes) == [1]),
-            ValueType::Text | ValueType::Email => {
-                let length = u32::from_le_bytes(take(&mut bytes)) as usize;
-                let (text, rest) = bytes.split_at(length.min(bytes.len()));
-                bytes = rest;
-                let text = String::from_utf8_lossy(text).into_owned();
-                if *value_type == ValueType::Text {
-                    Value::Text(text)
-                } else {
-                    Value::Email(text)
-                }
-            }
-            ValueType::Timestamp => Value::Timestamp(Timestamp {
-                seconds: i64::from_le_bytes(take(&mut bytes)),
-                nanoseconds: u32::from_le_bytes(take(&mut bytes)),
-                offset_minutes: i16::from_le_bytes(take(&mut bytes)),
-            }),
-        })
+        .map_while(|(name, value_type)| reader.value(*value_type, name).ok())
         .collect()
 }
 

@@ -36,6 +36,7 @@ extern crate self as correlator_sdk;
 
 mod describe;
 mod event;
+mod packed;
 mod record;
 mod time;
 mod window;
@@ -60,6 +61,8 @@ pub use describe::{ConfigItem, Descriptor, EventType};
 #[doc(hidden)]
 pub use event::__declare_events;
 pub use event::Event;
+#[doc(hidden)]
+pub use packed::__unpack_events;
 #[doc(hidden)]
 pub use record::__end_batch;
 pub use record::{Batch, Record};
@@ -298,6 +301,25 @@ macro_rules! export_handler {
                 }
             }
 
+            // The same batch, packed into one byte list by the host.
+            impl $crate::__bindings::handler::exports::correlator::plugin::packed_handler::Guest
+                for __CorrelatorHandlerExport
+            {
+                fn handle_packed(
+                    events: ::std::vec::Vec<u8>,
+                ) -> ::std::vec::Vec<::std::result::Result<(), ::std::string::String>> {
+                    use $crate::__bindings::handler::exports::correlator::plugin::handler::Guest as _;
+                    match $crate::__unpack_events(&events) {
+                        ::std::result::Result::Ok(events) => __CorrelatorHandlerExport::handle(events),
+                        // The host counts every event without a result as
+                        // failed, and logs this one message.
+                        ::std::result::Result::Err(error) => ::std::vec![::std::result::Result::Err(
+                            ::std::format!("cannot unpack the events: {error}")
+                        )],
+                    }
+                }
+            }
+
             #[cfg(target_arch = "wasm32")]
             $crate::__bindings::handler::__export_event_handler!(__CorrelatorHandlerExport);
 
@@ -308,6 +330,7 @@ macro_rules! export_handler {
                 let _ = __CorrelatorHandlerExport::describe;
                 let _ = __CorrelatorHandlerExport::init;
                 let _ = __CorrelatorHandlerExport::handle;
+                let _ = <__CorrelatorHandlerExport as $crate::__bindings::handler::exports::correlator::plugin::packed_handler::Guest>::handle_packed;
             }
         };
     };

@@ -1,12 +1,16 @@
-//! Event values as `events.dispatch-encoded` packs them: every declared
-//! field's value in declared order, without names or type tags, little
-//! endian (see the WIT for the layout).
+//! The contract's packed byte layouts (the WIT describes both): event
+//! values as `events.dispatch-encoded` takes them (every declared field's
+//! value in declared order, without names or type tags), and batches of
+//! events as `packed-handler.handle-packed` takes them.
 //!
-//! The module thread only checks them ([`check`]), which allocates nothing;
-//! the handler thread unpacks them ([`decode`]). The module thread is the
-//! pipeline's bottleneck, so the strings are made where there is room.
+//! The module thread only checks packed values ([`check`]), which
+//! allocates nothing; the handler thread unpacks them ([`decode`]). The
+//! module thread is the pipeline's bottleneck, so the strings are made
+//! where there is room.
 
-use crate::types::{DispatchError, EventDecl, Timestamp, Value, ValueType};
+use crate::types::{
+    DeliveredEvent, DispatchError, EventDecl, Severity, Timestamp, Value, ValueType,
+};
 
 /// One value read from the bytes, its text still borrowed.
 enum Packed<'a> {
@@ -108,6 +112,63 @@ pub fn decode(decl: &EventDecl, bytes: &[u8]) -> Vec<Value> {
         });
     });
     values
+}
+
+/// Append `events` to `out` as `handle-packed` takes them.
+pub fn pack_events(events: &[DeliveredEvent], out: &mut Vec<u8>) {
+    for event in events {
+        pack_text(&event.module, out);
+        pack_text(&event.kind, out);
+        out.push(match event.severity {
+            Severity::Info => 0,
+            Severity::Warning => 1,
+            Severity::Error => 2,
+        });
+        pack_timestamp(&event.time, out);
+        pack_text(&event.summary, out);
+        pack_length(event.fields.len(), out);
+        for field in &event.fields {
+            pack_text(&field.name, out);
+            let (tag, value) = (type_tag(field.value.value_type()), &field.value);
+            out.push(tag);
+            match value {
+                Value::Integer(integer) => out.extend_from_slice(&integer.to_le_bytes()),
+                Value::Float(float) => out.extend_from_slice(&float.to_le_bytes()),
+                Value::Boolean(boolean) => out.push(u8::from(*boolean)),
+                Value::Text(text) | Value::Email(text) => pack_text(text, out),
+                Value::Timestamp(time) => pack_timestamp(time, out),
+            }
+        }
+    }
+}
+
+/// A value type as a packed event names it: its case's place in the WIT.
+fn type_tag(value_type: ValueType) -> u8 {
+    match value_type {
+        ValueType::Integer => 0,
+        ValueType::Float => 1,
+        ValueType::Text => 2,
+        ValueType::Boolean => 3,
+        ValueType::Email => 4,
+        ValueType::Timestamp => 5,
+    }
+}
+
+/// A length as u32. Everything packed comes from a guest's 32-bit memory
+/// or is the host's own, far shorter than 4 GiB.
+fn pack_length(length: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(&u32::try_from(length).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn pack_text(text: &str, out: &mut Vec<u8>) {
+    pack_length(text.len(), out);
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn pack_timestamp(time: &Timestamp, out: &mut Vec<u8>) {
+    out.extend_from_slice(&time.seconds.to_le_bytes());
+    out.extend_from_slice(&time.nanoseconds.to_le_bytes());
+    out.extend_from_slice(&time.offset_minutes.to_le_bytes());
 }
 
 #[cfg(test)]
@@ -219,5 +280,49 @@ mod tests {
             check(&decl(), &lying),
             Err(DispatchError::MissingField("user".into()))
         );
+    }
+
+    #[test]
+    fn events_are_packed_field_by_field_with_names_and_type_tags() {
+        use crate::types::Field;
+        let event = DeliveredEvent {
+            module: "OpenSSH".into(),
+            kind: "K".into(),
+            severity: Severity::Warning,
+            time: Timestamp {
+                seconds: 1,
+                nanoseconds: 2,
+                offset_minutes: -3,
+            },
+            summary: "s".into(),
+            fields: vec![
+                Field {
+                    name: "ok".into(),
+                    value: Value::Boolean(true),
+                },
+                Field {
+                    name: "user".into(),
+                    value: Value::Text("al".into()),
+                },
+            ],
+        };
+        let mut out = Vec::new();
+        pack_events(std::slice::from_ref(&event), &mut out);
+        let mut expected = Vec::new();
+        for part in [&b"\x07\0\0\0OpenSSH"[..], b"\x01\0\0\0K", b"\x01"] {
+            expected.extend_from_slice(part);
+        }
+        expected.extend_from_slice(&1i64.to_le_bytes());
+        expected.extend_from_slice(&2u32.to_le_bytes());
+        expected.extend_from_slice(&(-3i16).to_le_bytes());
+        for part in [
+            &b"\x01\0\0\0s"[..],
+            b"\x02\0\0\0",
+            b"\x02\0\0\0ok\x03\x01",
+            b"\x04\0\0\0user\x02\x02\0\0\0al",
+        ] {
+            expected.extend_from_slice(part);
+        }
+        assert_eq!(out, expected);
     }
 }

@@ -29,6 +29,48 @@ use wasmtime::component::{Instance, TypedFunc};
 /// The optional export of modules that keep durable state.
 const DURABLE_INTERFACE: &str = "correlator:plugin/durable@0.1.0";
 
+/// The optional export of handlers that take their events packed.
+const PACKED_HANDLER_INTERFACE: &str = "correlator:plugin/packed-handler@0.1.0";
+
+/// A packed batch buffer grown past this is let go after its call, so that
+/// one burst does not keep its memory for the rest of the run.
+const PACKED_BUFFER_KEPT: usize = 4 << 20;
+
+/// `packed-handler.handle-packed` of one instance, if it exports it (a
+/// component built with the SDK does; one built without may not).
+fn packed_handle_of(
+    store: &mut Store<InstanceState>,
+    instance: &Instance,
+) -> wasmtime::Result<Option<wasmtime::component::Func>> {
+    let Some(interface) = instance.get_export_index(&mut *store, None, PACKED_HANDLER_INTERFACE)
+    else {
+        return Ok(None);
+    };
+    let index = instance
+        .get_export_index(&mut *store, Some(&interface), "handle-packed")
+        .ok_or_else(|| {
+            wasmtime::format_err!("{PACKED_HANDLER_INTERFACE} has no function handle-packed")
+        })?;
+    let func = instance
+        .get_func(&mut *store, index)
+        .ok_or_else(|| wasmtime::format_err!("handle-packed is not a function"))?;
+    // Check its type once here; every call checks it again (cheaply), as a
+    // typed function with a borrowed parameter cannot be kept.
+    func.typed::<(&[u8],), (Vec<Result<(), String>>,)>(&*store)?;
+    Ok(Some(func))
+}
+
+/// Instantiate a handler: its world's bindings and its packed `handle`.
+fn instantiate_handler(
+    pre: &EventHandlerPre<InstanceState>,
+    store: &mut Store<InstanceState>,
+) -> wasmtime::Result<(EventHandler, Option<wasmtime::component::Func>)> {
+    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let bindings = EventHandler::new(&mut *store, &instance)?;
+    let packed = packed_handle_of(store, &instance)?;
+    Ok((bindings, packed))
+}
+
 /// The functions of the `durable` export of one instance.
 #[derive(Clone, Copy)]
 struct DurableExports {
@@ -626,6 +668,11 @@ pub struct HandlerInstance {
     pre: EventHandlerPre<InstanceState>,
     store: Store<InstanceState>,
     bindings: EventHandler,
+    /// `handle-packed`, when the component exports it: used instead of
+    /// `handle`.
+    packed: Option<wasmtime::component::Func>,
+    /// Where events are packed for `handle-packed`, kept between calls.
+    packed_buffer: Vec<u8>,
     config: BTreeMap<String, Value>,
     supervisor: Supervisor,
 }
@@ -647,8 +694,7 @@ impl HandlerInstance {
     ) -> anyhow::Result<Self> {
         let name = sandbox.name().to_owned();
         let mut store = sandbox.store()?;
-        let bindings = pre
-            .instantiate(&mut store)
+        let (bindings, packed) = instantiate_handler(&pre, &mut store)
             .into_anyhow()
             .with_context(|| format!("cannot instantiate handler \"{name}\""))?;
         let descriptor = bindings
@@ -664,6 +710,8 @@ impl HandlerInstance {
             pre,
             store,
             bindings,
+            packed,
+            packed_buffer: Vec::new(),
             config: BTreeMap::new(),
             supervisor: Supervisor::new(policy),
         })
@@ -682,13 +730,30 @@ impl HandlerInstance {
         !self.supervisor.is_disabled()
     }
 
-    /// One `handle` call: the per-event results, or why it failed.
+    /// One `handle` call (`handle-packed` if the component has it): the
+    /// per-event results, or why it failed.
     fn call(&mut self, events: &[DeliveredEvent]) -> Result<Vec<Result<(), String>>, String> {
         self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        self.bindings
-            .correlator_plugin_handler()
-            .call_handle(&mut self.store, events)
-            .map_err(|error| failure_reason(&error, &self.sandbox))
+        let result = match self.packed {
+            Some(func) => {
+                let mut packed = std::mem::take(&mut self.packed_buffer);
+                packed.clear();
+                super::encoded::pack_events(events, &mut packed);
+                let result = func
+                    .typed::<(&[u8],), (Vec<Result<(), String>>,)>(&self.store)
+                    .and_then(|handle| handle.call(&mut self.store, (&packed,)))
+                    .map(|(results,)| results);
+                if packed.capacity() <= PACKED_BUFFER_KEPT {
+                    self.packed_buffer = packed;
+                }
+                result
+            }
+            None => self
+                .bindings
+                .correlator_plugin_handler()
+                .call_handle(&mut self.store, events),
+        };
+        result.map_err(|error| failure_reason(&error, &self.sandbox))
     }
 
     fn count_failures(&self, events: &[DeliveredEvent], results: &[Result<(), String>]) -> usize {
@@ -831,13 +896,12 @@ impl Supervised for HandlerInstance {
 
     fn fresh(&mut self) -> Result<(), String> {
         let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
+        let (bindings, packed) = instantiate_handler(&self.pre, &mut store)
             .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
         store.data_mut().config = self.config.clone();
         self.store = store;
         self.bindings = bindings;
+        self.packed = packed;
         Ok(())
     }
 
