@@ -317,7 +317,10 @@ fn inspect_shows_what_a_component_asks_for() {
         &run.stdout,
         "  wasi:filesystem/preopens@0.2.6  (needs a directory: grants = { dir = \"...\" })\n",
     );
-    assert_has(&run.stdout, "exports:\n  correlator:plugin/handler@0.1.0\n");
+    assert_has(
+        &run.stdout,
+        "exports:\n  correlator:plugin/packed-handler@0.1.0\n  correlator:plugin/handler@0.1.0\n",
+    );
 
     let run = correlator(&workspace(), &["inspect", hostile_guest()]);
     assert_has(&run.stdout, "role: logic module\nname: hostile\n");

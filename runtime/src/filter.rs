@@ -5,7 +5,7 @@
 //! since the epoch) and `fields` (a map of the event's fields). For example
 //! `event.severity == "error" && event.fields.user == "root"`.
 
-use crate::types::{DeliveredEvent, Value};
+use crate::types::{Dispatched, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
@@ -190,7 +190,7 @@ impl Filter {
     /// Whether `event` passes. An expression that fails at run time (a
     /// missing field, a type mismatch) or yields a non-boolean is an error,
     /// which the caller counts and treats as false.
-    pub fn matches(&self, event: &DeliveredEvent) -> Result<bool, String> {
+    pub fn matches(&self, event: &Dispatched) -> Result<bool, String> {
         let mut scope = self.context.new_inner_scope();
         scope.add_variable_from_value("event", event_value(event, &self.reads));
         match self.program.execute(&scope) {
@@ -212,17 +212,17 @@ fn cel_value(value: &Value) -> cel::Value {
 }
 
 /// The `event` variable, with what the filter `reads` of it.
-fn event_value(event: &DeliveredEvent, reads: &Reads) -> cel::Value {
+fn event_value(event: &Dispatched, reads: &Reads) -> cel::Value {
     let string = |text: &str| cel::Value::String(Arc::new(text.to_owned()));
     let mut map: HashMap<String, cel::Value> = HashMap::new();
     if reads.key("kind") {
-        map.insert("kind".into(), string(&event.kind));
+        map.insert("kind".into(), string(&event.decl.kind));
     }
     if reads.key("module") {
         map.insert("module".into(), string(&event.module));
     }
     if reads.key("severity") {
-        map.insert("severity".into(), string(event.severity.name()));
+        map.insert("severity".into(), string(event.decl.severity.name()));
     }
     if reads.key("summary") {
         map.insert("summary".into(), string(&event.summary));
@@ -232,10 +232,12 @@ fn event_value(event: &DeliveredEvent, reads: &Reads) -> cel::Value {
     }
     if reads.key("fields") {
         let fields: HashMap<String, cel::Value> = event
+            .decl
             .fields
             .iter()
-            .filter(|field| reads.field(&field.name))
-            .map(|field| (field.name.clone(), cel_value(&field.value)))
+            .zip(event.values().iter())
+            .filter(|(declared, _)| reads.field(&declared.name))
+            .map(|(declared, value)| (declared.name.clone(), cel_value(value)))
             .collect();
         map.insert("fields".into(), cel::Value::from(fields));
     }
@@ -245,25 +247,28 @@ fn event_value(event: &DeliveredEvent, reads: &Reads) -> cel::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Field, Severity, Timestamp};
+    use crate::types::{EventDecl, FieldDecl, FieldValues, Severity, Timestamp, ValueType};
 
-    fn event(kind: &str, severity: Severity, user: &str) -> DeliveredEvent {
-        DeliveredEvent {
+    fn event(kind: &str, severity: Severity, user: &str) -> Dispatched {
+        let field = |name: &str, value_type| FieldDecl {
+            name: name.into(),
+            value_type,
+            description: String::new(),
+        };
+        Dispatched {
             module: "OpenSSH".into(),
-            kind: kind.into(),
-            severity,
+            decl: std::sync::Arc::new(EventDecl {
+                kind: kind.into(),
+                severity,
+                description: String::new(),
+                fields: vec![
+                    field("user", ValueType::Text),
+                    field("failures", ValueType::Integer),
+                ],
+            }),
             time: Timestamp::EPOCH,
             summary: "s".into(),
-            fields: vec![
-                Field {
-                    name: "user".into(),
-                    value: Value::Text(user.into()),
-                },
-                Field {
-                    name: "failures".into(),
-                    value: Value::Integer(3),
-                },
-            ],
+            values: FieldValues::Values(vec![Value::Text(user.into()), Value::Integer(3)]),
         }
     }
 
@@ -317,7 +322,7 @@ mod tests {
                     filter.matches(event).map_err(|_| ()),
                     whole.matches(event).map_err(|_| ()),
                     "{source} on {}",
-                    event.kind
+                    event.decl.kind
                 );
             }
         }

@@ -11,7 +11,7 @@ use crate::filter::Filter;
 use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
 use crate::record::BatchBuilder;
 use crate::state_store::{Checkpoint, InstanceCommit, Ownership, StateStore};
-use crate::types::{DeliveredEvent, Dispatched, RecordBatch, TickKind, TimerTick, Timestamp};
+use crate::types::{Dispatched, RecordBatch, TickKind, TimerTick, Timestamp};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -734,8 +734,7 @@ impl HandlerStage {
         if events.is_empty() {
             return Ok(());
         }
-        let events: Vec<DeliveredEvent> =
-            events.into_iter().map(Dispatched::into_delivered).collect();
+        let events: Vec<&Dispatched> = events.iter().collect();
         self.counters.events += events.len() as u64;
         let mut disabled = Vec::new();
         for route in &mut self.routes {
@@ -749,17 +748,17 @@ impl HandlerStage {
                 }
                 Some(filter) => {
                     let mut selected = Vec::new();
-                    for event in &events {
+                    for &event in &events {
                         match filter.matches(event) {
-                            Ok(true) => selected.push(event.clone()),
+                            Ok(true) => selected.push(event),
                             Ok(false) => {}
                             Err(message) => {
                                 route.filter_errors += 1;
                                 self.counters.filter_errors += 1;
                                 if route.filter_errors == 1 {
-                                    tracing::warn!(handler = %route.handler.name, event = %event.kind, "filter failed; counted as false (further failures are logged at debug level): {message}");
+                                    tracing::warn!(handler = %route.handler.name, event = %event.decl.kind, "filter failed; counted as false (further failures are logged at debug level): {message}");
                                 } else {
-                                    tracing::debug!(handler = %route.handler.name, event = %event.kind, "filter failed: {message}");
+                                    tracing::debug!(handler = %route.handler.name, event = %event.decl.kind, "filter failed: {message}");
                                 }
                             }
                         }

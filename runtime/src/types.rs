@@ -69,9 +69,11 @@ impl Timestamp {
 }
 
 /// An event a module dispatched, validated, on its way from the module
-/// thread to the handler thread. It becomes a [`DeliveredEvent`] there, so
-/// that the module thread (the replay's bottleneck) neither copies the
-/// instance name nor the field names into every event: both are shared.
+/// thread to the handler thread, and through filters to handlers. The
+/// module thread (the replay's bottleneck) neither copies the instance name
+/// nor the field names into every event: both are shared. Handlers that
+/// take their events packed get them packed from this; others get a
+/// [`DeliveredEvent`] made from it.
 #[derive(Debug, Clone)]
 pub struct Dispatched {
     /// The module instance that dispatched it.
@@ -92,31 +94,37 @@ pub enum FieldValues {
     /// Lifted one by one (`dispatch`, `dispatch-values`), or made by the host.
     Values(Vec<Value>),
     /// Packed by `dispatch-encoded` and checked against the declaration;
-    /// unpacked on the handler thread, so that the module thread (the
-    /// bottleneck) makes no string for them.
+    /// unpacked only where needed, never on the module thread.
     Encoded(Vec<u8>),
 }
 
 impl Dispatched {
-    /// The event as handlers receive it.
-    pub fn into_delivered(self) -> DeliveredEvent {
+    /// The fields' values in declared order, unpacked if they came packed.
+    pub fn values(&self) -> std::borrow::Cow<'_, [Value]> {
+        match &self.values {
+            FieldValues::Values(values) => std::borrow::Cow::Borrowed(values),
+            FieldValues::Encoded(bytes) => {
+                std::borrow::Cow::Owned(crate::host::decode_values(&self.decl, bytes))
+            }
+        }
+    }
+
+    /// The event as handlers without `packed-handler` receive it.
+    pub fn to_delivered(&self) -> DeliveredEvent {
         DeliveredEvent {
             module: self.module.to_string(),
             kind: self.decl.kind.clone(),
             severity: self.decl.severity,
             time: self.time,
-            summary: self.summary,
+            summary: self.summary.clone(),
             fields: self
                 .decl
                 .fields
                 .iter()
-                .zip(match self.values {
-                    FieldValues::Values(values) => values,
-                    FieldValues::Encoded(bytes) => crate::host::decode_values(&self.decl, &bytes),
-                })
+                .zip(self.values().iter())
                 .map(|(declared, value)| Field {
                     name: declared.name.clone(),
-                    value,
+                    value: value.clone(),
                 })
                 .collect(),
         }

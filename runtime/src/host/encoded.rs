@@ -9,7 +9,7 @@
 //! where there is room.
 
 use crate::types::{
-    DeliveredEvent, DispatchError, EventDecl, Severity, Timestamp, Value, ValueType,
+    DispatchError, Dispatched, EventDecl, FieldValues, Severity, Timestamp, Value, ValueType,
 };
 
 /// One value read from the bytes, its text still borrowed.
@@ -19,6 +19,18 @@ enum Packed<'a> {
     Boolean(bool),
     Text(&'a str),
     Timestamp(Timestamp),
+}
+
+impl<'a> Packed<'a> {
+    fn of(value: &'a Value) -> Self {
+        match value {
+            Value::Integer(integer) => Packed::Integer(*integer),
+            Value::Float(float) => Packed::Float(*float),
+            Value::Boolean(boolean) => Packed::Boolean(*boolean),
+            Value::Text(text) | Value::Email(text) => Packed::Text(text),
+            Value::Timestamp(time) => Packed::Timestamp(*time),
+        }
+    }
 }
 
 /// Read the value of every field `decl` declares from `bytes`, in order,
@@ -114,29 +126,45 @@ pub fn decode(decl: &EventDecl, bytes: &[u8]) -> Vec<Value> {
     values
 }
 
-/// Append `events` to `out` as `handle-packed` takes them.
-pub fn pack_events(events: &[DeliveredEvent], out: &mut Vec<u8>) {
+/// Append `events` to `out` as `handle-packed` takes them: names from the
+/// shared declaration, values copied as they are (packed ones without
+/// being unpacked), nothing allocated but `out`'s growth.
+pub fn pack_events(events: &[&Dispatched], out: &mut Vec<u8>) {
     for event in events {
+        let decl = &*event.decl;
         pack_text(&event.module, out);
-        pack_text(&event.kind, out);
-        out.push(match event.severity {
+        pack_text(&decl.kind, out);
+        out.push(match decl.severity {
             Severity::Info => 0,
             Severity::Warning => 1,
             Severity::Error => 2,
         });
         pack_timestamp(&event.time, out);
         pack_text(&event.summary, out);
-        pack_length(event.fields.len(), out);
-        for field in &event.fields {
-            pack_text(&field.name, out);
-            let (tag, value) = (type_tag(field.value.value_type()), &field.value);
-            out.push(tag);
+        pack_length(decl.fields.len(), out);
+        let mut declared = decl.fields.iter();
+        let mut field = |value_type: ValueType, value: Packed<'_>| {
+            if let Some(declared) = declared.next() {
+                pack_text(&declared.name, out);
+            }
+            out.push(type_tag(value_type));
             match value {
-                Value::Integer(integer) => out.extend_from_slice(&integer.to_le_bytes()),
-                Value::Float(float) => out.extend_from_slice(&float.to_le_bytes()),
-                Value::Boolean(boolean) => out.push(u8::from(*boolean)),
-                Value::Text(text) | Value::Email(text) => pack_text(text, out),
-                Value::Timestamp(time) => pack_timestamp(time, out),
+                Packed::Integer(integer) => out.extend_from_slice(&integer.to_le_bytes()),
+                Packed::Float(float) => out.extend_from_slice(&float.to_le_bytes()),
+                Packed::Boolean(boolean) => out.push(u8::from(boolean)),
+                Packed::Text(text) => pack_text(text, out),
+                Packed::Timestamp(time) => pack_timestamp(&time, out),
+            }
+        };
+        match &event.values {
+            FieldValues::Values(values) => {
+                for value in values {
+                    field(value.value_type(), Packed::of(value));
+                }
+            }
+            // Checked when it was dispatched: it unpacks.
+            FieldValues::Encoded(bytes) => {
+                let _ = unpack(decl, bytes, field);
             }
         }
     }
@@ -284,30 +312,36 @@ mod tests {
 
     #[test]
     fn events_are_packed_field_by_field_with_names_and_type_tags() {
-        use crate::types::Field;
-        let event = DeliveredEvent {
-            module: "OpenSSH".into(),
+        let field = |name: &str, value_type| FieldDecl {
+            name: name.into(),
+            value_type,
+            description: String::new(),
+        };
+        let decl = std::sync::Arc::new(EventDecl {
             kind: "K".into(),
             severity: Severity::Warning,
+            description: String::new(),
+            fields: vec![
+                field("ok", ValueType::Boolean),
+                field("user", ValueType::Text),
+            ],
+        });
+        let lifted = Dispatched {
+            module: "OpenSSH".into(),
+            decl: std::sync::Arc::clone(&decl),
             time: Timestamp {
                 seconds: 1,
                 nanoseconds: 2,
                 offset_minutes: -3,
             },
             summary: "s".into(),
-            fields: vec![
-                Field {
-                    name: "ok".into(),
-                    value: Value::Boolean(true),
-                },
-                Field {
-                    name: "user".into(),
-                    value: Value::Text("al".into()),
-                },
-            ],
+            values: FieldValues::Values(vec![Value::Boolean(true), Value::Text("al".into())]),
         };
-        let mut out = Vec::new();
-        pack_events(std::slice::from_ref(&event), &mut out);
+        // The same event as dispatch-encoded brings it.
+        let encoded = Dispatched {
+            values: FieldValues::Encoded(b"\x01\x02\0\0\0al".to_vec()),
+            ..lifted.clone()
+        };
         let mut expected = Vec::new();
         for part in [&b"\x07\0\0\0OpenSSH"[..], b"\x01\0\0\0K", b"\x01"] {
             expected.extend_from_slice(part);
@@ -323,6 +357,13 @@ mod tests {
         ] {
             expected.extend_from_slice(part);
         }
-        assert_eq!(out, expected);
+        for event in [&lifted, &encoded] {
+            let mut out = Vec::new();
+            pack_events(&[event], &mut out);
+            assert_eq!(out, expected, "{:?}", event.values);
+        }
+        let mut both = Vec::new();
+        pack_events(&[&lifted, &encoded], &mut both);
+        assert_eq!(both, [expected.clone(), expected].concat());
     }
 }

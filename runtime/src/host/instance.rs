@@ -732,7 +732,7 @@ impl HandlerInstance {
 
     /// One `handle` call (`handle-packed` if the component has it): the
     /// per-event results, or why it failed.
-    fn call(&mut self, events: &[DeliveredEvent]) -> Result<Vec<Result<(), String>>, String> {
+    fn call(&mut self, events: &[&Dispatched]) -> Result<Vec<Result<(), String>>, String> {
         self.store.set_epoch_deadline(self.sandbox.call_ticks());
         let result = match self.packed {
             Some(func) => {
@@ -748,27 +748,30 @@ impl HandlerInstance {
                 }
                 result
             }
-            None => self
-                .bindings
-                .correlator_plugin_handler()
-                .call_handle(&mut self.store, events),
+            None => {
+                let delivered: Vec<DeliveredEvent> =
+                    events.iter().map(|event| event.to_delivered()).collect();
+                self.bindings
+                    .correlator_plugin_handler()
+                    .call_handle(&mut self.store, &delivered)
+            }
         };
         result.map_err(|error| failure_reason(&error, &self.sandbox))
     }
 
-    fn count_failures(&self, events: &[DeliveredEvent], results: &[Result<(), String>]) -> usize {
+    fn count_failures(&self, events: &[&Dispatched], results: &[Result<(), String>]) -> usize {
         let mut failures = events.len().saturating_sub(results.len());
         for (event, result) in events.iter().zip(results) {
             if let Err(message) = result {
                 failures += 1;
-                tracing::warn!(handler = %self.name, module = %event.module, event = %event.kind, "handler failed on an event: {message}");
+                tracing::warn!(handler = %self.name, module = %event.module, event = %event.decl.kind, "handler failed on an event: {message}");
             }
         }
         failures
     }
 
     /// Hand over a batch of events.
-    pub fn handle(&mut self, events: &[DeliveredEvent]) -> Result<Handled, Aborted> {
+    pub fn handle(&mut self, events: &[&Dispatched]) -> Result<Handled, Aborted> {
         if events.is_empty() {
             return Ok(Handled::default());
         }
@@ -796,7 +799,7 @@ impl HandlerInstance {
         }
     }
 
-    fn retry_one_by_one(&mut self, events: &[DeliveredEvent]) -> Handled {
+    fn retry_one_by_one(&mut self, events: &[&Dispatched]) -> Handled {
         let mut handled = Handled::default();
         let mut retry_failures = 0;
         for (index, event) in events.iter().enumerate() {
@@ -807,7 +810,7 @@ impl HandlerInstance {
                 Err(reason) => {
                     handled.failures += 1;
                     retry_failures += 1;
-                    tracing::warn!(handler = %self.name, module = %event.module, event = %event.kind, "event skipped: it alone made the handler fail: {reason}");
+                    tracing::warn!(handler = %self.name, module = %event.module, event = %event.decl.kind, "event skipped: it alone made the handler fail: {reason}");
                     if retry_failures >= RETRY_FAILURES_MAX || restart(self).is_err() {
                         handled.failures += events.len() - index - 1;
                         if let Ok(Outcome::Disabled(event)) = self.fail(&reason) {
