@@ -48,19 +48,26 @@ struct Server {
     /// connection of a line that carries a child's PID. Keyed by address
     /// alone so that a lookup needs no allocation.
     by_peer: HashMap<String, Vec<(u16, u32)>>,
-    /// Ended connections (record time of the end, PID), in the order they
-    /// ended. They are forgotten by this server's own record time, so that
-    /// a server whose records come late (a sender catching up, a clock
-    /// behind the others) keeps them as long as one that is on time.
+    /// Ended connections (the server's [`Server::latest`] when they ended,
+    /// PID), oldest first. They are forgotten by this server's own record
+    /// time, so that a server whose records come late (a sender catching
+    /// up, a clock behind the others) keeps them as long as one that is on
+    /// time.
     ended: VecDeque<(i64, u32)>,
+    /// The latest record time this server has sent (seconds). Its clock for
+    /// forgetting ended connections: it never goes back, so `ended` stays
+    /// in order however the server's records are ordered.
+    latest: i64,
 }
 
 impl Server {
-    /// Drop ended connections once their stray end lines can no longer
-    /// come, `now` being this server's latest record time.
-    fn forget_ended(&mut self, now: i64) {
+    /// Move this server's clock to `now` (if later), and drop ended
+    /// connections once their stray end lines can no longer come.
+    fn advance(&mut self, now: i64) {
+        self.latest = self.latest.max(now);
+        let latest = self.latest;
         while let Some(&(at, pid)) = self.ended.front() {
-            if at > now - ENDED_MEMORY_SECONDS {
+            if at > latest - ENDED_MEMORY_SECONDS {
                 break;
             }
             self.ended.pop_front();
@@ -162,23 +169,32 @@ mod version1 {
 pub const STATE_VERSION: u32 = 2;
 
 /// Version 1's state in the current layout: each ended connection goes to
-/// its server's list (in the order it ended there).
+/// its server's list (in the order it ended there), and each server's clock
+/// starts at the latest time version 1 knew of it.
 fn upgrade_from_version1(old: version1::Saved) -> Saved {
     let mut servers: HashMap<String, Server> = old
         .servers
         .into_iter()
         .map(|(hostname, server)| {
+            let latest = server
+                .connections
+                .values()
+                .map(|connection| connection.first_seen)
+                .max()
+                .unwrap_or(i64::MIN);
             let server = Server {
                 connections: server.connections,
                 by_peer: server.by_peer,
                 ended: VecDeque::new(),
+                latest,
             };
             (hostname, server)
         })
         .collect();
     for (at, hostname, pid) in old.ended {
         if let Some(server) = servers.get_mut(&hostname) {
-            server.ended.push_back((at, pid));
+            server.latest = server.latest.max(at);
+            server.ended.push_back((server.latest, pid));
         }
     }
     Saved {
@@ -266,7 +282,7 @@ impl Tracker {
             Some(server) => server,
             None => self.servers.entry(record.hostname.to_owned()).or_default(),
         };
-        server.forget_ended(now.seconds);
+        server.advance(now.seconds);
         match line {
             Line::Accepted {
                 method,
@@ -396,7 +412,7 @@ impl Tracker {
             );
             self.statistics.denied += 1;
         }
-        server.ended.push_back((now.seconds, pid));
+        server.ended.push_back((server.latest, pid));
     }
 
     /// An authenticated connection's session is over.
@@ -436,7 +452,7 @@ impl Tracker {
         .dispatch();
         self.statistics.sessions += 1;
         connection.ended = true;
-        server.ended.push_back((now.seconds, pid));
+        server.ended.push_back((server.latest, pid));
     }
 
     /// Forget connections older than `max_transaction_age`.
@@ -582,7 +598,31 @@ mod tests {
         assert_eq!(new.servers.len(), 2);
         assert_eq!(new.servers["a"].ended, [(10, 1), (12, 3)]);
         assert_eq!(new.servers["b"].ended, [(11, 2)]);
+        assert_eq!((new.servers["a"].latest, new.servers["b"].latest), (12, 11));
         assert_eq!(new.servers["a"].connections.len(), 2);
         assert_eq!(new.statistics.sessions, 3);
+    }
+
+    #[test]
+    fn a_servers_clock_never_goes_back_so_its_ended_connections_are_forgotten_in_order() {
+        let mut server = Server::default();
+        // Records out of order: the connection ending at 400 counts as
+        // ending at 1000, the server's latest time then.
+        for (pid, at) in [(1, 1000), (2, 400), (3, 1010)] {
+            server.advance(at);
+            let ended = Connection {
+                ended: true,
+                ..Connection::default()
+            };
+            server.connections.insert(pid, ended);
+            server.ended.push_back((server.latest, pid));
+        }
+        assert_eq!(server.ended, [(1000, 1), (1000, 2), (1010, 3)]);
+        server.advance(500);
+        assert_eq!((server.latest, server.connections.len()), (1010, 3));
+        // 120 s after 1000: the first two are forgotten.
+        server.advance(1120);
+        assert_eq!(server.ended, [(1010, 3)]);
+        assert_eq!(server.connections.keys().copied().collect::<Vec<_>>(), [3]);
     }
 }
