@@ -69,6 +69,14 @@ fn sample_capture_gives_two_sessions_and_one_failed_login_with_exact_fields() {
     );
 }
 
+/// The `fields` of every event of `kind`, in order.
+fn fields_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    of_kind(events, kind)
+        .into_iter()
+        .map(|event| &event["fields"])
+        .collect()
+}
+
 fn hosts_exceeded(events: &[Value]) -> Vec<String> {
     of_kind(events, "SSHDAttemptsExceeded")
         .iter()
@@ -184,10 +192,7 @@ fn interleaved_hosts_and_pids_are_kept_apart() {
     );
     let events = replay_json(SSHD_JSON_APP, &capture, &[]);
     assert_eq!(hosts_exceeded(&events), ["198.51.100.1"]);
-    let failed: Vec<&Value> = of_kind(&events, "SSHDLoginFailed")
-        .into_iter()
-        .map(|e| &e["fields"])
-        .collect();
+    let failed = fields_of(&events, "SSHDLoginFailed");
     assert_eq!(
         failed,
         [
@@ -297,10 +302,7 @@ fn end_lines_of_unseen_connections_report_only_named_unauthenticated_users() {
         "Disconnected from user timp 192.0.2.1 port 3",
     );
     let events = replay_json(SSHD_JSON_APP, &capture, &[]);
-    let failed: Vec<&Value> = of_kind(&events, "SSHDLoginFailed")
-        .into_iter()
-        .map(|e| &e["fields"])
-        .collect();
+    let failed = fields_of(&events, "SSHDLoginFailed");
     assert_eq!(
         failed,
         [&json!({"user": "guest", "addr": "192.0.2.1", "port": 1, "failures": 0})]
@@ -323,10 +325,7 @@ fn a_server_whose_records_come_late_keeps_its_ended_connections_as_long() {
     .map(|line| format!("{line}\n"))
     .concat();
     let events = replay_json(SSHD_JSON_APP, &capture, &[]);
-    let failed: Vec<&Value> = of_kind(&events, "SSHDLoginFailed")
-        .into_iter()
-        .map(|e| &e["fields"])
-        .collect();
+    let failed = fields_of(&events, "SSHDLoginFailed");
     assert_eq!(
         failed,
         [&json!({"user": "guest", "addr": "203.0.113.5", "port": 2, "failures": 1})]
