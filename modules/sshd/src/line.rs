@@ -58,75 +58,93 @@ pub struct End<'a> {
 }
 
 /// Classify an sshd message; `None` for messages that do not matter.
+///
+/// The first byte picks the one kind of line that can start with it, so
+/// that a line is compared with one or two prefixes, not a dozen (in
+/// WebAssembly a comparison is a call and a loop).
 pub fn parse(message: &str) -> Option<Line<'_>> {
     let message = message.trim_end();
     let message = message.strip_suffix(" [preauth]").unwrap_or(message);
-    if let Some(rest) = message.strip_prefix("Accepted ") {
-        let (method, rest) = split_once(rest, " for ")?;
-        let (user, addr, port, tail) = user_from_addr_port(rest)?;
-        let key = tail
-            .strip_prefix("ssh2")
-            .unwrap_or(tail)
-            .trim_start_matches(':')
-            .trim();
-        return Some(Line::Accepted {
-            method,
-            user,
-            addr,
-            port,
-            key,
-        });
+    match message.as_bytes().first()? {
+        b'A' => parse_accepted(message),
+        b'F' => parse_failed(message),
+        b'I' => parse_invalid_user(message),
+        b'p' => parse_pam(message),
+        _ => parse_end(message).map(Line::End),
     }
-    if let Some(rest) = message.strip_prefix("Failed ") {
-        let rest = rest
-            .strip_prefix("password for ")
-            .or_else(|| rest.strip_prefix("keyboard-interactive/pam for "))?;
-        let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
-        let (user, addr, port, _) = user_from_addr_port(rest)?;
-        return Some(Line::FailedPassword { user, addr, port });
-    }
-    if let Some(rest) = message.strip_prefix("Invalid user ") {
-        return Some(match user_from_addr_port(rest) {
-            Some((user, addr, port, _)) => Line::InvalidUser { user, addr, port },
-            None => {
-                // OpenSSH 7.x before 7.5 logs no port.
-                let (user, addr) = rsplit_once(rest, " from ")?;
-                Line::InvalidUser {
-                    user,
-                    addr: addr.trim(),
-                    port: 0,
-                }
+}
+
+fn parse_accepted(message: &str) -> Option<Line<'_>> {
+    let rest = message.strip_prefix("Accepted ")?;
+    let (method, rest) = split_once(rest, " for ")?;
+    let (user, addr, port, tail) = user_from_addr_port(rest)?;
+    let key = tail
+        .strip_prefix("ssh2")
+        .unwrap_or(tail)
+        .trim_start_matches(':')
+        .trim();
+    Some(Line::Accepted {
+        method,
+        user,
+        addr,
+        port,
+        key,
+    })
+}
+
+fn parse_failed(message: &str) -> Option<Line<'_>> {
+    let rest = message.strip_prefix("Failed ")?;
+    let rest = rest
+        .strip_prefix("password for ")
+        .or_else(|| rest.strip_prefix("keyboard-interactive/pam for "))?;
+    let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
+    let (user, addr, port, _) = user_from_addr_port(rest)?;
+    Some(Line::FailedPassword { user, addr, port })
+}
+
+fn parse_invalid_user(message: &str) -> Option<Line<'_>> {
+    let rest = message.strip_prefix("Invalid user ")?;
+    Some(match user_from_addr_port(rest) {
+        Some((user, addr, port, _)) => Line::InvalidUser { user, addr, port },
+        None => {
+            // OpenSSH 7.x before 7.5 logs no port.
+            let (user, addr) = rsplit_once(rest, " from ")?;
+            Line::InvalidUser {
+                user,
+                addr: addr.trim(),
+                port: 0,
             }
-        });
-    }
-    if let Some(rest) = message.strip_prefix("pam_unix(sshd:") {
-        if let Some(rest) = rest.strip_prefix("session): session ") {
-            if rest.starts_with("opened for user ") {
-                return Some(Line::SessionOpened);
-            }
-            if rest.starts_with("closed for user ") {
-                return Some(Line::SessionClosed);
-            }
-            return None;
         }
-        if let Some(rest) = rest.strip_prefix("auth): authentication failure;") {
-            let mut user = "";
-            let mut addr = "";
-            for pair in rest.split_ascii_whitespace() {
-                if let Some(value) = pair.strip_prefix("rhost=") {
-                    addr = value;
-                } else if let Some(value) = pair.strip_prefix("user=") {
-                    user = value;
-                }
-            }
-            if user.is_empty() {
-                return None;
-            }
-            return Some(Line::PamAuthFailure { user, addr });
+    })
+}
+
+fn parse_pam(message: &str) -> Option<Line<'_>> {
+    let rest = message.strip_prefix("pam_unix(sshd:")?;
+    if let Some(rest) = rest.strip_prefix("session): session ") {
+        if rest.starts_with("opened for user ") {
+            return Some(Line::SessionOpened);
+        }
+        if rest.starts_with("closed for user ") {
+            return Some(Line::SessionClosed);
         }
         return None;
     }
-    parse_end(message).map(Line::End)
+    if let Some(rest) = rest.strip_prefix("auth): authentication failure;") {
+        let mut user = "";
+        let mut addr = "";
+        for pair in rest.split_ascii_whitespace() {
+            if let Some(value) = pair.strip_prefix("rhost=") {
+                addr = value;
+            } else if let Some(value) = pair.strip_prefix("user=") {
+                user = value;
+            }
+        }
+        if user.is_empty() {
+            return None;
+        }
+        return Some(Line::PamAuthFailure { user, addr });
+    }
+    None
 }
 
 /// The prefixes of connection-ending lines, each followed by
@@ -154,8 +172,10 @@ fn parse_end(message: &str) -> Option<End<'_>> {
         });
     }
     let message = message.strip_prefix("fatal: ").unwrap_or(message);
+    let first = message.as_bytes().first()?;
     let rest = END_PREFIXES
         .iter()
+        .filter(|prefix| prefix.as_bytes().first() == Some(first))
         .find_map(|prefix| message.strip_prefix(prefix))?;
     let (user_kind, rest) = if let Some(rest) = rest
         .strip_prefix("authenticating user ")
