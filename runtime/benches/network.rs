@@ -17,7 +17,7 @@
 //! timed from the first byte until its file holds every message. Messages
 //! lost are those sent minus those counted by the receiver.
 //!
-//! Three rounds (CORRELATOR_BENCH_ROUNDS), each receiver and connection
+//! Five rounds (CORRELATOR_BENCH_ROUNDS), each receiver and connection
 //! count in turn; the best rate of each is printed at the end.
 //!
 //! CORRELATOR_BENCH_OPTIONS adds `--option`s to correlator's command line,
@@ -70,7 +70,7 @@ fn main() {
     let rounds: usize = std::env::var("CORRELATOR_BENCH_ROUNDS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let sent = lines.len() as u64;
     // The receivers alternate so that both see the same machine.
     let mut ours = Tally::new("correlator", "received and processed by the sshd module");
