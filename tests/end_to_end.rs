@@ -69,6 +69,14 @@ fn sample_capture_gives_two_sessions_and_one_failed_login_with_exact_fields() {
     );
 }
 
+/// `correlator run --app app.toml --read-file data/sshd-1.cap ARGS` in `dir`.
+fn replay_sample_in(dir: &std::path::Path, args: &[&str]) -> Run {
+    let capture = sample_capture().display().to_string();
+    let mut all = vec!["run", "--app", "app.toml", "--read-file", &capture];
+    all.extend(args);
+    correlator(dir, &all)
+}
+
 /// The `fields` of every event of `kind`, in order.
 fn fields_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     of_kind(events, kind)
@@ -642,19 +650,7 @@ fn configuration_errors_name_the_key_value_type_and_place() {
 #[test]
 fn a_module_that_refuses_its_configuration_stops_start_up_with_its_message() {
     let dir = app_dir(SSHD_JSON_APP);
-    let capture = sample_capture();
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            capture.to_str().unwrap_or(""),
-            "-o",
-            "module.OpenSSH.login_failure_limit=0",
-        ],
-    );
+    let run = replay_sample_in(dir.path(), &["-o", "module.OpenSSH.login_failure_limit=0"]);
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
@@ -816,16 +812,7 @@ fn a_handler_built_without_the_sdk_gets_its_events_the_plain_way_beside_a_packed
          [handlers.console]\ncomponent = \"builtin:log\"\nfilter = 'event.kind == \"SSHDLoginFailed\"'\n"
     );
     let dir = app_dir(&app);
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            &sample_capture().display().to_string(),
-        ],
-    );
+    let run = replay_sample_in(dir.path(), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let plain: String = run
         .stdout
@@ -1028,17 +1015,7 @@ fn a_component_importing_what_it_was_not_granted_is_refused_at_load() {
     let expected = "error: handler \"c\" (builtin:csv) imports wasi:filesystem/types@0.2.6, which needs a directory: grants = { dir = \"...\" }\n";
     let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
     assert_eq!((run.code, run.stderr.as_str()), (Some(1), expected));
-    let capture = sample_capture();
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            capture.to_str().unwrap_or(""),
-        ],
-    );
+    let run = replay_sample_in(dir.path(), &[]);
     assert_eq!((run.code, run.stderr.as_str()), (Some(1), expected));
     assert_eq!(
         std::fs::read_dir(dir.path())
