@@ -247,14 +247,10 @@ fn event_value(event: &Dispatched, reads: &Reads) -> cel::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{EventDecl, FieldDecl, FieldValues, Severity, Timestamp, ValueType};
+    use crate::types::{EventDecl, FieldValues, Severity, Timestamp, ValueType};
 
     fn event(kind: &str, severity: Severity, user: &str) -> Dispatched {
-        let field = |name: &str, value_type| FieldDecl {
-            name: name.into(),
-            value_type,
-            description: String::new(),
-        };
+        let field = crate::types::undescribed_field;
         Dispatched {
             module: "OpenSSH".into(),
             decl: std::sync::Arc::new(EventDecl {

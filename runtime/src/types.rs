@@ -48,6 +48,16 @@ impl std::fmt::Display for Value {
     }
 }
 
+/// A field declaration without a description, for tests' event types.
+#[cfg(test)]
+pub(crate) fn undescribed_field(name: &str, value_type: ValueType) -> FieldDecl {
+    FieldDecl {
+        name: name.into(),
+        value_type,
+        description: String::new(),
+    }
+}
+
 impl Severity {
     /// `info`, `warning` or `error`, as filters and the JSON log see it.
     pub fn name(self) -> &'static str {

@@ -202,14 +202,10 @@ fn pack_timestamp(time: &Timestamp, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{FieldDecl, Severity};
+    use crate::types::Severity;
 
     fn decl() -> EventDecl {
-        let field = |name: &str, value_type| FieldDecl {
-            name: name.into(),
-            value_type,
-            description: String::new(),
-        };
+        let field = crate::types::undescribed_field;
         EventDecl {
             kind: "Everything".into(),
             severity: Severity::Info,
@@ -312,11 +308,7 @@ mod tests {
 
     #[test]
     fn events_are_packed_field_by_field_with_names_and_type_tags() {
-        let field = |name: &str, value_type| FieldDecl {
-            name: name.into(),
-            value_type,
-            description: String::new(),
-        };
+        let field = crate::types::undescribed_field;
         let decl = std::sync::Arc::new(EventDecl {
             kind: "K".into(),
             severity: Severity::Warning,

@@ -843,15 +843,11 @@ impl logging::Host for InstanceState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{FieldDecl, Severity, ValueType};
+    use crate::types::{Severity, ValueType};
 
     #[test]
     fn values_by_index_are_checked_against_the_declared_fields() {
-        let field = |name: &str, value_type| FieldDecl {
-            name: name.into(),
-            value_type,
-            description: String::new(),
-        };
+        let field = crate::types::undescribed_field;
         let catalog = EventCatalog::new(&[EventDecl {
             kind: "Login".into(),
             severity: Severity::Info,
