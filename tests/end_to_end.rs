@@ -738,11 +738,13 @@ fn the_shipped_apps_load() {
     for (app, handlers) in [("report.toml", 1), ("ssh-report.toml", 2)] {
         let path = workspace().join("apps").join(app);
         let path = path.to_str().expect("UTF-8 path");
-        let run = correlator(&workspace(), &["check", "--app", path]);
+        // In a directory of its own, so that no state store is there yet.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = correlator(dir.path(), &["check", "--app", path]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         assert_eq!(
             run.stdout,
-            format!("{path}: ok (1 modules, {handlers} handlers)\n")
+            format!("state ./state.redb: none yet\n{path}: ok (1 modules, {handlers} handlers)\n")
         );
     }
 }

@@ -174,6 +174,49 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
 }
 
 #[test]
+fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
+    let dir = app_dir(SSHD_LIMIT_3_APP);
+    let store = dir.path().join("state.redb");
+    let check = |extra: &[&str]| {
+        let mut args = vec!["check", "--app", "app.toml"];
+        args.extend(extra);
+        let run = correlator(dir.path(), &args);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        run.stdout
+    };
+    assert_eq!(
+        check(&[]),
+        "state ./state.redb: none yet\napp.toml: ok (1 modules, 1 handlers)\n"
+    );
+    assert!(!store.exists(), "check creates no store");
+
+    let fixture = workspace().join("data").join("sshd-state-v1.redb");
+    std::fs::copy(&fixture, &store).expect("copy the version-1 store");
+    assert_eq!(
+        check(&[]),
+        "state ./state.redb: module \"OpenSSH\" has 1 key (350 bytes) at version 1, which the next start migrates to version 2\napp.toml: ok (1 modules, 1 handlers)\n"
+    );
+    assert_eq!(
+        std::fs::read(&store).expect("the store"),
+        std::fs::read(&fixture).expect("the fixture"),
+        "check leaves the store as it was"
+    );
+    assert_eq!(
+        check(&["-o", "state.enabled=false"]),
+        "state: off (state.enabled is false)\napp.toml: ok (1 modules, 1 handlers)\n"
+    );
+
+    // After a start has migrated it, it is at version 2.
+    replay_in(dir.path(), "", &[]);
+    let report = check(&[]);
+    assert_has(
+        &report,
+        "state ./state.redb: module \"OpenSSH\" has 1 key (",
+    );
+    assert_has(&report, " bytes) at version 2\napp.toml: ok");
+}
+
+#[test]
 fn records_older_than_the_state_are_taken_with_a_warning() {
     let dir = app_dir(SSHD_JSON_APP);
     let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
@@ -259,6 +302,10 @@ fn state_of_another_app_or_component_or_a_newer_version_is_refused_until_discard
             "error: module \"counter\": ./state.redb holds state written by component \"counter\" (sha256 {v2_digest}), not by \"sshd\" (builtin:sshd); start with --discard-state counter to delete that state and start the instance empty"
         )
     );
+    // check refuses it as a start does.
+    let checked = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(checked.code, Some(1));
+    assert_eq!(checked.stderr.lines().last(), refused.stderr.lines().last());
     let unknown = run("app.toml", &["--discard-state", "OpenSSH"]);
     assert_eq!(unknown.code, Some(1));
     assert_eq!(
@@ -281,6 +328,9 @@ fn state_of_another_app_or_component_or_a_newer_version_is_refused_until_discard
         refused.stderr.lines().last().unwrap_or(""),
         "error: state store ./state.redb belongs to app \"app\", not \"other\"; give each app its own system.run_dir (or state.file), or start with --discard-all-state to delete the other app's state"
     );
+    let checked = correlator(dir.path(), &["check", "--app", "other.toml"]);
+    assert_eq!(checked.code, Some(1));
+    assert_eq!(checked.stderr.lines().last(), refused.stderr.lines().last());
     let taken = run("other.toml", &["--discard-all-state"]);
     assert_eq!(taken.code, Some(0), "{}", taken.stderr);
     assert_eq!(counted(&json_lines(&taken.stdout)), [16]);
@@ -596,6 +646,15 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
         damaged.stderr.lines().last().unwrap_or(""),
         "error: state store ./state.redb: I/O error: Not a redb database: magic number mismatch"
     );
+    // check refuses it as a start would.
+    let checked = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(
+        (checked.code, checked.stderr.as_str()),
+        (
+            Some(1),
+            "error: state store ./state.redb: I/O error: Not a redb database: magic number mismatch\n"
+        )
+    );
     std::fs::remove_file(dir.path().join("state.redb")).expect("remove");
 
     // A replay of a pipe holds the store while it runs: once it has
@@ -615,6 +674,15 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
     assert_eq!(
         second.stderr.lines().last().unwrap_or(""),
         "error: state store ./state.redb: another correlator process has it open"
+    );
+    // check says it did not look, and the app itself is fine.
+    let checked = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(
+        (checked.code, checked.stdout.as_str()),
+        (
+            Some(0),
+            "state ./state.redb: not looked at: another correlator process has it open\napp.toml: ok (1 modules, 1 handlers)\n"
+        )
     );
     drop(running.child.stdin.take());
     let exit = running.child.wait().expect("the replay ends");

@@ -66,7 +66,8 @@ enum Command {
     /// source, description) and exit.
     Config(AppArgs),
     /// Check an app without running it: components load, configuration
-    /// values convert, filters compile.
+    /// values convert, filters compile, and the state store holds nothing
+    /// a start would refuse (it says what a start would migrate).
     Check(AppArgs),
     /// Show what a component is and asks for before you grant it anything:
     /// its SHA-256, declared name, configuration items, event types,
@@ -275,6 +276,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         replay: settings,
         startup_events,
         store,
+        state_report: _,
     } = loader::load(
         &app,
         &args.app.options,
@@ -394,19 +396,14 @@ fn report_instances(modules: &crate::pipeline::ModuleStage) {
 
 /// The app and its instances, described but not initialised (`config`,
 /// `check`).
-fn load_for_inspection(args: &AppArgs) -> anyhow::Result<(App, loader::Loaded)> {
+fn load_for_inspection(args: &AppArgs, purpose: Purpose) -> anyhow::Result<(App, loader::Loaded)> {
     let app = App::load(&args.app)?;
-    let loaded = loader::load(
-        &app,
-        &args.options,
-        Purpose::Inspect,
-        &loader::Discard::default(),
-    )?;
+    let loaded = loader::load(&app, &args.options, purpose, &loader::Discard::default())?;
     Ok((app, loaded))
 }
 
 fn print_config(args: &AppArgs) -> anyhow::Result<()> {
-    let (_, loaded) = load_for_inspection(args)?;
+    let (_, loaded) = load_for_inspection(args, Purpose::Inspect)?;
     let rows: Vec<[String; 6]> = loaded
         .store
         .items()
@@ -441,8 +438,11 @@ fn print_config(args: &AppArgs) -> anyhow::Result<()> {
 }
 
 fn check(args: &AppArgs) -> anyhow::Result<()> {
-    let (app, loaded) = load_for_inspection(args)?;
+    let (app, loaded) = load_for_inspection(args, Purpose::Check)?;
     ListenSettings::from_store(&loaded.store)?;
+    for line in &loaded.state_report {
+        println!("{line}");
+    }
     println!(
         "{}: ok ({} modules, {} handlers)",
         args.app.display(),

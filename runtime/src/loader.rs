@@ -12,7 +12,7 @@ use crate::pipeline::{HandlerStage, ModuleStage, Persistence, Route};
 use crate::record::TraditionalDefaults;
 use crate::record::time::parse_utc_offset;
 use crate::replay::ReplaySettings;
-use crate::state_store::{Ownership, StateStore};
+use crate::state_store::{Ownership, StateError, StateStore, StateView};
 use crate::types::{Value, ValueType};
 use anyhow::{Context as _, anyhow, bail};
 use std::path::{Path, PathBuf};
@@ -34,8 +34,11 @@ pub struct Discard {
 pub enum Purpose {
     /// `correlator run`: grant directories, initialise every instance.
     Run,
-    /// `correlator config` and `check`: describe only.
+    /// `correlator config`: describe only.
     Inspect,
+    /// `correlator check`: describe, and look at the state store (without
+    /// changing it) for what a start would refuse or migrate.
+    Check,
 }
 
 /// An app with its configuration resolved and its instances made.
@@ -50,6 +53,9 @@ pub struct Loaded {
     pub replay: ReplaySettings,
     /// Events of start-up for the handlers (instances disabled in init).
     pub startup_events: Vec<crate::types::Dispatched>,
+    /// For `check`: what a start would do with the state store, a line per
+    /// module with state (or one line saying there is none to look at).
+    pub state_report: Vec<String>,
 }
 
 /// The runtime's own configuration items.
@@ -188,7 +194,7 @@ pub fn load(
                     .collect(),
             ),
         },
-        Purpose::Inspect => ResolvedGrants::default(),
+        Purpose::Inspect | Purpose::Check => ResolvedGrants::default(),
     };
     let mut modules = Vec::new();
     let mut digests = Vec::new();
@@ -263,6 +269,12 @@ pub fn load(
         None
     };
 
+    let state_report = if purpose == Purpose::Check {
+        check_state(app, &store, &run_dir, &mut modules, &digests)?
+    } else {
+        Vec::new()
+    };
+
     let mut startup_events = Vec::new();
     if purpose == Purpose::Run {
         for (spec, module) in app.modules.iter().zip(&mut modules) {
@@ -291,6 +303,7 @@ pub fn load(
         store,
         replay,
         startup_events,
+        state_report,
     })
 }
 
@@ -369,10 +382,40 @@ fn prepare_state(
     let Some(owner) = state.owner(&spec.name)?.filter(|_| !keys.is_empty()) else {
         return Ok(Some(current));
     };
-    let hint = format!(
+    let migrate_from = judge_owner(&path.to_string(), spec, &owner, &current)?;
+    if let Some(stored_version) = migrate_from {
+        module
+            .migrate(stored_version)
+            .with_context(|| format!("{path}; or {}", discard_hint(spec)))?;
+        tracing::info!(instance = %spec.name, from = stored_version, to = current.version, "state migrated");
+    }
+    tracing::info!(
+        instance = %spec.name,
+        keys = keys.len(),
+        bytes = committed,
+        "state restored from {path}"
+    );
+    Ok(Some(current))
+}
+
+/// How to get past state a start refuses.
+fn discard_hint(spec: &InstanceSpec) -> String {
+    format!(
         "start with --discard-state {} to delete that state and start the instance empty",
         spec.name
-    );
+    )
+}
+
+/// Whether the module `spec` (now `current`) may take the state `owner`
+/// wrote in the store at `path`: an error if another component wrote it or
+/// a newer version did; else the version to migrate from, if older.
+fn judge_owner(
+    path: &str,
+    spec: &InstanceSpec,
+    owner: &Ownership,
+    current: &Ownership,
+) -> anyhow::Result<Option<u32>> {
+    let hint = discard_hint(spec);
     if owner.component != current.component {
         bail!(
             "module \"{}\": {path} holds state written by component \"{}\" (sha256 {}), not by \"{}\" ({}); {hint}",
@@ -393,19 +436,74 @@ fn prepare_state(
             spec.source
         );
     }
-    if owner.version < current.version {
-        module
-            .migrate(owner.version)
-            .with_context(|| format!("{path}; or {hint}"))?;
-        tracing::info!(instance = %spec.name, from = owner.version, to = current.version, "state migrated");
+    Ok((owner.version < current.version).then_some(owner.version))
+}
+
+/// For `correlator check`: what starting the app would do with its state
+/// store, without changing it. A line per module that has state (how much,
+/// at which version, and whether it would be migrated); an error for what a
+/// start would refuse (another app's store, another component's state, a
+/// newer version). A store another process has open is not looked at.
+fn check_state(
+    app: &App,
+    store: &ConfigStore,
+    run_dir: &Path,
+    modules: &mut [ModuleInstance],
+    digests: &[String],
+) -> anyhow::Result<Vec<String>> {
+    if matches!(store.get("state.enabled"), Some(Value::Boolean(false))) {
+        return Ok(vec!["state: off (state.enabled is false)".into()]);
     }
-    tracing::info!(
-        instance = %spec.name,
-        keys = keys.len(),
-        bytes = committed,
-        "state restored from {path}"
-    );
-    Ok(Some(current))
+    let path = run_dir.join(store.text("state.file").unwrap_or("state.redb"));
+    let shown = path.display().to_string();
+    let state = match StateView::open(&path, &app.name) {
+        Ok(Some(state)) => state,
+        Ok(None) => return Ok(vec![format!("state {shown}: none yet")]),
+        // Held by a running instance, or left by a crash: a start would
+        // still go on (once the other process ends, or after a repair).
+        Err(StateError::InUse { .. }) => {
+            return Ok(vec![format!(
+                "state {shown}: not looked at: another correlator process has it open"
+            )]);
+        }
+        Err(StateError::NeedsRepair { .. }) => {
+            return Ok(vec![format!(
+                "state {shown}: not looked at: it was not closed cleanly; the next start repairs it"
+            )]);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut report = Vec::new();
+    for ((spec, module), digest) in app.modules.iter().zip(modules).zip(digests) {
+        let keys = state.keys(&spec.name)?;
+        let Some(owner) = state.owner(&spec.name)?.filter(|_| !keys.is_empty()) else {
+            continue;
+        };
+        let current = Ownership {
+            component: module.descriptor.name.clone(),
+            digest: digest.clone(),
+            version: module.state_version()?.unwrap_or(0),
+        };
+        let bytes: usize = keys.iter().map(|(_, len)| len).sum();
+        let plural = if keys.len() == 1 { "" } else { "s" };
+        let what = format!(
+            "state {shown}: module \"{}\" has {} key{plural} ({bytes} bytes) at version {}",
+            spec.name,
+            keys.len(),
+            owner.version
+        );
+        report.push(match judge_owner(&shown, spec, &owner, &current)? {
+            Some(_) => format!(
+                "{what}, which the next start migrates to version {}",
+                current.version
+            ),
+            None => what,
+        });
+    }
+    if report.is_empty() {
+        report.push(format!("state {shown}: no module has state yet"));
+    }
+    Ok(report)
 }
 
 /// `state.checkpoint_interval`, checked.

@@ -14,7 +14,7 @@
 //! start-up by the loader.
 
 use crate::types::Timestamp;
-use redb::{Database, ReadableDatabase as _, TableDefinition};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +88,19 @@ pub enum StateError {
         /// redb's reason, in words (its error repeats its source).
         reason: String,
     },
+    /// Another process has the store open (a store has one user at a time).
+    #[error("state store {path}: another correlator process has it open")]
+    InUse {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The store was not closed cleanly: opening it to write repairs it,
+    /// opening it only to read cannot.
+    #[error("state store {path}: it was not closed cleanly; the next start repairs it")]
+    NeedsRepair {
+        /// The store file.
+        path: PathBuf,
+    },
     /// The file holds another app's state.
     #[error(
         "state store {path} belongs to app \"{owner}\", not \"{app}\"; give each app its own system.run_dir (or state.file), or start with --discard-all-state to delete the other app's state"
@@ -138,6 +151,139 @@ pub struct StateStore {
     path: PathBuf,
 }
 
+/// A store opened only to be looked at (for `correlator check`): redb's
+/// read-only mode, so nothing in the file changes.
+pub struct StateView {
+    db: ReadOnlyDatabase,
+    path: PathBuf,
+}
+
+impl StateView {
+    /// Open `path` to look at it. `Ok(None)` when there is no store yet;
+    /// an error when it belongs to another app (as [`StateStore::open`]
+    /// says), is not a store, was not closed cleanly (the next start
+    /// repairs it), or another process has it open.
+    pub fn open(path: &Path, app: &str) -> Result<Option<StateView>, StateError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let db = ReadOnlyDatabase::open(path).map_err(|error| open_failed(path, error))?;
+        let view = StateView {
+            db,
+            path: path.to_owned(),
+        };
+        match view.reader().app()? {
+            Some(owner) if owner != app => Err(StateError::OtherApp {
+                path: path.to_owned(),
+                owner,
+                app: app.to_owned(),
+            }),
+            _ => Ok(Some(view)),
+        }
+    }
+
+    fn reader(&self) -> Reader<'_, ReadOnlyDatabase> {
+        Reader {
+            db: &self.db,
+            path: &self.path,
+        }
+    }
+
+    /// Who wrote `instance`'s state, if it has any.
+    pub fn owner(&self, instance: &str) -> Result<Option<Ownership>, StateError> {
+        self.reader().owner(instance)
+    }
+
+    /// Every key of `instance`, sorted, with the length of its value.
+    pub fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
+        self.reader().keys(instance)
+    }
+}
+
+/// The reads a store and a read-only view of one share.
+struct Reader<'a, D> {
+    db: &'a D,
+    path: &'a Path,
+}
+
+impl<D: ReadableDatabase> Reader<'_, D> {
+    fn error(&self, error: impl Into<redb::Error>) -> StateError {
+        StateError::Database {
+            path: self.path.to_owned(),
+            reason: error.into().to_string(),
+        }
+    }
+
+    fn damaged(&self, what: &str, error: &serde_json::Error) -> StateError {
+        StateError::Damaged {
+            path: self.path.to_owned(),
+            what: what.to_owned(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// The app the store belongs to; `None` for a new store.
+    fn app(&self) -> Result<Option<String>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(META) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let app = table.get("app").map_err(|e| self.error(e))?;
+        Ok(app.map(|guard| guard.value().to_owned()))
+    }
+
+    /// Who wrote `instance`'s state, if it has any.
+    fn owner(&self, instance: &str) -> Result<Option<Ownership>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(OWNERS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let Some(guard) = table.get(instance).map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(guard.value())
+            .map(Some)
+            .map_err(|error| self.damaged(&format!("the owner of \"{instance}\""), &error))
+    }
+
+    /// Every key of `instance` with the size of its value, sorted.
+    fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(ENTRIES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(self.error(error)),
+        };
+        let mut keys = Vec::new();
+        for entry in table.range((instance, "")..).map_err(|e| self.error(e))? {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            let (owner, key) = key.value();
+            if owner != instance {
+                break;
+            }
+            keys.push((key.to_owned(), value.value().len()));
+        }
+        Ok(keys)
+    }
+}
+
+/// Why redb could not open `path`.
+fn open_failed(path: &Path, error: redb::DatabaseError) -> StateError {
+    let path = path.to_owned();
+    match error {
+        redb::DatabaseError::DatabaseAlreadyOpen => StateError::InUse { path },
+        redb::DatabaseError::RepairAborted => StateError::NeedsRepair { path },
+        other => StateError::Database {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
 impl StateStore {
     /// Open (or create) the store at `path` for `app`. A store of another
     /// app is refused. With `take_over`, everything in the store is deleted
@@ -149,15 +295,7 @@ impl StateStore {
                 reason: format!("cannot create its directory: {error}"),
             })?;
         }
-        let db = Database::create(path).map_err(|error| StateError::Database {
-            path: path.to_owned(),
-            reason: match error {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "another correlator process has it open".into()
-                }
-                other => other.to_string(),
-            },
-        })?;
+        let db = Database::create(path).map_err(|error| open_failed(path, error))?;
         let store = StateStore {
             db,
             path: path.to_owned(),
@@ -182,31 +320,34 @@ impl StateStore {
         &self.path
     }
 
-    fn error(&self, error: impl Into<redb::Error>) -> StateError {
-        StateError::Database {
-            path: self.path.clone(),
-            reason: error.into().to_string(),
+    fn reader(&self) -> Reader<'_, Database> {
+        Reader {
+            db: &self.db,
+            path: &self.path,
         }
     }
 
+    fn error(&self, error: impl Into<redb::Error>) -> StateError {
+        self.reader().error(error)
+    }
+
     fn damaged(&self, what: &str, error: &serde_json::Error) -> StateError {
-        StateError::Damaged {
-            path: self.path.clone(),
-            what: what.to_owned(),
-            reason: error.to_string(),
-        }
+        self.reader().damaged(what, error)
     }
 
     /// The app the store belongs to; `None` for a new store.
     fn app(&self) -> Result<Option<String>, StateError> {
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(META) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(self.error(error)),
-        };
-        let app = table.get("app").map_err(|e| self.error(e))?;
-        Ok(app.map(|guard| guard.value().to_owned()))
+        self.reader().app()
+    }
+
+    /// Who wrote `instance`'s state, if it has any.
+    pub fn owner(&self, instance: &str) -> Result<Option<Ownership>, StateError> {
+        self.reader().owner(instance)
+    }
+
+    /// Every key of `instance`, sorted, with the length of its value.
+    pub fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
+        self.reader().keys(instance)
     }
 
     /// Empty the store and give it to `app`.
@@ -221,22 +362,6 @@ impl StateStore {
             meta.insert("app", app).map_err(|e| self.error(e))?;
         }
         write.commit().map_err(|e| self.error(e))
-    }
-
-    /// Who wrote `instance`'s state, if it has any.
-    pub fn owner(&self, instance: &str) -> Result<Option<Ownership>, StateError> {
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(OWNERS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(self.error(error)),
-        };
-        let Some(guard) = table.get(instance).map_err(|e| self.error(e))? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(guard.value())
-            .map(Some)
-            .map_err(|error| self.damaged(&format!("the owner of \"{instance}\""), &error))
     }
 
     /// The latest checkpoint, if any was committed.
@@ -297,26 +422,6 @@ impl StateStore {
         };
         let value = table.get((instance, key)).map_err(|e| self.error(e))?;
         Ok(value.map(|guard| read(guard.value())))
-    }
-
-    /// Every key of `instance` with the size of its value, sorted.
-    pub fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(ENTRIES) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(error) => return Err(self.error(error)),
-        };
-        let mut keys = Vec::new();
-        for entry in table.range((instance, "")..).map_err(|e| self.error(e))? {
-            let (key, value) = entry.map_err(|e| self.error(e))?;
-            let (owner, key) = key.value();
-            if owner != instance {
-                break;
-            }
-            keys.push((key.to_owned(), value.value().len()));
-        }
-        Ok(keys)
     }
 
     /// Commit every instance's writes, their owners and the checkpoint in
