@@ -326,18 +326,35 @@ fn open_state(
             );
         }
     }
-    if matches!(store.get("state.enabled"), Some(Value::Boolean(false))) {
+    let Some(path) = state_file(store, run_dir) else {
         if !discard.instances.is_empty() || discard.all {
             bail!("state.enabled is false: there is no state to discard");
         }
         return Ok(None);
-    }
-    let path = run_dir.join(store.text("state.file").unwrap_or("state.redb"));
+    };
     let state = StateStore::open(&path, &app.name, discard.all)?;
     if discard.all {
         tracing::warn!(store = %path.display(), "every instance starts without state (--discard-all-state)");
     }
     Ok(Some(Arc::new(state)))
+}
+
+/// The state store's file; `None` when `state.enabled` is false.
+fn state_file(store: &ConfigStore, run_dir: &Path) -> Option<PathBuf> {
+    if matches!(store.get("state.enabled"), Some(Value::Boolean(false))) {
+        return None;
+    }
+    Some(run_dir.join(store.text("state.file").unwrap_or("state.redb")))
+}
+
+/// Who `module` (compiled from a file with SHA-256 `digest`) is, as the
+/// store records the writer of an instance's state.
+fn ownership_of(module: &mut ModuleInstance, digest: &str) -> anyhow::Result<Ownership> {
+    Ok(Ownership {
+        component: module.descriptor.name.clone(),
+        digest: digest.to_owned(),
+        version: module.state_version()?.unwrap_or(0),
+    })
 }
 
 /// Check who wrote `module`'s state (its component and state version),
@@ -353,7 +370,7 @@ fn prepare_state(
 ) -> anyhow::Result<Option<Ownership>> {
     let limit = spec.limits.state_mib.saturating_mul(1 << 20);
     let name: Arc<str> = Arc::from(spec.name.as_str());
-    let version = module.state_version()?;
+    let current = ownership_of(module, digest)?;
     let Some(state) = state else {
         module.attach_state(StateAccess::new(None, name, 0, limit));
         return Ok(None);
@@ -363,11 +380,6 @@ fn prepare_state(
         state.discard(&spec.name)?;
         tracing::warn!(instance = %spec.name, store = %path, "starts without state (--discard-state)");
     }
-    let current = Ownership {
-        component: module.descriptor.name.clone(),
-        digest: digest.to_owned(),
-        version: version.unwrap_or(0),
-    };
     let keys = state.keys(&spec.name)?;
     let committed: u64 = keys
         .iter()
@@ -451,10 +463,9 @@ fn check_state(
     modules: &mut [ModuleInstance],
     digests: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    if matches!(store.get("state.enabled"), Some(Value::Boolean(false))) {
+    let Some(path) = state_file(store, run_dir) else {
         return Ok(vec!["state: off (state.enabled is false)".into()]);
-    }
-    let path = run_dir.join(store.text("state.file").unwrap_or("state.redb"));
+    };
     let shown = path.display().to_string();
     let state = match StateView::open(&path, &app.name) {
         Ok(Some(state)) => state,
@@ -479,11 +490,7 @@ fn check_state(
         let Some(owner) = state.owner(&spec.name)?.filter(|_| !keys.is_empty()) else {
             continue;
         };
-        let current = Ownership {
-            component: module.descriptor.name.clone(),
-            digest: digest.clone(),
-            version: module.state_version()?.unwrap_or(0),
-        };
+        let current = ownership_of(module, digest)?;
         let bytes: usize = keys.iter().map(|(_, len)| len).sum();
         let plural = if keys.len() == 1 { "" } else { "s" };
         let what = format!(

@@ -130,6 +130,15 @@ impl EventCatalog {
     pub fn at(&self, index: u32) -> Option<&Arc<EventDecl>> {
         self.declared.get(usize::try_from(index).ok()?)
     }
+
+    /// The event type declared at `index`, or the refusal of an event that
+    /// names an undeclared one (with the name the log gives it, `#index`).
+    fn declared_at(&self, index: u32) -> Result<&Arc<EventDecl>, (DispatchError, String)> {
+        self.at(index).ok_or_else(|| {
+            let kind = format!("#{index}");
+            (DispatchError::UndeclaredKind(kind.clone()), kind)
+        })
+    }
 }
 
 /// The limits the host interfaces enforce (memory and time are enforced by
@@ -470,13 +479,26 @@ impl InstanceState {
         } else {
             in_declared_order(decl, event.fields).map_err(|error| (error, event.kind.clone()))?
         };
-        Ok(Dispatched {
+        let values = fields.into_iter().map(|field| field.value).collect();
+        Ok(self.dispatched(decl, event.summary, FieldValues::Values(values), event.time))
+    }
+
+    /// A checked event of type `decl` from this instance, at `time` or else
+    /// the stream clock's.
+    fn dispatched(
+        &self,
+        decl: &Arc<EventDecl>,
+        summary: String,
+        values: FieldValues,
+        time: Option<Timestamp>,
+    ) -> Dispatched {
+        Dispatched {
             module: Arc::clone(&self.name),
             decl: Arc::clone(decl),
-            time: event.time.unwrap_or_else(|| self.clock.now()),
-            summary: event.summary,
-            values: FieldValues::Values(fields.into_iter().map(|field| field.value).collect()),
-        })
+            time: time.unwrap_or_else(|| self.clock.now()),
+            summary,
+            values,
+        }
     }
 
     /// Check values given in declared order against event type `kind` (an
@@ -490,13 +512,7 @@ impl InstanceState {
         time: Option<Timestamp>,
     ) -> Result<Dispatched, (DispatchError, String)> {
         let decl = declared_values(&self.catalog, kind, &values)?;
-        Ok(Dispatched {
-            module: Arc::clone(&self.name),
-            decl: Arc::clone(decl),
-            time: time.unwrap_or_else(|| self.clock.now()),
-            summary,
-            values: FieldValues::Values(values),
-        })
+        Ok(self.dispatched(decl, summary, FieldValues::Values(values), time))
     }
 
     /// Whether one more event of `size` bytes may be dispatched in this
@@ -558,10 +574,7 @@ fn declared_values<'c>(
     kind: u32,
     values: &[Value],
 ) -> Result<&'c Arc<EventDecl>, (DispatchError, String)> {
-    let Some(decl) = catalog.at(kind) else {
-        let kind = format!("#{kind}");
-        return Err((DispatchError::UndeclaredKind(kind.clone()), kind));
-    };
+    let decl = catalog.declared_at(kind)?;
     let refuse = |error| Err((error, decl.kind.clone()));
     if let Some(missing) = decl.fields.get(values.len()) {
         return refuse(DispatchError::MissingField(missing.name.clone()));
@@ -762,26 +775,17 @@ impl events::Host for InstanceState {
         values: Vec<u8>,
         time: Option<Timestamp>,
     ) -> wasmtime::Result<Result<(), DispatchError>> {
-        let checked = match self.catalog.at(kind) {
-            Some(decl) => super::encoded::check(decl, &values)
+        let checked = self.catalog.declared_at(kind).and_then(|decl| {
+            super::encoded::check(decl, &values)
                 .map(|size| (decl, size))
-                .map_err(|error| (error, decl.kind.clone())),
-            None => {
-                let kind = format!("#{kind}");
-                Err((DispatchError::UndeclaredKind(kind.clone()), kind))
-            }
-        };
+                .map_err(|error| (error, decl.kind.clone()))
+        });
         // The same size as the event with its names would have; bytes that
         // do not unpack count as they are.
         let value_bytes = checked.as_ref().map_or(values.len(), |&(_, size)| size);
         self.check_event_limits(self.catalog.name_bytes(kind) + summary.len() + value_bytes)?;
-        let validated = checked.map(|(decl, _)| Dispatched {
-            module: Arc::clone(&self.name),
-            decl: Arc::clone(decl),
-            time: time.unwrap_or_else(|| self.clock.now()),
-            summary,
-            values: FieldValues::Encoded(values),
-        });
+        let validated = checked
+            .map(|(decl, _)| self.dispatched(decl, summary, FieldValues::Encoded(values), time));
         Ok(self.accept(validated))
     }
 }
