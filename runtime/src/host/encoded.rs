@@ -9,15 +9,17 @@
 //! where there is room.
 
 use crate::types::{
-    DispatchError, Dispatched, EventDecl, FieldValues, Severity, Timestamp, Value, ValueType,
+    DispatchError, Dispatched, EventDecl, FieldDecl, FieldValues, Severity, Timestamp, Value,
+    ValueType,
 };
 
-/// One value read from the bytes, its text still borrowed.
+/// One value read from the bytes, its text still borrowed (as bytes:
+/// [`check`] validates them once, on the module thread).
 enum Packed<'a> {
     Integer(i64),
     Float(f64),
     Boolean(bool),
-    Text(&'a str),
+    Text(&'a [u8]),
     Timestamp(Timestamp),
 }
 
@@ -27,18 +29,19 @@ impl<'a> Packed<'a> {
             Value::Integer(integer) => Packed::Integer(*integer),
             Value::Float(float) => Packed::Float(*float),
             Value::Boolean(boolean) => Packed::Boolean(*boolean),
-            Value::Text(text) | Value::Email(text) => Packed::Text(text),
+            Value::Text(text) | Value::Email(text) => Packed::Text(text.as_bytes()),
             Value::Timestamp(time) => Packed::Timestamp(*time),
         }
     }
 }
 
 /// Read the value of every field `decl` declares from `bytes`, in order,
-/// handing each to `each`; or say why the bytes do not hold them.
+/// handing each to `each` (which may refuse it); or say why the bytes do
+/// not hold them.
 fn unpack<'b>(
     decl: &EventDecl,
     mut bytes: &'b [u8],
-    mut each: impl FnMut(ValueType, Packed<'b>),
+    mut each: impl FnMut(&FieldDecl, Packed<'b>) -> Result<(), DispatchError>,
 ) -> Result<(), DispatchError> {
     for declared in &decl.fields {
         let missing = || DispatchError::MissingField(declared.name.clone());
@@ -70,13 +73,10 @@ fn unpack<'b>(
                     .ok_or_else(missing)?;
                 let (text, rest) = bytes.split_at_checked(length).ok_or_else(missing)?;
                 bytes = rest;
-                Packed::Text(
-                    std::str::from_utf8(text)
-                        .map_err(|_| DispatchError::WrongType(declared.name.clone()))?,
-                )
+                Packed::Text(text)
             }
         };
-        each(declared.value_type, value);
+        each(declared, value)?;
     }
     if bytes.is_empty() {
         Ok(())
@@ -100,11 +100,16 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
 /// value 8, as for events sent with their values).
 pub fn check(decl: &EventDecl, bytes: &[u8]) -> Result<usize, DispatchError> {
     let mut size = 0;
-    unpack(decl, bytes, |_, value| {
+    unpack(decl, bytes, |declared, value| {
         size += match value {
-            Packed::Text(text) => text.len(),
+            Packed::Text(text) => {
+                std::str::from_utf8(text)
+                    .map_err(|_| DispatchError::WrongType(declared.name.clone()))?;
+                text.len()
+            }
             _ => 8,
         };
+        Ok(())
     })?;
     Ok(size)
 }
@@ -113,22 +118,30 @@ pub fn check(decl: &EventDecl, bytes: &[u8]) -> Result<usize, DispatchError> {
 /// that do not unpack are left out).
 pub fn decode(decl: &EventDecl, bytes: &[u8]) -> Vec<Value> {
     let mut values = Vec::with_capacity(decl.fields.len());
-    let _ = unpack(decl, bytes, |value_type, value| {
+    let _ = unpack(decl, bytes, |declared, value| {
         values.push(match value {
             Packed::Integer(integer) => Value::Integer(integer),
             Packed::Float(float) => Value::Float(float),
             Packed::Boolean(boolean) => Value::Boolean(boolean),
             Packed::Timestamp(time) => Value::Timestamp(time),
-            Packed::Text(text) if value_type == ValueType::Email => Value::Email(text.to_owned()),
-            Packed::Text(text) => Value::Text(text.to_owned()),
+            // Checked UTF-8: nothing is replaced.
+            Packed::Text(text) => {
+                let text = String::from_utf8_lossy(text).into_owned();
+                if declared.value_type == ValueType::Email {
+                    Value::Email(text)
+                } else {
+                    Value::Text(text)
+                }
+            }
         });
+        Ok(())
     });
     values
 }
 
 /// Append `events` to `out` as `handle-packed` takes them: names from the
-/// shared declaration, values copied as they are (packed ones without
-/// being unpacked), nothing allocated but `out`'s growth.
+/// shared declaration, values copied as they are (packed ones only walked,
+/// as [`check`] has validated them), nothing allocated but `out`'s growth.
 pub fn pack_events(events: &[&Dispatched], out: &mut Vec<u8>) {
     for event in events {
         let decl = &*event.decl;
@@ -142,24 +155,22 @@ pub fn pack_events(events: &[&Dispatched], out: &mut Vec<u8>) {
         pack_timestamp(&event.time, out);
         pack_text(&event.summary, out);
         pack_length(decl.fields.len(), out);
-        let mut declared = decl.fields.iter();
-        let mut field = |value_type: ValueType, value: Packed<'_>| {
-            if let Some(declared) = declared.next() {
-                pack_text(&declared.name, out);
-            }
-            out.push(type_tag(value_type));
+        let mut field = |declared: &FieldDecl, value: Packed<'_>| {
+            pack_text(&declared.name, out);
+            out.push(type_tag(declared.value_type));
             match value {
                 Packed::Integer(integer) => out.extend_from_slice(&integer.to_le_bytes()),
                 Packed::Float(float) => out.extend_from_slice(&float.to_le_bytes()),
                 Packed::Boolean(boolean) => out.push(u8::from(boolean)),
-                Packed::Text(text) => pack_text(text, out),
+                Packed::Text(text) => pack_bytes(text, out),
                 Packed::Timestamp(time) => pack_timestamp(&time, out),
             }
+            Ok(())
         };
         match &event.values {
             FieldValues::Values(values) => {
-                for value in values {
-                    field(value.value_type(), Packed::of(value));
+                for (declared, value) in decl.fields.iter().zip(values) {
+                    let _ = field(declared, Packed::of(value));
                 }
             }
             // Checked when it was dispatched: it unpacks.
@@ -189,8 +200,13 @@ fn pack_length(length: usize, out: &mut Vec<u8>) {
 }
 
 fn pack_text(text: &str, out: &mut Vec<u8>) {
-    pack_length(text.len(), out);
-    out.extend_from_slice(text.as_bytes());
+    pack_bytes(text.as_bytes(), out);
+}
+
+/// A text's bytes (UTF-8, checked where they came in) with their length.
+fn pack_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    pack_length(bytes.len(), out);
+    out.extend_from_slice(bytes);
 }
 
 fn pack_timestamp(time: &Timestamp, out: &mut Vec<u8>) {
