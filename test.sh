@@ -24,6 +24,7 @@ GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
         -p correlator-module-log -p correlator-module-csv -p correlator-test-schema-breaker
         -p correlator-test-hostile -p correlator-test-hostile-fs -p correlator-test-hostile-net
         -p correlator-test-hostile-handler -p correlator-test-hostile-http
+        -p correlator-test-hostile-block
         -p correlator-test-counter-v1 -p correlator-test-counter-v2
         -p correlator-test-plain-handler)
 

@@ -15,13 +15,14 @@ const BUILTINS: [(&str, &str); 4] = [
 
 /// (name, package) of the guests the integration tests use; built from
 /// source like the builtins, never committed as binaries.
-const TEST_GUESTS: [(&str, &str); 9] = [
+const TEST_GUESTS: [(&str, &str); 10] = [
     ("schema-breaker", "correlator-test-schema-breaker"),
     ("hostile", "correlator-test-hostile"),
     ("hostile-fs", "correlator-test-hostile-fs"),
     ("hostile-net", "correlator-test-hostile-net"),
     ("hostile-handler", "correlator-test-hostile-handler"),
     ("hostile-http", "correlator-test-hostile-http"),
+    ("hostile-block", "correlator-test-hostile-block"),
     ("counter-v1", "correlator-test-counter-v1"),
     ("counter-v2", "correlator-test-counter-v2"),
     ("plain-handler", "correlator-test-plain-handler"),

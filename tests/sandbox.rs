@@ -758,8 +758,16 @@ fn events_that_break_their_schema_cost_the_sshd_instance_beside_them_nothing() {
     );
     assert_has(
         &stderr,
-        "module dispatched events that broke their declared type instance=\"breaker\" rejected=261\n",
+        "module dispatched events that broke their declared type instance=\"breaker\" rejected=348\n",
     );
+    for (event, field) in [("Seen", "time"), ("Timed", "when")] {
+        assert_has(
+            &stderr,
+            &format!(
+                "event rejected: field has another type than declared instance=breaker event={event} field=\"{field}\"\n"
+            ),
+        );
+    }
 }
 
 /// Every key of `instance` in the state store in `dir`, with its size.

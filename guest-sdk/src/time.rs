@@ -46,10 +46,13 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 impl Timestamp {
     /// Append the time as RFC 3339 in the offset it was written with, with
     /// as many fraction digits as it needs (none, 3, 6 or 9). Faster than
-    /// `to_string()`, for handlers that write many events.
+    /// `to_string()`, for handlers that write many events. The host hands
+    /// guests only valid times (years 0 to 9999, offsets within a day); a
+    /// time a guest made up past those is printed with its seconds
+    /// saturated and its nanoseconds clamped, never wrapped around.
     pub fn write_rfc3339(&self, out: &mut String) {
         let offset_seconds = i64::from(self.offset_minutes) * 60;
-        let local = self.seconds + offset_seconds;
+        let local = self.seconds.saturating_add(offset_seconds);
         let days = local.div_euclid(86_400);
         let second_of_day = local.rem_euclid(86_400);
         let (year, month, day) = civil_from_days(days);
@@ -68,7 +71,7 @@ impl Timestamp {
         push_digits(out, (second_of_day / 60 % 60) as u64, 2);
         out.push(':');
         push_digits(out, (second_of_day % 60) as u64, 2);
-        let nanos = self.nanoseconds;
+        let nanos = self.nanoseconds.min(999_999_999);
         if nanos != 0 {
             out.push('.');
             if nanos.is_multiple_of(1_000_000) {
@@ -84,7 +87,11 @@ impl Timestamp {
         } else {
             out.push(if self.offset_minutes < 0 { '-' } else { '+' });
             let offset = u64::from(self.offset_minutes.unsigned_abs());
-            push_digits(out, offset / 60, 2);
+            if offset / 60 < 100 {
+                push_digits(out, offset / 60, 2);
+            } else {
+                out.push_str(&(offset / 60).to_string());
+            }
             out.push(':');
             push_digits(out, offset % 60, 2);
         }
@@ -151,5 +158,17 @@ mod tests {
             "2000-02-29T01:30:00.005+01:30"
         );
         assert_eq!(at(-1, 1, 0), "1969-12-31T23:59:59.000000001Z");
+    }
+
+    #[test]
+    fn a_made_up_time_past_the_valid_range_is_printed_without_wrapping() {
+        assert_eq!(
+            at(i64::MIN, u32::MAX, i16::MIN),
+            "-292277022657-01-27T08:29:52.999999999-546:08"
+        );
+        assert_eq!(
+            at(i64::MAX, 0, i16::MAX),
+            "292277026596-12-04T15:30:07+546:07"
+        );
     }
 }

@@ -396,9 +396,9 @@ fn prepare_state(
     };
     let migrate_from = judge_owner(&path.to_string(), spec, &owner, &current)?;
     if let Some(stored_version) = migrate_from {
-        module
-            .migrate(stored_version)
-            .with_context(|| format!("{path}; or {}", discard_hint(spec)))?;
+        module.migrate(stored_version).map_err(|error| {
+            anyhow::anyhow!("{error:#} (state in {path}); or {}", discard_hint(spec))
+        })?;
         tracing::info!(instance = %spec.name, from = stored_version, to = current.version, "state migrated");
     }
     tracing::info!(

@@ -76,6 +76,26 @@ impl Timestamp {
         nanoseconds: 0,
         offset_minutes: 0,
     };
+
+    /// Earliest valid time: 0000-01-01T00:00:00Z.
+    pub const MIN_SECONDS: i64 = -62_167_219_200;
+
+    /// Latest valid second: 9999-12-31T23:59:59Z.
+    pub const MAX_SECONDS: i64 = 253_402_300_799;
+
+    /// Largest UTC offset, minutes either way (a day; real zones stay
+    /// within 14 hours).
+    pub const MAX_OFFSET_MINUTES: i16 = 24 * 60;
+
+    /// Whether the time is one that every handler can print and every
+    /// filter compare: nanoseconds below a second, an offset within a day,
+    /// years 0 to 9999. A guest's timestamp that is not is refused, so that
+    /// no output shows a year of -292277022657 or an offset of +546:07.
+    pub fn is_valid(&self) -> bool {
+        self.nanoseconds < 1_000_000_000
+            && self.offset_minutes.abs() <= Self::MAX_OFFSET_MINUTES
+            && (Self::MIN_SECONDS..=Self::MAX_SECONDS).contains(&self.seconds)
+    }
 }
 
 /// An event a module dispatched, validated, on its way from the module

@@ -19,6 +19,9 @@ pub mod module {
             "correlator:plugin/state.keys": trappable,
             "correlator:plugin/state.set": trappable,
         },
+        // Calls into guests are futures, so that a call blocked in a WASI
+        // host call (a sleep, a socket, a file) is bounded by a timeout.
+        exports: { default: async },
     });
 }
 
@@ -34,5 +37,6 @@ pub mod handler {
             "correlator:plugin/secrets": super::module::correlator::plugin::secrets,
             "wasi:logging/logging": super::module::wasi::logging::logging,
         },
+        exports: { default: async },
     });
 }

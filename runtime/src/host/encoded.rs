@@ -107,6 +107,9 @@ pub fn check(decl: &EventDecl, bytes: &[u8]) -> Result<usize, DispatchError> {
                     .map_err(|_| DispatchError::WrongType(declared.name.clone()))?;
                 text.len()
             }
+            Packed::Timestamp(time) if !time.is_valid() => {
+                return Err(DispatchError::WrongType(declared.name.clone()));
+            }
             _ => 8,
         };
         Ok(())

@@ -7,10 +7,9 @@
 //! a time, so that one poisoned input does not cost the rest of its batch),
 //! disable it, or abort the run.
 
-use super::IntoAnyhow as _;
 use super::bindings::handler::{EventHandler, EventHandlerPre};
 use super::bindings::module::{LogicModule, LogicModulePre};
-use super::sandbox::Sandbox;
+use super::sandbox::{CallTimedOut, Sandbox};
 use super::state::{EventCatalog, InstanceState, LimitExceeded, StateAccess};
 use super::supervisor::{Supervisor, Verdict};
 use crate::app::OnFailure;
@@ -19,7 +18,7 @@ use crate::types::{
     DeliveredEvent, Descriptor, Dispatched, EventDecl, FieldDecl, FieldValues, RecordBatch,
     Severity, TimerTick, Value, ValueType,
 };
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,11 +60,16 @@ fn packed_handle_of(
 }
 
 /// Instantiate a handler: its world's bindings and its packed `handle`.
+/// Instantiating runs guest code (start functions), so it is bounded like
+/// any call.
 fn instantiate_handler(
+    sandbox: &Sandbox,
     pre: &EventHandlerPre<InstanceState>,
     store: &mut Store<InstanceState>,
 ) -> wasmtime::Result<(EventHandler, Option<wasmtime::component::Func>)> {
-    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let instance = sandbox.bounded(store, async |store| {
+        pre.instance_pre().instantiate_async(store).await
+    })?;
     let bindings = EventHandler::new(&mut *store, &instance)?;
     let packed = packed_handle_of(store, &instance)?;
     Ok((bindings, packed))
@@ -110,10 +114,13 @@ impl DurableExports {
 
 /// Instantiate a module: its world's bindings and its `durable` functions.
 fn instantiate_module(
+    sandbox: &Sandbox,
     pre: &LogicModulePre<InstanceState>,
     store: &mut Store<InstanceState>,
 ) -> wasmtime::Result<(LogicModule, Option<DurableExports>)> {
-    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let instance = sandbox.bounded(store, async |store| {
+        pre.instance_pre().instantiate_async(store).await
+    })?;
     let bindings = LogicModule::new(&mut *store, &instance)?;
     let durable = DurableExports::of(store, &instance)?;
     Ok((bindings, durable))
@@ -170,6 +177,9 @@ fn check_descriptor(name: &str, descriptor: &Descriptor) -> anyhow::Result<()> {
 fn failure_reason(error: &wasmtime::Error, sandbox: &Sandbox) -> String {
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
         return limit.0.clone();
+    }
+    if let Some(timed_out) = error.downcast_ref::<CallTimedOut>() {
+        return timed_out.to_string();
     }
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         return match trap {
@@ -409,14 +419,18 @@ impl ModuleInstance {
     ) -> anyhow::Result<Self> {
         let name = sandbox.name().to_owned();
         let mut store = sandbox.store()?;
-        let (bindings, durable) = instantiate_module(&pre, &mut store)
-            .into_anyhow()
-            .with_context(|| format!("cannot instantiate module \"{name}\""))?;
-        let descriptor = bindings
-            .correlator_plugin_logic()
-            .call_describe(&mut store)
-            .into_anyhow()
-            .with_context(|| format!("module \"{name}\" failed in describe"))?;
+        let (bindings, durable) = instantiate_module(&sandbox, &pre, &mut store)
+            .map_err(|error| failure_reason(&error, &sandbox))
+            .map_err(|reason| anyhow::anyhow!("cannot instantiate module \"{name}\": {reason}"))?;
+        let descriptor = sandbox
+            .bounded(&mut store, async |store| {
+                bindings
+                    .correlator_plugin_logic()
+                    .call_describe(store)
+                    .await
+            })
+            .map_err(|error| failure_reason(&error, &sandbox))
+            .map_err(|reason| anyhow::anyhow!("module \"{name}\" failed in describe: {reason}"))?;
         check_descriptor(&name, &descriptor)?;
         let catalog = Arc::new(EventCatalog::new(&descriptor.events));
         store.data_mut().catalog = Arc::clone(&catalog);
@@ -467,10 +481,11 @@ impl ModuleInstance {
         let Some(durable) = self.durable else {
             return Ok(None);
         };
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        let (version,) = durable
-            .state_version
-            .call(&mut self.store, ())
+        let (version,) = self
+            .sandbox
+            .bounded(&mut self.store, async |store| {
+                durable.state_version.call_async(store, ()).await
+            })
             .map_err(|error| failure_reason(&error, &self.sandbox))
             .map_err(|reason| {
                 anyhow::anyhow!("module \"{}\" failed in state-version: {reason}", self.name)
@@ -485,8 +500,9 @@ impl ModuleInstance {
         let Some(durable) = self.durable else {
             bail!("module \"{}\" has no durable state to migrate", self.name);
         };
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        match durable.migrate.call(&mut self.store, (stored_version,)) {
+        match self.sandbox.bounded(&mut self.store, async |store| {
+            durable.migrate.call_async(store, (stored_version,)).await
+        }) {
             Ok((Ok(()),)) => Ok(()),
             Ok((Err(message),)) => bail!(
                 "module \"{}\" cannot migrate its state from version {stored_version}: {message}",
@@ -507,7 +523,9 @@ impl ModuleInstance {
         let Some(durable) = self.durable else {
             return Ok(Vec::new());
         };
-        self.simple_call("checkpoint", |_, store| durable.checkpoint.call(store, ()))
+        self.simple_call("checkpoint", async |_, store| {
+            durable.checkpoint.call_async(store, ()).await
+        })
     }
 
     /// The instance's durable state, with its writes since the last commit.
@@ -540,10 +558,12 @@ impl ModuleInstance {
     /// otherwise (its events are then discarded).
     fn call(
         &mut self,
-        call: impl FnOnce(&LogicModule, &mut Store<InstanceState>) -> wasmtime::Result<()>,
+        call: impl AsyncFnOnce(&LogicModule, &mut Store<InstanceState>) -> wasmtime::Result<()>,
     ) -> Result<Vec<Dispatched>, String> {
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        let result = call(&self.bindings, &mut self.store);
+        let bindings = &self.bindings;
+        let result = self
+            .sandbox
+            .bounded(&mut self.store, async |store| call(bindings, store).await);
         let dispatched = std::mem::take(&mut self.store.data_mut().dispatched);
         match result {
             Ok(()) => Ok(dispatched),
@@ -570,10 +590,11 @@ impl ModuleInstance {
             self.skipped_records += batch.positions.len() as u64;
             return Ok(Vec::new());
         }
-        let reason = match self.call(|bindings, store| {
+        let reason = match self.call(async |bindings, store| {
             bindings
                 .correlator_plugin_logic()
                 .call_process(store, batch)
+                .await
         }) {
             Ok(events) => return Ok(events),
             Err(reason) => reason,
@@ -594,10 +615,11 @@ impl ModuleInstance {
         let mut failures = 0;
         for index in 0..batch.positions.len() {
             let single = single_record(batch, index);
-            match self.call(|bindings, store| {
+            match self.call(async |bindings, store| {
                 bindings
                     .correlator_plugin_logic()
                     .call_process(store, &single)
+                    .await
             }) {
                 Ok(dispatched) => events.extend(dispatched),
                 Err(reason) => {
@@ -626,24 +648,28 @@ impl ModuleInstance {
 
     /// Deliver a timer tick.
     pub fn tick(&mut self, tick: TimerTick) -> Result<Vec<Dispatched>, Aborted> {
-        self.simple_call("tick", |bindings, store| {
-            bindings.correlator_plugin_logic().call_tick(store, tick)
+        self.simple_call("tick", async |bindings, store| {
+            bindings
+                .correlator_plugin_logic()
+                .call_tick(store, tick)
+                .await
         })
     }
 
     /// Ask for the statistics event.
     pub fn statistics(&mut self, reset: bool) -> Result<Vec<Dispatched>, Aborted> {
-        self.simple_call("statistics", |bindings, store| {
+        self.simple_call("statistics", async |bindings, store| {
             bindings
                 .correlator_plugin_logic()
                 .call_statistics(store, reset)
+                .await
         })
     }
 
     fn simple_call(
         &mut self,
         name: &str,
-        call: impl FnOnce(&LogicModule, &mut Store<InstanceState>) -> wasmtime::Result<()>,
+        call: impl AsyncFnOnce(&LogicModule, &mut Store<InstanceState>) -> wasmtime::Result<()>,
     ) -> Result<Vec<Dispatched>, Aborted> {
         if !self.supervisor.may_run(Instant::now()) {
             return Ok(Vec::new());
@@ -694,14 +720,18 @@ impl HandlerInstance {
     ) -> anyhow::Result<Self> {
         let name = sandbox.name().to_owned();
         let mut store = sandbox.store()?;
-        let (bindings, packed) = instantiate_handler(&pre, &mut store)
-            .into_anyhow()
-            .with_context(|| format!("cannot instantiate handler \"{name}\""))?;
-        let descriptor = bindings
-            .correlator_plugin_handler()
-            .call_describe(&mut store)
-            .into_anyhow()
-            .with_context(|| format!("handler \"{name}\" failed in describe"))?;
+        let (bindings, packed) = instantiate_handler(&sandbox, &pre, &mut store)
+            .map_err(|error| failure_reason(&error, &sandbox))
+            .map_err(|reason| anyhow::anyhow!("cannot instantiate handler \"{name}\": {reason}"))?;
+        let descriptor = sandbox
+            .bounded(&mut store, async |store| {
+                bindings
+                    .correlator_plugin_handler()
+                    .call_describe(store)
+                    .await
+            })
+            .map_err(|error| failure_reason(&error, &sandbox))
+            .map_err(|reason| anyhow::anyhow!("handler \"{name}\" failed in describe: {reason}"))?;
         check_descriptor(&name, &descriptor)?;
         Ok(HandlerInstance {
             name,
@@ -733,15 +763,18 @@ impl HandlerInstance {
     /// One `handle` call (`handle-packed` if the component has it): the
     /// per-event results, or why it failed.
     fn call(&mut self, events: &[&Dispatched]) -> Result<Vec<Result<(), String>>, String> {
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
         let result = match self.packed {
             Some(func) => {
                 let mut packed = std::mem::take(&mut self.packed_buffer);
                 packed.clear();
                 super::encoded::pack_events(events, &mut packed);
-                let result = func
-                    .typed::<(&[u8],), (Vec<Result<(), String>>,)>(&self.store)
-                    .and_then(|handle| handle.call(&mut self.store, (&packed,)))
+                let bytes = packed.as_slice();
+                let result = self
+                    .sandbox
+                    .bounded(&mut self.store, async |store| {
+                        let handle = func.typed::<(&[u8],), (Vec<Result<(), String>>,)>(&*store)?;
+                        handle.call_async(store, (bytes,)).await
+                    })
                     .map(|(results,)| results);
                 if packed.capacity() <= PACKED_BUFFER_KEPT {
                     self.packed_buffer = packed;
@@ -751,9 +784,13 @@ impl HandlerInstance {
             None => {
                 let delivered: Vec<DeliveredEvent> =
                     events.iter().map(|event| event.to_delivered()).collect();
-                self.bindings
-                    .correlator_plugin_handler()
-                    .call_handle(&mut self.store, &delivered)
+                let bindings = &self.bindings;
+                self.sandbox.bounded(&mut self.store, async |store| {
+                    bindings
+                        .correlator_plugin_handler()
+                        .call_handle(store, &delivered)
+                        .await
+                })
             }
         };
         result.map_err(|error| failure_reason(&error, &self.sandbox))
@@ -843,18 +880,17 @@ impl Supervised for ModuleInstance {
     }
 
     fn call_init(&mut self) -> Result<(), InitFailure> {
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        let result = self
-            .bindings
-            .correlator_plugin_logic()
-            .call_init(&mut self.store);
+        let bindings = &self.bindings;
+        let result = self.sandbox.bounded(&mut self.store, async |store| {
+            bindings.correlator_plugin_logic().call_init(store).await
+        });
         init_outcome(result, &self.sandbox)
     }
 
     fn fresh(&mut self) -> Result<(), String> {
         self.rejected_earlier += self.store.data().rejected;
         let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
-        let (bindings, durable) = instantiate_module(&self.pre, &mut store)
+        let (bindings, durable) = instantiate_module(&self.sandbox, &self.pre, &mut store)
             .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
         store.data_mut().catalog = Arc::clone(&self.catalog);
         store.data_mut().config = self.config.clone();
@@ -889,17 +925,16 @@ impl Supervised for HandlerInstance {
     }
 
     fn call_init(&mut self) -> Result<(), InitFailure> {
-        self.store.set_epoch_deadline(self.sandbox.call_ticks());
-        let result = self
-            .bindings
-            .correlator_plugin_handler()
-            .call_init(&mut self.store);
+        let bindings = &self.bindings;
+        let result = self.sandbox.bounded(&mut self.store, async |store| {
+            bindings.correlator_plugin_handler().call_init(store).await
+        });
         init_outcome(result, &self.sandbox)
     }
 
     fn fresh(&mut self) -> Result<(), String> {
         let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
-        let (bindings, packed) = instantiate_handler(&self.pre, &mut store)
+        let (bindings, packed) = instantiate_handler(&self.sandbox, &self.pre, &mut store)
             .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
         store.data_mut().config = self.config.clone();
         self.store = store;

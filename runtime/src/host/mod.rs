@@ -354,10 +354,10 @@ impl EngineSet {
             .into_anyhow()
             .context("cannot set up the WebAssembly engine")?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .into_anyhow()
             .context("cannot link WASI")?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .into_anyhow()
             .context("cannot link wasi:http")?;
         // The module world's imports are a superset of the handler world's.

@@ -31,12 +31,20 @@ pub struct ResolvedGrants {
     pub secrets: Arc<BTreeMap<String, String>>,
 }
 
+/// A call waited in a host call (a WASI sleep or poll, a file, a socket, an
+/// HTTP request) past its instance's time limit. Wasm code that runs too
+/// long is interrupted by the epoch instead (`Trap::Interrupt`).
+#[derive(Debug, thiserror::Error)]
+#[error("ran longer than its call time limit ({0} ms), waiting in a host call")]
+pub struct CallTimedOut(pub u64);
+
 /// Makes stores for one instance: the first one and every fresh one after a
 /// failure, all with the same grants and limits.
 #[derive(Clone)]
 pub struct Sandbox {
-    /// Keeps the epoch ticking for as long as any instance lives.
-    _ticker: Option<Arc<EpochTicker>>,
+    /// Keeps the epoch ticking for as long as any instance lives; `None`
+    /// when call time limits are off.
+    ticker: Option<Arc<EpochTicker>>,
     engine: Engine,
     clock: StreamClock,
     name: Arc<str>,
@@ -55,7 +63,7 @@ impl Sandbox {
         grants: ResolvedGrants,
     ) -> Self {
         Sandbox {
-            _ticker: ticker,
+            ticker,
             engine,
             clock,
             name: Arc::from(spec.name.as_str()),
@@ -79,6 +87,32 @@ impl Sandbox {
     pub fn call_ticks(&self) -> u64 {
         let tick = u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(10).max(1);
         self.limits.call_timeout_ms.div_ceil(tick).max(1)
+    }
+
+    /// Run one call into an instance of this sandbox to its end or to the
+    /// instance's call time limit, whichever comes first, however the time
+    /// is spent. Wasm code past the deadline is interrupted by the epoch;
+    /// a call that waits in a host call (a sleep, a poll, a FIFO, a socket)
+    /// is abandoned when the timeout fires, a little after the epoch would
+    /// have, so that a guest's own loop is reported as such. Either way the
+    /// call fails and the store must not be called again: the failure
+    /// policy replaces the instance.
+    pub fn bounded<R>(
+        &self,
+        store: &mut Store<InstanceState>,
+        call: impl AsyncFnOnce(&mut Store<InstanceState>) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        store.set_epoch_deadline(self.call_ticks());
+        if self.ticker.is_none() {
+            return wasmtime_wasi::runtime::in_tokio(call(store));
+        }
+        let limit_ms = self.limits.call_timeout_ms;
+        let limit = Duration::from_millis(limit_ms).saturating_add(2 * EPOCH_TICK);
+        wasmtime_wasi::runtime::in_tokio(async move {
+            tokio::time::timeout(limit, call(store))
+                .await
+                .unwrap_or_else(|_| Err(wasmtime::Error::new(CallTimedOut(limit_ms))))
+        })
     }
 
     /// A new store: no environment, no arguments, no network, the stream

@@ -464,6 +464,14 @@ impl InstanceState {
                 event.kind,
             ));
         };
+        check_time(event.time).map_err(|error| (error, event.kind.clone()))?;
+        if let Some(field) = event
+            .fields
+            .iter()
+            .find(|field| !value_is_valid(&field.value))
+        {
+            return Err((DispatchError::WrongType(field.name.clone()), event.kind));
+        }
         // The SDK's builder sets fields in declared order: check that
         // without moving anything, and sort only when it does not hold.
         let in_order = event.fields.len() == decl.fields.len()
@@ -512,6 +520,18 @@ impl InstanceState {
         time: Option<Timestamp>,
     ) -> Result<Dispatched, (DispatchError, String)> {
         let decl = declared_values(&self.catalog, kind, &values)?;
+        check_time(time).map_err(|error| (error, decl.kind.clone()))?;
+        if let Some((declared, _)) = decl
+            .fields
+            .iter()
+            .zip(&values)
+            .find(|(_, value)| !value_is_valid(value))
+        {
+            return Err((
+                DispatchError::WrongType(declared.name.clone()),
+                decl.kind.clone(),
+            ));
+        }
         Ok(self.dispatched(decl, summary, FieldValues::Values(values), time))
     }
 
@@ -777,6 +797,7 @@ impl events::Host for InstanceState {
     ) -> wasmtime::Result<Result<(), DispatchError>> {
         let checked = self.catalog.declared_at(kind).and_then(|decl| {
             super::encoded::check(decl, &values)
+                .and_then(|size| check_time(time).map(|()| size))
                 .map(|size| (decl, size))
                 .map_err(|error| (error, decl.kind.clone()))
         });
@@ -787,6 +808,24 @@ impl events::Host for InstanceState {
         let validated = checked
             .map(|(decl, _)| self.dispatched(decl, summary, FieldValues::Encoded(values), time));
         Ok(self.accept(validated))
+    }
+}
+
+/// An event's own time, if the guest gave one, must be valid
+/// ([`Timestamp::is_valid`]); it is refused as a `wrong-type` of `time`.
+fn check_time(time: Option<Timestamp>) -> Result<(), DispatchError> {
+    match time {
+        Some(time) if !time.is_valid() => Err(DispatchError::WrongType("time".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a field's value is one handlers can show: a timestamp must be
+/// valid; anything else is.
+fn value_is_valid(value: &Value) -> bool {
+    match value {
+        Value::Timestamp(time) => time.is_valid(),
+        _ => true,
     }
 }
 

@@ -2,7 +2,8 @@
 //! configuration item names: `poison` panics on failed-login events,
 //! `loop` never returns from any event, `refuse` fails every event, `slow`
 //! spends `spin` iterations of busy work on each (to make a pipeline fall
-//! behind).
+//! behind), `sleep` sleeps an hour in every `handle` and `sleep-init` in
+//! `init` (blocking in a WASI call, where no epoch deadline reaches).
 
 use correlator_sdk::{ConfigItem, DeliveredEvent, Descriptor, Handler, config, export_handler};
 
@@ -23,8 +24,12 @@ impl Handler for HostileHandler {
     }
 
     fn init() -> Result<Self, String> {
+        let attack = config::text("attack")?;
+        if attack == "sleep-init" {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         Ok(HostileHandler {
-            attack: config::text("attack")?,
+            attack,
             spin: u64::try_from(config::integer("spin")?).unwrap_or(0),
         })
     }
@@ -36,6 +41,10 @@ impl Handler for HostileHandler {
             {
                 #[allow(clippy::empty_loop, reason = "the attack")]
                 loop {}
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(())
             }
             "refuse" => Err(format!("will not handle {}", event.kind)),
             "slow" => {

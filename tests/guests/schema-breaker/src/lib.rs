@@ -1,11 +1,15 @@
 //! A module that, for every record, dispatches one valid event and one of
 //! each kind of invalid event, so tests can check that the host rejects the
 //! invalid ones by name and goes on. Besides what the SDK's builder lets
-//! through, it packs broken values for `dispatch-encoded` by hand.
+//! through, it packs broken values for `dispatch-encoded` by hand, and
+//! sends timestamps no output could show (in an event's time and in a
+//! field, through each way of dispatching).
 
-use correlator_sdk::__bindings::module::correlator::plugin::events::dispatch_encoded;
+use correlator_sdk::__bindings::module::correlator::plugin::events::{
+    dispatch_encoded, dispatch_values,
+};
 use correlator_sdk::{
-    Descriptor, Event, EventType, Module, Record, Severity, Value, export_module,
+    Descriptor, Event, EventType, Module, Record, Severity, Timestamp, Value, export_module,
 };
 
 /// `text` packed as `dispatch-encoded` takes a text: length, then bytes.
@@ -30,6 +34,9 @@ impl Module for SchemaBreaker {
             EventType::new("Seen", Severity::Info, "a record was seen")
                 .text("host", "hostname")
                 .integer("position", "position of the record"),
+        )
+        .event(
+            EventType::new("Timed", Severity::Info, "carries a time").timestamp("when", "a time"),
         )
     }
 
@@ -67,6 +74,24 @@ impl Module for SchemaBreaker {
         longer.push(0);
         let _ = dispatch_encoded(0, "packed, a byte too many", &longer, None);
         let _ = dispatch_encoded(7, "packed, undeclared index", &[], None);
+
+        // Times past what any output can show: in the event's own time,
+        // and in a field through dispatch-encoded and dispatch-values.
+        let at = |seconds, nanoseconds, offset_minutes| Timestamp {
+            seconds,
+            nanoseconds,
+            offset_minutes,
+        };
+        let _ = valid().at(at(i64::MIN, 0, 0)).dispatch();
+        let _ = Event::new("Timed", "nanoseconds past a second")
+            .timestamp("when", at(0, 1_000_000_000, 0))
+            .dispatch();
+        let _ = dispatch_values(
+            1,
+            "an offset of 546 hours",
+            &[Value::Timestamp(at(0, 0, i16::MAX))],
+            None,
+        );
     }
 }
 

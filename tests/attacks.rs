@@ -1,0 +1,288 @@
+//! Attacks on the sandbox's guarantees by components that were granted
+//! nothing (or only a directory): blocking in a WASI call in every export,
+//! and what the host must stay within meanwhile. Each runs beside a
+//! well-behaved sshd instance whose events must be exactly those of a run
+//! without the attacker, and each run's wall time and peak memory (the
+//! summary line's `peak_memory_mib`) are held to a bound.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Longest a run with a blocking attacker may take here: every blocked
+/// call ends at 200 ms, the failure policy backs off and disables, and a
+/// busy CI machine gets slack.
+const WALL_TIME_BOUND: Duration = Duration::from_secs(20);
+
+/// Most memory a run of the sample capture may hold: the runtime with two
+/// instances needs well under half of it.
+const PEAK_MEMORY_BOUND_MIB: u64 = 400;
+
+fn blocking_guest() -> &'static str {
+    env!("CORRELATOR_TEST_GUEST_HOSTILE_BLOCK")
+}
+
+/// The sample capture and a brute force, over more than one minute (so
+/// that minute ticks come).
+fn capture() -> String {
+    let mut capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    brute_force(&mut capture, "203.0.113.66", 0, 10, 6, 9000);
+    capture
+}
+
+/// A directory with an app of the sshd module, the blocking module (its
+/// directory `run/blk` holding a file per `(export, how)` in `markers`,
+/// calls limited to 200 ms) and the JSON log handler.
+fn blocking_app(markers: &[(&str, &str)]) -> tempfile::TempDir {
+    let app = format!(
+        "[config.system]\nrun_dir = \"run\"\n\
+         [modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.blk]\ncomponent = '{}'\ngrants = {{ dir = \"blk\" }}\nlimits = {{ call_timeout_ms = 200 }}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n",
+        blocking_guest()
+    );
+    let dir = app_dir(&app);
+    let granted = dir.path().join("run/blk");
+    std::fs::create_dir_all(&granted).expect("mkdir");
+    for (export, how) in markers {
+        std::fs::write(granted.join(export), how).expect("write marker");
+    }
+    dir
+}
+
+/// A run of `args` in `dir`, and how long it took.
+fn timed(dir: &Path, args: &[&str]) -> (Run, Duration) {
+    let started = Instant::now();
+    let run = correlator(dir, args);
+    (run, started.elapsed())
+}
+
+/// The peak memory a run's summary line reports, MiB.
+fn peak_memory_mib(stderr: &str) -> u64 {
+    stderr
+        .split("peak_memory_mib=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak_memory_mib in:\n{stderr}"))
+}
+
+/// Replay [`capture`] in `dir`; the run must succeed within the bounds.
+/// Its events and stderr.
+fn replay_within_bounds(dir: &Path) -> (Vec<Value>, String) {
+    std::fs::write(dir.join("input.cap"), capture()).expect("write capture");
+    let (run, took) = timed(
+        dir,
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(0), "the host must survive:\n{}", run.stderr);
+    assert!(took < WALL_TIME_BOUND, "took {took:?}:\n{}", run.stderr);
+    let peak = peak_memory_mib(&run.stderr);
+    assert!(peak < PEAK_MEMORY_BOUND_MIB, "peak memory {peak} MiB");
+    let events = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    (events, run.stderr)
+}
+
+/// What the sshd instance says about [`capture`] with nobody attacking.
+fn normal_sshd_events() -> Vec<Value> {
+    let events = replay_json(SSHD_JSON_APP, &capture(), &["state.enabled=false"]);
+    assert_eq!(
+        events.len(),
+        11,
+        "3 sample events, 6 failed logins, 1 attempts exceeded, stats"
+    );
+    events
+}
+
+fn of_module(events: &[Value], module: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["module"] == module)
+        .cloned()
+        .collect()
+}
+
+const BLOCKED: &str = "ran longer than its call time limit (200 ms), waiting in a host call";
+
+#[test]
+fn a_module_blocked_in_a_wasi_call_is_stopped_at_its_time_limit_in_every_export() {
+    let normal = normal_sshd_events();
+    let cases = [
+        ("init", "sleep"),
+        ("process", "sleep"),
+        ("process", "fifo"),
+        ("tick", "sleep"),
+        ("statistics", "sleep"),
+        ("checkpoint", "sleep"),
+    ];
+    for (export, how) in cases {
+        let dir = blocking_app(&[(export, how)]);
+        if how == "fifo" {
+            let status = std::process::Command::new("mkfifo")
+                .arg(dir.path().join("run/blk/fifo"))
+                .status()
+                .expect("mkfifo runs");
+            assert!(status.success());
+        }
+        let (events, stderr) = replay_within_bounds(dir.path());
+        assert_eq!(
+            of_module(&events, "OpenSSH"),
+            normal,
+            "the sshd instance beside a module blocking in {export} ({how})"
+        );
+        assert_has(
+            &stderr,
+            &format!("instance failed: {BLOCKED} instance=blk call=\"{export}\""),
+        );
+    }
+}
+
+#[test]
+fn a_module_blocked_in_a_start_up_export_stops_start_up_with_the_reason() {
+    // `check` describes instances without their grants, so it meets the
+    // guest's describe (which blocks when it sees no directory) only.
+    let cases = [
+        ("describe", "run", "describe"),
+        ("describe", "check", "describe"),
+        ("state-version", "run", "state-version"),
+    ];
+    for (export, command, failed_in) in cases {
+        let dir = blocking_app(&[(export, "sleep")]);
+        let mut args = vec![command, "--app", "app.toml"];
+        if command == "run" {
+            args.extend(["--read-file", "/dev/null"]);
+        }
+        let (run, took) = timed(dir.path(), &args);
+        assert_eq!(run.code, Some(1), "{command} with {export}: {}", run.stderr);
+        let expected = format!("error: module \"blk\" failed in {failed_in}: {BLOCKED}\n");
+        assert!(
+            run.stderr.ends_with(&expected),
+            "{command} with {export}:\n{}",
+            run.stderr
+        );
+        assert!(took < WALL_TIME_BOUND, "took {took:?}");
+    }
+}
+
+#[test]
+fn a_module_blocked_in_migrate_stops_start_up_with_the_reason() {
+    // The first run keeps state at version 1 (the file `v1`); the second
+    // is version 2 and must migrate, which blocks.
+    let dir = blocking_app(&[("v1", "")]);
+    let (_, stderr) = replay_within_bounds(dir.path());
+    assert_has(&stderr, "replay of input.cap finished");
+    let granted = dir.path().join("run/blk");
+    std::fs::remove_file(granted.join("v1")).expect("remove v1");
+    std::fs::write(granted.join("migrate"), "sleep").expect("write marker");
+    let (run, took) = timed(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.ends_with(&format!(
+            "error: module \"blk\" failed migrating its state from version 1: {BLOCKED} \
+             (state in run/state.redb); or start with --discard-state blk to delete that state \
+             and start the instance empty\n"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(took < WALL_TIME_BOUND, "took {took:?}");
+}
+
+#[test]
+fn inspecting_a_component_that_blocks_in_describe_ends_with_the_reason() {
+    let (run, took) = timed(&workspace(), &["inspect", blocking_guest()]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        "error: module \"inspect\" failed in describe: ran longer than its call time limit (1000 ms), waiting in a host call\n"
+    );
+    assert!(took < WALL_TIME_BOUND, "took {took:?}");
+}
+
+#[test]
+fn a_handler_blocked_in_a_wasi_call_costs_the_other_handler_nothing() {
+    let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_HANDLER");
+    let normal = normal_sshd_events();
+    for attack in ["sleep", "sleep-init"] {
+        let app = format!(
+            "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+             [handlers.bad]\ncomponent = '{guest}'\nconfig = {{ attack = \"{attack}\" }}\nlimits = {{ call_timeout_ms = 200 }}\n\
+             [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+        );
+        let dir = app_dir(&app);
+        let (events, stderr) = replay_within_bounds(dir.path());
+        let (sshd, disabled): (Vec<Value>, Vec<Value>) =
+            events.into_iter().partition(|e| e["module"] == "OpenSSH");
+        assert_eq!(sshd, normal, "the log handler beside \"{attack}\"");
+        assert_has(&stderr, &format!("handler failed: {BLOCKED} instance=bad"));
+        if attack == "sleep" {
+            // Every event it was given failed (the batch, then three
+            // alone), and it backs off: nothing is disabled.
+            assert_eq!(disabled, Vec::<Value>::new());
+            assert_has(&stderr, "handler_failures=11 ");
+        } else {
+            let reasons: Vec<&Value> = disabled.iter().map(|e| &e["fields"]["reason"]).collect();
+            assert_eq!(
+                reasons,
+                [&Value::from(format!(
+                    "it failed 5 times within 60 s; last failure: {BLOCKED}"
+                ))],
+                "{attack}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_first_sigterm_stops_a_replay_whose_module_blocks_in_every_call() {
+    let dir = blocking_app(&[("process", "sleep")]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_correlator"))
+        .args(["run", "--app", "app.toml", "--read-file", "-"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .env(
+            "XDG_CACHE_HOME",
+            workspace().join("target").join("test-cache"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the correlator binary runs");
+    {
+        use std::io::Write as _;
+        let stdin = child.stdin.as_mut().expect("stdin is piped");
+        stdin
+            .write_all(capture().as_bytes())
+            .expect("feed the replay");
+        stdin.flush().expect("feed the replay");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let signalled = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if signalled.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
