@@ -5,7 +5,9 @@
 //! `cargo bench -p correlator --bench replay` (1,000,000 records; set
 //! CORRELATOR_BENCH_RECORDS to change). The log handler writes JSON to
 //! /dev/null, so handler work is measured too. Durable state is measured
-//! on (checkpoints every second into the run directory) and off.
+//! on (checkpoints every second into the run directory) and off. Set
+//! CORRELATOR_BENCH_BASELINE to an older build of the binary to run its
+//! defaults in the same rounds and print the change against it.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -37,19 +39,25 @@ fn main() {
     .expect("write app");
 
     let binary = env!("CARGO_BIN_EXE_correlator");
-    // Three set-ups, alternating, so that all see the same machine: the
+    // Four set-ups, alternating, so that all see the same machine: the
     // default (limits on, durable state on, starting empty each round),
-    // state off, and limits off too. The differences are what checkpoints
-    // and the sandbox's limits cost.
-    let setups: [(&str, &[&str]); 4] = [
-        ("limits, state", &["--discard-all-state"]),
+    // checkpoints ten times a second, state off, and limits off too. The
+    // differences are what checkpoints and the sandbox's limits cost.
+    let mut setups: Vec<(String, &str, &[&str])> = vec![
+        ("limits, state".into(), binary, &["--discard-all-state"]),
         (
-            "limits, state every 0.1 s",
+            "limits, state every 0.1 s".into(),
+            binary,
             &["--discard-all-state", "-o", "state.checkpoint_interval=0.1"],
         ),
-        ("limits, no state", &["-o", "state.enabled=false"]),
         (
-            "no limits, no state",
+            "limits, no state".into(),
+            binary,
+            &["-o", "state.enabled=false"],
+        ),
+        (
+            "no limits, no state".into(),
+            binary,
             &[
                 "-o",
                 "state.enabled=false",
@@ -58,11 +66,22 @@ fn main() {
             ],
         ),
     ];
-    let mut best = [f64::MAX; 4];
+    // CORRELATOR_BENCH_BASELINE names an older build of the binary: its
+    // defaults run in the same rounds, so that a change is measured against
+    // what came before on the same machine at the same time.
+    let baseline = std::env::var("CORRELATOR_BENCH_BASELINE").ok();
+    if let Some(baseline) = &baseline {
+        setups.push((
+            format!("baseline {baseline}: limits, state"),
+            baseline,
+            &["--discard-all-state"],
+        ));
+    }
+    let mut best = vec![f64::MAX; setups.len()];
     for round in 1..=4 {
-        for (index, (name, args)) in setups.iter().enumerate() {
+        for (index, (name, program, args)) in setups.iter().enumerate() {
             let started = Instant::now();
-            let status = Command::new(binary)
+            let status = Command::new(program)
                 .args(["run", "--app"])
                 .arg(&app)
                 .arg("--read-file")
@@ -93,6 +112,13 @@ fn main() {
         rate(3),
         (best[2] / best[3] - 1.0) * 100.0
     );
+    if baseline.is_some() {
+        println!(
+            "baseline: best {:.0} records/s with the defaults; this build is {:+.1}% against it",
+            rate(4),
+            (rate(0) / rate(4) - 1.0) * 100.0
+        );
+    }
     if std::env::var_os("CORRELATOR_BENCH_KEEP").is_some() {
         println!("capture and app kept in {}", dir.display());
     } else {
