@@ -286,3 +286,43 @@ fn the_first_sigterm_stops_a_replay_whose_module_blocks_in_every_call() {
     };
     assert_eq!(exit.code(), Some(0));
 }
+
+/// An app with the sshd module, the hostile module doing `attack` and the
+/// JSON log handler.
+fn hostile_app(attack: &str) -> tempfile::TempDir {
+    app_dir(&format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"{attack}\" }}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE")
+    ))
+}
+
+#[test]
+fn what_a_guest_prints_becomes_its_own_rate_limited_log_lines() {
+    let dir = hostile_app("stdio-flood");
+    let (events, stderr) = replay_within_bounds(dir.path());
+    assert_eq!(of_module(&events, "OpenSSH"), normal_sshd_events());
+    let forged: Vec<&str> = stderr.lines().filter(|l| l.contains("forged")).collect();
+    assert!(
+        (100..1000).contains(&forged.len()),
+        "{} of 10,000 lines logged",
+        forged.len()
+    );
+    for line in &forged {
+        assert!(
+            line.contains(
+                " WARN guest: 2026-11-30T00:00:00.000000Z ERROR correlator::cli: forged "
+            ) && line.ends_with(" instance=\"OpenSSH\" instance=\"bad\" context=\"stderr\""),
+            "a guest's line is marked as the guest's: {line}"
+        );
+    }
+    assert_has(
+        &stderr,
+        "guest log lines dropped (limit 100 per second) instance=\"bad\" dropped=",
+    );
+    assert_has(
+        &stderr,
+        " INFO guest: a \\u{1b}[31mred line instance=\"bad\" context=\"stdout\"\n",
+    );
+}

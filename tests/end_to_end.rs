@@ -808,12 +808,27 @@ fn a_handler_built_without_the_sdk_gets_its_events_the_plain_way_beside_a_packed
     // the log handler, built with the SDK, takes its events packed. Both see
     // the same events, fields and all.
     let guest = env!("CORRELATOR_TEST_GUEST_PLAIN_HANDLER");
-    let app = format!(
-        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
-         [handlers.plain]\ncomponent = '{guest}'\n\
-         [handlers.console]\ncomponent = \"builtin:log\"\nfilter = 'event.kind == \"SSHDLoginFailed\"'\n"
+    let app = |grants: &str| {
+        format!(
+            "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+             [handlers.plain]\ncomponent = '{guest}'\n{grants}\n\
+             [handlers.console]\ncomponent = \"builtin:log\"\nfilter = 'event.kind == \"SSHDLoginFailed\"'\n"
+        )
+    };
+    // Without the grant, what it prints is its log, not standard output.
+    let dir = app_dir(&app(""));
+    let run = replay_sample_in(dir.path(), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.lines().all(|line| line.starts_with('[')),
+        "{}",
+        run.stdout
     );
-    let dir = app_dir(&app);
+    assert_has(
+        &run.stderr,
+        " INFO guest: OpenSSH SSHDLoginFailed: User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords instance=\"plain\" context=\"stdout\"\n",
+    );
+    let dir = app_dir(&app("grants = { stdout = true }"));
     let run = replay_sample_in(dir.path(), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let plain: String = run

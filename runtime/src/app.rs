@@ -52,6 +52,7 @@ struct GrantsRaw {
     network: Vec<Spanned<String>>,
     #[serde(default)]
     secrets: Vec<Spanned<String>>,
+    stdout: Option<bool>,
 }
 
 /// An outbound destination a component may reach: `HOST:PORT`, with `*`
@@ -455,6 +456,11 @@ pub struct Grants {
     pub network: Vec<NetworkPattern>,
     /// Names of the secrets it may read, and where each is granted.
     pub secrets: Vec<(String, Location)>,
+    /// Whether it writes straight to the runtime's standard output. Only
+    /// the bundled console handler (`builtin:log`) does unless granted
+    /// (`stdout = true`); what any other component prints becomes its log
+    /// lines, so that it cannot print lines that pass for another's.
+    pub stdout: bool,
 }
 
 /// Whether an instance is a logic module or an event handler.
@@ -610,6 +616,7 @@ impl App {
                 None => None,
             };
             let limits = raw.limits.resolve();
+            let console = role == Role::Handler && source == ComponentSource::Builtin("log".into());
             if [
                 limits.memory_mib,
                 limits.call_timeout_ms,
@@ -648,6 +655,7 @@ impl App {
                         .as_ref()
                         .map(|dir| (dir.get_ref().clone(), locate(dir.span()))),
                     dir_mode: raw.grants.dir_mode,
+                    stdout: raw.grants.stdout.unwrap_or(console),
                     network: raw
                         .grants
                         .network

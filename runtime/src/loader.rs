@@ -193,6 +193,7 @@ pub fn load(
                     })
                     .collect(),
             ),
+            stdout: spec.grants.stdout,
         },
         Purpose::Inspect | Purpose::Check => ResolvedGrants::default(),
     };

@@ -4,6 +4,7 @@
 
 pub mod bindings;
 mod encoded;
+mod guest_log;
 mod instance;
 mod state;
 

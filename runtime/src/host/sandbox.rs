@@ -3,8 +3,9 @@
 //! time a call may take.
 
 use super::IntoAnyhow as _;
+use super::guest_log::{GuestLog, GuestOutput};
 use super::state::{InstanceLimits, InstanceState, StreamClock};
-use crate::app::{DirMode, InstanceSpec, Limits, NetworkPattern, Role};
+use crate::app::{DirMode, InstanceSpec, Limits, NetworkPattern};
 use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ pub struct ResolvedGrants {
     pub network: Vec<NetworkPattern>,
     /// The granted secrets with their values.
     pub secrets: Arc<BTreeMap<String, String>>,
+    /// Whether it writes straight to the runtime's standard output.
+    pub stdout: bool,
 }
 
 /// A call waited in a host call (a WASI sleep or poll, a file, a socket, an
@@ -48,7 +51,6 @@ pub struct Sandbox {
     engine: Engine,
     clock: StreamClock,
     name: Arc<str>,
-    role: Role,
     limits: Limits,
     grants: ResolvedGrants,
 }
@@ -67,7 +69,6 @@ impl Sandbox {
             engine,
             clock,
             name: Arc::from(spec.name.as_str()),
-            role: spec.role,
             limits: spec.limits,
             grants,
         }
@@ -116,16 +117,20 @@ impl Sandbox {
     }
 
     /// A new store: no environment, no arguments, no network, the stream
-    /// clock as its only clock, and a directory only if granted. Handlers
-    /// may write to standard output (that is what the log handler is for);
-    /// modules may not.
+    /// clock as its only clock, and a directory only if granted. What the
+    /// guest writes to standard error, and to standard output unless it was
+    /// granted the runtime's (`grants.stdout`: the console handler's job),
+    /// becomes its log lines.
     pub fn store(&self) -> anyhow::Result<Store<InstanceState>> {
+        let log = GuestLog::new(Arc::clone(&self.name), self.limits.log_lines_per_second);
         let mut wasi = WasiCtxBuilder::new();
         wasi.wall_clock(self.clock.clone())
             .monotonic_clock(self.clock.clone())
-            .inherit_stderr();
-        if self.role == Role::Handler {
+            .stderr(GuestOutput::new(Arc::clone(&log), "stderr"));
+        if self.grants.stdout {
             wasi.inherit_stdout();
+        } else {
+            wasi.stdout(GuestOutput::new(Arc::clone(&log), "stdout"));
         }
         if let Some((dir, mode)) = &self.grants.dir {
             if *mode == DirMode::ReadWrite {
@@ -174,6 +179,7 @@ impl Sandbox {
             store_limits,
             self.clock.clone(),
             InstanceLimits::from(&self.limits),
+            log,
         );
         state.secrets = Arc::clone(&self.grants.secrets);
         state.http_hooks.patterns = Arc::new(self.grants.network.clone());

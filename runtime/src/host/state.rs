@@ -5,6 +5,7 @@ use super::bindings::module::correlator::plugin::{
     clock, config, events, secrets, state, timers, types,
 };
 use super::bindings::module::wasi::logging::logging::{self, Level};
+use super::guest_log::GuestLog;
 use crate::state_store::{PendingWrites, StateStore, entry_bytes};
 use crate::types::{
     DispatchError, Dispatched, Event, EventDecl, FieldValues, TickKind, Timestamp, Value,
@@ -12,7 +13,7 @@ use crate::types::{
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -163,50 +164,11 @@ impl From<&crate::app::Limits> for InstanceLimits {
     }
 }
 
-/// Longest guest log line written; longer ones are cut.
-const GUEST_LOG_LINE_MAX: usize = 4096;
-
 /// A limit a guest ran into inside a host call; the call traps with it, and
 /// the failure policy takes over.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct LimitExceeded(pub String);
-
-/// A token bucket for guest log lines: `rate` per second, bursts up to
-/// `rate`.
-struct LogBudget {
-    rate: u64,
-    tokens: f64,
-    refilled: Instant,
-    dropped: u64,
-}
-
-impl LogBudget {
-    fn new(rate: u64) -> Self {
-        LogBudget {
-            rate,
-            tokens: rate as f64,
-            refilled: Instant::now(),
-            dropped: 0,
-        }
-    }
-
-    /// Whether one more line may be logged now; if so, how many were
-    /// dropped since the last one that was.
-    fn take(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.refilled = now;
-        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.rate as f64);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Some(std::mem::take(&mut self.dropped))
-        } else {
-            self.dropped += 1;
-            None
-        }
-    }
-}
 
 /// The data of one instance's store.
 pub struct InstanceState {
@@ -227,7 +189,8 @@ pub struct InstanceState {
     /// Events refused during the instance's life.
     pub rejected: u64,
     limits_of_calls: InstanceLimits,
-    log_budget: LogBudget,
+    /// Its `wasi:logging` lines and standard streams go here.
+    log: Arc<GuestLog>,
     /// The secrets granted to this instance, by name.
     pub secrets: Arc<BTreeMap<String, String>>,
     http: wasmtime_wasi_http::WasiHttpCtx,
@@ -421,13 +384,15 @@ impl wasmtime_wasi_http::WasiHttpView for InstanceState {
 }
 
 impl InstanceState {
-    /// State for an instance called `name` with a prepared WASI context.
+    /// State for an instance called `name` with a prepared WASI context
+    /// (whose standard streams, if not granted, write to `log` too).
     pub fn new(
         name: Arc<str>,
         wasi: WasiCtx,
         store_limits: StoreLimits,
         clock: StreamClock,
         limits: InstanceLimits,
+        log: Arc<GuestLog>,
     ) -> Self {
         let name_for_state = Arc::clone(&name);
         InstanceState {
@@ -440,7 +405,7 @@ impl InstanceState {
             catalog: Arc::default(),
             dispatched: Vec::new(),
             rejected: 0,
-            log_budget: LogBudget::new(limits.log_lines_per_second),
+            log,
             secrets: Arc::default(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks: HttpDestinations::default(),
@@ -849,37 +814,8 @@ fn event_size(event: &Event) -> usize {
 }
 
 impl logging::Host for InstanceState {
-    fn log(&mut self, level: Level, context: String, mut message: String) {
-        let instance = &*self.name;
-        if message.len() > GUEST_LOG_LINE_MAX {
-            let mut end = GUEST_LOG_LINE_MAX;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str(" [cut]");
-        }
-        let Some(dropped) = self.log_budget.take() else {
-            return;
-        };
-        if dropped > 0 {
-            tracing::warn!(
-                target: "guest",
-                instance,
-                dropped,
-                "guest log lines dropped (limit {} per second)",
-                self.log_budget.rate
-            );
-        }
-        match level {
-            Level::Trace => tracing::trace!(target: "guest", instance, context, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", instance, context, "{message}"),
-            Level::Info => tracing::info!(target: "guest", instance, context, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", instance, context, "{message}"),
-            Level::Error | Level::Critical => {
-                tracing::error!(target: "guest", instance, context, "{message}");
-            }
-        }
+    fn log(&mut self, level: Level, context: String, message: String) {
+        self.log.line(level, &context, message.as_bytes());
     }
 }
 

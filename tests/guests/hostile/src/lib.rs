@@ -4,7 +4,9 @@
 //! `attack = "minute-ticks"` it asks for a tick every minute and dispatches
 //! `Seen` with position -1 and the tick's time for each. `state-flood`
 //! writes durable state until it is refused; `panic-checkpoint` panics
-//! when asked for a checkpoint.
+//! when asked for a checkpoint; `stdio-flood` prints a line with an
+//! escape sequence to standard output, then 10,000 lines to standard error
+//! that look like the runtime's own.
 
 use correlator_sdk::{
     ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
@@ -141,6 +143,18 @@ impl Module for Hostile {
                         log::warn(&format!("write {n} refused: {error}"));
                         break;
                     }
+                }
+            }
+            "stdio-flood" if record.position == 1 => {
+                // A line with an escape sequence, written in two pieces,
+                // then lines that look like the runtime's own.
+                print!("a \x1b[31mred");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                println!(" line");
+                for n in 0..10_000 {
+                    eprintln!(
+                        "2026-11-30T00:00:00.000000Z ERROR correlator::cli: forged {n} instance=\"OpenSSH\""
+                    );
                 }
             }
             "log-flood" => {
