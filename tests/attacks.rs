@@ -326,3 +326,68 @@ fn what_a_guest_prints_becomes_its_own_rate_limited_log_lines() {
         " INFO guest: a \\u{1b}[31mred line instance=\"bad\" context=\"stdout\"\n",
     );
 }
+
+#[test]
+fn declared_names_that_could_forge_output_are_refused_at_load() {
+    let long = "x".repeat(65);
+    let cases = [
+        ("Login\nForged", r"Login\u{a}Forged"),
+        ("a b", "a b"),
+        ("\u{202e}gnp", r"\u{202e}gnp"),
+        ("", ""),
+        (".hidden", ".hidden"),
+        (long.as_str(), long.as_str()),
+    ];
+    for (kind, shown) in cases {
+        let dir = blocking_app(&[("declared-kind", kind)]);
+        let (run, _) = timed(
+            dir.path(),
+            &["run", "--app", "app.toml", "--read-file", "/dev/null"],
+        );
+        assert_eq!(run.code, Some(1), "{kind:?}: {}", run.stderr);
+        assert!(
+            run.stderr.ends_with(&format!(
+                "error: instance \"blk\" declares event type \"{shown}\": declared names must have 1 to 64 \
+                 letters, digits, '_', '-' and '.', starting with a letter or digit\n"
+            )),
+            "{kind:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_summary_or_cell_cannot_pass_for_other_output_in_text_or_csv() {
+    let dir = app_dir(&format!(
+        "[config.system]\nrun_dir = \"run\"\n\
+         [modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"forge\" }}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\n\
+         [handlers.csv]\ncomponent = \"builtin:csv\"\ngrants = {{ dir = \"csv\" }}\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE")
+    ));
+    std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
+    let (run, _) = timed(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let logins: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("[OpenSSH :: SSHDLoginSucceeded]"))
+        .collect();
+    assert_eq!(
+        logins.len(),
+        2,
+        "only the sshd instance's own:\n{}",
+        run.stdout
+    );
+    assert_has(
+        &run.stdout,
+        "[bad :: Seen] x\\u{a}[OpenSSH :: SSHDLoginSucceeded] User root logged in from 203.0.113.9\\u{1b}[0m\\u{202e}\n",
+    );
+    let cells = std::fs::read_to_string(dir.path().join("run/csv/bad-Secret.csv"))
+        .expect("the csv handler wrote the cells");
+    assert_eq!(cells, "name,value\n\"'=cmd|' /C calc'!A0\",\"'+1\"\n");
+}

@@ -948,6 +948,14 @@ fn events_that_break_their_schema_are_rejected_by_name_and_processing_goes_on() 
             "event rejected: event type is not declared instance=breaker event=#7 field=\"\"",
             2,
         ),
+        (
+            "event rejected: field has another type than declared instance=breaker event=Seen field=\"time\"",
+            2,
+        ),
+        (
+            "event rejected: field has another type than declared instance=breaker event=Timed field=\"when\"",
+            4,
+        ),
     ] {
         assert_eq!(
             run.stderr.matches(expected).count(),
@@ -958,7 +966,7 @@ fn events_that_break_their_schema_are_rejected_by_name_and_processing_goes_on() 
     }
     assert_has(
         &run.stderr,
-        "module dispatched events that broke their declared type instance=\"breaker\" rejected=18",
+        "module dispatched events that broke their declared type instance=\"breaker\" rejected=24",
     );
 }
 

@@ -46,6 +46,7 @@ pub mod config;
 pub mod log;
 pub mod secrets;
 pub mod state;
+pub mod text;
 pub mod timers;
 
 #[doc(hidden)]

@@ -4,6 +4,7 @@
 //! kept) at this run's first write. It writes only inside the directory the
 //! app file grants it (`grants = { dir = "..." }`).
 
+use correlator_sdk::text::push_csv_text;
 use correlator_sdk::{ConfigItem, DeliveredEvent, Descriptor, Handler, Value, export_handler};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -75,8 +76,16 @@ impl Handler for Csv {
             return Ok(());
         }
         let name = format!("{}-{}", event.module, event.kind);
-        if name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(format!("refusing file name \"{name}.csv\""));
+        // The host checks declared names at load; a file name is still
+        // built only from characters that cannot leave the directory or
+        // break a line.
+        let safe = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !safe || name.starts_with('.') {
+            let mut shown = String::new();
+            correlator_sdk::text::push_escaped(&mut shown, &name);
+            return Err(format!("refusing file name \"{shown}.csv\""));
         }
         let path = self.directory.join(format!("{name}.csv"));
         let first_write = !self.files.contains_key(&name);
@@ -98,16 +107,20 @@ impl Handler for Csv {
         };
         let mut row = String::new();
         if first_write {
-            let header: Vec<String> = event.fields.iter().map(|f| escape(&f.name)).collect();
-            row.push_str(&header.join(","));
+            for (index, field) in event.fields.iter().enumerate() {
+                if index > 0 {
+                    row.push(',');
+                }
+                push_csv_text(&mut row, &field.name);
+            }
             row.push('\n');
         }
-        let values: Vec<String> = event
-            .fields
-            .iter()
-            .map(|f| escape(&render(&f.value)))
-            .collect();
-        row.push_str(&values.join(","));
+        for (index, field) in event.fields.iter().enumerate() {
+            if index > 0 {
+                row.push(',');
+            }
+            push_cell(&mut row, &field.value);
+        }
         row.push('\n');
         writer
             .write_all(row.as_bytes())
@@ -149,22 +162,16 @@ fn rotate(directory: &Path, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn render(value: &Value) -> String {
+/// Append one field's value as a cell. Text (and e-mail addresses) may
+/// be anything a module put there: it is quoted as needed and a formula is
+/// neutralised; what the handler renders itself is safe as it is.
+fn push_cell(row: &mut String, value: &Value) {
     match value {
-        Value::Integer(value) => value.to_string(),
-        Value::Float(value) => value.to_string(),
-        Value::Text(value) | Value::Email(value) => value.clone(),
-        Value::Boolean(value) => value.to_string(),
-        Value::Timestamp(value) => value.to_string(),
-    }
-}
-
-/// Quote a CSV cell when it holds a comma, quote or line break (RFC 4180).
-fn escape(cell: &str) -> String {
-    if cell.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", cell.replace('"', "\"\""))
-    } else {
-        cell.to_owned()
+        Value::Integer(value) => row.push_str(&value.to_string()),
+        Value::Float(value) => row.push_str(&value.to_string()),
+        Value::Text(value) | Value::Email(value) => push_csv_text(row, value),
+        Value::Boolean(value) => row.push_str(&value.to_string()),
+        Value::Timestamp(value) => row.push_str(&value.to_string()),
     }
 }
 
@@ -172,12 +179,20 @@ export_handler!(Csv);
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::push_cell;
+    use correlator_sdk::Value;
+
+    fn cell(value: Value) -> String {
+        let mut row = String::new();
+        push_cell(&mut row, &value);
+        row
+    }
 
     #[test]
-    fn quotes_cells_that_need_it() {
-        assert_eq!(escape("plain"), "plain");
-        assert_eq!(escape("a,b"), "\"a,b\"");
-        assert_eq!(escape("say \"hi\""), "\"say \"\"hi\"\"\"");
+    fn text_is_quoted_and_neutralised_and_numbers_are_not() {
+        assert_eq!(cell(Value::Text("a,b".into())), "\"a,b\"");
+        assert_eq!(cell(Value::Text("=1+2".into())), "\"'=1+2\"");
+        assert_eq!(cell(Value::Integer(-5)), "-5");
+        assert_eq!(cell(Value::Float(-0.5)), "-0.5");
     }
 }

@@ -1,6 +1,7 @@
 //! The log handler: one line per event on standard output, as text
 //! (`[module :: kind] summary`) or as one JSON object per line.
 
+use correlator_sdk::text::push_escaped;
 use correlator_sdk::{
     ConfigItem, DeliveredEvent, Descriptor, Handler, Severity, Value, export_handler,
 };
@@ -47,11 +48,11 @@ impl Handler for Log {
     fn handle(&mut self, event: &DeliveredEvent) -> Result<(), String> {
         match self.format {
             Format::Text => {
-                let _ = writeln!(
-                    self.buffer,
-                    "[{} :: {}] {}",
-                    event.module, event.kind, event.summary
-                );
+                // Names are checked at load; the summary is the module's
+                // own text, kept on its line.
+                let _ = write!(self.buffer, "[{} :: {}] ", event.module, event.kind);
+                push_escaped(&mut self.buffer, &event.summary);
+                self.buffer.push('\n');
             }
             Format::Json => write_json_line(&mut self.buffer, event),
         }
@@ -128,6 +129,9 @@ fn needs_escape(word: u64) -> bool {
     below_space
         || has_zero(word ^ (ONES * u64::from(b'"')))
         || has_zero(word ^ (ONES * u64::from(b'\\')))
+        || [0x7f, 0xc2, 0xe2, 0xef]
+            .iter()
+            .any(|&lead| has_zero(word ^ (ONES * lead)))
 }
 
 /// The JSON escape of `byte`, if it needs one ("" for `\u00XX`).
@@ -144,7 +148,9 @@ fn escape_of(byte: u8) -> Option<&'static str> {
 }
 
 /// Append `text` as a JSON string: runs of plain characters are copied at
-/// once, only quotes, backslashes and control characters are escaped.
+/// once; quotes, backslashes and control characters are escaped, and so
+/// are DEL, C1 controls, line separators and the characters that reorder
+/// or hide text ([`correlator_sdk::text::is_unsafe`]).
 fn json_string(out: &mut String, text: &str) {
     out.push('"');
     let bytes = text.as_bytes();
@@ -160,6 +166,21 @@ fn json_string(out: &mut String, text: &str) {
         }
         let end = (index + 8).min(bytes.len());
         for at in index..end {
+            if at < plain_from {
+                // Inside a character escaped whole below.
+                continue;
+            }
+            if bytes[at] >= 0x7f
+                && let Some(c) = text.get(at..).and_then(|rest| rest.chars().next())
+                && correlator_sdk::text::is_unsafe(c)
+            {
+                // DEL, C1 controls, line separators and reordering marks:
+                // valid JSON as they are, but not text to show.
+                out.push_str(&text[plain_from..at]);
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+                plain_from = at + c.len_utf8();
+                continue;
+            }
             if let Some(escape) = escape_of(bytes[at]) {
                 // Escaped bytes are ASCII, so these are character boundaries.
                 out.push_str(&text[plain_from..at]);
@@ -221,6 +242,9 @@ mod tests {
         let mut out = String::new();
         json_string(&mut out, "éééééééé\t");
         assert_eq!(out, r#""éééééééé\t""#);
+        let mut out = String::new();
+        json_string(&mut out, "ok – €\u{7f}\u{85}x\u{2028}y\u{202e}z\u{feff}");
+        assert_eq!(out, r#""ok – €\u007f\u0085x\u2028y\u202ez\ufeff""#);
     }
 
     #[test]

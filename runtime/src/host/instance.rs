@@ -9,6 +9,7 @@
 
 use super::bindings::handler::{EventHandler, EventHandlerPre};
 use super::bindings::module::{LogicModule, LogicModulePre};
+use super::guest_log::{GUEST_LOG_LINE_MAX, shown};
 use super::sandbox::{CallTimedOut, Sandbox};
 use super::state::{EventCatalog, InstanceState, LimitExceeded, StateAccess};
 use super::supervisor::{Supervisor, Verdict};
@@ -140,8 +141,54 @@ pub struct Aborted {
     pub reason: String,
 }
 
-/// Check what a component declared: unique event kinds and field names.
+/// Longest name a component may declare (its own, an event kind, a field,
+/// a configuration key).
+const DECLARED_NAME_MAX: usize = 64;
+
+/// Whether `name` is one a component may declare: 1 to
+/// [`DECLARED_NAME_MAX`] ASCII letters, digits, `_`, `-` and `.`, starting
+/// with a letter or digit. Declared names go into output that people and
+/// programs read (log lines, CSV file names and headers, JSON keys,
+/// configuration keys), where nothing a component controls may pass for
+/// something else.
+fn is_safe_declared_name(name: &str) -> bool {
+    (1..=DECLARED_NAME_MAX).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Refuse a declared name that is not [`is_safe_declared_name`], saying
+/// what it names.
+fn check_declared_name(instance: &str, what: &str, name: &str) -> anyhow::Result<()> {
+    if is_safe_declared_name(name) {
+        return Ok(());
+    }
+    bail!(
+        "instance \"{instance}\" declares {what} \"{}\": declared names must have 1 to {DECLARED_NAME_MAX} \
+         letters, digits, '_', '-' and '.', starting with a letter or digit",
+        shown(name.as_bytes(), 80)
+    )
+}
+
+/// Check what a component declared: safe names, unique event kinds, field
+/// names and configuration keys.
 fn check_descriptor(name: &str, descriptor: &Descriptor) -> anyhow::Result<()> {
+    check_declared_name(name, "the component name", &descriptor.name)?;
+    for event in &descriptor.events {
+        check_declared_name(name, "event type", &event.kind)?;
+        for field in &event.fields {
+            check_declared_name(
+                name,
+                &format!("in event type {} the field", event.kind),
+                &field.name,
+            )?;
+        }
+    }
+    for item in &descriptor.config {
+        check_declared_name(name, "configuration item", &item.key)?;
+    }
     let mut kinds = HashSet::new();
     for event in &descriptor.events {
         if !kinds.insert(event.kind.as_str()) {
@@ -298,7 +345,10 @@ fn init_outcome(
 ) -> Result<(), InitFailure> {
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(message)) => Err(InitFailure::Refused(message)),
+        Ok(Err(message)) => Err(InitFailure::Refused(shown(
+            message.as_bytes(),
+            GUEST_LOG_LINE_MAX,
+        ))),
         Err(error) => Err(InitFailure::Trapped(failure_reason(&error, sandbox))),
     }
 }
@@ -505,8 +555,9 @@ impl ModuleInstance {
         }) {
             Ok((Ok(()),)) => Ok(()),
             Ok((Err(message),)) => bail!(
-                "module \"{}\" cannot migrate its state from version {stored_version}: {message}",
-                self.name
+                "module \"{}\" cannot migrate its state from version {stored_version}: {}",
+                self.name,
+                shown(message.as_bytes(), GUEST_LOG_LINE_MAX)
             ),
             Err(error) => bail!(
                 "module \"{}\" failed migrating its state from version {stored_version}: {}",
@@ -801,6 +852,7 @@ impl HandlerInstance {
         for (event, result) in events.iter().zip(results) {
             if let Err(message) = result {
                 failures += 1;
+                let message = shown(message.as_bytes(), GUEST_LOG_LINE_MAX);
                 tracing::warn!(handler = %self.name, module = %event.module, event = %event.decl.kind, "handler failed on an event: {message}");
             }
         }

@@ -6,6 +6,9 @@
 //! `correlator inspect`). A marker file holding `fifo` blocks by opening
 //! the FIFO `fifo` for reading; any other content sleeps for an hour.
 //!
+//! A file `declared-kind` makes `describe` declare an event type of that
+//! name.
+//!
 //! Built from the WIT without the SDK so that `state-version` can be
 //! steered too: it is 1 while a file `v1` exists, else 2, so that a second
 //! run hands the first run's state to `migrate`.
@@ -19,7 +22,7 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use correlator::plugin::types::{Descriptor, RecordBatch, TimerTick};
+use correlator::plugin::types::{Descriptor, EventDecl, RecordBatch, Severity, TimerTick};
 use exports::correlator::plugin::{durable, logic};
 
 struct HostileBlock;
@@ -45,11 +48,23 @@ impl logic::Guest for HostileBlock {
             block("sleep");
         }
         block_if_named("describe");
+        // A file `declared-kind` names an event type to declare, so that
+        // tests can see which names the host refuses.
+        let events = std::fs::read_to_string("declared-kind")
+            .map(|kind| {
+                vec![EventDecl {
+                    kind,
+                    severity: Severity::Info,
+                    description: "a name the test chose".into(),
+                    fields: Vec::new(),
+                }]
+            })
+            .unwrap_or_default();
         Descriptor {
             name: "hostile-block".into(),
             description: "blocks in a WASI call, for tests".into(),
             config: Vec::new(),
-            events: Vec::new(),
+            events,
         }
     }
 

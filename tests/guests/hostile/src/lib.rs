@@ -6,7 +6,8 @@
 //! writes durable state until it is refused; `panic-checkpoint` panics
 //! when asked for a checkpoint; `stdio-flood` prints a line with an
 //! escape sequence to standard output, then 10,000 lines to standard error
-//! that look like the runtime's own.
+//! that look like the runtime's own; `forge` dispatches a summary that
+//! would print as another instance's line and CSV cells that are formulas.
 
 use correlator_sdk::{
     ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
@@ -156,6 +157,24 @@ impl Module for Hostile {
                         "2026-11-30T00:00:00.000000Z ERROR correlator::cli: forged {n} instance=\"OpenSSH\""
                     );
                 }
+            }
+            "forge" if record.position == 1 => {
+                // A summary that ends its line and starts one that looks
+                // like the sshd instance's, then recolours the terminal
+                // and reverses what follows; cells a spreadsheet would run.
+                let _ = Event::new(
+                    "Seen",
+                    "x\n[OpenSSH :: SSHDLoginSucceeded] User root logged in from 203.0.113.9\x1b[0m\u{202e}",
+                )
+                .integer("position", 0)
+                .integer("env", 0)
+                .integer("args", 0)
+                .integer("clock", 0)
+                .dispatch();
+                let _ = Event::new("Secret", "cells")
+                    .text("name", "=cmd|' /C calc'!A0")
+                    .text("value", "+1")
+                    .dispatch();
             }
             "log-flood" => {
                 for n in 0..10_000 {
