@@ -391,3 +391,40 @@ fn a_summary_or_cell_cannot_pass_for_other_output_in_text_or_csv() {
         .expect("the csv handler wrote the cells");
     assert_eq!(cells, "name,value\n\"'=cmd|' /C calc'!A0\",\"'+1\"\n");
 }
+
+#[test]
+fn a_flood_of_state_deletes_costs_the_host_no_memory() {
+    for state in ["true", "false"] {
+        let dir = hostile_app("delete-flood");
+        let toml = dir.path().join("app.toml");
+        let app = std::fs::read_to_string(&toml).expect("app");
+        let app = app.replace(
+            "config = { attack = \"delete-flood\" }\n",
+            "config = { attack = \"delete-flood\" }\nlimits = { state_mib = 1, call_timeout_ms = 10000 }\n",
+        );
+        std::fs::write(&toml, format!("[config.state]\nenabled = {state}\n{app}")).expect("app");
+        let (events, stderr) = replay_within_bounds(dir.path());
+        assert_eq!(of_module(&events, "OpenSSH"), normal_sshd_events());
+        assert_eq!(
+            of_module(&events, "bad").len(),
+            28,
+            "state {state}: {stderr}"
+        );
+        let peak = peak_memory_mib(&stderr);
+        assert!(peak < 150, "state {state}: peak memory {peak} MiB");
+    }
+}
+
+#[test]
+fn events_amplified_past_the_bytes_one_call_may_dispatch_are_refused() {
+    let dir = hostile_app("event-amplification");
+    let (events, stderr) = replay_within_bounds(dir.path());
+    assert_eq!(of_module(&events, "OpenSSH"), normal_sshd_events());
+    assert_eq!(of_module(&events, "bad"), Vec::<Value>::new());
+    assert_has(
+        &stderr,
+        "instance failed: dispatched more than 16777216 bytes of events in one call instance=bad call=\"process\" first_record=1\n",
+    );
+    let peak = peak_memory_mib(&stderr);
+    assert!(peak < 250, "peak memory {peak} MiB");
+}

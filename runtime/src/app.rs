@@ -200,6 +200,7 @@ struct LimitsRaw {
     call_timeout_ms: Option<u64>,
     events_per_call: Option<u64>,
     event_bytes: Option<u64>,
+    event_bytes_per_call: Option<u64>,
     log_lines_per_second: Option<u64>,
     stack_kib: Option<u64>,
     state_mib: Option<u64>,
@@ -247,6 +248,10 @@ pub struct Limits {
     pub events_per_call: u64,
     /// Size of one event's strings together, bytes (default 1 MiB).
     pub event_bytes: u64,
+    /// Size of the strings of all events of one call together, bytes
+    /// (default 16 MiB): what one call can make the host hold, however its
+    /// events are cut.
+    pub event_bytes_per_call: u64,
     /// Guest log lines per second; the rest are counted and dropped
     /// (default 100).
     pub log_lines_per_second: u64,
@@ -276,6 +281,7 @@ impl Default for Limits {
             call_timeout_ms: 1000,
             events_per_call: 100_000,
             event_bytes: 1 << 20,
+            event_bytes_per_call: 16 << 20,
             log_lines_per_second: 100,
             stack_kib: 512,
             state_mib: 64,
@@ -291,6 +297,9 @@ impl LimitsRaw {
             call_timeout_ms: self.call_timeout_ms.unwrap_or(default.call_timeout_ms),
             events_per_call: self.events_per_call.unwrap_or(default.events_per_call),
             event_bytes: self.event_bytes.unwrap_or(default.event_bytes),
+            event_bytes_per_call: self
+                .event_bytes_per_call
+                .unwrap_or(default.event_bytes_per_call),
             log_lines_per_second: self
                 .log_lines_per_second
                 .unwrap_or(default.log_lines_per_second),
@@ -622,6 +631,7 @@ impl App {
                 limits.call_timeout_ms,
                 limits.events_per_call,
                 limits.event_bytes,
+                limits.event_bytes_per_call,
                 limits.log_lines_per_second,
                 limits.state_mib,
             ]

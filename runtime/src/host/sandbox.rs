@@ -104,6 +104,7 @@ impl Sandbox {
         call: impl AsyncFnOnce(&mut Store<InstanceState>) -> wasmtime::Result<R>,
     ) -> wasmtime::Result<R> {
         store.set_epoch_deadline(self.call_ticks());
+        store.data_mut().dispatched_bytes = 0;
         if self.ticker.is_none() {
             return wasmtime_wasi::runtime::in_tokio(call(store));
         }

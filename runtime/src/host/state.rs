@@ -150,6 +150,8 @@ pub struct InstanceLimits {
     pub events_per_call: usize,
     /// Bytes of strings one event may carry.
     pub event_bytes: usize,
+    /// Bytes of strings all events of one call may carry together.
+    pub event_bytes_per_call: usize,
     /// Guest log lines per second.
     pub log_lines_per_second: u64,
 }
@@ -159,6 +161,8 @@ impl From<&crate::app::Limits> for InstanceLimits {
         InstanceLimits {
             events_per_call: usize::try_from(limits.events_per_call).unwrap_or(usize::MAX),
             event_bytes: usize::try_from(limits.event_bytes).unwrap_or(usize::MAX),
+            event_bytes_per_call: usize::try_from(limits.event_bytes_per_call)
+                .unwrap_or(usize::MAX),
             log_lines_per_second: limits.log_lines_per_second,
         }
     }
@@ -186,6 +190,8 @@ pub struct InstanceState {
     pub catalog: Arc<EventCatalog>,
     /// Events dispatched during the current call, validated.
     pub dispatched: Vec<Dispatched>,
+    /// Bytes of the events dispatched (or tried) during the current call.
+    pub dispatched_bytes: usize,
     /// Events refused during the instance's life.
     pub rejected: u64,
     limits_of_calls: InstanceLimits,
@@ -404,6 +410,7 @@ impl InstanceState {
             clock,
             catalog: Arc::default(),
             dispatched: Vec::new(),
+            dispatched_bytes: 0,
             rejected: 0,
             log,
             secrets: Arc::default(),
@@ -502,7 +509,7 @@ impl InstanceState {
 
     /// Whether one more event of `size` bytes may be dispatched in this
     /// call; if not, the limit it hits (the call then traps).
-    fn check_event_limits(&self, size: usize) -> wasmtime::Result<()> {
+    fn check_event_limits(&mut self, size: usize) -> wasmtime::Result<()> {
         let limits = self.limits_of_calls;
         if self.dispatched.len() >= limits.events_per_call {
             return Err(wasmtime::Error::new(LimitExceeded(format!(
@@ -514,6 +521,13 @@ impl InstanceState {
             return Err(wasmtime::Error::new(LimitExceeded(format!(
                 "dispatched an event of {size} bytes (limit {})",
                 limits.event_bytes
+            ))));
+        }
+        self.dispatched_bytes += size;
+        if self.dispatched_bytes > limits.event_bytes_per_call {
+            return Err(wasmtime::Error::new(LimitExceeded(format!(
+                "dispatched more than {} bytes of events in one call",
+                limits.event_bytes_per_call
             ))));
         }
         Ok(())
@@ -694,12 +708,31 @@ impl state::Host for InstanceState {
     }
 
     fn delete(&mut self, key: String) {
-        // Deleting needs no read: if the store cannot be read, only the
-        // usage count is unsure, and it is exact again after the next commit.
+        // No key of that length can be stored.
+        if key.is_empty() || key.len() > STATE_KEY_MAX {
+            return;
+        }
+        // If the store cannot be read, only the usage count is unsure, and
+        // it is exact again after the next commit.
         let before = self.state.size_of(&key).unwrap_or_default();
         let access = &mut self.state;
         access.usage -= before.min(access.usage);
-        access.pending.insert(key, None);
+        // Only a key the store holds needs a tombstone until the next
+        // commit; deleting any other (never written, or written only in
+        // this run) just drops this run's write. So pending deletes are
+        // bounded by what is committed, and a flood of deletes of distinct
+        // keys costs the host nothing.
+        let stored = match &access.store {
+            Some(store) => store
+                .value_len(&access.instance, &key)
+                .map_or(true, |len| len.is_some()),
+            None => false,
+        };
+        if stored {
+            access.pending.insert(key, None);
+        } else {
+            access.pending.remove(&key);
+        }
     }
 
     fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
@@ -760,7 +793,8 @@ impl events::Host for InstanceState {
         values: Vec<u8>,
         time: Option<Timestamp>,
     ) -> wasmtime::Result<Result<(), DispatchError>> {
-        let checked = self.catalog.declared_at(kind).and_then(|decl| {
+        let catalog = Arc::clone(&self.catalog);
+        let checked = catalog.declared_at(kind).and_then(|decl| {
             super::encoded::check(decl, &values)
                 .and_then(|size| check_time(time).map(|()| size))
                 .map(|size| (decl, size))
@@ -769,7 +803,7 @@ impl events::Host for InstanceState {
         // The same size as the event with its names would have; bytes that
         // do not unpack count as they are.
         let value_bytes = checked.as_ref().map_or(values.len(), |&(_, size)| size);
-        self.check_event_limits(self.catalog.name_bytes(kind) + summary.len() + value_bytes)?;
+        self.check_event_limits(catalog.name_bytes(kind) + summary.len() + value_bytes)?;
         let validated = checked
             .map(|(decl, _)| self.dispatched(decl, summary, FieldValues::Encoded(values), time));
         Ok(self.accept(validated))

@@ -176,6 +176,25 @@ impl Module for Hostile {
                     .text("value", "+1")
                     .dispatch();
             }
+            "delete-flood" if record.position == 1 => {
+                for n in 0..2_000_000 {
+                    state::delete(&format!("never-written-{n}"));
+                }
+                state::delete(&"k".repeat(100_000));
+            }
+            "event-amplification" => {
+                // Each event within limits.event_bytes, together far past
+                // what one call may dispatch.
+                let summary = "x".repeat(1_000_000);
+                for n in 0..500 {
+                    let _ = Event::new("Seen", summary.as_str())
+                        .integer("position", n)
+                        .integer("env", 0)
+                        .integer("args", 0)
+                        .integer("clock", 0)
+                        .dispatch();
+                }
+            }
             "log-flood" => {
                 for n in 0..10_000 {
                     log::warn(&format!("flood line {n}"));
