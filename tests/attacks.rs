@@ -428,3 +428,112 @@ fn events_amplified_past_the_bytes_one_call_may_dispatch_are_refused() {
     let peak = peak_memory_mib(&stderr);
     assert!(peak < 250, "peak memory {peak} MiB");
 }
+
+#[test]
+fn a_shared_handler_choking_on_one_modules_events_still_gets_every_other_modules() {
+    let app = format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"chunky\" }}\n\
+         [handlers.shared]\ncomponent = '{}'\nconfig = {{ attack = \"choke\" }}\ngrants = {{ stdout = true }}\n\
+         filter = 'event.module == \"OpenSSH\" || event.summary.size() > 100000'\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE"),
+        env!("CORRELATOR_TEST_GUEST_HOSTILE_HANDLER"),
+    );
+    let dir = app_dir(&app);
+    std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
+    for batch_size in ["2", "1000"] {
+        let (run, took) = timed(
+            dir.path(),
+            &[
+                "run",
+                "--app",
+                "app.toml",
+                "--read-file",
+                "input.cap",
+                "-o",
+                &format!("replay.batch_size={batch_size}"),
+                "-o",
+                "state.enabled=false",
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert!(took < WALL_TIME_BOUND, "took {took:?}");
+        let handled: Vec<String> = normal_sshd_events()
+            .iter()
+            .map(|e| format!("OpenSSH {}", e["kind"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            run.stdout.lines().collect::<Vec<_>>(),
+            handled,
+            "batches of {batch_size}:\n{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("handler disabled"), "{}", run.stderr);
+    }
+    // Small batches: bad's events keep making the handler fail, so it
+    // stops taking them, and only them.
+    let (run, _) = timed(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "-o",
+            "replay.batch_size=2",
+            "-o",
+            "state.enabled=false",
+        ],
+    );
+    assert_has(
+        &run.stderr,
+        "handler takes no more events of this module: they made it fail on their own 5 times within 60 s; it still takes every other module's handler=shared module=bad\n",
+    );
+}
+
+#[test]
+fn a_replay_never_skips_records_while_an_instance_backs_off() {
+    // Three poisoned records, one per batch: the second and third failure
+    // each start a back-off, which the replay waits out.
+    let mut capture = capture();
+    for position in [5, 9, 13] {
+        let mut lines: Vec<String> = capture.lines().map(str::to_owned).collect();
+        lines[position - 1].push_str(" POISON");
+        capture = lines.join("\n") + "\n";
+    }
+    let dir = hostile_app("poison");
+    std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
+    let (run, _) = timed(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "-o",
+            "replay.batch_size=1",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let positions: Vec<i64> = of_module(&events, "bad")
+        .iter()
+        .map(|e| e["fields"]["position"].as_i64().unwrap_or(-1))
+        .collect();
+    let expected: Vec<i64> = (1..=28).filter(|p| ![5, 9, 13].contains(p)).collect();
+    assert_eq!(positions, expected, "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "restarted; its next call waits 200 ms instance=bad\n",
+    );
+    assert_has(
+        &run.stderr,
+        "module did not process every record (it failed on them or was disabled) instance=\"bad\" skipped=3\n",
+    );
+}

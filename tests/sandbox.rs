@@ -127,7 +127,7 @@ fn every_trap_and_limit_is_survived_and_reported_with_instance_reason_and_record
         );
         assert_has(
             &stderr,
-            "module did not process every record (it failed, backed off or was disabled) instance=\"bad\" skipped=",
+            "module did not process every record (it failed on them or was disabled) instance=\"bad\" skipped=",
         );
     }
 }
@@ -152,7 +152,7 @@ fn a_poisoned_record_costs_only_itself() {
     );
     assert_has(
         &stderr,
-        "module did not process every record (it failed, backed off or was disabled) instance=\"bad\" skipped=1\n",
+        "module did not process every record (it failed on them or was disabled) instance=\"bad\" skipped=1\n",
     );
 }
 
@@ -191,7 +191,7 @@ fn on_failure_disable_stops_the_instance_at_its_first_failure() {
     assert!(!stderr.contains("restarted"), "{stderr}");
     assert_has(
         &stderr,
-        "module did not process every record (it failed, backed off or was disabled) instance=\"bad\" skipped=29\n",
+        "module did not process every record (it failed on them or was disabled) instance=\"bad\" skipped=29\n",
     );
 }
 

@@ -412,7 +412,7 @@ fn report_instances(modules: &crate::pipeline::ModuleStage) {
             tracing::warn!(
                 instance,
                 skipped,
-                "module did not process every record (it failed, backed off or was disabled)"
+                "module did not process every record (it failed on them or was disabled)"
             );
         }
     }

@@ -654,8 +654,8 @@ impl ModuleStage {
         Ok(events)
     }
 
-    /// Records each module did not see (it backed off, was disabled, or
-    /// failed on them alone), per module instance.
+    /// Records each module did not see (it was disabled, or failed on them
+    /// or on records of their batch alone), per module instance.
     pub fn skipped_records(&self) -> impl Iterator<Item = (&str, u64)> {
         self.modules
             .iter()

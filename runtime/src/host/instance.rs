@@ -12,7 +12,7 @@ use super::bindings::module::{LogicModule, LogicModulePre};
 use super::guest_log::{GUEST_LOG_LINE_MAX, shown};
 use super::sandbox::{CallTimedOut, Sandbox};
 use super::state::{EventCatalog, InstanceState, LimitExceeded, StateAccess};
-use super::supervisor::{Supervisor, Verdict};
+use super::supervisor::{FAILURE_WINDOW, FAILURES_BEFORE_DISABLE, Supervisor, Verdict};
 use crate::app::OnFailure;
 use crate::record::single_record;
 use crate::types::{
@@ -20,7 +20,7 @@ use crate::types::{
     Severity, TimerTick, Value, ValueType,
 };
 use anyhow::bail;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::Store;
@@ -389,7 +389,7 @@ fn apply_policy<T: Supervised>(instance: &mut T, reason: &str) -> Result<Outcome
                 match backoff {
                     Some(backoff) => tracing::warn!(
                         instance = %instance.name(),
-                        "restarted; it takes nothing for {} ms",
+                        "restarted; its next call waits {} ms",
                         backoff.as_millis()
                     ),
                     None => tracing::warn!(instance = %instance.name(), "restarted"),
@@ -599,8 +599,8 @@ impl ModuleInstance {
         &self.store.data().timers
     }
 
-    /// Records the instance did not see: skipped while it backed off or
-    /// was disabled, or that made it fail on their own.
+    /// Records the instance did not see: skipped while it was disabled, or
+    /// given up after records of their batch made it fail on their own.
     pub fn skipped_records(&self) -> u64 {
         self.skipped_records
     }
@@ -637,7 +637,7 @@ impl ModuleInstance {
     /// Process a batch; returns the events dispatched meanwhile (with a
     /// `ComponentDisabled` event if the instance was disabled).
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<Dispatched>, Aborted> {
-        if !self.supervisor.may_run(Instant::now()) {
+        if !self.supervisor.wait_until_ready() {
             self.skipped_records += batch.positions.len() as u64;
             return Ok(Vec::new());
         }
@@ -722,7 +722,7 @@ impl ModuleInstance {
         name: &str,
         call: impl AsyncFnOnce(&LogicModule, &mut Store<InstanceState>) -> wasmtime::Result<()>,
     ) -> Result<Vec<Dispatched>, Aborted> {
-        if !self.supervisor.may_run(Instant::now()) {
+        if !self.supervisor.wait_until_ready() {
             return Ok(Vec::new());
         }
         match self.call(call) {
@@ -752,6 +752,12 @@ pub struct HandlerInstance {
     packed_buffer: Vec<u8>,
     config: BTreeMap<String, Value>,
     supervisor: Supervisor,
+    /// When events of each module made the handler fail on their own,
+    /// within the last [`FAILURE_WINDOW`].
+    poisoning: HashMap<Arc<str>, VecDeque<Instant>>,
+    /// Modules whose events the handler takes no more: they made it fail
+    /// on their own [`FAILURES_BEFORE_DISABLE`] times within the window.
+    quarantined: HashSet<Arc<str>>,
 }
 
 /// What became of a batch of events at one handler.
@@ -761,6 +767,8 @@ pub struct Handled {
     pub failures: usize,
     /// Set when the handler was disabled: the other handlers get it.
     pub disabled: Option<Dispatched>,
+    /// Events that made the handler fail on their own (among `failures`).
+    pub isolated: usize,
 }
 
 impl HandlerInstance {
@@ -795,6 +803,8 @@ impl HandlerInstance {
             packed_buffer: Vec::new(),
             config: BTreeMap::new(),
             supervisor: Supervisor::new(policy),
+            poisoning: HashMap::new(),
+            quarantined: HashSet::new(),
         })
     }
 
@@ -860,57 +870,153 @@ impl HandlerInstance {
     }
 
     /// Hand over a batch of events.
+    ///
+    /// When the call fails, the handler is made fresh and takes the events
+    /// one at a time ([`HandlerInstance::retry_one_by_one`]), so that an
+    /// event that makes it fail costs only itself. Under the `restart`
+    /// policy, such a failure is laid at the door of the module whose event
+    /// it was, not of the handler: a handler shared by many modules is not
+    /// disabled because one module sends what it cannot take; instead it
+    /// stops taking that module's events ([`FAILURES_BEFORE_DISABLE`] such
+    /// failures within [`FAILURE_WINDOW`]). A failure no single event
+    /// repeats counts against the handler, as any failure does under the
+    /// other policies.
     pub fn handle(&mut self, events: &[&Dispatched]) -> Result<Handled, Aborted> {
         if events.is_empty() {
             return Ok(Handled::default());
         }
-        if !self.supervisor.may_run(Instant::now()) {
+        if !self.supervisor.wait_until_ready() {
             return Ok(Handled {
                 failures: events.len(),
-                disabled: None,
+                ..Handled::default()
             });
         }
+        let taken: Vec<&Dispatched>;
+        let (events, refused) = if self.quarantined.is_empty() {
+            (events, 0)
+        } else {
+            taken = events
+                .iter()
+                .copied()
+                .filter(|event| !self.quarantined.contains(&event.module))
+                .collect();
+            (taken.as_slice(), events.len() - taken.len())
+        };
         let reason = match self.call(events) {
             Ok(results) => {
                 return Ok(Handled {
-                    failures: self.count_failures(events, &results),
-                    disabled: None,
+                    failures: refused + self.count_failures(events, &results),
+                    ..Handled::default()
                 });
             }
             Err(reason) => reason,
         };
-        match self.fail(&reason)? {
-            Outcome::Disabled(event) => Ok(Handled {
-                failures: events.len(),
-                disabled: Some(event),
-            }),
-            Outcome::Restarted => Ok(self.retry_one_by_one(events)),
+        if !self.supervisor.restarts() {
+            return match self.fail(&reason)? {
+                Outcome::Disabled(event) => Ok(Handled {
+                    failures: refused + events.len(),
+                    disabled: Some(event),
+                    ..Handled::default()
+                }),
+                Outcome::Restarted => Ok(self.retry_one_by_one(events, refused)),
+            };
         }
+        tracing::error!(instance = %self.name, "handler failed: {reason}");
+        if let Err(why) = restart(self) {
+            self.supervisor.disable();
+            let event = disabled(self, &why);
+            return Ok(Handled {
+                failures: refused + events.len(),
+                disabled: Some(event),
+                ..Handled::default()
+            });
+        }
+        let mut handled = self.retry_one_by_one(events, refused);
+        if handled.isolated == 0 && handled.disabled.is_none() {
+            // No event repeats the failure alone: it is the handler's.
+            if let Outcome::Disabled(event) = apply_policy(self, &reason)? {
+                handled.disabled = Some(event);
+            }
+        }
+        Ok(handled)
     }
 
-    fn retry_one_by_one(&mut self, events: &[&Dispatched]) -> Handled {
-        let mut handled = Handled::default();
-        let mut retry_failures = 0;
+    /// After a failed batch, hand its events over one at a time to the
+    /// fresh instance; an event that fails alone is skipped and counted
+    /// against its module. Once [`RETRY_FAILURES_MAX`] events of one module
+    /// failed alone, the rest of that module's events in the batch are
+    /// given up, but the other modules' events are still handed over: one
+    /// module's poisoned events cost no other module its events.
+    fn retry_one_by_one(&mut self, events: &[&Dispatched], refused: usize) -> Handled {
+        let mut handled = Handled {
+            failures: refused,
+            ..Handled::default()
+        };
+        let mut failed_alone: HashMap<&str, usize> = HashMap::new();
         for (index, event) in events.iter().enumerate() {
-            match self.call(std::slice::from_ref(event)) {
+            if failed_alone
+                .get(&*event.module)
+                .is_some_and(|&failures| failures >= RETRY_FAILURES_MAX)
+                || self.quarantined.contains(&event.module)
+            {
+                handled.failures += 1;
+                continue;
+            }
+            let reason = match self.call(std::slice::from_ref(event)) {
                 Ok(results) => {
-                    handled.failures += self.count_failures(std::slice::from_ref(event), &results)
+                    handled.failures += self.count_failures(std::slice::from_ref(event), &results);
+                    continue;
                 }
-                Err(reason) => {
-                    handled.failures += 1;
-                    retry_failures += 1;
-                    tracing::warn!(handler = %self.name, module = %event.module, event = %event.decl.kind, "event skipped: it alone made the handler fail: {reason}");
-                    if retry_failures >= RETRY_FAILURES_MAX || restart(self).is_err() {
-                        handled.failures += events.len() - index - 1;
-                        if let Ok(Outcome::Disabled(event)) = self.fail(&reason) {
-                            handled.disabled = Some(event);
-                        }
-                        break;
-                    }
+                Err(reason) => reason,
+            };
+            handled.failures += 1;
+            handled.isolated += 1;
+            tracing::warn!(handler = %self.name, module = %event.module, event = %event.decl.kind, "event skipped: it alone made the handler fail: {reason}");
+            let failures = failed_alone.entry(&event.module).or_default();
+            *failures += 1;
+            if *failures == RETRY_FAILURES_MAX {
+                tracing::error!(handler = %self.name, module = %event.module, "gave up the rest of this module's events in the batch; other modules' events are still handed over");
+            }
+            let outcome = if self.supervisor.restarts() {
+                self.poisoned_by(&event.module);
+                restart(self).map_err(|why| {
+                    self.supervisor.disable();
+                    disabled(self, &why)
+                })
+            } else {
+                match self.fail(&reason) {
+                    Ok(Outcome::Restarted) => Ok(()),
+                    Ok(Outcome::Disabled(event)) => Err(event),
+                    // Only reached after a restart verdict: cannot abort.
+                    Err(aborted) => Err(disabled(self, &aborted.reason)),
                 }
+            };
+            if let Err(event) = outcome {
+                handled.disabled = Some(event);
+                handled.failures += events.len() - index - 1;
+                break;
             }
         }
         handled
+    }
+
+    /// An event of `module` made the handler fail on its own: count it, and
+    /// stop taking the module's events once it has done so too often.
+    fn poisoned_by(&mut self, module: &Arc<str>) {
+        let now = Instant::now();
+        let times = self.poisoning.entry(Arc::clone(module)).or_default();
+        times.push_back(now);
+        while times
+            .front()
+            .is_some_and(|&at| now.duration_since(at) > FAILURE_WINDOW)
+        {
+            times.pop_front();
+        }
+        if times.len() >= FAILURES_BEFORE_DISABLE {
+            tracing::error!(handler = %self.name, module = %module, "handler takes no more events of this module: they made it fail on their own {} times within {} s; it still takes every other module's", times.len(), FAILURE_WINDOW.as_secs());
+            self.quarantined.insert(Arc::clone(module));
+            self.poisoning.remove(module);
+        }
     }
 
     fn fail(&mut self, reason: &str) -> Result<Outcome, Aborted> {

@@ -66,6 +66,31 @@ impl Supervisor {
         }
     }
 
+    /// Whether the instance may take a call, once a back-off it is in is
+    /// over: the back-off is waited out here, so that no record or event
+    /// is skipped because an instance backs off (a back-off lasts at most
+    /// four times [`FIRST_BACKOFF`], and the instance is disabled at its
+    /// [`FAILURES_BEFORE_DISABLE`]th failure in a window, so one instance
+    /// can hold the pipeline back a bounded time). Only a disabled instance
+    /// takes nothing.
+    pub fn wait_until_ready(&mut self) -> bool {
+        if let Some(resume) = self.resume_at
+            && !self.disabled
+        {
+            let now = Instant::now();
+            if resume > now {
+                std::thread::sleep(resume - now);
+            }
+        }
+        self.may_run(Instant::now())
+    }
+
+    /// Whether a failure ends in a fresh instance (the `restart` policy),
+    /// rather than in disabling it or aborting the run.
+    pub fn restarts(&self) -> bool {
+        self.policy == OnFailure::Restart
+    }
+
     /// Whether the instance was disabled.
     pub fn is_disabled(&self) -> bool {
         self.disabled

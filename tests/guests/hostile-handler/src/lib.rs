@@ -3,13 +3,18 @@
 //! `loop` never returns from any event, `refuse` fails every event, `slow`
 //! spends `spin` iterations of busy work on each (to make a pipeline fall
 //! behind), `sleep` sleeps an hour in every `handle` and `sleep-init` in
-//! `init` (blocking in a WASI call, where no epoch deadline reaches).
+//! `init` (blocking in a WASI call, where no epoch deadline reaches);
+//! `choke` traps on any event whose summary is over 100 KB (as a handler
+//! out of memory would) and prints `module kind` for every other once
+//! its batch is done.
 
 use correlator_sdk::{ConfigItem, DeliveredEvent, Descriptor, Handler, config, export_handler};
 
 struct HostileHandler {
     attack: String,
     spin: u64,
+    /// What `choke` handled in this batch, printed when the batch is done.
+    handled: String,
 }
 
 impl Handler for HostileHandler {
@@ -30,6 +35,7 @@ impl Handler for HostileHandler {
         }
         Ok(HostileHandler {
             attack,
+            handled: String::new(),
             spin: u64::try_from(config::integer("spin")?).unwrap_or(0),
         })
     }
@@ -46,6 +52,12 @@ impl Handler for HostileHandler {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
                 Ok(())
             }
+            "choke" if event.summary.len() > 100_000 => panic!("choking on a large event"),
+            "choke" => {
+                self.handled
+                    .push_str(&format!("{} {}\n", event.module, event.kind));
+                Ok(())
+            }
             "refuse" => Err(format!("will not handle {}", event.kind)),
             "slow" => {
                 let mut state = 0u64;
@@ -57,6 +69,10 @@ impl Handler for HostileHandler {
             }
             _ => Ok(()),
         }
+    }
+
+    fn flush(&mut self) {
+        print!("{}", std::mem::take(&mut self.handled));
     }
 }
 

@@ -7,7 +7,8 @@
 //! when asked for a checkpoint; `stdio-flood` prints a line with an
 //! escape sequence to standard output, then 10,000 lines to standard error
 //! that look like the runtime's own; `forge` dispatches a summary that
-//! would print as another instance's line and CSV cells that are formulas.
+//! would print as another instance's line and CSV cells that are formulas;
+//! `chunky` dispatches a 200 KB event besides `Seen` for every record.
 
 use correlator_sdk::{
     ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
@@ -194,6 +195,14 @@ impl Module for Hostile {
                         .integer("clock", 0)
                         .dispatch();
                 }
+            }
+            "chunky" => {
+                let _ = Event::new("Seen", "c".repeat(200_000))
+                    .integer("position", -2)
+                    .integer("env", 0)
+                    .integer("args", 0)
+                    .integer("clock", 0)
+                    .dispatch();
             }
             "log-flood" => {
                 for n in 0..10_000 {
