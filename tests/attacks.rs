@@ -537,3 +537,103 @@ fn a_replay_never_skips_records_while_an_instance_backs_off() {
         "module did not process every record (it failed on them or was disabled) instance=\"bad\" skipped=3\n",
     );
 }
+
+/// 500,000 lines an attacker can make one server log by connecting to it:
+/// 250,000 connections from as many addresses (more than fit in the sshd
+/// module's 64 MiB without bounds), each an invalid user and a failed
+/// password, none ever ending; and, hidden among them every 80,000 lines,
+/// six failed passwords for root from one address, within the failure
+/// window (the flood spans 167 s of record time).
+fn connection_flood() -> String {
+    use std::fmt::Write as _;
+    let mut capture = String::with_capacity(300_000 * 110);
+    let line = |capture: &mut String, n: u32, pid: u32, message: &str| {
+        let (second, micros) = (n / 3000, n % 3000);
+        let _ = writeln!(
+            capture,
+            "<86>1 2023-02-20T15:{:02}:{:02}.{micros:06}Z server sshd {pid} - - {message}",
+            second / 60,
+            second % 60,
+        );
+    };
+    let mut brute = 0;
+    for connection in 0..250_000u32 {
+        let addr = format!("198.51.{}.{}", connection / 250, connection % 250);
+        let port = 1024 + connection % 60_000;
+        let n = connection * 2;
+        let pid = 100_000 + connection;
+        line(
+            &mut capture,
+            n,
+            pid,
+            &format!("Invalid user u{connection} from {addr} port {port}"),
+        );
+        line(
+            &mut capture,
+            n + 1,
+            pid,
+            &format!("Failed password for invalid user u{connection} from {addr} port {port} ssh2"),
+        );
+        if n % 80_000 == 0 && brute < 6 {
+            brute += 1;
+            line(
+                &mut capture,
+                n + 1,
+                900_000 + brute,
+                &format!(
+                    "Failed password for root from 203.0.113.77 port {} ssh2",
+                    50_000 + brute
+                ),
+            );
+        }
+    }
+    capture
+}
+
+#[test]
+fn a_connection_flood_in_the_log_cannot_blind_the_sshd_module() {
+    let dir = app_dir(SSHD_JSON_APP);
+    std::fs::write(dir.path().join("input.cap"), connection_flood()).expect("write capture");
+    let (run, took) = timed(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "-o",
+            "state.enabled=false",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(took < WALL_TIME_BOUND, "took {took:?}");
+    assert!(!run.stderr.contains("instance failed"), "{}", run.stderr);
+    let peak = peak_memory_mib(&run.stderr);
+    assert!(peak < PEAK_MEMORY_BOUND_MIB, "peak memory {peak} MiB");
+    let events: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let exceeded: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "SSHDAttemptsExceeded")
+        .map(|e| &e["fields"]["host"])
+        .collect();
+    assert_eq!(
+        exceeded,
+        [&Value::from("203.0.113.77")],
+        "the brute force inside the flood"
+    );
+    let stats = of_kind(&events, "SSHDStats");
+    assert_eq!(
+        stats.last().map(|e| &e["fields"]),
+        // The flood's connections past 20,000 and failure counts past
+        // 100,000, forgotten oldest first, down to nine tenths at a time.
+        Some(&serde_json::json!({
+            "sessions": 0, "denied": 0, "lockouts": 1, "expired": 0,
+            "partial": 18_006, "evicted": 382_015
+        })),
+    );
+}

@@ -62,8 +62,8 @@ fn sample_capture_gives_two_sessions_and_one_failed_login_with_exact_fields() {
                 "module": "OpenSSH",
                 "kind": "SSHDStats",
                 "severity": "info",
-                "summary": "2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial",
-                "fields": {"sessions": 2, "denied": 1, "lockouts": 0, "expired": 0, "partial": 0}
+                "summary": "2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted",
+                "fields": {"sessions": 2, "denied": 1, "lockouts": 0, "expired": 0, "partial": 0, "evicted": 0}
             }),
         ]
     );
@@ -341,7 +341,7 @@ fn a_server_whose_records_come_late_keeps_its_ended_connections_as_long() {
     let statistics = of_kind(&events, "SSHDStats");
     assert_eq!(
         statistics[0]["summary"],
-        "0 sessions, 1 denied, 0 lockouts, 0 expired, 1 partial"
+        "0 sessions, 1 denied, 0 lockouts, 0 expired, 1 partial, 0 evicted"
     );
 }
 
@@ -603,7 +603,7 @@ fn configuration_errors_name_the_key_value_type_and_place() {
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
-        "error: app.toml line 3 column 33: unknown configuration item \"module.OpenSSH.login_failure_limt\"; known items here: module.OpenSSH.login_failure_limit, module.OpenSSH.login_failure_window, module.OpenSSH.max_transaction_age\n"
+        "error: app.toml line 3 column 33: unknown configuration item \"module.OpenSSH.login_failure_limt\"; known items here: module.OpenSSH.login_failure_limit, module.OpenSSH.login_failure_window, module.OpenSSH.max_connections_per_server, module.OpenSSH.max_failure_hosts, module.OpenSSH.max_transaction_age\n"
     );
 
     let dir = app_dir(SSHD_JSON_APP);
@@ -728,9 +728,9 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         row("state.checkpoint_interval")[1..5],
         ["float", "1", "1", "default"]
     );
-    // Header, three module items, one handler item, eleven system items
+    // Header, five module items, one handler item, eleven system items
     // (three of them state.*), twelve listener items.
-    assert_eq!(rows.len(), 1 + 3 + 1 + 11 + 12);
+    assert_eq!(rows.len(), 1 + 5 + 1 + 11 + 12);
 }
 
 #[test]
@@ -798,7 +798,7 @@ fn the_readme_demo_prints_the_three_events() {
         "[OpenSSH :: SSHDLoginSucceeded] User timp logged in from 192.168.1.85 port 60116 by publickey (RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A); the session lasted 81.3 seconds\n\
          [OpenSSH :: SSHDLoginSucceeded] User testguy logged in from 192.168.1.85 port 60138 by password; the session lasted 6.5 seconds\n\
          [OpenSSH :: SSHDLoginFailed] User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords\n\
-         [OpenSSH :: SSHDStats] 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial\n"
+         [OpenSSH :: SSHDStats] 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted\n"
     );
 }
 
@@ -864,12 +864,13 @@ OpenSSH SSHDLoginFailed: User testguy from host 192.168.1.85 port 60142 failed t
   addr = \"192.168.1.85\"
   port = 60142
   failures = 3
-OpenSSH SSHDStats: 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial
+OpenSSH SSHDStats: 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted
   sessions = 2
   denied = 1
   lockouts = 0
   expired = 0
   partial = 0
+  evicted = 0
 "
     );
     let console: Vec<&str> = run
@@ -1018,7 +1019,7 @@ fn connections_older_than_max_transaction_age_expire_in_record_time() {
     // Statistics at each midnight of record time (reset, the two
     // connections still open), the hourly tick at 16:00 on the 22nd
     // expires them, and the end of the replay reports it.
-    let open = json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 0, "partial": 2});
+    let open = json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 0, "partial": 2, "evicted": 0});
     assert_eq!(
         stats,
         [
@@ -1026,7 +1027,7 @@ fn connections_older_than_max_transaction_age_expire_in_record_time() {
             (&json!("2023-02-22T00:00:00Z"), &open),
             (
                 &json!("2023-02-22T16:00:00Z"),
-                &json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 2, "partial": 0})
+                &json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": 2, "partial": 0, "evicted": 0})
             ),
         ]
     );
@@ -1214,7 +1215,7 @@ fn a_replay_over_26_hours_runs_the_hourly_expiry_and_one_midnight_statistics() {
             .map(|event| (event["time"].clone(), event["fields"].clone()))
             .collect()
     };
-    let counts = |expired: i64, partial: i64| json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": expired, "partial": partial});
+    let counts = |expired: i64, partial: i64| json!({"sessions": 0, "denied": 0, "lockouts": 0, "expired": expired, "partial": partial, "evicted": 0});
     // An hour's age limit: the 14:00 tick expires the connection (at 13:00
     // it is 59.5 minutes old).
     assert_eq!(

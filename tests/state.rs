@@ -161,7 +161,7 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
         &["run", "--app", "app.toml", "--read-file", "input.cap"],
     );
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    assert_has(&run.stderr, "state migrated instance=OpenSSH from=1 to=2");
+    assert_has(&run.stderr, "state migrated instance=OpenSSH from=1 to=3");
     // The open connection kept its two failed passwords, and the host its
     // failure window: the third password makes both events.
     assert_eq!(json_lines(&run.stdout), whole[2..]);
@@ -170,7 +170,7 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
         .owner("OpenSSH")
         .expect("the owner reads")
         .expect("the instance has an owner");
-    assert_eq!((owner.component.as_str(), owner.version), ("sshd", 2));
+    assert_eq!((owner.component.as_str(), owner.version), ("sshd", 3));
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     std::fs::copy(&fixture, &store).expect("copy the version-1 store");
     assert_eq!(
         check(&[]),
-        "state ./state.redb: module \"OpenSSH\" has 1 key (350 bytes) at version 1, which the next start migrates to version 2\napp.toml: ok (1 modules, 1 handlers)\n"
+        "state ./state.redb: module \"OpenSSH\" has 1 key (350 bytes) at version 1, which the next start migrates to version 3\napp.toml: ok (1 modules, 1 handlers)\n"
     );
     assert_eq!(
         std::fs::read(&store).expect("the store"),
@@ -206,14 +206,14 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
         "state: off (state.enabled is false)\napp.toml: ok (1 modules, 1 handlers)\n"
     );
 
-    // After a start has migrated it, it is at version 2.
+    // After a start has migrated it, it is at version 3.
     replay_in(dir.path(), "", &[]);
     let report = check(&[]);
     assert_has(
         &report,
         "state ./state.redb: module \"OpenSSH\" has 1 key (",
     );
-    assert_has(&report, " bytes) at version 2\napp.toml: ok");
+    assert_has(&report, " bytes) at version 3\napp.toml: ok");
 }
 
 #[test]

@@ -94,6 +94,55 @@ impl<K: Hash + Eq> CountOverTime<K> {
             .retain(|_, hits| hits.back().is_some_and(|&last| last > time - window));
     }
 
+    /// Keep at most `max_keys` keys, so that a flood of distinct keys (an
+    /// attacker's many addresses) cannot grow the counter without bound:
+    /// once there are more, keys out of the window at `time` are forgotten,
+    /// then, if still too many, those whose newest occurrence is oldest,
+    /// down to nine tenths of `max_keys` (so that this runs once per tenth
+    /// of `max_keys` new keys, not for every one). Returns how many keys
+    /// were forgotten before their time.
+    ///
+    /// ```
+    /// use correlator_sdk::CountOverTime;
+    ///
+    /// let mut failures: CountOverTime<String> = CountOverTime::new(300);
+    /// for n in 0..20 {
+    ///     failures.add(&format!("192.0.2.{n}"), 1_000 + n);
+    /// }
+    /// assert_eq!(failures.shrink_to(10, 1_020), 11);
+    /// assert_eq!(failures.len(), 9);
+    /// // The newest are kept.
+    /// assert_eq!((failures.count("192.0.2.19"), failures.count("192.0.2.10")), (1, 0));
+    /// ```
+    pub fn shrink_to(&mut self, max_keys: usize, time: i64) -> usize {
+        if self.hits.len() <= max_keys {
+            return 0;
+        }
+        self.expire(time);
+        let target = max_keys - max_keys / 10;
+        if self.hits.len() <= target {
+            return 0;
+        }
+        let evict = self.hits.len() - target;
+        let mut newest: Vec<i64> = self
+            .hits
+            .values()
+            .map(|hits| hits.back().copied().unwrap_or(i64::MIN))
+            .collect();
+        let (_, &mut threshold, _) = newest.select_nth_unstable(evict - 1);
+        let mut left = evict;
+        self.hits.retain(|_, hits| {
+            let old = hits.back().is_none_or(|&last| last <= threshold);
+            if old && left > 0 {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        evict - left
+    }
+
     /// Number of keys with occurrences in memory.
     pub fn len(&self) -> usize {
         self.hits.len()

@@ -7,6 +7,12 @@
 //! authenticating, `SSHDAttemptsExceeded` when a host's failed passwords
 //! within `login_failure_window` seconds reach `login_failure_limit`, and
 //! `SSHDStats` on request.
+//!
+//! What it follows is bounded whatever the log says, since anyone who can
+//! connect to a server can make it log lines: at most
+//! `max_connections_per_server` open connections per server and
+//! `max_failure_hosts` addresses with failed passwords, the oldest
+//! forgotten first and counted in `SSHDStats` as `evicted`.
 
 mod line;
 mod tracker;
@@ -48,6 +54,16 @@ impl Module for OpenSsh {
             "max_transaction_age",
             2880,
             "minutes after which an unfinished connection is forgotten by the hourly maintenance",
+        ))
+        .config(ConfigItem::integer(
+            "max_connections_per_server",
+            20_000,
+            "connections followed per server at most; beyond it the oldest are forgotten first (counted as evicted)",
+        ))
+        .config(ConfigItem::integer(
+            "max_failure_hosts",
+            100_000,
+            "remote addresses whose failed passwords are counted at most; beyond it those seen longest ago are forgotten first (counted as evicted)",
         ))
         .event(
             EventType::new(
@@ -99,7 +115,11 @@ impl Module for OpenSsh {
                 .integer("denied", "failed logins")
                 .integer("lockouts", "SSHDAttemptsExceeded events")
                 .integer("expired", "connections forgotten by maintenance")
-                .integer("partial", "connections still open"),
+                .integer("partial", "connections still open")
+                .integer(
+                    "evicted",
+                    "connections and failure counts forgotten early to stay within the module's bounds",
+                ),
         )
     }
 
@@ -121,6 +141,15 @@ impl Module for OpenSsh {
                 "max_transaction_age must be positive, not {max_age}"
             ));
         }
+        let at_least_ten = |key: &str| -> Result<usize, String> {
+            let value = correlator_sdk::config::integer(key)?;
+            usize::try_from(value)
+                .ok()
+                .filter(|&value| value >= 10)
+                .ok_or_else(|| format!("{key} must be at least 10, not {value}"))
+        };
+        let max_connections_per_server = at_least_ten("max_connections_per_server")?;
+        let max_failure_hosts = at_least_ten("max_failure_hosts")?;
         // Hourly maintenance keeps memory bounded; statistics are per day,
         // as the original's. The host gives both by record time during a
         // replay, so a replayed day runs them too.
@@ -132,6 +161,8 @@ impl Module for OpenSsh {
             failure_window_seconds: window,
             failure_limit: limit,
             max_age_seconds: max_age.saturating_mul(60),
+            max_connections_per_server,
+            max_failure_hosts,
         })?;
         Ok(OpenSsh { tracker })
     }

@@ -15,6 +15,11 @@ pub struct Settings {
     pub failure_window_seconds: i64,
     pub failure_limit: usize,
     pub max_age_seconds: i64,
+    /// Connections followed per server at most; the oldest are forgotten
+    /// first beyond it.
+    pub max_connections_per_server: usize,
+    /// Remote addresses whose failed passwords are counted at most.
+    pub max_failure_hosts: usize,
 }
 
 /// How long an ended connection is remembered, so that the second and third
@@ -58,6 +63,13 @@ struct Server {
     /// forgetting ended connections: it never goes back, so `ended` stays
     /// in order however the server's records are ordered.
     latest: i64,
+    /// (first seen, PID) of its connections in the order they were opened,
+    /// oldest first, for forgetting the oldest when there are too many.
+    /// Entries of connections already gone are skipped when met (and
+    /// dropped all at once when they are most of it). Not saved: rebuilt
+    /// from `connections` on load.
+    #[serde(skip)]
+    opened: VecDeque<(i64, u32)>,
 }
 
 impl Server {
@@ -75,6 +87,50 @@ impl Server {
                 self.remove(pid);
             }
         }
+    }
+
+    /// Make room for a new connection when the server has `max` or more:
+    /// forget the oldest down to nine tenths of `max` (so that this runs
+    /// once per tenth of `max` new connections). Returns how many were
+    /// forgotten.
+    fn make_room(&mut self, max: usize) -> i64 {
+        if self.connections.len() < max {
+            return 0;
+        }
+        if self.opened.len() < self.connections.len() {
+            self.rebuild_opened();
+        }
+        let target = max - max / 10;
+        let mut evicted = 0;
+        while self.connections.len() > target {
+            let Some((first_seen, pid)) = self.opened.pop_front() else {
+                break;
+            };
+            if self
+                .connections
+                .get(&pid)
+                .is_some_and(|connection| connection.first_seen == first_seen)
+            {
+                self.remove(pid);
+                evicted += 1;
+            }
+        }
+        if self.opened.len() > 2 * self.connections.len() + 1024 {
+            self.rebuild_opened();
+        }
+        evicted
+    }
+
+    /// `opened` anew from the connections (after a load, or when it holds
+    /// mostly connections already gone).
+    fn rebuild_opened(&mut self) {
+        let mut opened: Vec<(i64, u32)> = self
+            .connections
+            .iter()
+            .map(|(&pid, connection)| (connection.first_seen, pid))
+            .collect();
+        opened.sort_unstable();
+        self.opened = opened.into();
     }
 
     fn remove(&mut self, pid: u32) {
@@ -112,6 +168,9 @@ struct Statistics {
     denied: i64,
     lockouts: i64,
     expired: i64,
+    /// Connections and failure counts forgotten early to stay within
+    /// `max_connections_per_server` and `max_failure_hosts`.
+    evicted: i64,
 }
 
 /// The state of the OpenSSH module.
@@ -161,12 +220,45 @@ mod version1 {
         pub servers: HashMap<String, Server>,
         pub host_failures: CountOverTime<String>,
         pub ended: VecDeque<(i64, String, u32)>,
+        pub statistics: super::version2::Statistics,
+    }
+}
+
+/// The layout of [`STATE_VERSION`] 2: the current one but for the count of
+/// evictions in the statistics.
+mod version2 {
+    use super::*;
+
+    #[derive(Default, Deserialize)]
+    pub struct Statistics {
+        pub sessions: i64,
+        pub denied: i64,
+        pub lockouts: i64,
+        pub expired: i64,
+    }
+
+    impl From<Statistics> for super::Statistics {
+        fn from(old: Statistics) -> Self {
+            super::Statistics {
+                sessions: old.sessions,
+                denied: old.denied,
+                lockouts: old.lockouts,
+                expired: old.expired,
+                evicted: 0,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct Saved {
+        pub servers: HashMap<String, super::Server>,
+        pub host_failures: CountOverTime<String>,
         pub statistics: Statistics,
     }
 }
 
 /// The version of the saved layout ([`crate::OpenSsh`]'s `STATE_VERSION`).
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 /// Version 1's state in the current layout: each ended connection goes to
 /// its server's list (in the order it ended there), and each server's clock
@@ -187,6 +279,7 @@ fn upgrade_from_version1(old: version1::Saved) -> Saved {
                 by_peer: server.by_peer,
                 ended: VecDeque::new(),
                 latest,
+                opened: VecDeque::new(),
             };
             (hostname, server)
         })
@@ -200,21 +293,28 @@ fn upgrade_from_version1(old: version1::Saved) -> Saved {
     Saved {
         servers,
         host_failures: old.host_failures,
-        statistics: old.statistics,
+        statistics: old.statistics.into(),
     }
 }
 
 /// Rewrite state saved at `stored_version` in the current layout.
 pub fn migrate(stored_version: u32) -> Result<(), String> {
-    if stored_version != 1 {
-        return Err(format!(
-            "cannot read state written at version {stored_version} (this version is {STATE_VERSION}); discard it with --discard-state"
-        ));
-    }
-    let Some(old) = state::load::<version1::Saved>(STATE_KEY)? else {
+    let saved = match stored_version {
+        1 => state::load::<version1::Saved>(STATE_KEY)?.map(upgrade_from_version1),
+        2 => state::load::<version2::Saved>(STATE_KEY)?.map(|old| Saved {
+            servers: old.servers,
+            host_failures: old.host_failures,
+            statistics: old.statistics.into(),
+        }),
+        _ => {
+            return Err(format!(
+                "cannot read state written at version {stored_version} (this version is {STATE_VERSION}); discard it with --discard-state"
+            ));
+        }
+    };
+    let Some(saved) = saved else {
         return Ok(());
     };
-    let saved = upgrade_from_version1(old);
     state::save(
         STATE_KEY,
         &SavedRef {
@@ -244,9 +344,13 @@ impl Tracker {
         };
         let mut host_failures = saved.host_failures;
         host_failures.set_window(settings.failure_window_seconds);
+        let mut servers = saved.servers;
+        for server in servers.values_mut() {
+            server.rebuild_opened();
+        }
         Ok(Tracker {
             settings,
-            servers: saved.servers,
+            servers,
             host_failures,
             statistics: saved.statistics,
             changed: false,
@@ -283,6 +387,10 @@ impl Tracker {
             None => self.servers.entry(record.hostname.to_owned()).or_default(),
         };
         server.advance(now.seconds);
+        // A flood of connections that never end (an attacker can make a
+        // server log them by connecting) must not grow the module past its
+        // memory: the oldest are forgotten first, and counted.
+        self.statistics.evicted += server.make_room(self.settings.max_connections_per_server);
         match line {
             Line::Accepted {
                 method,
@@ -309,6 +417,10 @@ impl Tracker {
                 connection.failures += 1;
                 set_peer(server, pid, addr, port);
                 let count = self.host_failures.add(addr, now.seconds);
+                let forgotten = self
+                    .host_failures
+                    .shrink_to(self.settings.max_failure_hosts, now.seconds);
+                self.statistics.evicted += i64::try_from(forgotten).unwrap_or(i64::MAX);
                 if count >= self.settings.failure_limit {
                     self.host_failures.clear(addr);
                     self.statistics.lockouts += 1;
@@ -491,11 +603,12 @@ impl Tracker {
             denied,
             lockouts,
             expired,
+            evicted,
         } = self.statistics;
         let _ = Event::new(
             "SSHDStats",
             format!(
-                "{sessions} sessions, {denied} denied, {lockouts} lockouts, {expired} expired, {partial} partial"
+                "{sessions} sessions, {denied} denied, {lockouts} lockouts, {expired} expired, {partial} partial, {evicted} evicted"
             ),
         )
         .integer("sessions", sessions)
@@ -503,6 +616,7 @@ impl Tracker {
         .integer("lockouts", lockouts)
         .integer("expired", expired)
         .integer("partial", i64::try_from(partial).unwrap_or(i64::MAX))
+        .integer("evicted", evicted)
         .dispatch();
         if reset {
             self.statistics = Statistics::default();
@@ -517,9 +631,12 @@ fn open(server: &mut Server, pid: u32, now: Timestamp) -> &mut Connection {
     if server.connections.get(&pid).is_some_and(|c| c.ended) {
         server.remove(pid);
     }
-    server.connections.entry(pid).or_insert_with(|| Connection {
-        first_seen: now.seconds,
-        ..Connection::default()
+    server.connections.entry(pid).or_insert_with(|| {
+        server.opened.push_back((now.seconds, pid));
+        Connection {
+            first_seen: now.seconds,
+            ..Connection::default()
+        }
     })
 }
 
@@ -589,9 +706,9 @@ mod tests {
                 .into_iter()
                 .map(|(at, host, pid)| (at, host.to_owned(), pid))
                 .collect(),
-            statistics: Statistics {
+            statistics: version2::Statistics {
                 sessions: 3,
-                ..Statistics::default()
+                ..version2::Statistics::default()
             },
         };
         let new = upgrade_from_version1(old);
@@ -601,6 +718,30 @@ mod tests {
         assert_eq!((new.servers["a"].latest, new.servers["b"].latest), (12, 11));
         assert_eq!(new.servers["a"].connections.len(), 2);
         assert_eq!(new.statistics.sessions, 3);
+    }
+
+    #[test]
+    fn a_server_with_too_many_connections_forgets_the_oldest_first() {
+        let mut server = Server::default();
+        for pid in 0..100 {
+            open(
+                &mut server,
+                pid,
+                Timestamp {
+                    seconds: i64::from(pid),
+                    nanoseconds: 0,
+                    offset_minutes: 0,
+                },
+            );
+        }
+        // One gone already: it is skipped, not counted.
+        server.remove(3);
+        assert_eq!(server.make_room(100), 0);
+        // 99 left, limit 99: down to 90, the nine oldest (3 was gone).
+        assert_eq!(server.make_room(99), 9);
+        let mut left: Vec<u32> = server.connections.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, (10..100).collect::<Vec<u32>>());
     }
 
     #[test]
