@@ -345,6 +345,11 @@ fn probe_files(grants: &str) -> (Vec<(String, String)>, tempfile::TempDir) {
     std::fs::create_dir_all(dir.path().join("run/sandbox")).expect("mkdir");
     std::os::unix::fs::symlink("../../outside.txt", dir.path().join("run/sandbox/link-out"))
         .expect("symlink");
+    let mkfifo = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("run/sandbox/fifo"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(mkfifo.success());
     let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
     let (events, _) = run_in(&dir, &sample);
     let (normal, _) = run_app(SSHD_JSON_APP, &sample);
@@ -381,6 +386,7 @@ fn a_granted_directory_is_all_a_component_can_reach() {
             ("write link-out", "denied: PermissionDenied"),
             ("write inside.txt", "ok"),
             ("read inside.txt", "ok"),
+            ("read fifo", "denied: PermissionDenied"),
         ])
     );
     let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).ok();
@@ -409,6 +415,7 @@ fn a_read_only_directory_cannot_be_written() {
     };
     assert_eq!(outcome("write inside.txt"), "denied: PermissionDenied");
     assert_eq!(outcome("read inside.txt"), "denied: NotFound");
+    assert_eq!(outcome("read fifo"), "denied: PermissionDenied");
     assert!(!dir.path().join("run/sandbox/inside.txt").exists());
 }
 

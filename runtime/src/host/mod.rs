@@ -358,6 +358,9 @@ impl EngineSet {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .into_anyhow()
             .context("cannot link WASI")?;
+        sandbox::refuse_special_files(&mut linker)
+            .into_anyhow()
+            .context("cannot link wasi:filesystem's open-at")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .into_anyhow()
             .context("cannot link wasi:http")?;

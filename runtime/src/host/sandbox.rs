@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use wasmtime::component::{Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -189,6 +190,64 @@ impl Sandbox {
         store.set_epoch_deadline(self.call_ticks());
         Ok(store)
     }
+}
+
+/// The version of `wasi:filesystem` that wasmtime-wasi links (its WIT's
+/// package version); guests built against any older 0.2 release import it
+/// through wasmtime's semver matching.
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replace `wasi:filesystem`'s `open-at` in `linker` with one that refuses
+/// special files (FIFOs, devices, sockets: anything but a regular file, a
+/// directory or a link) with `access`, and otherwise opens as wasmtime-wasi
+/// does. Opening a FIFO for reading waits for a
+/// writer that may never come, on a thread of the host's blocking pool
+/// that the call's time limit cannot give back; a device can be endless or
+/// reach hardware. A granted directory is for files and directories.
+pub fn refuse_special_files(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::filesystem::WasiFilesystemView as _;
+    use wasmtime_wasi::p2::bindings::filesystem::types::{
+        Descriptor, DescriptorFlags, DescriptorType, ErrorCode, HostDescriptor, OpenFlags,
+        PathFlags,
+    };
+    type OpenAt = (
+        Resource<Descriptor>,
+        PathFlags,
+        String,
+        OpenFlags,
+        DescriptorFlags,
+    );
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(WASI_FILESYSTEM_TYPES)?;
+    types.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store, (dir, path_flags, path, open_flags, flags): OpenAt| {
+            Box::new(async move {
+                let mut view = store.data_mut().filesystem();
+                let borrowed = Resource::new_borrow(dir.rep());
+                if let Ok(stat) =
+                    HostDescriptor::stat_at(&mut view, borrowed, path_flags, path.clone()).await
+                    // wasmtime-wasi reports a FIFO or a socket as unknown.
+                    && !matches!(
+                        stat.type_,
+                        DescriptorType::RegularFile
+                            | DescriptorType::Directory
+                            | DescriptorType::SymbolicLink
+                    )
+                {
+                    return Ok((Err(ErrorCode::Access),));
+                }
+                match HostDescriptor::open_at(&mut view, dir, path_flags, path, open_flags, flags)
+                    .await
+                {
+                    Ok(opened) => Ok((Ok(opened),)),
+                    Err(error) => Ok((Err(error.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Whether a socket may use `address` for `usage` under outbound grants:

@@ -3,8 +3,9 @@
 //! makes `process` block, a file `checkpoint` makes `checkpoint` block, and
 //! so on for every export of the `stateful-logic-module` world. `describe`
 //! also blocks when the module was granted no directory (as under
-//! `correlator inspect`). A marker file holding `fifo` blocks by opening
-//! the FIFO `fifo` for reading; any other content sleeps for an hour.
+//! `correlator inspect`). A marker file holding `fifo` first opens the
+//! FIFO `fifo` for reading (which waits for a writer, unless the host
+//! refuses it), then sleeps for an hour, as any other content does.
 //!
 //! A file `declared-kind` makes `describe` declare an event type of that
 //! name.

@@ -48,6 +48,9 @@ impl Module for HostileFs {
             ("write link-out", outcome(write("link-out"))),
             ("write inside.txt", outcome(write("inside.txt"))),
             ("read inside.txt", outcome(std::fs::read("inside.txt"))),
+            // A FIFO the test put in the granted directory: opening it
+            // would wait for a writer.
+            ("read fifo", outcome(std::fs::read("fifo"))),
         ];
         for (probe, outcome) in probes {
             let _ = Event::new("Probe", format!("{probe}: {outcome}"))
