@@ -637,3 +637,85 @@ fn a_connection_flood_in_the_log_cannot_blind_the_sshd_module() {
         })),
     );
 }
+
+#[test]
+fn a_compile_cache_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = app_dir(SSHD_JSON_APP);
+    std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
+    let cache = dir.path().join("cache");
+    let run = |expect_warning: Option<&str>| {
+        let (run, _) = timed(
+            dir.path(),
+            &[
+                "run",
+                "--app",
+                "app.toml",
+                "--read-file",
+                "input.cap",
+                "-o",
+                "state.enabled=false",
+                "-o",
+                &format!("system.compile_cache={}", cache.display()),
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(run.stdout.lines().count(), 11, "{}", run.stderr);
+        match expect_warning {
+            Some(warning) => assert_has(&run.stderr, warning),
+            None => assert!(!run.stderr.contains("will not be cached"), "{}", run.stderr),
+        }
+    };
+    // The runtime's own cache is used and trusted.
+    run(None);
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    run(Some(&format!(
+        "compiled components will not be cached: {} is writable by others (mode 777); anyone who can write there could make this process run their native code",
+        cache.display()
+    )));
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let planted = cache.join("planted");
+    std::fs::write(&planted, b"native code").expect("write");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    run(Some(&format!(
+        "{} is writable by others (mode 666)",
+        planted.display()
+    )));
+}
+
+#[test]
+fn a_component_file_too_large_or_not_a_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge)
+        .and_then(|file| file.set_len((128 << 20) + 1))
+        .expect("a sparse file");
+    let fifo = dir.path().join("fifo.wasm");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    for (path, expected) in [
+        (
+            &huge,
+            format!(
+                "error: component {} has 134217729 bytes, more than the 128 MiB a component may have\n",
+                huge.display()
+            ),
+        ),
+        (
+            &fifo,
+            format!(
+                "error: component {} is not a regular file\n",
+                fifo.display()
+            ),
+        ),
+    ] {
+        let path = path.to_str().expect("UTF-8 path");
+        let (run, took) = timed(dir.path(), &["inspect", path]);
+        assert_eq!(run.code, Some(1));
+        assert_eq!(run.stderr, expected);
+        assert!(took < WALL_TIME_BOUND, "took {took:?}");
+    }
+}

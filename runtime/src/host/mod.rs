@@ -148,8 +148,7 @@ impl Host {
                         Host::builtin_names().collect::<Vec<_>>().join(", ")
                     )
                 })?,
-            ComponentSource::File(path) => std::fs::read(path)
-                .with_context(|| format!("cannot read component {}", path.display()))?,
+            ComponentSource::File(path) => read_component(path)?,
         };
         let digest = hex(&Sha256::digest(&bytes));
         if !bytes.starts_with(b"\0asm") {
@@ -448,9 +447,99 @@ impl Host {
     }
 }
 
+/// The largest component file the host reads: far above any real one (the
+/// bundled components are a few hundred KiB), far below what would make
+/// reading and compiling it a way to exhaust the host.
+pub const MAX_COMPONENT_BYTES: u64 = 128 << 20;
+
+/// The bytes of the component file at `path`, refused before reading when
+/// it is not a regular file (a FIFO would block the start) or is larger
+/// than [`MAX_COMPONENT_BYTES`].
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read component {}", path.display()))?;
+    let too_large = |size: u64| {
+        anyhow!(
+            "component {} has {} bytes, more than the {} MiB a component may have",
+            path.display(),
+            size,
+            MAX_COMPONENT_BYTES >> 20
+        )
+    };
+    if !metadata.is_file() {
+        bail!("component {} is not a regular file", path.display());
+    }
+    if metadata.len() > MAX_COMPONENT_BYTES {
+        return Err(too_large(metadata.len()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_COMPONENT_BYTES + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read component {}", path.display()))?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Why the compile cache in `directory` may not be trusted, if it may not:
+/// wasmtime loads the native code it finds there without compiling or
+/// checking it, so the directory and every file in it must be writable by
+/// this process's user alone (as the secrets file must be readable by its
+/// owner alone).
+fn untrusted_cache(directory: &Path) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    // The owner of /proc/self is this process's effective user.
+    let me = std::fs::metadata("/proc/self").ok()?.uid();
+    let mut pending = vec![directory.to_path_buf()];
+    let mut looked_at = 0;
+    while let Some(path) = pending.pop() {
+        let metadata = match std::fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(error) => return Some(format!("cannot look at {}: {error}", path.display())),
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if metadata.uid() != me {
+            return Some(format!(
+                "{} belongs to user {}, not to this process's user {me}",
+                path.display(),
+                metadata.uid()
+            ));
+        }
+        if mode & 0o022 != 0 {
+            return Some(format!(
+                "{} is writable by others (mode {mode:o})",
+                path.display()
+            ));
+        }
+        looked_at += 1;
+        if looked_at > 100_000 {
+            return Some(format!(
+                "{} holds too many files to check",
+                directory.display()
+            ));
+        }
+        if metadata.is_dir() {
+            match std::fs::read_dir(&path) {
+                Ok(entries) => pending.extend(
+                    entries
+                        .filter_map(|entry| entry.ok())
+                        .map(|entry| entry.path()),
+                ),
+                Err(error) => return Some(format!("cannot list {}: {error}", path.display())),
+            }
+        }
+    }
+    None
+}
+
 fn compile_cache_for(directory: &Path) -> anyhow::Result<wasmtime::Cache> {
     std::fs::create_dir_all(directory)
         .with_context(|| format!("cannot create {}", directory.display()))?;
+    if let Some(why) = untrusted_cache(directory) {
+        bail!("{why}; anyone who can write there could make this process run their native code");
+    }
     let directory = std::path::absolute(directory)
         .with_context(|| format!("cannot resolve {}", directory.display()))?;
     let mut config = wasmtime::CacheConfig::new();
