@@ -334,6 +334,15 @@ fn inspect_shows_what_a_component_asks_for() {
 /// Run the file-probing guest with `grants`, in a directory that holds a
 /// secret file outside the granted one and a symlink to it inside.
 fn probe_files(grants: &str) -> (Vec<(String, String)>, tempfile::TempDir) {
+    probe_files_with(grants, &[])
+}
+
+/// As [`probe_files`], with `files` (name, content) in the granted
+/// directory `run/sandbox` beforehand.
+fn probe_files_with(
+    grants: &str,
+    files: &[(&str, &str)],
+) -> (Vec<(String, String)>, tempfile::TempDir) {
     let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_FS");
     let app = format!(
         "[config.system]\nrun_dir = \"run\"\n[modules.fs]\ncomponent = '{guest}'\ngrants = {grants}\n\
@@ -345,6 +354,9 @@ fn probe_files(grants: &str) -> (Vec<(String, String)>, tempfile::TempDir) {
     std::fs::create_dir_all(dir.path().join("run/sandbox")).expect("mkdir");
     std::os::unix::fs::symlink("../../outside.txt", dir.path().join("run/sandbox/link-out"))
         .expect("symlink");
+    for (name, content) in files {
+        std::fs::write(dir.path().join("run/sandbox").join(name), content).expect("write");
+    }
     let mkfifo = std::process::Command::new("mkfifo")
         .arg(dir.path().join("run/sandbox/fifo"))
         .status()
@@ -401,6 +413,35 @@ fn a_granted_directory_is_all_a_component_can_reach() {
         read("run/sandbox/inside.txt").as_deref(),
         Some("written by a guest\n")
     );
+}
+
+#[test]
+fn a_granted_directory_cannot_be_filled_past_its_quota() {
+    let (probes, dir) =
+        probe_files_with("{ dir = \"sandbox\", dir_quota_mib = 4 }", &[("fill", "")]);
+    let outcome = |probe: &str| {
+        probes
+            .iter()
+            .find(|(name, _)| name == probe)
+            .map(|(_, outcome)| outcome.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(outcome("write inside.txt"), "ok");
+    // wasi-libc reports a file stream's failure as an I/O error, a refused
+    // create as a full disk.
+    assert_eq!(outcome("write 8 MiB"), "denied: I/O error (os error 29)");
+    assert_eq!(
+        outcome("create 2000 files"),
+        "denied: No space left on device (os error 51)"
+    );
+    let used: u64 = std::fs::read_dir(dir.path().join("run/sandbox"))
+        .expect("the directory")
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    assert!(used <= 4 << 20, "{used} bytes written");
+    assert!(used >= 3 << 20, "{used} bytes written: the quota, not less");
 }
 
 #[test]

@@ -48,6 +48,7 @@ struct GrantsRaw {
     dir: Option<Spanned<String>>,
     #[serde(default)]
     dir_mode: DirMode,
+    dir_quota_mib: Option<u64>,
     #[serde(default)]
     network: Vec<Spanned<String>>,
     #[serde(default)]
@@ -461,6 +462,9 @@ pub struct Grants {
     pub dir: Option<(String, Location)>,
     /// Whether the directory may be written.
     pub dir_mode: DirMode,
+    /// Disk the instance may use in the directory, MiB (default
+    /// [`DEFAULT_DIR_QUOTA_MIB`]).
+    pub dir_quota_mib: u64,
     /// Outbound destinations it may connect or send to.
     pub network: Vec<NetworkPattern>,
     /// Names of the secrets it may read, and where each is granted.
@@ -471,6 +475,11 @@ pub struct Grants {
     /// lines, so that it cannot print lines that pass for another's.
     pub stdout: bool,
 }
+
+/// Disk an instance may use in its granted directory unless its grant says
+/// (`dir_quota_mib`): enough for a long run of CSV files, small enough that
+/// a runaway component cannot fill the disk the runtime needs.
+pub const DEFAULT_DIR_QUOTA_MIB: u64 = 1024;
 
 /// Whether an instance is a logic module or an event handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -665,6 +674,7 @@ impl App {
                         .as_ref()
                         .map(|dir| (dir.get_ref().clone(), locate(dir.span()))),
                     dir_mode: raw.grants.dir_mode,
+                    dir_quota_mib: raw.grants.dir_quota_mib.unwrap_or(DEFAULT_DIR_QUOTA_MIB),
                     stdout: raw.grants.stdout.unwrap_or(console),
                     network: raw
                         .grants

@@ -6,7 +6,8 @@ use crate::app::{App, InstanceSpec, Role};
 use crate::config_store::{ConfigStore, Source};
 use crate::filter::Filter;
 use crate::host::{
-    HandlerInstance, Host, HostOptions, ModuleInstance, ResolvedGrants, StateAccess, StreamClock,
+    GrantedDir, HandlerInstance, Host, HostOptions, ModuleInstance, ResolvedGrants, StateAccess,
+    StreamClock,
 };
 use crate::pipeline::{HandlerStage, ModuleStage, Persistence, Route};
 use crate::record::TraditionalDefaults;
@@ -178,11 +179,11 @@ pub fn load(
     let secrets = resolve_secrets(app, store.text("system.secrets_file").unwrap_or(""))?;
     let grants_of = |spec: &InstanceSpec| match purpose {
         Purpose::Run => ResolvedGrants {
-            dir: spec
-                .grants
-                .dir
-                .as_ref()
-                .map(|(dir, _)| (run_dir.join(dir), spec.grants.dir_mode)),
+            dir: spec.grants.dir.as_ref().map(|(dir, _)| GrantedDir {
+                path: run_dir.join(dir),
+                mode: spec.grants.dir_mode,
+                quota_bytes: spec.grants.dir_quota_mib.saturating_mul(1 << 20),
+            }),
             network: spec.grants.network.clone(),
             secrets: std::sync::Arc::new(
                 spec.grants

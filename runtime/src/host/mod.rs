@@ -4,6 +4,7 @@
 
 pub mod bindings;
 mod encoded;
+mod files;
 mod guest_log;
 mod instance;
 mod state;
@@ -13,7 +14,7 @@ mod supervisor;
 
 pub(crate) use encoded::decode as decode_values;
 pub use instance::{Aborted, Handled, HandlerInstance, ModuleInstance};
-pub use sandbox::ResolvedGrants;
+pub use sandbox::{GrantedDir, ResolvedGrants};
 pub use state::{InstanceState, StateAccess, StreamClock, TimerRequests};
 
 use crate::app::{ComponentSource, InstanceSpec, Role};
@@ -357,9 +358,9 @@ impl EngineSet {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .into_anyhow()
             .context("cannot link WASI")?;
-        sandbox::refuse_special_files(&mut linker)
+        files::guard_granted_directories(&mut linker)
             .into_anyhow()
-            .context("cannot link wasi:filesystem's open-at")?;
+            .context("cannot link the guards of granted directories")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .into_anyhow()
             .context("cannot link wasi:http")?;

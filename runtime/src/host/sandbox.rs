@@ -3,6 +3,7 @@
 //! time a call may take.
 
 use super::IntoAnyhow as _;
+use super::files::DirQuota;
 use super::guest_log::{GuestLog, GuestOutput};
 use super::state::{InstanceLimits, InstanceState, StreamClock};
 use crate::app::{DirMode, InstanceSpec, Limits, NetworkPattern};
@@ -12,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{Linker, Resource};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -22,11 +22,22 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 /// the host nothing measurable.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// A directory granted to an instance, resolved to a host path.
+#[derive(Debug, Clone)]
+pub struct GrantedDir {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Whether it may be written.
+    pub mode: DirMode,
+    /// Disk the instance may use in it, bytes.
+    pub quota_bytes: u64,
+}
+
 /// What an instance may touch beyond its own memory, resolved to host paths.
 #[derive(Debug, Clone, Default)]
 pub struct ResolvedGrants {
     /// A directory, seen by the guest as its current directory.
-    pub dir: Option<(PathBuf, DirMode)>,
+    pub dir: Option<GrantedDir>,
     /// Outbound destinations it may connect or send to.
     pub network: Vec<NetworkPattern>,
     /// The granted secrets with their values.
@@ -54,6 +65,9 @@ pub struct Sandbox {
     name: Arc<str>,
     limits: Limits,
     grants: ResolvedGrants,
+    /// The quota of its granted directory, shared by every store made for
+    /// the instance (a fresh instance does not get a fresh quota).
+    dir_quota: Option<Arc<DirQuota>>,
 }
 
 impl Sandbox {
@@ -71,6 +85,11 @@ impl Sandbox {
             clock,
             name: Arc::from(spec.name.as_str()),
             limits: spec.limits,
+            dir_quota: grants
+                .dir
+                .as_ref()
+                .filter(|dir| dir.mode == DirMode::ReadWrite)
+                .map(|dir| DirQuota::new(dir.path.clone(), dir.quota_bytes)),
             grants,
         }
     }
@@ -134,7 +153,10 @@ impl Sandbox {
         } else {
             wasi.stdout(GuestOutput::new(Arc::clone(&log), "stdout"));
         }
-        if let Some((dir, mode)) = &self.grants.dir {
+        if let Some(GrantedDir {
+            path: dir, mode, ..
+        }) = &self.grants.dir
+        {
             if *mode == DirMode::ReadWrite {
                 std::fs::create_dir_all(dir).with_context(|| {
                     format!(
@@ -184,70 +206,13 @@ impl Sandbox {
             log,
         );
         state.secrets = Arc::clone(&self.grants.secrets);
+        state.dir_quota = self.dir_quota.clone();
         state.http_hooks.patterns = Arc::new(self.grants.network.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(self.call_ticks());
         Ok(store)
     }
-}
-
-/// The version of `wasi:filesystem` that wasmtime-wasi links (its WIT's
-/// package version); guests built against any older 0.2 release import it
-/// through wasmtime's semver matching.
-const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
-
-/// Replace `wasi:filesystem`'s `open-at` in `linker` with one that refuses
-/// special files (FIFOs, devices, sockets: anything but a regular file, a
-/// directory or a link) with `access`, and otherwise opens as wasmtime-wasi
-/// does. Opening a FIFO for reading waits for a
-/// writer that may never come, on a thread of the host's blocking pool
-/// that the call's time limit cannot give back; a device can be endless or
-/// reach hardware. A granted directory is for files and directories.
-pub fn refuse_special_files(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::filesystem::WasiFilesystemView as _;
-    use wasmtime_wasi::p2::bindings::filesystem::types::{
-        Descriptor, DescriptorFlags, DescriptorType, ErrorCode, HostDescriptor, OpenFlags,
-        PathFlags,
-    };
-    type OpenAt = (
-        Resource<Descriptor>,
-        PathFlags,
-        String,
-        OpenFlags,
-        DescriptorFlags,
-    );
-    linker.allow_shadowing(true);
-    let mut types = linker.instance(WASI_FILESYSTEM_TYPES)?;
-    types.func_wrap_async(
-        "[method]descriptor.open-at",
-        |mut store, (dir, path_flags, path, open_flags, flags): OpenAt| {
-            Box::new(async move {
-                let mut view = store.data_mut().filesystem();
-                let borrowed = Resource::new_borrow(dir.rep());
-                if let Ok(stat) =
-                    HostDescriptor::stat_at(&mut view, borrowed, path_flags, path.clone()).await
-                    // wasmtime-wasi reports a FIFO or a socket as unknown.
-                    && !matches!(
-                        stat.type_,
-                        DescriptorType::RegularFile
-                            | DescriptorType::Directory
-                            | DescriptorType::SymbolicLink
-                    )
-                {
-                    return Ok((Err(ErrorCode::Access),));
-                }
-                match HostDescriptor::open_at(&mut view, dir, path_flags, path, open_flags, flags)
-                    .await
-                {
-                    Ok(opened) => Ok((Ok(opened),)),
-                    Err(error) => Ok((Err(error.downcast()?),)),
-                }
-            })
-        },
-    )?;
-    linker.allow_shadowing(false);
-    Ok(())
 }
 
 /// Whether a socket may use `address` for `usage` under outbound grants:

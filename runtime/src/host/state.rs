@@ -206,6 +206,8 @@ pub struct InstanceState {
     pub timers: TimerRequests,
     /// Its durable state.
     pub state: StateAccess,
+    /// The quota of its granted directory, if it may write one.
+    pub dir_quota: Option<Arc<super::files::DirQuota>>,
 }
 
 /// Longest key of a module's durable state, bytes.
@@ -419,6 +421,7 @@ impl InstanceState {
             limits_of_calls: limits,
             timers: TimerRequests::default(),
             state: StateAccess::new(None, Arc::clone(&name_for_state), 0, u64::MAX),
+            dir_quota: None,
         }
     }
 

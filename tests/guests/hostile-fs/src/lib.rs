@@ -1,6 +1,8 @@
 //! A logic module that, at its first record, tries to read and write files
 //! inside and outside the directory it was granted, and reports each try as
-//! a `Probe` event: `ok` or `denied: KIND`.
+//! a `Probe` event: `ok` or `denied: KIND`. With a file `fill` in its
+//! directory it also tries to fill the disk: an 8 MiB file, then 2,000
+//! empty files.
 
 use correlator_sdk::{Descriptor, Event, EventType, Module, Record, Severity, export_module};
 use std::io::Write as _;
@@ -14,6 +16,32 @@ fn outcome<T>(result: std::io::Result<T>) -> String {
         Ok(_) => "ok".into(),
         Err(error) => format!("denied: {:?}", error.kind()),
     }
+}
+
+/// `ok`, or the error as the guest's C library describes it.
+fn failure(result: std::io::Result<()>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(error) => format!("denied: {error}"),
+    }
+}
+
+/// Write `mib` MiB to `path`, one MiB at a time.
+fn write_mib(path: &str, mib: usize) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..mib {
+        file.write_all(&chunk)?;
+    }
+    Ok(())
+}
+
+/// Create `count` empty files.
+fn create_files(count: usize) -> std::io::Result<()> {
+    for n in 0..count {
+        std::fs::File::create(format!("empty-{n}"))?;
+    }
+    Ok(())
 }
 
 fn write(path: &str) -> std::io::Result<()> {
@@ -52,6 +80,12 @@ impl Module for HostileFs {
             // would wait for a writer.
             ("read fifo", outcome(std::fs::read("fifo"))),
         ];
+        let mut probes = probes.to_vec();
+        if std::fs::metadata("fill").is_ok() {
+            // Fill the disk: one large file, then many empty ones.
+            probes.push(("write 8 MiB", failure(write_mib("big.bin", 8))));
+            probes.push(("create 2000 files", failure(create_files(2000))));
+        }
         for (probe, outcome) in probes {
             let _ = Event::new("Probe", format!("{probe}: {outcome}"))
                 .text("probe", probe)
