@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test, from a fresh machine with only rustup: installs what it needs,
-# then checks formatting and lints (host and guest crates) and runs every
-# test of the workspace on the release profile (the one the demo and the
-# benchmarks use, so nothing is built twice).
+# then checks formatting and lints (host and guest crates), fuzzes every
+# fuzz target for a bounded time, and runs every test of the workspace on
+# the release profile (the one the demo and the benchmarks use, so nothing
+# is built twice).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,4 +32,7 @@ GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy --target wasm32-wasip2 --release "${GUESTS[@]}" -- -D warnings
+# Every fuzz target for a bounded time (CORRELATOR_FUZZ_SECONDS each,
+# default 30), after replaying the inputs that once found a bug.
+./fuzz/run "${CORRELATOR_FUZZ_SECONDS:-30}"
 cargo test --workspace --release

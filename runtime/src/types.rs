@@ -93,7 +93,7 @@ impl Timestamp {
     /// no output shows a year of -292277022657 or an offset of +546:07.
     pub fn is_valid(&self) -> bool {
         self.nanoseconds < 1_000_000_000
-            && self.offset_minutes.abs() <= Self::MAX_OFFSET_MINUTES
+            && self.offset_minutes.unsigned_abs() <= Self::MAX_OFFSET_MINUTES.unsigned_abs()
             && (Self::MIN_SECONDS..=Self::MAX_SECONDS).contains(&self.seconds)
     }
 }
@@ -158,5 +158,35 @@ impl Dispatched {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    fn at(seconds: i64, nanoseconds: u32, offset_minutes: i16) -> bool {
+        Timestamp {
+            seconds,
+            nanoseconds,
+            offset_minutes,
+        }
+        .is_valid()
+    }
+
+    #[test]
+    fn a_valid_time_has_its_nanoseconds_offset_and_year_in_range() {
+        assert!(at(0, 999_999_999, 1440));
+        assert!(at(Timestamp::MIN_SECONDS, 0, -1440));
+        assert!(at(Timestamp::MAX_SECONDS, 0, 0));
+        assert!(!at(0, 1_000_000_000, 0));
+        assert!(!at(0, 0, 1441));
+        assert!(!at(0, 0, -1441));
+        // Found by the packed_values fuzz target: -32768 has no absolute
+        // value in i16, and wrapped to a "valid" offset.
+        assert!(!at(0, 0, i16::MIN));
+        assert!(!at(Timestamp::MIN_SECONDS - 1, 0, 0));
+        assert!(!at(Timestamp::MAX_SECONDS + 1, 0, 0));
+        assert!(!at(i64::MIN, 0, 0));
     }
 }

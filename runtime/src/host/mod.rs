@@ -3,7 +3,7 @@
 //! makes one sandboxed instance per module or handler of the app.
 
 pub mod bindings;
-mod encoded;
+pub mod encoded;
 mod files;
 mod guest_log;
 mod instance;
