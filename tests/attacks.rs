@@ -60,6 +60,16 @@ fn timed(dir: &Path, args: &[&str]) -> (Run, Duration) {
     (run, started.elapsed())
 }
 
+/// A replay of `input.cap` in `dir` with `options` (each given as
+/// `-o KEY=VALUE`), and how long it took.
+fn replay_input(dir: &Path, options: &[&str]) -> (Run, Duration) {
+    let mut args = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
+    for option in options {
+        args.extend(["-o", option]);
+    }
+    timed(dir, &args)
+}
+
 /// The peak memory a run's summary line reports, MiB.
 fn peak_memory_mib(stderr: &str) -> u64 {
     stderr
@@ -74,20 +84,12 @@ fn peak_memory_mib(stderr: &str) -> u64 {
 /// Its events and stderr.
 fn replay_within_bounds(dir: &Path) -> (Vec<Value>, String) {
     std::fs::write(dir.join("input.cap"), capture()).expect("write capture");
-    let (run, took) = timed(
-        dir,
-        &["run", "--app", "app.toml", "--read-file", "input.cap"],
-    );
+    let (run, took) = replay_input(dir, &[]);
     assert_eq!(run.code, Some(0), "the host must survive:\n{}", run.stderr);
     assert!(took < WALL_TIME_BOUND, "took {took:?}:\n{}", run.stderr);
     let peak = peak_memory_mib(&run.stderr);
     assert!(peak < PEAK_MEMORY_BOUND_MIB, "peak memory {peak} MiB");
-    let events = run
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
-    (events, run.stderr)
+    (json_lines(&run.stdout), run.stderr)
 }
 
 /// What the sshd instance says about [`capture`] with nobody attacking.
@@ -181,10 +183,7 @@ fn a_module_blocked_in_migrate_stops_start_up_with_the_reason() {
     let granted = dir.path().join("run/blk");
     std::fs::remove_file(granted.join("v1")).expect("remove v1");
     std::fs::write(granted.join("migrate"), "sleep").expect("write marker");
-    let (run, took) = timed(
-        dir.path(),
-        &["run", "--app", "app.toml", "--read-file", "input.cap"],
-    );
+    let (run, took) = replay_input(dir.path(), &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
         run.stderr.ends_with(&format!(
@@ -367,10 +366,7 @@ fn a_summary_or_cell_cannot_pass_for_other_output_in_text_or_csv() {
         env!("CORRELATOR_TEST_GUEST_HOSTILE")
     ));
     std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
-    let (run, _) = timed(
-        dir.path(),
-        &["run", "--app", "app.toml", "--read-file", "input.cap"],
-    );
+    let (run, _) = replay_input(dir.path(), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let logins: Vec<&str> = run
         .stdout
@@ -442,17 +438,10 @@ fn a_shared_handler_choking_on_one_modules_events_still_gets_every_other_modules
     let dir = app_dir(&app);
     std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
     for batch_size in ["2", "1000"] {
-        let (run, took) = timed(
+        let (run, took) = replay_input(
             dir.path(),
             &[
-                "run",
-                "--app",
-                "app.toml",
-                "--read-file",
-                "input.cap",
-                "-o",
                 &format!("replay.batch_size={batch_size}"),
-                "-o",
                 "state.enabled=false",
             ],
         );
@@ -472,20 +461,7 @@ fn a_shared_handler_choking_on_one_modules_events_still_gets_every_other_modules
     }
     // Small batches: bad's events keep making the handler fail, so it
     // stops taking them, and only them.
-    let (run, _) = timed(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "-o",
-            "replay.batch_size=2",
-            "-o",
-            "state.enabled=false",
-        ],
-    );
+    let (run, _) = replay_input(dir.path(), &["replay.batch_size=2", "state.enabled=false"]);
     assert_has(
         &run.stderr,
         "handler takes no more events of this module: they made it fail on their own 5 times within 60 s; it still takes every other module's handler=shared module=bad\n",
@@ -504,24 +480,9 @@ fn a_replay_never_skips_records_while_an_instance_backs_off() {
     }
     let dir = hostile_app("poison");
     std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
-    let (run, _) = timed(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "-o",
-            "replay.batch_size=1",
-        ],
-    );
+    let (run, _) = replay_input(dir.path(), &["replay.batch_size=1"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let events: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
+    let events = json_lines(&run.stdout);
     let positions: Vec<i64> = of_module(&events, "bad")
         .iter()
         .map(|e| e["fields"]["position"].as_i64().unwrap_or(-1))
@@ -594,28 +555,13 @@ fn connection_flood() -> String {
 fn a_connection_flood_in_the_log_cannot_blind_the_sshd_module() {
     let dir = app_dir(SSHD_JSON_APP);
     std::fs::write(dir.path().join("input.cap"), connection_flood()).expect("write capture");
-    let (run, took) = timed(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "-o",
-            "state.enabled=false",
-        ],
-    );
+    let (run, took) = replay_input(dir.path(), &["state.enabled=false"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(took < WALL_TIME_BOUND, "took {took:?}");
     assert!(!run.stderr.contains("instance failed"), "{}", run.stderr);
     let peak = peak_memory_mib(&run.stderr);
     assert!(peak < PEAK_MEMORY_BOUND_MIB, "peak memory {peak} MiB");
-    let events: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
+    let events = json_lines(&run.stdout);
     let exceeded: Vec<&Value> = events
         .iter()
         .filter(|e| e["kind"] == "SSHDAttemptsExceeded")
@@ -645,20 +591,8 @@ fn a_compile_cache_others_can_write_is_not_used() {
     std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
     let cache = dir.path().join("cache");
     let run = |expect_warning: Option<&str>| {
-        let (run, _) = timed(
-            dir.path(),
-            &[
-                "run",
-                "--app",
-                "app.toml",
-                "--read-file",
-                "input.cap",
-                "-o",
-                "state.enabled=false",
-                "-o",
-                &format!("system.compile_cache={}", cache.display()),
-            ],
-        );
+        let cache_option = format!("system.compile_cache={}", cache.display());
+        let (run, _) = replay_input(dir.path(), &["state.enabled=false", &cache_option]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         assert_eq!(run.stdout.lines().count(), 11, "{}", run.stderr);
         match expect_warning {

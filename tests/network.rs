@@ -179,12 +179,6 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
-}
-
 /// The `fields.message` of every Notice, sorted (connections race).
 fn notice_messages(events: &[Value]) -> Vec<String> {
     let mut messages: Vec<String> = of_kind(events, "Notice")

@@ -50,12 +50,7 @@ fn run_in(dir: &tempfile::TempDir, capture: &str) -> (Vec<Value>, String) {
         &["run", "--app", "app.toml", "--read-file", "input.cap"],
     );
     assert_eq!(run.code, Some(0), "the host must survive:\n{}", run.stderr);
-    let events = run
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
-    (events, run.stderr)
+    (json_lines(&run.stdout), run.stderr)
 }
 
 fn of_module<'a>(events: &'a [Value], module: &str) -> Vec<&'a Value> {

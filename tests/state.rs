@@ -25,12 +25,6 @@ fn replay_in(dir: &Path, capture: &str, args: &[&str]) -> Vec<Value> {
     json_lines(&run.stdout)
 }
 
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
-}
-
 /// `events` without its last event, which must be the end-of-run
 /// `SSHDStats` (every run dispatches one; a run that continues another
 /// counts on from it).

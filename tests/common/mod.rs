@@ -79,8 +79,12 @@ pub fn replay_json(app: &str, capture: &str, options: &[&str]) -> Vec<Value> {
     }
     let run = correlator(dir.path(), &args);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    run.stdout
-        .lines()
+    json_lines(&run.stdout)
+}
+
+/// Every line of `text` as JSON (the JSON log handler's events).
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect()
 }

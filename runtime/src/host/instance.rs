@@ -251,6 +251,15 @@ fn failure_reason(error: &wasmtime::Error, sandbox: &Sandbox) -> String {
     text
 }
 
+/// The error of a call that failed at start-up: `what` failed, and why,
+/// in words.
+fn start_up_failed(
+    sandbox: &Sandbox,
+    what: String,
+) -> impl FnOnce(wasmtime::Error) -> anyhow::Error {
+    move |error| anyhow::anyhow!("{what}: {}", failure_reason(&error, sandbox))
+}
+
 /// The event handlers receive when an instance is disabled.
 fn disabled_event(
     sandbox: &Sandbox,
@@ -469,9 +478,9 @@ impl ModuleInstance {
     ) -> anyhow::Result<Self> {
         let name = sandbox.name().to_owned();
         let mut store = sandbox.store()?;
-        let (bindings, durable) = instantiate_module(&sandbox, &pre, &mut store)
-            .map_err(|error| failure_reason(&error, &sandbox))
-            .map_err(|reason| anyhow::anyhow!("cannot instantiate module \"{name}\": {reason}"))?;
+        let (bindings, durable) = instantiate_module(&sandbox, &pre, &mut store).map_err(
+            start_up_failed(&sandbox, format!("cannot instantiate module \"{name}\"")),
+        )?;
         let descriptor = sandbox
             .bounded(&mut store, async |store| {
                 bindings
@@ -479,8 +488,10 @@ impl ModuleInstance {
                     .call_describe(store)
                     .await
             })
-            .map_err(|error| failure_reason(&error, &sandbox))
-            .map_err(|reason| anyhow::anyhow!("module \"{name}\" failed in describe: {reason}"))?;
+            .map_err(start_up_failed(
+                &sandbox,
+                format!("module \"{name}\" failed in describe"),
+            ))?;
         check_descriptor(&name, &descriptor)?;
         let catalog = Arc::new(EventCatalog::new(&descriptor.events));
         store.data_mut().catalog = Arc::clone(&catalog);
@@ -536,10 +547,10 @@ impl ModuleInstance {
             .bounded(&mut self.store, async |store| {
                 durable.state_version.call_async(store, ()).await
             })
-            .map_err(|error| failure_reason(&error, &self.sandbox))
-            .map_err(|reason| {
-                anyhow::anyhow!("module \"{}\" failed in state-version: {reason}", self.name)
-            })?;
+            .map_err(start_up_failed(
+                &self.sandbox,
+                format!("module \"{}\" failed in state-version", self.name),
+            ))?;
         Ok(Some(version))
     }
 
@@ -779,9 +790,9 @@ impl HandlerInstance {
     ) -> anyhow::Result<Self> {
         let name = sandbox.name().to_owned();
         let mut store = sandbox.store()?;
-        let (bindings, packed) = instantiate_handler(&sandbox, &pre, &mut store)
-            .map_err(|error| failure_reason(&error, &sandbox))
-            .map_err(|reason| anyhow::anyhow!("cannot instantiate handler \"{name}\": {reason}"))?;
+        let (bindings, packed) = instantiate_handler(&sandbox, &pre, &mut store).map_err(
+            start_up_failed(&sandbox, format!("cannot instantiate handler \"{name}\"")),
+        )?;
         let descriptor = sandbox
             .bounded(&mut store, async |store| {
                 bindings
@@ -789,8 +800,10 @@ impl HandlerInstance {
                     .call_describe(store)
                     .await
             })
-            .map_err(|error| failure_reason(&error, &sandbox))
-            .map_err(|reason| anyhow::anyhow!("handler \"{name}\" failed in describe: {reason}"))?;
+            .map_err(start_up_failed(
+                &sandbox,
+                format!("handler \"{name}\" failed in describe"),
+            ))?;
         check_descriptor(&name, &descriptor)?;
         Ok(HandlerInstance {
             name,

@@ -2,7 +2,7 @@
 //! handling that ends a listening run.
 
 use super::framing::{Framer, Frames, FramingRules, Oversize};
-use super::{ListenSettings, NetworkCounters};
+use super::{ListenSettings, NetworkCounters, NetworkSnapshot};
 use crate::signals::Signals;
 use anyhow::{Context as _, anyhow, bail};
 use std::net::SocketAddr;
@@ -617,7 +617,10 @@ async fn report_periodically(counters: Arc<NetworkCounters>, interval: Duration)
     }
     let mut ticks = tokio::time::interval(interval);
     ticks.tick().await;
-    let mut last = counters.snapshot();
+    // Counted from zero, not from the first look: on a busy machine this
+    // task may first run after every message has come, and then nothing
+    // would ever change from that look.
+    let mut last = NetworkSnapshot::default();
     loop {
         ticks.tick().await;
         let now = counters.snapshot();
