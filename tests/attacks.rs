@@ -653,3 +653,33 @@ fn a_component_file_too_large_or_not_a_file_is_refused_before_it_is_read() {
         assert!(took < WALL_TIME_BOUND, "took {took:?}");
     }
 }
+
+#[test]
+fn a_handler_that_fails_on_every_modules_events_is_disabled_not_excused() {
+    let app = format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.other]\ncomponent = '{}'\n\
+         [handlers.broken]\ncomponent = '{}'\nconfig = {{ attack = \"panic\" }}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n\
+         filter = 'event.module != \"other\"'\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE"),
+        env!("CORRELATOR_TEST_GUEST_HOSTILE_HANDLER"),
+    );
+    let dir = app_dir(&app);
+    std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
+    let (run, took) = replay_input(dir.path(), &["replay.batch_size=4", "state.enabled=false"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(took < WALL_TIME_BOUND, "took {took:?}");
+    let events = json_lines(&run.stdout);
+    let disabled: Vec<&Value> = of_kind(&events, "ComponentDisabled")
+        .into_iter()
+        .map(|e| &e["fields"]["instance"])
+        .collect();
+    assert_eq!(disabled, [&Value::from("broken")], "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("handler takes no more events"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(of_module(&events, "OpenSSH"), normal_sshd_events());
+}

@@ -780,6 +780,11 @@ pub struct Handled {
     pub disabled: Option<Dispatched>,
     /// Events that made the handler fail on their own (among `failures`).
     pub isolated: usize,
+    /// Events a retry one at a time handed over without a failure.
+    taken: usize,
+    /// The module of each event that made the handler fail on its own
+    /// under the restart policy, to be blamed if others passed.
+    poisoners: Vec<Arc<str>>,
 }
 
 impl HandlerInstance {
@@ -892,8 +897,9 @@ impl HandlerInstance {
     /// disabled because one module sends what it cannot take; instead it
     /// stops taking that module's events ([`FAILURES_BEFORE_DISABLE`] such
     /// failures within [`FAILURE_WINDOW`]). A failure no single event
-    /// repeats counts against the handler, as any failure does under the
-    /// other policies.
+    /// repeats, or one where the events of every module in the batch fail
+    /// on their own (of more than one module), counts against the handler,
+    /// as any failure does under the other policies.
     pub fn handle(&mut self, events: &[&Dispatched]) -> Result<Handled, Aborted> {
         if events.is_empty() {
             return Ok(Handled::default());
@@ -945,11 +951,21 @@ impl HandlerInstance {
             });
         }
         let mut handled = self.retry_one_by_one(events, refused);
-        if handled.isolated == 0 && handled.disabled.is_none() {
-            // No event repeats the failure alone: it is the handler's.
-            if let Outcome::Disabled(event) = apply_policy(self, &reason)? {
-                handled.disabled = Some(event);
+        if handled.disabled.is_some() {
+            return Ok(handled);
+        }
+        let poisoners: HashSet<&str> = handled.poisoners.iter().map(|m| &**m).collect();
+        let every_module_fails = handled.taken == 0 && poisoners.len() > 1;
+        if handled.isolated > 0 && !every_module_fails {
+            // Events fail it on their own, others pass (or all are of one
+            // module): those events' modules are to blame, not the handler.
+            for module in std::mem::take(&mut handled.poisoners) {
+                self.poisoned_by(&module);
             }
+        } else if let Outcome::Disabled(event) = apply_policy(self, &reason)? {
+            // No event repeats the failure alone, or every module's events
+            // fail it: it is the handler's.
+            handled.disabled = Some(event);
         }
         Ok(handled)
     }
@@ -977,6 +993,7 @@ impl HandlerInstance {
             }
             let reason = match self.call(std::slice::from_ref(event)) {
                 Ok(results) => {
+                    handled.taken += 1;
                     handled.failures += self.count_failures(std::slice::from_ref(event), &results);
                     continue;
                 }
@@ -991,7 +1008,7 @@ impl HandlerInstance {
                 tracing::error!(handler = %self.name, module = %event.module, "gave up the rest of this module's events in the batch; other modules' events are still handed over");
             }
             let outcome = if self.supervisor.restarts() {
-                self.poisoned_by(&event.module);
+                handled.poisoners.push(Arc::clone(&event.module));
                 restart(self).map_err(|why| {
                     self.supervisor.disable();
                     disabled(self, &why)

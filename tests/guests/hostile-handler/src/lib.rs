@@ -1,5 +1,6 @@
 //! An event handler that fails on purpose, in the way its `attack`
 //! configuration item names: `poison` panics on failed-login events,
+//! `panic` on every event,
 //! `loop` never returns from any event, `refuse` fails every event, `slow`
 //! spends `spin` iterations of busy work on each (to make a pipeline fall
 //! behind), `sleep` sleeps an hour in every `handle` and `sleep-init` in
@@ -43,6 +44,7 @@ impl Handler for HostileHandler {
     fn handle(&mut self, event: &DeliveredEvent) -> Result<(), String> {
         match self.attack.as_str() {
             "poison" if event.kind == "SSHDLoginFailed" => panic!("a poisoned event"),
+            "panic" => panic!("fails on every event"),
             "loop" =>
             {
                 #[allow(clippy::empty_loop, reason = "the attack")]
