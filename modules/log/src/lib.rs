@@ -129,9 +129,9 @@ fn needs_escape(word: u64) -> bool {
     below_space
         || has_zero(word ^ (ONES * u64::from(b'"')))
         || has_zero(word ^ (ONES * u64::from(b'\\')))
-        || [0x7f, 0xc2, 0xe2, 0xef]
-            .iter()
-            .any(|&lead| has_zero(word ^ (ONES * lead)))
+        || has_zero(word ^ (ONES * 0x7f))
+        // Any byte past ASCII: it may start a C1 control or a separator.
+        || word & HIGHS != 0
 }
 
 /// The JSON escape of `byte`, if it needs one ("" for `\u00XX`).

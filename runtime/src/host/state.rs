@@ -513,27 +513,12 @@ impl InstanceState {
     /// Whether one more event of `size` bytes may be dispatched in this
     /// call; if not, the limit it hits (the call then traps).
     fn check_event_limits(&mut self, size: usize) -> wasmtime::Result<()> {
-        let limits = self.limits_of_calls;
-        if self.dispatched.len() >= limits.events_per_call {
-            return Err(wasmtime::Error::new(LimitExceeded(format!(
-                "dispatched more than {} events in one call",
-                limits.events_per_call
-            ))));
-        }
-        if size > limits.event_bytes {
-            return Err(wasmtime::Error::new(LimitExceeded(format!(
-                "dispatched an event of {size} bytes (limit {})",
-                limits.event_bytes
-            ))));
-        }
-        self.dispatched_bytes += size;
-        if self.dispatched_bytes > limits.event_bytes_per_call {
-            return Err(wasmtime::Error::new(LimitExceeded(format!(
-                "dispatched more than {} bytes of events in one call",
-                limits.event_bytes_per_call
-            ))));
-        }
-        Ok(())
+        check_event_limits(
+            self.limits_of_calls,
+            self.dispatched.len(),
+            &mut self.dispatched_bytes,
+            size,
+        )
     }
 
     /// Take a validated event, or count and log why it was refused.
@@ -796,8 +781,7 @@ impl events::Host for InstanceState {
         values: Vec<u8>,
         time: Option<Timestamp>,
     ) -> wasmtime::Result<Result<(), DispatchError>> {
-        let catalog = Arc::clone(&self.catalog);
-        let checked = catalog.declared_at(kind).and_then(|decl| {
+        let checked = self.catalog.declared_at(kind).and_then(|decl| {
             super::encoded::check(decl, &values)
                 .and_then(|size| check_time(time).map(|()| size))
                 .map(|size| (decl, size))
@@ -806,11 +790,50 @@ impl events::Host for InstanceState {
         // The same size as the event with its names would have; bytes that
         // do not unpack count as they are.
         let value_bytes = checked.as_ref().map_or(values.len(), |&(_, size)| size);
-        self.check_event_limits(catalog.name_bytes(kind) + summary.len() + value_bytes)?;
+        let size = self.catalog.name_bytes(kind) + summary.len() + value_bytes;
+        check_event_limits(
+            self.limits_of_calls,
+            self.dispatched.len(),
+            &mut self.dispatched_bytes,
+            size,
+        )?;
         let validated = checked
             .map(|(decl, _)| self.dispatched(decl, summary, FieldValues::Encoded(values), time));
         Ok(self.accept(validated))
     }
+}
+
+/// Whether one more event of `size` bytes may be dispatched in a call that
+/// has dispatched `dispatched` events of `dispatched_bytes` so far (which
+/// it counts on); if not, the limit it hits (the call then traps). Apart
+/// from [`InstanceState`] so that a caller may hold a borrow of its
+/// catalog meanwhile.
+fn check_event_limits(
+    limits: InstanceLimits,
+    dispatched: usize,
+    dispatched_bytes: &mut usize,
+    size: usize,
+) -> wasmtime::Result<()> {
+    if dispatched >= limits.events_per_call {
+        return Err(wasmtime::Error::new(LimitExceeded(format!(
+            "dispatched more than {} events in one call",
+            limits.events_per_call
+        ))));
+    }
+    if size > limits.event_bytes {
+        return Err(wasmtime::Error::new(LimitExceeded(format!(
+            "dispatched an event of {size} bytes (limit {})",
+            limits.event_bytes
+        ))));
+    }
+    *dispatched_bytes += size;
+    if *dispatched_bytes > limits.event_bytes_per_call {
+        return Err(wasmtime::Error::new(LimitExceeded(format!(
+            "dispatched more than {} bytes of events in one call",
+            limits.event_bytes_per_call
+        ))));
+    }
+    Ok(())
 }
 
 /// An event's own time, if the guest gave one, must be valid
