@@ -389,6 +389,8 @@ fn a_granted_directory_is_all_a_component_can_reach() {
             ("read /etc/passwd", "denied: NotFound"),
             ("read ../outside.txt", "denied: PermissionDenied"),
             ("read link-out", "denied: PermissionDenied"),
+            ("stat link-out", "denied: PermissionDenied"),
+            ("stat ../outside.txt", "denied: PermissionDenied"),
             ("write ../escape.txt", "denied: PermissionDenied"),
             ("write link-out", "denied: PermissionDenied"),
             ("write inside.txt", "ok"),

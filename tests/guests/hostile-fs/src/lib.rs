@@ -72,6 +72,11 @@ impl Module for HostileFs {
                 outcome(std::fs::read("../outside.txt")),
             ),
             ("read link-out", outcome(std::fs::read("link-out"))),
+            ("stat link-out", outcome(std::fs::metadata("link-out"))),
+            (
+                "stat ../outside.txt",
+                outcome(std::fs::metadata("../outside.txt")),
+            ),
             ("write ../escape.txt", outcome(write("../escape.txt"))),
             ("write link-out", outcome(write("link-out"))),
             ("write inside.txt", outcome(write("inside.txt"))),
