@@ -370,6 +370,15 @@ fn restart<T: Supervised>(instance: &mut T) -> Result<(), String> {
         .map_err(|failure| format!("a fresh instance {failure}"))
 }
 
+/// Replace the instance with a fresh, initialised one; if that cannot be
+/// done, disable it and return the event for the handlers.
+fn restart_or_disable<T: Supervised>(instance: &mut T) -> Result<(), Dispatched> {
+    restart(instance).map_err(|why| {
+        instance.supervisor().disable();
+        disabled(instance, &why)
+    })
+}
+
 /// Log that the instance is disabled; the event for the handlers.
 fn disabled<T: Supervised>(instance: &mut T, reason: &str) -> Dispatched {
     tracing::error!(instance = %instance.name(), "{} disabled: {reason}", T::NOUN);
@@ -393,7 +402,7 @@ fn apply_policy<T: Supervised>(instance: &mut T, reason: &str) -> Result<Outcome
             instance,
             &format!("{why}; last failure: {reason}"),
         ))),
-        Verdict::Restart { backoff } => match restart(instance) {
+        Verdict::Restart { backoff } => match restart_or_disable(instance) {
             Ok(()) => {
                 match backoff {
                     Some(backoff) => tracing::warn!(
@@ -405,10 +414,7 @@ fn apply_policy<T: Supervised>(instance: &mut T, reason: &str) -> Result<Outcome
                 }
                 Ok(Outcome::Restarted)
             }
-            Err(why) => {
-                instance.supervisor().disable();
-                Ok(Outcome::Disabled(disabled(instance, &why)))
-            }
+            Err(event) => Ok(Outcome::Disabled(event)),
         },
     }
 }
@@ -941,9 +947,7 @@ impl HandlerInstance {
             };
         }
         tracing::error!(instance = %self.name, "handler failed: {reason}");
-        if let Err(why) = restart(self) {
-            self.supervisor.disable();
-            let event = disabled(self, &why);
+        if let Err(event) = restart_or_disable(self) {
             return Ok(Handled {
                 failures: refused + events.len(),
                 disabled: Some(event),
@@ -1009,10 +1013,7 @@ impl HandlerInstance {
             }
             let outcome = if self.supervisor.restarts() {
                 handled.poisoners.push(Arc::clone(&event.module));
-                restart(self).map_err(|why| {
-                    self.supervisor.disable();
-                    disabled(self, &why)
-                })
+                restart_or_disable(self)
             } else {
                 match self.fail(&reason) {
                     Ok(Outcome::Restarted) => Ok(()),
