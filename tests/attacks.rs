@@ -692,3 +692,28 @@ fn a_handler_that_fails_on_every_modules_events_is_disabled_not_excused() {
     );
     assert_eq!(of_module(&events, "OpenSSH"), normal_sshd_events());
 }
+
+#[test]
+fn events_of_many_calls_in_one_step_cross_to_the_handlers_in_bounded_parts() {
+    // Two hours of record time between two records: 120 minute ticks in
+    // one batch, 15 MB of events at each (within every per-call limit),
+    // 1.8 GB in all, that the module thread must not hold at once.
+    let mut capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    capture.push_str("<86>1 2023-02-20T17:14:58-05:00 giganode1 cron 1 - - two hours later\n");
+    let dir = app_dir(&format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+         [modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"chunky-ticks\" }}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n\
+         filter = 'event.module == \"OpenSSH\"'\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE")
+    ));
+    std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
+    let (run, took) = replay_input(dir.path(), &["state.enabled=false"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(took < WALL_TIME_BOUND, "took {took:?}:\n{}", run.stderr);
+    let peak = peak_memory_mib(&run.stderr);
+    assert!(peak < PEAK_MEMORY_BOUND_MIB, "peak memory {peak} MiB");
+    assert_has(&run.stderr, "events=1851 ");
+    let expected = replay_json(SSHD_JSON_APP, &capture, &["state.enabled=false"]);
+    assert_eq!(json_lines(&run.stdout), expected);
+}

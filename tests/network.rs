@@ -1343,3 +1343,81 @@ fn a_listener_stopped_by_sigterm_keeps_its_state_and_the_next_one_counts_on() {
     assert_eq!(exceeded[0]["fields"]["host"], "198.51.100.7");
     assert_eq!(of_kind(&events, "SSHDStats")[0]["fields"]["lockouts"], 1);
 }
+
+#[test]
+fn a_module_backing_off_while_listening_keeps_its_records_and_holds_no_one_back() {
+    // "bad" fails on every POISON record; its fourth failure starts a
+    // back-off of 400 ms. Its backlog holds 64 KiB (about 600 of these
+    // records); "Report" must get every record meanwhile, without waiting.
+    let app = format!(
+        "[modules.bad]\ncomponent = '{}'\nconfig = {{ attack = \"poison\" }}\nlimits = {{ backlog_kib = 64 }}\n\
+         [modules.Report]\ncomponent = \"builtin:report\"\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n",
+        env!("CORRELATOR_TEST_GUEST_HOSTILE")
+    );
+    let mut server = Server::start(&app, &[]);
+    let mut stream = connect(server.address("TCP"));
+    for failure in 1..=3 {
+        stream
+            .write_all(format!("{}\n", record(&format!("POISON {failure}"))).as_bytes())
+            .expect("write");
+        server.wait_until(&format!("failure {failure}"), |server| {
+            server.stderr().matches("instance failed").count() == failure
+        });
+    }
+    // The fourth poisoned record, and right behind it 5,000 records that
+    // arrive while "bad" backs off.
+    let total = 5_004;
+    let mut burst = format!("{}\n", record("POISON 4"));
+    for n in 5..=total {
+        burst.push_str(&record(&format!("fine {n:05}")));
+        burst.push('\n');
+    }
+    stream.write_all(burst.as_bytes()).expect("write");
+    drop(stream);
+    server.wait_until("the back-off is over", |server| {
+        server.stderr().contains("waits 400 ms")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "records dropped: the instance is backing off and its backlog is full (limits.backlog_kib); they are counted instance=bad limit_kib=64\n",
+    );
+    let dropped = logged_count(
+        &run.stderr,
+        "records dropped while the module backed off",
+        "dropped",
+    );
+    // At most what the backlog could not hold (it holds about 580).
+    assert!((1..=total - 4 - 500).contains(&dropped), "{dropped}");
+    let events = json_lines(&run.stdout);
+    // Report got every record, in order.
+    let reported: Vec<String> = of_kind(&events, "Notice")
+        .iter()
+        .map(|event| event["fields"]["message"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let mut expected: Vec<String> = (1..=4).map(|n| format!("POISON {n}")).collect();
+    expected.extend((5..=total).map(|n| format!("fine {n:05}")));
+    assert_eq!(reported, expected);
+    // "bad" saw every record up to where its backlog filled, in order, but
+    // the poisoned ones; the rest are the dropped ones.
+    let seen: Vec<u64> = of_kind(&events, "Seen")
+        .iter()
+        .map(|event| event["fields"]["position"].as_u64().unwrap_or(0))
+        .collect();
+    let last_kept = total - dropped;
+    assert_eq!(seen, (5..=last_kept).collect::<Vec<u64>>());
+    // Report was not held back: its last record came out before "bad"
+    // worked off its backlog.
+    let line_of = |needle: &str| {
+        run.stdout
+            .lines()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in the output"))
+    };
+    assert!(
+        line_of(&format!("fine {total:05}")) < line_of(&format!("\"position\":{last_kept}")),
+        "Report's last record waited for bad's backlog"
+    );
+}

@@ -238,6 +238,15 @@ fn enormous_strings_to_host_functions_are_survived_and_log_lines_cut() {
         line.len()
     );
     assert!(line.len() < 4096 + 200, "{}", line.len());
+    // 29 records, 48 MiB of strings each: the host copies each string out
+    // of the guest's memory for the call only.
+    let peak: u64 = stderr
+        .split("peak_memory_mib=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .expect("peak_memory_mib in the summary");
+    assert!(peak < 250, "peak memory {peak} MiB");
 }
 
 #[test]

@@ -205,6 +205,7 @@ struct LimitsRaw {
     log_lines_per_second: Option<u64>,
     stack_kib: Option<u64>,
     state_mib: Option<u64>,
+    backlog_kib: Option<u64>,
 }
 
 /// Whether a granted directory may be written.
@@ -262,6 +263,11 @@ pub struct Limits {
     /// Durable state a module may keep in the state store, MiB (default
     /// 64); a write past it is refused.
     pub state_mib: u64,
+    /// Records a module instance that backs off while listening keeps for
+    /// when it resumes, KiB of their text plus 80 bytes each (default
+    /// 16384); past it the newest are dropped and counted. A replay waits
+    /// the back-off out instead.
+    pub backlog_kib: u64,
 }
 
 /// The largest WebAssembly stack an instance may have: guests run on the
@@ -286,6 +292,7 @@ impl Default for Limits {
             log_lines_per_second: 100,
             stack_kib: 512,
             state_mib: 64,
+            backlog_kib: 16 << 10,
         }
     }
 }
@@ -306,6 +313,7 @@ impl LimitsRaw {
                 .unwrap_or(default.log_lines_per_second),
             stack_kib: self.stack_kib.unwrap_or(default.stack_kib),
             state_mib: self.state_mib.unwrap_or(default.state_mib),
+            backlog_kib: self.backlog_kib.unwrap_or(default.backlog_kib),
         }
     }
 }

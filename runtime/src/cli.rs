@@ -416,6 +416,15 @@ fn report_instances(modules: &crate::pipeline::ModuleStage) {
             );
         }
     }
+    for (instance, dropped) in modules.dropped_records() {
+        if dropped > 0 {
+            tracing::warn!(
+                instance,
+                dropped,
+                "records dropped while the module backed off: its backlog was full (limits.backlog_kib)"
+            );
+        }
+    }
 }
 
 /// The app and its instances, described but not initialised (`config`,

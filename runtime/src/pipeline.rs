@@ -115,23 +115,29 @@ pub fn run_stages<S: Send>(
                 Ok(handlers.counters())
             })
             .map_err(|error| StageError::Thread("handlers", error))?;
+        modules.outbox.connect(event_tx);
         let mut aborted = None;
         let wall_clock = modules.tick_time() == TickTime::WallClock;
         let mut until_tick = Duration::from_secs(60);
         if wall_clock {
             // Start the clock: the first ticks come at the next boundary.
             match modules.wall_clock_ticks(std::time::SystemTime::now()) {
-                Ok((_, until_next)) => until_tick = until_next,
+                Ok(until_next) => until_tick = until_next,
                 Err(abort) => aborted = Some(abort),
             }
         }
-        while aborted.is_none() {
+        while aborted.is_none() && !modules.outbox.closed {
             // Wake at each minute's boundary when following the wall clock,
-            // and when a checkpoint falls due, even when no records come.
-            let wait = [wall_clock.then_some(until_tick), modules.checkpoint_due()]
-                .into_iter()
-                .flatten()
-                .min();
+            // when a checkpoint falls due and when a back-off that records
+            // wait for ends, even when no records come.
+            let wait = [
+                wall_clock.then_some(until_tick),
+                modules.checkpoint_due(),
+                modules.backlog_wait(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let received = match wait {
                 Some(wait) => match batch_rx.recv_timeout(wait) {
                     Ok(builder) => Some(builder),
@@ -143,35 +149,25 @@ pub fn run_stages<S: Send>(
                     Err(_) => break,
                 },
             };
-            let mut step = || -> Result<bool, Aborted> {
+            let mut step = || -> Result<(), Aborted> {
+                modules.catch_up()?;
                 if wall_clock {
-                    let (events, until_next) =
-                        modules.wall_clock_ticks(std::time::SystemTime::now())?;
+                    let until_next = modules.wall_clock_ticks(std::time::SystemTime::now())?;
                     until_tick = until_next.max(Duration::from_millis(10));
-                    if !events.is_empty() && event_tx.send(events).is_err() {
-                        return Ok(false);
-                    }
                 }
                 if let Some(builder) = &received
                     && let Some(latest) = builder.latest_time()
                 {
-                    let events = modules.process(builder.batch(), latest)?;
-                    if !events.is_empty() && event_tx.send(events).is_err() {
-                        return Ok(false);
-                    }
+                    modules.process(builder.batch(), latest)?;
                 }
                 if modules.checkpoint_due() == Some(Duration::ZERO) {
-                    let events = modules.checkpoint()?;
-                    if !events.is_empty() && event_tx.send(events).is_err() {
-                        return Ok(false);
-                    }
+                    modules.checkpoint()?;
                 }
-                Ok(true)
+                modules.outbox.flush();
+                Ok(())
             };
-            match step() {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(abort) => aborted = Some(abort),
+            if let Err(abort) = step() {
+                aborted = Some(abort);
             }
             if let Some(builder) = received {
                 // The source may have finished; then the batch is dropped.
@@ -179,21 +175,18 @@ pub fn run_stages<S: Send>(
             }
         }
         if aborted.is_none() {
-            // Statistics first: a reset is part of the state committed last.
-            let last = modules.statistics(false).and_then(|mut events| {
-                events.extend(modules.checkpoint()?);
-                Ok(events)
-            });
-            match last {
-                Ok(events) => {
-                    if !events.is_empty() {
-                        let _ = event_tx.send(events);
-                    }
-                }
-                Err(abort) => aborted = Some(abort),
+            // What backed-off instances still hold first; statistics next:
+            // a reset is part of the state committed last.
+            let last = modules
+                .drain()
+                .and_then(|()| modules.statistics(false))
+                .and_then(|()| modules.checkpoint());
+            if let Err(abort) = last {
+                aborted = Some(abort);
             }
+            modules.outbox.flush();
         }
-        drop(event_tx);
+        modules.outbox.disconnect();
         drop(recycle_tx);
         let counters = join(handling);
         if let Some(abort) = aborted {
@@ -220,6 +213,69 @@ pub struct ModuleStage {
     clock: StreamClock,
     ticker: Ticker,
     persistence: Option<Persistence>,
+    outbox: Outbox,
+}
+
+/// The events of one step are passed to the handler thread in parts of
+/// about this many bytes (and at the end of the step): however many calls
+/// a step makes (a batch split by many ticks, a backlog worked off), the
+/// events between the two threads stay within
+/// `EVENT_BATCHES_IN_FLIGHT + 2` parts, each at most this plus one call's
+/// events (`limits.event_bytes_per_call`).
+pub const EVENT_PART_BYTES: usize = 4 << 20;
+
+/// Where the module thread puts events for the handler thread.
+#[derive(Default)]
+struct Outbox {
+    sender: Option<mpsc::SyncSender<Vec<Dispatched>>>,
+    pending: Vec<Dispatched>,
+    /// [`Dispatched::held_bytes`] of `pending`.
+    bytes: usize,
+    /// The handler thread stopped taking events.
+    closed: bool,
+}
+
+impl Outbox {
+    fn connect(&mut self, sender: mpsc::SyncSender<Vec<Dispatched>>) {
+        self.sender = Some(sender);
+        self.closed = false;
+    }
+
+    /// Drop the sender, so that the handler thread sees the end.
+    fn disconnect(&mut self) {
+        self.sender = None;
+    }
+
+    /// Add the events of one call, passing them on if they fill a part.
+    fn add(&mut self, events: Vec<Dispatched>) {
+        if events.is_empty() {
+            return;
+        }
+        self.bytes += events.iter().map(Dispatched::held_bytes).sum::<usize>();
+        if self.pending.is_empty() {
+            self.pending = events;
+        } else {
+            self.pending.extend(events);
+        }
+        if self.bytes >= EVENT_PART_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Pass what is pending to the handler thread, waiting while it is
+    /// behind.
+    fn flush(&mut self) {
+        self.bytes = 0;
+        if self.pending.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.pending);
+        if let Some(sender) = &self.sender
+            && sender.send(events).is_err()
+        {
+            self.closed = true;
+        }
+    }
 }
 
 /// Checkpoints of the modules' durable state: when the next is due, and
@@ -327,7 +383,38 @@ impl ModuleStage {
                 last_minute: None,
             },
             persistence: None,
+            outbox: Outbox::default(),
         }
+    }
+
+    /// While listening: keep the records and ticks that come during an
+    /// instance's back-off for it ([`ModuleInstance::keep_backlog`]).
+    pub fn keep_backlogs(&mut self) {
+        for module in &mut self.modules {
+            module.keep_backlog();
+        }
+    }
+
+    /// How long until some instance's backlog can be worked off.
+    pub fn backlog_wait(&self) -> Option<Duration> {
+        self.modules.iter().filter_map(|m| m.backlog_wait()).min()
+    }
+
+    /// Hand every instance that is no longer backing off what waits in
+    /// its backlog.
+    pub fn catch_up(&mut self) -> Result<(), Aborted> {
+        for module in &mut self.modules {
+            self.outbox.add(module.catch_up()?);
+        }
+        Ok(())
+    }
+
+    /// Work off every backlog, waiting out back-offs (the end of a run).
+    pub fn drain(&mut self) -> Result<(), Aborted> {
+        for module in &mut self.modules {
+            self.outbox.add(module.drain()?);
+        }
+        Ok(())
     }
 
     /// Keep the modules' state with `persistence`, continuing from its
@@ -367,23 +454,29 @@ impl ModuleStage {
     /// since the last (or state is not kept).
     pub fn checkpoint_due(&self) -> Option<Duration> {
         let persistence = self.persistence.as_ref()?;
-        persistence.changed.then(|| {
+        let due = persistence.changed.then(|| {
             persistence
                 .interval
                 .saturating_sub(persistence.last_commit.elapsed())
-        })
+        })?;
+        // A checkpoint covers only records every instance has processed:
+        // it waits for backlogs to be worked off.
+        Some(self.backlog_wait().map_or(due, |wait| due.max(wait)))
     }
 
     /// Ask every module for its changes and commit them all at once, with
     /// the stream position. A commit that fails is logged and its writes
-    /// kept for the next. Returns what modules dispatched meanwhile.
-    pub fn checkpoint(&mut self) -> Result<Vec<Dispatched>, Aborted> {
+    /// kept for the next. Not while an instance's backlog holds records:
+    /// the checkpoint waits until they are processed.
+    pub fn checkpoint(&mut self) -> Result<(), Aborted> {
+        if self.backlog_wait().is_some() {
+            return Ok(());
+        }
         let Some(persistence) = &mut self.persistence else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let mut events = Vec::new();
         for module in &mut self.modules {
-            events.extend(module.checkpoint()?);
+            self.outbox.add(module.checkpoint()?);
         }
         let checkpoint = Checkpoint {
             clock: self.clock.now(),
@@ -435,7 +528,7 @@ impl ModuleStage {
                 );
             }
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Make ticks follow `time`.
@@ -449,16 +542,12 @@ impl ModuleStage {
         self.ticker.time
     }
 
-    /// Hand a batch to every module, in app order; returns their events in
-    /// the order they were dispatched. `latest` is the batch's newest
+    /// Hand a batch to every module, in app order; their events go to the
+    /// handlers in the order they were dispatched. `latest` is the batch's newest
     /// record's time: the stream clock moves there. Following the records'
     /// time, the ticks of every boundary the records cross are given
     /// between the records before and after it.
-    pub fn process(
-        &mut self,
-        batch: &RecordBatch,
-        latest: Timestamp,
-    ) -> Result<Vec<Dispatched>, Aborted> {
+    pub fn process(&mut self, batch: &RecordBatch, latest: Timestamp) -> Result<(), Aborted> {
         if let Some(persistence) = &mut self.persistence {
             persistence.changed = true;
             persistence.records += batch.positions.len() as u64;
@@ -476,22 +565,12 @@ impl ModuleStage {
         self.process_all(batch, latest)
     }
 
-    fn process_all(
-        &mut self,
-        batch: &RecordBatch,
-        latest: Timestamp,
-    ) -> Result<Vec<Dispatched>, Aborted> {
+    fn process_all(&mut self, batch: &RecordBatch, latest: Timestamp) -> Result<(), Aborted> {
         self.clock.set(latest);
-        let mut events = Vec::new();
         for module in &mut self.modules {
-            let dispatched = module.process(batch)?;
-            if events.is_empty() {
-                events = dispatched;
-            } else {
-                events.extend(dispatched);
-            }
+            self.outbox.add(module.process(batch)?);
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Split `batch` where its records cross a minute boundary that some
@@ -500,8 +579,7 @@ impl ModuleStage {
         &mut self,
         batch: &RecordBatch,
         latest: Timestamp,
-    ) -> Result<Vec<Dispatched>, Aborted> {
-        let mut events = Vec::new();
+    ) -> Result<(), Aborted> {
         let mut start = 0;
         for (index, &seconds) in batch.seconds.iter().enumerate() {
             let minute = seconds.div_euclid(60);
@@ -514,17 +592,17 @@ impl ModuleStage {
             }
             if self.any_due(last + 1, minute) {
                 if index > start {
-                    events.extend(self.process_part(batch, start..index, latest)?);
+                    self.process_part(batch, start..index, latest)?;
                 }
                 start = index;
-                events.extend(self.give_ticks(last + 1, minute)?);
+                self.give_ticks(last + 1, minute)?;
             }
             self.ticker.last_minute = Some(minute);
         }
         if start < batch.seconds.len() {
-            events.extend(self.process_part(batch, start..batch.seconds.len(), latest)?);
+            self.process_part(batch, start..batch.seconds.len(), latest)?;
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Hand the records in `range` of `batch` to every module; the stream
@@ -534,7 +612,7 @@ impl ModuleStage {
         batch: &RecordBatch,
         range: std::ops::Range<usize>,
         latest: Timestamp,
-    ) -> Result<Vec<Dispatched>, Aborted> {
+    ) -> Result<(), Aborted> {
         if range.start == 0 && range.end == batch.seconds.len() {
             return self.process_all(batch, latest);
         }
@@ -587,9 +665,8 @@ impl ModuleStage {
 
     /// Give every module its ticks at each boundary in `first..=last`, in
     /// order; the stream clock shows each tick's time.
-    fn give_ticks(&mut self, first: i64, last: i64) -> Result<Vec<Dispatched>, Aborted> {
+    fn give_ticks(&mut self, first: i64, last: i64) -> Result<(), Aborted> {
         let offset = self.ticker.offset_minutes;
-        let mut events = Vec::new();
         for minute in first..=last {
             let time = Timestamp {
                 seconds: minute * 60,
@@ -604,11 +681,11 @@ impl ModuleStage {
                         self.clock.set(time);
                         clock_set = true;
                     }
-                    events.extend(module.tick(TimerTick { kind, time })?);
+                    self.outbox.add(module.tick(TimerTick { kind, time })?);
                 }
             }
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Following the wall clock: give the ticks of every boundary passed
@@ -617,7 +694,7 @@ impl ModuleStage {
     pub fn wall_clock_ticks(
         &mut self,
         now: std::time::SystemTime,
-    ) -> Result<(Vec<Dispatched>, std::time::Duration), Aborted> {
+    ) -> Result<std::time::Duration, Aborted> {
         let since_epoch = now
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -630,28 +707,26 @@ impl ModuleStage {
             .saturating_sub(std::time::Duration::from_nanos(u64::from(
                 since_epoch.subsec_nanos(),
             )));
-        let events = match self.ticker.last_minute {
-            Some(last) if minute > last => {
-                if let Some(persistence) = &mut self.persistence {
-                    persistence.changed = true;
-                }
-                self.give_ticks(last + 1, minute)?
+        if let Some(last) = self.ticker.last_minute
+            && minute > last
+        {
+            if let Some(persistence) = &mut self.persistence {
+                persistence.changed = true;
             }
-            _ => Vec::new(),
-        };
+            self.give_ticks(last + 1, minute)?;
+        }
         if self.ticker.last_minute.is_none_or(|last| minute > last) {
             self.ticker.last_minute = Some(minute);
         }
-        Ok((events, until_next))
+        Ok(until_next)
     }
 
     /// Every module's statistics events.
-    pub fn statistics(&mut self, reset: bool) -> Result<Vec<Dispatched>, Aborted> {
-        let mut events = Vec::new();
+    pub fn statistics(&mut self, reset: bool) -> Result<(), Aborted> {
         for module in &mut self.modules {
-            events.extend(module.statistics(reset)?);
+            self.outbox.add(module.statistics(reset)?);
         }
-        Ok(events)
+        Ok(())
     }
 
     /// Records each module did not see (it was disabled, or failed on them
@@ -660,6 +735,14 @@ impl ModuleStage {
         self.modules
             .iter()
             .map(|m| (m.name.as_str(), m.skipped_records()))
+    }
+
+    /// Records each module did not see because its backlog was full while
+    /// it backed off (listening), per module instance.
+    pub fn dropped_records(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.dropped_records()))
     }
 
     /// Events refused by validation so far, per module instance.

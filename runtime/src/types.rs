@@ -139,6 +139,25 @@ impl Dispatched {
         }
     }
 
+    /// Bytes the event holds (itself, its summary and its values): what
+    /// bounds the events waiting between the module and handler threads.
+    pub fn held_bytes(&self) -> usize {
+        let values = match &self.values {
+            FieldValues::Encoded(bytes) => bytes.len(),
+            FieldValues::Values(values) => values
+                .iter()
+                .map(|value| {
+                    std::mem::size_of::<Value>()
+                        + match value {
+                            Value::Text(text) | Value::Email(text) => text.len(),
+                            _ => 0,
+                        }
+                })
+                .sum(),
+        };
+        std::mem::size_of::<Self>() + self.summary.len() + values
+    }
+
     /// The event as handlers without `packed-handler` receive it.
     pub fn to_delivered(&self) -> DeliveredEvent {
         DeliveredEvent {

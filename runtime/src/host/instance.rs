@@ -7,6 +7,7 @@
 //! a time, so that one poisoned input does not cost the rest of its batch),
 //! disable it, or abort the run.
 
+use super::backlog::{Backlog, Work};
 use super::bindings::handler::{EventHandler, EventHandlerPre};
 use super::bindings::module::{LogicModule, LogicModulePre};
 use super::guest_log::{GUEST_LOG_LINE_MAX, shown};
@@ -474,6 +475,10 @@ pub struct ModuleInstance {
     supervisor: Supervisor,
     rejected_earlier: u64,
     skipped_records: u64,
+    /// While listening, what comes during a back-off waits here (see
+    /// [`ModuleInstance::keep_backlog`]); `None` when calls wait the
+    /// back-off out (a replay).
+    backlog: Option<Backlog>,
 }
 
 impl ModuleInstance {
@@ -514,7 +519,88 @@ impl ModuleInstance {
             supervisor: Supervisor::new(policy),
             rejected_earlier: 0,
             skipped_records: 0,
+            backlog: None,
         })
+    }
+
+    /// Keep the records and ticks that come while the instance backs off
+    /// (up to its `limits.backlog_kib`; the newest past it are dropped and
+    /// counted) for when the back-off is over, instead of waiting it out:
+    /// what listening does, so that one instance's back-off does not hold
+    /// the others back.
+    pub fn keep_backlog(&mut self) {
+        let limit = self.sandbox.limits().backlog_kib.saturating_mul(1024);
+        self.backlog = Some(Backlog::new(limit));
+    }
+
+    /// Whether work must go to the backlog: the instance keeps one and is
+    /// backing off, or older work waits there.
+    fn defers(&self) -> bool {
+        self.backlog.as_ref().is_some_and(|backlog| {
+            !self.supervisor.is_disabled()
+                && (!backlog.is_empty() || self.supervisor.backing_off(Instant::now()).is_some())
+        })
+    }
+
+    /// How long until the backlog can be worked off; `None` when it is
+    /// empty.
+    pub fn backlog_wait(&self) -> Option<std::time::Duration> {
+        if self.backlog.as_ref().is_none_or(Backlog::is_empty) {
+            return None;
+        }
+        let now = Instant::now();
+        Some(
+            self.supervisor
+                .backing_off(now)
+                .map_or(std::time::Duration::ZERO, |resume| resume - now),
+        )
+    }
+
+    /// Records dropped because the backlog was full.
+    pub fn dropped_records(&self) -> u64 {
+        self.backlog.as_ref().map_or(0, Backlog::dropped)
+    }
+
+    /// Hand the instance what waits in its backlog, oldest first, each at
+    /// the stream clock it came with, unless it is (again) backing off. A
+    /// disabled instance's backlog is counted as skipped.
+    pub fn catch_up(&mut self) -> Result<Vec<Dispatched>, Aborted> {
+        let mut events = Vec::new();
+        while let Some(backlog) = &mut self.backlog
+            && !backlog.is_empty()
+        {
+            if self.supervisor.is_disabled() {
+                self.skipped_records += backlog.discard();
+                break;
+            }
+            if self.supervisor.backing_off(Instant::now()).is_some() {
+                break;
+            }
+            let Some(deferred) = backlog.next() else {
+                break;
+            };
+            let clock = self.sandbox.clock().clone();
+            let now = clock.now();
+            clock.set(deferred.clock);
+            let result = match &deferred.work {
+                Work::Records(batch) => self.process_now(batch),
+                Work::Tick(tick) => self.tick_now(*tick),
+            };
+            clock.set(now);
+            events.extend(result?);
+        }
+        Ok(events)
+    }
+
+    /// Work the backlog off entirely, waiting out back-offs (at the end of
+    /// a run).
+    pub fn drain(&mut self) -> Result<Vec<Dispatched>, Aborted> {
+        let mut events = Vec::new();
+        while let Some(wait) = self.backlog_wait() {
+            std::thread::sleep(wait);
+            events.extend(self.catch_up()?);
+        }
+        Ok(events)
     }
 
     /// Hand the instance its configuration and initialise it (see
@@ -652,8 +738,27 @@ impl ModuleInstance {
     }
 
     /// Process a batch; returns the events dispatched meanwhile (with a
-    /// `ComponentDisabled` event if the instance was disabled).
+    /// `ComponentDisabled` event if the instance was disabled). While the
+    /// instance backs off, the batch waits in its backlog if it keeps one.
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<Dispatched>, Aborted> {
+        if self.defers() {
+            let clock = self.sandbox.clock().now();
+            if let Some(backlog) = &mut self.backlog
+                && backlog.keep(batch, clock).first_drop
+            {
+                tracing::warn!(
+                    instance = %self.name,
+                    limit_kib = self.sandbox.limits().backlog_kib,
+                    "records dropped: the instance is backing off and its backlog is full (limits.backlog_kib); they are counted"
+                );
+            }
+            return Ok(Vec::new());
+        }
+        self.process_now(batch)
+    }
+
+    /// Process a batch now (waiting out a back-off, if any).
+    fn process_now(&mut self, batch: &RecordBatch) -> Result<Vec<Dispatched>, Aborted> {
         if !self.supervisor.wait_until_ready() {
             self.skipped_records += batch.positions.len() as u64;
             return Ok(Vec::new());
@@ -714,8 +819,20 @@ impl ModuleInstance {
         events
     }
 
-    /// Deliver a timer tick.
+    /// Deliver a timer tick (or keep it in the backlog, as
+    /// [`ModuleInstance::process`] does records).
     pub fn tick(&mut self, tick: TimerTick) -> Result<Vec<Dispatched>, Aborted> {
+        if self.defers() {
+            let clock = self.sandbox.clock().now();
+            if let Some(backlog) = &mut self.backlog {
+                backlog.keep_tick(tick, clock);
+            }
+            return Ok(Vec::new());
+        }
+        self.tick_now(tick)
+    }
+
+    fn tick_now(&mut self, tick: TimerTick) -> Result<Vec<Dispatched>, Aborted> {
         self.simple_call("tick", async |bindings, store| {
             bindings
                 .correlator_plugin_logic()

@@ -2,6 +2,7 @@
 //! contract's host interfaces and a WASI that grants nothing by default, and
 //! makes one sandboxed instance per module or handler of the app.
 
+mod backlog;
 pub mod bindings;
 pub mod encoded;
 mod files;

@@ -99,6 +99,11 @@ impl Sandbox {
         &self.name
     }
 
+    /// The stream clock its instances see.
+    pub fn clock(&self) -> &StreamClock {
+        &self.clock
+    }
+
     /// Its limits.
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -85,6 +85,13 @@ impl Supervisor {
         self.may_run(Instant::now())
     }
 
+    /// When a back-off the instance is in at `now` ends; `None` when it is
+    /// not backing off (or is disabled, which no waiting mends).
+    pub fn backing_off(&self, now: Instant) -> Option<Instant> {
+        self.resume_at
+            .filter(|&resume| resume > now && !self.disabled)
+    }
+
     /// Whether a failure ends in a fresh instance (the `restart` policy),
     /// rather than in disabling it or aborting the run.
     pub fn restarts(&self) -> bool {
@@ -160,6 +167,14 @@ mod tests {
             }
         );
         assert!(!supervisor.may_run(second + Duration::from_millis(99)));
+        assert_eq!(
+            supervisor.backing_off(second + Duration::from_millis(99)),
+            Some(second + Duration::from_millis(100))
+        );
+        assert_eq!(
+            supervisor.backing_off(second + Duration::from_millis(100)),
+            None
+        );
         assert!(supervisor.may_run(second + Duration::from_millis(100)));
         assert_eq!(
             supervisor.failed(second),

@@ -352,6 +352,7 @@ pub fn serve(
     let network = server::Network::bind(settings, Arc::clone(&counters))?;
     let (queue, stop) = network.start()?;
     modules.set_tick_time(TickTime::WallClock);
+    modules.keep_backlogs();
     let result = run_stages(
         modules,
         handlers,

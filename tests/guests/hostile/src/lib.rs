@@ -8,7 +8,9 @@
 //! escape sequence to standard output, then 10,000 lines to standard error
 //! that look like the runtime's own; `forge` dispatches a summary that
 //! would print as another instance's line and CSV cells that are formulas;
-//! `chunky` dispatches a 200 KB event besides `Seen` for every record.
+//! `chunky` dispatches a 200 KB event besides `Seen` for every record;
+//! `chunky-ticks` asks for a tick every minute and dispatches 15 MB of
+//! events at each.
 
 use correlator_sdk::{
     ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
@@ -57,7 +59,7 @@ impl Module for Hostile {
         if attack == "refuse-init" {
             return Err("this module refuses to start".into());
         }
-        if attack == "minute-ticks" {
+        if attack == "minute-ticks" || attack == "chunky-ticks" {
             correlator_sdk::timers::every(TickKind::Minute)?;
         }
         Ok(Hostile {
@@ -73,6 +75,19 @@ impl Module for Hostile {
     }
 
     fn tick(&mut self, tick: &Tick) {
+        if self.attack == "chunky-ticks" {
+            // 15 MB per tick: within every per-call limit.
+            let summary = "t".repeat(1_000_000);
+            for _ in 0..15 {
+                let _ = Event::new("Seen", summary.clone())
+                    .integer("position", -3)
+                    .integer("env", 0)
+                    .integer("args", 0)
+                    .integer("clock", tick.time.seconds)
+                    .dispatch();
+            }
+            return;
+        }
         let _ = Event::new("Seen", "a tick")
             .integer("position", -1)
             .integer("env", 0)
@@ -121,8 +136,13 @@ impl Module for Hostile {
                 let _ = Event::new("Seen", "x".repeat(100 << 20)).dispatch();
             }
             "huge-host-strings" => {
+                // Every host call that takes a string, with 8 MiB.
                 let key = "k".repeat(8 << 20);
                 let _ = config::get(&key);
+                let _ = correlator_sdk::secrets::get(&key);
+                let _ = state::get(&key);
+                let _ = state::set(&key, key.as_bytes());
+                state::delete(&key);
                 log::warn(&"w".repeat(8 << 20));
             }
             "secrets" => {
