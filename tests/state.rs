@@ -188,7 +188,9 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     std::fs::copy(&fixture, &store).expect("copy the version-1 store");
     assert_eq!(
         check(&[]),
-        "state ./state.redb: module \"OpenSSH\" has 1 key (350 bytes) at version 1, which the next start migrates to version 3\napp.toml: ok (1 modules, 1 handlers)\n"
+        "state ./state.redb: checkpoint after record 13 of first.cap (stream clock 2023-02-20 15:14:50, committed 2026-11-27 17:03:51 UTC)\n\
+         state ./state.redb: module \"OpenSSH\" has 1 key (350 bytes) at version 1, which the next start migrates to version 3\n\
+         app.toml: ok (1 modules, 1 handlers)\n"
     );
     assert_eq!(
         std::fs::read(&store).expect("the store"),
@@ -681,4 +683,172 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
     drop(running.child.stdin.take());
     let exit = running.child.wait().expect("the replay ends");
     assert_eq!(exit.code(), Some(0));
+}
+
+/// How a killed replay's events leave it.
+#[derive(Clone, Copy, Debug)]
+enum Handling {
+    /// Standard output to a file: the handler keeps up.
+    Fast,
+    /// Standard output to a pipe read 4 KiB at a time, 2 ms apart: the
+    /// handler lags, and the pipeline fills up behind it.
+    Slow,
+}
+
+/// Replay `input.cap` in `dir` and kill it with SIGKILL after `after`;
+/// what it wrote to standard output by then, whole lines only.
+fn killed_replay(dir: &Path, handling: Handling, after: Duration) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_correlator"));
+    command
+        .args(["run", "--app", "app.toml", "--read-file", "input.cap"])
+        .args(["-o", "state.checkpoint_interval=0.05"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env(
+            "XDG_CACHE_HOME",
+            workspace().join("target").join("test-cache"),
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    let out_path = dir.join("killed.json");
+    let written = match handling {
+        Handling::Fast => {
+            let file = std::fs::File::create(&out_path).expect("output file");
+            let mut child = command.stdout(file).spawn().expect("the replay starts");
+            std::thread::sleep(after);
+            let _ = child.kill();
+            let _ = child.wait();
+            std::fs::read(&out_path).expect("read the output")
+        }
+        Handling::Slow => {
+            let mut child = command
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("the replay starts");
+            let mut stdout = child.stdout.take().expect("stdout is piped");
+            let reader = std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut all = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(count) = stdout.read(&mut chunk) {
+                    if count == 0 {
+                        break;
+                    }
+                    all.extend_from_slice(&chunk[..count]);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                all
+            });
+            std::thread::sleep(after);
+            let _ = child.kill();
+            let _ = child.wait();
+            reader.join().expect("the reader ends")
+        }
+    };
+    let text = String::from_utf8(written).expect("UTF-8 output");
+    // A line cut by the kill was not handed over whole.
+    match text.rfind('\n') {
+        Some(end) => text[..=end].to_owned(),
+        None => String::new(),
+    }
+}
+
+/// `kill -9` at ten moments of a 200,000-record replay with state on
+/// (checkpoints every 50 ms), once with a handler that keeps up and once
+/// with one that lags, then `correlator check` for the stored position
+/// and `run --continue` from it. Every event of one uninterrupted replay
+/// reaches the handler at least once: the killed run's events are the
+/// start of the reference, the continuation's its end, and together they
+/// cover it. The overlap (events of records processed after the last
+/// checkpoint) is the documented window of duplicates.
+#[test]
+fn kill_9_at_any_moment_then_continuing_loses_no_event() {
+    const TOTAL: usize = 200_000;
+    let capture = interleaved_traffic(TOTAL);
+    let reference = replay_json(SSHD_JSON_APP, &capture, &["state.enabled=false"]);
+    let mut duplicates = Vec::new();
+    for trial in 0..10u64 {
+        for handling in [Handling::Fast, Handling::Slow] {
+            let dir = app_dir(SSHD_JSON_APP);
+            std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
+            // Moments spread over the run: from start-up to past the end
+            // of a fast replay, and deep into a slow one.
+            let after = match handling {
+                Handling::Fast => Duration::from_millis(40 + trial * 45),
+                Handling::Slow => Duration::from_millis(100 + trial * 190),
+            };
+            let killed = json_lines(&killed_replay(dir.path(), handling, after));
+            let check = correlator(dir.path(), &["check", "--app", "app.toml"]);
+            assert_eq!(check.code, Some(0), "{}", check.stderr);
+            let continued = match check
+                .stdout
+                .split_once("checkpoint after record ")
+                .and_then(|(_, rest)| rest.split(' ').next())
+                .and_then(|number| number.parse::<u64>().ok())
+            {
+                Some(position) => {
+                    assert_has(
+                        &check.stdout,
+                        &format!("checkpoint after record {position} of input.cap (stream clock "),
+                    );
+                    let run = correlator(
+                        dir.path(),
+                        &[
+                            "run",
+                            "--app",
+                            "app.toml",
+                            "--read-file",
+                            "input.cap",
+                            "--continue",
+                        ],
+                    );
+                    assert_eq!(run.code, Some(0), "{}", run.stderr);
+                    if position > 0 {
+                        assert_has(
+                            &run.stderr,
+                            &format!(
+                                "passed over the {position} entries of input.cap that the checkpoint covered"
+                            ),
+                        );
+                    }
+                    json_lines(&run.stdout)
+                }
+                // Killed before the first checkpoint (or before the store
+                // was made): start again.
+                None => {
+                    assert!(
+                        check.stdout.contains(": no checkpoint yet\n")
+                            || check.stdout.contains(": none yet\n"),
+                        "{}",
+                        check.stdout
+                    );
+                    let run = correlator(
+                        dir.path(),
+                        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+                    );
+                    assert_eq!(run.code, Some(0), "{}", run.stderr);
+                    json_lines(&run.stdout)
+                }
+            };
+            let what = format!("trial {trial}, {handling:?}, killed after {after:?}");
+            assert!(killed.len() <= reference.len(), "{what}");
+            assert_eq!(killed.as_slice(), &reference[..killed.len()], "{what}");
+            assert!(continued.len() <= reference.len(), "{what}");
+            assert_eq!(
+                continued.as_slice(),
+                &reference[reference.len() - continued.len()..],
+                "{what}"
+            );
+            assert!(
+                killed.len() + continued.len() >= reference.len(),
+                "{what}: {} events lost",
+                reference.len() - killed.len() - continued.len()
+            );
+            duplicates.push(killed.len() + continued.len() - reference.len());
+        }
+    }
+    eprintln!(
+        "duplicates per trial (of {} events): {duplicates:?}",
+        reference.len()
+    );
 }

@@ -11,7 +11,7 @@ use crate::host::{Host, HostOptions, StreamClock, check_import};
 use crate::listen::{self, ListenSettings};
 use crate::loader::{self, Purpose};
 use crate::replay;
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use std::fmt::Write as _;
 use std::io::{BufReader, IsTerminal as _, Write as _};
@@ -67,7 +67,9 @@ enum Command {
     Config(AppArgs),
     /// Check an app without running it: components load, configuration
     /// values convert, filters compile, and the state store holds nothing
-    /// a start would refuse (it says what a start would migrate).
+    /// a start would refuse (it says what a start would migrate, and after
+    /// which record of which input its last checkpoint stands: what
+    /// `run --continue` starts after).
     Check(AppArgs),
     /// Show what a component is and asks for before you grant it anything:
     /// its SHA-256, declared name, configuration items, event types,
@@ -149,6 +151,12 @@ struct RunArgs {
     /// app's state: every module starts empty.
     #[arg(long)]
     discard_all_state: bool,
+    /// Continue the replay that the state's last checkpoint was taken in
+    /// (after a stop, a crash or kill -9): the records of the capture it
+    /// already covers are passed over, the rest processed. The capture must
+    /// be the one the checkpoint names (`correlator check` shows it).
+    #[arg(long = "continue", requires = "read_file", conflicts_with_all = ["discard_all_state"])]
+    continue_replay: bool,
 }
 
 /// Parse the command line, run the command, print the whole error chain on
@@ -287,6 +295,10 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         },
     )?;
     handlers.route(startup_events)?;
+    let mut settings = settings;
+    if let Some(read_file) = &args.read_file {
+        settings.skip_through = continue_from(modules.restored(), read_file, args.continue_replay)?;
+    }
     let source = args
         .read_file
         .as_ref()
@@ -363,6 +375,13 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         "replay of {} finished",
         read_file.display()
     );
+    if stats.skipped > 0 {
+        tracing::info!(
+            "passed over the {} entries of {} that the checkpoint covered",
+            stats.skipped,
+            read_file.display()
+        );
+    }
     if let Some(line) = stats.stopped_after {
         tracing::warn!(
             "the replay was stopped after line {line} of {}; the rest of the file was not read",
@@ -371,6 +390,62 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     }
     report_instances(&modules);
     Ok(())
+}
+
+/// Where a replay of `capture` starts, given the checkpoint the state
+/// continues from: after its position with `--continue` (which must name
+/// the checkpoint's capture), else at the first record. A replay that does
+/// not continue the checkpoint's capture says so, since its checkpoints
+/// replace that position.
+fn continue_from(
+    restored: Option<&crate::state_store::Checkpoint>,
+    capture: &Path,
+    continuing: bool,
+) -> anyhow::Result<u64> {
+    let shown = capture.display().to_string();
+    let Some(checkpoint) = restored else {
+        if continuing {
+            bail!(
+                "--continue: the state store holds no checkpoint to continue from (is state.enabled on, and is this the run directory of the replay to continue?)"
+            );
+        }
+        return Ok(0);
+    };
+    let same = checkpoint.source == shown
+        || (checkpoint.source != "-"
+            && shown != "-"
+            && std::fs::canonicalize(&checkpoint.source)
+                .ok()
+                .zip(std::fs::canonicalize(capture).ok())
+                .is_some_and(|(stored, given)| stored == given));
+    match (continuing, same) {
+        (true, true) => {
+            tracing::info!(
+                "continuing the replay of {shown}: its first {} records are covered by the checkpoint and passed over",
+                checkpoint.position
+            );
+            Ok(checkpoint.position)
+        }
+        (true, false) => bail!(
+            "--continue: the state's checkpoint is {}, not of {shown}; give that capture, or start without --continue",
+            checkpoint.describe()
+        ),
+        (false, true) if checkpoint.position > 0 => {
+            tracing::warn!(
+                "the state already covers records 1 to {} of {shown}; this replay starts again at its first record, so modules see them twice (--continue passes over them; --discard-all-state starts empty)",
+                checkpoint.position
+            );
+            Ok(0)
+        }
+        (false, true) => Ok(0),
+        (false, false) => {
+            tracing::warn!(
+                "the state's checkpoint is {}; this replay of {shown} continues from that state, and its checkpoints record positions in {shown} instead",
+                checkpoint.describe()
+            );
+            Ok(0)
+        }
+    }
 }
 
 /// The most memory the process has held (its peak resident set, MiB), for

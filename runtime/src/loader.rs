@@ -469,6 +469,7 @@ fn check_state(
         return Ok(vec!["state: off (state.enabled is false)".into()]);
     };
     let shown = path.display().to_string();
+    let mut repaired = false;
     let state = match StateView::open(&path, &app.name) {
         Ok(Some(state)) => state,
         Ok(None) => return Ok(vec![format!("state {shown}: none yet")]),
@@ -479,14 +480,29 @@ fn check_state(
                 "state {shown}: not looked at: another correlator process has it open"
             )]);
         }
+        // Left by a crash: repair it as a start would, to say where the
+        // last checkpoint stands (what a continuation starts after).
         Err(StateError::NeedsRepair { .. }) => {
-            return Ok(vec![format!(
-                "state {shown}: not looked at: it was not closed cleanly; the next start repairs it"
-            )]);
+            drop(StateStore::open(&path, &app.name, false)?);
+            repaired = true;
+            match StateView::open(&path, &app.name)? {
+                Some(state) => state,
+                None => return Ok(vec![format!("state {shown}: none yet")]),
+            }
         }
         Err(error) => return Err(error.into()),
     };
     let mut report = Vec::new();
+    if repaired {
+        report.push(format!(
+            "state {shown}: it was not closed cleanly (a crash, or kill -9); repaired"
+        ));
+    }
+    report.push(match state.checkpoint()? {
+        Some(checkpoint) => format!("state {shown}: checkpoint {}", checkpoint.describe()),
+        None => format!("state {shown}: no checkpoint yet"),
+    });
+    let mut any_module_state = false;
     for ((spec, module), digest) in app.modules.iter().zip(modules).zip(digests) {
         let keys = state.keys(&spec.name)?;
         let Some(owner) = state.owner(&spec.name)?.filter(|_| !keys.is_empty()) else {
@@ -501,6 +517,7 @@ fn check_state(
             keys.len(),
             owner.version
         );
+        any_module_state = true;
         report.push(match judge_owner(&shown, spec, &owner, &current)? {
             Some(_) => format!(
                 "{what}, which the next start migrates to version {}",
@@ -509,7 +526,7 @@ fn check_state(
             None => what,
         });
     }
-    if report.is_empty() {
+    if !any_module_state {
         report.push(format!("state {shown}: no module has state yet"));
     }
     Ok(report)
@@ -719,6 +736,7 @@ fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
         ),
     };
     Ok(ReplaySettings {
+        skip_through: 0,
         batch_size,
         defaults: TraditionalDefaults {
             year,

@@ -91,7 +91,7 @@ pub fn run_stages<S: Send>(
 ) -> Result<(S, Counters), StageError> {
     let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
-    let (event_tx, event_rx) = mpsc::sync_channel::<Vec<Dispatched>>(EVENT_BATCHES_IN_FLIGHT);
+    let (event_tx, event_rx) = mpsc::sync_channel::<ToHandlers>(EVENT_BATCHES_IN_FLIGHT);
     let sink = BatchSink {
         batches: batch_tx,
         recycled: recycle_rx,
@@ -109,8 +109,14 @@ pub fn run_stages<S: Send>(
             .stack_size(THREAD_STACK_BYTES)
             .spawn_scoped(scope, move || -> Result<Counters, Aborted> {
                 let mut handlers = handlers;
-                for events in event_rx {
-                    handlers.route(events)?;
+                for message in event_rx {
+                    match message {
+                        ToHandlers::Events(events) => handlers.route(events)?,
+                        // Every earlier event is handled: say so.
+                        ToHandlers::Settled(done) => {
+                            let _ = done.send(());
+                        }
+                    }
                 }
                 Ok(handlers.counters())
             })
@@ -224,10 +230,19 @@ pub struct ModuleStage {
 /// events (`limits.event_bytes_per_call`).
 pub const EVENT_PART_BYTES: usize = 4 << 20;
 
+/// What the module thread sends the handler thread.
+enum ToHandlers {
+    /// Events to route, in the order they were dispatched.
+    Events(Vec<Dispatched>),
+    /// Answer once every event sent before is handled (a checkpoint waits
+    /// for that).
+    Settled(mpsc::SyncSender<()>),
+}
+
 /// Where the module thread puts events for the handler thread.
 #[derive(Default)]
 struct Outbox {
-    sender: Option<mpsc::SyncSender<Vec<Dispatched>>>,
+    sender: Option<mpsc::SyncSender<ToHandlers>>,
     pending: Vec<Dispatched>,
     /// [`Dispatched::held_bytes`] of `pending`.
     bytes: usize,
@@ -236,7 +251,7 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn connect(&mut self, sender: mpsc::SyncSender<Vec<Dispatched>>) {
+    fn connect(&mut self, sender: mpsc::SyncSender<ToHandlers>) {
         self.sender = Some(sender);
         self.closed = false;
     }
@@ -271,10 +286,30 @@ impl Outbox {
         }
         let events = std::mem::take(&mut self.pending);
         if let Some(sender) = &self.sender
-            && sender.send(events).is_err()
+            && sender.send(ToHandlers::Events(events)).is_err()
         {
             self.closed = true;
         }
+    }
+
+    /// Pass on what is pending and wait until the handler thread has
+    /// handled every event passed on so far (each handler took it, or
+    /// failed on it and counted it by its policy): what a checkpoint
+    /// covers must be handled first, or a crash right after the commit
+    /// would lose the events still waiting. `false` when the handler
+    /// thread has stopped (the run is aborting).
+    fn settle(&mut self) -> bool {
+        self.flush();
+        let Some(sender) = &self.sender else {
+            // No handler thread: nothing is in flight.
+            return true;
+        };
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if sender.send(ToHandlers::Settled(done_tx)).is_err() {
+            self.closed = true;
+            return false;
+        }
+        done_rx.recv().is_ok()
     }
 }
 
@@ -477,6 +512,9 @@ impl ModuleStage {
         };
         for module in &mut self.modules {
             self.outbox.add(module.checkpoint()?);
+        }
+        if !self.outbox.settle() {
+            return Ok(());
         }
         let checkpoint = Checkpoint {
             clock: self.clock.now(),

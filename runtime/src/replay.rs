@@ -17,6 +17,9 @@ pub struct ReplaySettings {
     pub batch_size: usize,
     /// Year and offset for RFC 3164 lines.
     pub defaults: TraditionalDefaults,
+    /// Entries up to this position are read but not processed: a replay
+    /// continued after the checkpoint that covers them (`--continue`).
+    pub skip_through: u64,
 }
 
 /// What a replay saw.
@@ -27,6 +30,9 @@ pub struct ReplayStats {
     pub entries: u64,
     /// Records taken, and what could not be.
     pub parsed: ParseCounts,
+    /// Entries passed over because the checkpoint continued from covers
+    /// them.
+    pub skipped: u64,
     /// Set when a signal stopped the replay before the end of its input:
     /// the position of the last entry read.
     pub stopped_after: Option<u64>,
@@ -248,6 +254,10 @@ fn read_batches(
         };
         last_line = position.line;
         stats.entries += 1;
+        if position.line <= settings.skip_through {
+            stats.skipped += 1;
+            continue;
+        }
         let text = stats.parsed.decode(&entry);
         if text.trim().is_empty() {
             continue;

@@ -58,6 +58,25 @@ pub struct Checkpoint {
     pub written_at: u64,
 }
 
+impl Checkpoint {
+    /// Where a run stood at this checkpoint, for people: `after record N
+    /// of SOURCE (stream clock ..., committed ... UTC)`.
+    pub fn describe(&self) -> String {
+        let committed = Timestamp {
+            seconds: i64::try_from(self.written_at).unwrap_or(i64::MAX),
+            nanoseconds: 0,
+            offset_minutes: 0,
+        };
+        format!(
+            "after record {} of {} (stream clock {}, committed {} UTC)",
+            self.position,
+            self.source,
+            crate::record::time::format_local(&self.clock),
+            crate::record::time::format_local(&committed)
+        )
+    }
+}
+
 /// A [`Timestamp`] (a generated type) as `[seconds, nanoseconds, offset]`.
 mod timestamp_as_tuple {
     use crate::types::Timestamp;
@@ -198,6 +217,11 @@ impl StateView {
     pub fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
         self.reader().keys(instance)
     }
+
+    /// The latest checkpoint, if any was committed.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        self.reader().checkpoint()
+    }
 }
 
 /// The reads a store and a read-only view of one share.
@@ -248,6 +272,22 @@ impl<D: ReadableDatabase> Reader<'_, D> {
         serde_json::from_slice(guard.value())
             .map(Some)
             .map_err(|error| self.damaged(&format!("the owner of \"{instance}\""), &error))
+    }
+
+    /// The latest checkpoint, if any was committed.
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(CHECKPOINTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let Some(guard) = table.get("last").map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(guard.value())
+            .map(Some)
+            .map_err(|error| self.damaged("the checkpoint", &error))
     }
 
     /// Every key of `instance` with the size of its value, sorted.
@@ -366,18 +406,7 @@ impl StateStore {
 
     /// The latest checkpoint, if any was committed.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(CHECKPOINTS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(self.error(error)),
-        };
-        let Some(guard) = table.get("last").map_err(|e| self.error(e))? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(guard.value())
-            .map(Some)
-            .map_err(|error| self.damaged("the checkpoint", &error))
+        self.reader().checkpoint()
     }
 
     /// Delete `instance`'s state and owner.
