@@ -729,8 +729,8 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         ["float", "1", "1", "default"]
     );
     // Header, five module items, one handler item, eleven system items
-    // (three of them state.*), twelve listener items.
-    assert_eq!(rows.len(), 1 + 5 + 1 + 11 + 12);
+    // (three of them state.*), fourteen listener items.
+    assert_eq!(rows.len(), 1 + 5 + 1 + 11 + 14);
 }
 
 #[test]

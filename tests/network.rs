@@ -1421,3 +1421,87 @@ fn a_module_backing_off_while_listening_keeps_its_records_and_holds_no_one_back(
         "Report's last record waited for bad's backlog"
     );
 }
+
+/// Raise this process's soft limit on open files to the hard one (the
+/// tests below hold thousands of connections).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .expect("raise the open-file limit");
+}
+
+#[test]
+fn silent_connections_cannot_lock_a_sender_out() {
+    raise_open_file_limit();
+    let mut server = Server::start(
+        REPORT_APP,
+        &[
+            "-o",
+            "listen.first_byte_timeout_s=3",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let address = server.address("TCP");
+    // A sender that keeps sending, one record every 2 ms on one connection,
+    // while 2,000 connections open and say nothing.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                stream
+                    .write_all(format!("{}\n", record(&format!("steady {sent:06}"))).as_bytes())
+                    .expect("the steady sender's connection stays open");
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            sent
+        })
+    };
+    server.wait_for_lines(1);
+    let silent: Vec<TcpStream> = (0..2_000).map(|_| connect(address)).collect();
+    // A new sender after the flood gets a slot too (a silent one's).
+    let mut late = connect(address);
+    late.write_all(format!("{}\n", record("late")).as_bytes())
+        .expect("write");
+    drop(late);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().expect("the steady sender");
+    server.wait_for_lines(sent + 1);
+    // Every silent connection is closed: to make room, or once its first
+    // byte is overdue.
+    server.wait_until("every silent connection is closed", |server| {
+        let stderr = server.stderr();
+        let count = |name| logged_count(&stderr, "listener counts so far", name);
+        stderr.contains("listener counts so far")
+            && count("evicted_silent") + count("silent_closed") == 2_000
+    });
+    drop(silent);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut expected: Vec<String> = (0..sent).map(|n| format!("steady {n:06}")).collect();
+    expected.push("late".into());
+    expected.sort();
+    assert_eq!(notice_messages(&json_lines(&run.stdout)), expected);
+    let count = |name| logged_count(&run.stderr, "listener stopped", name);
+    assert_eq!(count("connections"), 2_002);
+    assert_eq!(count("refused_connections"), 0);
+    assert_eq!(count("evicted_silent") + count("silent_closed"), 2_000);
+    // 256 slots per address, one of them the steady sender's: most silent
+    // connections were closed to make room.
+    assert!(count("evicted_silent") >= 1_000, "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "closing a connection that has sent nothing to make room for a new one: every slot was taken (further ones are counted as evicted_silent)",
+    );
+}

@@ -17,6 +17,7 @@
 
 pub mod framing;
 mod server;
+mod slots;
 
 use crate::capture::CaptureWriter;
 use crate::config_store::ConfigStore;
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 /// The listener's configuration items, with their defaults and what they
 /// are for; declared in the configuration store by the loader.
-pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 12] {
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 14] {
     let text = |default: &str| Value::Text(default.to_owned());
     [
         (
@@ -102,6 +103,18 @@ pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 12] {
             "open TCP and TLS connections at most; further ones are closed at once and counted",
         ),
         (
+            "listen.first_byte_timeout_s",
+            ValueType::Integer,
+            Value::Integer(10),
+            "close a TCP or TLS connection that sends nothing this many seconds after it opens; 0 waits listen.idle_timeout_s",
+        ),
+        (
+            "listen.max_connections_per_address",
+            ValueType::Integer,
+            Value::Integer(256),
+            "open TCP and TLS connections from one IP address at most",
+        ),
+        (
             "listen.report_interval_s",
             ValueType::Integer,
             Value::Integer(60),
@@ -124,8 +137,14 @@ pub struct ListenSettings {
     pub framing: FramingRules,
     /// Closes silent connections; `None` never does.
     pub idle_timeout: Option<Duration>,
-    /// Open TCP and TLS connections at most.
+    /// Closes connections that send nothing after they open; `None`
+    /// leaves them to `idle_timeout`.
+    pub first_byte_timeout: Option<Duration>,
+    /// Open TCP and TLS connections at most (silent ones give their slot to
+    /// a newcomer when all are taken).
     pub max_connections: usize,
+    /// Open TCP and TLS connections from one address at most.
+    pub max_connections_per_address: usize,
     /// How often the counts are logged; zero only at the end.
     pub report_interval: Duration,
 }
@@ -138,7 +157,12 @@ impl std::fmt::Debug for ListenSettings {
             .field("tls", &self.tls.as_ref().map(|(address, _)| address))
             .field("framing", &self.framing)
             .field("idle_timeout", &self.idle_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
             .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
             .field("report_interval", &self.report_interval)
             .finish()
     }
@@ -193,6 +217,24 @@ impl ListenSettings {
                     "listen.max_connections must be between 1 and 1000000, not {max_connections}"
                 )
             })?;
+        let first_byte_timeout = match store.integer("listen.first_byte_timeout_s").unwrap_or(0) {
+            0 => None,
+            seconds @ 1..=86_400 => Some(Duration::from_secs(seconds.unsigned_abs())),
+            other => bail!(
+                "listen.first_byte_timeout_s must be between 0 (as listen.idle_timeout_s) and 86400 seconds, not {other}"
+            ),
+        };
+        let per_address = store
+            .integer("listen.max_connections_per_address")
+            .unwrap_or(0);
+        let max_connections_per_address = usize::try_from(per_address)
+            .ok()
+            .filter(|count| (1..=1_000_000).contains(count))
+            .ok_or_else(|| {
+                anyhow!(
+                    "listen.max_connections_per_address must be between 1 and 1000000, not {per_address}"
+                )
+            })?;
         let report_interval = match store.integer("listen.report_interval_s").unwrap_or(0) {
             seconds @ 0..=86_400 => Duration::from_secs(seconds.unsigned_abs()),
             other => bail!(
@@ -220,7 +262,9 @@ impl ListenSettings {
                 oversize,
             },
             idle_timeout,
+            first_byte_timeout,
             max_connections,
+            max_connections_per_address,
             report_interval,
         })
     }
@@ -244,6 +288,11 @@ pub struct NetworkCounters {
     pub tls_failures: AtomicU64,
     /// Connections closed for sending nothing for `listen.idle_timeout_s`.
     pub idle_closed: AtomicU64,
+    /// Connections closed for sending nothing in their first
+    /// `listen.first_byte_timeout_s`.
+    pub silent_closed: AtomicU64,
+    /// Connections that had sent nothing, closed to make room for a new one.
+    pub evicted_silent: AtomicU64,
     /// Messages truncated to `listen.max_message_bytes`.
     pub truncated: AtomicU64,
     /// Messages dropped for their size (`listen.oversize = "drop"`).
@@ -267,6 +316,8 @@ impl NetworkCounters {
             accept_errors: get(&self.accept_errors),
             tls_failures: get(&self.tls_failures),
             idle_closed: get(&self.idle_closed),
+            silent_closed: get(&self.silent_closed),
+            evicted_silent: get(&self.evicted_silent),
             truncated: get(&self.truncated),
             dropped_oversize: get(&self.dropped_oversize),
             dropped_udp: get(&self.dropped_udp),
@@ -286,6 +337,8 @@ pub struct NetworkSnapshot {
     pub accept_errors: u64,
     pub tls_failures: u64,
     pub idle_closed: u64,
+    pub silent_closed: u64,
+    pub evicted_silent: u64,
     pub truncated: u64,
     pub dropped_oversize: u64,
     pub dropped_udp: u64,
@@ -314,6 +367,8 @@ impl NetworkSnapshot {
                     accept_errors = self.accept_errors,
                     tls_failures = self.tls_failures,
                     idle_closed = self.idle_closed,
+                    silent_closed = self.silent_closed,
+                    evicted_silent = self.evicted_silent,
                     "{what}"
                 )
             };

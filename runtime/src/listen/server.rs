@@ -2,6 +2,7 @@
 //! handling that ends a listening run.
 
 use super::framing::{Framer, Frames, FramingRules, Oversize};
+use super::slots::{Admission, Limit, Slot, Slots};
 use super::{ListenSettings, NetworkCounters, NetworkSnapshot};
 use crate::signals::Signals;
 use anyhow::{Context as _, anyhow, bail};
@@ -86,6 +87,7 @@ impl Network {
                 "nothing to listen on: listen.tcp, listen.udp and listen.tls are all empty (give --read-file to replay a capture instead)"
             );
         }
+        raise_open_file_limit(settings.max_connections);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -167,6 +169,11 @@ impl Network {
                     let context = Arc::new(ConnectionContext {
                         framing: settings.framing,
                         idle_timeout: settings.idle_timeout,
+                        first_byte_timeout: settings.first_byte_timeout,
+                        slots: Slots::new(
+                            settings.max_connections,
+                            settings.max_connections_per_address,
+                        ),
                         queue: sender,
                         counters: Arc::clone(&counters),
                         shutdown: shutdown.clone(),
@@ -174,12 +181,7 @@ impl Network {
                     if let Some(listener) = tcp {
                         match tokio::net::TcpListener::from_std(listener) {
                             Ok(listener) => {
-                                tasks.spawn(accept_loop(
-                                    listener,
-                                    None,
-                                    settings.max_connections,
-                                    Arc::clone(&context),
-                                ));
+                                tasks.spawn(accept_loop(listener, None, Arc::clone(&context)));
                             }
                             Err(error) => tracing::error!("cannot serve TCP: {error}"),
                         }
@@ -190,7 +192,6 @@ impl Network {
                                 tasks.spawn(accept_loop(
                                     listener,
                                     Some(acceptor),
-                                    settings.max_connections,
                                     Arc::clone(&context),
                                 ));
                             }
@@ -232,6 +233,36 @@ impl Network {
     }
 }
 
+/// Raise the soft limit on open files to the hard one: every connection
+/// takes a file descriptor, and the usual soft limit (1,024) is below what
+/// `listen.max_connections` allows. Warn when even the hard limit cannot
+/// hold `max_connections`.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut current = limit.current;
+    if let (Some(soft), hard) = (limit.current, limit.maximum)
+        && hard.is_none_or(|hard| hard > soft)
+    {
+        let raised = Rlimit {
+            current: hard,
+            maximum: hard,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => current = hard,
+            Err(error) => tracing::debug!("cannot raise the open-file limit: {error}"),
+        }
+    }
+    // Start-up, the store and the components take some descriptors too.
+    if let Some(files) = current
+        && files < max_connections as u64 + 64
+    {
+        tracing::warn!(
+            "listen.max_connections is {max_connections} but this process may open only {files} files (ulimit -n): connections past that wait in the kernel until others close"
+        );
+    }
+}
+
 fn bind_tcp(key: &str, address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(address)
         .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
@@ -252,6 +283,9 @@ fn widen_receive_buffer(socket: &std::net::UdpSocket) {
 struct ConnectionContext {
     framing: FramingRules,
     idle_timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
+    /// The connection slots TCP and TLS share.
+    slots: Arc<Slots>,
     queue: mpsc::Sender<Chunk>,
     counters: Arc<NetworkCounters>,
     shutdown: CancellationToken,
@@ -265,7 +299,6 @@ fn add(counter: &AtomicU64, count: u64) {
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    max_connections: usize,
     context: Arc<ConnectionContext>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -297,38 +330,68 @@ async fn accept_loop(
                 continue;
             }
         };
-        let open = context.counters.open_connections.load(Ordering::Relaxed);
-        if open >= max_connections as u64 {
-            let refused = context
-                .counters
-                .refused_connections
-                .fetch_add(1, Ordering::Relaxed);
-            if refused == 0 {
-                tracing::warn!(
-                    %peer,
-                    "closing a connection: listen.max_connections ({max_connections}) are open (further refusals are counted, and logged at debug level)"
-                );
-            } else {
-                tracing::debug!(%peer, "closing a connection: listen.max_connections are open");
+        let slot = match context.slots.admit(peer.ip()) {
+            Admission::Admitted { slot, evicted } => {
+                if evicted {
+                    let before = context
+                        .counters
+                        .evicted_silent
+                        .fetch_add(1, Ordering::Relaxed);
+                    if before == 0 {
+                        tracing::warn!(
+                            %peer,
+                            "closing a connection that has sent nothing to make room for a new one: every slot was taken (further ones are counted as evicted_silent)"
+                        );
+                    }
+                }
+                slot
             }
-            drop(stream);
-            continue;
-        }
+            Admission::Refused(limit) => {
+                let refused = context
+                    .counters
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                let item = match limit {
+                    Limit::Total => "listen.max_connections",
+                    Limit::PerAddress => "listen.max_connections_per_address",
+                };
+                if refused == 0 {
+                    tracing::warn!(
+                        %peer,
+                        "closing a connection: {item} are open, all of them sending (further refusals are counted, and logged at debug level)"
+                    );
+                } else {
+                    tracing::debug!(%peer, "closing a connection: {item} are open");
+                }
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        serve_connection(&mut connections, stream, peer, tls.clone(), &context);
+        serve_connection(
+            &mut connections,
+            stream,
+            peer,
+            tls.clone(),
+            Some(slot),
+            &context,
+        );
     }
     // Shutdown. Connections the kernel completed but we had not accepted
     // yet have data the senders think delivered: take them too (plain TCP
     // only; a TLS handshake would need the sender's help).
     if tls.is_none() {
-        let mut taken = 0;
-        while taken < max_connections {
+        loop {
             let Ok(Ok((stream, peer))) = tokio::time::timeout(DRAIN_WAIT, listener.accept()).await
             else {
                 break;
             };
-            taken += 1;
-            serve_connection(&mut connections, stream, peer, None, &context);
+            // Taken whatever the slots say: its data was acknowledged.
+            let slot = match context.slots.admit(peer.ip()) {
+                Admission::Admitted { slot, .. } => Some(slot),
+                Admission::Refused(_) => None,
+            };
+            serve_connection(&mut connections, stream, peer, None, slot, &context);
         }
     }
     // Every connection passes on what it has read, then ends.
@@ -342,6 +405,7 @@ fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    slot: Option<Slot>,
     context: &Arc<ConnectionContext>,
 ) {
     add(&context.counters.connections, 1);
@@ -349,8 +413,9 @@ fn serve_connection(
     let context = Arc::clone(context);
     connections.spawn(async move {
         let peer_text: Arc<str> = Arc::from(peer.to_string());
+        let slot = slot.as_ref();
         match tls {
-            None => read_stream(stream, peer_text, &context).await,
+            None => read_stream(stream, peer_text, slot, &context).await,
             Some(acceptor) => {
                 let handshake = tokio::select! {
                     () = context.shutdown.cancelled() => None,
@@ -358,7 +423,7 @@ fn serve_connection(
                 };
                 match handshake {
                     None => {}
-                    Some(Ok(Ok(stream))) => read_stream(stream, peer_text, &context).await,
+                    Some(Ok(Ok(stream))) => read_stream(stream, peer_text, slot, &context).await,
                     Some(Ok(Err(error))) => {
                         add(&context.counters.tls_failures, 1);
                         tracing::warn!(%peer, "TLS handshake failed: {error}");
@@ -382,15 +447,29 @@ fn serve_connection(
 async fn read_stream(
     mut stream: impl AsyncRead + Unpin,
     peer: Arc<str>,
+    slot: Option<&Slot>,
     context: &ConnectionContext,
 ) {
     let mut framer = Framer::new(context.framing);
     let mut buffer = vec![0u8; READ_BYTES];
     let mut reported = framer.counts();
+    let never = CancellationToken::new();
+    let evicted = slot.map_or(&never, |slot| &slot.close);
+    // Until the first byte, the connection waits at most
+    // `listen.first_byte_timeout_s`; then `listen.idle_timeout_s`.
+    let mut spoke = false;
     // After shutdown: reads left before giving up on a sender that keeps
     // sending; `None` before shutdown.
     let mut draining: Option<usize> = None;
     loop {
+        let timeout = if spoke {
+            context.idle_timeout
+        } else {
+            [context.first_byte_timeout, context.idle_timeout]
+                .into_iter()
+                .flatten()
+                .min()
+        };
         let read = match &mut draining {
             None => tokio::select! {
                 biased;
@@ -398,7 +477,9 @@ async fn read_stream(
                     draining = Some(DRAIN_READS);
                     continue;
                 }
-                read = read_with_timeout(&mut stream, &mut buffer, context.idle_timeout) => read,
+                // Its slot went to a newcomer (it had sent nothing).
+                () = evicted.cancelled() => ReadOutcome::Evicted,
+                read = read_with_timeout(&mut stream, &mut buffer, timeout) => read,
             },
             // What the sender wrote before the signal may still be in the
             // kernel's buffers: it was acknowledged to the sender, so it is
@@ -415,8 +496,20 @@ async fn read_stream(
         let mut frames = Frames::default();
         let ended = match read {
             ReadOutcome::Data(count) => {
+                if !spoke {
+                    spoke = true;
+                    if let Some(slot) = slot {
+                        slot.spoke();
+                    }
+                }
                 framer.push(&buffer[..count], &mut frames);
                 false
+            }
+            ReadOutcome::Evicted => true,
+            ReadOutcome::Idle if !spoke => {
+                add(&context.counters.silent_closed, 1);
+                tracing::info!(%peer, "closing a connection that sent nothing for listen.first_byte_timeout_s");
+                true
             }
             ReadOutcome::End => {
                 if framer.finish_stream(&mut frames) {
@@ -480,6 +573,8 @@ enum ReadOutcome {
     Data(usize),
     End,
     Idle,
+    /// Its slot was given to another connection.
+    Evicted,
     /// Shutdown, and nothing more is waiting to be read.
     Drained,
     Failed(std::io::Error),
