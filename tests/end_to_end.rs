@@ -728,9 +728,9 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         row("state.checkpoint_interval")[1..5],
         ["float", "1", "1", "default"]
     );
-    // Header, five module items, one handler item, eleven system items
-    // (three of them state.*), fourteen listener items.
-    assert_eq!(rows.len(), 1 + 5 + 1 + 11 + 14);
+    // Header, five module items, one handler item, twelve system items
+    // (three of them state.*), fifteen listener items.
+    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 15);
 }
 
 #[test]
@@ -1011,7 +1011,9 @@ fn connections_older_than_max_transaction_age_expire_in_record_time() {
     // 49 hours later, past the default max_transaction_age of 48 hours.
     let late = "<86>1 2023-02-22T16:00:00Z server sshd 44 - - Connection closed by 192.0.2.7 port 1 [preauth]\n";
     capture.push_str(late);
-    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    // One record after a gap of two days: with the default bound of a day
+    // it would be out of range; allow three days.
+    let events = replay_json(SSHD_JSON_APP, &capture, &["timers.max_gap_minutes=4320"]);
     let stats: Vec<(&Value, &Value)> = of_kind(&events, "SSHDStats")
         .iter()
         .map(|event| (&event["time"], &event["fields"]))
@@ -1243,5 +1245,89 @@ fn a_replay_over_26_hours_runs_the_hourly_expiry_and_one_midnight_statistics() {
             (json!("2023-02-21T00:00:00Z"), counts(0, 1)),
             (json!("2023-02-21T14:00:05Z"), counts(0, 1)),
         ]
+    );
+}
+
+/// The sample capture with `line` inserted after its eighth record.
+fn sample_with(line: &str) -> String {
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let mut lines: Vec<&str> = sample.lines().collect();
+    lines.insert(8, line);
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+#[test]
+fn a_record_dated_far_from_the_stream_neither_moves_the_clock_nor_floods_ticks() {
+    // A sender whose clock says 2999. Without the guard, the sshd module's
+    // daily tick came for every day up to it: 356,478 SSHDStats.
+    let stray = sample_with("<14>1 2999-02-20T15:13:00-05:00 giganode1 cron 77 - - a broken clock");
+    let dir = app_dir(SSHD_JSON_APP);
+    std::fs::write(dir.path().join("input.cap"), &stray).expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "-o",
+            "state.enabled=false",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // Exactly the events of the same line dated like its neighbours.
+    let dated = sample_with("<14>1 2023-02-20T15:13:00-05:00 giganode1 cron 77 - - a broken clock");
+    let expected = replay_json(SSHD_JSON_APP, &dated, &["state.enabled=false"]);
+    assert_eq!(json_lines(&run.stdout), expected);
+    assert_has(
+        &run.stderr,
+        "record out of range: further than timers.max_gap_minutes from the stream clock, so it does not move the clock (modules still get it; unless the next record is as far, which confirms a jump) record=9 minutes_away=513326878\n",
+    );
+    assert_has(
+        &run.stderr,
+        "records out of range of the stream clock: they did not move it (timers.max_gap_minutes) out_of_range=1\n",
+    );
+}
+
+#[test]
+fn a_gap_longer_than_the_bound_gives_each_tick_once() {
+    // The sample's day, then three days later two records: a real gap,
+    // confirmed by the second record.
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let later = "<14>1 2023-02-23T10:00:00-05:00 giganode1 cron 77 - - three days later\n\
+                 <14>1 2023-02-23T10:00:05-05:00 giganode1 cron 77 - - and again\n";
+    let capture = format!("{sample}{later}");
+    let stats = |options: &[&str]| -> (usize, String) {
+        let dir = app_dir(SSHD_JSON_APP);
+        std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
+        let mut args = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
+        args.extend(options);
+        let run = correlator(dir.path(), &args);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        (
+            of_kind(&json_lines(&run.stdout), "SSHDStats").len(),
+            run.stderr,
+        )
+    };
+    // Three midnights crossed, each its own daily tick, when the bound
+    // allows the gap ...
+    let (wide, _) = stats(&[
+        "-o",
+        "state.enabled=false",
+        "-o",
+        "timers.max_gap_minutes=10000",
+    ]);
+    assert_eq!(wide, 3 + 1);
+    // ... and one daily tick for the gap with the default bound of a day.
+    let (bounded, stderr) = stats(&["-o", "state.enabled=false"]);
+    assert_eq!(bounded, 1 + 1);
+    assert_has(
+        &stderr,
+        "the stream clock jumps: two records in a row are further than timers.max_gap_minutes from it; ticks for the gap come once per kind record=18",
+    );
+    assert_has(
+        &stderr,
+        "the stream clock crossed a gap longer than timers.max_gap_minutes: each kind of tick is given once for it, not once per boundary",
     );
 }

@@ -20,6 +20,11 @@
 //! Five rounds (CORRELATOR_BENCH_ROUNDS), each receiver and connection
 //! count in turn; the best rate of each is printed at the end.
 //!
+//! Then UDP: one sender sends every message as a datagram as fast as it
+//! can, to correlator (SIGTERM once sent: it still takes what waits in the
+//! kernel) and to rsyslog's imudp (until its file stops growing for a
+//! second); what each loses at that rate is printed.
+//!
 //! CORRELATOR_BENCH_OPTIONS adds `--option`s to correlator's command line,
 //! separated by spaces (e.g. `system.call_time_limits=false`).
 //! CORRELATOR_BENCH_ONLY=correlator leaves rsyslog out (to profile one
@@ -93,10 +98,36 @@ fn main() {
             }
         }
     }
+    // UDP: one sender, one datagram per message, as fast as it can send;
+    // what matters is what each receiver loses at that rate.
+    let measure_udp = measured.is_none();
+    let mut udp_best = [(0.0f64, 0u64); 2];
+    if measure_udp {
+        for round in 1..=rounds {
+            let measured = correlator_udp(&app, &dir, &lines);
+            udp_best[0] = print_udp(round, "correlator", sent, &measured, udp_best[0]);
+            if let Some(rsyslogd) = &rsyslogd {
+                let measured = rsyslog_udp(rsyslogd, &dir, &lines);
+                udp_best[1] = print_udp(round, "rsyslog", sent, &measured, udp_best[1]);
+            }
+        }
+    }
     for (slot, _) in slots() {
         ours.print_best(rounds, slot);
         if rsyslogd.is_some() {
             theirs.print_best(rounds, slot);
+        }
+    }
+    if measure_udp {
+        println!(
+            "best of {rounds}, UDP:            correlator {:>9.0} messages/s taken ({} lost in all rounds)",
+            udp_best[0].0, udp_best[0].1
+        );
+        if rsyslogd.is_some() {
+            println!(
+                "best of {rounds}, UDP:            rsyslog    {:>9.0} messages/s taken ({} lost in all rounds)",
+                udp_best[1].0, udp_best[1].1
+            );
         }
     }
     if std::env::var_os("CORRELATOR_BENCH_KEEP").is_some() {
@@ -312,5 +343,137 @@ fn wait_for<T>(child: &mut Child, what: &str, mut ready: impl FnMut() -> Option<
         }
         assert!(started.elapsed() < STALL, "gave up waiting until {what}");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Print one UDP round; returns the best rate and the messages lost so far.
+fn print_udp(
+    round: usize,
+    name: &str,
+    sent: u64,
+    measured: &Measured,
+    best: (f64, u64),
+) -> (f64, u64) {
+    let rate = measured.received as f64 / measured.seconds;
+    let lost = sent - measured.received.min(sent);
+    println!("round {round}, UDP:            {name:<10} {rate:>9.0} messages/s, {lost} lost");
+    (best.0.max(rate), best.1 + lost)
+}
+
+/// Send every line as one datagram to `address`, as fast as one sender
+/// can.
+fn send_datagrams(address: SocketAddr, lines: &[&str]) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    for line in lines {
+        socket.send_to(line.as_bytes(), address).expect("send");
+    }
+}
+
+fn correlator_udp(app: &Path, dir: &Path, lines: &[&str]) -> Measured {
+    let log = dir.join("correlator-udp.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_correlator"))
+        .args(["run", "--app"])
+        .arg(app)
+        .args(["-o", "listen.tcp=", "-o", "listen.udp=127.0.0.1:0"])
+        .arg("--discard-all-state")
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run correlator");
+    let marker = "listening for syslog over UDP on ";
+    let address: SocketAddr = wait_for(&mut child, "correlator listens", || {
+        std::fs::read_to_string(&log).ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.split_once(marker).map(|(_, a)| a.trim().to_owned()))
+                .and_then(|address| address.parse().ok())
+        })
+    });
+    let started = Instant::now();
+    send_datagrams(address, lines);
+    // At SIGTERM the listener still takes what waits in the kernel.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(exit.success(), "correlator failed: see {}", log.display());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let received = text
+        .lines()
+        .find(|line| line.contains("listener stopped"))
+        .and_then(|line| line.split_once(" messages="))
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(0);
+    Measured { seconds, received }
+}
+
+fn rsyslog_udp(rsyslogd: &Path, dir: &Path, lines: &[&str]) -> Measured {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("a free port")
+        .port();
+    let out = dir.join("rsyslog-udp.out");
+    let _ = std::fs::remove_file(&out);
+    let config = dir.join("rsyslog-udp.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "global(workDirectory=\"{dir}\")\n\
+             module(load=\"imudp\")\n\
+             input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+             template(name=\"one\" type=\"string\" string=\"x\\n\")\n\
+             *.* action(type=\"omfile\" file=\"{out}\" template=\"one\")\n",
+            dir = dir.display(),
+            out = out.display()
+        ),
+    )
+    .expect("rsyslog config");
+    let mut child = Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(&config)
+        .arg("-i")
+        .arg(dir.join("rsyslog-udp.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run rsyslogd");
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    // rsyslog says nothing when imudp is ready: probe until a datagram
+    // comes out.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    wait_for(&mut child, "rsyslog listens", || {
+        let _ = probe.send_to(b"<13>1 2026-11-27T10:00:00Z probe app - - - probe", address);
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::metadata(&out)
+            .ok()
+            .filter(|m| m.len() > 0)
+            .map(|_| ())
+    });
+    let before = std::fs::metadata(&out).map_or(0, |m| m.len() / 2);
+    let started = Instant::now();
+    send_datagrams(address, lines);
+    // Taken once the file stops growing for a second.
+    let mut last = (0, Instant::now());
+    loop {
+        let written = std::fs::metadata(&out).map_or(0, |m| m.len() / 2);
+        if written != last.0 {
+            last = (written, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seconds = (last.1 - started).as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    Measured {
+        seconds,
+        received: last.0 - before,
     }
 }

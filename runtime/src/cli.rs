@@ -491,6 +491,13 @@ fn report_instances(modules: &crate::pipeline::ModuleStage) {
             );
         }
     }
+    let out_of_range = modules.out_of_range();
+    if out_of_range > 0 {
+        tracing::warn!(
+            out_of_range,
+            "records out of range of the stream clock: they did not move it (timers.max_gap_minutes)"
+        );
+    }
     for (instance, dropped) in modules.dropped_records() {
         if dropped > 0 {
             tracing::warn!(

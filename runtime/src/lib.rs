@@ -11,6 +11,7 @@
 pub mod app;
 pub mod capture;
 pub mod cli;
+pub mod clock_guard;
 pub mod config_store;
 pub mod filter;
 pub mod host;

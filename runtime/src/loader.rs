@@ -61,7 +61,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 11] = [
+    let items: [(&str, ValueType, Value, &str); 12] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -103,6 +103,12 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Text,
             Value::Text("+00:00".into()),
             "UTC offset in which hours and days begin for modules' timer ticks (Z, +01:00, -0500)",
+        ),
+        (
+            "timers.max_gap_minutes",
+            ValueType::Integer,
+            Value::Integer(1440),
+            "a record further than this from the stream clock does not move it (counted as out of range) unless the next record is as far; a gap this long gives each kind of tick once, not once per boundary",
         ),
         (
             "state.enabled",
@@ -295,7 +301,12 @@ pub fn load(
         .zip(filters)
         .map(|(handler, filter): (HandlerInstance, Option<Filter>)| Route::new(handler, filter))
         .collect();
-    let mut module_stage = ModuleStage::new(modules, clock, timer_offset(&store)?);
+    let mut module_stage = ModuleStage::new(
+        modules,
+        clock,
+        timer_offset(&store)?,
+        max_gap_minutes(&store)?,
+    );
     if let Some(persistence) = persistence {
         module_stage.persist(persistence);
     }
@@ -530,6 +541,19 @@ fn check_state(
         report.push(format!("state {shown}: no module has state yet"));
     }
     Ok(report)
+}
+
+/// `timers.max_gap_minutes`, checked.
+fn max_gap_minutes(store: &ConfigStore) -> anyhow::Result<u32> {
+    let minutes = store.integer("timers.max_gap_minutes").unwrap_or(0);
+    u32::try_from(minutes)
+        .ok()
+        .filter(|minutes| (1..=5_256_000).contains(minutes))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "timers.max_gap_minutes must be between 1 and 5256000 (ten years), not {minutes}"
+            )
+        })
 }
 
 /// `state.checkpoint_interval`, checked.

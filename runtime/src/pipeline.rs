@@ -7,6 +7,7 @@
 //! behind the earlier ones wait, so memory stays bounded by the channels'
 //! capacity whatever the input.
 
+use crate::clock_guard::ClockGuard;
 use crate::filter::Filter;
 use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
 use crate::record::BatchBuilder;
@@ -220,6 +221,7 @@ pub struct ModuleStage {
     ticker: Ticker,
     persistence: Option<Persistence>,
     outbox: Outbox,
+    guard: ClockGuard,
 }
 
 /// The events of one step are passed to the handler thread in parts of
@@ -407,8 +409,15 @@ struct Ticker {
 impl ModuleStage {
     /// The stage over initialised modules; `clock` is the one they were made
     /// with; ticks follow the records' time until told otherwise, with
-    /// hours and days beginning in `offset_minutes` east of UTC.
-    pub fn new(modules: Vec<ModuleInstance>, clock: StreamClock, offset_minutes: i16) -> Self {
+    /// hours and days beginning in `offset_minutes` east of UTC; records
+    /// further than `max_gap_minutes` from the clock do not move it (see
+    /// [`ClockGuard`]).
+    pub fn new(
+        modules: Vec<ModuleInstance>,
+        clock: StreamClock,
+        offset_minutes: i16,
+        max_gap_minutes: u32,
+    ) -> Self {
         ModuleStage {
             modules,
             clock,
@@ -419,6 +428,7 @@ impl ModuleStage {
             },
             persistence: None,
             outbox: Outbox::default(),
+            guard: ClockGuard::new(max_gap_minutes),
         }
     }
 
@@ -459,6 +469,7 @@ impl ModuleStage {
     pub fn persist(&mut self, persistence: Persistence) {
         if let Some(checkpoint) = &persistence.restored {
             self.clock.set(checkpoint.clock);
+            self.guard.start();
             self.ticker.last_minute = checkpoint.last_record_minute;
             tracing::info!(
                 source = %checkpoint.source,
@@ -597,10 +608,44 @@ impl ModuleStage {
                 warn_if_older(persistence.restored.as_ref(), batch);
             }
         }
+        let moves = self
+            .guard
+            .judge(&batch.seconds, &batch.positions, self.clock.now().seconds);
+        let latest = match &moves {
+            None => latest,
+            Some(moves) => self.last_moving(batch, 0..moves.len(), moves),
+        };
         if self.ticker.time == TickTime::Records && self.modules.iter().any(|m| m.timers().any()) {
-            return self.process_between_ticks(batch, latest);
+            return self.process_between_ticks(batch, latest, moves.as_deref());
         }
         self.process_all(batch, latest)
+    }
+
+    /// The time of the last record in `range` that may move the clock
+    /// (`moves`), or the clock's time if none may.
+    fn last_moving(
+        &self,
+        batch: &RecordBatch,
+        range: std::ops::Range<usize>,
+        moves: &[bool],
+    ) -> Timestamp {
+        range
+            .rev()
+            .find(|&index| moves.get(index).copied().unwrap_or(true))
+            .map_or_else(
+                || self.clock.now(),
+                |index| Timestamp {
+                    seconds: batch.seconds[index],
+                    nanoseconds: batch.nanoseconds[index],
+                    offset_minutes: batch.offset_minutes[index],
+                },
+            )
+    }
+
+    /// Records that did not move the stream clock: further than
+    /// `timers.max_gap_minutes` from it, and not confirmed by the next.
+    pub fn out_of_range(&self) -> u64 {
+        self.guard.out_of_range()
     }
 
     fn process_all(&mut self, batch: &RecordBatch, latest: Timestamp) -> Result<(), Aborted> {
@@ -617,9 +662,13 @@ impl ModuleStage {
         &mut self,
         batch: &RecordBatch,
         latest: Timestamp,
+        moves: Option<&[bool]>,
     ) -> Result<(), Aborted> {
         let mut start = 0;
         for (index, &seconds) in batch.seconds.iter().enumerate() {
+            if moves.is_some_and(|moves| !moves.get(index).copied().unwrap_or(true)) {
+                continue;
+            }
             let minute = seconds.div_euclid(60);
             let Some(last) = self.ticker.last_minute else {
                 self.ticker.last_minute = Some(minute);
@@ -630,7 +679,7 @@ impl ModuleStage {
             }
             if self.any_due(last + 1, minute) {
                 if index > start {
-                    self.process_part(batch, start..index, latest)?;
+                    self.process_part(batch, start..index, latest, moves)?;
                 }
                 start = index;
                 self.give_ticks(last + 1, minute)?;
@@ -638,27 +687,33 @@ impl ModuleStage {
             self.ticker.last_minute = Some(minute);
         }
         if start < batch.seconds.len() {
-            self.process_part(batch, start..batch.seconds.len(), latest)?;
+            self.process_part(batch, start..batch.seconds.len(), latest, moves)?;
         }
         Ok(())
     }
 
     /// Hand the records in `range` of `batch` to every module; the stream
-    /// clock moves to the last of them.
+    /// clock moves to the last of them that may move it (`moves`).
     fn process_part(
         &mut self,
         batch: &RecordBatch,
         range: std::ops::Range<usize>,
         latest: Timestamp,
+        moves: Option<&[bool]>,
     ) -> Result<(), Aborted> {
         if range.start == 0 && range.end == batch.seconds.len() {
             return self.process_all(batch, latest);
         }
-        let last = range.end - 1;
-        let latest = Timestamp {
-            seconds: batch.seconds[last],
-            nanoseconds: batch.nanoseconds[last],
-            offset_minutes: batch.offset_minutes[last],
+        let latest = match moves {
+            Some(moves) => self.last_moving(batch, range.clone(), moves),
+            None => {
+                let last = range.end - 1;
+                Timestamp {
+                    seconds: batch.seconds[last],
+                    nanoseconds: batch.nanoseconds[last],
+                    offset_minutes: batch.offset_minutes[last],
+                }
+            }
         };
         let part = crate::record::records(batch, range);
         self.process_all(&part, latest)
@@ -705,6 +760,9 @@ impl ModuleStage {
     /// order; the stream clock shows each tick's time.
     fn give_ticks(&mut self, first: i64, last: i64) -> Result<(), Aborted> {
         let offset = self.ticker.offset_minutes;
+        if last - first >= self.guard.max_gap_minutes() {
+            return self.give_ticks_once_per_kind(first, last);
+        }
         for minute in first..=last {
             let time = Timestamp {
                 seconds: minute * 60,
@@ -722,6 +780,63 @@ impl ModuleStage {
                     self.outbox.add(module.tick(TimerTick { kind, time })?);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A gap longer than `timers.max_gap_minutes`: every module gets each
+    /// kind of tick it asked for once, at the last boundary of that kind in
+    /// `first..=last`, in time order, instead of one per boundary.
+    fn give_ticks_once_per_kind(&mut self, first: i64, last: i64) -> Result<(), Aborted> {
+        let offset = i64::from(self.ticker.offset_minutes);
+        tracing::warn!(
+            minutes = last - first + 1,
+            "the stream clock crossed a gap longer than timers.max_gap_minutes: each kind of tick is given once for it, not once per boundary"
+        );
+        // The last boundary at or before `last` that is `rest` (mod
+        // `every`) in local minutes.
+        let latest = |every: i64, rest: i64| {
+            let back = (last + offset - rest).rem_euclid(every);
+            Some(last - back).filter(|&minute| minute >= first)
+        };
+        let mut due: Vec<(i64, usize, TickKind)> = Vec::new();
+        for (index, module) in self.modules.iter().enumerate() {
+            let timers = module.timers();
+            due.extend(
+                [
+                    (TickKind::Minute, 1),
+                    (TickKind::FiveMinutes, 5),
+                    (TickKind::TenMinutes, 10),
+                    (TickKind::FifteenMinutes, 15),
+                    (TickKind::ThirtyMinutes, 30),
+                    (TickKind::Hour, 60),
+                ]
+                .into_iter()
+                .filter(|&(kind, _)| timers.wants(kind))
+                .filter_map(|(kind, every)| Some((latest(every, 0)?, index, kind))),
+            );
+            if let Some(daily) = timers
+                .daily
+                .iter()
+                .filter_map(|&minute_of_day| latest(1440, i64::from(minute_of_day)))
+                .max()
+            {
+                due.push((daily, index, TickKind::Daily));
+            }
+        }
+        // In time order; at one boundary, modules in app order.
+        due.sort_by_key(|&(minute, index, _)| (minute, index));
+        for (minute, index, kind) in due {
+            let time = Timestamp {
+                seconds: minute * 60,
+                nanoseconds: 0,
+                offset_minutes: self.ticker.offset_minutes,
+            };
+            if self.ticker.time == TickTime::Records {
+                self.clock.set(time);
+            }
+            self.outbox
+                .add(self.modules[index].tick(TimerTick { kind, time })?);
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 /// The listener's configuration items, with their defaults and what they
 /// are for; declared in the configuration store by the loader.
-pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 14] {
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 15] {
     let text = |default: &str| Value::Text(default.to_owned());
     [
         (
@@ -47,6 +47,12 @@ pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 14] {
             ValueType::Text,
             text(""),
             "IP:PORT for syslog over UDP (one message per datagram); empty turns it off",
+        ),
+        (
+            "listen.udp_queue_mib",
+            ValueType::Integer,
+            Value::Integer(64),
+            "MiB of UDP datagrams that may wait while the pipeline is busy; past it they are dropped and counted",
         ),
         (
             "listen.tls",
@@ -130,6 +136,8 @@ pub struct ListenSettings {
     pub tcp: Option<SocketAddr>,
     /// UDP address, if UDP is on.
     pub udp: Option<SocketAddr>,
+    /// Bytes of datagrams that may wait while the pipeline is busy.
+    pub udp_queue_bytes: usize,
     /// TLS address and server configuration, if TLS is on.
     pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     /// How TCP and TLS streams are cut into messages (and the size limit
@@ -154,6 +162,7 @@ impl std::fmt::Debug for ListenSettings {
         f.debug_struct("ListenSettings")
             .field("tcp", &self.tcp)
             .field("udp", &self.udp)
+            .field("udp_queue_bytes", &self.udp_queue_bytes)
             .field("tls", &self.tls.as_ref().map(|(address, _)| address))
             .field("framing", &self.framing)
             .field("idle_timeout", &self.idle_timeout)
@@ -235,6 +244,14 @@ impl ListenSettings {
                     "listen.max_connections_per_address must be between 1 and 1000000, not {per_address}"
                 )
             })?;
+        let udp_queue_mib = store.integer("listen.udp_queue_mib").unwrap_or(0);
+        let udp_queue_bytes = usize::try_from(udp_queue_mib)
+            .ok()
+            .filter(|mib| (1..=4096).contains(mib))
+            .ok_or_else(|| {
+                anyhow!("listen.udp_queue_mib must be between 1 and 4096, not {udp_queue_mib}")
+            })?
+            << 20;
         let report_interval = match store.integer("listen.report_interval_s").unwrap_or(0) {
             seconds @ 0..=86_400 => Duration::from_secs(seconds.unsigned_abs()),
             other => bail!(
@@ -255,6 +272,7 @@ impl ListenSettings {
         Ok(ListenSettings {
             tcp: address("listen.tcp")?,
             udp: address("listen.udp")?,
+            udp_queue_bytes,
             tls,
             framing: FramingRules {
                 trailer,

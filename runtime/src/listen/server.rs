@@ -1,11 +1,12 @@
 //! The network thread: tokio accepting and reading sockets, and the signal
 //! handling that ends a listening run.
 
-use super::framing::{Framer, Frames, FramingRules, Oversize};
+use super::framing::{Framer, Frames, FramingCounts, FramingRules, Oversize};
 use super::slots::{Admission, Limit, Slot, Slots};
 use super::{ListenSettings, NetworkCounters, NetworkSnapshot};
 use crate::signals::Signals;
 use anyhow::{Context as _, anyhow, bail};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,9 +37,14 @@ const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// socket's readiness) ...
 const DRAIN_WAIT: Duration = Duration::from_millis(5);
 
-/// ... and it reads at most this many times (8 MiB), so that a sender
-/// that keeps sending cannot hold shutdown up.
+/// ... and a TLS connection reads at most this many times (8 MiB), so
+/// that a sender that keeps sending cannot hold shutdown up.
 const DRAIN_READS: usize = 256;
+
+/// A plain TCP connection looks at its kernel queue at most this many
+/// times, [`DRAIN_WAIT`] apart, for it to stop growing (what the kernel
+/// had promised the sender before the receive buffer shrank).
+const DRAIN_CHECKS: usize = 100;
 
 /// TLS handshakes that take longer are abandoned.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,6 +180,7 @@ impl Network {
                             settings.max_connections,
                             settings.max_connections_per_address,
                         ),
+                        udp_queue_bytes: settings.udp_queue_bytes,
                         queue: sender,
                         counters: Arc::clone(&counters),
                         shutdown: shutdown.clone(),
@@ -286,6 +293,8 @@ struct ConnectionContext {
     first_byte_timeout: Option<Duration>,
     /// The connection slots TCP and TLS share.
     slots: Arc<Slots>,
+    /// Bytes of datagrams that may wait for the pipeline.
+    udp_queue_bytes: usize,
     queue: mpsc::Sender<Chunk>,
     counters: Arc<NetworkCounters>,
     shutdown: CancellationToken,
@@ -378,14 +387,13 @@ async fn accept_loop(
         );
     }
     // Shutdown. Connections the kernel completed but we had not accepted
-    // yet have data the senders think delivered: take them too (plain TCP
-    // only; a TLS handshake would need the sender's help).
+    // yet may hold data the senders think delivered: take them too (plain
+    // TCP only: a TLS sender has had nothing acknowledged before its
+    // handshake). Then the listening socket closes at once, so that a
+    // connection made from now on is refused rather than acknowledged and
+    // then reset.
     if tls.is_none() {
-        loop {
-            let Ok(Ok((stream, peer))) = tokio::time::timeout(DRAIN_WAIT, listener.accept()).await
-            else {
-                break;
-            };
+        for (stream, peer) in queued_connections(listener) {
             // Taken whatever the slots say: its data was acknowledged.
             let slot = match context.slots.admit(peer.ip()) {
                 Admission::Admitted { slot, .. } => Some(slot),
@@ -393,9 +401,49 @@ async fn accept_loop(
             };
             serve_connection(&mut connections, stream, peer, None, slot, &context);
         }
+    } else {
+        drop(listener);
     }
     // Every connection passes on what it has read, then ends.
     while connections.join_next().await.is_some() {}
+}
+
+/// Every connection waiting in `listener`'s accept queue now; the listener
+/// is closed once they are taken.
+fn queued_connections(
+    listener: tokio::net::TcpListener,
+) -> Vec<(tokio::net::TcpStream, SocketAddr)> {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(
+                "shutdown: cannot take the connections waiting to be accepted: {error}"
+            );
+            return Vec::new();
+        }
+    };
+    let mut taken = Vec::new();
+    // Non-blocking (tokio set it so): `WouldBlock` once the queue is empty.
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(error) => {
+                tracing::warn!("shutdown: cannot take a waiting connection: {error}");
+                break;
+            }
+        };
+        match stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+        {
+            Ok(stream) => taken.push((stream, peer)),
+            Err(error) => {
+                tracing::warn!(%peer, "shutdown: cannot serve a waiting connection: {error}")
+            }
+        }
+    }
+    taken
 }
 
 /// Count a new connection and serve it on a task of its own (after a TLS
@@ -412,10 +460,15 @@ fn serve_connection(
     add(&context.counters.open_connections, 1);
     let context = Arc::clone(context);
     connections.spawn(async move {
-        let peer_text: Arc<str> = Arc::from(peer.to_string());
+        let mut messages = Messages::new(Arc::from(peer.to_string()), &context);
         let slot = slot.as_ref();
         match tls {
-            None => read_stream(stream, peer_text, slot, &context).await,
+            None => {
+                let mut stream = stream;
+                if read_stream(&mut stream, &mut messages, slot).await == Ended::Shutdown {
+                    drain_acknowledged(stream, &mut messages).await;
+                }
+            }
             Some(acceptor) => {
                 let handshake = tokio::select! {
                     () = context.shutdown.cancelled() => None,
@@ -423,7 +476,12 @@ fn serve_connection(
                 };
                 match handshake {
                     None => {}
-                    Some(Ok(Ok(stream))) => read_stream(stream, peer_text, slot, &context).await,
+                    Some(Ok(Ok(mut stream))) => {
+                        let ended = read_stream(&mut stream, &mut messages, slot).await;
+                        if ended == Ended::Shutdown {
+                            drain_by_reading(&mut stream, &mut messages).await;
+                        }
+                    }
                     Some(Ok(Err(error))) => {
                         add(&context.counters.tls_failures, 1);
                         tracing::warn!(%peer, "TLS handshake failed: {error}");
@@ -442,25 +500,98 @@ fn serve_connection(
     });
 }
 
-/// Read one connection until it ends, goes idle, or shutdown; pass on every
-/// whole message read.
-async fn read_stream(
-    mut stream: impl AsyncRead + Unpin,
+/// How a connection's reading ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The sender closed, went silent or idle, failed, or lost its slot.
+    Closed,
+    /// Shutdown: what the kernel has acknowledged is still to be read.
+    Shutdown,
+}
+
+/// One connection's messages on their way to the parser: its framer and
+/// what it has counted so far.
+struct Messages<'a> {
+    framer: Framer,
+    reported: FramingCounts,
     peer: Arc<str>,
+    context: &'a ConnectionContext,
+}
+
+impl<'a> Messages<'a> {
+    fn new(peer: Arc<str>, context: &'a ConnectionContext) -> Self {
+        let framer = Framer::new(context.framing);
+        Messages {
+            reported: framer.counts(),
+            framer,
+            peer,
+            context,
+        }
+    }
+
+    /// Cut `bytes` into messages and pass them on (waiting while the queue
+    /// is full: the backpressure). `false` when the parser is gone.
+    async fn push(&mut self, bytes: &[u8]) -> bool {
+        let mut frames = Frames::default();
+        self.framer.push(bytes, &mut frames);
+        self.pass_on(frames).await
+    }
+
+    /// The stream ended (`cut_short`: by shutdown rather than by the
+    /// sender): pass on what the framer holds; a message half read is
+    /// counted as incomplete.
+    async fn finish(&mut self, cut_short: bool) -> bool {
+        let mut frames = Frames::default();
+        if cut_short {
+            if self.framer.in_frame() {
+                add(&self.context.counters.incomplete, 1);
+                tracing::warn!(peer = %self.peer, "shutdown: a message half read from this connection is lost");
+            }
+        } else if self.framer.finish_stream(&mut frames) {
+            add(&self.context.counters.incomplete, 1);
+            tracing::warn!(peer = %self.peer, "connection ended inside an octet-counted message; its part is dropped");
+        }
+        self.pass_on(frames).await
+    }
+
+    async fn pass_on(&mut self, frames: Frames) -> bool {
+        let counts = self.framer.counts();
+        let counters = &self.context.counters;
+        add(
+            &counters.truncated,
+            counts.truncated - self.reported.truncated,
+        );
+        add(
+            &counters.dropped_oversize,
+            counts.dropped_oversize - self.reported.dropped_oversize,
+        );
+        self.reported = counts;
+        if frames.is_empty() {
+            return true;
+        }
+        add(&counters.messages, frames.bounds.len() as u64);
+        let chunk = Chunk {
+            peer: Arc::clone(&self.peer),
+            frames,
+        };
+        self.context.queue.send(chunk).await.is_ok()
+    }
+}
+
+/// Read one connection until it ends, goes silent or idle, loses its slot,
+/// or shutdown; pass on every whole message read.
+async fn read_stream(
+    stream: &mut (impl AsyncRead + Unpin),
+    messages: &mut Messages<'_>,
     slot: Option<&Slot>,
-    context: &ConnectionContext,
-) {
-    let mut framer = Framer::new(context.framing);
+) -> Ended {
+    let context = messages.context;
     let mut buffer = vec![0u8; READ_BYTES];
-    let mut reported = framer.counts();
     let never = CancellationToken::new();
     let evicted = slot.map_or(&never, |slot| &slot.close);
     // Until the first byte, the connection waits at most
     // `listen.first_byte_timeout_s`; then `listen.idle_timeout_s`.
     let mut spoke = false;
-    // After shutdown: reads left before giving up on a sender that keeps
-    // sending; `None` before shutdown.
-    let mut draining: Option<usize> = None;
     loop {
         let timeout = if spoke {
             context.idle_timeout
@@ -470,31 +601,15 @@ async fn read_stream(
                 .flatten()
                 .min()
         };
-        let read = match &mut draining {
-            None => tokio::select! {
-                biased;
-                () = context.shutdown.cancelled() => {
-                    draining = Some(DRAIN_READS);
-                    continue;
-                }
-                // Its slot went to a newcomer (it had sent nothing).
-                () = evicted.cancelled() => ReadOutcome::Evicted,
-                read = read_with_timeout(&mut stream, &mut buffer, timeout) => read,
-            },
-            // What the sender wrote before the signal may still be in the
-            // kernel's buffers: it was acknowledged to the sender, so it is
-            // read and passed on too, until nothing more is waiting.
-            Some(0) => ReadOutcome::Drained,
-            Some(left) => {
-                *left -= 1;
-                match read_with_timeout(&mut stream, &mut buffer, Some(DRAIN_WAIT)).await {
-                    ReadOutcome::Idle => ReadOutcome::Drained,
-                    other => other,
-                }
-            }
+        let read = tokio::select! {
+            biased;
+            () = context.shutdown.cancelled() => return Ended::Shutdown,
+            // Its slot went to a newcomer (it had sent nothing).
+            () = evicted.cancelled() => return Ended::Closed,
+            read = read_with_timeout(stream, &mut buffer, timeout) => read,
         };
-        let mut frames = Frames::default();
-        let ended = match read {
+        let peer = &messages.peer;
+        match read {
             ReadOutcome::Data(count) => {
                 if !spoke {
                     spoke = true;
@@ -502,81 +617,138 @@ async fn read_stream(
                         slot.spoke();
                     }
                 }
-                framer.push(&buffer[..count], &mut frames);
-                false
+                if !messages.push(&buffer[..count]).await {
+                    return Ended::Closed;
+                }
+                continue;
             }
-            ReadOutcome::Evicted => true,
+            ReadOutcome::End => {}
             ReadOutcome::Idle if !spoke => {
                 add(&context.counters.silent_closed, 1);
                 tracing::info!(%peer, "closing a connection that sent nothing for listen.first_byte_timeout_s");
-                true
-            }
-            ReadOutcome::End => {
-                if framer.finish_stream(&mut frames) {
-                    add(&context.counters.incomplete, 1);
-                    tracing::warn!(%peer, "connection ended inside an octet-counted message; its part is dropped");
-                }
-                true
-            }
-            ReadOutcome::Drained => {
-                if framer.in_frame() {
-                    add(&context.counters.incomplete, 1);
-                    tracing::warn!(%peer, "shutdown: a message half read from this connection is lost");
-                }
-                true
             }
             ReadOutcome::Idle => {
                 add(&context.counters.idle_closed, 1);
                 tracing::info!(%peer, "closing a connection idle for listen.idle_timeout_s");
-                if framer.finish_stream(&mut frames) {
-                    add(&context.counters.incomplete, 1);
-                }
-                true
             }
             ReadOutcome::Failed(error) => {
                 tracing::info!(%peer, "connection failed: {error}");
-                if framer.finish_stream(&mut frames) {
-                    add(&context.counters.incomplete, 1);
-                }
-                true
+            }
+        }
+        messages.finish(false).await;
+        return Ended::Closed;
+    }
+}
+
+/// Shutdown of a plain TCP connection: take exactly what the kernel has
+/// acknowledged to the sender, and no more, then close.
+///
+/// The kernel acknowledges what fits its receive buffer whether or not the
+/// runtime reads it, so closing a socket with unread data would lose data
+/// the sender counts as delivered, and reading until a busy sender stops
+/// may never end. So: what comes is read until the sender pauses (a sender
+/// that has finished delivers everything it wrote), within a budget; then
+/// the receive buffer is shrunk to the minimum (so
+/// the window the kernel advertises closes once what it already promised
+/// has come), the queue is left alone until it stops growing, and then
+/// *peeked* whole (peeking frees no room, so it opens no window) and the
+/// socket closed. The sender's kernel resets the connection and keeps
+/// everything past what was acknowledged, for the sender to send again.
+async fn drain_acknowledged(mut stream: tokio::net::TcpStream, messages: &mut Messages<'_>) {
+    // First what is waiting and what a sender that has finished still has
+    // on its way: read until it pauses (within a budget, for a sender that
+    // never does).
+    if !read_until_pause(&mut stream, messages).await {
+        return;
+    }
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::info!(peer = %messages.peer, "connection failed at shutdown: {error}");
+            messages.finish(true).await;
+            return;
+        }
+    };
+    let socket = socket2::SockRef::from(&stream);
+    let capacity = socket.recv_buffer_size().unwrap_or(1 << 20);
+    if let Err(error) = socket.set_recv_buffer_size(0) {
+        tracing::debug!(peer = %messages.peer, "cannot shrink the receive buffer: {error}");
+    }
+    let mut queued = vec![0u8; capacity + (64 << 10)];
+    let mut last = usize::MAX;
+    let mut peeked = 0;
+    for _ in 0..DRAIN_CHECKS {
+        // The socket does not block (tokio set it so): an empty queue is
+        // `WouldBlock`.
+        peeked = match stream.peek(&mut queued) {
+            Ok(count) => count,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(error) => {
+                tracing::info!(peer = %messages.peer, "connection failed at shutdown: {error}");
+                0
             }
         };
-        let counts = framer.counts();
-        add(
-            &context.counters.truncated,
-            counts.truncated - reported.truncated,
-        );
-        add(
-            &context.counters.dropped_oversize,
-            counts.dropped_oversize - reported.dropped_oversize,
-        );
-        reported = counts;
-        if !frames.is_empty() {
-            add(&context.counters.messages, frames.bounds.len() as u64);
-            let chunk = Chunk {
-                peer: Arc::clone(&peer),
-                frames,
-            };
-            // Waiting here is the backpressure: while the queue is full this
-            // connection is not read, and the sender's writes block.
-            if context.queue.send(chunk).await.is_err() {
-                break;
-            }
+        if peeked == queued.len() {
+            // More than the buffer held before it shrank: make room.
+            queued.resize(queued.len() * 2, 0);
+            continue;
         }
-        if ended {
+        if peeked == last {
             break;
         }
+        last = peeked;
+        tokio::time::sleep(DRAIN_WAIT).await;
     }
+    // Closed right after the last look: nothing more is taken in between.
+    drop(stream);
+    if peeked > 0 && !messages.push(&queued[..peeked]).await {
+        return;
+    }
+    messages.finish(true).await;
+}
+
+/// Shutdown of a TLS connection: the kernel's queue holds ciphertext, so it
+/// cannot be peeked; read what arrives until the sender pauses.
+async fn drain_by_reading(stream: &mut (impl AsyncRead + Unpin), messages: &mut Messages<'_>) {
+    if read_until_pause(stream, messages).await {
+        messages.finish(true).await;
+    }
+}
+
+/// At shutdown, read what arrives until the sender pauses for
+/// [`DRAIN_WAIT`], at most [`DRAIN_READS`] times. `false` when the stream
+/// is done with (it ended, failed, or the parser is gone).
+async fn read_until_pause(
+    stream: &mut (impl AsyncRead + Unpin),
+    messages: &mut Messages<'_>,
+) -> bool {
+    let mut buffer = vec![0u8; READ_BYTES];
+    for _ in 0..DRAIN_READS {
+        match read_with_timeout(stream, &mut buffer, Some(DRAIN_WAIT)).await {
+            ReadOutcome::Data(count) => {
+                if !messages.push(&buffer[..count]).await {
+                    return false;
+                }
+            }
+            ReadOutcome::End => {
+                messages.finish(false).await;
+                return false;
+            }
+            ReadOutcome::Idle => break,
+            ReadOutcome::Failed(error) => {
+                tracing::info!(peer = %messages.peer, "connection failed at shutdown: {error}");
+                messages.finish(true).await;
+                return false;
+            }
+        }
+    }
+    true
 }
 
 enum ReadOutcome {
     Data(usize),
     End,
     Idle,
-    /// Its slot was given to another connection.
-    Evicted,
-    /// Shutdown, and nothing more is waiting to be read.
-    Drained,
     Failed(std::io::Error),
 }
 
@@ -599,76 +771,126 @@ async fn read_with_timeout(
     }
 }
 
-/// Receive datagrams until shutdown, one message each. A datagram that
-/// finds the queue full is dropped and counted: UDP has no way to hold the
-/// sender back.
+/// Receive datagrams until shutdown, one message each. UDP has no way to
+/// hold the sender back, so datagrams are read as fast as they come (the
+/// kernel drops what overflows its buffer, uncounted) into a queue of
+/// their own, `listen.udp_queue_mib`, that holds a burst while the
+/// pipeline is busy; a datagram that finds that full too is dropped and
+/// counted.
 async fn receive_datagrams(socket: tokio::net::UdpSocket, context: Arc<ConnectionContext>) {
     let rules = context.framing;
     // One byte more than the maximum, to tell a long datagram from one that
     // fits exactly; at most what UDP can carry.
     let mut buffer = vec![0u8; (rules.max_message_bytes + 1).min(65_536)];
+    let mut waiting: VecDeque<Chunk> = VecDeque::new();
+    let mut waiting_bytes = 0;
     loop {
-        let received = tokio::select! {
+        tokio::select! {
             biased;
             () = context.shutdown.cancelled() => break,
-            received = socket.recv_from(&mut buffer) => received,
-        };
-        let mut pending: Vec<(SocketAddr, Frames)> = Vec::new();
-        let mut gathered = 0;
-        let mut next = received;
-        loop {
-            match next {
-                Ok((count, peer)) => {
-                    gathered += 1;
-                    let datagram = trim_datagram(&buffer[..count]);
-                    if let Some(message) = fit(datagram, &rules, &context.counters) {
-                        match pending.last_mut() {
-                            Some((last_peer, frames)) if *last_peer == peer => {
-                                frames.push_message(message);
-                            }
-                            _ => {
-                                let mut frames = Frames::default();
-                                frames.push_message(message);
-                                pending.push((peer, frames));
-                            }
+            // Hand the oldest waiting chunk on as soon as there is room.
+            permit = context.queue.reserve(), if !waiting.is_empty() => {
+                let Ok(permit) = permit else { return };
+                if let Some(chunk) = waiting.pop_front() {
+                    waiting_bytes -= chunk_bytes(&chunk);
+                    permit.send(chunk);
+                }
+            }
+            received = socket.recv_from(&mut buffer) => {
+                for chunk in gather_datagrams(&socket, &mut buffer, received, &context) {
+                    let bytes = chunk_bytes(&chunk);
+                    let count = chunk.frames.bounds.len() as u64;
+                    if waiting_bytes + bytes > context.udp_queue_bytes {
+                        let before = context
+                            .counters
+                            .dropped_udp
+                            .fetch_add(count, Ordering::Relaxed);
+                        if before == 0 {
+                            tracing::warn!(
+                                "UDP datagrams dropped: the pipeline is behind and listen.udp_queue_mib is full (counted; see the periodic and final counts)"
+                            );
                         }
+                        continue;
                     }
+                    add(&context.counters.messages, count);
+                    waiting_bytes += bytes;
+                    waiting.push_back(chunk);
                 }
-                Err(error) => {
-                    tracing::debug!("UDP receive failed: {error}");
-                }
-            }
-            if gathered >= DATAGRAMS_PER_CHUNK {
-                break;
-            }
-            next = match socket.try_recv_from(&mut buffer) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                other => other,
-            };
-        }
-        for (peer, frames) in pending {
-            let count = frames.bounds.len() as u64;
-            let chunk = Chunk {
-                peer: Arc::from(peer.to_string()),
-                frames,
-            };
-            match context.queue.try_send(chunk) {
-                Ok(()) => add(&context.counters.messages, count),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    let before = context
-                        .counters
-                        .dropped_udp
-                        .fetch_add(count, Ordering::Relaxed);
-                    if before == 0 {
-                        tracing::warn!(
-                            "UDP datagrams dropped: the pipeline is full (counted; see the periodic and final counts)"
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
         }
     }
+    // Shutdown: what the kernel holds is taken too (within the queue's
+    // budget, so that a sender that keeps sending cannot hold shutdown up),
+    // and everything taken is processed.
+    while waiting_bytes <= context.udp_queue_bytes
+        && let Ok(received) = socket.try_recv_from(&mut buffer)
+    {
+        for chunk in gather_datagrams(&socket, &mut buffer, Ok(received), &context) {
+            add(&context.counters.messages, chunk.frames.bounds.len() as u64);
+            waiting_bytes += chunk_bytes(&chunk);
+            waiting.push_back(chunk);
+        }
+    }
+    for chunk in waiting {
+        if context.queue.send(chunk).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What a chunk holds, for the UDP queue's budget.
+fn chunk_bytes(chunk: &Chunk) -> usize {
+    chunk.frames.data.len() + chunk.frames.bounds.len() * 16 + chunk.peer.len()
+}
+
+/// The datagram `received`, and those already waiting behind it (up to
+/// [`DATAGRAMS_PER_CHUNK`], without waiting), as chunks of consecutive
+/// datagrams per sender.
+fn gather_datagrams(
+    socket: &tokio::net::UdpSocket,
+    buffer: &mut [u8],
+    received: std::io::Result<(usize, SocketAddr)>,
+    context: &ConnectionContext,
+) -> Vec<Chunk> {
+    let rules = context.framing;
+    let mut pending: Vec<(SocketAddr, Frames)> = Vec::new();
+    let mut next = received;
+    for gathered in 1..=DATAGRAMS_PER_CHUNK {
+        match next {
+            Ok((count, peer)) => {
+                let datagram = trim_datagram(&buffer[..count]);
+                if let Some(message) = fit(datagram, &rules, &context.counters) {
+                    match pending.last_mut() {
+                        Some((last_peer, frames)) if *last_peer == peer => {
+                            frames.push_message(message);
+                        }
+                        _ => {
+                            let mut frames = Frames::default();
+                            frames.push_message(message);
+                            pending.push((peer, frames));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!("UDP receive failed: {error}");
+            }
+        }
+        if gathered == DATAGRAMS_PER_CHUNK {
+            break;
+        }
+        next = match socket.try_recv_from(buffer) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            other => other,
+        };
+    }
+    pending
+        .into_iter()
+        .map(|(peer, frames)| Chunk {
+            peer: Arc::from(peer.to_string()),
+            frames,
+        })
+        .collect()
 }
 
 /// A datagram without the line end some senders append.
