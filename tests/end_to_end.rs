@@ -729,8 +729,8 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         ["float", "1", "1", "default"]
     );
     // Header, five module items, one handler item, twelve system items
-    // (three of them state.*), fifteen listener items.
-    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 15);
+    // (three of them state.*), sixteen listener items.
+    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 16);
 }
 
 #[test]
@@ -1330,4 +1330,42 @@ fn a_gap_longer_than_the_bound_gives_each_tick_once() {
         &stderr,
         "the stream clock crossed a gap longer than timers.max_gap_minutes: each kind of tick is given once for it, not once per boundary",
     );
+}
+
+#[test]
+fn events_of_several_modules_reach_a_handler_in_record_order() {
+    // One batch holds the whole sample: without ordering, every OpenSSH
+    // event came before every Report notice.
+    let app = "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+               [modules.Report]\ncomponent = \"builtin:report\"\n\
+               [handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n";
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    let events = replay_json(app, &sample, &["state.enabled=false"]);
+    let order: Vec<String> = events
+        .iter()
+        .map(|event| {
+            format!(
+                "{} {}",
+                event["module"].as_str().unwrap_or(""),
+                event["kind"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let notice = "Report Notice";
+    let mut expected = vec![notice; 4];
+    expected.extend(["OpenSSH SSHDLoginSucceeded", notice]);
+    expected.extend([notice; 4]);
+    expected.extend(["OpenSSH SSHDLoginSucceeded", notice]);
+    expected.extend([notice; 4]);
+    expected.extend(["OpenSSH SSHDLoginFailed", notice, notice]);
+    expected.extend(["OpenSSH SSHDStats", "Report ReportStats"]);
+    assert_eq!(order, expected);
+    // Each event comes with the record that triggered it.
+    let times: Vec<&str> = events
+        .iter()
+        .map(|event| event["time"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(times[4], times[5]);
+    assert_eq!(times[10], times[11]);
+    assert_eq!(times[16], times[17]);
 }

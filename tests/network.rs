@@ -1731,3 +1731,105 @@ fn udp_receive_buffer_errors() -> u64 {
         .and_then(|(_, value)| value.parse().ok())
         .expect("RcvbufErrors in /proc/net/snmp")
 }
+
+/// 20,000 sshd records from 64 servers, one a second, in time order:
+/// failed passwords from 40 addresses spread over every server (so that
+/// each address's count, and its alerts, need every server's records), and
+/// some logins.
+fn many_servers_capture() -> Vec<(usize, String)> {
+    let mut lines = Vec::new();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let start = 1_676_905_200u64; // 2023-02-20T15:00:00Z
+    let mut second = 0;
+    while lines.len() < 20_000 {
+        let server = usize::try_from(next(64)).expect("small");
+        let pid = 1_000 + lines.len();
+        let address = format!("203.0.113.{}", next(40));
+        let port = 1_024 + next(60_000);
+        let message = if next(10) == 0 {
+            format!(
+                "Accepted password for user{} from {address} port {port} ssh2",
+                next(9)
+            )
+        } else {
+            format!("Failed password for root from {address} port {port} ssh2")
+        };
+        for text in [
+            message,
+            format!("Connection closed by {address} port {port} [preauth]"),
+        ] {
+            let time = start + second;
+            second += 1;
+            let (h, m, s) = (time / 3600 % 24, time / 60 % 60, time % 60);
+            lines.push((
+                server,
+                format!(
+                    "<86>1 2023-02-20T{h:02}:{m:02}:{s:02}Z node{server} sshd {pid} - - {text}"
+                ),
+            ));
+        }
+    }
+    lines
+}
+
+#[test]
+fn one_server_per_connection_gives_the_events_of_a_replay_over_1_8_and_64_connections() {
+    let capture = many_servers_capture();
+    let whole: String = capture
+        .iter()
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
+    assert!(of_kind(&expected, "SSHDAttemptsExceeded").len() > 100);
+    for connections in [1, 8, 64] {
+        let mut server = Server::start(
+            SSHD_JSON_APP,
+            &[
+                "-o",
+                "state.enabled=false",
+                "-o",
+                "listen.report_interval_s=1",
+            ],
+        );
+        let address = server.address("TCP");
+        // Each server's records over one connection, in its own order, all
+        // connections at once, as forwarders that keep their connections
+        // open send them.
+        let mut loads = vec![String::new(); connections];
+        for (node, line) in &capture {
+            loads[node % connections].push_str(line);
+            loads[node % connections].push('\n');
+        }
+        let streams: Vec<TcpStream> = (0..connections).map(|_| connect(address)).collect();
+        // The listener knows every connection before the records come (a
+        // sender's records are waited for from when its connection is
+        // known).
+        server.wait_until("every connection is open", |server| {
+            server.stderr().contains(&format!(" open={connections} "))
+        });
+        std::thread::scope(|scope| {
+            for (load, mut stream) in loads.iter().zip(streams) {
+                scope.spawn(move || {
+                    stream.write_all(load.as_bytes()).expect("write");
+                });
+            }
+        });
+        server.wait_until("every record is in", |server| {
+            server.stderr().contains("messages=20000 ")
+        });
+        let run = server.stop();
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let events = json_lines(&run.stdout);
+        assert_eq!(events.len(), expected.len(), "{connections} connections");
+        assert!(
+            events == expected,
+            "{connections} connections: the events differ from the replay's"
+        );
+    }
+}

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         time: Timestamp::EPOCH,
         summary: "s".into(),
         values: FieldValues::Encoded(data.to_vec()),
+        record: 0,
     };
     let mut packed = Vec::new();
     pack_events(&[&event], &mut packed);

@@ -223,6 +223,7 @@ impl Event {
     /// handler whose filter selects it. The host logs a refusal itself, so
     /// most modules can ignore the error.
     pub fn dispatch(self) -> Result<(), DispatchError> {
+        crate::record::announce_record();
         if let Build::Declared {
             event,
             summary,

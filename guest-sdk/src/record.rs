@@ -9,6 +9,21 @@ thread_local! {
     /// Time of the record the module is looking at, for the events it
     /// dispatches meanwhile.
     static CURRENT_TIME: Cell<Option<Timestamp>> = const { Cell::new(None) };
+    /// Its index in the batch, and whether the host was told it (before
+    /// the record's first event), so that the host can hand every module's
+    /// events on in record order.
+    static CURRENT_RECORD: Cell<Option<(u32, bool)>> = const { Cell::new(None) };
+}
+
+/// Tell the host which record triggers the event about to be dispatched,
+/// once per record that dispatches any.
+pub(crate) fn announce_record() {
+    CURRENT_RECORD.with(|current| {
+        if let Some((index, false)) = current.get() {
+            crate::__bindings::module::correlator::plugin::events::triggered_by(index);
+            current.set(Some((index, true)));
+        }
+    });
 }
 
 /// Time of the record being processed, if any.
@@ -21,6 +36,7 @@ pub(crate) fn current_time() -> Option<Timestamp> {
 #[doc(hidden)]
 pub fn __end_batch() {
     CURRENT_TIME.with(|time| time.set(None));
+    CURRENT_RECORD.with(|current| current.set(None));
 }
 
 /// A batch of records as the host sent it: one text buffer and a few
@@ -73,6 +89,8 @@ impl<'a> Batch<'a> {
                 offset_minutes: raw.offset_minutes.get(index).copied().unwrap_or(0),
             };
             CURRENT_TIME.with(|time| time.set(Some(timestamp)));
+            let record_index = u32::try_from(index).unwrap_or(u32::MAX);
+            CURRENT_RECORD.with(|current| current.set(Some((record_index, false))));
             let priority = raw.priorities.get(index).copied().unwrap_or(13);
             Record {
                 position: raw.positions.get(index).copied().unwrap_or(0),

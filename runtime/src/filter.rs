@@ -265,6 +265,7 @@ mod tests {
             time: Timestamp::EPOCH,
             summary: "s".into(),
             values: FieldValues::Values(vec![Value::Text(user.into()), Value::Integer(3)]),
+            record: 0,
         }
     }
 

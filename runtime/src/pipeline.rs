@@ -650,9 +650,28 @@ impl ModuleStage {
 
     fn process_all(&mut self, batch: &RecordBatch, latest: Timestamp) -> Result<(), Aborted> {
         self.clock.set(latest);
+        let mut events: Vec<Dispatched> = Vec::new();
+        let mut modules_with_events = 0;
         for module in &mut self.modules {
-            self.outbox.add(module.process(batch)?);
+            let dispatched = module.process(batch)?;
+            if dispatched.is_empty() {
+                continue;
+            }
+            modules_with_events += 1;
+            if events.is_empty() {
+                events = dispatched;
+            } else {
+                events.extend(dispatched);
+            }
         }
+        if modules_with_events > 1 {
+            // Handlers see the events in record order across modules. Each
+            // module's events come in record order already, so this stable
+            // sort merges them (and keeps a module's events at one record
+            // in their order, modules in app order).
+            events.sort_by_key(|event| event.record);
+        }
+        self.outbox.add(events);
         Ok(())
     }
 

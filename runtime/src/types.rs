@@ -116,6 +116,10 @@ pub struct Dispatched {
     pub summary: String,
     /// The fields' values, in declared order.
     pub values: FieldValues,
+    /// The index, in the batch being processed, of the record that
+    /// triggered it ([`Dispatched::AFTER_BATCH`] when unknown): events of
+    /// several modules reach the handlers in record order.
+    pub record: u32,
 }
 
 /// An event's field values in declared order, as they came from the module.
@@ -129,6 +133,11 @@ pub enum FieldValues {
 }
 
 impl Dispatched {
+    /// [`Dispatched::record`] of an event no record is known to have
+    /// triggered (a tick's, a module's that does not say): after the
+    /// batch's records.
+    pub const AFTER_BATCH: u32 = u32::MAX;
+
     /// The fields' values in declared order, unpacked if they came packed.
     pub fn values(&self) -> std::borrow::Cow<'_, [Value]> {
         match &self.values {

@@ -347,6 +347,7 @@ mod tests {
             },
             summary: "s".into(),
             values: FieldValues::Values(vec![Value::Boolean(true), Value::Text("al".into())]),
+            record: 0,
         };
         // The same event as dispatch-encoded brings it.
         let encoded = Dispatched {

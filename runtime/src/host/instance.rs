@@ -293,6 +293,7 @@ fn disabled_event(
             Value::Text(reason.into()),
             Value::Integer(i64::try_from(failures).unwrap_or(i64::MAX)),
         ]),
+        record: Dispatched::AFTER_BATCH,
     }
 }
 
@@ -794,7 +795,14 @@ impl ModuleInstance {
                     .call_process(store, &single)
                     .await
             }) {
-                Ok(dispatched) => events.extend(dispatched),
+                Ok(dispatched) => {
+                    // Triggered by record `index` of the whole batch.
+                    let record = u32::try_from(index).unwrap_or(Dispatched::AFTER_BATCH);
+                    events.extend(dispatched.into_iter().map(|mut event| {
+                        event.record = record;
+                        event
+                    }));
+                }
                 Err(reason) => {
                     self.skipped_records += 1;
                     failures += 1;

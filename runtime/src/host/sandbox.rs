@@ -130,6 +130,7 @@ impl Sandbox {
     ) -> wasmtime::Result<R> {
         store.set_epoch_deadline(self.call_ticks());
         store.data_mut().dispatched_bytes = 0;
+        store.data_mut().triggered_by = crate::types::Dispatched::AFTER_BATCH;
         if self.ticker.is_none() {
             return wasmtime_wasi::runtime::in_tokio(call(store));
         }

@@ -192,6 +192,9 @@ pub struct InstanceState {
     pub dispatched: Vec<Dispatched>,
     /// Bytes of the events dispatched (or tried) during the current call.
     pub dispatched_bytes: usize,
+    /// The record of the batch that triggers the events dispatched now
+    /// (`events.triggered-by`); reset before each call.
+    pub triggered_by: u32,
     /// Events refused during the instance's life.
     pub rejected: u64,
     limits_of_calls: InstanceLimits,
@@ -413,6 +416,7 @@ impl InstanceState {
             catalog: Arc::default(),
             dispatched: Vec::new(),
             dispatched_bytes: 0,
+            triggered_by: Dispatched::AFTER_BATCH,
             rejected: 0,
             log,
             secrets: Arc::default(),
@@ -481,6 +485,7 @@ impl InstanceState {
             time: time.unwrap_or_else(|| self.clock.now()),
             summary,
             values,
+            record: self.triggered_by,
         }
     }
 
@@ -752,6 +757,10 @@ impl clock::Host for InstanceState {
 }
 
 impl events::Host for InstanceState {
+    fn triggered_by(&mut self, index: u32) {
+        self.triggered_by = index;
+    }
+
     fn dispatch(&mut self, event: Event) -> wasmtime::Result<Result<(), DispatchError>> {
         self.check_event_limits(event_size(&event))?;
         let validated = self.validate(event);

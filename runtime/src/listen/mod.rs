@@ -16,6 +16,7 @@
 //! once.
 
 pub mod framing;
+mod reorder;
 mod server;
 mod slots;
 
@@ -26,6 +27,7 @@ use crate::record::{Origin, ParseCounts, TraditionalDefaults};
 use crate::types::{Value, ValueType};
 use anyhow::{anyhow, bail};
 use framing::{FramingRules, Oversize, Trailer};
+use reorder::{REORDER_MAX_BYTES, Reorder};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +35,7 @@ use std::time::Duration;
 
 /// The listener's configuration items, with their defaults and what they
 /// are for; declared in the configuration store by the loader.
-pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 15] {
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 16] {
     let text = |default: &str| Value::Text(default.to_owned());
     [
         (
@@ -121,6 +123,12 @@ pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 15] {
             "open TCP and TLS connections from one IP address at most",
         ),
         (
+            "listen.reorder_ms",
+            ValueType::Integer,
+            Value::Integer(1000),
+            "records of several senders are put in record-time order, each waiting at most this long for the others to catch up; 0 takes them as they come",
+        ),
+        (
             "listen.report_interval_s",
             ValueType::Integer,
             Value::Integer(60),
@@ -155,6 +163,9 @@ pub struct ListenSettings {
     pub max_connections_per_address: usize,
     /// How often the counts are logged; zero only at the end.
     pub report_interval: Duration,
+    /// How long a record may wait for other senders to catch up (see
+    /// `reorder.rs`); `None` takes records as they come.
+    pub reorder: Option<Duration>,
 }
 
 impl std::fmt::Debug for ListenSettings {
@@ -173,6 +184,7 @@ impl std::fmt::Debug for ListenSettings {
                 &self.max_connections_per_address,
             )
             .field("report_interval", &self.report_interval)
+            .field("reorder", &self.reorder)
             .finish()
     }
 }
@@ -258,6 +270,13 @@ impl ListenSettings {
                 "listen.report_interval_s must be between 0 (only at the end) and 86400 seconds, not {other}"
             ),
         };
+        let reorder = match store.integer("listen.reorder_ms").unwrap_or(0) {
+            0 => None,
+            millis @ 1..=600_000 => Some(Duration::from_millis(millis.unsigned_abs())),
+            other => bail!(
+                "listen.reorder_ms must be between 0 (off) and 600000 (ten minutes), not {other}"
+            ),
+        };
         let tls = match address("listen.tls")? {
             None => None,
             Some(address) => Some((
@@ -284,6 +303,7 @@ impl ListenSettings {
             max_connections,
             max_connections_per_address,
             report_interval,
+            reorder,
         })
     }
 }
@@ -426,11 +446,12 @@ pub fn serve(
     let (queue, stop) = network.start()?;
     modules.set_tick_time(TickTime::WallClock);
     modules.keep_backlogs();
+    let reorder = settings.reorder;
     let result = run_stages(
         modules,
         handlers,
         batch_size,
-        move |sink| parse_messages(queue, &sink, defaults, capture),
+        move |sink| parse_messages(queue, &sink, defaults, capture, reorder),
         // An instance aborted the run: close the sockets, so that the
         // parser's queue ends.
         move || stop.cancel(),
@@ -453,40 +474,127 @@ pub fn serve(
     ))
 }
 
-/// The parser: number, parse and batch every message from the network, and
-/// write it to the capture if there is one. Runs until every connection has
-/// ended (after a signal). Returns the counts and the capture's error, if
-/// writing it failed (received messages still go through the modules).
+/// What the parser's queue gave.
+enum Next {
+    Chunk(server::Chunk),
+    /// Nothing came before the deadline.
+    Timeout,
+    /// Every connection has ended after shutdown.
+    Closed,
+}
+
+/// The next chunk, or nothing by `deadline`. The queue has no blocking
+/// receive with a time limit; this polls it every millisecond, and only
+/// while records wait to be put in order.
+fn wait_for_chunk(queue: &mut server::Queue, deadline: std::time::Instant) -> Next {
+    loop {
+        match queue.try_recv() {
+            Ok(Some(chunk)) => return Next::Chunk(chunk),
+            Ok(None) => {}
+            Err(()) => return Next::Closed,
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Next::Timeout;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+    }
+}
+
+/// The parser (the source thread): number every message from the network,
+/// write it to the capture if there is one, parse it and batch it; with
+/// `reorder`, put the records of several senders in record-time order
+/// first (`reorder.rs`). Runs until every connection has ended (after a
+/// signal). Returns the counts and the capture's error, if writing it
+/// failed (received messages still go through the modules).
 fn parse_messages(
     mut queue: server::Queue,
     sink: &BatchSink,
     defaults: TraditionalDefaults,
     mut capture: Option<CaptureWriter>,
+    reorder: Option<Duration>,
 ) -> (ListenStats, Option<anyhow::Error>) {
     let mut stats = ListenStats::default();
     let mut capture_error = None;
     let mut builder = sink.empty_builder();
-    while let Some(chunk) = queue.blocking_recv() {
-        for message in chunk.frames.iter() {
-            stats.messages += 1;
-            let position = stats.messages;
-            if let Some(writer) = &mut capture
-                && let Err(error) = writer.write(message)
-            {
-                capture_error = Some(capture_failed(writer, error));
-                capture = None;
+    let mut reorder = reorder.map(|hold| Reorder::new(hold, REORDER_MAX_BYTES));
+    let mut released = Vec::new();
+    loop {
+        // While records wait to be put in order, wake when the oldest has
+        // waited long enough.
+        let next = match reorder.as_ref().and_then(Reorder::deadline) {
+            None => match queue.blocking_recv() {
+                Some(chunk) => Next::Chunk(chunk),
+                None => Next::Closed,
+            },
+            Some(deadline) => wait_for_chunk(&mut queue, deadline),
+        };
+        let closed = matches!(next, Next::Closed);
+        if let Next::Chunk(chunk) = &next {
+            for message in chunk.frames.iter() {
+                stats.messages += 1;
+                let position = stats.messages;
+                if let Some(writer) = &mut capture
+                    && let Err(error) = writer.write(message)
+                {
+                    capture_error = Some(capture_failed(writer, error));
+                    capture = None;
+                }
+                let text = stats.parsed.decode(message);
+                let text = text.trim_end_matches(['\n', '\r', '\0']);
+                let origin = Origin::Network { peer: &chunk.peer };
+                match &mut reorder {
+                    Some(reorder) => match crate::record::parse(text, &defaults) {
+                        Ok(parsed) => reorder.add(
+                            (parsed.timestamp.seconds, parsed.timestamp.nanoseconds),
+                            position,
+                            &chunk.peer,
+                            text,
+                            std::time::Instant::now(),
+                        ),
+                        // Counted and logged as unparsable.
+                        Err(_) => {
+                            stats
+                                .parsed
+                                .take(&mut builder, position, text, origin, &defaults)
+                        }
+                    },
+                    None => stats
+                        .parsed
+                        .take(&mut builder, position, text, origin, &defaults),
+                }
+                if builder.is_full() && !sink.pass_on(&mut builder) {
+                    return (stats, capture_error);
+                }
             }
-            let text = stats.parsed.decode(message);
-            stats.parsed.take(
-                &mut builder,
-                position,
-                text.trim_end_matches(['\n', '\r', '\0']),
-                Origin::Network { peer: &chunk.peer },
-                &defaults,
-            );
-            if builder.is_full() && !sink.pass_on(&mut builder) {
-                return (stats, capture_error);
+            if let Some(reorder) = &mut reorder {
+                match chunk.kind {
+                    server::ChunkKind::Messages => {}
+                    server::ChunkKind::Opened => {
+                        reorder.opened(&chunk.peer, std::time::Instant::now());
+                    }
+                    server::ChunkKind::Ended => reorder.ended(&chunk.peer),
+                }
             }
+        }
+        if let Some(reorder) = &mut reorder {
+            if closed {
+                reorder.drain(|held| released.push(held));
+            } else {
+                reorder.release(std::time::Instant::now(), |held| released.push(held));
+            }
+            for held in released.drain(..) {
+                let origin = Origin::Network { peer: &held.peer };
+                stats
+                    .parsed
+                    .take(&mut builder, held.position, &held.text, origin, &defaults);
+                if builder.is_full() && !sink.pass_on(&mut builder) {
+                    return (stats, capture_error);
+                }
+            }
+        }
+        if closed {
+            break;
         }
         // Nothing more waiting: pass on what there is rather than wait for
         // a full batch, so that a quiet network sees its events at once.

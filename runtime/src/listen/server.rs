@@ -55,6 +55,20 @@ pub struct Chunk {
     pub peer: Arc<str>,
     /// The messages.
     pub frames: Frames,
+    /// What the chunk says besides its messages.
+    pub kind: ChunkKind,
+}
+
+/// Chunks that mark a connection's start and end (holding no message), for
+/// the parser to know which senders it waits for (`reorder.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// Messages.
+    Messages,
+    /// A connection opened: its sender's records are waited for.
+    Opened,
+    /// A connection ended: its sender holds no one back any more.
+    Ended,
 }
 
 /// The parser's end of the queue.
@@ -65,6 +79,16 @@ impl Queue {
     /// shutdown. Blocks: call from a plain thread.
     pub fn blocking_recv(&mut self) -> Option<Chunk> {
         self.0.blocking_recv()
+    }
+
+    /// The next chunk if one waits: `Ok(None)` when none does, `Err(())`
+    /// once every connection has ended after shutdown.
+    pub fn try_recv(&mut self) -> Result<Option<Chunk>, ()> {
+        match self.0.try_recv() {
+            Ok(chunk) => Ok(Some(chunk)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+        }
     }
 
     /// Whether no chunk is waiting now.
@@ -461,6 +485,7 @@ fn serve_connection(
     let context = Arc::clone(context);
     connections.spawn(async move {
         let mut messages = Messages::new(Arc::from(peer.to_string()), &context);
+        messages.mark(ChunkKind::Opened).await;
         let slot = slot.as_ref();
         match tls {
             None => {
@@ -493,6 +518,7 @@ fn serve_connection(
                 }
             }
         }
+        messages.mark(ChunkKind::Ended).await;
         context
             .counters
             .open_connections
@@ -573,8 +599,19 @@ impl<'a> Messages<'a> {
         let chunk = Chunk {
             peer: Arc::clone(&self.peer),
             frames,
+            kind: ChunkKind::Messages,
         };
         self.context.queue.send(chunk).await.is_ok()
+    }
+
+    /// Tell the parser that the connection opened or ended.
+    async fn mark(&self, kind: ChunkKind) {
+        let chunk = Chunk {
+            peer: Arc::clone(&self.peer),
+            frames: Frames::default(),
+            kind,
+        };
+        let _ = self.context.queue.send(chunk).await;
     }
 }
 
@@ -889,6 +926,7 @@ fn gather_datagrams(
         .map(|(peer, frames)| Chunk {
             peer: Arc::from(peer.to_string()),
             frames,
+            kind: ChunkKind::Messages,
         })
         .collect()
 }
