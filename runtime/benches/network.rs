@@ -25,6 +25,9 @@
 //! kernel) and to rsyslog's imudp (until its file stops growing for a
 //! second); what each loses at that rate is printed.
 //!
+//! CORRELATOR_BENCH_BASELINE names an older build of the binary, measured
+//! over TCP in the same rounds.
+//!
 //! CORRELATOR_BENCH_OPTIONS adds `--option`s to correlator's command line,
 //! separated by spaces (e.g. `system.call_time_limits=false`).
 //! CORRELATOR_BENCH_ONLY=correlator leaves rsyslog out (to profile one
@@ -79,6 +82,9 @@ fn main() {
     let sent = lines.len() as u64;
     // The receivers alternate so that both see the same machine.
     let mut ours = Tally::new("correlator", "received and processed by the sshd module");
+    // An older build of the binary, measured in the same rounds.
+    let baseline = std::env::var_os("CORRELATOR_BENCH_BASELINE").map(PathBuf::from);
+    let mut before = Tally::new("baseline", "received and processed by the sshd module");
     let mut theirs = Tally::new("rsyslog", "received and written to a file");
     let measured: Option<usize> = std::env::var("CORRELATOR_BENCH_CONNECTIONS")
         .ok()
@@ -92,7 +98,15 @@ fn main() {
     for round in 1..=rounds {
         for (slot, connections) in slots() {
             let loads = split(&lines, connections);
-            ours.add(round, slot, sent, correlator(&app, &dir, &loads));
+            ours.add(
+                round,
+                slot,
+                sent,
+                correlator(ours_binary(), &app, &dir, &loads),
+            );
+            if let Some(binary) = &baseline {
+                before.add(round, slot, sent, correlator(binary, &app, &dir, &loads));
+            }
             if let Some(rsyslogd) = &rsyslogd {
                 theirs.add(round, slot, sent, rsyslog(rsyslogd, &dir, &loads, sent));
             }
@@ -114,6 +128,9 @@ fn main() {
     }
     for (slot, _) in slots() {
         ours.print_best(rounds, slot);
+        if baseline.is_some() {
+            before.print_best(rounds, slot);
+        }
         if rsyslogd.is_some() {
             theirs.print_best(rounds, slot);
         }
@@ -225,36 +242,59 @@ impl Tally {
     }
 }
 
-fn correlator(app: &Path, dir: &Path, loads: &[Vec<u8>]) -> Measured {
+/// The binary under test.
+fn ours_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_correlator"))
+}
+
+fn correlator(binary: &Path, app: &Path, dir: &Path, loads: &[Vec<u8>]) -> Measured {
+    let options: Vec<String> = std::env::var("CORRELATOR_BENCH_OPTIONS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .flat_map(|option| ["-o".to_owned(), option.to_owned()])
+        .collect();
+    let mut args = vec!["-o".to_owned(), "listen.tcp=127.0.0.1:0".to_owned()];
+    args.extend(options);
+    run_correlator(binary, app, dir, &args, "TCP", |address| {
+        send_all(address, loads);
+    })
+}
+
+/// Run `binary` listening with `args` until `send` has sent to its
+/// `kind` address, then SIGTERM: the time from the first byte to the exit,
+/// and the messages it says it took.
+fn run_correlator(
+    binary: &Path,
+    app: &Path,
+    dir: &Path,
+    args: &[String],
+    kind: &str,
+    send: impl FnOnce(SocketAddr),
+) -> Measured {
     let log = dir.join("correlator.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_correlator"))
+    let mut child = Command::new(binary)
         .args(["run", "--app"])
         .arg(app)
-        .args(["-o", "listen.tcp=127.0.0.1:0"])
+        .args(args)
         // Durable state on, as by default, but each round from nothing.
         .arg("--discard-all-state")
         .current_dir(dir)
-        .args(
-            std::env::var("CORRELATOR_BENCH_OPTIONS")
-                .unwrap_or_default()
-                .split_whitespace()
-                .flat_map(|option| ["-o", option]),
-        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("run correlator");
-    let marker = "listening for syslog over TCP on ";
+    let marker = format!("listening for syslog over {kind} on ");
     let address: SocketAddr = wait_for(&mut child, "correlator listens", || {
         std::fs::read_to_string(&log).ok().and_then(|text| {
             text.lines()
-                .find_map(|line| line.split_once(marker).map(|(_, a)| a.trim().to_owned()))
+                .find_map(|line| line.split_once(&marker).map(|(_, a)| a.trim().to_owned()))
                 .and_then(|address| address.parse().ok())
         })
     });
     let started = Instant::now();
-    send_all(address, loads);
+    send(address);
+    // At SIGTERM the listener still takes what the kernel holds.
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -281,30 +321,16 @@ fn rsyslog(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -> Mea
         .port();
     let out = dir.join("rsyslog.out");
     let _ = std::fs::remove_file(&out);
-    let config = dir.join("rsyslog.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "global(workDirectory=\"{dir}\")\n\
-             module(load=\"imtcp\" MaxSessions=\"1000\")\n\
-             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
-             template(name=\"one\" type=\"string\" string=\"x\\n\")\n\
-             *.* action(type=\"omfile\" file=\"{out}\" template=\"one\")\n",
-            dir = dir.display(),
-            out = out.display()
+    let mut child = start_rsyslog(
+        rsyslogd,
+        dir,
+        "rsyslog",
+        &format!(
+            "module(load=\"imtcp\" MaxSessions=\"1000\")\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n"
         ),
-    )
-    .expect("rsyslog config");
-    let mut child = Command::new(rsyslogd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&config)
-        .arg("-i")
-        .arg(dir.join("rsyslog.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run rsyslogd");
+        &out,
+    );
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_for(&mut child, "rsyslog listens", || {
         TcpStream::connect(address).ok().map(|_| ())
@@ -329,6 +355,33 @@ fn rsyslog(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -> Mea
     let _ = child.kill();
     let _ = child.wait();
     Measured { seconds, received }
+}
+
+/// Start rsyslogd with `input` (module and input lines), writing one byte
+/// and a newline per message to `out`; `name` names its files in `dir`.
+fn start_rsyslog(rsyslogd: &Path, dir: &Path, name: &str, input: &str, out: &Path) -> Child {
+    let config = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "global(workDirectory=\"{dir}\")\n{input}\
+             template(name=\"one\" type=\"string\" string=\"x\\n\")\n\
+             *.* action(type=\"omfile\" file=\"{out}\" template=\"one\")\n",
+            dir = dir.display(),
+            out = out.display()
+        ),
+    )
+    .expect("rsyslog config");
+    Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(&config)
+        .arg("-i")
+        .arg(dir.join(format!("{name}.pid")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run rsyslogd")
 }
 
 /// Poll `ready` until it gives a value; panics if `child` exits first.
@@ -370,46 +423,13 @@ fn send_datagrams(address: SocketAddr, lines: &[&str]) {
 }
 
 fn correlator_udp(app: &Path, dir: &Path, lines: &[&str]) -> Measured {
-    let log = dir.join("correlator-udp.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_correlator"))
-        .args(["run", "--app"])
-        .arg(app)
-        .args(["-o", "listen.tcp=", "-o", "listen.udp=127.0.0.1:0"])
-        .arg("--discard-all-state")
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("run correlator");
-    let marker = "listening for syslog over UDP on ";
-    let address: SocketAddr = wait_for(&mut child, "correlator listens", || {
-        std::fs::read_to_string(&log).ok().and_then(|text| {
-            text.lines()
-                .find_map(|line| line.split_once(marker).map(|(_, a)| a.trim().to_owned()))
-                .and_then(|address| address.parse().ok())
-        })
-    });
-    let started = Instant::now();
-    send_datagrams(address, lines);
-    // At SIGTERM the listener still takes what waits in the kernel.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = child.wait().expect("wait");
-    let seconds = started.elapsed().as_secs_f64();
-    assert!(exit.success(), "correlator failed: see {}", log.display());
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let received = text
-        .lines()
-        .find(|line| line.contains("listener stopped"))
-        .and_then(|line| line.split_once(" messages="))
-        .and_then(|(_, rest)| rest.split(' ').next())
-        .and_then(|number| number.parse().ok())
-        .unwrap_or(0);
-    Measured { seconds, received }
+    let args = ["listen.tcp=", "listen.udp=127.0.0.1:0"]
+        .iter()
+        .flat_map(|option| ["-o".to_owned(), (*option).to_owned()])
+        .collect::<Vec<_>>();
+    run_correlator(ours_binary(), app, dir, &args, "UDP", |address| {
+        send_datagrams(address, lines);
+    })
 }
 
 fn rsyslog_udp(rsyslogd: &Path, dir: &Path, lines: &[&str]) -> Measured {
@@ -419,30 +439,16 @@ fn rsyslog_udp(rsyslogd: &Path, dir: &Path, lines: &[&str]) -> Measured {
         .port();
     let out = dir.join("rsyslog-udp.out");
     let _ = std::fs::remove_file(&out);
-    let config = dir.join("rsyslog-udp.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "global(workDirectory=\"{dir}\")\n\
-             module(load=\"imudp\")\n\
-             input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\")\n\
-             template(name=\"one\" type=\"string\" string=\"x\\n\")\n\
-             *.* action(type=\"omfile\" file=\"{out}\" template=\"one\")\n",
-            dir = dir.display(),
-            out = out.display()
+    let mut child = start_rsyslog(
+        rsyslogd,
+        dir,
+        "rsyslog-udp",
+        &format!(
+            "module(load=\"imudp\")\n\
+             input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\")\n"
         ),
-    )
-    .expect("rsyslog config");
-    let mut child = Command::new(rsyslogd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&config)
-        .arg("-i")
-        .arg(dir.join("rsyslog-udp.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run rsyslogd");
+        &out,
+    );
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     // rsyslog says nothing when imudp is ready: probe until a datagram
     // comes out.

@@ -395,6 +395,16 @@ pub enum TickTime {
     WallClock,
 }
 
+/// The tick kinds that come every so many minutes, and how many.
+const EVERY_MINUTES: [(TickKind, i64); 6] = [
+    (TickKind::Minute, 1),
+    (TickKind::FiveMinutes, 5),
+    (TickKind::TenMinutes, 10),
+    (TickKind::FifteenMinutes, 15),
+    (TickKind::ThirtyMinutes, 30),
+    (TickKind::Hour, 60),
+];
+
 /// When the next ticks are due.
 #[derive(Debug)]
 struct Ticker {
@@ -746,23 +756,16 @@ impl ModuleStage {
         timers: &crate::host::TimerRequests,
     ) -> impl Iterator<Item = TickKind> + '_ {
         let local = minute + i64::from(offset_minutes);
-        [
-            (TickKind::Minute, 1),
-            (TickKind::FiveMinutes, 5),
-            (TickKind::TenMinutes, 10),
-            (TickKind::FifteenMinutes, 15),
-            (TickKind::ThirtyMinutes, 30),
-            (TickKind::Hour, 60),
-        ]
-        .into_iter()
-        .filter(move |&(kind, every)| local.rem_euclid(every) == 0 && timers.wants(kind))
-        .map(|(kind, _)| kind)
-        .chain(
-            u16::try_from(local.rem_euclid(1440))
-                .ok()
-                .filter(|minute_of_day| timers.daily.contains(minute_of_day))
-                .map(|_| TickKind::Daily),
-        )
+        EVERY_MINUTES
+            .into_iter()
+            .filter(move |&(kind, every)| local.rem_euclid(every) == 0 && timers.wants(kind))
+            .map(|(kind, _)| kind)
+            .chain(
+                u16::try_from(local.rem_euclid(1440))
+                    .ok()
+                    .filter(|minute_of_day| timers.daily.contains(minute_of_day))
+                    .map(|_| TickKind::Daily),
+            )
     }
 
     /// Whether any module has a tick at a boundary in `first..=last`.
@@ -822,17 +825,10 @@ impl ModuleStage {
         for (index, module) in self.modules.iter().enumerate() {
             let timers = module.timers();
             due.extend(
-                [
-                    (TickKind::Minute, 1),
-                    (TickKind::FiveMinutes, 5),
-                    (TickKind::TenMinutes, 10),
-                    (TickKind::FifteenMinutes, 15),
-                    (TickKind::ThirtyMinutes, 30),
-                    (TickKind::Hour, 60),
-                ]
-                .into_iter()
-                .filter(|&(kind, _)| timers.wants(kind))
-                .filter_map(|(kind, every)| Some((latest(every, 0)?, index, kind))),
+                EVERY_MINUTES
+                    .into_iter()
+                    .filter(|&(kind, _)| timers.wants(kind))
+                    .filter_map(|(kind, every)| Some((latest(every, 0)?, index, kind))),
             );
             if let Some(daily) = timers
                 .daily
