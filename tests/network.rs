@@ -1833,3 +1833,78 @@ fn one_server_per_connection_gives_the_events_of_a_replay_over_1_8_and_64_connec
         );
     }
 }
+
+#[test]
+fn senders_whose_clocks_differ_by_seconds_give_the_events_of_their_records_in_time_order() {
+    // Two forwarders; the odd servers' clocks run 45.5 s behind. With a
+    // reorder window longer than that, the modules see every record in
+    // record-time order: the events of a replay of them sorted by time.
+    let mut capture = many_servers_capture();
+    for (server, line) in &mut capture {
+        if *server % 2 == 1 {
+            let time = &line[6..26];
+            let parsed = time_of(time) - 46;
+            let (h, m, s) = (parsed / 3600 % 24, parsed / 60 % 60, parsed % 60);
+            *line = line.replacen(
+                &format!("{time} "),
+                &format!("2023-02-20T{h:02}:{m:02}:{s:02}.500000Z "),
+                1,
+            );
+        }
+    }
+    let mut sorted: Vec<&String> = capture.iter().map(|(_, line)| line).collect();
+    // By time: whole seconds, then the half seconds of the late clocks.
+    sorted.sort_by_key(|line| (time_of(&line[6..26]), line.contains(".500000Z")));
+    let whole: String = sorted.iter().map(|line| format!("{line}\n")).collect();
+    let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
+    let mut server = Server::start(
+        SSHD_JSON_APP,
+        &[
+            "-o",
+            "state.enabled=false",
+            "-o",
+            "listen.reorder_ms=60000",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let address = server.address("TCP");
+    let mut loads = [String::new(), String::new()];
+    for (node, line) in &capture {
+        loads[node % 2].push_str(line);
+        loads[node % 2].push('\n');
+    }
+    let streams: Vec<TcpStream> = (0..2).map(|_| connect(address)).collect();
+    server.wait_until("both connections are open", |server| {
+        server.stderr().contains(" open=2 ")
+    });
+    std::thread::scope(|scope| {
+        for (load, mut stream) in loads.iter().zip(streams) {
+            scope.spawn(move || {
+                stream.write_all(load.as_bytes()).expect("write");
+            });
+        }
+    });
+    server.wait_until("every record is in", |server| {
+        server.stderr().contains("messages=20000 ")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    assert_eq!(events.len(), expected.len());
+    assert!(
+        events == expected,
+        "the events differ from the sorted replay's"
+    );
+}
+
+/// Seconds since the epoch of `2023-02-20THH:MM:SS` (the captures here are
+/// of that day).
+fn time_of(text: &str) -> u64 {
+    let field = |range: std::ops::Range<usize>| -> u64 {
+        text.get(range)
+            .and_then(|digits| digits.parse().ok())
+            .expect("a two-digit field")
+    };
+    1_676_851_200 + field(11..13) * 3600 + field(14..16) * 60 + field(17..19)
+}
