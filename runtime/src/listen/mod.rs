@@ -483,21 +483,12 @@ enum Next {
     Closed,
 }
 
-/// The next chunk, or nothing by `deadline`. The queue has no blocking
-/// receive with a time limit; this polls it every millisecond, and only
-/// while records wait to be put in order.
+/// The next chunk, or nothing by `deadline`.
 fn wait_for_chunk(queue: &mut server::Queue, deadline: std::time::Instant) -> Next {
-    loop {
-        match queue.try_recv() {
-            Ok(Some(chunk)) => return Next::Chunk(chunk),
-            Ok(None) => {}
-            Err(()) => return Next::Closed,
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return Next::Timeout;
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+    match queue.recv_until(deadline) {
+        Ok(Some(chunk)) => Next::Chunk(chunk),
+        Ok(None) => Next::Timeout,
+        Err(()) => Next::Closed,
     }
 }
 
@@ -518,7 +509,6 @@ fn parse_messages(
     let mut capture_error = None;
     let mut builder = sink.empty_builder();
     let mut reorder = reorder.map(|hold| Reorder::new(hold, REORDER_MAX_BYTES));
-    let mut released = Vec::new();
     loop {
         // While records wait to be put in order, wake when the oldest has
         // waited long enough.
@@ -531,6 +521,8 @@ fn parse_messages(
         };
         let closed = matches!(next, Next::Closed);
         if let Next::Chunk(chunk) = &next {
+            // One arrival time for the chunk's records.
+            let arrived = std::time::Instant::now();
             for message in chunk.frames.iter() {
                 stats.messages += 1;
                 let position = stats.messages;
@@ -545,13 +537,26 @@ fn parse_messages(
                 let origin = Origin::Network { peer: &chunk.peer };
                 match &mut reorder {
                     Some(reorder) => match crate::record::parse(text, &defaults) {
-                        Ok(parsed) => reorder.add(
-                            (parsed.timestamp.seconds, parsed.timestamp.nanoseconds),
-                            position,
-                            &chunk.peer,
-                            text,
-                            std::time::Instant::now(),
-                        ),
+                        Ok(parsed) => {
+                            let time = (parsed.timestamp.seconds, parsed.timestamp.nanoseconds);
+                            let now = arrived;
+                            if reorder.admit(&chunk.peer, time, now) {
+                                stats.parsed.take_parsed(
+                                    &mut builder,
+                                    position,
+                                    text,
+                                    &parsed,
+                                    &chunk.peer,
+                                );
+                            } else {
+                                reorder.wait(&chunk.peer, now, |waiting| {
+                                    waiting.push(position, text, &parsed, &chunk.peer);
+                                });
+                                // Counted now: it leaves for the modules
+                                // later, whatever happens.
+                                stats.parsed.records += 1;
+                            }
+                        }
                         // Counted and logged as unparsable.
                         Err(_) => {
                             stats
@@ -578,17 +583,8 @@ fn parse_messages(
             }
         }
         if let Some(reorder) = &mut reorder {
-            if closed {
-                reorder.drain(|held| released.push(held));
-            } else {
-                reorder.release(std::time::Instant::now(), |held| released.push(held));
-            }
-            for held in released.drain(..) {
-                let origin = Origin::Network { peer: &held.peer };
-                stats
-                    .parsed
-                    .take(&mut builder, held.position, &held.text, origin, &defaults);
-                if builder.is_full() && !sink.pass_on(&mut builder) {
+            while reorder.release(std::time::Instant::now(), closed, &mut builder) {
+                if !sink.pass_on(&mut builder) {
                     return (stats, capture_error);
                 }
             }

@@ -72,28 +72,37 @@ pub enum ChunkKind {
 }
 
 /// The parser's end of the queue.
-pub struct Queue(mpsc::Receiver<Chunk>);
+pub struct Queue {
+    receiver: mpsc::Receiver<Chunk>,
+    /// Times [`Queue::recv_until`] out (the parser's thread is not tokio's).
+    timer: tokio::runtime::Runtime,
+}
 
 impl Queue {
     /// The next chunk; `None` once every connection has ended after
     /// shutdown. Blocks: call from a plain thread.
     pub fn blocking_recv(&mut self) -> Option<Chunk> {
-        self.0.blocking_recv()
+        self.receiver.blocking_recv()
     }
 
-    /// The next chunk if one waits: `Ok(None)` when none does, `Err(())`
-    /// once every connection has ended after shutdown.
-    pub fn try_recv(&mut self) -> Result<Option<Chunk>, ()> {
-        match self.0.try_recv() {
-            Ok(chunk) => Ok(Some(chunk)),
-            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+    /// The next chunk if one comes by `deadline`: `Ok(None)` when none
+    /// does, `Err(())` once every connection has ended after shutdown.
+    pub fn recv_until(&mut self, deadline: std::time::Instant) -> Result<Option<Chunk>, ()> {
+        let receiver = &mut self.receiver;
+        // The timer is made inside the runtime, which drives it.
+        let received = self.timer.block_on(async move {
+            tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), receiver.recv()).await
+        });
+        match received {
+            Ok(Some(chunk)) => Ok(Some(chunk)),
+            Ok(None) => Err(()),
+            Err(_) => Ok(None),
         }
     }
 
     /// Whether no chunk is waiting now.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.receiver.is_empty()
     }
 }
 
@@ -260,7 +269,11 @@ impl Network {
                 });
             })
             .context("cannot start the network thread")?;
-        Ok((Queue(receiver), stop))
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .context("cannot start the parser's timer")?;
+        Ok((Queue { receiver, timer }, stop))
     }
 }
 

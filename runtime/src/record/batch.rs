@@ -65,6 +65,39 @@ impl BatchBuilder {
         self.latest = Some(parsed.timestamp);
     }
 
+    /// Add record `index` of another batch, as it was parsed there (its
+    /// fields' text copied, nothing parsed again): to pass on records that
+    /// waited elsewhere.
+    pub fn push_copy(&mut self, from: &RecordBatch, index: usize) {
+        let batch = &mut self.batch;
+        let spans = from
+            .spans
+            .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
+            .unwrap_or(&[]);
+        for pair in spans.chunks_exact(2) {
+            let (start, len) = (pair[0] as usize, pair[1] as usize);
+            let field = from.text.get(start..start + len).unwrap_or("");
+            batch.spans.push(to_u32(batch.text.len()));
+            batch.spans.push(to_u32(field.len()));
+            batch.text.push_str(field);
+        }
+        let time = Timestamp {
+            seconds: from.seconds.get(index).copied().unwrap_or(0),
+            nanoseconds: from.nanoseconds.get(index).copied().unwrap_or(0),
+            offset_minutes: from.offset_minutes.get(index).copied().unwrap_or(0),
+        };
+        batch.seconds.push(time.seconds);
+        batch.nanoseconds.push(time.nanoseconds);
+        batch.offset_minutes.push(time.offset_minutes);
+        batch
+            .priorities
+            .push(from.priorities.get(index).copied().unwrap_or(13));
+        batch
+            .positions
+            .push(from.positions.get(index).copied().unwrap_or(0));
+        self.latest = Some(time);
+    }
+
     /// Whether the batch reached its capacity and should be sent.
     pub fn is_full(&self) -> bool {
         self.batch.positions.len() >= self.capacity

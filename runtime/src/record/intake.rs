@@ -45,6 +45,19 @@ impl ParseCounts {
         }
     }
 
+    /// Count a record parsed elsewhere and put it into `builder`.
+    pub fn take_parsed(
+        &mut self,
+        builder: &mut BatchBuilder,
+        position: u64,
+        text: &str,
+        parsed: &super::Parsed<'_>,
+        peer: &str,
+    ) {
+        builder.push(position, text, parsed, peer);
+        self.records += 1;
+    }
+
     /// Parse `text` into `builder` as the record at `position`, or count it
     /// as unparsable and say so (the first ones at warning level).
     pub fn take(
