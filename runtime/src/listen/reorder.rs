@@ -23,7 +23,7 @@
 //! that may leave at once (nothing waits, and no other sender is behind
 //! it: always so with one sender) never waits at all.
 
-use crate::record::BatchBuilder;
+use crate::record::{BatchBuilder, SPANS_PER_RECORD};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -40,6 +40,12 @@ const RECORD_OVERHEAD: usize = 96;
 /// epoch, UTC.
 pub type TimeKey = (i64, u32);
 
+/// Records of one sender are kept in blocks of this many, taken from and
+/// given back to a pool shared by all senders, so that waiting records
+/// cost no reallocation (growing one buffer per sender, and freeing it,
+/// made the kernel zero fresh pages for most of the parser's time).
+const BLOCK: usize = 256;
+
 /// One sender's progress and waiting records.
 struct Sender {
     /// Time of its newest record (`(i64::MIN, 0)` before its first).
@@ -48,18 +54,18 @@ struct Sender {
     heard: Instant,
     /// Its connection ended: it waits for no record of its own any more.
     ended: bool,
-    /// Its waiting records, parsed; `cursor` is the first still waiting.
-    waiting: BatchBuilder,
+    /// Its waiting records, parsed, in blocks of [`BLOCK`] (all full but
+    /// the last); `cursor` is the first still waiting in the first block.
+    blocks: VecDeque<BatchBuilder>,
     cursor: usize,
-    /// When the waiting records came: (arrival, number of records pushed
-    /// to `waiting` up to then), oldest first.
-    arrivals: VecDeque<(Instant, usize)>,
+    /// Records ever given to it to wait, and ever released.
+    pushed: u64,
+    released: u64,
+    /// When the waiting records came: (arrival, `pushed` then), oldest
+    /// first.
+    arrivals: VecDeque<(Instant, u64)>,
     /// Arrival order of its oldest waiting record, for ties.
     seq: u64,
-    /// Where the waiting records move when those that left make up most
-    /// of `waiting` (so that a sender that is always ahead does not grow
-    /// its batch for ever).
-    spare: BatchBuilder,
 }
 
 impl Sender {
@@ -68,62 +74,51 @@ impl Sender {
             newest: (i64::MIN, 0),
             heard: now,
             ended: false,
-            waiting: BatchBuilder::new(64),
+            blocks: VecDeque::new(),
             cursor: 0,
+            pushed: 0,
+            released: 0,
             arrivals: VecDeque::new(),
             seq: 0,
-            spare: BatchBuilder::new(64),
         }
-    }
-
-    /// Drop the records that have left from the front of `waiting`, once
-    /// they are most of it.
-    fn compact(&mut self) {
-        if self.cursor < 1024 || self.cursor * 2 < self.waiting.len() {
-            return;
-        }
-        self.spare.clear();
-        for index in self.cursor..self.waiting.len() {
-            self.spare.push_copy(self.waiting.batch(), index);
-        }
-        std::mem::swap(&mut self.waiting, &mut self.spare);
-        self.spare.clear();
-        let left = self.cursor;
-        for (_, count) in &mut self.arrivals {
-            *count = count.saturating_sub(left);
-        }
-        self.cursor = 0;
     }
 
     fn has_waiting(&self) -> bool {
-        self.cursor < self.waiting.len()
+        self.released < self.pushed
     }
 
-    /// Time of waiting record `index`.
-    fn time_of(&self, index: usize) -> TimeKey {
-        let batch = self.waiting.batch();
-        (
-            batch.seconds.get(index).copied().unwrap_or(i64::MAX),
-            batch.nanoseconds.get(index).copied().unwrap_or(0),
-        )
+    /// The block and index of the waiting record `ahead` places after the
+    /// oldest.
+    fn locate(&self, ahead: usize) -> Option<(&BatchBuilder, usize)> {
+        let at = self.cursor + ahead;
+        let block = self.blocks.get(at / BLOCK)?;
+        Some((block, at % BLOCK))
     }
 
-    /// Bytes record `index` counts.
-    fn cost_of(&self, index: usize) -> usize {
-        let batch = self.waiting.batch();
-        let spans = batch
-            .spans
-            .get(
-                index * crate::record::SPANS_PER_RECORD * 2
-                    ..(index + 1) * crate::record::SPANS_PER_RECORD * 2,
+    /// Time of the waiting record `ahead` places after the oldest.
+    fn time_of(&self, ahead: usize) -> TimeKey {
+        self.locate(ahead).map_or((i64::MAX, 0), |(block, index)| {
+            let batch = block.batch();
+            (
+                batch.seconds.get(index).copied().unwrap_or(i64::MAX),
+                batch.nanoseconds.get(index).copied().unwrap_or(0),
             )
-            .unwrap_or(&[]);
-        spans
-            .chunks_exact(2)
-            .map(|pair| pair[1] as usize)
-            .sum::<usize>()
-            + RECORD_OVERHEAD
+        })
     }
+}
+
+/// Bytes record `index` of `block` counts.
+fn cost_of(block: &BatchBuilder, index: usize) -> usize {
+    let spans = block
+        .batch()
+        .spans
+        .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
+        .unwrap_or(&[]);
+    spans
+        .chunks_exact(2)
+        .map(|pair| pair[1] as usize)
+        .sum::<usize>()
+        + RECORD_OVERHEAD
 }
 
 /// Records waiting to leave in time order.
@@ -131,6 +126,8 @@ pub struct Reorder {
     hold: Duration,
     max_bytes: usize,
     senders: HashMap<Arc<str>, Sender>,
+    /// Empty blocks to reuse.
+    pool: Vec<BatchBuilder>,
     /// Records waiting, over every sender.
     waiting: usize,
     bytes: usize,
@@ -144,6 +141,7 @@ impl Reorder {
             hold,
             max_bytes,
             senders: HashMap::new(),
+            pool: Vec::new(),
             waiting: 0,
             bytes: 0,
             seq: 0,
@@ -159,9 +157,9 @@ impl Reorder {
     /// `peer` opened a connection at `now`: records newer than what it
     /// sends first wait for it (for at most the hold).
     pub fn opened(&mut self, peer: &Arc<str>, now: Instant) {
-        self.senders
-            .entry(Arc::clone(peer))
-            .or_insert_with(|| Sender::new(now));
+        if !self.senders.contains_key(&**peer) {
+            self.senders.insert(Arc::clone(peer), Sender::new(now));
+        }
     }
 
     /// `peer` closed its connection: it holds no one back any more.
@@ -178,12 +176,17 @@ impl Reorder {
     /// something at least as new), `false` when it must wait: then give it
     /// to [`Reorder::wait`].
     pub fn admit(&mut self, peer: &Arc<str>, time: TimeKey, now: Instant) -> bool {
-        let sender = self
-            .senders
-            .entry(Arc::clone(peer))
-            .or_insert_with(|| Sender::new(now));
-        sender.newest = sender.newest.max(time);
-        sender.heard = now;
+        match self.senders.get_mut(&**peer) {
+            Some(sender) => {
+                sender.newest = sender.newest.max(time);
+                sender.heard = now;
+            }
+            None => {
+                let mut sender = Sender::new(now);
+                sender.newest = time;
+                self.senders.insert(Arc::clone(peer), sender);
+            }
+        }
         self.waiting == 0
             && self.senders.iter().all(|(other, sender)| {
                 other == peer
@@ -193,28 +196,35 @@ impl Reorder {
             })
     }
 
-    /// Keep the record `admit` refused: `parse` pushes it to the sender's
-    /// batch of waiting records.
+    /// Keep the record `admit` refused: `parse` pushes it to a block of the
+    /// sender's waiting records.
     pub fn wait(&mut self, peer: &Arc<str>, now: Instant, parse: impl FnOnce(&mut BatchBuilder)) {
-        let Some(sender) = self.senders.get_mut(peer) else {
+        let Some(sender) = self.senders.get_mut(&**peer) else {
             return;
         };
         if !sender.has_waiting() {
             self.seq += 1;
             sender.seq = self.seq;
         }
-        let before = sender.waiting.len();
-        parse(&mut sender.waiting);
-        let after = sender.waiting.len();
-        if after == before {
+        if sender.blocks.back().is_none_or(BatchBuilder::is_full) {
+            let block = self.pool.pop().unwrap_or_else(|| BatchBuilder::new(BLOCK));
+            sender.blocks.push_back(block);
+        }
+        let Some(block) = sender.blocks.back_mut() else {
+            return;
+        };
+        let before = block.len();
+        parse(block);
+        if block.len() == before {
             return;
         }
+        self.bytes += cost_of(block, before);
+        sender.pushed += 1;
         match sender.arrivals.back_mut() {
-            Some((arrived, count)) if *arrived == now => *count = after,
-            _ => sender.arrivals.push_back((now, after)),
+            Some((arrived, pushed)) if *arrived == now => *pushed = sender.pushed,
+            _ => sender.arrivals.push_back((now, sender.pushed)),
         }
-        self.waiting += after - before;
-        self.bytes += sender.cost_of(before);
+        self.waiting += 1;
     }
 
     /// A sender without a connection (UDP) that has been silent for ten
@@ -228,12 +238,11 @@ impl Reorder {
     pub fn deadline(&self) -> Option<Instant> {
         self.senders
             .values()
-            .filter(|sender| sender.has_waiting())
             .filter_map(|sender| {
                 sender
                     .arrivals
                     .iter()
-                    .find(|&&(_, count)| count > sender.cursor)
+                    .find(|&&(_, pushed)| pushed > sender.released)
                     .map(|&(arrived, _)| arrived + self.hold)
             })
             .min()
@@ -256,12 +265,13 @@ impl Reorder {
                 watermark = watermark.min(sender.newest);
             }
             // The newest of its records that have waited the hold.
-            while let Some(&(arrived, count)) = sender.arrivals.front() {
+            while let Some(&(arrived, pushed)) = sender.arrivals.front() {
                 if now.duration_since(arrived) < self.hold {
                     break;
                 }
-                if count > sender.cursor {
-                    forced = forced.max(sender.time_of(count - 1));
+                if pushed > sender.released {
+                    let ahead = usize::try_from(pushed - 1 - sender.released).unwrap_or(usize::MAX);
+                    forced = forced.max(sender.time_of(ahead));
                 }
                 sender.arrivals.pop_front();
             }
@@ -276,9 +286,7 @@ impl Reorder {
             .senders
             .iter()
             .filter(|(_, sender)| sender.has_waiting())
-            .map(|(peer, sender)| {
-                Reverse((sender.time_of(sender.cursor), sender.seq, Arc::clone(peer)))
-            })
+            .map(|(peer, sender)| Reverse((sender.time_of(0), sender.seq, Arc::clone(peer))))
             .collect();
         let mut full = false;
         while let Some(Reverse((time, _, peer))) = heads.pop() {
@@ -292,29 +300,36 @@ impl Reorder {
             let Some(sender) = self.senders.get_mut(&peer) else {
                 continue;
             };
-            let index = sender.cursor;
-            out.push_copy(sender.waiting.batch(), index);
-            self.bytes = self.bytes.saturating_sub(sender.cost_of(index));
-            self.waiting -= 1;
-            sender.cursor += 1;
-            if sender.has_waiting() {
-                self.seq += 1;
-                sender.seq = self.seq;
-                heads.push(Reverse((sender.time_of(sender.cursor), sender.seq, peer)));
-            } else {
-                sender.waiting.clear();
-                sender.cursor = 0;
-                sender.arrivals.clear();
+            if let Some(block) = sender.blocks.front() {
+                out.push_copy(block.batch(), sender.cursor);
+                self.bytes = self.bytes.saturating_sub(cost_of(block, sender.cursor));
             }
-            // Arrivals whose records have all left tell nothing more.
+            self.waiting -= 1;
+            sender.released += 1;
+            sender.cursor += 1;
+            if sender
+                .blocks
+                .front()
+                .is_some_and(|block| sender.cursor >= block.len())
+            {
+                if let Some(mut block) = sender.blocks.pop_front() {
+                    block.clear();
+                    self.pool.push(block);
+                }
+                sender.cursor = 0;
+            }
             while sender
                 .arrivals
                 .front()
-                .is_some_and(|&(_, count)| count <= sender.cursor)
+                .is_some_and(|&(_, pushed)| pushed <= sender.released)
             {
                 sender.arrivals.pop_front();
             }
-            sender.compact();
+            if sender.has_waiting() {
+                self.seq += 1;
+                sender.seq = self.seq;
+                heads.push(Reverse((sender.time_of(0), sender.seq, peer)));
+            }
         }
         if self.waiting == 0 {
             self.bytes = 0;
