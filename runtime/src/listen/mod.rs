@@ -521,8 +521,11 @@ fn parse_messages(
         };
         let closed = matches!(next, Next::Closed);
         if let Next::Chunk(chunk) = &next {
-            // One arrival time for the chunk's records.
+            // One arrival time for the chunk's records, one sender.
             let arrived = std::time::Instant::now();
+            let sender = reorder
+                .as_mut()
+                .map(|reorder| reorder.sender(&chunk.peer, arrived));
             for message in chunk.frames.iter() {
                 stats.messages += 1;
                 let position = stats.messages;
@@ -540,7 +543,10 @@ fn parse_messages(
                         Ok(parsed) => {
                             let time = (parsed.timestamp.seconds, parsed.timestamp.nanoseconds);
                             let now = arrived;
-                            if reorder.admit(&chunk.peer, time, now) {
+                            let Some(sender) = sender else {
+                                continue;
+                            };
+                            if reorder.admit(sender, time, now) {
                                 stats.parsed.take_parsed(
                                     &mut builder,
                                     position,
@@ -549,7 +555,7 @@ fn parse_messages(
                                     &chunk.peer,
                                 );
                             } else {
-                                reorder.wait(&chunk.peer, now, |waiting| {
+                                reorder.wait(sender, now, |waiting| {
                                     waiting.push(position, text, &parsed, &chunk.peer);
                                 });
                                 // Counted now: it leaves for the modules

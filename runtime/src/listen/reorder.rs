@@ -121,11 +121,20 @@ fn cost_of(block: &BatchBuilder, index: usize) -> usize {
         + RECORD_OVERHEAD
 }
 
+/// A sender's number in a [`Reorder`], valid until the next
+/// [`Reorder::ended`] or [`Reorder::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderId(usize);
+
 /// Records waiting to leave in time order.
 pub struct Reorder {
     hold: Duration,
     max_bytes: usize,
-    senders: HashMap<Arc<str>, Sender>,
+    /// The senders, by number; `None` for a number free to reuse.
+    senders: Vec<Option<Sender>>,
+    /// Numbers by address.
+    numbers: HashMap<Arc<str>, usize>,
+    free: Vec<usize>,
     /// Empty blocks to reuse.
     pool: Vec<BatchBuilder>,
     /// Records waiting, over every sender.
@@ -140,7 +149,9 @@ impl Reorder {
         Reorder {
             hold,
             max_bytes,
-            senders: HashMap::new(),
+            senders: Vec::new(),
+            numbers: HashMap::new(),
+            free: Vec::new(),
             pool: Vec::new(),
             waiting: 0,
             bytes: 0,
@@ -154,52 +165,89 @@ impl Reorder {
         self.waiting == 0
     }
 
+    fn live(&self) -> impl Iterator<Item = &Sender> {
+        self.senders.iter().flatten()
+    }
+
+    /// The number of `peer`, known from now on if it was not.
+    pub fn sender(&mut self, peer: &Arc<str>, now: Instant) -> SenderId {
+        if let Some(&number) = self.numbers.get(&**peer) {
+            return SenderId(number);
+        }
+        let sender = Some(Sender::new(now));
+        let number = match self.free.pop() {
+            Some(number) => {
+                self.senders[number] = sender;
+                number
+            }
+            None => {
+                self.senders.push(sender);
+                self.senders.len() - 1
+            }
+        };
+        self.numbers.insert(Arc::clone(peer), number);
+        SenderId(number)
+    }
+
     /// `peer` opened a connection at `now`: records newer than what it
     /// sends first wait for it (for at most the hold).
     pub fn opened(&mut self, peer: &Arc<str>, now: Instant) {
-        if !self.senders.contains_key(&**peer) {
-            self.senders.insert(Arc::clone(peer), Sender::new(now));
-        }
+        self.sender(peer, now);
     }
 
     /// `peer` closed its connection: it holds no one back any more.
     pub fn ended(&mut self, peer: &str) {
-        if let Some(sender) = self.senders.get_mut(peer) {
+        if let Some(&number) = self.numbers.get(peer)
+            && let Some(Some(sender)) = self.senders.get_mut(number)
+        {
             sender.ended = true;
         }
-        self.senders
-            .retain(|_, sender| !sender.ended || sender.has_waiting());
+        self.forget_ended();
     }
 
-    /// A record of `peer` at `time`, arriving `now`: `true` when it may go
-    /// on at once (nothing waits, and every other sender has already sent
-    /// something at least as new), `false` when it must wait: then give it
-    /// to [`Reorder::wait`].
-    pub fn admit(&mut self, peer: &Arc<str>, time: TimeKey, now: Instant) -> bool {
-        match self.senders.get_mut(&**peer) {
-            Some(sender) => {
-                sender.newest = sender.newest.max(time);
-                sender.heard = now;
+    /// Let go of senders whose connection ended and whose records all left.
+    fn forget_ended(&mut self) {
+        let senders = &mut self.senders;
+        let free = &mut self.free;
+        self.numbers.retain(|_, number| {
+            let done = senders
+                .get(*number)
+                .and_then(Option::as_ref)
+                .is_none_or(|sender| sender.ended && !sender.has_waiting());
+            if done {
+                if let Some(slot) = senders.get_mut(*number) {
+                    *slot = None;
+                }
+                free.push(*number);
             }
-            None => {
-                let mut sender = Sender::new(now);
-                sender.newest = time;
-                self.senders.insert(Arc::clone(peer), sender);
-            }
+            !done
+        });
+    }
+
+    /// A record of sender `id` at `time`, arriving `now`: `true` when it
+    /// may go on at once (nothing waits, and every other sender has already
+    /// sent something at least as new), `false` when it must wait: then give
+    /// it to [`Reorder::wait`].
+    pub fn admit(&mut self, id: SenderId, time: TimeKey, now: Instant) -> bool {
+        if let Some(Some(sender)) = self.senders.get_mut(id.0) {
+            sender.newest = sender.newest.max(time);
+            sender.heard = now;
         }
         self.waiting == 0
-            && self.senders.iter().all(|(other, sender)| {
-                other == peer
-                    || sender.ended
-                    || sender.newest >= time
-                    || self.is_forgotten(sender, now)
+            && self.senders.iter().enumerate().all(|(number, sender)| {
+                sender.as_ref().is_none_or(|sender| {
+                    number == id.0
+                        || sender.ended
+                        || sender.newest >= time
+                        || self.is_forgotten(sender, now)
+                })
             })
     }
 
     /// Keep the record `admit` refused: `parse` pushes it to a block of the
     /// sender's waiting records.
-    pub fn wait(&mut self, peer: &Arc<str>, now: Instant, parse: impl FnOnce(&mut BatchBuilder)) {
-        let Some(sender) = self.senders.get_mut(&**peer) else {
+    pub fn wait(&mut self, id: SenderId, now: Instant, parse: impl FnOnce(&mut BatchBuilder)) {
+        let Some(Some(sender)) = self.senders.get_mut(id.0) else {
             return;
         };
         if !sender.has_waiting() {
@@ -236,8 +284,7 @@ impl Reorder {
     /// When the oldest waiting record must leave for having waited the
     /// hold, if any waits.
     pub fn deadline(&self) -> Option<Instant> {
-        self.senders
-            .values()
+        self.live()
             .filter_map(|sender| {
                 sender
                     .arrivals
@@ -260,7 +307,7 @@ impl Reorder {
         let forget = (self.hold * 10).max(Duration::from_secs(10));
         let mut watermark = (i64::MAX, u32::MAX);
         let mut forced = (i64::MIN, 0);
-        for sender in self.senders.values_mut() {
+        for sender in self.senders.iter_mut().flatten() {
             if !sender.ended && now.duration_since(sender.heard) < forget {
                 watermark = watermark.min(sender.newest);
             }
@@ -282,14 +329,17 @@ impl Reorder {
             watermark.max(forced)
         };
         // The senders' oldest waiting records, oldest first.
-        let mut heads: BinaryHeap<Reverse<(TimeKey, u64, Arc<str>)>> = self
+        let mut heads: BinaryHeap<Reverse<(TimeKey, u64, usize)>> = self
             .senders
             .iter()
-            .filter(|(_, sender)| sender.has_waiting())
-            .map(|(peer, sender)| Reverse((sender.time_of(0), sender.seq, Arc::clone(peer))))
+            .enumerate()
+            .filter_map(|(number, sender)| {
+                let sender = sender.as_ref().filter(|sender| sender.has_waiting())?;
+                Some(Reverse((sender.time_of(0), sender.seq, number)))
+            })
             .collect();
         let mut full = false;
-        while let Some(Reverse((time, _, peer))) = heads.pop() {
+        while let Some(Reverse((time, _, number))) = heads.pop() {
             if time > limit && self.bytes <= self.max_bytes {
                 break;
             }
@@ -297,7 +347,7 @@ impl Reorder {
                 full = true;
                 break;
             }
-            let Some(sender) = self.senders.get_mut(&peer) else {
+            let Some(Some(sender)) = self.senders.get_mut(number) else {
                 continue;
             };
             if let Some(block) = sender.blocks.front() {
@@ -328,12 +378,12 @@ impl Reorder {
             if sender.has_waiting() {
                 self.seq += 1;
                 sender.seq = self.seq;
-                heads.push(Reverse((sender.time_of(0), sender.seq, peer)));
+                heads.push(Reverse((sender.time_of(0), sender.seq, number)));
             }
         }
         if self.waiting == 0 {
             self.bytes = 0;
-            self.senders.retain(|_, sender| !sender.ended);
+            self.forget_ended();
         }
         full
     }
@@ -364,10 +414,11 @@ mod tests {
             parsed.timestamp.seconds = time;
             builder.push(position, &line, &parsed, peer);
         };
-        if reorder.admit(peer, (time, 0), now) {
+        let id = reorder.sender(peer, now);
+        if reorder.admit(id, (time, 0), now) {
             push(out);
         } else {
-            reorder.wait(peer, now, push);
+            reorder.wait(id, now, push);
         }
     }
 
