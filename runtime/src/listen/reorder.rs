@@ -141,6 +141,9 @@ pub struct Reorder {
     waiting: usize,
     bytes: usize,
     seq: u64,
+    /// How many senders were known after they were last looked over for
+    /// ones to forget (looked over again once they have doubled).
+    senders_seen_at_last_look: usize,
 }
 
 impl Reorder {
@@ -156,6 +159,7 @@ impl Reorder {
             waiting: 0,
             bytes: 0,
             seq: 0,
+            senders_seen_at_last_look: 0,
         }
     }
 
@@ -202,18 +206,26 @@ impl Reorder {
         {
             sender.ended = true;
         }
-        self.forget_ended();
+        self.forget_done(None);
     }
 
-    /// Let go of senders whose connection ended and whose records all left.
-    fn forget_ended(&mut self) {
+    /// Let go of senders whose records all left and that will send no
+    /// more: their connection ended, or (at `now`, UDP senders) they have
+    /// been silent long enough to be forgotten; so that a listener that
+    /// hears from many short-lived senders does not remember them all.
+    fn forget_done(&mut self, now: Option<Instant>) {
+        let forget = (self.hold * 10).max(Duration::from_secs(10));
         let senders = &mut self.senders;
         let free = &mut self.free;
         self.numbers.retain(|_, number| {
             let done = senders
                 .get(*number)
                 .and_then(Option::as_ref)
-                .is_none_or(|sender| sender.ended && !sender.has_waiting());
+                .is_none_or(|sender| {
+                    !sender.has_waiting()
+                        && (sender.ended
+                            || now.is_some_and(|now| now.duration_since(sender.heard) >= forget))
+                });
             if done {
                 if let Some(slot) = senders.get_mut(*number) {
                     *slot = None;
@@ -302,6 +314,10 @@ impl Reorder {
     /// did (pass it on and call again).
     pub fn release(&mut self, now: Instant, all: bool, out: &mut BatchBuilder) -> bool {
         if self.waiting == 0 {
+            if self.numbers.len() > self.senders_seen_at_last_look * 2 + 64 {
+                self.forget_done(Some(now));
+                self.senders_seen_at_last_look = self.numbers.len();
+            }
             return false;
         }
         let forget = (self.hold * 10).max(Duration::from_secs(10));
@@ -383,7 +399,7 @@ impl Reorder {
         }
         if self.waiting == 0 {
             self.bytes = 0;
-            self.forget_ended();
+            self.forget_done(Some(now));
         }
         full
     }
@@ -505,6 +521,34 @@ mod tests {
         assert_eq!(released(&mut reorder, start, &mut out), [1]);
         while reorder.release(start, true, &mut out) {}
         assert_eq!(out.batch().positions, [2, 3, 4]);
+    }
+
+    #[test]
+    fn senders_that_ended_or_fell_silent_are_forgotten() {
+        let start = Instant::now();
+        let mut out = BatchBuilder::new(100);
+        let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
+        for n in 0..200u64 {
+            let peer: Arc<str> = Arc::from(format!("192.0.2.1:{n}"));
+            offer(
+                &mut reorder,
+                &peer,
+                100 + i64::try_from(n).unwrap_or(0),
+                n,
+                start,
+                &mut out,
+            );
+        }
+        assert_eq!(reorder.numbers.len(), 200);
+        // Ten holds (at least 10 s) of silence: their records leave, and
+        // they are forgotten.
+        let later = start + Duration::from_secs(10);
+        while reorder.release(later, false, &mut out) {
+            out.clear();
+        }
+        assert!(reorder.is_empty());
+        assert!(reorder.numbers.is_empty());
+        assert_eq!(reorder.free.len(), 200);
     }
 
     #[test]
