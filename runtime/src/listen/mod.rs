@@ -27,7 +27,7 @@ use crate::record::{Origin, ParseCounts, TraditionalDefaults};
 use crate::types::{Value, ValueType};
 use anyhow::{anyhow, bail};
 use framing::{FramingRules, Oversize, Trailer};
-use reorder::{REORDER_MAX_BYTES, Reorder};
+use reorder::{REORDER_MAX_BYTES, Reorder, SenderId};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -492,6 +492,48 @@ fn wait_for_chunk(queue: &mut server::Queue, deadline: std::time::Instant) -> Ne
     }
 }
 
+/// One message from the network.
+struct Message<'a> {
+    /// Its number.
+    position: u64,
+    text: &'a str,
+    /// Who sent it.
+    peer: &'a str,
+}
+
+/// Take a message while records are put in order (`reorder.rs`): parsed
+/// once, then into `builder` when it may go on at once, else to wait.
+fn take_in_order(
+    counts: &mut ParseCounts,
+    builder: &mut crate::record::BatchBuilder,
+    reorder: &mut Reorder,
+    sender: SenderId,
+    message: &Message<'_>,
+    arrived: std::time::Instant,
+    defaults: &TraditionalDefaults,
+) {
+    let Message {
+        position,
+        text,
+        peer,
+    } = *message;
+    let Ok(parsed) = crate::record::parse(text, defaults) else {
+        // Counted and logged as unparsable.
+        counts.take(builder, position, text, Origin::Network { peer }, defaults);
+        return;
+    };
+    let time = (parsed.timestamp.seconds, parsed.timestamp.nanoseconds);
+    if reorder.admit(sender, time, arrived) {
+        counts.take_parsed(builder, position, text, &parsed, peer);
+    } else {
+        reorder.wait(sender, arrived, |waiting| {
+            waiting.push(position, text, &parsed, peer);
+        });
+        // Counted now: it leaves for the modules later, whatever happens.
+        counts.records += 1;
+    }
+}
+
 /// The parser (the source thread): number every message from the network,
 /// write it to the capture if there is one, parse it and batch it; with
 /// `reorder`, put the records of several senders in record-time order
@@ -537,42 +579,28 @@ fn parse_messages(
                 }
                 let text = stats.parsed.decode(message);
                 let text = text.trim_end_matches(['\n', '\r', '\0']);
-                let origin = Origin::Network { peer: &chunk.peer };
-                match &mut reorder {
-                    Some(reorder) => match crate::record::parse(text, &defaults) {
-                        Ok(parsed) => {
-                            let time = (parsed.timestamp.seconds, parsed.timestamp.nanoseconds);
-                            let now = arrived;
-                            let Some(sender) = sender else {
-                                continue;
-                            };
-                            if reorder.admit(sender, time, now) {
-                                stats.parsed.take_parsed(
-                                    &mut builder,
-                                    position,
-                                    text,
-                                    &parsed,
-                                    &chunk.peer,
-                                );
-                            } else {
-                                reorder.wait(sender, now, |waiting| {
-                                    waiting.push(position, text, &parsed, &chunk.peer);
-                                });
-                                // Counted now: it leaves for the modules
-                                // later, whatever happens.
-                                stats.parsed.records += 1;
-                            }
-                        }
-                        // Counted and logged as unparsable.
-                        Err(_) => {
-                            stats
-                                .parsed
-                                .take(&mut builder, position, text, origin, &defaults)
-                        }
-                    },
-                    None => stats
-                        .parsed
-                        .take(&mut builder, position, text, origin, &defaults),
+                let message = Message {
+                    position,
+                    text,
+                    peer: &chunk.peer,
+                };
+                match reorder.as_mut().zip(sender) {
+                    Some((reorder, sender)) => take_in_order(
+                        &mut stats.parsed,
+                        &mut builder,
+                        reorder,
+                        sender,
+                        &message,
+                        arrived,
+                        &defaults,
+                    ),
+                    None => stats.parsed.take(
+                        &mut builder,
+                        position,
+                        text,
+                        Origin::Network { peer: &chunk.peer },
+                        &defaults,
+                    ),
                 }
                 if builder.is_full() && !sink.pass_on(&mut builder) {
                     return (stats, capture_error);
