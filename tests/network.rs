@@ -1778,6 +1778,46 @@ fn many_servers_capture() -> Vec<(usize, String)> {
     lines
 }
 
+/// Listen with the sshd module (and `args`), send each server's records
+/// of `capture` over one of `connections` connections, in its own order,
+/// all connections at once, as forwarders that keep their connections open
+/// send them, and stop once all 20,000 are in. The run must succeed.
+fn send_per_server(capture: &[(usize, String)], connections: usize, args: &[&str]) -> Run {
+    let mut all = vec![
+        "-o",
+        "state.enabled=false",
+        "-o",
+        "listen.report_interval_s=1",
+    ];
+    all.extend(args);
+    let mut server = Server::start(SSHD_JSON_APP, &all);
+    let address = server.address("TCP");
+    let mut loads = vec![String::new(); connections];
+    for (node, line) in capture {
+        loads[node % connections].push_str(line);
+        loads[node % connections].push('\n');
+    }
+    let streams: Vec<TcpStream> = (0..connections).map(|_| connect(address)).collect();
+    // The listener knows every connection before the records come (a
+    // sender's records are waited for from when its connection is known).
+    server.wait_until("every connection is open", |server| {
+        server.stderr().contains(&format!(" open={connections} "))
+    });
+    std::thread::scope(|scope| {
+        for (load, mut stream) in loads.iter().zip(streams) {
+            scope.spawn(move || {
+                stream.write_all(load.as_bytes()).expect("write");
+            });
+        }
+    });
+    server.wait_until("every record is in", |server| {
+        server.stderr().contains("messages=20000 ")
+    });
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    run
+}
+
 #[test]
 fn one_server_per_connection_gives_the_events_of_a_replay_over_1_8_and_64_connections() {
     let capture = many_servers_capture();
@@ -1788,43 +1828,7 @@ fn one_server_per_connection_gives_the_events_of_a_replay_over_1_8_and_64_connec
     let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
     assert!(of_kind(&expected, "SSHDAttemptsExceeded").len() > 100);
     for connections in [1, 8, 64] {
-        let mut server = Server::start(
-            SSHD_JSON_APP,
-            &[
-                "-o",
-                "state.enabled=false",
-                "-o",
-                "listen.report_interval_s=1",
-            ],
-        );
-        let address = server.address("TCP");
-        // Each server's records over one connection, in its own order, all
-        // connections at once, as forwarders that keep their connections
-        // open send them.
-        let mut loads = vec![String::new(); connections];
-        for (node, line) in &capture {
-            loads[node % connections].push_str(line);
-            loads[node % connections].push('\n');
-        }
-        let streams: Vec<TcpStream> = (0..connections).map(|_| connect(address)).collect();
-        // The listener knows every connection before the records come (a
-        // sender's records are waited for from when its connection is
-        // known).
-        server.wait_until("every connection is open", |server| {
-            server.stderr().contains(&format!(" open={connections} "))
-        });
-        std::thread::scope(|scope| {
-            for (load, mut stream) in loads.iter().zip(streams) {
-                scope.spawn(move || {
-                    stream.write_all(load.as_bytes()).expect("write");
-                });
-            }
-        });
-        server.wait_until("every record is in", |server| {
-            server.stderr().contains("messages=20000 ")
-        });
-        let run = server.stop();
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let run = send_per_server(&capture, connections, &[]);
         let events = json_lines(&run.stdout);
         assert_eq!(events.len(), expected.len(), "{connections} connections");
         assert!(
@@ -1857,39 +1861,7 @@ fn senders_whose_clocks_differ_by_seconds_give_the_events_of_their_records_in_ti
     sorted.sort_by_key(|line| (time_of(&line[6..26]), line.contains(".500000Z")));
     let whole: String = sorted.iter().map(|line| format!("{line}\n")).collect();
     let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
-    let mut server = Server::start(
-        SSHD_JSON_APP,
-        &[
-            "-o",
-            "state.enabled=false",
-            "-o",
-            "listen.reorder_ms=60000",
-            "-o",
-            "listen.report_interval_s=1",
-        ],
-    );
-    let address = server.address("TCP");
-    let mut loads = [String::new(), String::new()];
-    for (node, line) in &capture {
-        loads[node % 2].push_str(line);
-        loads[node % 2].push('\n');
-    }
-    let streams: Vec<TcpStream> = (0..2).map(|_| connect(address)).collect();
-    server.wait_until("both connections are open", |server| {
-        server.stderr().contains(" open=2 ")
-    });
-    std::thread::scope(|scope| {
-        for (load, mut stream) in loads.iter().zip(streams) {
-            scope.spawn(move || {
-                stream.write_all(load.as_bytes()).expect("write");
-            });
-        }
-    });
-    server.wait_until("every record is in", |server| {
-        server.stderr().contains("messages=20000 ")
-    });
-    let run = server.stop();
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = send_per_server(&capture, 2, &["-o", "listen.reorder_ms=60000"]);
     let events = json_lines(&run.stdout);
     assert_eq!(events.len(), expected.len());
     assert!(

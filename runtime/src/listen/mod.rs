@@ -567,6 +567,7 @@ fn parse_messages(
             let arrived = std::time::Instant::now();
             let sender = reorder
                 .as_mut()
+                .filter(|_| chunk.kind == server::ChunkKind::Messages)
                 .map(|reorder| reorder.sender(&chunk.peer, arrived));
             for message in chunk.frames.iter() {
                 stats.messages += 1;
