@@ -11,14 +11,14 @@ rustup target add wasm32-wasip2
 rustup component add rustfmt clippy
 
 # Real syslog senders for the network tests: util-linux's logger (Debian's
-# bsdutils) and rsyslog. The tests skip loudly without them.
-if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ]; then
+# bsdutils), rsyslog and its RELP forwarder (rsyslog-relp). The tests that
+# need them fail without them.
+if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ] ||
+   ! ls /usr/lib/*/rsyslog/omrelp.so >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    if ! { $sudo apt-get update -qq &&
-           DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bsdutils rsyslog >/dev/null; }; then
-        echo "WARNING: could not install logger and rsyslog; the tests that need them will say SKIPPED" >&2
-    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bsdutils rsyslog rsyslog-relp >/dev/null
 fi
 
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report

@@ -213,18 +213,18 @@ fn logged_count(stderr: &str, marker: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} is not a number in {line}"))
 }
 
-/// util-linux's logger, or a loud skip where it cannot be had (the test
-/// script installs it, so CI does not skip).
-fn logger_found() -> bool {
+/// util-linux's logger must be installed (the test script installs it): a
+/// test that needs it fails without it.
+fn require_logger() {
     let found = Command::new("logger")
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
-    if !found {
-        eprintln!("SKIPPED: util-linux `logger` is not installed (apt-get install bsdutils)");
-    }
-    found
+    assert!(
+        found,
+        "util-linux `logger` is not installed (apt-get install bsdutils; ./test.sh does)"
+    );
 }
 
 fn run_logger(args: &[&str]) {
@@ -241,9 +241,7 @@ fn run_logger(args: &[&str]) {
 
 #[test]
 fn logger_messages_over_tcp_and_udp_in_both_formats_arrive_exactly_once_with_their_sender() {
-    if !logger_found() {
-        return;
-    }
+    require_logger();
     let mut server = Server::start(REPORT_APP, &["-o", "listen.udp=127.0.0.1:0"]);
     let tcp = server.address("TCP");
     let udp = server.address("UDP");
@@ -708,6 +706,34 @@ fn send_tls(
     identity: Option<&str>,
     messages: &[String],
 ) -> Result<(), String> {
+    let mut stream = tls_client(address, dir, identity);
+    let mut text = String::new();
+    for message in messages {
+        text.push_str(&format!("{} {message}", message.len()));
+    }
+    stream
+        .write_all(text.as_bytes())
+        .and_then(|()| stream.flush())
+        .map_err(|error| error.to_string())?;
+    stream.conn.send_close_notify();
+    stream.flush().map_err(|error| error.to_string())?;
+    // The server's answer: its close, or the alert that refuses us.
+    let mut rest = Vec::new();
+    match std::io::Read::read_to_end(&mut stream, &mut rest) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A TLS connection to `address` trusting the CA in `dir`, as `identity`
+/// (a certificate and key in `dir`, or none); the handshake happens at the
+/// first write.
+fn tls_client(
+    address: SocketAddr,
+    dir: &std::path::Path,
+    identity: Option<&str>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -734,24 +760,7 @@ fn send_tls(
     let server_name = ServerName::try_from("localhost").expect("name");
     let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), server_name)
         .expect("client connection");
-    let mut stream = rustls::StreamOwned::new(connection, connect(address));
-    let mut text = String::new();
-    for message in messages {
-        text.push_str(&format!("{} {message}", message.len()));
-    }
-    stream
-        .write_all(text.as_bytes())
-        .and_then(|()| stream.flush())
-        .map_err(|error| error.to_string())?;
-    stream.conn.send_close_notify();
-    stream.flush().map_err(|error| error.to_string())?;
-    // The server's answer: its close, or the alert that refuses us.
-    let mut rest = Vec::new();
-    match std::io::Read::read_to_end(&mut stream, &mut rest) {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
-        Err(error) => Err(error.to_string()),
-    }
+    rustls::StreamOwned::new(connection, connect(address))
 }
 
 #[test]
@@ -821,7 +830,7 @@ fn tls_settings_are_checked_before_anything_runs() {
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
-        "error: listen.tls is set: listen.tls_certificate and listen.tls_key must name PEM files\n"
+        "error: listen.tls or listen.relp_tls is set: listen.tls_certificate and listen.tls_key must name PEM files\n"
     );
     let run = check(&[
         "listen.tls=127.0.0.1:6514",
@@ -912,7 +921,7 @@ fn listener_settings_and_bind_failures_name_the_item() {
     assert_eq!(run.code, Some(1));
     assert_has(
         &run.stderr,
-        "error: nothing to listen on: listen.tcp, listen.udp and listen.tls are all empty",
+        "error: nothing to listen on: listen.tcp, listen.udp, listen.tls, listen.relp and listen.relp_tls are all empty",
     );
 }
 
@@ -995,76 +1004,104 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(sender.join().expect("sender"), 5_000);
 }
 
-/// rsyslog's daemon, or a loud skip where it cannot be had (the test
-/// script installs it, so CI does not skip).
-fn rsyslogd() -> Option<PathBuf> {
-    let found = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+/// rsyslogd in a scratch directory, taking messages on a Unix socket of
+/// its own (no port to pick) and doing what the given actions say; killed
+/// when dropped.
+struct Rsyslog {
+    daemon: Child,
+    socket: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    fn start(actions: &str) -> Rsyslog {
+        let rsyslogd = rsyslogd();
+        require_logger();
+        let work = tempfile::tempdir().expect("temp dir");
+        let socket = work.path().join("in.sock");
+        let config = format!(
+            "global(workDirectory=\"{work}\")\n\
+             module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+             input(type=\"imuxsock\" Socket=\"{socket}\" RateLimit.Interval=\"0\")\n\
+             {actions}",
+            work = work.path().display(),
+            socket = socket.display(),
+        );
+        std::fs::write(work.path().join("rsyslog.conf"), config).expect("config");
+        let daemon = Command::new(rsyslogd)
+            .arg("-n")
+            .arg("-f")
+            .arg(work.path().join("rsyslog.conf"))
+            .arg("-i")
+            .arg(work.path().join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rsyslogd starts");
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(started.elapsed() < PATIENCE, "rsyslogd made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Rsyslog {
+            daemon,
+            socket,
+            _work: work,
+        }
+    }
+
+    /// Log every line of `lines` through rsyslog with `logger`, as `tag`.
+    fn log(&self, tag: &str, lines: &str) {
+        let mut logger = Command::new("logger")
+            .arg("-u")
+            .arg(&self.socket)
+            .args(["-t", tag])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("logger runs");
+        logger
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(lines.as_bytes())
+            .expect("feed logger");
+        assert!(logger.wait().expect("logger").success());
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// rsyslog's daemon, which must be installed (the test script installs
+/// it): a test that needs it fails without it.
+fn rsyslogd() -> PathBuf {
+    ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
         .into_iter()
         .map(PathBuf::from)
-        .find(|path| path.exists());
-    if found.is_none() {
-        eprintln!("SKIPPED: rsyslogd is not installed (apt-get install rsyslog)");
-    }
-    found
+        .find(|path| path.exists())
+        .expect("rsyslogd is not installed (apt-get install rsyslog; ./test.sh does)")
 }
 
 #[test]
 fn rsyslog_forwarding_in_syslog_protocol_format_delivers_every_message_once() {
     const MESSAGES: usize = 2_000;
-    let (Some(rsyslogd), true) = (rsyslogd(), logger_found()) else {
-        return;
-    };
     let mut server = Server::start(REPORT_APP, &[]);
     let port = server.address("TCP").port();
-    // rsyslog takes messages on a Unix socket of its own (no port to pick)
-    // and forwards them to us octet-counted in RFC 5424.
-    let work = tempfile::tempdir().expect("temp dir");
-    let socket = work.path().join("in.sock");
-    let config = format!(
-        "global(workDirectory=\"{work}\")\n\
-         module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
-         input(type=\"imuxsock\" Socket=\"{socket}\" RateLimit.Interval=\"0\")\n\
-         *.* action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" \
-         TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n",
-        work = work.path().display(),
-        socket = socket.display(),
-    );
-    std::fs::write(work.path().join("rsyslog.conf"), config).expect("config");
-    let mut daemon = Command::new(rsyslogd)
-        .arg("-n")
-        .arg("-f")
-        .arg(work.path().join("rsyslog.conf"))
-        .arg("-i")
-        .arg(work.path().join("rsyslog.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rsyslogd starts");
-    let started = Instant::now();
-    while !socket.exists() {
-        assert!(started.elapsed() < PATIENCE, "rsyslogd made no socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // rsyslog forwards to us octet-counted in RFC 5424.
+    let rsyslog = Rsyslog::start(&format!(
+        "*.* action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{port}\" protocol=\"tcp\" \
+         TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n"
+    ));
     let lines: String = (1..=MESSAGES)
         .map(|n| format!("forwarded message {n} with some words\n"))
         .collect();
-    let mut logger = Command::new("logger")
-        .arg("-u")
-        .arg(&socket)
-        .args(["-t", "viarsyslog"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("logger runs");
-    logger
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(lines.as_bytes())
-        .expect("feed logger");
-    assert!(logger.wait().expect("logger").success());
+    rsyslog.log("viarsyslog", &lines);
     server.wait_for_lines(MESSAGES);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(rsyslog);
     let run = server.stop();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let events = json_lines(&run.stdout);
@@ -1879,4 +1916,300 @@ fn time_of(text: &str) -> u64 {
             .expect("a two-digit field")
     };
     1_676_851_200 + field(11..13) * 3600 + field(14..16) * 60 + field(17..19)
+}
+
+/// A hand-made RELP client: frames out, answers in (over TCP or TLS).
+struct RelpClient<S: std::io::Read + std::io::Write> {
+    stream: S,
+    received: Vec<u8>,
+    next_txnr: u64,
+}
+
+impl<S: std::io::Read + std::io::Write> RelpClient<S> {
+    /// Open a session over `stream`; returns the client and the server's
+    /// answer to `open`.
+    fn open(stream: S) -> (Self, String) {
+        let mut client = RelpClient {
+            stream,
+            received: Vec::new(),
+            next_txnr: 1,
+        };
+        client.send(
+            "open",
+            "relp_version=0\nrelp_software=test\ncommands=syslog",
+        );
+        let (txnr, offers) = client.answer().expect("an answer to open");
+        assert_eq!(txnr, 1);
+        (client, offers)
+    }
+
+    /// Send a command; returns its transaction number.
+    fn send(&mut self, command: &str, data: &str) -> u64 {
+        let txnr = self.next_txnr;
+        self.next_txnr += 1;
+        let frame = if data.is_empty() {
+            format!("{txnr} {command} 0\n")
+        } else {
+            format!("{txnr} {command} {} {data}\n", data.len())
+        };
+        self.stream
+            .write_all(frame.as_bytes())
+            .and_then(|()| self.stream.flush())
+            .expect("send a frame");
+        txnr
+    }
+
+    /// The next frame from the server as (txnr, data) when it is an
+    /// answer (`rsp`), (0, command) for a hint; `None` once the server has
+    /// closed.
+    fn answer(&mut self) -> Option<(u64, String)> {
+        loop {
+            if let Some(frame) = self.take_frame() {
+                return Some(frame);
+            }
+            let mut buffer = [0u8; 4096];
+            match std::io::Read::read(&mut self.stream, &mut buffer) {
+                Ok(0) => return None,
+                Ok(count) => self.received.extend_from_slice(&buffer[..count]),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return None;
+                }
+                Err(error) => panic!("reading answers: {error}"),
+            }
+        }
+    }
+
+    fn take_frame(&mut self) -> Option<(u64, String)> {
+        let text = &self.received;
+        let mut parts = text.splitn(4, |&byte| byte == b' ' || byte == b'\n');
+        let txnr: u64 = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+        let command = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+        let length_text = parts.next()?;
+        let length: usize = std::str::from_utf8(length_text).ok()?.parse().ok()?;
+        let header = txnr.to_string().len() + 1 + command.len() + 1 + length_text.len();
+        let (data, end) = if length == 0 {
+            (String::new(), header + 1)
+        } else {
+            let start = header + 1;
+            let data = text.get(start..start + length)?;
+            (
+                String::from_utf8_lossy(data).into_owned(),
+                start + length + 1,
+            )
+        };
+        if text.len() < end {
+            return None;
+        }
+        assert_eq!(text[end - 1], b'\n', "a frame ends with a line feed");
+        self.received.drain(..end);
+        Some(match command.as_str() {
+            "rsp" => (txnr, data),
+            _ => (txnr, command),
+        })
+    }
+}
+
+/// The offers a RELP client hears in answer to `open`.
+fn relp_offers() -> String {
+    format!(
+        "200 OK\nrelp_version=0\nrelp_software=correlator,{}\ncommands=syslog",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+#[test]
+fn relp_answers_each_message_in_order_once_its_events_are_handled() {
+    const MESSAGES: u64 = 100;
+    let mut server = Server::start(
+        REPORT_APP,
+        &["-o", "listen.relp=127.0.0.1:0", "-o", "state.enabled=false"],
+    );
+    let (mut client, offers) = RelpClient::open(connect(server.address("RELP")));
+    assert_eq!(offers, relp_offers());
+    let sent: Vec<u64> = (1..=MESSAGES)
+        .map(|n| client.send("syslog", &record(&format!("relp {n}"))))
+        .collect();
+    let unknown = client.send("frobnicate", "");
+    for (n, txnr) in (1..=MESSAGES).zip(&sent) {
+        assert_eq!(client.answer(), Some((*txnr, "200 OK".to_owned())));
+        // Answered only once its event is out.
+        assert_has(&server.stdout(), &format!("\"message\":\"relp {n}\""));
+    }
+    assert_eq!(
+        client.answer(),
+        Some((unknown, "500 command not supported".to_owned()))
+    );
+    let close = client.send("close", "");
+    assert_eq!(client.answer(), Some((close, "200 OK".to_owned())));
+    assert_eq!(client.answer(), None, "the server closes after close");
+
+    // A session open at shutdown: what was sent is answered, then the
+    // server says it closes.
+    let (mut client, _) = RelpClient::open(connect(server.address("RELP")));
+    let last = client.send("syslog", &record("relp last"));
+    server.wait_for_lines(MESSAGES as usize + 1);
+    signal(server.pid(), "TERM");
+    assert_eq!(client.answer(), Some((last, "200 OK".to_owned())));
+    assert_eq!(client.answer(), Some((0, "serverclose".to_owned())));
+    assert_eq!(client.answer(), None);
+    let run = server.wait_for_exit();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut expected: Vec<String> = (1..=MESSAGES).map(|n| format!("relp {n}")).collect();
+    expected.push("relp last".to_owned());
+    expected.sort();
+    assert_eq!(notice_messages(&json_lines(&run.stdout)), expected);
+    assert_eq!(
+        logged_count(&run.stderr, "listener stopped", "messages"),
+        MESSAGES + 1
+    );
+}
+
+#[test]
+fn relp_over_tls_answers_once_a_checkpoint_covers_the_messages() {
+    const MESSAGES: u64 = 50;
+    let dir = app_dir(REPORT_APP);
+    make_pki(dir.path());
+    let mut server = Server::start_in(
+        dir,
+        &[
+            "-o",
+            "listen.relp_tls=127.0.0.1:0",
+            "-o",
+            "listen.tls_certificate=server.pem",
+            "-o",
+            "listen.tls_key=server.key",
+            // Far past the test: only the senders' wait makes a checkpoint.
+            "-o",
+            "state.checkpoint_interval=3600",
+        ],
+    );
+    let address = server.address("RELP over TLS");
+    let (mut client, offers) = RelpClient::open(tls_client(address, server.dir.path(), None));
+    assert_eq!(offers, relp_offers());
+    let sent: Vec<u64> = (1..=MESSAGES)
+        .map(|n| client.send("syslog", &record(&format!("safe {n}"))))
+        .collect();
+    for txnr in &sent {
+        assert_eq!(client.answer(), Some((*txnr, "200 OK".to_owned())));
+    }
+    // Every answered message is in the store: killed now, the checkpoint
+    // covers all of them.
+    signal(server.pid(), "KILL");
+    let _ = server.wait_for_exit();
+    let check = correlator(server.dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert_has(
+        &check.stdout,
+        &format!("checkpoint after record {MESSAGES} of network ("),
+    );
+}
+
+/// rsyslog forwarding over RELP to `port`, resending every second until
+/// answered, its window larger than its batches (a batch larger than the
+/// window stalls librelp's corked socket for 200 ms per window).
+fn omrelp_to(port: u16) -> Rsyslog {
+    Rsyslog::start(&format!(
+        "main_queue(queue.size=\"200000\")\n\
+         module(load=\"omrelp\")\n\
+         *.* action(type=\"omrelp\" target=\"127.0.0.1\" port=\"{port}\" \
+         template=\"RSYSLOG_SyslogProtocol23Format\" windowSize=\"1024\" \
+         action.resumeRetryCount=\"-1\" action.resumeInterval=\"1\")\n"
+    ))
+}
+
+#[test]
+fn rsyslog_omrelp_loses_nothing_when_the_runtime_is_killed_and_restarted() {
+    const MESSAGES: usize = 60_000;
+    const KILLS: usize = 3;
+    // A port of our own that every run takes again: rsyslog reconnects to it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let relp = format!("listen.relp=127.0.0.1:{port}");
+    let dir = app_dir(REPORT_APP);
+    let start = |dir: tempfile::TempDir| Server::start_in(dir, &["-o", &relp]);
+    let mut server = start(dir);
+    let rsyslog = omrelp_to(port);
+    let lines: String = (1..=MESSAGES).map(|n| format!("relayed {n}\n")).collect();
+    let feeder = std::thread::spawn(move || {
+        // In parts, so that the kills land while messages flow.
+        for part in lines.lines().collect::<Vec<_>>().chunks(2_000) {
+            rsyslog.log("viarelp", &(part.join("\n") + "\n"));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        rsyslog
+    });
+    let mut outputs = Vec::new();
+    for kill in 1..=KILLS {
+        server.wait_until("records flow", |server| {
+            server.stdout().lines().count() >= kill * 5_000
+        });
+        signal(server.pid(), "KILL");
+        let _ = server.wait_for_exit();
+        outputs.push(server.stdout());
+        // The next run in the same directory: same state, new output.
+        std::fs::rename(
+            server.path("stdout.txt"),
+            server.path(&format!("stdout-{kill}.txt")),
+        )
+        .expect("keep the output");
+        let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("temp dir"));
+        server = start(dir);
+    }
+    let received = |server: &Server, outputs: &[String]| {
+        let mut seen = std::collections::HashSet::new();
+        for text in outputs
+            .iter()
+            .map(String::as_str)
+            .chain([server.stdout().as_str()])
+        {
+            seen.extend(relayed_messages(text));
+        }
+        seen
+    };
+    server.wait_until("every message is in", |server| {
+        received(server, &outputs).len() >= MESSAGES
+    });
+    let rsyslog = feeder.join().expect("feeder");
+    drop(rsyslog);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    outputs.push(run.stdout);
+    let mut all: Vec<String> = outputs
+        .iter()
+        .flat_map(|text| relayed_messages(text))
+        .collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    let expected: Vec<String> = {
+        let mut expected: Vec<String> = (1..=MESSAGES).map(|n| format!("relayed {n}")).collect();
+        expected.sort();
+        expected
+    };
+    assert_eq!(all, expected, "every message arrives, none lost");
+    // Duplicates: what was processed after a run's last checkpoint and
+    // sent again by rsyslog (at most one window per kill).
+    let duplicates = total - MESSAGES;
+    eprintln!("{KILLS} kills: {duplicates} duplicates");
+    assert!(
+        duplicates <= KILLS * 1024,
+        "{duplicates} duplicates for {KILLS} kills with a window of 1024"
+    );
+}
+
+/// The messages of the Notices in `text`, trimmed; a line that a kill cut
+/// short is not an event (its message was not answered, and comes again).
+fn relayed_messages(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["kind"] == "Notice")
+        .filter_map(|event| Some(event["fields"]["message"].as_str()?.trim().to_owned()))
+        .collect()
 }

@@ -18,6 +18,7 @@ pub mod host;
 pub mod listen;
 pub mod loader;
 pub mod pipeline;
+pub mod receipts;
 pub mod record;
 pub mod replay;
 pub mod signals;

@@ -10,6 +10,7 @@
 use crate::clock_guard::ClockGuard;
 use crate::filter::Filter;
 use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
+use crate::receipts::Receipts;
 use crate::record::BatchBuilder;
 use crate::state_store::{Checkpoint, InstanceCommit, Ownership, StateStore};
 use crate::types::{Dispatched, RecordBatch, TickKind, TimerTick, Timestamp};
@@ -56,7 +57,7 @@ impl BatchSink {
     /// Hand on what `builder` holds (if anything) and leave an empty batch
     /// in its place; `false` as for [`BatchSink::send`].
     pub fn pass_on(&self, builder: &mut BatchBuilder) -> bool {
-        if builder.is_empty() {
+        if builder.is_empty() && builder.receipts_mut().is_empty() {
             return true;
         }
         let full = std::mem::replace(builder, self.empty_builder());
@@ -117,6 +118,8 @@ pub fn run_stages<S: Send>(
                         ToHandlers::Settled(done) => {
                             let _ = done.send(());
                         }
+                        // The events of these messages are handled.
+                        ToHandlers::Receipts(receipts) => receipts.deliver(),
                     }
                 }
                 Ok(handlers.counters())
@@ -133,6 +136,8 @@ pub fn run_stages<S: Send>(
                 Err(abort) => aborted = Some(abort),
             }
         }
+        // A batch taken early, to learn whether another was waiting.
+        let mut ahead: Option<BatchBuilder> = None;
         while aborted.is_none() && !modules.outbox.closed {
             // Wake at each minute's boundary when following the wall clock,
             // when a checkpoint falls due and when a back-off that records
@@ -145,31 +150,46 @@ pub fn run_stages<S: Send>(
             .into_iter()
             .flatten()
             .min();
-            let received = match wait {
-                Some(wait) => match batch_rx.recv_timeout(wait) {
+            let received = match (ahead.take(), wait) {
+                (Some(builder), _) => Some(builder),
+                (None, Some(wait)) => match batch_rx.recv_timeout(wait) {
                     Ok(builder) => Some(builder),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 },
-                None => match batch_rx.recv() {
+                (None, None) => match batch_rx.recv() {
                     Ok(builder) => Some(builder),
                     Err(_) => break,
                 },
             };
+            let mut received = received;
             let mut step = || -> Result<(), Aborted> {
                 modules.catch_up()?;
                 if wall_clock {
                     let until_next = modules.wall_clock_ticks(std::time::SystemTime::now())?;
                     until_tick = until_next.max(Duration::from_millis(10));
                 }
-                if let Some(builder) = &received
-                    && let Some(latest) = builder.latest_time()
-                {
-                    modules.process(builder.batch(), latest)?;
+                if let Some(builder) = &mut received {
+                    if let Some(latest) = builder.latest_time() {
+                        modules.process(builder.batch(), latest)?;
+                    }
+                    modules.hold_receipts(builder.take_receipts());
                 }
-                if modules.checkpoint_due() == Some(Duration::ZERO) {
+                // Senders wait for receipts (a window of messages at a
+                // time): commit as soon as no batch is waiting, rather than
+                // at the interval, so that they never wait for it.
+                let senders_wait = modules.receipts_wait_for_checkpoint()
+                    && match batch_rx.try_recv() {
+                        Ok(builder) => {
+                            ahead = Some(builder);
+                            false
+                        }
+                        Err(_) => true,
+                    };
+                if senders_wait || modules.checkpoint_due() == Some(Duration::ZERO) {
                     modules.checkpoint()?;
                 }
+                modules.release_receipts();
                 modules.outbox.flush();
                 Ok(())
             };
@@ -191,8 +211,12 @@ pub fn run_stages<S: Send>(
             if let Err(abort) = last {
                 aborted = Some(abort);
             }
+            modules.release_receipts();
             modules.outbox.flush();
         }
+        // Receipts not delivered by now never will be: their senders
+        // resend the messages to the next run.
+        drop(modules.take_receipts());
         modules.outbox.disconnect();
         drop(recycle_tx);
         let counters = join(handling);
@@ -222,6 +246,8 @@ pub struct ModuleStage {
     persistence: Option<Persistence>,
     outbox: Outbox,
     guard: ClockGuard,
+    /// Receipts of processed messages, delivered once they are safe.
+    receipts: Receipts,
 }
 
 /// The events of one step are passed to the handler thread in parts of
@@ -239,6 +265,9 @@ enum ToHandlers {
     /// Answer once every event sent before is handled (a checkpoint waits
     /// for that).
     Settled(mpsc::SyncSender<()>),
+    /// Deliver these once every event sent before is handled: without
+    /// state, that is when their messages are safe.
+    Receipts(Receipts),
 }
 
 /// Where the module thread puts events for the handler thread.
@@ -289,6 +318,17 @@ impl Outbox {
         let events = std::mem::take(&mut self.pending);
         if let Some(sender) = &self.sender
             && sender.send(ToHandlers::Events(events)).is_err()
+        {
+            self.closed = true;
+        }
+    }
+
+    /// Pass `receipts` on behind every event so far, for the handler
+    /// thread to deliver once those are handled.
+    fn add_receipts(&mut self, receipts: Receipts) {
+        self.flush();
+        if let Some(sender) = &self.sender
+            && sender.send(ToHandlers::Receipts(receipts)).is_err()
         {
             self.closed = true;
         }
@@ -439,6 +479,7 @@ impl ModuleStage {
             persistence: None,
             outbox: Outbox::default(),
             guard: ClockGuard::new(max_gap_minutes),
+            receipts: Receipts::default(),
         }
     }
 
@@ -569,6 +610,8 @@ impl ModuleStage {
         persistence.changed = false;
         match result {
             Ok(growth) => {
+                // What the receipts stand for is on disk now.
+                std::mem::take(&mut self.receipts).deliver();
                 let mut growth = growth.into_iter();
                 for (module, owner) in self.modules.iter_mut().zip(&persistence.owners) {
                     if owner.is_some() {
@@ -588,6 +631,40 @@ impl ModuleStage {
             }
         }
         Ok(())
+    }
+
+    /// Keep the receipts of a processed batch until its messages are safe.
+    pub fn hold_receipts(&mut self, mut receipts: Receipts) {
+        if receipts.is_empty() {
+            return;
+        }
+        self.receipts.append(&mut receipts);
+        if let Some(persistence) = &mut self.persistence {
+            // Even a batch of unparsable messages needs a commit to answer.
+            persistence.changed = true;
+        }
+    }
+
+    /// Whether receipts wait for the next checkpoint (state is kept).
+    pub fn receipts_wait_for_checkpoint(&self) -> bool {
+        self.persistence.is_some() && !self.receipts.is_empty()
+    }
+
+    /// Without state, pass the receipts held on to the handler thread, to
+    /// be delivered once the events before them are handled; not while an
+    /// instance's backlog still holds records (their events are not even
+    /// made yet). With state, a checkpoint delivers them.
+    pub fn release_receipts(&mut self) {
+        if self.persistence.is_none() && !self.receipts.is_empty() && self.backlog_wait().is_none()
+        {
+            let receipts = std::mem::take(&mut self.receipts);
+            self.outbox.add_receipts(receipts);
+        }
+    }
+
+    /// Take the receipts held (at the end of a run, to drop them).
+    pub fn take_receipts(&mut self) -> Receipts {
+        std::mem::take(&mut self.receipts)
     }
 
     /// Make ticks follow `time`.

@@ -16,6 +16,7 @@
 //! once.
 
 pub mod framing;
+pub mod relp;
 mod reorder;
 mod server;
 mod slots;
@@ -23,6 +24,7 @@ mod slots;
 use crate::capture::CaptureWriter;
 use crate::config_store::ConfigStore;
 use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, TickTime, run_stages};
+use crate::receipts::ReceiptSink;
 use crate::record::{Origin, ParseCounts, TraditionalDefaults};
 use crate::types::{Value, ValueType};
 use anyhow::{anyhow, bail};
@@ -35,7 +37,7 @@ use std::time::Duration;
 
 /// The listener's configuration items, with their defaults and what they
 /// are for; declared in the configuration store by the loader.
-pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 16] {
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 18] {
     let text = |default: &str| Value::Text(default.to_owned());
     [
         (
@@ -61,6 +63,18 @@ pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 16] {
             ValueType::Text,
             text(""),
             "IP:PORT for syslog over TLS (RFC 5425); needs listen.tls_certificate and listen.tls_key; empty turns it off",
+        ),
+        (
+            "listen.relp",
+            ValueType::Text,
+            text(""),
+            "IP:PORT for RELP (rsyslog's omrelp): a message is acknowledged once a state checkpoint covers it (without state: once its events are handled), so that the sender resends what a crash lost; empty turns it off",
+        ),
+        (
+            "listen.relp_tls",
+            ValueType::Text,
+            text(""),
+            "IP:PORT for RELP over TLS; needs listen.tls_certificate and listen.tls_key (as listen.tls); empty turns it off",
         ),
         (
             "listen.tls_certificate",
@@ -148,6 +162,10 @@ pub struct ListenSettings {
     pub udp_queue_bytes: usize,
     /// TLS address and server configuration, if TLS is on.
     pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// RELP address, if RELP is on.
+    pub relp: Option<SocketAddr>,
+    /// RELP-over-TLS address and server configuration, if it is on.
+    pub relp_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     /// How TCP and TLS streams are cut into messages (and the size limit
     /// for UDP).
     pub framing: FramingRules,
@@ -175,6 +193,11 @@ impl std::fmt::Debug for ListenSettings {
             .field("udp", &self.udp)
             .field("udp_queue_bytes", &self.udp_queue_bytes)
             .field("tls", &self.tls.as_ref().map(|(address, _)| address))
+            .field("relp", &self.relp)
+            .field(
+                "relp_tls",
+                &self.relp_tls.as_ref().map(|(address, _)| address),
+            )
             .field("framing", &self.framing)
             .field("idle_timeout", &self.idle_timeout)
             .field("first_byte_timeout", &self.first_byte_timeout)
@@ -277,22 +300,29 @@ impl ListenSettings {
                 "listen.reorder_ms must be between 0 (off) and 600000 (ten minutes), not {other}"
             ),
         };
-        let tls = match address("listen.tls")? {
-            None => None,
-            Some(address) => Some((
-                address,
-                server::tls_config(
-                    &text("listen.tls_certificate"),
-                    &text("listen.tls_key"),
-                    &text("listen.tls_client_ca"),
-                )?,
-            )),
+        let tls_address = address("listen.tls")?;
+        let relp_tls_address = address("listen.relp_tls")?;
+        // One server configuration for both TLS listeners.
+        let tls_config = if tls_address.is_some() || relp_tls_address.is_some() {
+            Some(server::tls_config(
+                &text("listen.tls_certificate"),
+                &text("listen.tls_key"),
+                &text("listen.tls_client_ca"),
+            )?)
+        } else {
+            None
         };
+        let with_config =
+            |address: Option<SocketAddr>| address.zip(tls_config.as_ref().map(Arc::clone));
+        let tls = with_config(tls_address);
+        let relp_tls = with_config(relp_tls_address);
         Ok(ListenSettings {
             tcp: address("listen.tcp")?,
             udp: address("listen.udp")?,
             udp_queue_bytes,
             tls,
+            relp: address("listen.relp")?,
+            relp_tls,
             framing: FramingRules {
                 trailer,
                 max_message_bytes,
@@ -419,6 +449,11 @@ impl NetworkSnapshot {
     }
 }
 
+/// How long the run waits, after the pipeline has finished, for RELP
+/// connections to send their last answers (a connection waits for the
+/// pipeline at most this long too).
+const RELP_FINISH_WAIT: Duration = Duration::from_secs(70);
+
 /// What the parser side saw while listening.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ListenStats {
@@ -443,7 +478,8 @@ pub fn serve(
 ) -> anyhow::Result<(ListenStats, Counters)> {
     let counters = Arc::new(NetworkCounters::default());
     let network = server::Network::bind(settings, Arc::clone(&counters))?;
-    let (queue, stop) = network.start()?;
+    let (queue, listening) = network.start()?;
+    let stop = listening.stopper();
     modules.set_tick_time(TickTime::WallClock);
     modules.keep_backlogs();
     let reorder = settings.reorder;
@@ -456,6 +492,8 @@ pub fn serve(
         // parser's queue ends.
         move || stop.cancel(),
     );
+    // RELP connections answer what the pipeline finished, then close.
+    listening.wait_until_finished(RELP_FINISH_WAIT);
     let (stats, pipeline_counters) = match result {
         Ok(((stats, capture_error), counters_of_pipeline)) => {
             if let Some(error) = capture_error {
@@ -499,6 +537,17 @@ struct Message<'a> {
     text: &'a str,
     /// Who sent it.
     peer: &'a str,
+    /// Where to say that it is safe, and its number there (RELP).
+    receipt: Option<(&'a Arc<ReceiptSink>, u64)>,
+}
+
+impl Message<'_> {
+    /// Its receipt travels with `builder`.
+    fn add_receipt(&self, builder: &mut crate::record::BatchBuilder) {
+        if let Some((sink, number)) = self.receipt {
+            builder.receipts_mut().add(sink, number);
+        }
+    }
 }
 
 /// Take a message while records are put in order (`reorder.rs`): parsed
@@ -516,19 +565,27 @@ fn take_in_order(
         position,
         text,
         peer,
+        receipt,
     } = *message;
     let Ok(parsed) = crate::record::parse(text, defaults) else {
         // Counted and logged as unparsable.
         counts.take(builder, position, text, Origin::Network { peer }, defaults);
+        message.add_receipt(builder);
         return;
     };
     let time = (parsed.timestamp.seconds, parsed.timestamp.nanoseconds);
     if reorder.admit(sender, time, arrived) {
         counts.take_parsed(builder, position, text, &parsed, peer);
+        message.add_receipt(builder);
     } else {
-        reorder.wait(sender, arrived, |waiting| {
+        let waits = reorder.wait(sender, arrived, receipt, |waiting| {
             waiting.push(position, text, &parsed, peer);
         });
+        if !waits {
+            // Never so: `push` always adds the record. Its receipt goes on
+            // rather than be lost.
+            message.add_receipt(builder);
+        }
         // Counted now: it leaves for the modules later, whatever happens.
         counts.records += 1;
     }
@@ -569,7 +626,7 @@ fn parse_messages(
                 .as_mut()
                 .filter(|_| chunk.kind == server::ChunkKind::Messages)
                 .map(|reorder| reorder.sender(&chunk.peer, arrived));
-            for message in chunk.frames.iter() {
+            for (index, message) in chunk.frames.iter().enumerate() {
                 stats.messages += 1;
                 let position = stats.messages;
                 if let Some(writer) = &mut capture
@@ -584,6 +641,10 @@ fn parse_messages(
                     position,
                     text,
                     peer: &chunk.peer,
+                    receipt: chunk
+                        .receipts
+                        .as_ref()
+                        .and_then(|(sink, numbers)| Some((sink, *numbers.get(index)?))),
                 };
                 match reorder.as_mut().zip(sender) {
                     Some((reorder, sender)) => take_in_order(
@@ -595,15 +656,20 @@ fn parse_messages(
                         arrived,
                         &defaults,
                     ),
-                    None => stats.parsed.take(
-                        &mut builder,
-                        position,
-                        text,
-                        Origin::Network { peer: &chunk.peer },
-                        &defaults,
-                    ),
+                    None => {
+                        stats.parsed.take(
+                            &mut builder,
+                            position,
+                            text,
+                            Origin::Network { peer: &chunk.peer },
+                            &defaults,
+                        );
+                        message.add_receipt(&mut builder);
+                    }
                 }
-                if builder.is_full() && !sink.pass_on(&mut builder) {
+                if builder.is_full()
+                    && !pass_on(sink, &mut builder, &mut capture, &mut capture_error)
+                {
                     return (stats, capture_error);
                 }
             }
@@ -619,7 +685,7 @@ fn parse_messages(
         }
         if let Some(reorder) = &mut reorder {
             while reorder.release(std::time::Instant::now(), closed, &mut builder) {
-                if !sink.pass_on(&mut builder) {
+                if !pass_on(sink, &mut builder, &mut capture, &mut capture_error) {
                     return (stats, capture_error);
                 }
             }
@@ -630,7 +696,7 @@ fn parse_messages(
         // Nothing more waiting: pass on what there is rather than wait for
         // a full batch, so that a quiet network sees its events at once.
         if queue.is_empty() {
-            if !sink.pass_on(&mut builder) {
+            if !pass_on(sink, &mut builder, &mut capture, &mut capture_error) {
                 return (stats, capture_error);
             }
             if let Some(writer) = &mut capture
@@ -641,7 +707,7 @@ fn parse_messages(
             }
         }
     }
-    sink.pass_on(&mut builder);
+    pass_on(sink, &mut builder, &mut capture, &mut capture_error);
     if let Some(mut writer) = capture {
         match writer.flush() {
             Ok(()) => tracing::info!(
@@ -653,6 +719,25 @@ fn parse_messages(
         }
     }
     (stats, capture_error)
+}
+
+/// Hand on what `builder` holds ([`BatchSink::pass_on`]). When it carries
+/// receipts, the capture is flushed first: a message is acknowledged only
+/// once it is in the capture too.
+fn pass_on(
+    sink: &BatchSink,
+    builder: &mut crate::record::BatchBuilder,
+    capture: &mut Option<CaptureWriter>,
+    capture_error: &mut Option<anyhow::Error>,
+) -> bool {
+    if !builder.receipts_mut().is_empty()
+        && let Some(writer) = capture
+        && let Err(error) = writer.flush()
+    {
+        *capture_error = Some(capture_failed(writer, error));
+        *capture = None;
+    }
+    sink.pass_on(builder)
 }
 
 /// Say at once that the capture failed (listening goes on without it); the

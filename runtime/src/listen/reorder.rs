@@ -23,6 +23,7 @@
 //! that may leave at once (nothing waits, and no other sender is behind
 //! it: always so with one sender) never waits at all.
 
+use crate::receipts::ReceiptSink;
 use crate::record::{BatchBuilder, SPANS_PER_RECORD};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -66,6 +67,10 @@ struct Sender {
     arrivals: VecDeque<(Instant, u64)>,
     /// Arrival order of its oldest waiting record, for ties.
     seq: u64,
+    /// Receipts of its waiting records that have one (RELP), by the
+    /// record's `pushed` number (from 0), oldest first: they leave with
+    /// their records.
+    receipts: VecDeque<(u64, Arc<ReceiptSink>, u64)>,
 }
 
 impl Sender {
@@ -80,6 +85,7 @@ impl Sender {
             released: 0,
             arrivals: VecDeque::new(),
             seq: 0,
+            receipts: VecDeque::new(),
         }
     }
 
@@ -257,10 +263,18 @@ impl Reorder {
     }
 
     /// Keep the record `admit` refused: `parse` pushes it to a block of the
-    /// sender's waiting records.
-    pub fn wait(&mut self, id: SenderId, now: Instant, parse: impl FnOnce(&mut BatchBuilder)) {
+    /// sender's waiting records; its `receipt`, if it has one, leaves with
+    /// it. `false` if it was not kept (`parse` pushed nothing, or the sender
+    /// is unknown).
+    pub fn wait(
+        &mut self,
+        id: SenderId,
+        now: Instant,
+        receipt: Option<(&Arc<ReceiptSink>, u64)>,
+        parse: impl FnOnce(&mut BatchBuilder),
+    ) -> bool {
         let Some(Some(sender)) = self.senders.get_mut(id.0) else {
-            return;
+            return false;
         };
         if !sender.has_waiting() {
             self.seq += 1;
@@ -271,20 +285,26 @@ impl Reorder {
             sender.blocks.push_back(block);
         }
         let Some(block) = sender.blocks.back_mut() else {
-            return;
+            return false;
         };
         let before = block.len();
         parse(block);
         if block.len() == before {
-            return;
+            return false;
         }
         self.bytes += cost_of(block, before);
+        if let Some((sink, number)) = receipt {
+            sender
+                .receipts
+                .push_back((sender.pushed, Arc::clone(sink), number));
+        }
         sender.pushed += 1;
         match sender.arrivals.back_mut() {
             Some((arrived, pushed)) if *arrived == now => *pushed = sender.pushed,
             _ => sender.arrivals.push_back((now, sender.pushed)),
         }
         self.waiting += 1;
+        true
     }
 
     /// A sender without a connection (UDP) that has been silent for ten
@@ -370,6 +390,14 @@ impl Reorder {
                 out.push_copy(block.batch(), sender.cursor);
                 self.bytes = self.bytes.saturating_sub(cost_of(block, sender.cursor));
             }
+            if sender
+                .receipts
+                .front()
+                .is_some_and(|&(pushed, _, _)| pushed == sender.released)
+                && let Some((_, sink, number)) = sender.receipts.pop_front()
+            {
+                out.receipts_mut().add(&sink, number);
+            }
             self.waiting -= 1;
             sender.released += 1;
             sender.cursor += 1;
@@ -434,7 +462,7 @@ mod tests {
         if reorder.admit(id, (time, 0), now) {
             push(out);
         } else {
-            reorder.wait(id, now, push);
+            reorder.wait(id, now, None, push);
         }
     }
 

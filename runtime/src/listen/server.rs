@@ -4,6 +4,7 @@
 use super::framing::{Framer, Frames, FramingCounts, FramingRules, Oversize};
 use super::slots::{Admission, Limit, Slot, Slots};
 use super::{ListenSettings, NetworkCounters, NetworkSnapshot};
+use crate::receipts::ReceiptSink;
 use crate::signals::Signals;
 use anyhow::{Context as _, anyhow, bail};
 use std::collections::VecDeque;
@@ -57,6 +58,9 @@ pub struct Chunk {
     pub frames: Frames,
     /// What the chunk says besides its messages.
     pub kind: ChunkKind,
+    /// For messages whose sender waits to hear that they are safe (RELP):
+    /// where to say so, and each message's number there.
+    pub receipts: Option<(Arc<ReceiptSink>, Vec<u64>)>,
 }
 
 /// Chunks that mark a connection's start and end (holding no message), for
@@ -106,12 +110,41 @@ impl Queue {
     }
 }
 
+/// The network thread, serving.
+pub struct Listening {
+    stop: CancellationToken,
+    /// Hears once every connection has ended after shutdown.
+    finished: std::sync::mpsc::Receiver<()>,
+}
+
+impl Listening {
+    /// Cancelling it stops as a signal would (an instance aborted the
+    /// run).
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Wait, at most `limit`, until every connection has ended: RELP
+    /// connections answer what the pipeline finished after the parser's
+    /// queue has closed, and the process must not exit under them.
+    pub fn wait_until_finished(&self, limit: Duration) {
+        if self.finished.recv_timeout(limit).is_err() {
+            tracing::warn!(
+                "connections still open {} s after the pipeline finished; closing them unanswered (their senders send again)",
+                limit.as_secs()
+            );
+        }
+    }
+}
+
 /// Sockets bound and signals caught, ready to serve.
 pub struct Network {
     runtime: tokio::runtime::Runtime,
     tcp: Option<std::net::TcpListener>,
     udp: Option<std::net::UdpSocket>,
     tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+    relp: Option<std::net::TcpListener>,
+    relp_tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     signals: Signals,
     settings: ListenSettings,
     counters: Arc<NetworkCounters>,
@@ -121,9 +154,14 @@ impl Network {
     /// Bind every configured socket and catch SIGINT and SIGTERM from now
     /// on; errors name the configuration item to change.
     pub fn bind(settings: &ListenSettings, counters: Arc<NetworkCounters>) -> anyhow::Result<Self> {
-        if settings.tcp.is_none() && settings.udp.is_none() && settings.tls.is_none() {
+        if settings.tcp.is_none()
+            && settings.udp.is_none()
+            && settings.tls.is_none()
+            && settings.relp.is_none()
+            && settings.relp_tls.is_none()
+        {
             bail!(
-                "nothing to listen on: listen.tcp, listen.udp and listen.tls are all empty (give --read-file to replay a capture instead)"
+                "nothing to listen on: listen.tcp, listen.udp, listen.tls, listen.relp and listen.relp_tls are all empty (give --read-file to replay a capture instead)"
             );
         }
         raise_open_file_limit(settings.max_connections);
@@ -146,18 +184,24 @@ impl Network {
         if let Some(socket) = &udp {
             widen_receive_buffer(socket);
         }
-        let tls = settings
-            .tls
-            .as_ref()
-            .map(|(address, config)| {
-                bind_tcp("listen.tls", *address).map(|listener| {
-                    (
-                        listener,
-                        tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
-                    )
+        let bind_tls = |key: &str, tls: &Option<(SocketAddr, Arc<rustls::ServerConfig>)>| {
+            tls.as_ref()
+                .map(|(address, config)| {
+                    bind_tcp(key, *address).map(|listener| {
+                        (
+                            listener,
+                            tokio_rustls::TlsAcceptor::from(Arc::clone(config)),
+                        )
+                    })
                 })
-            })
+                .transpose()
+        };
+        let tls = bind_tls("listen.tls", &settings.tls)?;
+        let relp = settings
+            .relp
+            .map(|address| bind_tcp("listen.relp", address))
             .transpose()?;
+        let relp_tls = bind_tls("listen.relp_tls", &settings.relp_tls)?;
         let signals = {
             let _context = runtime.enter();
             Signals::catch()?
@@ -166,6 +210,11 @@ impl Network {
             ("TCP", tcp.as_ref().and_then(|l| l.local_addr().ok())),
             ("UDP", udp.as_ref().and_then(|s| s.local_addr().ok())),
             ("TLS", tls.as_ref().and_then(|(l, _)| l.local_addr().ok())),
+            ("RELP", relp.as_ref().and_then(|l| l.local_addr().ok())),
+            (
+                "RELP over TLS",
+                relp_tls.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+            ),
         ] {
             if let Some(address) = address {
                 tracing::info!("listening for syslog over {kind} on {address}");
@@ -176,17 +225,18 @@ impl Network {
             tcp,
             udp,
             tls,
+            relp,
+            relp_tls,
             signals,
             settings: settings.clone(),
             counters,
         })
     }
 
-    /// Serve on a thread of its own until the first signal (or until the
-    /// returned token is cancelled), then wait there for a second signal,
-    /// which exits the process at once. Returns the parser's end of the
-    /// queue.
-    pub fn start(self) -> anyhow::Result<(Queue, CancellationToken)> {
+    /// Serve on a thread of its own until the first signal (or until
+    /// [`Listening::stop`]), then wait there for a second signal, which
+    /// exits the process at once. Returns the parser's end of the queue.
+    pub fn start(self) -> anyhow::Result<(Queue, Listening)> {
         let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -195,10 +245,13 @@ impl Network {
             tcp,
             udp,
             tls,
+            relp,
+            relp_tls,
             signals,
             settings,
             counters,
         } = self;
+        let (finished_tx, finished) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("network".into())
             .spawn(move || {
@@ -218,24 +271,30 @@ impl Network {
                         counters: Arc::clone(&counters),
                         shutdown: shutdown.clone(),
                     });
-                    if let Some(listener) = tcp {
-                        match tokio::net::TcpListener::from_std(listener) {
-                            Ok(listener) => {
-                                tasks.spawn(accept_loop(listener, None, Arc::clone(&context)));
-                            }
-                            Err(error) => tracing::error!("cannot serve TCP: {error}"),
-                        }
-                    }
-                    if let Some((listener, acceptor)) = tls {
+                    let streams = [
+                        ("TCP", tcp.map(|listener| (listener, None)), Protocol::Syslog),
+                        ("TLS", tls.map(|(l, acceptor)| (l, Some(acceptor))), Protocol::Syslog),
+                        ("RELP", relp.map(|listener| (listener, None)), Protocol::Relp),
+                        (
+                            "RELP over TLS",
+                            relp_tls.map(|(l, acceptor)| (l, Some(acceptor))),
+                            Protocol::Relp,
+                        ),
+                    ];
+                    for (kind, listener, protocol) in streams {
+                        let Some((listener, acceptor)) = listener else {
+                            continue;
+                        };
                         match tokio::net::TcpListener::from_std(listener) {
                             Ok(listener) => {
                                 tasks.spawn(accept_loop(
                                     listener,
-                                    Some(acceptor),
+                                    acceptor,
+                                    protocol,
                                     Arc::clone(&context),
                                 ));
                             }
-                            Err(error) => tracing::error!("cannot serve TLS: {error}"),
+                            Err(error) => tracing::error!("cannot serve {kind}: {error}"),
                         }
                     }
                     if let Some(socket) = udp {
@@ -265,6 +324,7 @@ impl Network {
                     // sender) is gone.
                     while tasks.join_next().await.is_some() {}
                     reporter.abort();
+                    let _ = finished_tx.send(());
                     signals.exit_at_next().await
                 });
             })
@@ -273,7 +333,7 @@ impl Network {
             .enable_time()
             .build()
             .context("cannot start the parser's timer")?;
-        Ok((Queue { receiver, timer }, stop))
+        Ok((Queue { receiver, timer }, Listening { stop, finished }))
     }
 }
 
@@ -323,18 +383,28 @@ fn widen_receive_buffer(socket: &std::net::UdpSocket) {
     }
 }
 
-/// What every connection task shares.
-struct ConnectionContext {
-    framing: FramingRules,
-    idle_timeout: Option<Duration>,
-    first_byte_timeout: Option<Duration>,
-    /// The connection slots TCP and TLS share.
+/// What every connection task shares. The parser's queue closes once every
+/// copy is gone.
+pub(super) struct ConnectionContext {
+    pub(super) framing: FramingRules,
+    pub(super) idle_timeout: Option<Duration>,
+    pub(super) first_byte_timeout: Option<Duration>,
+    /// The connection slots TCP, TLS and RELP share.
     slots: Arc<Slots>,
     /// Bytes of datagrams that may wait for the pipeline.
     udp_queue_bytes: usize,
-    queue: mpsc::Sender<Chunk>,
-    counters: Arc<NetworkCounters>,
-    shutdown: CancellationToken,
+    pub(super) queue: mpsc::Sender<Chunk>,
+    pub(super) counters: Arc<NetworkCounters>,
+    pub(super) shutdown: CancellationToken,
+}
+
+/// What a stream listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Syslog messages (RFC 6587 framing), over TCP or TLS.
+    Syslog,
+    /// RELP, over TCP or TLS (`relp.rs`).
+    Relp,
 }
 
 fn add(counter: &AtomicU64, count: u64) {
@@ -345,6 +415,7 @@ fn add(counter: &AtomicU64, count: u64) {
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    protocol: Protocol,
     context: Arc<ConnectionContext>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -416,9 +487,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         serve_connection(
             &mut connections,
-            stream,
-            peer,
-            tls.clone(),
+            (stream, peer),
+            (tls.clone(), protocol),
             Some(slot),
             &context,
         );
@@ -428,20 +498,29 @@ async fn accept_loop(
     // TCP only: a TLS sender has had nothing acknowledged before its
     // handshake). Then the listening socket closes at once, so that a
     // connection made from now on is refused rather than acknowledged and
-    // then reset.
-    if tls.is_none() {
+    // then reset. (A RELP sender sends again what was not answered.)
+    if tls.is_none() && protocol == Protocol::Syslog {
         for (stream, peer) in queued_connections(listener) {
             // Taken whatever the slots say: its data was acknowledged.
             let slot = match context.slots.admit(peer.ip()) {
                 Admission::Admitted { slot, .. } => Some(slot),
                 Admission::Refused(_) => None,
             };
-            serve_connection(&mut connections, stream, peer, None, slot, &context);
+            serve_connection(
+                &mut connections,
+                (stream, peer),
+                (None, protocol),
+                slot,
+                &context,
+            );
         }
     } else {
         drop(listener);
     }
-    // Every connection passes on what it has read, then ends.
+    // Every connection passes on what it has read, then ends (a RELP
+    // connection lets go of the parser's queue first, and then waits for
+    // the pipeline to finish what it passed on, to answer it).
+    drop(context);
     while connections.join_next().await.is_some() {}
 }
 
@@ -487,15 +566,30 @@ fn queued_connections(
 /// handshake when `tls` is given), until it ends.
 fn serve_connection(
     connections: &mut tokio::task::JoinSet<()>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    (stream, peer): (tokio::net::TcpStream, SocketAddr),
+    (tls, protocol): (Option<tokio_rustls::TlsAcceptor>, Protocol),
     slot: Option<Slot>,
     context: &Arc<ConnectionContext>,
 ) {
     add(&context.counters.connections, 1);
     add(&context.counters.open_connections, 1);
     let context = Arc::clone(context);
+    if protocol == Protocol::Relp {
+        connections.spawn(async move {
+            let counters = Arc::clone(&context.counters);
+            let name: Arc<str> = Arc::from(peer.to_string());
+            match tls {
+                None => super::relp::serve(stream, name, slot, context).await,
+                Some(acceptor) => {
+                    if let Some(stream) = handshake(acceptor, stream, peer, &context).await {
+                        super::relp::serve(stream, name, slot, context).await;
+                    }
+                }
+            }
+            counters.open_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+        return;
+    }
     connections.spawn(async move {
         let mut messages = Messages::new(Arc::from(peer.to_string()), &context);
         messages.mark(ChunkKind::Opened).await;
@@ -508,25 +602,10 @@ fn serve_connection(
                 }
             }
             Some(acceptor) => {
-                let handshake = tokio::select! {
-                    () = context.shutdown.cancelled() => None,
-                    handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => Some(handshake),
-                };
-                match handshake {
-                    None => {}
-                    Some(Ok(Ok(mut stream))) => {
-                        let ended = read_stream(&mut stream, &mut messages, slot).await;
-                        if ended == Ended::Shutdown {
-                            drain_by_reading(&mut stream, &mut messages).await;
-                        }
-                    }
-                    Some(Ok(Err(error))) => {
-                        add(&context.counters.tls_failures, 1);
-                        tracing::warn!(%peer, "TLS handshake failed: {error}");
-                    }
-                    Some(Err(_)) => {
-                        add(&context.counters.tls_failures, 1);
-                        tracing::warn!(%peer, "TLS handshake timed out");
+                if let Some(mut stream) = handshake(acceptor, stream, peer, &context).await {
+                    let ended = read_stream(&mut stream, &mut messages, slot).await;
+                    if ended == Ended::Shutdown {
+                        drain_by_reading(&mut stream, &mut messages).await;
                     }
                 }
             }
@@ -537,6 +616,33 @@ fn serve_connection(
             .open_connections
             .fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// The TLS handshake of a new connection, within [`TLS_HANDSHAKE_TIMEOUT`];
+/// `None` (counted and logged) when it fails, and at shutdown.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    context: &ConnectionContext,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let handshake = tokio::select! {
+        () = context.shutdown.cancelled() => return None,
+        handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            add(&context.counters.tls_failures, 1);
+            tracing::warn!(%peer, "TLS handshake failed: {error}");
+            None
+        }
+        Err(_) => {
+            add(&context.counters.tls_failures, 1);
+            tracing::warn!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// How a connection's reading ended.
@@ -613,6 +719,7 @@ impl<'a> Messages<'a> {
             peer: Arc::clone(&self.peer),
             frames,
             kind: ChunkKind::Messages,
+            receipts: None,
         };
         self.context.queue.send(chunk).await.is_ok()
     }
@@ -623,6 +730,7 @@ impl<'a> Messages<'a> {
             peer: Arc::clone(&self.peer),
             frames: Frames::default(),
             kind,
+            receipts: None,
         };
         let _ = self.context.queue.send(chunk).await;
     }
@@ -795,14 +903,19 @@ async fn read_until_pause(
     true
 }
 
-enum ReadOutcome {
+/// What one read of a stream gave.
+pub(super) enum ReadOutcome {
+    /// This many bytes.
     Data(usize),
+    /// The stream ended.
     End,
+    /// Nothing within the timeout.
     Idle,
     Failed(std::io::Error),
 }
 
-async fn read_with_timeout(
+/// Read into `buffer`, waiting at most `idle_timeout`.
+pub(super) async fn read_with_timeout(
     stream: &mut (impl AsyncRead + Unpin),
     buffer: &mut [u8],
     idle_timeout: Option<Duration>,
@@ -940,6 +1053,7 @@ fn gather_datagrams(
             peer: Arc::from(peer.to_string()),
             frames,
             kind: ChunkKind::Messages,
+            receipts: None,
         })
         .collect()
 }
@@ -1009,7 +1123,9 @@ pub fn tls_config(
     use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject as _;
     if certificate.is_empty() || key.is_empty() {
-        bail!("listen.tls is set: listen.tls_certificate and listen.tls_key must name PEM files");
+        bail!(
+            "listen.tls or listen.relp_tls is set: listen.tls_certificate and listen.tls_key must name PEM files"
+        );
     }
     let chain = read_certificates("listen.tls_certificate", certificate)?;
     let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| {

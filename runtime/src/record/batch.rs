@@ -2,6 +2,7 @@
 //! each line's text is copied once, and every field is a span into it.
 
 use super::Parsed;
+use crate::receipts::Receipts;
 use crate::types::{RecordBatch, Timestamp};
 
 /// Text fields per record in [`RecordBatch::spans`], each a (start, length)
@@ -14,6 +15,9 @@ pub struct BatchBuilder {
     batch: RecordBatch,
     capacity: usize,
     latest: Option<Timestamp>,
+    /// Receipts of messages in (or decided with) this batch, delivered
+    /// once it is safe (see [`crate::receipts`]).
+    receipts: Receipts,
 }
 
 impl BatchBuilder {
@@ -32,7 +36,20 @@ impl BatchBuilder {
             },
             capacity,
             latest: None,
+            receipts: Receipts::default(),
         }
+    }
+
+    /// The receipts that travel with this batch: a message's receipt is
+    /// added to the batch that carries the message (or, for one that is
+    /// not passed on, to the batch being filled when it was decided).
+    pub fn receipts_mut(&mut self) -> &mut Receipts {
+        &mut self.receipts
+    }
+
+    /// Take the batch's receipts, once its records are processed.
+    pub fn take_receipts(&mut self) -> Receipts {
+        std::mem::take(&mut self.receipts)
     }
 
     /// Add a record parsed from `line` (its fields must borrow from `line`),
