@@ -25,6 +25,13 @@
 //! kernel) and to rsyslog's imudp (until its file stops growing for a
 //! second); what each loses at that rate is printed.
 //!
+//! Then RELP: the same loads over 8 connections from this process's own
+//! RELP client (a window of 1,024 unanswered messages, as omrelp may be
+//! set to), to correlator (`listen.relp`; it answers a message once a
+//! state checkpoint covers it) and to rsyslog's imrelp (which answers once
+//! the message is in its queue; timed until its file holds every message
+//! too).
+//!
 //! CORRELATOR_BENCH_BASELINE names an older build of the binary, measured
 //! over TCP in the same rounds.
 //!
@@ -119,10 +126,23 @@ fn main() {
     if measure_udp {
         for round in 1..=rounds {
             let measured = correlator_udp(&app, &dir, &lines);
-            udp_best[0] = print_udp(round, "correlator", sent, &measured, udp_best[0]);
+            udp_best[0] = print_round(round, "UDP", "correlator", sent, &measured, udp_best[0]);
             if let Some(rsyslogd) = &rsyslogd {
                 let measured = rsyslog_udp(rsyslogd, &dir, &lines);
-                udp_best[1] = print_udp(round, "rsyslog", sent, &measured, udp_best[1]);
+                udp_best[1] = print_round(round, "UDP", "rsyslog", sent, &measured, udp_best[1]);
+            }
+        }
+    }
+    // RELP: acknowledged delivery, beside rsyslog's own RELP receiver.
+    let mut relp_best = [(0.0f64, 0u64); 2];
+    if measured.is_none() {
+        let loads = split(&lines, RELP_CONNECTIONS);
+        for round in 1..=rounds {
+            let measured = correlator_relp(&app, &dir, &loads);
+            relp_best[0] = print_round(round, "RELP", "correlator", sent, &measured, relp_best[0]);
+            if let Some(rsyslogd) = &rsyslogd {
+                let measured = rsyslog_relp(rsyslogd, &dir, &loads, sent);
+                relp_best[1] = print_round(round, "RELP", "rsyslog", sent, &measured, relp_best[1]);
             }
         }
     }
@@ -144,6 +164,18 @@ fn main() {
             println!(
                 "best of {rounds}, UDP:            rsyslog    {:>9.0} messages/s taken ({} lost in all rounds)",
                 udp_best[1].0, udp_best[1].1
+            );
+        }
+    }
+    if measured.is_none() {
+        println!(
+            "best of {rounds}, RELP ({RELP_CONNECTIONS} conns): correlator {:>9.0} messages/s answered after a checkpoint ({} lost in all rounds)",
+            relp_best[0].0, relp_best[0].1
+        );
+        if rsyslogd.is_some() {
+            println!(
+                "best of {rounds}, RELP ({RELP_CONNECTIONS} conns): rsyslog    {:>9.0} messages/s answered and written to a file ({} lost in all rounds)",
+                relp_best[1].0, relp_best[1].1
             );
         }
     }
@@ -338,19 +370,7 @@ fn rsyslog(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -> Mea
     // The probe connection above sent nothing; start from an empty file.
     let started = Instant::now();
     send_all(address, loads);
-    let mut last = (0, Instant::now());
-    let received = loop {
-        let received = std::fs::metadata(&out).map_or(0, |m| m.len() / 2);
-        if received >= expected {
-            break received;
-        }
-        if received != last.0 {
-            last = (received, Instant::now());
-        } else if last.1.elapsed() > STALL {
-            break received;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let received = wait_for_file(&out, expected);
     let seconds = started.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
@@ -399,9 +419,11 @@ fn wait_for<T>(child: &mut Child, what: &str, mut ready: impl FnMut() -> Option<
     }
 }
 
-/// Print one UDP round; returns the best rate and the messages lost so far.
-fn print_udp(
+/// Print one UDP or RELP round; returns the best rate and the messages
+/// lost so far.
+fn print_round(
     round: usize,
+    kind: &str,
     name: &str,
     sent: u64,
     measured: &Measured,
@@ -409,8 +431,162 @@ fn print_udp(
 ) -> (f64, u64) {
     let rate = measured.received as f64 / measured.seconds;
     let lost = sent - measured.received.min(sent);
-    println!("round {round}, UDP:            {name:<10} {rate:>9.0} messages/s, {lost} lost");
+    println!("round {round}, {kind:<16} {name:<10} {rate:>9.0} messages/s, {lost} lost");
     (best.0.max(rate), best.1 + lost)
+}
+
+/// RELP connections measured.
+const RELP_CONNECTIONS: usize = 8;
+
+/// Messages a RELP client sends before it waits for answers.
+const RELP_WINDOW: usize = 1024;
+
+/// Send every load over a RELP session of its own, at once; return when
+/// every message has been answered and each session closed.
+fn send_relp(address: SocketAddr, loads: &[Vec<u8>]) {
+    std::thread::scope(|scope| {
+        for load in loads {
+            scope.spawn(move || relp_session(address, load));
+        }
+    });
+}
+
+/// One RELP session: `open`, every line of `load` as `syslog` with at most
+/// [`RELP_WINDOW`] unanswered, then `close`.
+fn relp_session(address: SocketAddr, load: &[u8]) {
+    use std::io::BufRead as _;
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut answers =
+        std::io::BufReader::with_capacity(64 * 1024, stream.try_clone().expect("clone the stream"));
+    let mut read_answer = || -> (u64, Vec<u8>) {
+        let mut field = Vec::new();
+        answers.read_until(b' ', &mut field).expect("txnr");
+        let txnr = std::str::from_utf8(field.trim_ascii())
+            .ok()
+            .and_then(|t| t.parse().ok());
+        field.clear();
+        answers.read_until(b' ', &mut field).expect("command");
+        assert_eq!(field, b"rsp ", "an answer");
+        let mut length = 0usize;
+        let mut byte = [0u8];
+        loop {
+            answers.read_exact(&mut byte).expect("length");
+            match byte[0] {
+                digit @ b'0'..=b'9' => length = length * 10 + usize::from(digit - b'0'),
+                _ => break,
+            }
+        }
+        let mut data = vec![0u8; length];
+        if length > 0 {
+            answers.read_exact(&mut data).expect("data");
+            answers.read_exact(&mut byte).expect("trailer");
+        }
+        (txnr.expect("a transaction number"), data)
+    };
+    let frame = |out: &mut Vec<u8>, txnr: u64, command: &str, data: &[u8]| {
+        out.extend_from_slice(format!("{txnr} {command} {} ", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.push(b'\n');
+    };
+    let mut out = Vec::new();
+    frame(
+        &mut out,
+        1,
+        "open",
+        b"relp_version=0\nrelp_software=bench\ncommands=syslog",
+    );
+    stream.write_all(&out).expect("open");
+    out.clear();
+    assert!(read_answer().1.starts_with(b"200 OK"), "open refused");
+    let mut lines = load
+        .split(|&byte| byte == b'\n')
+        .filter(|line| !line.is_empty());
+    let mut txnr = 2;
+    let mut unanswered = 0;
+    let mut more = true;
+    while more || unanswered > 0 {
+        // Top the window up once half of it is answered.
+        if more && unanswered <= RELP_WINDOW / 2 {
+            while unanswered < RELP_WINDOW {
+                let Some(line) = lines.next() else {
+                    more = false;
+                    break;
+                };
+                frame(&mut out, txnr, "syslog", line);
+                txnr += 1;
+                unanswered += 1;
+            }
+            stream.write_all(&out).expect("send");
+            out.clear();
+        }
+        if unanswered > 0 {
+            assert_eq!(read_answer().1, b"200 OK");
+            unanswered -= 1;
+        }
+    }
+    stream
+        .write_all(format!("{txnr} close 0\n").as_bytes())
+        .expect("close");
+    let _ = read_answer();
+}
+
+fn correlator_relp(app: &Path, dir: &Path, loads: &[Vec<u8>]) -> Measured {
+    let args = ["listen.tcp=", "listen.relp=127.0.0.1:0"]
+        .iter()
+        .flat_map(|option| ["-o".to_owned(), (*option).to_owned()])
+        .collect::<Vec<_>>();
+    run_correlator(ours_binary(), app, dir, &args, "RELP", |address| {
+        send_relp(address, loads);
+    })
+}
+
+fn rsyslog_relp(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -> Measured {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let out = dir.join("rsyslog-relp.out");
+    let _ = std::fs::remove_file(&out);
+    let mut child = start_rsyslog(
+        rsyslogd,
+        dir,
+        "rsyslog-relp",
+        &format!(
+            "module(load=\"imrelp\")\n\
+             input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{port}\" MaxDataSize=\"65536\")\n"
+        ),
+        &out,
+    );
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_for(&mut child, "rsyslog listens", || {
+        TcpStream::connect(address).ok().map(|_| ())
+    });
+    let started = Instant::now();
+    send_relp(address, loads);
+    let received = wait_for_file(&out, expected);
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    Measured { seconds, received }
+}
+
+/// Wait until `out` holds `expected` messages (two bytes each), or stops
+/// growing for [`STALL`]; the messages it holds.
+fn wait_for_file(out: &Path, expected: u64) -> u64 {
+    let mut last = (0, Instant::now());
+    loop {
+        let received = std::fs::metadata(out).map_or(0, |m| m.len() / 2);
+        if received >= expected {
+            return received;
+        }
+        if received != last.0 {
+            last = (received, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            return received;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Send every line as one datagram to `address`, as fast as one sender

@@ -366,6 +366,9 @@ pub struct Persistence {
     last_commit: Instant,
     /// Whether records or ticks were processed since the last commit.
     changed: bool,
+    /// The last commit failed: until one succeeds, commits wait for the
+    /// interval even when senders wait for receipts.
+    failing: bool,
     /// What is being read (a capture's path, `network`).
     source: String,
     /// Position of the last record processed.
@@ -393,6 +396,7 @@ impl Persistence {
             interval,
             last_commit: Instant::now(),
             changed: false,
+            failing: false,
             source: String::new(),
             position: 0,
             records: 0,
@@ -610,6 +614,7 @@ impl ModuleStage {
         persistence.changed = false;
         match result {
             Ok(growth) => {
+                persistence.failing = false;
                 // What the receipts stand for is on disk now.
                 std::mem::take(&mut self.receipts).deliver();
                 let mut growth = growth.into_iter();
@@ -625,6 +630,7 @@ impl ModuleStage {
                 );
             }
             Err(error) => {
+                persistence.failing = true;
                 tracing::error!(
                     "state checkpoint failed (its changes are kept for the next): {error}"
                 );
@@ -646,8 +652,12 @@ impl ModuleStage {
     }
 
     /// Whether receipts wait for the next checkpoint (state is kept).
+    /// (Not while commits fail: they are tried again at the interval.)
     pub fn receipts_wait_for_checkpoint(&self) -> bool {
-        self.persistence.is_some() && !self.receipts.is_empty()
+        self.persistence
+            .as_ref()
+            .is_some_and(|persistence| !persistence.failing)
+            && !self.receipts.is_empty()
     }
 
     /// Without state, pass the receipts held on to the handler thread, to

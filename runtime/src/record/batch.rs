@@ -140,8 +140,11 @@ impl BatchBuilder {
         self.latest
     }
 
-    /// Empty the batch, keeping its buffers.
+    /// Empty the batch, keeping its buffers. Receipts still held (a batch
+    /// that was never processed, as when a run aborts) are dropped: their
+    /// senders send those messages again.
     pub fn clear(&mut self) {
+        self.receipts = Receipts::default();
         let batch = &mut self.batch;
         batch.text.clear();
         batch.spans.clear();
