@@ -91,12 +91,22 @@ impl BatchBuilder {
             .spans
             .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
             .unwrap_or(&[]);
+        // The record's fields lie in one stretch of `from.text` (its line
+        // and its peer): copied at once, the spans moved with it.
+        let fields = spans.chunks_exact(2).filter(|pair| pair[1] > 0);
+        let first = fields.clone().map(|pair| pair[0]).min().unwrap_or(0);
+        let end = fields.map(|pair| pair[0] + pair[1]).max().unwrap_or(0);
+        let stretch = from.text.get(first as usize..end as usize).unwrap_or("");
+        let base = to_u32(batch.text.len());
+        batch.text.push_str(stretch);
         for pair in spans.chunks_exact(2) {
-            let (start, len) = (pair[0] as usize, pair[1] as usize);
-            let field = from.text.get(start..start + len).unwrap_or("");
-            batch.spans.push(to_u32(batch.text.len()));
-            batch.spans.push(to_u32(field.len()));
-            batch.text.push_str(field);
+            let (start, len) = (pair[0], pair[1]);
+            // An empty field is (0, 0), as `push` makes it; a field outside
+            // the stretch (never so) is empty too.
+            let inside = len > 0 && !stretch.is_empty();
+            let moved = if inside { start - first + base } else { 0 };
+            batch.spans.push(moved);
+            batch.spans.push(if inside { len } else { 0 });
         }
         let time = Timestamp {
             seconds: from.seconds.get(index).copied().unwrap_or(0),

@@ -212,6 +212,44 @@ fn batches_store_each_line_once_with_spans() {
     assert!(!builder.is_full());
 }
 
+#[test]
+fn a_record_copied_from_another_batch_keeps_every_field() {
+    let lines = [
+        ("<86>1 2023-02-20T15:12:47Z host sshd 7 - - hello", "127.0.0.1:5"),
+        ("<13>1 2023-02-20T15:12:48.5Z other app - ID9 [a b=\"c\"] world", ""),
+        ("Feb 20 15:12:49 third cron[12]: tick", "[::1]:7"),
+    ];
+    let mut from = BatchBuilder::new(4);
+    for (position, (line, peer)) in (1..).zip(lines) {
+        let parsed = crate::record::parse(line, &DEFAULTS).expect("parses");
+        from.push(position, line, &parsed, peer);
+    }
+    let fields_of = |batch: &crate::types::RecordBatch, record: usize| -> Vec<String> {
+        (0..batch::SPANS_PER_RECORD)
+            .map(|field| {
+                let at = (record * batch::SPANS_PER_RECORD + field) * 2;
+                let start = batch.spans[at] as usize;
+                batch.text[start..start + batch.spans[at + 1] as usize].to_owned()
+            })
+            .collect()
+    };
+    // Copied in another order, into a batch that already holds one.
+    let mut to = BatchBuilder::new(4);
+    to.push_copy(from.batch(), 2);
+    to.push_copy(from.batch(), 0);
+    to.push_copy(from.batch(), 1);
+    for (copied, original) in [(0, 2), (1, 0), (2, 1)] {
+        assert_eq!(
+            fields_of(to.batch(), copied),
+            fields_of(from.batch(), original)
+        );
+    }
+    assert_eq!(fields_of(to.batch(), 0)[6], "[::1]:7");
+    assert_eq!(fields_of(to.batch(), 2)[4], "[a b=\"c\"]");
+    assert_eq!(to.batch().positions, [3, 1, 2]);
+    assert_eq!(to.batch().priorities, [13, 86, 13]);
+}
+
 /// Every field of a parsed record borrows from its line (the batch relies on
 /// it) and the message is the line's tail.
 fn assert_fields_borrow_from(line: &str, parsed: &Parsed<'_>) {
