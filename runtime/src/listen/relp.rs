@@ -452,14 +452,7 @@ pub(super) async fn serve(
     let mut out = Vec::new();
     let mut spoke = false;
     let ended = loop {
-        let timeout = if spoke {
-            context.idle_timeout
-        } else {
-            [context.first_byte_timeout, context.idle_timeout]
-                .into_iter()
-                .flatten()
-                .min()
-        };
+        let timeout = context.read_timeout(spoke);
         // After `close` nothing more is read: the answers owed come with
         // the receipts.
         let may_read = connection.answers.unanswered() < MAX_UNANSWERED

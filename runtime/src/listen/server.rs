@@ -387,8 +387,8 @@ fn widen_receive_buffer(socket: &std::net::UdpSocket) {
 /// copy is gone.
 pub(super) struct ConnectionContext {
     pub(super) framing: FramingRules,
-    pub(super) idle_timeout: Option<Duration>,
-    pub(super) first_byte_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
     /// The connection slots TCP, TLS and RELP share.
     slots: Arc<Slots>,
     /// Bytes of datagrams that may wait for the pipeline.
@@ -396,6 +396,21 @@ pub(super) struct ConnectionContext {
     pub(super) queue: mpsc::Sender<Chunk>,
     pub(super) counters: Arc<NetworkCounters>,
     pub(super) shutdown: CancellationToken,
+}
+
+impl ConnectionContext {
+    /// How long a connection's next read may wait: until its first byte,
+    /// at most `listen.first_byte_timeout_s`; then `listen.idle_timeout_s`.
+    pub(super) fn read_timeout(&self, spoke: bool) -> Option<Duration> {
+        if spoke {
+            self.idle_timeout
+        } else {
+            [self.first_byte_timeout, self.idle_timeout]
+                .into_iter()
+                .flatten()
+                .min()
+        }
+    }
 }
 
 /// What a stream listener speaks.
@@ -747,18 +762,9 @@ async fn read_stream(
     let mut buffer = vec![0u8; READ_BYTES];
     let never = CancellationToken::new();
     let evicted = slot.map_or(&never, |slot| &slot.close);
-    // Until the first byte, the connection waits at most
-    // `listen.first_byte_timeout_s`; then `listen.idle_timeout_s`.
     let mut spoke = false;
     loop {
-        let timeout = if spoke {
-            context.idle_timeout
-        } else {
-            [context.first_byte_timeout, context.idle_timeout]
-                .into_iter()
-                .flatten()
-                .min()
-        };
+        let timeout = context.read_timeout(spoke);
         let read = tokio::select! {
             biased;
             () = context.shutdown.cancelled() => return Ended::Shutdown,

@@ -215,8 +215,14 @@ fn batches_store_each_line_once_with_spans() {
 #[test]
 fn a_record_copied_from_another_batch_keeps_every_field() {
     let lines = [
-        ("<86>1 2023-02-20T15:12:47Z host sshd 7 - - hello", "127.0.0.1:5"),
-        ("<13>1 2023-02-20T15:12:48.5Z other app - ID9 [a b=\"c\"] world", ""),
+        (
+            "<86>1 2023-02-20T15:12:47Z host sshd 7 - - hello",
+            "127.0.0.1:5",
+        ),
+        (
+            "<13>1 2023-02-20T15:12:48.5Z other app - ID9 [a b=\"c\"] world",
+            "",
+        ),
         ("Feb 20 15:12:49 third cron[12]: tick", "[::1]:7"),
     ];
     let mut from = BatchBuilder::new(4);
