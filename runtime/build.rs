@@ -6,11 +6,12 @@ use std::process::Command;
 use std::{env, fs};
 
 /// (builtin name, package) of every bundled component.
-const BUILTINS: [(&str, &str); 4] = [
+const BUILTINS: [(&str, &str); 5] = [
     ("sshd", "correlator-module-sshd"),
     ("report", "correlator-module-report"),
     ("log", "correlator-module-log"),
     ("csv", "correlator-module-csv"),
+    ("blocklist", "correlator-module-blocklist"),
 ];
 
 /// (name, package) of the guests the integration tests use; built from

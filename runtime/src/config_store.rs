@@ -187,6 +187,9 @@ impl ConfigStore {
             (ValueType::Float, toml::Value::Float(x)) => Value::Float(*x),
             (ValueType::Float, toml::Value::Integer(n)) => Value::Float(*n as f64),
             (ValueType::Boolean, toml::Value::Boolean(b)) => Value::Boolean(*b),
+            // A list of texts is one text, comma-separated, as
+            // `--option KEY=a,b` gives it (`ignore = ["10.0.0.0/8"]`).
+            (ValueType::Text, toml::Value::Array(items)) => Value::Text(join_texts(key, items)?),
             (expected, other) => {
                 return Err(ConfigError::Convert {
                     key: key.to_owned(),
@@ -245,6 +248,29 @@ impl ConfigStore {
             .map(|(key, item)| (key[prefix.len()..].to_owned(), item.value.clone()))
             .collect()
     }
+}
+
+/// The texts of a TOML list joined with ", ", for a text item; a list with
+/// anything but texts, or a text holding a comma (which the join would
+/// split), is refused.
+fn join_texts(key: &str, items: &[toml::Value]) -> Result<String, ConfigError> {
+    let refuse = |reason: &str| ConfigError::Convert {
+        key: key.to_owned(),
+        value: toml::Value::Array(items.to_vec()).to_string(),
+        expected: ValueType::Text.name(),
+        reason: format!(" ({reason})"),
+    };
+    let texts = items
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .ok_or_else(|| refuse("a list must hold only texts"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if texts.iter().any(|text| text.contains(',')) {
+        return Err(refuse("an element of a list may not hold a comma"));
+    }
+    Ok(texts.join(", "))
 }
 
 /// Convert text to a declared type. Booleans take `true/false/yes/no/1/0`
@@ -432,6 +458,54 @@ mod tests {
             )
             .expect("quoted integer");
         assert_eq!(store.integer("module.ssh.limit"), Some(9));
+    }
+
+    #[test]
+    fn a_list_of_texts_in_the_app_file_is_one_comma_separated_text() {
+        let mut store = store();
+        store
+            .declare(
+                "handler.block.ignore",
+                ValueType::Text,
+                Value::Text(String::new()),
+                "ignore",
+            )
+            .expect("declare");
+        let list = |items: &[toml::Value]| toml::Value::Array(items.to_vec());
+        let text = |text: &str| toml::Value::String(text.to_owned());
+        store
+            .set_toml(
+                "handler.block.ignore",
+                &list(&[text("10.0.0.0/8"), text("2001:db8::/32")]),
+                Source::AppFile,
+            )
+            .expect("a list of texts");
+        assert_eq!(
+            store.text("handler.block.ignore"),
+            Some("10.0.0.0/8, 2001:db8::/32")
+        );
+        let error = store
+            .set_toml(
+                "handler.block.ignore",
+                &list(&[text("a,b")]),
+                Source::AppFile,
+            )
+            .expect_err("a comma inside");
+        assert_eq!(
+            error.to_string(),
+            "configuration item \"handler.block.ignore\": [\"a,b\"] is not a valid text (an element of a list may not hold a comma)"
+        );
+        let error = store
+            .set_toml(
+                "module.ssh.limit",
+                &list(&[toml::Value::Integer(1)]),
+                Source::AppFile,
+            )
+            .expect_err("a list for an integer");
+        assert_eq!(
+            error.to_string(),
+            "configuration item \"module.ssh.limit\": [1] is not a valid integer"
+        );
     }
 
     #[test]
