@@ -13,20 +13,20 @@ rustup component add rustfmt clippy
 # Real syslog senders for the network tests: util-linux's logger (Debian's
 # bsdutils), rsyslog and its RELP forwarder (rsyslog-relp); and the
 # firewall tools the blocklist's files are loaded into (nftables, ipset),
-# each in a network namespace of the test's own. The tests that need them
-# fail without them.
+# each in a network namespace of the test's own; Python's http.server as
+# the webhooks' destination. The tests that need them fail without them.
 if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ] ||
    ! ls /usr/lib/*/rsyslog/omrelp.so >/dev/null 2>&1 ||
-   ! [ -x /usr/sbin/nft ] || ! [ -x /usr/sbin/ipset ]; then
+   ! [ -x /usr/sbin/nft ] || ! [ -x /usr/sbin/ipset ] || ! command -v python3 >/dev/null; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-        bsdutils rsyslog rsyslog-relp nftables ipset >/dev/null
+        bsdutils rsyslog rsyslog-relp nftables ipset python3 >/dev/null
 fi
 
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
-        -p correlator-module-log -p correlator-module-csv -p correlator-module-blocklist -p correlator-test-schema-breaker
+        -p correlator-module-log -p correlator-module-csv -p correlator-module-blocklist -p correlator-module-webhook -p correlator-test-schema-breaker
         -p correlator-test-hostile -p correlator-test-hostile-fs -p correlator-test-hostile-net
         -p correlator-test-hostile-handler -p correlator-test-hostile-http
         -p correlator-test-hostile-block

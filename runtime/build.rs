@@ -6,12 +6,13 @@ use std::process::Command;
 use std::{env, fs};
 
 /// (builtin name, package) of every bundled component.
-const BUILTINS: [(&str, &str); 5] = [
+const BUILTINS: [(&str, &str); 6] = [
     ("sshd", "correlator-module-sshd"),
     ("report", "correlator-module-report"),
     ("log", "correlator-module-log"),
     ("csv", "correlator-module-csv"),
     ("blocklist", "correlator-module-blocklist"),
+    ("webhook", "correlator-module-webhook"),
 ];
 
 /// (name, package) of the guests the integration tests use; built from

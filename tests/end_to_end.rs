@@ -729,8 +729,8 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         ["float", "1", "1", "default"]
     );
     // Header, five module items, one handler item, twelve system items
-    // (three of them state.*), eighteen listener items.
-    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 18);
+    // (three of them state.*), eighteen listener items, four delivery items.
+    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 18 + 4);
 }
 
 #[test]
@@ -989,7 +989,7 @@ fn a_file_that_is_not_a_component_is_refused_by_name() {
     let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
     assert_eq!(
         run.stderr,
-        "error: module \"m\" at app.toml line 2 column 13: there is no builtin component \"nope\" (builtins: sshd, report, log, csv, blocklist)\n"
+        "error: module \"m\" at app.toml line 2 column 13: there is no builtin component \"nope\" (builtins: sshd, report, log, csv, blocklist, webhook)\n"
     );
 }
 

@@ -379,3 +379,303 @@ fn the_shipped_systemd_units_load_the_file_they_watch() {
     // The handler's default name for the nftables format.
     assert!(watched.ends_with("/blocklist.nft"), "{watched}");
 }
+
+/// A real HTTP server (Python's http.server, `tests/servers/http_sink.py`)
+/// on 127.0.0.1 that records every request and answers from `plan`;
+/// stopped when dropped.
+struct HttpSink {
+    child: std::process::Child,
+    port: u16,
+    record: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpSink {
+    fn start(plan: &str) -> HttpSink {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let record = dir.path().join("requests.jsonl");
+        let mut child = std::process::Command::new("python3")
+            .arg(workspace().join("tests/servers/http_sink.py"))
+            .arg(&record)
+            .arg(plan)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (./test.sh installs it)");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("the server says its port");
+        let port = first
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no port: {first:?}"));
+        HttpSink {
+            child,
+            port,
+            record,
+            _dir: dir,
+        }
+    }
+
+    /// Every request so far, in the order answered.
+    fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+}
+
+impl Drop for HttpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sshd module over the sample capture (four events), every event to a
+/// webhook handler with `config` granted `grant`.
+fn webhook_app(config: &str, grant: &str) -> String {
+    format!(
+        r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+config = {{ login_failure_limit = 5, login_failure_window = 300 }}
+[handlers.hook]
+component = "builtin:webhook"
+grants = {{ {grant} }}
+config = {{ {config} }}
+"#
+    )
+}
+
+/// Replay the sample capture in `dir` with `options` and `env`.
+fn replay_sample(dir: &Path, options: &[&str], env: &[(&str, &str)]) -> Run {
+    let capture = sample_capture();
+    let mut args = vec![
+        "run",
+        "--app",
+        "app.toml",
+        "--read-file",
+        capture.to_str().expect("UTF-8 path"),
+        "-o",
+        "state.enabled=false",
+    ];
+    for option in options {
+        args.extend(["-o", option]);
+    }
+    correlator_with_env(dir, &args, env)
+}
+
+/// The kinds of the events in the bodies of `requests` answered 200, sorted.
+fn accepted_kinds(requests: &[serde_json::Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = requests
+        .iter()
+        .filter(|request| request["status"] == 200)
+        .map(|request| {
+            let body: serde_json::Value =
+                serde_json::from_str(request["body"].as_str().unwrap_or("")).expect("a JSON body");
+            body["kind"].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+const SAMPLE_KINDS: [&str; 4] = [
+    "SSHDLoginFailed",
+    "SSHDLoginSucceeded",
+    "SSHDLoginSucceeded",
+    "SSHDStats",
+];
+
+#[test]
+fn webhook_delivers_every_event_exactly_once_after_failures_and_honours_retry_after() {
+    let sink = HttpSink::start("500,500,429:1,200");
+    let port = sink.port;
+    let dir = app_dir(&webhook_app(
+        &format!(r#"url = "http://127.0.0.1:{port}/hook""#),
+        &format!(r#"network = ["127.0.0.1:{port}"]"#),
+    ));
+    let run = replay_sample(dir.path(), &["delivery.retry_base_ms=50"], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let requests = sink.requests();
+    assert_eq!(accepted_kinds(&requests), SAMPLE_KINDS);
+    let statuses: Vec<u64> = requests
+        .iter()
+        .map(|request| request["status"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(statuses, [500, 500, 429, 200, 200, 200, 200]);
+    // The first event was tried four times; the 429 asked for a second.
+    assert_eq!(requests[0]["body"], requests[3]["body"]);
+    let time = |index: usize| requests[index]["time"].as_f64().unwrap_or(0.0);
+    assert!(time(3) - time(2) >= 1.0, "Retry-After: 1 honoured");
+    assert!(time(2) - time(0) < 1.0, "backoff from 50 ms");
+    for request in &requests {
+        assert_eq!(request["method"], "POST");
+        assert_eq!(request["path"], "/hook");
+        assert_eq!(request["headers"]["content-type"], "application/json");
+    }
+    assert_has(&run.stderr, "submitted=4 delivered=4 retries=3 dead=0");
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`, hex.
+fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key);
+    let pad = |byte: u8| block.map(|k| k ^ byte);
+    let inner = sha2::Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = sha2::Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[test]
+fn webhook_presets_headers_and_signatures_come_from_configuration_and_granted_secrets() {
+    let sink = HttpSink::start("200");
+    let port = sink.port;
+    let dir = app_dir(&webhook_app(
+        &format!(
+            r#"url = "http://127.0.0.1:{port}/pd", preset = "pagerduty", routing_key_secret = "pd_key", dedup_field = "addr", hmac_secret = "signing", authorization_secret = "token", headers = "X-Team=secops; X-Env=test""#
+        ),
+        &format!(r#"network = ["127.0.0.1:{port}"], secrets = ["pd_key", "signing", "token"]"#),
+    ));
+    let env = [
+        ("CORRELATOR_SECRET_PD_KEY", "R0UT1NG-K3Y"),
+        ("CORRELATOR_SECRET_SIGNING", "s1gn1ng-s3cr3t"),
+        ("CORRELATOR_SECRET_TOKEN", "Bearer t0k3n"),
+    ];
+    let run = replay_sample(dir.path(), &[], &env);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let requests = sink.requests();
+    assert_eq!(requests.len(), 4);
+    for request in &requests {
+        let body = request["body"].as_str().unwrap_or("");
+        let headers = &request["headers"];
+        assert_eq!(headers["authorization"], "Bearer t0k3n");
+        assert_eq!(headers["x-team"], "secops");
+        assert_eq!(headers["x-env"], "test");
+        assert_eq!(
+            headers["x-correlator-signature"],
+            format!(
+                "sha256={}",
+                hmac_sha256_hex(b"s1gn1ng-s3cr3t", body.as_bytes())
+            )
+        );
+        let body: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(body["routing_key"], "R0UT1NG-K3Y");
+        assert_eq!(body["event_action"], "trigger");
+        assert_eq!(body["payload"]["source"], "OpenSSH");
+    }
+    let failed = requests
+        .iter()
+        .map(|request| {
+            serde_json::from_str::<serde_json::Value>(request["body"].as_str().unwrap_or(""))
+                .expect("JSON")
+        })
+        .find(|body| body["payload"]["component"] == "SSHDLoginFailed")
+        .expect("the failed login");
+    assert_eq!(failed["dedup_key"], "OpenSSH/SSHDLoginFailed/192.168.1.85");
+    assert_eq!(failed["payload"]["severity"], "error");
+    // No secret reaches the log.
+    for (_, value) in env {
+        assert!(!run.stderr.contains(value), "{value} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_permanent_refusal_sets_each_event_aside_after_one_try() {
+    let sink = HttpSink::start("403");
+    let port = sink.port;
+    let dir = app_dir(&webhook_app(
+        &format!(r#"url = "http://127.0.0.1:{port}/x", preset = "slack""#),
+        &format!(r#"network = ["127.0.0.1:{port}"]"#),
+    ));
+    let run = replay_sample(dir.path(), &[], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(sink.requests().len(), 4, "one try each");
+    assert_has(
+        &run.stderr,
+        "delivery given up: the destination answered 403 Forbidden",
+    );
+    assert_has(&run.stderr, "submitted=4 delivered=0 retries=0 dead=4");
+    let texts: Vec<String> = sink
+        .requests()
+        .iter()
+        .map(|request| {
+            serde_json::from_str::<serde_json::Value>(request["body"].as_str().unwrap_or(""))
+                .expect("JSON")["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        texts.contains(&"[OpenSSH :: SSHDStats] 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted".to_owned()),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn a_dead_destination_holds_up_neither_the_records_nor_the_other_handlers() {
+    // Nothing listens there: every try fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let app = format!(
+        "{}\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n",
+        webhook_app(
+            &format!(r#"url = "http://127.0.0.1:{port}/x""#),
+            &format!(r#"network = ["127.0.0.1:{port}"]"#),
+        )
+    );
+    let dir = app_dir(&app);
+    let started = std::time::Instant::now();
+    let run = replay_sample(
+        dir.path(),
+        &["delivery.retry_base_ms=100", "delivery.shutdown_wait_s=1"],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(
+        json_lines(&run.stdout).len(),
+        4,
+        "the console got every event"
+    );
+    assert_has(&run.stderr, "delivery failed (cannot connect to 127.0.0.1:");
+    assert_has(
+        &run.stderr,
+        "deliveries not accepted by the end of the run are given up handler=hook waiting=4",
+    );
+}
+
+#[test]
+fn a_destination_that_is_not_granted_is_refused_and_the_grant_is_required_at_load() {
+    let dir = app_dir(&webhook_app(
+        r#"url = "http://127.0.0.1:9/x""#,
+        r#"network = ["127.0.0.1:10"]"#,
+    ));
+    let run = replay_sample(dir.path(), &[], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "127.0.0.1:9 is not among the network destinations granted to this handler",
+    );
+    let dir = app_dir(&webhook_app(r#"url = "http://127.0.0.1:9/x""#, ""));
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_has(
+        &run.stderr,
+        "handler \"hook\" (builtin:webhook) imports correlator:plugin/delivery@0.1.0, which needs network destinations to deliver to: grants = { network = [\"HOST:PORT\"] }",
+    );
+}

@@ -43,6 +43,7 @@ mod window;
 
 pub mod collections;
 pub mod config;
+pub mod delivery;
 pub mod log;
 pub mod secrets;
 pub mod state;

@@ -285,6 +285,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         startup_events,
         store,
         state_report: _,
+        courier,
     } = loader::load(
         &app,
         &args.app.options,
@@ -340,6 +341,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             "every received message processed"
         );
         report_instances(&modules);
+        if let Some(courier) = &courier {
+            courier.finish();
+        }
         return Ok(());
     };
     let stop = replay::stop_on_signals()?;
@@ -389,6 +393,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     report_instances(&modules);
+    if let Some(courier) = &courier {
+        courier.finish();
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod capture;
 pub mod cli;
 pub mod clock_guard;
 pub mod config_store;
+pub mod delivery;
 pub mod filter;
 pub mod host;
 pub mod listen;

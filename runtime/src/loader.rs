@@ -4,6 +4,7 @@
 
 use crate::app::{App, InstanceSpec, Role};
 use crate::config_store::{ConfigStore, Source};
+use crate::delivery::{Courier, RetryPolicy};
 use crate::filter::Filter;
 use crate::host::{
     GrantedDir, HandlerInstance, Host, HostOptions, ModuleInstance, ResolvedGrants, StateAccess,
@@ -57,6 +58,8 @@ pub struct Loaded {
     /// For `check`: what a start would do with the state store, a line per
     /// module with state (or one line saying there is none to look at).
     pub state_report: Vec<String>,
+    /// Sends what handlers deliver, when one may (`run` only).
+    pub courier: Option<Courier>,
 }
 
 /// The runtime's own configuration items.
@@ -135,8 +138,10 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             "records handed to modules in one call",
         ),
     ];
-    for (key, value_type, default, description) in
-        items.into_iter().chain(crate::listen::config_items())
+    for (key, value_type, default, description) in items
+        .into_iter()
+        .chain(crate::listen::config_items())
+        .chain(crate::delivery::config_items())
     {
         store.declare(key, value_type, default, description)?;
     }
@@ -183,6 +188,21 @@ pub fn load(
     };
     let mut host = Host::new(clock.clone(), &host_options)?;
     let secrets = resolve_secrets(app, store.text("system.secrets_file").unwrap_or(""))?;
+    // Handlers granted network destinations may deliver (`delivery.rs`).
+    let delivering: Vec<std::sync::Arc<str>> = app
+        .handlers
+        .iter()
+        .filter(|spec| !spec.grants.network.is_empty())
+        .map(|spec| std::sync::Arc::from(spec.name.as_str()))
+        .collect();
+    let courier = if purpose == Purpose::Run && !delivering.is_empty() {
+        Some(Courier::start(
+            delivering,
+            RetryPolicy::from_store(&store)?,
+        )?)
+    } else {
+        None
+    };
     let grants_of = |spec: &InstanceSpec| match purpose {
         Purpose::Run => ResolvedGrants {
             dir: spec.grants.dir.as_ref().map(|(dir, _)| GrantedDir {
@@ -201,6 +221,9 @@ pub fn load(
                     .collect(),
             ),
             stdout: spec.grants.stdout,
+            delivery: courier
+                .as_ref()
+                .and_then(|courier| courier.outbox(&spec.name)),
         },
         Purpose::Inspect | Purpose::Check => ResolvedGrants::default(),
     };
@@ -317,6 +340,7 @@ pub fn load(
         replay,
         startup_events,
         state_report,
+        courier,
     })
 }
 

@@ -295,6 +295,12 @@ impl Host {
 pub fn check_import(import: &str, has_dir: bool, has_network: bool) -> Result<(), String> {
     let interface = import.split('@').next().unwrap_or(import);
     let package = interface.split('/').next().unwrap_or(interface);
+    if interface == "correlator:plugin/delivery" && !has_network {
+        return Err(
+            "which needs network destinations to deliver to: grants = { network = [\"HOST:PORT\"] }"
+                .into(),
+        );
+    }
     match package {
         "correlator:plugin" | "wasi:logging" | "wasi:io" | "wasi:cli" | "wasi:clocks"
         | "wasi:random" => Ok(()),
@@ -372,6 +378,13 @@ impl EngineSet {
         )
         .into_anyhow()
         .context("cannot link the correlator interfaces")?;
+        // The one interface of the handler world that modules do not have.
+        bindings::handler::correlator::plugin::delivery::add_to_linker::<
+            InstanceState,
+            HasSelf<InstanceState>,
+        >(&mut linker, |state| state)
+        .into_anyhow()
+        .context("cannot link the delivery interface")?;
         let ticker = if options.call_time_limits {
             Some(Arc::new(EpochTicker::start(engine.clone())?))
         } else {

@@ -44,6 +44,8 @@ pub struct ResolvedGrants {
     pub secrets: Arc<BTreeMap<String, String>>,
     /// Whether it writes straight to the runtime's standard output.
     pub stdout: bool,
+    /// Its outbox, for a handler granted network destinations.
+    pub delivery: Option<crate::delivery::Outbox>,
 }
 
 /// A call waited in a host call (a WASI sleep or poll, a file, a socket, an
@@ -214,6 +216,7 @@ impl Sandbox {
         state.secrets = Arc::clone(&self.grants.secrets);
         state.dir_quota = self.dir_quota.clone();
         state.http_hooks.patterns = Arc::new(self.grants.network.clone());
+        state.delivery = self.grants.delivery.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(self.call_ticks());

@@ -211,6 +211,8 @@ pub struct InstanceState {
     pub state: StateAccess,
     /// The quota of its granted directory, if it may write one.
     pub dir_quota: Option<Arc<super::files::DirQuota>>,
+    /// Its outbox, if it is a handler granted network destinations.
+    pub delivery: Option<crate::delivery::Outbox>,
 }
 
 /// Longest key of a module's durable state, bytes.
@@ -426,6 +428,7 @@ impl InstanceState {
             timers: TimerRequests::default(),
             state: StateAccess::new(None, Arc::clone(&name_for_state), 0, u64::MAX),
             dir_quota: None,
+            delivery: None,
         }
     }
 
@@ -639,6 +642,38 @@ impl config::Host for InstanceState {
 impl secrets::Host for InstanceState {
     fn get(&mut self, name: String) -> Option<String> {
         self.secrets.get(&name).cloned()
+    }
+}
+
+impl super::bindings::handler::correlator::plugin::delivery::Host for InstanceState {
+    fn send_http(
+        &mut self,
+        request: super::bindings::handler::correlator::plugin::delivery::HttpRequest,
+    ) -> Result<(), String> {
+        let Some(outbox) = &self.delivery else {
+            return Err(
+                "this handler may not deliver: the app file grants it no network destination (grants = { network = [\"HOST:PORT\"] })"
+                    .into(),
+            );
+        };
+        let request = crate::delivery::HttpRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        let (host, port) = request.check()?;
+        if !self
+            .http_hooks
+            .patterns
+            .iter()
+            .any(|pattern| pattern.allows_http(&host, port))
+        {
+            return Err(format!(
+                "{host}:{port} is not among the network destinations granted to this handler"
+            ));
+        }
+        outbox.submit(request)
     }
 }
 

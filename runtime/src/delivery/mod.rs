@@ -1,0 +1,603 @@
+//! Delivery: what handlers hand the host to send (`delivery.send-http`),
+//! sent beside the pipeline until the destination accepts it.
+//!
+//! A handler renders a request and puts it in its outbox; the **courier**
+//! (a thread of its own, running tokio) sends each handler's requests in
+//! order, one at a time, so that a slow or dead destination holds up only
+//! its own handler's deliveries, never records or other handlers. A request
+//! that fails for a reason that may pass (no connection, a timeout, 408,
+//! 429, a 5xx) is tried again after an exponential backoff with jitter, or
+//! after the `Retry-After` the destination asked for; one refused for good
+//! (any other 4xx, a redirect) or older than `delivery.max_age_s` is set
+//! aside as dead and logged. At the end of a run the courier goes on for at
+//! most `delivery.shutdown_wait_s`; what is still waiting then is reported.
+//!
+//! Nothing of a request's headers is logged (they carry credentials).
+
+mod http;
+
+use crate::config_store::ConfigStore;
+use crate::types::{Value, ValueType};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// Requests one handler may have waiting; past it `send-http` is refused
+/// (the handler's failure policy then applies to the event).
+pub const OUTBOX_ENTRIES: usize = 100_000;
+
+/// Largest body a request may carry.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The delivery configuration items, with defaults and what they are for.
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 4] {
+    [
+        (
+            "delivery.retry_base_ms",
+            ValueType::Integer,
+            Value::Integer(1000),
+            "first wait before a failed delivery is tried again; each further failure doubles it (with jitter)",
+        ),
+        (
+            "delivery.retry_max_s",
+            ValueType::Integer,
+            Value::Integer(300),
+            "longest wait between two tries of one delivery (a Retry-After asked for is honoured beyond it)",
+        ),
+        (
+            "delivery.max_age_s",
+            ValueType::Integer,
+            Value::Integer(86_400),
+            "a delivery not accepted this many seconds after it was handed over is set aside as dead",
+        ),
+        (
+            "delivery.shutdown_wait_s",
+            ValueType::Integer,
+            Value::Integer(10),
+            "at the end of a run, how long deliveries still waiting are tried before the process exits",
+        ),
+    ]
+}
+
+/// How deliveries are retried, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Wait after the first failure.
+    pub base: Duration,
+    /// Longest wait between tries (unless the destination asks for longer).
+    pub max: Duration,
+    /// Age at which a delivery is given up.
+    pub max_age: Duration,
+    /// How long the courier goes on at the end of a run.
+    pub shutdown_wait: Duration,
+}
+
+impl RetryPolicy {
+    /// Read and check the `delivery.*` items.
+    pub fn from_store(store: &ConfigStore) -> anyhow::Result<Self> {
+        let seconds_or_millis = |key: &str, range: std::ops::RangeInclusive<i64>| {
+            let value = store.integer(key).unwrap_or(0);
+            if range.contains(&value) {
+                Ok(value.unsigned_abs())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{key} must be between {} and {}, not {value}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        };
+        Ok(RetryPolicy {
+            base: Duration::from_millis(seconds_or_millis(
+                "delivery.retry_base_ms",
+                1..=3_600_000,
+            )?),
+            max: Duration::from_secs(seconds_or_millis("delivery.retry_max_s", 1..=86_400)?),
+            max_age: Duration::from_secs(seconds_or_millis("delivery.max_age_s", 1..=30 * 86_400)?),
+            shutdown_wait: Duration::from_secs(seconds_or_millis(
+                "delivery.shutdown_wait_s",
+                0..=3_600,
+            )?),
+        })
+    }
+
+    /// The wait after failure number `failures` (from 1): the base doubled
+    /// for each earlier failure, at most `max`, then between half of that
+    /// and all of it (`jitter` in [0, 1)), so that handlers that failed
+    /// together do not all come back at once.
+    fn backoff(&self, failures: u32, jitter: f64) -> Duration {
+        let doubled = self
+            .base
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        doubled
+            .min(self.max)
+            .mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+    }
+}
+
+/// An HTTP request a handler handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// `POST`, `PUT` or `PATCH`.
+    pub method: String,
+    /// Where to: its host and port were checked against the grants.
+    pub url: String,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// Check what a guest handed over: a method we send, an `http` or
+    /// `https` URL with a host, headers that HTTP can carry, a body within
+    /// [`MAX_BODY_BYTES`]. Returns the URL's host and port, for the grant
+    /// check.
+    pub fn check(&self) -> Result<(String, u16), String> {
+        if !matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
+            return Err(format!(
+                "method \"{}\" is not POST, PUT or PATCH",
+                self.method.escape_debug()
+            ));
+        }
+        let uri: ::http::Uri = self
+            .url
+            .parse()
+            .map_err(|error| format!("\"{}\" is not a URL: {error}", self.url.escape_debug()))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                    "\"{}\" is not an http or https URL",
+                    self.url.escape_debug()
+                ));
+            }
+        };
+        let host = uri
+            .host()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(|| format!("\"{}\" names no host", self.url.escape_debug()))?;
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        for (name, value) in &self.headers {
+            ::http::HeaderName::try_from(name.as_str())
+                .map_err(|_| format!("\"{}\" is not a header name", name.escape_debug()))?;
+            ::http::HeaderValue::try_from(value.as_str()).map_err(|_| {
+                format!("the value of header \"{name}\" holds a line break or a control character")
+            })?;
+        }
+        if self.body.len() > MAX_BODY_BYTES {
+            return Err(format!(
+                "a body of {} bytes is over the {MAX_BODY_BYTES} a delivery may carry",
+                self.body.len()
+            ));
+        }
+        Ok((host.trim_matches(['[', ']']).to_owned(), port))
+    }
+}
+
+/// One request in an outbox.
+#[derive(Debug, Clone)]
+struct Parcel {
+    request: HttpRequest,
+    /// When it was handed over.
+    created: SystemTime,
+    /// Failed tries so far.
+    failures: u32,
+}
+
+/// What the courier counted.
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    /// Requests handed over.
+    pub submitted: AtomicU64,
+    /// Requests the destination accepted.
+    pub delivered: AtomicU64,
+    /// Tries that failed and were (or would be) tried again.
+    pub retries: AtomicU64,
+    /// Requests set aside as dead.
+    pub dead: AtomicU64,
+}
+
+/// The courier: sends every handler's requests beside the pipeline.
+/// Cheap to clone; every clone hands over to the same thread.
+#[derive(Clone)]
+pub struct Courier {
+    commands: mpsc::UnboundedSender<Command>,
+    counters: Arc<DeliveryCounters>,
+    /// Requests waiting, per handler (by the order handlers were added).
+    waiting: Arc<Vec<AtomicU64>>,
+    handlers: Arc<Vec<Arc<str>>>,
+    policy: RetryPolicy,
+}
+
+enum Command {
+    Send {
+        handler: usize,
+        parcel: Parcel,
+    },
+    /// Stop within the wait; answer with what is still waiting.
+    Finish {
+        wait: Duration,
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+}
+
+/// What one handler may hand the courier: its own outbox.
+#[derive(Clone)]
+pub struct Outbox {
+    courier: Courier,
+    handler: usize,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("handler", &self.courier.handlers.get(self.handler))
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// Put `request` (checked and granted by the caller) in the outbox.
+    pub fn submit(&self, request: HttpRequest) -> Result<(), String> {
+        let waiting = &self.courier.waiting[self.handler];
+        if waiting.load(Ordering::Relaxed) >= OUTBOX_ENTRIES as u64 {
+            return Err(format!(
+                "the outbox is full ({OUTBOX_ENTRIES} deliveries wait for their destination)"
+            ));
+        }
+        waiting.fetch_add(1, Ordering::Relaxed);
+        self.courier
+            .counters
+            .submitted
+            .fetch_add(1, Ordering::Relaxed);
+        let parcel = Parcel {
+            request,
+            created: SystemTime::now(),
+            failures: 0,
+        };
+        self.courier
+            .commands
+            .send(Command::Send {
+                handler: self.handler,
+                parcel,
+            })
+            .map_err(|_| "the courier has stopped".to_owned())
+    }
+}
+
+impl Courier {
+    /// Start the courier for `handlers` (the names of the handlers that may
+    /// deliver), with `policy`.
+    pub fn start(handlers: Vec<Arc<str>>, policy: RetryPolicy) -> anyhow::Result<Courier> {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let counters = Arc::new(DeliveryCounters::default());
+        let waiting: Arc<Vec<AtomicU64>> =
+            Arc::new(handlers.iter().map(|_| AtomicU64::new(0)).collect());
+        let courier = Courier {
+            commands,
+            counters: Arc::clone(&counters),
+            waiting: Arc::clone(&waiting),
+            handlers: Arc::new(handlers),
+            policy,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| anyhow::anyhow!("cannot start the courier's runtime: {error}"))?;
+        let names = Arc::clone(&courier.handlers);
+        std::thread::Builder::new()
+            .name("courier".into())
+            .spawn(move || runtime.block_on(run(receiver, names, waiting, counters, policy)))
+            .map_err(|error| anyhow::anyhow!("cannot start the courier thread: {error}"))?;
+        Ok(courier)
+    }
+
+    /// The outbox of handler `name`, if it may deliver.
+    pub fn outbox(&self, name: &str) -> Option<Outbox> {
+        let handler = self.handlers.iter().position(|known| &**known == name)?;
+        Some(Outbox {
+            courier: self.clone(),
+            handler,
+        })
+    }
+
+    /// What was counted so far.
+    pub fn counters(&self) -> &DeliveryCounters {
+        &self.counters
+    }
+
+    /// At the end of a run: go on delivering for at most
+    /// `delivery.shutdown_wait_s`, then stop; log what is still waiting.
+    pub fn finish(&self) {
+        let wait = self.policy.shutdown_wait;
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        if self.commands.send(Command::Finish { wait, done }).is_ok() {
+            // The courier answers within the wait; a little more for the
+            // answer itself.
+            let _ = finished.recv_timeout(wait + Duration::from_secs(5));
+        }
+        let counters = &self.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        for (name, waiting) in self.handlers.iter().zip(self.waiting.iter()) {
+            let waiting = get(waiting);
+            if waiting > 0 {
+                tracing::warn!(
+                    handler = %name,
+                    waiting,
+                    "deliveries not accepted by the end of the run are given up"
+                );
+            }
+        }
+        tracing::info!(
+            submitted = get(&counters.submitted),
+            delivered = get(&counters.delivered),
+            retries = get(&counters.retries),
+            dead = get(&counters.dead),
+            "deliveries"
+        );
+    }
+}
+
+/// The courier thread: one task per handler, each sending its requests in
+/// order.
+async fn run(
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    handlers: Arc<Vec<Arc<str>>>,
+    waiting: Arc<Vec<AtomicU64>>,
+    counters: Arc<DeliveryCounters>,
+    policy: RetryPolicy,
+) {
+    let mut queues = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, name) in handlers.iter().enumerate() {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        queues.push(sender);
+        tasks.spawn(deliver_in_order(
+            Arc::clone(name),
+            receiver,
+            Arc::clone(&waiting),
+            index,
+            Arc::clone(&counters),
+            policy,
+        ));
+    }
+    let finish = loop {
+        match commands.recv().await {
+            Some(Command::Send { handler, parcel }) => {
+                if let Some(queue) = queues.get(handler) {
+                    let _ = queue.send(parcel);
+                }
+            }
+            Some(Command::Finish { wait, done }) => break Some((wait, done)),
+            None => break None,
+        }
+    };
+    // No more requests: each task ends once its queue is empty.
+    drop(queues);
+    let Some((wait, done)) = finish else {
+        return;
+    };
+    let _ = tokio::time::timeout(wait, async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = done.send(());
+}
+
+/// Send `name`'s requests in order, each until it is accepted or dead.
+async fn deliver_in_order(
+    name: Arc<str>,
+    mut incoming: mpsc::UnboundedReceiver<Parcel>,
+    waiting: Arc<Vec<AtomicU64>>,
+    index: usize,
+    counters: Arc<DeliveryCounters>,
+    policy: RetryPolicy,
+) {
+    let mut queue: VecDeque<Parcel> = VecDeque::new();
+    let mut jitter = Jitter::seeded(index);
+    let mut closed = false;
+    loop {
+        if queue.is_empty() {
+            if closed {
+                return;
+            }
+            match incoming.recv().await {
+                Some(parcel) => queue.push_back(parcel),
+                None => return,
+            }
+        }
+        while let Ok(parcel) = incoming.try_recv() {
+            queue.push_back(parcel);
+        }
+        let Some(parcel) = queue.front_mut() else {
+            continue;
+        };
+        let outcome = http::send(&parcel.request).await;
+        let age = parcel.created.elapsed().unwrap_or_default();
+        let next = match outcome {
+            http::Outcome::Accepted => {
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            http::Outcome::Refused(reason) => {
+                dead(&name, &parcel.request, &reason, &counters);
+                None
+            }
+            http::Outcome::Failed {
+                reason,
+                retry_after,
+            } => {
+                parcel.failures += 1;
+                let wait =
+                    retry_after.unwrap_or_else(|| policy.backoff(parcel.failures, jitter.next()));
+                if age + wait > policy.max_age {
+                    dead(
+                        &name,
+                        &parcel.request,
+                        &format!("{reason}; not accepted within delivery.max_age_s"),
+                        &counters,
+                    );
+                    None
+                } else {
+                    counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        handler = %name,
+                        url = %parcel.request.url,
+                        failures = parcel.failures,
+                        "delivery failed ({reason}); trying again in {} ms",
+                        wait.as_millis()
+                    );
+                    Some(wait)
+                }
+            }
+        };
+        match next {
+            None => {
+                queue.pop_front();
+                waiting[index].fetch_sub(1, Ordering::Relaxed);
+            }
+            Some(wait) => {
+                // New requests still come in while this one waits.
+                let sleep = tokio::time::sleep(wait);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        parcel = incoming.recv(), if !closed => match parcel {
+                            Some(parcel) => queue.push_back(parcel),
+                            None => closed = true,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Log and count a request set aside as dead.
+fn dead(name: &str, request: &HttpRequest, reason: &str, counters: &DeliveryCounters) {
+    counters.dead.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        handler = %name,
+        url = %request.url,
+        "delivery given up: {reason}"
+    );
+}
+
+/// A small generator for backoff jitter (no cryptography needed: it only
+/// spreads retries apart).
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded(index: usize) -> Self {
+        let time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        Jitter((time ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1)
+    }
+
+    /// The next number in [0, 1).
+    fn next(&mut self) -> f64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            max_age: Duration::from_secs(86_400),
+            shutdown_wait: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter_between_half_and_all() {
+        let policy = policy();
+        assert_eq!(policy.backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(
+            policy.backoff(1, 0.999_999),
+            Duration::from_micros(999_999) + Duration::from_nanos(500)
+        );
+        assert_eq!(policy.backoff(4, 0.0), Duration::from_secs(4));
+        assert_eq!(policy.backoff(40, 0.0), Duration::from_secs(150));
+        let mut jitter = Jitter::seeded(3);
+        for _ in 0..1000 {
+            let value = jitter.next();
+            assert!((0.0..1.0).contains(&value), "{value}");
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_before_they_are_taken() {
+        let request = |method: &str, url: &str, header: (&str, &str)| HttpRequest {
+            method: method.into(),
+            url: url.into(),
+            headers: vec![(header.0.into(), header.1.into())],
+            body: b"{}".to_vec(),
+        };
+        let fine = ("Content-Type", "application/json");
+        assert_eq!(
+            request("POST", "http://127.0.0.1:8080/hook", fine).check(),
+            Ok(("127.0.0.1".to_owned(), 8080))
+        );
+        assert_eq!(
+            request("PUT", "https://hooks.example.com/x", fine).check(),
+            Ok(("hooks.example.com".to_owned(), 443))
+        );
+        assert_eq!(
+            request("POST", "http://[::1]/x", fine).check(),
+            Ok(("::1".to_owned(), 80))
+        );
+        for (method, url, header, error) in [
+            (
+                "GET",
+                "http://a/",
+                fine,
+                "method \"GET\" is not POST, PUT or PATCH",
+            ),
+            (
+                "POST",
+                "ftp://a/",
+                fine,
+                "\"ftp://a/\" is not an http or https URL",
+            ),
+            (
+                "POST",
+                "/relative",
+                fine,
+                "\"/relative\" is not an http or https URL",
+            ),
+            (
+                "POST",
+                "http://a/",
+                ("X-Note", "a\r\nBcc: everyone"),
+                "the value of header \"X-Note\" holds a line break or a control character",
+            ),
+            (
+                "POST",
+                "http://a/",
+                ("Bad Name", "x"),
+                "\"Bad Name\" is not a header name",
+            ),
+        ] {
+            assert_eq!(
+                request(method, url, header).check(),
+                Err(error.to_owned()),
+                "{url}"
+            );
+        }
+    }
+}
