@@ -392,6 +392,11 @@ struct HttpSink {
 
 impl HttpSink {
     fn start(plan: &str) -> HttpSink {
+        Self::start_on(plan, 0)
+    }
+
+    /// On `port` (0: one the kernel chooses).
+    fn start_on(plan: &str, port: u16) -> HttpSink {
         use std::io::BufRead as _;
         let dir = tempfile::tempdir().expect("temp dir");
         let record = dir.path().join("requests.jsonl");
@@ -399,6 +404,7 @@ impl HttpSink {
             .arg(workspace().join("tests/servers/http_sink.py"))
             .arg(&record)
             .arg(plan)
+            .arg(port.to_string())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3 runs (./test.sh installs it)");
@@ -678,4 +684,111 @@ fn a_destination_that_is_not_granted_is_refused_and_the_grant_is_required_at_loa
         &run.stderr,
         "handler \"hook\" (builtin:webhook) imports correlator:plugin/delivery@0.1.0, which needs network destinations to deliver to: grants = { network = [\"HOST:PORT\"] }",
     );
+}
+
+/// The webhook app posting to `port`, without the statistics events (which
+/// every run dispatches anew at its end).
+fn logins_webhook_app(port: u16) -> String {
+    webhook_app(
+        &format!(r#"url = "http://127.0.0.1:{port}/hook""#),
+        &format!(r#"network = ["127.0.0.1:{port}"]"#),
+    )
+    .replace(
+        "component = \"builtin:webhook\"\n",
+        "component = \"builtin:webhook\"\nfilter = 'event.kind != \"SSHDStats\"'\n",
+    )
+}
+
+/// The kinds of the sample capture's events but the statistics.
+const LOGIN_KINDS: [&str; 3] = [
+    "SSHDLoginFailed",
+    "SSHDLoginSucceeded",
+    "SSHDLoginSucceeded",
+];
+
+/// Replay `capture` (a file name in `dir`) with durable state on.
+fn replay_with_state(dir: &Path, capture: &str, options: &[&str]) -> Run {
+    let mut args = vec!["run", "--app", "app.toml", "--read-file", capture];
+    for option in options {
+        args.extend(["-o", option]);
+    }
+    correlator(dir, &args)
+}
+
+#[test]
+fn deliveries_still_waiting_when_a_run_ends_are_sent_by_the_next_run_once() {
+    let down = HttpSink::start("503");
+    let port = down.port;
+    let dir = app_dir(&logins_webhook_app(port));
+    let capture = sample_capture();
+    let capture = capture.to_str().expect("UTF-8 path");
+    let first = replay_with_state(
+        dir.path(),
+        capture,
+        &["delivery.retry_base_ms=100", "delivery.shutdown_wait_s=1"],
+    );
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert!(accepted_kinds(&down.requests()).is_empty());
+    assert_has(
+        &first.stderr,
+        "deliveries not accepted by the end of the run are given up handler=hook waiting=3",
+    );
+    drop(down);
+    // The destination is back; the next run (of nothing) sends what waited.
+    let up = HttpSink::start_on("200", port);
+    std::fs::write(dir.path().join("empty.cap"), "").expect("write capture");
+    let second = replay_with_state(dir.path(), "empty.cap", &[]);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert_has(
+        &second.stderr,
+        "taking up the deliveries an earlier run left waiting resumed=3",
+    );
+    assert_eq!(accepted_kinds(&up.requests()), LOGIN_KINDS);
+    // Done with: a third run sends nothing again.
+    let third = replay_with_state(dir.path(), "empty.cap", &[]);
+    assert_eq!(third.code, Some(0), "{}", third.stderr);
+    assert_eq!(up.requests().len(), 3);
+}
+
+#[test]
+fn kill_9_while_deliveries_are_retried_loses_none_of_them() {
+    let down = HttpSink::start("503");
+    let port = down.port;
+    let dir = app_dir(&logins_webhook_app(port));
+    let capture = sample_capture();
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_correlator"))
+        .args(["run", "--app", "app.toml", "--read-file"])
+        .arg(&capture)
+        .args([
+            "-o",
+            "delivery.retry_base_ms=50",
+            "-o",
+            "delivery.shutdown_wait_s=60",
+        ])
+        .current_dir(dir.path())
+        .env(
+            "XDG_CACHE_HOME",
+            workspace().join("target").join("test-cache"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the runtime starts");
+    // Killed while it retries, after the replay's last checkpoint.
+    let started = std::time::Instant::now();
+    while down.requests().len() < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no retries"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run.kill().expect("kill -9");
+    let _ = run.wait();
+    drop(down);
+    let up = HttpSink::start_on("200", port);
+    std::fs::write(dir.path().join("empty.cap"), "").expect("write capture");
+    let next = replay_with_state(dir.path(), "empty.cap", &[]);
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert_eq!(accepted_kinds(&up.requests()), LOGIN_KINDS);
 }

@@ -343,6 +343,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         report_instances(&modules);
         if let Some(courier) = &courier {
             courier.finish();
+            modules.commit_outbox();
         }
         return Ok(());
     };
@@ -395,6 +396,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     report_instances(&modules);
     if let Some(courier) = &courier {
         courier.finish();
+        modules.commit_outbox();
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use crate::app::{App, InstanceSpec, Role};
 use crate::config_store::{ConfigStore, Source};
-use crate::delivery::{Courier, RetryPolicy};
+use crate::delivery::{Courier, Journal, RetryPolicy};
 use crate::filter::Filter;
 use crate::host::{
     GrantedDir, HandlerInstance, Host, HostOptions, ModuleInstance, ResolvedGrants, StateAccess,
@@ -196,9 +196,12 @@ pub fn load(
         .map(|spec| std::sync::Arc::from(spec.name.as_str()))
         .collect();
     let courier = if purpose == Purpose::Run && !delivering.is_empty() {
+        // With durable state, the outboxes are kept in the store too.
+        let journal = state_file(&store, &run_dir).map(|_| Journal::default());
         Some(Courier::start(
             delivering,
             RetryPolicy::from_store(&store)?,
+            journal,
         )?)
     } else {
         None
@@ -288,11 +291,16 @@ pub fn load(
         state
             .map(|state| -> anyhow::Result<Persistence> {
                 let checkpoint = state.checkpoint()?;
+                let journal = courier.as_ref().and_then(Courier::journal).cloned();
+                if let Some(courier) = &courier {
+                    courier.resume(state.outbox()?);
+                }
                 Ok(Persistence::new(
                     state,
                     owners,
                     checkpoint_interval(&store)?,
                     checkpoint,
+                    journal,
                 ))
             })
             .transpose()?

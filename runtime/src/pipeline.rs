@@ -369,6 +369,9 @@ pub struct Persistence {
     /// The last commit failed: until one succeeds, commits wait for the
     /// interval even when senders wait for receipts.
     failing: bool,
+    /// The handlers' durable outboxes' changes, committed with each
+    /// checkpoint (`delivery/`).
+    outbox: Option<crate::delivery::Journal>,
     /// What is being read (a capture's path, `network`).
     source: String,
     /// Position of the last record processed.
@@ -383,12 +386,14 @@ pub struct Persistence {
 
 impl Persistence {
     /// Checkpoints into `store` every `interval`, of modules written by
-    /// `owners`; `restored` is the store's last checkpoint.
+    /// `owners`; `restored` is the store's last checkpoint; `outbox`, the
+    /// handlers' outboxes' changes to commit with each.
     pub fn new(
         store: Arc<StateStore>,
         owners: Vec<Option<Ownership>>,
         interval: Duration,
         restored: Option<Checkpoint>,
+        outbox: Option<crate::delivery::Journal>,
     ) -> Self {
         Persistence {
             store,
@@ -397,6 +402,7 @@ impl Persistence {
             last_commit: Instant::now(),
             changed: false,
             failing: false,
+            outbox,
             source: String::new(),
             position: 0,
             records: 0,
@@ -608,7 +614,13 @@ impl ModuleStage {
             })
             .collect();
         let started = Instant::now();
-        let result = persistence.store.commit(&commits, &checkpoint);
+        // Taken after `settle`: every delivery the covered events made is in.
+        let outbox = persistence
+            .outbox
+            .as_ref()
+            .map(crate::delivery::Journal::take)
+            .unwrap_or_default();
+        let result = persistence.store.commit(&commits, &checkpoint, &outbox);
         drop(commits);
         persistence.last_commit = Instant::now();
         persistence.changed = false;
@@ -631,6 +643,9 @@ impl ModuleStage {
             }
             Err(error) => {
                 persistence.failing = true;
+                if let Some(journal) = &persistence.outbox {
+                    journal.put_back(outbox);
+                }
                 tracing::error!(
                     "state checkpoint failed (its changes are kept for the next): {error}"
                 );
@@ -669,6 +684,26 @@ impl ModuleStage {
         {
             let receipts = std::mem::take(&mut self.receipts);
             self.outbox.add_receipts(receipts);
+        }
+    }
+
+    /// Commit what changed in the handlers' outboxes since the last
+    /// checkpoint (after a run's end, for what the courier did since).
+    pub fn commit_outbox(&mut self) {
+        let Some(persistence) = &mut self.persistence else {
+            return;
+        };
+        let Some(journal) = &persistence.outbox else {
+            return;
+        };
+        let changes = journal.take();
+        if changes.is_empty() {
+            return;
+        }
+        if let Err(error) = persistence.store.commit_outbox(&changes) {
+            tracing::error!(
+                "cannot record the deliveries done since the last checkpoint ({error}); the next run sends them again"
+            );
         }
     }
 

@@ -14,7 +14,7 @@
 //! start-up by the loader.
 
 use crate::types::Timestamp;
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,43 @@ const OWNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("owners");
 const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
 /// `"last"` → the latest [`Checkpoint`], JSON.
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
+/// (handler, number) → a delivery waiting in its outbox (`delivery/`).
+const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+
+/// What changed in the handlers' outboxes since the last commit: the
+/// deliveries handed over, and those done with (accepted, or given up).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OutboxChanges {
+    /// (handler, number, the delivery as stored).
+    pub added: Vec<(String, u64, Vec<u8>)>,
+    /// (handler, number).
+    pub removed: Vec<(String, u64)>,
+}
+
+impl OutboxChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// Take `other`'s changes after these. A delivery both added and
+    /// removed before a commit is never written (its removal stays: it
+    /// removes nothing).
+    pub fn merge(&mut self, other: OutboxChanges) {
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        if self.removed.is_empty() {
+            return;
+        }
+        let removed: std::collections::HashSet<(&str, u64)> = self
+            .removed
+            .iter()
+            .map(|(handler, number)| (handler.as_str(), *number))
+            .collect();
+        self.added
+            .retain(|(handler, number, _)| !removed.contains(&(handler.as_str(), *number)));
+    }
+}
 
 /// Who wrote an instance's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +434,7 @@ impl StateStore {
             write.delete_table(table).map_err(|e| self.error(e))?;
         }
         write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
+        write.delete_table(OUTBOX).map_err(|e| self.error(e))?;
         {
             let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
             meta.insert("app", app).map_err(|e| self.error(e))?;
@@ -459,8 +497,10 @@ impl StateStore {
         &self,
         instances: &[InstanceCommit<'_>],
         checkpoint: &Checkpoint,
+        outbox: &OutboxChanges,
     ) -> Result<Vec<i64>, StateError> {
         let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        self.write_outbox(&write, outbox)?;
         let mut growth = Vec::with_capacity(instances.len());
         {
             let mut owners = write.open_table(OWNERS).map_err(|e| self.error(e))?;
@@ -501,6 +541,54 @@ impl StateStore {
         }
         write.commit().map_err(|e| self.error(e))?;
         Ok(growth)
+    }
+
+    /// Commit outbox changes alone (after the last checkpoint of a run,
+    /// for what the courier did while the run ended).
+    pub fn commit_outbox(&self, outbox: &OutboxChanges) -> Result<(), StateError> {
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        self.write_outbox(&write, outbox)?;
+        write.commit().map_err(|e| self.error(e))
+    }
+
+    fn write_outbox(
+        &self,
+        write: &redb::WriteTransaction,
+        outbox: &OutboxChanges,
+    ) -> Result<(), StateError> {
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        let mut table = write.open_table(OUTBOX).map_err(|e| self.error(e))?;
+        for (handler, number, stored) in &outbox.added {
+            table
+                .insert((handler.as_str(), *number), stored.as_slice())
+                .map_err(|e| self.error(e))?;
+        }
+        for (handler, number) in &outbox.removed {
+            table
+                .remove((handler.as_str(), *number))
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Every delivery waiting in an outbox: (handler, number, as stored),
+    /// by handler and number.
+    pub fn outbox(&self) -> Result<Vec<(String, u64, Vec<u8>)>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(OUTBOX) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(self.error(error)),
+        };
+        let mut waiting = Vec::new();
+        for entry in table.iter().map_err(|e| self.error(e))? {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            let (handler, number) = key.value();
+            waiting.push((handler.to_owned(), number, value.value().to_vec()));
+        }
+        Ok(waiting)
     }
 }
 
@@ -560,6 +648,7 @@ mod tests {
                     },
                 ],
                 &checkpoint(7),
+                &OutboxChanges::default(),
             )?;
             assert_eq!(grown, [6 + 2 * 64, 3 + 64]);
             let mut delete = PendingWrites::new();
@@ -572,6 +661,7 @@ mod tests {
                     writes: &delete,
                 }],
                 &checkpoint(9),
+                &OutboxChanges::default(),
             )?;
             assert_eq!(grown, [-4 - 64]);
         }
@@ -608,6 +698,7 @@ mod tests {
                 writes: &PendingWrites::from([("k".to_owned(), Some(vec![1]))]),
             }],
             &checkpoint(1),
+            &OutboxChanges::default(),
         )?;
         drop(store);
         // Taking over one's own store empties it too.

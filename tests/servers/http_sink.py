@@ -1,14 +1,14 @@
 """A real HTTP server for the delivery tests (Python's http.server):
 records every request it gets and answers each from a plan.
 
-Usage: http_sink.py RECORD_FILE PLAN
+Usage: http_sink.py RECORD_FILE PLAN [PORT]
 
 PLAN is a comma-separated list of answers, one per request in order, the
 last repeated for ever: a status ("500", "200"), optionally with a
 Retry-After in seconds ("429:1"). Every request is appended to RECORD_FILE
 as one JSON line (time, path, status answered, headers, body) before it is
-answered. The port it listens on (127.0.0.1, chosen by the kernel) is the
-first line on standard output.
+answered. The port it listens on (127.0.0.1: PORT, or one the kernel
+chooses) is the first line on standard output.
 """
 import http.server
 import json
@@ -17,6 +17,7 @@ import threading
 import time
 
 record_path, plan = sys.argv[1], sys.argv[2].split(",")
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 lock = threading.Lock()
 answered = 0
 
@@ -55,6 +56,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()

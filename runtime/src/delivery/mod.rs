@@ -12,16 +12,26 @@
 //! aside as dead and logged. At the end of a run the courier goes on for at
 //! most `delivery.shutdown_wait_s`; what is still waiting then is reported.
 //!
+//! With durable state, the outboxes are durable too: each delivery handed
+//! over is written to the state store with the next checkpoint (which comes
+//! only after the handlers have handled every event it covers), and removed
+//! once done with ([`Journal`]); at start-up the courier takes up what the
+//! store holds. So a delivery is lost neither to a crash nor to a restart:
+//! one handed over after the last checkpoint comes again from its record
+//! (which that checkpoint does not cover), and one done with after it is
+//! sent again (a duplicate, within one checkpoint interval).
+//!
 //! Nothing of a request's headers is logged (they carry credentials).
 
 mod http;
 
 use crate::config_store::ConfigStore;
+use crate::state_store::OutboxChanges;
 use crate::types::{Value, ValueType};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -182,11 +192,45 @@ impl HttpRequest {
 /// One request in an outbox.
 #[derive(Debug, Clone)]
 struct Parcel {
+    /// Its number in its handler's outbox (and in the state store).
+    number: u64,
     request: HttpRequest,
     /// When it was handed over.
     created: SystemTime,
     /// Failed tries so far.
     failures: u32,
+}
+
+/// A delivery as the state store keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    request: HttpRequest,
+    /// When it was handed over, seconds since the epoch.
+    created: u64,
+}
+
+/// The outboxes' changes not committed yet, shared by the handlers (who
+/// add) and the courier (who removes); the module thread takes them into
+/// each checkpoint's commit.
+#[derive(Debug, Clone, Default)]
+pub struct Journal(Arc<Mutex<OutboxChanges>>);
+
+impl Journal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxChanges> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take the changes, to commit them.
+    pub fn take(&self) -> OutboxChanges {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Put back changes a commit failed to write (before what came since).
+    pub fn put_back(&self, mut changes: OutboxChanges) {
+        let mut held = self.lock();
+        changes.merge(std::mem::take(&mut *held));
+        *held = changes;
+    }
 }
 
 /// What the courier counted.
@@ -212,6 +256,10 @@ pub struct Courier {
     waiting: Arc<Vec<AtomicU64>>,
     handlers: Arc<Vec<Arc<str>>>,
     policy: RetryPolicy,
+    /// The next delivery's number (numbers go on from those stored).
+    next_number: Arc<AtomicU64>,
+    /// With durable state: the changes to commit.
+    journal: Option<Journal>,
 }
 
 enum Command {
@@ -250,14 +298,32 @@ impl Outbox {
                 "the outbox is full ({OUTBOX_ENTRIES} deliveries wait for their destination)"
             ));
         }
+        let created = SystemTime::now();
+        let number = self.courier.next_number.fetch_add(1, Ordering::Relaxed);
+        if let Some(journal) = &self.courier.journal {
+            let stored = Stored {
+                request: request.clone(),
+                created: created
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_secs()),
+            };
+            let bytes = serde_json::to_vec(&stored)
+                .map_err(|error| format!("cannot keep the delivery: {error}"))?;
+            journal.lock().added.push((
+                self.courier.handlers[self.handler].to_string(),
+                number,
+                bytes,
+            ));
+        }
         waiting.fetch_add(1, Ordering::Relaxed);
         self.courier
             .counters
             .submitted
             .fetch_add(1, Ordering::Relaxed);
         let parcel = Parcel {
+            number,
             request,
-            created: SystemTime::now(),
+            created,
             failures: 0,
         };
         self.courier
@@ -272,8 +338,13 @@ impl Outbox {
 
 impl Courier {
     /// Start the courier for `handlers` (the names of the handlers that may
-    /// deliver), with `policy`.
-    pub fn start(handlers: Vec<Arc<str>>, policy: RetryPolicy) -> anyhow::Result<Courier> {
+    /// deliver), with `policy`; with a `journal`, the outboxes are durable
+    /// (then give it what the state store holds with [`Courier::resume`]).
+    pub fn start(
+        handlers: Vec<Arc<str>>,
+        policy: RetryPolicy,
+        journal: Option<Journal>,
+    ) -> anyhow::Result<Courier> {
         let (commands, receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(DeliveryCounters::default());
         let waiting: Arc<Vec<AtomicU64>> =
@@ -284,6 +355,8 @@ impl Courier {
             waiting: Arc::clone(&waiting),
             handlers: Arc::new(handlers),
             policy,
+            next_number: Arc::new(AtomicU64::new(1)),
+            journal: journal.clone(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -292,9 +365,68 @@ impl Courier {
         let names = Arc::clone(&courier.handlers);
         std::thread::Builder::new()
             .name("courier".into())
-            .spawn(move || runtime.block_on(run(receiver, names, waiting, counters, policy)))
+            .spawn(move || {
+                runtime.block_on(run(receiver, names, waiting, counters, policy, journal))
+            })
             .map_err(|error| anyhow::anyhow!("cannot start the courier thread: {error}"))?;
         Ok(courier)
+    }
+
+    /// The durable outboxes' changes, for the checkpoints to commit.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Take up the deliveries an earlier run left in the state store
+    /// (before any new one is handed over: numbers go on from theirs).
+    pub fn resume(&self, stored: Vec<(String, u64, Vec<u8>)>) {
+        if let Some(last) = stored.iter().map(|(_, number, _)| *number).max() {
+            self.next_number.fetch_max(last + 1, Ordering::Relaxed);
+        }
+        let mut resumed = 0u64;
+        for (handler, number, bytes) in stored {
+            let Some(index) = self.handlers.iter().position(|name| **name == *handler) else {
+                tracing::warn!(
+                    handler,
+                    "a delivery in the state store belongs to a handler that does not deliver in this app; it stays there"
+                );
+                continue;
+            };
+            let stored: Stored = match serde_json::from_slice(&bytes) {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::error!(
+                        handler,
+                        number,
+                        "a stored delivery cannot be read ({error}); it is dropped"
+                    );
+                    if let Some(journal) = &self.journal {
+                        journal.lock().removed.push((handler, number));
+                    }
+                    continue;
+                }
+            };
+            let parcel = Parcel {
+                number,
+                request: stored.request,
+                created: SystemTime::UNIX_EPOCH + Duration::from_secs(stored.created),
+                failures: 0,
+            };
+            self.waiting[index].fetch_add(1, Ordering::Relaxed);
+            let sent = self.commands.send(Command::Send {
+                handler: index,
+                parcel,
+            });
+            if sent.is_ok() {
+                resumed += 1;
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "taking up the deliveries an earlier run left waiting"
+            );
+        }
     }
 
     /// The outbox of handler `name`, if it may deliver.
@@ -351,6 +483,7 @@ async fn run(
     waiting: Arc<Vec<AtomicU64>>,
     counters: Arc<DeliveryCounters>,
     policy: RetryPolicy,
+    journal: Option<Journal>,
 ) {
     let mut queues = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -358,11 +491,14 @@ async fn run(
         let (sender, receiver) = mpsc::unbounded_channel();
         queues.push(sender);
         tasks.spawn(deliver_in_order(
-            Arc::clone(name),
+            Handler {
+                name: Arc::clone(name),
+                index,
+                waiting: Arc::clone(&waiting),
+                counters: Arc::clone(&counters),
+                journal: journal.clone(),
+            },
             receiver,
-            Arc::clone(&waiting),
-            index,
-            Arc::clone(&counters),
             policy,
         ));
     }
@@ -386,15 +522,37 @@ async fn run(
     let _ = done.send(());
 }
 
-/// Send `name`'s requests in order, each until it is accepted or dead.
-async fn deliver_in_order(
+/// One handler's delivery task: whose it is, and where it keeps count.
+struct Handler {
     name: Arc<str>,
-    mut incoming: mpsc::UnboundedReceiver<Parcel>,
-    waiting: Arc<Vec<AtomicU64>>,
     index: usize,
+    waiting: Arc<Vec<AtomicU64>>,
     counters: Arc<DeliveryCounters>,
+    journal: Option<Journal>,
+}
+
+impl Handler {
+    /// `parcel` is done with (accepted or dead): out of the outbox.
+    fn done(&self, parcel: &Parcel) {
+        self.waiting[self.index].fetch_sub(1, Ordering::Relaxed);
+        if let Some(journal) = &self.journal {
+            journal
+                .lock()
+                .removed
+                .push((self.name.to_string(), parcel.number));
+        }
+    }
+}
+
+/// Send a handler's requests in order, each until it is accepted or dead.
+async fn deliver_in_order(
+    handler: Handler,
+    mut incoming: mpsc::UnboundedReceiver<Parcel>,
     policy: RetryPolicy,
 ) {
+    let name = &handler.name;
+    let counters = &handler.counters;
+    let index = handler.index;
     let mut queue: VecDeque<Parcel> = VecDeque::new();
     let mut jitter = Jitter::seeded(index);
     let mut closed = false;
@@ -422,7 +580,7 @@ async fn deliver_in_order(
                 None
             }
             http::Outcome::Refused(reason) => {
-                dead(&name, &parcel.request, &reason, &counters);
+                dead(name, &parcel.request, &reason, counters);
                 None
             }
             http::Outcome::Failed {
@@ -434,10 +592,10 @@ async fn deliver_in_order(
                     retry_after.unwrap_or_else(|| policy.backoff(parcel.failures, jitter.next()));
                 if age + wait > policy.max_age {
                     dead(
-                        &name,
+                        name,
                         &parcel.request,
                         &format!("{reason}; not accepted within delivery.max_age_s"),
-                        &counters,
+                        counters,
                     );
                     None
                 } else {
@@ -455,8 +613,9 @@ async fn deliver_in_order(
         };
         match next {
             None => {
-                queue.pop_front();
-                waiting[index].fetch_sub(1, Ordering::Relaxed);
+                if let Some(parcel) = queue.pop_front() {
+                    handler.done(&parcel);
+                }
             }
             Some(wait) => {
                 // New requests still come in while this one waits.
