@@ -26,7 +26,7 @@ if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ] ||
 fi
 
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
-        -p correlator-module-log -p correlator-module-csv -p correlator-module-blocklist -p correlator-module-webhook -p correlator-test-schema-breaker
+        -p correlator-module-log -p correlator-module-csv -p correlator-module-blocklist -p correlator-module-webhook -p correlator-module-sms -p correlator-test-schema-breaker
         -p correlator-test-hostile -p correlator-test-hostile-fs -p correlator-test-hostile-net
         -p correlator-test-hostile-handler -p correlator-test-hostile-http
         -p correlator-test-hostile-block

@@ -6,13 +6,14 @@ use std::process::Command;
 use std::{env, fs};
 
 /// (builtin name, package) of every bundled component.
-const BUILTINS: [(&str, &str); 6] = [
+const BUILTINS: [(&str, &str); 7] = [
     ("sshd", "correlator-module-sshd"),
     ("report", "correlator-module-report"),
     ("log", "correlator-module-log"),
     ("csv", "correlator-module-csv"),
     ("blocklist", "correlator-module-blocklist"),
     ("webhook", "correlator-module-webhook"),
+    ("sms", "correlator-module-sms"),
 ];
 
 /// (name, package) of the guests the integration tests use; built from

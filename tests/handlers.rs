@@ -792,3 +792,142 @@ fn kill_9_while_deliveries_are_retried_loses_none_of_them() {
     assert_eq!(next.code, Some(0), "{}", next.stderr);
     assert_eq!(accepted_kinds(&up.requests()), LOGIN_KINDS);
 }
+
+/// The sshd module over the sample capture, its error events to the SMS
+/// handler with `config`, granted `grant` (which must grant a directory:
+/// the handler reads template files), and the secret `twilio_token`.
+fn sms_app(config: &str, grant: &str) -> String {
+    format!(
+        r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+config = {{ login_failure_limit = 5, login_failure_window = 300 }}
+[handlers.text]
+component = "builtin:sms"
+filter = 'event.severity == "error"'
+grants = {{ {grant}, secrets = ["twilio_token"] }}
+config = {{ account_sid = "AC123", token_secret = "twilio_token", from = "+15559999", to = ["+15550001", "+15550002"], {config} }}
+"#
+    )
+}
+
+/// The fields of a form body.
+fn form_fields(body: &str) -> std::collections::BTreeMap<String, String> {
+    let decode = |text: &str| {
+        let bytes = text.replace('+', " ").into_bytes();
+        let mut out = Vec::new();
+        let mut index = 0;
+        while index < bytes.len() {
+            if bytes[index] == b'%' && index + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).expect("hex");
+                out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                index += 3;
+            } else {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+        String::from_utf8(out).expect("UTF-8")
+    };
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (decode(name), decode(value)))
+        .collect()
+}
+
+const TWILIO_TOKEN: (&str, &str) = ("CORRELATOR_SECRET_TWILIO_TOKEN", "t0k3n");
+
+#[test]
+fn sms_sends_the_originals_text_to_every_recipient_through_a_twilio_compatible_api() {
+    let sink = HttpSink::start("500,200");
+    let port = sink.port;
+    let dir = app_dir(&sms_app(
+        &format!(r#"api_base = "http://127.0.0.1:{port}/""#),
+        &format!(r#"network = ["127.0.0.1:{port}"], dir = "templates", dir_mode = "read-only""#),
+    ));
+    std::fs::create_dir(dir.path().join("templates")).expect("mkdir");
+    let run = replay_sample(dir.path(), &["delivery.retry_base_ms=50"], &[TWILIO_TOKEN]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let requests = sink.requests();
+    let statuses: Vec<u64> = requests
+        .iter()
+        .map(|request| request["status"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(statuses, [500, 200, 200]);
+    let mut recipients = Vec::new();
+    for request in requests.iter().filter(|request| request["status"] == 200) {
+        assert_eq!(request["path"], "/2010-04-01/Accounts/AC123/Messages.json");
+        assert_eq!(
+            request["headers"]["authorization"],
+            "Basic QUMxMjM6dDBrM24="
+        );
+        assert_eq!(
+            request["headers"]["content-type"],
+            "application/x-www-form-urlencoded"
+        );
+        let form = form_fields(request["body"].as_str().unwrap_or(""));
+        assert_eq!(form["From"], "+15559999");
+        let body = &form["Body"];
+        assert!(body.starts_with("On 20"), "{body}");
+        assert!(
+            body.ends_with(" the event SSHDLoginFailed occurred. The message is: User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords"),
+            "{body}"
+        );
+        recipients.push(form["To"].clone());
+    }
+    recipients.sort();
+    assert_eq!(recipients, ["+15550001", "+15550002"]);
+    assert!(!run.stderr.contains("t0k3n"));
+    assert!(!run.stderr.contains("QUMxMjM6dDBrM24"));
+}
+
+#[test]
+fn sms_templates_come_from_the_granted_directory_and_cannot_reach_anything_else() {
+    let sink = HttpSink::start("200");
+    let port = sink.port;
+    let dir = app_dir(&sms_app(
+        &format!(r#"api_base = "http://127.0.0.1:{port}", template_file = "alert.j2""#),
+        &format!(r#"network = ["127.0.0.1:{port}"], dir = "templates""#),
+    ));
+    std::fs::create_dir(dir.path().join("templates")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("templates/alert.j2"),
+        "{{ severity|upper }} {{ kind }} from {{ fields.addr }}",
+    )
+    .expect("write template");
+    let run = replay_sample(dir.path(), &[], &[TWILIO_TOKEN]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let bodies: Vec<String> = sink
+        .requests()
+        .iter()
+        .map(|request| form_fields(request["body"].as_str().unwrap_or(""))["Body"].clone())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "ERROR SSHDLoginFailed from 192.168.1.85",
+            "ERROR SSHDLoginFailed from 192.168.1.85"
+        ]
+    );
+    for (template, error) in [
+        (
+            r#"template = "{{ env('HOME') }}""#,
+            "the template cannot render: unknown function: env is unknown",
+        ),
+        (
+            r#"template = "{% include '/etc/passwd' %}""#,
+            "the template does not compile: syntax error: unknown statement include",
+        ),
+    ] {
+        let dir = app_dir(&sms_app(
+            &format!(r#"api_base = "http://127.0.0.1:{port}", {template}"#),
+            &format!(r#"network = ["127.0.0.1:{port}"], dir = "templates""#),
+        ));
+        let run = replay_sample(dir.path(), &[], &[TWILIO_TOKEN]);
+        assert_eq!(run.code, Some(1), "{template}: {}", run.stderr);
+        assert_has(
+            &run.stderr,
+            &format!("error: handler \"text\" refused to start: {error}"),
+        );
+    }
+}

@@ -39,6 +39,10 @@ use tokio::sync::mpsc;
 /// (the handler's failure policy then applies to the event).
 pub const OUTBOX_ENTRIES: usize = 100_000;
 
+/// Bytes of requests (URL, headers and body) one handler may have waiting,
+/// so that the bound holds whatever the requests' size.
+pub const OUTBOX_BYTES: u64 = 256 << 20;
+
 /// Largest body a request may carry.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
@@ -142,6 +146,16 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// What it weighs against [`OUTBOX_BYTES`].
+    fn weight(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        (self.url.len() + headers + self.body.len()) as u64
+    }
+
     /// Check what a guest handed over: a method we send, an `http` or
     /// `https` URL with a host, headers that HTTP can carry, a body within
     /// [`MAX_BODY_BYTES`]. Returns the URL's host and port, for the grant
@@ -201,6 +215,39 @@ struct Parcel {
     failures: u32,
 }
 
+/// What waits in each handler's outbox: requests and their bytes.
+#[derive(Debug)]
+struct Waiting {
+    count: Vec<AtomicU64>,
+    bytes: Vec<AtomicU64>,
+}
+
+impl Waiting {
+    fn add(&self, handler: usize, weight: u64) {
+        if let (Some(count), Some(bytes)) = (self.count.get(handler), self.bytes.get(handler)) {
+            count.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(weight, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&self, handler: usize, weight: u64) {
+        if let (Some(count), Some(bytes)) = (self.count.get(handler), self.bytes.get(handler)) {
+            count.fetch_sub(1, Ordering::Relaxed);
+            bytes.fetch_sub(weight, Ordering::Relaxed);
+        }
+    }
+
+    /// (requests, bytes) waiting for `handler`.
+    fn of(&self, handler: usize) -> (u64, u64) {
+        let get = |counters: &[AtomicU64]| {
+            counters
+                .get(handler)
+                .map_or(0, |counter| counter.load(Ordering::Relaxed))
+        };
+        (get(&self.count), get(&self.bytes))
+    }
+}
+
 /// A delivery as the state store keeps it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
@@ -252,8 +299,8 @@ pub struct DeliveryCounters {
 pub struct Courier {
     commands: mpsc::UnboundedSender<Command>,
     counters: Arc<DeliveryCounters>,
-    /// Requests waiting, per handler (by the order handlers were added).
-    waiting: Arc<Vec<AtomicU64>>,
+    /// What waits, per handler (by the order handlers were added).
+    waiting: Arc<Waiting>,
     handlers: Arc<Vec<Arc<str>>>,
     policy: RetryPolicy,
     /// The next delivery's number (numbers go on from those stored).
@@ -292,10 +339,13 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     /// Put `request` (checked and granted by the caller) in the outbox.
     pub fn submit(&self, request: HttpRequest) -> Result<(), String> {
-        let waiting = &self.courier.waiting[self.handler];
-        if waiting.load(Ordering::Relaxed) >= OUTBOX_ENTRIES as u64 {
+        let waiting = &self.courier.waiting;
+        let weight = request.weight();
+        let (count, bytes) = waiting.of(self.handler);
+        if count >= OUTBOX_ENTRIES as u64 || bytes + weight > OUTBOX_BYTES {
             return Err(format!(
-                "the outbox is full ({OUTBOX_ENTRIES} deliveries wait for their destination)"
+                "the outbox is full ({OUTBOX_ENTRIES} deliveries or {} MiB wait for their destination)",
+                OUTBOX_BYTES >> 20
             ));
         }
         let created = SystemTime::now();
@@ -315,7 +365,7 @@ impl Outbox {
                 bytes,
             ));
         }
-        waiting.fetch_add(1, Ordering::Relaxed);
+        waiting.add(self.handler, weight);
         self.courier
             .counters
             .submitted
@@ -347,8 +397,10 @@ impl Courier {
     ) -> anyhow::Result<Courier> {
         let (commands, receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(DeliveryCounters::default());
-        let waiting: Arc<Vec<AtomicU64>> =
-            Arc::new(handlers.iter().map(|_| AtomicU64::new(0)).collect());
+        let waiting = Arc::new(Waiting {
+            count: handlers.iter().map(|_| AtomicU64::new(0)).collect(),
+            bytes: handlers.iter().map(|_| AtomicU64::new(0)).collect(),
+        });
         let courier = Courier {
             commands,
             counters: Arc::clone(&counters),
@@ -412,7 +464,7 @@ impl Courier {
                 created: SystemTime::UNIX_EPOCH + Duration::from_secs(stored.created),
                 failures: 0,
             };
-            self.waiting[index].fetch_add(1, Ordering::Relaxed);
+            self.waiting.add(index, parcel.request.weight());
             let sent = self.commands.send(Command::Send {
                 handler: index,
                 parcel,
@@ -455,8 +507,8 @@ impl Courier {
         }
         let counters = &self.counters;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        for (name, waiting) in self.handlers.iter().zip(self.waiting.iter()) {
-            let waiting = get(waiting);
+        for (index, name) in self.handlers.iter().enumerate() {
+            let (waiting, _) = self.waiting.of(index);
             if waiting > 0 {
                 tracing::warn!(
                     handler = %name,
@@ -480,7 +532,7 @@ impl Courier {
 async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     handlers: Arc<Vec<Arc<str>>>,
-    waiting: Arc<Vec<AtomicU64>>,
+    waiting: Arc<Waiting>,
     counters: Arc<DeliveryCounters>,
     policy: RetryPolicy,
     journal: Option<Journal>,
@@ -526,7 +578,7 @@ async fn run(
 struct Handler {
     name: Arc<str>,
     index: usize,
-    waiting: Arc<Vec<AtomicU64>>,
+    waiting: Arc<Waiting>,
     counters: Arc<DeliveryCounters>,
     journal: Option<Journal>,
 }
@@ -534,7 +586,7 @@ struct Handler {
 impl Handler {
     /// `parcel` is done with (accepted or dead): out of the outbox.
     fn done(&self, parcel: &Parcel) {
-        self.waiting[self.index].fetch_sub(1, Ordering::Relaxed);
+        self.waiting.remove(self.index, parcel.request.weight());
         if let Some(journal) = &self.journal {
             journal
                 .lock()
