@@ -931,3 +931,53 @@ fn sms_templates_come_from_the_granted_directory_and_cannot_reach_anything_else(
         );
     }
 }
+
+#[test]
+fn dead_letters_are_kept_listed_sent_again_and_purged() {
+    let refusing = HttpSink::start("403");
+    let port = refusing.port;
+    let dir = app_dir(&logins_webhook_app(port));
+    let capture = sample_capture();
+    let first = replay_with_state(dir.path(), capture.to_str().expect("UTF-8 path"), &[]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    drop(refusing);
+    let outbox = |args: &[&str]| {
+        let mut all = vec!["outbox", "--app", "app.toml"];
+        all.extend(args);
+        let run = correlator(dir.path(), &all);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        run.stdout
+    };
+    let listed = outbox(&["list"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 4, "{listed}");
+    for (line, number) in lines[..3].iter().zip(1..) {
+        assert!(
+            line.starts_with(&format!(
+                "dead hook #{number}: POST http://127.0.0.1:{port}/hook, "
+            )),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(": the destination answered 403 Forbidden"),
+            "{line}"
+        );
+    }
+    assert_eq!(lines[3], "0 waiting, 3 dead");
+    assert_eq!(
+        outbox(&["retry", "1", "3"]),
+        "2 dead letters back in their outbox: the next run delivers them\n"
+    );
+    assert!(outbox(&["list"]).ends_with("2 waiting, 1 dead\n"));
+    // The destination takes them now.
+    let up = HttpSink::start_on("200", port);
+    std::fs::write(dir.path().join("empty.cap"), "").expect("write capture");
+    let second = replay_with_state(dir.path(), "empty.cap", &[]);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert_eq!(up.requests().len(), 2);
+    assert_eq!(
+        outbox(&["purge", "--dead", "--handler", "hook"]),
+        "1 dead letters deleted\n"
+    );
+    assert_eq!(outbox(&["list"]), "0 waiting, 0 dead\n");
+}

@@ -39,7 +39,8 @@ use std::time::Instant;
         correlator check --app apps/ssh-report.toml\n  \
         correlator inspect builtin:sshd\n  \
         correlator capture summary 20261127.cap > list.txt\n  \
-        correlator capture filter 20261127.cap --keep list.txt --out trimmed.cap"
+        correlator capture filter 20261127.cap --keep list.txt --out trimmed.cap\n  \
+        correlator outbox --app app.toml list"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -78,6 +79,47 @@ enum Command {
     /// Look at and trim capture files.
     #[command(subcommand)]
     Capture(CaptureCommand),
+    /// Show and manage the deliveries of handlers that act on events
+    /// (webhook, sms) kept in the state store: those waiting for their
+    /// destination, and those given up (dead letters). Not while the app
+    /// runs (the store is then in use).
+    Outbox(OutboxArgs),
+}
+
+#[derive(Debug, Args)]
+struct OutboxArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    #[command(subcommand)]
+    action: OutboxAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxAction {
+    /// List the deliveries waiting and the dead letters (never their
+    /// headers, which carry credentials).
+    List,
+    /// Send dead letters again: they go back to their outbox, and the next
+    /// run delivers them (their maximum age counts from now).
+    Retry(OutboxSelection),
+    /// Delete deliveries: dead letters with --dead, else waiting ones.
+    Purge {
+        #[command(flatten)]
+        selection: OutboxSelection,
+        /// Delete dead letters rather than waiting deliveries.
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct OutboxSelection {
+    /// Only this handler's.
+    #[arg(long, value_name = "HANDLER")]
+    handler: Option<String>,
+    /// Only these numbers (as `list` shows them); none: all.
+    #[arg(value_name = "NUMBER")]
+    numbers: Vec<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(args) => print_config(&args),
         Command::Check(args) => check(&args),
         Command::Inspect(args) => inspect(&args),
+        Command::Outbox(args) => outbox(&args),
         Command::Capture(CaptureCommand::Summary { capture }) => capture_tools::summary(&capture),
         Command::Capture(CaptureCommand::Filter { capture, keep, out }) => {
             capture_tools::filter(&capture, &keep, &out)
@@ -273,6 +316,64 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "  {export}");
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+/// `correlator outbox`: what the state store keeps of handlers' deliveries.
+fn outbox(args: &OutboxArgs) -> anyhow::Result<()> {
+    use crate::state_store::Letters;
+    let app = App::load(&args.app.app)?;
+    let Some(store) = loader::existing_state_store(&app, &args.app.options)? else {
+        println!(
+            "no state store (state.enabled is false, or nothing ran yet): no delivery is kept"
+        );
+        return Ok(());
+    };
+    let picks = |selection: &OutboxSelection| {
+        let handler = selection.handler.clone();
+        let numbers = selection.numbers.clone();
+        move |name: &str, number: u64| {
+            handler.as_deref().is_none_or(|wanted| wanted == name)
+                && (numbers.is_empty() || numbers.contains(&number))
+        }
+    };
+    match &args.action {
+        OutboxAction::List => {
+            let mut out = String::new();
+            let waiting = store.letters(Letters::Waiting)?;
+            let dead = store.letters(Letters::Dead)?;
+            for (which, letters, is_dead) in [("waiting", &waiting, false), ("dead", &dead, true)] {
+                for (handler, number, bytes) in letters {
+                    let _ = writeln!(
+                        out,
+                        "{which} {handler} #{number}: {}",
+                        crate::delivery::describe(bytes, is_dead)
+                    );
+                }
+            }
+            let _ = writeln!(out, "{} waiting, {} dead", waiting.len(), dead.len());
+            std::io::stdout().lock().write_all(out.as_bytes())?;
+        }
+        OutboxAction::Retry(selection) => {
+            let revive: &crate::state_store::Revive = &crate::delivery::revive;
+            let moved = store.take_letters(Letters::Dead, picks(selection), Some(revive))?;
+            println!("{moved} dead letters back in their outbox: the next run delivers them");
+        }
+        OutboxAction::Purge { selection, dead } => {
+            let which = if *dead {
+                Letters::Dead
+            } else {
+                Letters::Waiting
+            };
+            let deleted = store.take_letters(which, picks(selection), None)?;
+            let what = if *dead {
+                "dead letters"
+            } else {
+                "waiting deliveries"
+            };
+            println!("{deleted} {what} deleted");
+        }
+    }
     Ok(())
 }
 

@@ -384,6 +384,35 @@ fn open_state(
     Ok(Some(Arc::new(state)))
 }
 
+/// The app's state store, for `correlator outbox`: its file from the app
+/// and `options` (nothing is loaded or run). `Ok(None)` when state is off
+/// or the file does not exist yet.
+pub fn existing_state_store(app: &App, options: &[String]) -> anyhow::Result<Option<StateStore>> {
+    let mut store = ConfigStore::new();
+    declare_system_items(&mut store)?;
+    for setting in &app.config {
+        store
+            .set_toml(&setting.key, &setting.value, Source::AppFile)
+            .map_err(|error| anyhow!("{}: [config]: {error}", app.path.display()))?;
+    }
+    for option in options {
+        let key = option
+            .split_once('=')
+            .map_or(option.as_str(), |(key, _)| key.trim());
+        if !is_instance_key(key) {
+            store.set_option(option).context("in --option")?;
+        }
+    }
+    let run_dir = PathBuf::from(store.text("system.run_dir").unwrap_or("."));
+    let Some(path) = state_file(&store, &run_dir) else {
+        return Ok(None);
+    };
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(StateStore::open(&path, &app.name, false)?))
+}
+
 /// The state store's file; `None` when `state.enabled` is false.
 fn state_file(store: &ConfigStore, run_dir: &Path) -> Option<PathBuf> {
     if matches!(store.get("state.enabled"), Some(Value::Boolean(false))) {

@@ -29,6 +29,20 @@ const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entr
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
 /// (handler, number) → a delivery waiting in its outbox (`delivery/`).
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// (handler, number) → a delivery given up, with why (the dead letters).
+const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
+
+/// Makes a delivery to send again of a dead letter (`None`: it cannot).
+pub type Revive = dyn Fn(&[u8]) -> Option<Vec<u8>>;
+
+/// Which kept deliveries an `outbox` command is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Letters {
+    /// Those waiting in an outbox.
+    Waiting,
+    /// Those given up.
+    Dead,
+}
 
 /// What changed in the handlers' outboxes since the last commit: the
 /// deliveries handed over, and those done with (accepted, or given up).
@@ -38,12 +52,15 @@ pub struct OutboxChanges {
     pub added: Vec<(String, u64, Vec<u8>)>,
     /// (handler, number).
     pub removed: Vec<(String, u64)>,
+    /// (handler, number, the delivery given up and why, as stored): kept
+    /// apart as dead letters.
+    pub dead: Vec<(String, u64, Vec<u8>)>,
 }
 
 impl OutboxChanges {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
+        self.added.is_empty() && self.removed.is_empty() && self.dead.is_empty()
     }
 
     /// Take `other`'s changes after these. A delivery both added and
@@ -52,6 +69,7 @@ impl OutboxChanges {
     pub fn merge(&mut self, other: OutboxChanges) {
         self.added.extend(other.added);
         self.removed.extend(other.removed);
+        self.dead.extend(other.dead);
         if self.removed.is_empty() {
             return;
         }
@@ -435,6 +453,7 @@ impl StateStore {
         }
         write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
         write.delete_table(OUTBOX).map_err(|e| self.error(e))?;
+        write.delete_table(DEAD).map_err(|e| self.error(e))?;
         {
             let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
             meta.insert("app", app).map_err(|e| self.error(e))?;
@@ -570,14 +589,31 @@ impl StateStore {
                 .remove((handler.as_str(), *number))
                 .map_err(|e| self.error(e))?;
         }
+        if !outbox.dead.is_empty() {
+            let mut dead = write.open_table(DEAD).map_err(|e| self.error(e))?;
+            for (handler, number, stored) in &outbox.dead {
+                dead.insert((handler.as_str(), *number), stored.as_slice())
+                    .map_err(|e| self.error(e))?;
+            }
+        }
         Ok(())
     }
 
     /// Every delivery waiting in an outbox: (handler, number, as stored),
     /// by handler and number.
     pub fn outbox(&self) -> Result<Vec<(String, u64, Vec<u8>)>, StateError> {
+        self.letters(Letters::Waiting)
+    }
+
+    /// The deliveries waiting, or given up: (handler, number, as stored),
+    /// by handler and number.
+    pub fn letters(&self, which: Letters) -> Result<Vec<(String, u64, Vec<u8>)>, StateError> {
+        let definition = match which {
+            Letters::Waiting => OUTBOX,
+            Letters::Dead => DEAD,
+        };
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(OUTBOX) {
+        let table = match read.open_table(definition) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(error) => return Err(self.error(error)),
@@ -589,6 +625,54 @@ impl StateStore {
             waiting.push((handler.to_owned(), number, value.value().to_vec()));
         }
         Ok(waiting)
+    }
+
+    /// Remove the deliveries `which` that `select` picks (by handler and
+    /// number); with `revive`, each is first put back in its outbox as
+    /// `revive` makes it (from a dead letter, the delivery to send again).
+    /// Returns how many were taken.
+    pub fn take_letters(
+        &self,
+        which: Letters,
+        select: impl Fn(&str, u64) -> bool,
+        revive: Option<&Revive>,
+    ) -> Result<u64, StateError> {
+        let picked: Vec<(String, u64, Vec<u8>)> = self
+            .letters(which)?
+            .into_iter()
+            .filter(|(handler, number, _)| select(handler, *number))
+            .collect();
+        let definition = match which {
+            Letters::Waiting => OUTBOX,
+            Letters::Dead => DEAD,
+        };
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        let mut taken = 0;
+        {
+            let mut table = write.open_table(definition).map_err(|e| self.error(e))?;
+            // Reviving moves dead letters to the outbox (another table).
+            let revive = revive.filter(|_| which == Letters::Dead);
+            let mut outbox = match revive {
+                Some(_) => Some(write.open_table(OUTBOX).map_err(|e| self.error(e))?),
+                None => None,
+            };
+            for (handler, number, bytes) in &picked {
+                if let (Some(revive), Some(outbox)) = (revive, outbox.as_mut()) {
+                    let Some(delivery) = revive(bytes) else {
+                        continue;
+                    };
+                    outbox
+                        .insert((handler.as_str(), *number), delivery.as_slice())
+                        .map_err(|e| self.error(e))?;
+                }
+                table
+                    .remove((handler.as_str(), *number))
+                    .map_err(|e| self.error(e))?;
+                taken += 1;
+            }
+        }
+        write.commit().map_err(|e| self.error(e))?;
+        Ok(taken)
     }
 }
 

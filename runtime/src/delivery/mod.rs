@@ -256,6 +256,72 @@ struct Stored {
     created: u64,
 }
 
+/// A delivery given up, as the state store keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct DeadLetter {
+    delivery: Stored,
+    /// Why it was given up.
+    reason: String,
+    /// When, seconds since the epoch.
+    given_up: u64,
+}
+
+fn seconds_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of seconds since the epoch.
+fn utc(seconds: u64) -> String {
+    let time = crate::types::Timestamp {
+        seconds: i64::try_from(seconds).unwrap_or(i64::MAX),
+        nanoseconds: 0,
+        offset_minutes: 0,
+    };
+    format!("{} UTC", crate::record::time::format_local(&time))
+}
+
+/// One line for `correlator outbox list` of a delivery as stored, waiting
+/// (`dead` false) or given up; never its headers (credentials).
+pub fn describe(bytes: &[u8], dead: bool) -> String {
+    let line = |stored: &Stored| {
+        format!(
+            "{} {}, {} bytes, handed over {}",
+            stored.request.method,
+            stored.request.url,
+            stored.request.body.len(),
+            utc(stored.created)
+        )
+    };
+    if dead {
+        match serde_json::from_slice::<DeadLetter>(bytes) {
+            Ok(letter) => format!(
+                "{}, given up {}: {}",
+                line(&letter.delivery),
+                utc(letter.given_up),
+                letter.reason
+            ),
+            Err(error) => format!("cannot be read: {error}"),
+        }
+    } else {
+        match serde_json::from_slice::<Stored>(bytes) {
+            Ok(stored) => line(&stored),
+            Err(error) => format!("cannot be read: {error}"),
+        }
+    }
+}
+
+/// A dead letter, as a delivery to send again, handed over now (its
+/// maximum age counts from the retry); `None` if it cannot be read.
+pub fn revive(bytes: &[u8]) -> Option<Vec<u8>> {
+    let letter: DeadLetter = serde_json::from_slice(bytes).ok()?;
+    serde_json::to_vec(&Stored {
+        request: letter.delivery.request,
+        created: seconds_since_epoch(SystemTime::now()),
+    })
+    .ok()
+}
+
 /// The outboxes' changes not committed yet, shared by the handlers (who
 /// add) and the courier (who removes); the module thread takes them into
 /// each checkpoint's commit.
@@ -584,6 +650,34 @@ struct Handler {
 }
 
 impl Handler {
+    /// `parcel` is given up: logged, counted, and (with durable state)
+    /// kept as a dead letter, which `correlator outbox` shows and can send
+    /// again.
+    fn dead(&self, parcel: &Parcel, reason: &str) {
+        self.counters.dead.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            handler = %self.name,
+            url = %parcel.request.url,
+            "delivery given up: {reason}"
+        );
+        if let Some(journal) = &self.journal {
+            let letter = DeadLetter {
+                delivery: Stored {
+                    request: parcel.request.clone(),
+                    created: seconds_since_epoch(parcel.created),
+                },
+                reason: reason.to_owned(),
+                given_up: seconds_since_epoch(SystemTime::now()),
+            };
+            if let Ok(bytes) = serde_json::to_vec(&letter) {
+                journal
+                    .lock()
+                    .dead
+                    .push((self.name.to_string(), parcel.number, bytes));
+            }
+        }
+    }
+
     /// `parcel` is done with (accepted or dead): out of the outbox.
     fn done(&self, parcel: &Parcel) {
         self.waiting.remove(self.index, parcel.request.weight());
@@ -632,7 +726,7 @@ async fn deliver_in_order(
                 None
             }
             http::Outcome::Refused(reason) => {
-                dead(name, &parcel.request, &reason, counters);
+                handler.dead(parcel, &reason);
                 None
             }
             http::Outcome::Failed {
@@ -643,11 +737,9 @@ async fn deliver_in_order(
                 let wait =
                     retry_after.unwrap_or_else(|| policy.backoff(parcel.failures, jitter.next()));
                 if age + wait > policy.max_age {
-                    dead(
-                        name,
-                        &parcel.request,
+                    handler.dead(
+                        parcel,
                         &format!("{reason}; not accepted within delivery.max_age_s"),
-                        counters,
                     );
                     None
                 } else {
@@ -685,16 +777,6 @@ async fn deliver_in_order(
             }
         }
     }
-}
-
-/// Log and count a request set aside as dead.
-fn dead(name: &str, request: &HttpRequest, reason: &str, counters: &DeliveryCounters) {
-    counters.dead.fetch_add(1, Ordering::Relaxed);
-    tracing::error!(
-        handler = %name,
-        url = %request.url,
-        "delivery given up: {reason}"
-    );
 }
 
 /// A small generator for backoff jitter (no cryptography needed: it only
