@@ -6,7 +6,7 @@ use std::process::Command;
 use std::{env, fs};
 
 /// (builtin name, package) of every bundled component.
-const BUILTINS: [(&str, &str); 7] = [
+const BUILTINS: [(&str, &str); 8] = [
     ("sshd", "correlator-module-sshd"),
     ("report", "correlator-module-report"),
     ("log", "correlator-module-log"),
@@ -14,6 +14,7 @@ const BUILTINS: [(&str, &str); 7] = [
     ("blocklist", "correlator-module-blocklist"),
     ("webhook", "correlator-module-webhook"),
     ("sms", "correlator-module-sms"),
+    ("email", "correlator-module-email"),
 ];
 
 /// (name, package) of the guests the integration tests use; built from

@@ -993,7 +993,7 @@ fn a_file_that_is_not_a_component_is_refused_by_name() {
     let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
     assert_eq!(
         run.stderr,
-        "error: module \"m\" at app.toml line 2 column 13: there is no builtin component \"nope\" (builtins: sshd, report, log, csv, blocklist, webhook, sms)\n"
+        "error: module \"m\" at app.toml line 2 column 13: there is no builtin component \"nope\" (builtins: sshd, report, log, csv, blocklist, webhook, sms, email)\n"
     );
 }
 

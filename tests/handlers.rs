@@ -981,3 +981,267 @@ fn dead_letters_are_kept_listed_sent_again_and_purged() {
     );
     assert_eq!(outbox(&["list"]), "0 waiting, 0 dead\n");
 }
+
+/// A CA and a certificate for `localhost` signed by it, as `ca.pem`,
+/// `server.pem` and `server.key` in `dir`.
+fn make_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let certificate = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("certificate");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("server.pem"), certificate.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+}
+
+/// A real SMTP server (Debian's python3-aiosmtpd, `tests/servers/smtp_sink.py`)
+/// on 127.0.0.1:`port`; stopped when dropped.
+struct SmtpSink {
+    child: std::process::Child,
+    record: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    /// `mode` is plain, starttls or tls (with the certificates of
+    /// `certificates`); `login` requires authentication.
+    fn start(mode: &str, port: u16, certificates: &Path, login: Option<(&str, &str)>) -> SmtpSink {
+        use std::io::BufRead as _;
+        let python = Path::new("/usr/bin/python3");
+        assert!(
+            std::process::Command::new(python)
+                .args(["-c", "import aiosmtpd"])
+                .status()
+                .is_ok_and(|status| status.success()),
+            "Debian's python3-aiosmtpd is not installed (./test.sh installs it)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let record = dir.path().join("mail.jsonl");
+        let mut command = std::process::Command::new(python);
+        command
+            .arg(workspace().join("tests/servers/smtp_sink.py"))
+            .arg(&record)
+            .arg(mode)
+            .arg(port.to_string());
+        if mode != "plain" {
+            command
+                .arg(certificates.join("server.pem"))
+                .arg(certificates.join("server.key"));
+        }
+        if let Some((user, password)) = login {
+            command.args([user, password]);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the SMTP server starts");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("the SMTP server says it is ready");
+        assert_eq!(first.trim(), "ready");
+        SmtpSink {
+            child,
+            record,
+            _dir: dir,
+        }
+    }
+
+    fn messages(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The sshd module over the sample capture, its error events to the
+/// e-mail handler with `config`, granted `grant`.
+fn email_app(config: &str, grant: &str) -> String {
+    format!(
+        r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+config = {{ login_failure_limit = 5, login_failure_window = 300 }}
+[handlers.mail]
+component = "builtin:email"
+filter = 'event.severity == "error"'
+grants = {{ dir = "templates", {grant} }}
+config = {{ from = "correlator@example.com", to = ["ops@example.com", "sec@example.com"], {config} }}
+"#
+    )
+}
+
+const FAILED_LOGIN: &str =
+    "User testguy from host 192.168.1.85 port 60142 failed to log in after 3 failed passwords";
+
+#[test]
+fn email_over_starttls_with_a_password_sends_each_event_as_the_default_templates_say() {
+    let dir = app_dir("");
+    make_certificates(dir.path());
+    let port = free_port();
+    let sink = SmtpSink::start("starttls", port, dir.path(), Some(("alerts", "s3cr3t")));
+    std::fs::write(
+        dir.path().join("app.toml"),
+        email_app(
+            &format!(r#"smtp_server = "localhost:{port}", tls = "starttls", username = "alerts", password_secret = "smtp_password""#),
+            &format!(r#"network = ["localhost:{port}"], secrets = ["smtp_password"]"#),
+        ),
+    )
+    .expect("write app");
+    let run = replay_sample(
+        dir.path(),
+        &["delivery.tls_ca_file=ca.pem"],
+        &[("CORRELATOR_SECRET_SMTP_PASSWORD", "s3cr3t")],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    assert_eq!(message["from"], "correlator@example.com");
+    assert_eq!(
+        message["to"],
+        serde_json::json!(["ops@example.com", "sec@example.com"])
+    );
+    assert_eq!(message["tls"], true);
+    assert_eq!(message["user"], "alerts");
+    assert_eq!(
+        message["subject"],
+        format!("[OpenSSH :: SSHDLoginFailed] {FAILED_LOGIN}")
+    );
+    let text = message["text"].as_str().unwrap_or("");
+    assert!(
+        text.starts_with(&format!(
+            "{FAILED_LOGIN}\n\nModule: OpenSSH\nEvent: SSHDLoginFailed\nSeverity: error\nTime: 20"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\naddr: 192.168.1.85\n"), "{text}");
+    assert!(text.contains("\nuser: testguy\n"), "{text}");
+    assert!(!run.stderr.contains("s3cr3t"));
+    assert_has(&run.stderr, "submitted=1 delivered=1 retries=0 dead=0");
+}
+
+#[test]
+fn email_over_tls_with_html_and_a_subject_the_template_sets() {
+    let dir = app_dir("");
+    make_certificates(dir.path());
+    let port = free_port();
+    let sink = SmtpSink::start("tls", port, dir.path(), None);
+    std::fs::create_dir(dir.path().join("templates")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("templates/alert.txt"),
+        "Subject: Block {{ fields.addr }} now\n\n{{ fields.user }} failed {{ fields.failures }} times.",
+    )
+    .expect("write template");
+    std::fs::write(
+        dir.path().join("app.toml"),
+        email_app(
+            &format!(r#"smtp_server = "localhost:{port}", tls = "tls", template_file = "alert.txt", html_template = "<p>{{{{ summary }}}}</p>""#),
+            &format!(r#"network = ["localhost:{port}"]"#),
+        ),
+    )
+    .expect("write app");
+    let run = replay_sample(dir.path(), &["delivery.tls_ca_file=ca.pem"], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["tls"], true);
+    assert_eq!(messages[0]["subject"], "Block 192.168.1.85 now");
+    assert_eq!(messages[0]["text"], "testguy failed 3 times.");
+    assert_eq!(messages[0]["html"], format!("<p>{FAILED_LOGIN}</p>"));
+}
+
+#[test]
+fn email_to_a_server_down_at_start_arrives_once_it_is_up_and_event_text_adds_no_header() {
+    // The report module's Notice carries a message with a line break (an
+    // octet-counted capture entry), which the subject takes.
+    let port = free_port();
+    let app = format!(
+        r#"
+[modules.Report]
+component = "builtin:report"
+[handlers.mail]
+component = "builtin:email"
+filter = 'event.kind == "Notice"'
+grants = {{ network = ["127.0.0.1:{port}"], dir = "templates" }}
+config = {{ smtp_server = "127.0.0.1:{port}", tls = "none", from = "correlator@example.com", to = "ops@example.com", subject = "{{{{ fields.message }}}}" }}
+"#
+    );
+    let dir = app_dir(&app);
+    let message = "login failed\r\nBcc: everyone@example.com";
+    let line = format!("<13>1 2023-02-20T15:00:00Z host app - - - {message}");
+    std::fs::write(
+        dir.path().join("input.cap"),
+        format!("{} {line}\n", line.len()),
+    )
+    .expect("write capture");
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_correlator"))
+        .args(["run", "--app", "app.toml", "--read-file", "input.cap"])
+        .args([
+            "-o",
+            "state.enabled=false",
+            "-o",
+            "delivery.retry_base_ms=200",
+            "-o",
+            "delivery.shutdown_wait_s=60",
+        ])
+        .current_dir(dir.path())
+        .env(
+            "XDG_CACHE_HOME",
+            workspace().join("target").join("test-cache"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr"))
+        .spawn()
+        .expect("the runtime starts");
+    // It tries and fails while nothing listens.
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(dir.path().join("stderr.txt"))
+        .unwrap_or_default()
+        .contains("delivery failed (cannot connect to 127.0.0.1:")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no failed try"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sink = SmtpSink::start("plain", port, dir.path(), None);
+    let status = run.wait().expect("the run ends");
+    assert!(status.success());
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(
+        messages[0]["subject"],
+        "login failed  Bcc: everyone@example.com"
+    );
+    let headers: Vec<&str> = messages[0]["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    assert!(!headers.contains(&"bcc"), "{headers:?}");
+    assert_eq!(messages[0]["to"], serde_json::json!(["ops@example.com"]));
+}

@@ -47,6 +47,8 @@ pub mod delivery;
 pub mod log;
 pub mod secrets;
 pub mod state;
+#[cfg(feature = "templates")]
+pub mod template;
 pub mod text;
 pub mod timers;
 

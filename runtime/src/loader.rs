@@ -188,12 +188,29 @@ pub fn load(
     };
     let mut host = Host::new(clock.clone(), &host_options)?;
     let secrets = resolve_secrets(app, store.text("system.secrets_file").unwrap_or(""))?;
-    // Handlers granted network destinations may deliver (`delivery.rs`).
-    let delivering: Vec<std::sync::Arc<str>> = app
+    // Handlers granted network destinations may deliver (`delivery/`), with
+    // their granted secrets (an SMTP password is read when sending).
+    let granted_secrets = |spec: &InstanceSpec| {
+        std::sync::Arc::new(
+            spec.grants
+                .secrets
+                .iter()
+                .filter_map(|(name, _)| {
+                    secrets.get(name).map(|value| (name.clone(), value.clone()))
+                })
+                .collect::<std::collections::BTreeMap<String, String>>(),
+        )
+    };
+    let delivering: Vec<_> = app
         .handlers
         .iter()
         .filter(|spec| !spec.grants.network.is_empty())
-        .map(|spec| std::sync::Arc::from(spec.name.as_str()))
+        .map(|spec| {
+            (
+                std::sync::Arc::from(spec.name.as_str()),
+                granted_secrets(spec),
+            )
+        })
         .collect();
     let courier = if purpose == Purpose::Run && !delivering.is_empty() {
         // With durable state, the outboxes are kept in the store too.
@@ -202,6 +219,7 @@ pub fn load(
             delivering,
             RetryPolicy::from_store(&store)?,
             journal,
+            crate::delivery::tls_config(store.text("delivery.tls_ca_file").unwrap_or(""))?,
         )?)
     } else {
         None
@@ -214,15 +232,7 @@ pub fn load(
                 quota_bytes: spec.grants.dir_quota_mib.saturating_mul(1 << 20),
             }),
             network: spec.grants.network.clone(),
-            secrets: std::sync::Arc::new(
-                spec.grants
-                    .secrets
-                    .iter()
-                    .filter_map(|(name, _)| {
-                        secrets.get(name).map(|value| (name.clone(), value.clone()))
-                    })
-                    .collect(),
-            ),
+            secrets: granted_secrets(spec),
             stdout: spec.grants.stdout,
             delivery: courier
                 .as_ref()

@@ -9,8 +9,9 @@
 
 mod message;
 
+use correlator_sdk::template::Template;
 use correlator_sdk::{ConfigItem, DeliveredEvent, Descriptor, Handler, export_handler};
-use message::{DEFAULT_TEMPLATE, Template, basic_authorization, form};
+use message::{DEFAULT_TEMPLATE, MAX_CHARACTERS, basic_authorization, form};
 
 struct Sms {
     url: String,
@@ -109,7 +110,7 @@ impl Handler for Sms {
     }
 
     fn handle(&mut self, event: &DeliveredEvent) -> Result<(), String> {
-        let body = self.template.render(event)?;
+        let body = self.template.render(event, MAX_CHARACTERS)?;
         let headers = [
             ("Authorization".to_owned(), self.authorization.clone()),
             (

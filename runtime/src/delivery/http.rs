@@ -5,7 +5,7 @@
 use super::HttpRequest;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi_http::io::TokioIo;
 
@@ -34,9 +34,9 @@ pub enum Outcome {
     },
 }
 
-/// Send `request` once.
-pub async fn send(request: &HttpRequest) -> Outcome {
-    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(request)).await {
+/// Send `request` once, trusting `tls` for `https`.
+pub async fn send(request: &HttpRequest, tls: &Arc<rustls::ClientConfig>) -> Outcome {
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(request, tls)).await {
         Ok(outcome) => outcome,
         Err(_) => Outcome::Failed {
             reason: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
@@ -45,7 +45,7 @@ pub async fn send(request: &HttpRequest) -> Outcome {
     }
 }
 
-async fn exchange(request: &HttpRequest) -> Outcome {
+async fn exchange(request: &HttpRequest, tls: &Arc<rustls::ClientConfig>) -> Outcome {
     let failed = |reason: String| Outcome::Failed {
         reason,
         retry_after: None,
@@ -96,7 +96,10 @@ async fn exchange(request: &HttpRequest) -> Outcome {
                 return Outcome::Refused(format!("\"{host}\" is not a TLS server name: {error}"));
             }
         };
-        match tls_connector().connect(name, stream).await {
+        match tokio_rustls::TlsConnector::from(Arc::clone(tls))
+            .connect(name, stream)
+            .await
+        {
             Ok(stream) => round_trip(TokioIo::new(stream), outgoing).await,
             Err(error) => return failed(format!("TLS with {host}:{port} failed: {error}")),
         }
@@ -188,28 +191,6 @@ fn path_of(uri: &http::Uri) -> String {
 fn authority_of(uri: &http::Uri) -> String {
     uri.authority()
         .map_or_else(String::new, |authority| authority.as_str().to_owned())
-}
-
-/// One TLS client configuration (the web's root certificates) for every
-/// delivery.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        Arc::new(config)
-    });
-    tokio_rustls::TlsConnector::from(Arc::clone(config))
 }
 
 #[cfg(test)]

@@ -24,12 +24,13 @@
 //! Nothing of a request's headers is logged (they carry credentials).
 
 mod http;
+mod smtp;
 
 use crate::config_store::ConfigStore;
 use crate::state_store::OutboxChanges;
 use crate::types::{Value, ValueType};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -47,7 +48,7 @@ pub const OUTBOX_BYTES: u64 = 256 << 20;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The delivery configuration items, with defaults and what they are for.
-pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 4] {
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 5] {
     [
         (
             "delivery.retry_base_ms",
@@ -66,6 +67,12 @@ pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 4] {
             ValueType::Integer,
             Value::Integer(86_400),
             "a delivery not accepted this many seconds after it was handed over is set aside as dead",
+        ),
+        (
+            "delivery.tls_ca_file",
+            ValueType::Text,
+            Value::Text(String::new()),
+            "PEM file of CA certificates trusted for deliveries (HTTPS, SMTP over TLS) besides the web's roots, for private servers",
         ),
         (
             "delivery.shutdown_wait_s",
@@ -203,12 +210,177 @@ impl HttpRequest {
     }
 }
 
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSecurity {
+    /// Plain text (no password is sent over it).
+    None,
+    /// Upgraded with STARTTLS.
+    Starttls,
+    /// TLS from the first byte.
+    Tls,
+}
+
+/// An e-mail a handler handed over: the message whole, and its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailRequest {
+    /// `HOST:PORT` of the SMTP server.
+    pub server: String,
+    /// How the connection is secured.
+    pub security: MailSecurity,
+    /// The user to authenticate as; empty: none.
+    pub username: String,
+    /// The granted secret holding the password (read when sending).
+    pub password_secret: String,
+    /// The envelope's sender.
+    pub sender: String,
+    /// The envelope's recipients.
+    pub recipients: Vec<String>,
+    /// Headers and body (RFC 5322).
+    pub message: Vec<u8>,
+}
+
+impl MailRequest {
+    /// Check what a guest handed over; returns the server's host and port,
+    /// for the grant check.
+    pub fn check(&self) -> Result<(String, u16), String> {
+        let (host, port) = self
+            .server
+            .rsplit_once(':')
+            .and_then(|(host, port)| {
+                Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?))
+            })
+            .filter(|(host, _)| !host.is_empty())
+            .ok_or_else(|| format!("\"{}\" is not HOST:PORT", self.server.escape_debug()))?;
+        let address_ok = |address: &str| {
+            !address.is_empty()
+                && address.contains('@')
+                && !address
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '<' | '>' | ' '))
+        };
+        for address in std::iter::once(&self.sender).chain(&self.recipients) {
+            if !address_ok(address) {
+                return Err(format!(
+                    "\"{}\" is not an e-mail address",
+                    address.escape_debug()
+                ));
+            }
+        }
+        if self.recipients.is_empty() {
+            return Err("an e-mail needs at least one recipient".into());
+        }
+        if self.username.chars().any(char::is_control) {
+            return Err("the user name holds a control character".into());
+        }
+        if self.message.len() > MAX_BODY_BYTES {
+            return Err(format!(
+                "a message of {} bytes is over the {MAX_BODY_BYTES} a delivery may carry",
+                self.message.len()
+            ));
+        }
+        Ok((host.to_owned(), port))
+    }
+}
+
+/// What a handler hands over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Delivery {
+    /// An HTTP request.
+    Http(HttpRequest),
+    /// An e-mail.
+    Mail(MailRequest),
+}
+
+impl Delivery {
+    /// What it weighs against [`OUTBOX_BYTES`].
+    fn weight(&self) -> u64 {
+        match self {
+            Delivery::Http(request) => request.weight(),
+            Delivery::Mail(mail) => {
+                (mail.message.len() + mail.recipients.iter().map(String::len).sum::<usize>()) as u64
+            }
+        }
+    }
+
+    /// Where it goes, for log lines and `correlator outbox` (never a
+    /// header or a credential).
+    fn target(&self) -> String {
+        match self {
+            Delivery::Http(request) => format!("{} {}", request.method, request.url),
+            Delivery::Mail(mail) => {
+                format!("mail via {} to {}", mail.server, mail.recipients.join(", "))
+            }
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Delivery::Http(request) => request.body.len(),
+            Delivery::Mail(mail) => mail.message.len(),
+        }
+    }
+}
+
+/// A handler's granted secrets, by name (an SMTP password is read from
+/// them when the mail is sent).
+pub type Secrets = Arc<BTreeMap<String, String>>;
+
+/// What every delivery task sends with: the trusted roots.
+struct Transport {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Transport {
+    async fn send(&self, delivery: &Delivery, secrets: &BTreeMap<String, String>) -> http::Outcome {
+        match delivery {
+            Delivery::Http(request) => http::send(request, &self.tls).await,
+            Delivery::Mail(mail) => {
+                let password = secrets.get(&mail.password_secret).map(String::as_str);
+                smtp::send(mail, password, &self.tls).await
+            }
+        }
+    }
+}
+
+/// The TLS client configuration of deliveries: the web's roots, and the
+/// CA certificates of `ca_file` (PEM) when given.
+pub fn tls_config(ca_file: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    let ca_file = ca_file.trim();
+    if !ca_file.is_empty() {
+        let certificates = CertificateDer::pem_file_iter(ca_file).map_err(|error| {
+            anyhow::anyhow!("delivery.tls_ca_file: cannot read {ca_file}: {error}")
+        })?;
+        for certificate in certificates {
+            let certificate = certificate
+                .map_err(|error| anyhow::anyhow!("delivery.tls_ca_file: {ca_file}: {error}"))?;
+            roots
+                .add(certificate)
+                .map_err(|error| anyhow::anyhow!("delivery.tls_ca_file: {ca_file}: {error}"))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| anyhow::anyhow!("cannot set up TLS for deliveries: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// One request in an outbox.
 #[derive(Debug, Clone)]
 struct Parcel {
     /// Its number in its handler's outbox (and in the state store).
     number: u64,
-    request: HttpRequest,
+    request: Delivery,
     /// When it was handed over.
     created: SystemTime,
     /// Failed tries so far.
@@ -251,7 +423,7 @@ impl Waiting {
 /// A delivery as the state store keeps it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
-    request: HttpRequest,
+    request: Delivery,
     /// When it was handed over, seconds since the epoch.
     created: u64,
 }
@@ -286,10 +458,9 @@ fn utc(seconds: u64) -> String {
 pub fn describe(bytes: &[u8], dead: bool) -> String {
     let line = |stored: &Stored| {
         format!(
-            "{} {}, {} bytes, handed over {}",
-            stored.request.method,
-            stored.request.url,
-            stored.request.body.len(),
+            "{}, {} bytes, handed over {}",
+            stored.request.target(),
+            stored.request.size(),
             utc(stored.created)
         )
     };
@@ -404,7 +575,7 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     /// Put `request` (checked and granted by the caller) in the outbox.
-    pub fn submit(&self, request: HttpRequest) -> Result<(), String> {
+    pub fn submit(&self, request: Delivery) -> Result<(), String> {
         let waiting = &self.courier.waiting;
         let weight = request.weight();
         let (count, bytes) = waiting.of(self.handler);
@@ -454,13 +625,17 @@ impl Outbox {
 
 impl Courier {
     /// Start the courier for `handlers` (the names of the handlers that may
-    /// deliver), with `policy`; with a `journal`, the outboxes are durable
-    /// (then give it what the state store holds with [`Courier::resume`]).
+    /// deliver, with their granted secrets), with `policy`, trusting `tls`;
+    /// with a `journal`, the outboxes are durable (then give it what the
+    /// state store holds with [`Courier::resume`]).
     pub fn start(
-        handlers: Vec<Arc<str>>,
+        handlers: Vec<(Arc<str>, Secrets)>,
         policy: RetryPolicy,
         journal: Option<Journal>,
+        tls: Arc<rustls::ClientConfig>,
     ) -> anyhow::Result<Courier> {
+        let (handlers, secrets): (Vec<_>, Vec<_>) = handlers.into_iter().unzip();
+        let transport = Arc::new(Transport { tls });
         let (commands, receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(DeliveryCounters::default());
         let waiting = Arc::new(Waiting {
@@ -484,7 +659,15 @@ impl Courier {
         std::thread::Builder::new()
             .name("courier".into())
             .spawn(move || {
-                runtime.block_on(run(receiver, names, waiting, counters, policy, journal))
+                let each = Each {
+                    waiting,
+                    counters,
+                    policy,
+                    journal,
+                    transport,
+                    secrets,
+                };
+                runtime.block_on(run(receiver, names, each))
             })
             .map_err(|error| anyhow::anyhow!("cannot start the courier thread: {error}"))?;
         Ok(courier)
@@ -595,14 +778,30 @@ impl Courier {
 
 /// The courier thread: one task per handler, each sending its requests in
 /// order.
-async fn run(
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    handlers: Arc<Vec<Arc<str>>>,
+/// What the courier thread hands each handler's task.
+struct Each {
     waiting: Arc<Waiting>,
     counters: Arc<DeliveryCounters>,
     policy: RetryPolicy,
     journal: Option<Journal>,
+    transport: Arc<Transport>,
+    /// Each handler's granted secrets, by the order of the handlers.
+    secrets: Vec<Secrets>,
+}
+
+async fn run(
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    handlers: Arc<Vec<Arc<str>>>,
+    each: Each,
 ) {
+    let Each {
+        waiting,
+        counters,
+        policy,
+        journal,
+        transport,
+        secrets,
+    } = each;
     let mut queues = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, name) in handlers.iter().enumerate() {
@@ -615,6 +814,8 @@ async fn run(
                 waiting: Arc::clone(&waiting),
                 counters: Arc::clone(&counters),
                 journal: journal.clone(),
+                transport: Arc::clone(&transport),
+                secrets: secrets.get(index).cloned().unwrap_or_default(),
             },
             receiver,
             policy,
@@ -647,6 +848,8 @@ struct Handler {
     waiting: Arc<Waiting>,
     counters: Arc<DeliveryCounters>,
     journal: Option<Journal>,
+    transport: Arc<Transport>,
+    secrets: Secrets,
 }
 
 impl Handler {
@@ -657,7 +860,7 @@ impl Handler {
         self.counters.dead.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             handler = %self.name,
-            url = %parcel.request.url,
+            to = %parcel.request.target(),
             "delivery given up: {reason}"
         );
         if let Some(journal) = &self.journal {
@@ -718,7 +921,10 @@ async fn deliver_in_order(
         let Some(parcel) = queue.front_mut() else {
             continue;
         };
-        let outcome = http::send(&parcel.request).await;
+        let outcome = handler
+            .transport
+            .send(&parcel.request, &handler.secrets)
+            .await;
         let age = parcel.created.elapsed().unwrap_or_default();
         let next = match outcome {
             http::Outcome::Accepted => {
@@ -746,7 +952,7 @@ async fn deliver_in_order(
                     counters.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         handler = %name,
-                        url = %parcel.request.url,
+                        to = %parcel.request.target(),
                         failures = parcel.failures,
                         "delivery failed ({reason}); trying again in {} ms",
                         wait.as_millis()

@@ -645,10 +645,13 @@ impl secrets::Host for InstanceState {
     }
 }
 
-impl super::bindings::handler::correlator::plugin::delivery::Host for InstanceState {
-    fn send_http(
-        &mut self,
-        request: super::bindings::handler::correlator::plugin::delivery::HttpRequest,
+impl InstanceState {
+    /// Put `delivery`, going to `host:port`, in the instance's outbox if
+    /// the grants allow it.
+    fn deliver(
+        &self,
+        (host, port): (String, u16),
+        delivery: crate::delivery::Delivery,
     ) -> Result<(), String> {
         let Some(outbox) = &self.delivery else {
             return Err(
@@ -656,13 +659,6 @@ impl super::bindings::handler::correlator::plugin::delivery::Host for InstanceSt
                     .into(),
             );
         };
-        let request = crate::delivery::HttpRequest {
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            body: request.body,
-        };
-        let (host, port) = request.check()?;
         if !self
             .http_hooks
             .patterns
@@ -673,7 +669,51 @@ impl super::bindings::handler::correlator::plugin::delivery::Host for InstanceSt
                 "{host}:{port} is not among the network destinations granted to this handler"
             ));
         }
-        outbox.submit(request)
+        outbox.submit(delivery)
+    }
+}
+
+impl super::bindings::handler::correlator::plugin::delivery::Host for InstanceState {
+    fn send_http(
+        &mut self,
+        request: super::bindings::handler::correlator::plugin::delivery::HttpRequest,
+    ) -> Result<(), String> {
+        let request = crate::delivery::HttpRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        let destination = request.check()?;
+        self.deliver(destination, crate::delivery::Delivery::Http(request))
+    }
+
+    fn send_mail(
+        &mut self,
+        request: super::bindings::handler::correlator::plugin::delivery::MailRequest,
+    ) -> Result<(), String> {
+        use super::bindings::handler::correlator::plugin::delivery::MailSecurity as Wit;
+        let mail = crate::delivery::MailRequest {
+            server: request.server,
+            security: match request.security {
+                Wit::None => crate::delivery::MailSecurity::None,
+                Wit::Starttls => crate::delivery::MailSecurity::Starttls,
+                Wit::Tls => crate::delivery::MailSecurity::Tls,
+            },
+            username: request.username,
+            password_secret: request.password_secret,
+            sender: request.sender,
+            recipients: request.recipients,
+            message: request.message,
+        };
+        let destination = mail.check()?;
+        if !mail.username.is_empty() && !self.secrets.contains_key(&mail.password_secret) {
+            return Err(format!(
+                "the password secret \"{}\" is not granted to this handler",
+                mail.password_secret.escape_debug()
+            ));
+        }
+        self.deliver(destination, crate::delivery::Delivery::Mail(mail))
     }
 }
 
