@@ -397,21 +397,15 @@ impl HttpSink {
 
     /// On `port` (0: one the kernel chooses).
     fn start_on(plan: &str, port: u16) -> HttpSink {
-        use std::io::BufRead as _;
         let dir = tempfile::tempdir().expect("temp dir");
         let record = dir.path().join("requests.jsonl");
-        let mut child = std::process::Command::new("python3")
+        let mut command = std::process::Command::new("python3");
+        command
             .arg(workspace().join("tests/servers/http_sink.py"))
             .arg(&record)
             .arg(plan)
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs (./test.sh installs it)");
-        let mut first = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("the server says its port");
+            .arg(port.to_string());
+        let (child, first) = spawn_server(command);
         let port = first
             .trim()
             .parse()
@@ -432,6 +426,23 @@ impl HttpSink {
             .map(|line| serde_json::from_str(line).expect("a JSON line"))
             .collect()
     }
+}
+
+/// Start a test server; its first line on standard output (once it is
+/// ready).
+fn spawn_server(mut command: std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("{command:?} does not start ({error}; ./test.sh installs what it needs)")
+        });
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the server says it is ready");
+    (child, first)
 }
 
 impl Drop for HttpSink {
@@ -1011,7 +1022,6 @@ impl SmtpSink {
     /// `mode` is plain, starttls or tls (with the certificates of
     /// `certificates`); `login` requires authentication.
     fn start(mode: &str, port: u16, certificates: &Path, login: Option<(&str, &str)>) -> SmtpSink {
-        use std::io::BufRead as _;
         let python = Path::new("/usr/bin/python3");
         assert!(
             std::process::Command::new(python)
@@ -1036,14 +1046,7 @@ impl SmtpSink {
         if let Some((user, password)) = login {
             command.args([user, password]);
         }
-        let mut child = command
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("the SMTP server starts");
-        let mut first = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("the SMTP server says it is ready");
+        let (child, first) = spawn_server(command);
         assert_eq!(first.trim(), "ready");
         SmtpSink {
             child,

@@ -41,6 +41,27 @@ pub fn text(key: &str) -> Result<String, String> {
     }
 }
 
+/// A declared text item that must not be empty (trimmed); the error names
+/// the item.
+pub fn required_text(key: &str) -> Result<String, String> {
+    let value = text(key)?.trim().to_owned();
+    if value.is_empty() {
+        Err(format!("{key} must be set"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// A declared text item holding a list, comma-separated (an app file's
+/// list arrives so), its elements trimmed, empty ones left out.
+pub fn text_list(key: &str) -> Result<Vec<String>, String> {
+    Ok(text(key)?
+        .split(',')
+        .map(|element| element.trim().to_owned())
+        .filter(|element| !element.is_empty())
+        .collect())
+}
+
 /// A declared boolean item.
 pub fn boolean(key: &str) -> Result<bool, String> {
     match get(key)? {

@@ -14,3 +14,13 @@ use crate::__bindings::module::correlator::plugin::secrets as host;
 pub fn get(name: &str) -> Option<String> {
     host::get(name)
 }
+
+/// The value of the secret that configuration item `key` names; the error
+/// says which grant to add when it is not granted.
+pub fn named_by(key: &str, name: &str) -> Result<String, String> {
+    get(name).ok_or_else(|| {
+        format!(
+            "{key} names the secret \"{name}\", which the app file does not grant (grants = {{ secrets = [\"{name}\"] }})"
+        )
+    })
+}

@@ -122,14 +122,7 @@ impl Handler for Email {
 
     fn init() -> Result<Self, String> {
         let text = correlator_sdk::config::text;
-        let required = |key: &str| -> Result<String, String> {
-            let value = text(key)?.trim().to_owned();
-            if value.is_empty() {
-                Err(format!("{key} must be set"))
-            } else {
-                Ok(value)
-            }
-        };
+        let required = correlator_sdk::config::required_text;
         let security = match text("tls")?.as_str() {
             "starttls" => MailSecurity::Starttls,
             "tls" => MailSecurity::Tls,
@@ -147,22 +140,17 @@ impl Handler for Email {
             if password_secret.is_empty() {
                 return Err("username is set: password_secret must name a granted secret".into());
             }
-            if correlator_sdk::secrets::get(&password_secret).is_none() {
-                return Err(format!(
-                    "password_secret names the secret \"{password_secret}\", which the app file does not grant (grants = {{ secrets = [\"{password_secret}\"] }})"
-                ));
-            }
+            correlator_sdk::secrets::named_by("password_secret", &password_secret)?;
             if security == MailSecurity::None {
                 return Err(
                     "a password is sent over TLS only: set tls = \"starttls\" or \"tls\"".into(),
                 );
             }
         }
-        let to: Vec<String> = required("to")?
-            .split(',')
-            .map(|address| address.trim().to_owned())
-            .filter(|address| !address.is_empty())
-            .collect();
+        let to = correlator_sdk::config::text_list("to")?;
+        if to.is_empty() {
+            return Err("to must name at least one address".into());
+        }
         let subject = template("subject", &text("subject")?, "", Some(DEFAULT_SUBJECT))?;
         let body = template(
             "template",

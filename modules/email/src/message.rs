@@ -40,13 +40,19 @@ pub fn header_value(text: &str) -> String {
     let mut word = String::new();
     for c in flat.chars() {
         if word.len() + c.len_utf8() > 45 {
-            words.push(format!("=?UTF-8?B?{}?=", base64(word.as_bytes())));
+            words.push(format!(
+                "=?UTF-8?B?{}?=",
+                correlator_sdk::text::base64(word.as_bytes())
+            ));
             word.clear();
         }
         word.push(c);
     }
     if !word.is_empty() {
-        words.push(format!("=?UTF-8?B?{}?=", base64(word.as_bytes())));
+        words.push(format!(
+            "=?UTF-8?B?{}?=",
+            correlator_sdk::text::base64(word.as_bytes())
+        ));
     }
     words.join("\r\n ")
 }
@@ -83,7 +89,7 @@ pub fn compose(parts: &Parts<'_>) -> Vec<u8> {
             out,
             "Content-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
         );
-        let encoded = base64(body.as_bytes());
+        let encoded = correlator_sdk::text::base64(body.as_bytes());
         for line in encoded.as_bytes().chunks(76) {
             out.push_str(std::str::from_utf8(line).unwrap_or(""));
             out.push_str("\r\n");
@@ -145,26 +151,6 @@ pub fn rfc5322_date(seconds: i64, offset_minutes: i16) -> String {
         offset / 60,
         offset % 60
     )
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let group = u32::from(chunk[0]) << 16
-            | u32::from(chunk.get(1).copied().unwrap_or(0)) << 8
-            | u32::from(chunk.get(2).copied().unwrap_or(0));
-        for index in 0..4 {
-            if index <= chunk.len() {
-                out.push(char::from(
-                    ALPHABET[(group >> (18 - 6 * index) & 63) as usize],
-                ));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

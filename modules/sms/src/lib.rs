@@ -62,14 +62,7 @@ impl Handler for Sms {
 
     fn init() -> Result<Self, String> {
         let text = correlator_sdk::config::text;
-        let required = |key: &str| -> Result<String, String> {
-            let value = text(key)?.trim().to_owned();
-            if value.is_empty() {
-                Err(format!("{key} must be set"))
-            } else {
-                Ok(value)
-            }
-        };
+        let required = correlator_sdk::config::required_text;
         let api_base = required("api_base")?;
         let account_sid = required("account_sid")?;
         if !account_sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -78,15 +71,11 @@ impl Handler for Sms {
                 account_sid.escape_debug()
             ));
         }
-        let token_name = required("token_secret")?;
-        let token = correlator_sdk::secrets::get(&token_name).ok_or_else(|| {
-            format!("token_secret names the secret \"{token_name}\", which the app file does not grant (grants = {{ secrets = [\"{token_name}\"] }})")
-        })?;
-        let to: Vec<String> = required("to")?
-            .split(',')
-            .map(|number| number.trim().to_owned())
-            .filter(|number| !number.is_empty())
-            .collect();
+        let token = correlator_sdk::secrets::named_by("token_secret", &required("token_secret")?)?;
+        let to = correlator_sdk::config::text_list("to")?;
+        if to.is_empty() {
+            return Err("to must name at least one number".into());
+        }
         let source = match (text("template")?, text("template_file")?) {
             (inline, file) if !inline.is_empty() && !file.is_empty() => {
                 return Err("give template or template_file, not both".into());

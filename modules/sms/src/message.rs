@@ -37,27 +37,10 @@ fn push_encoded(out: &mut String, text: &str) {
 
 /// `Basic` authorization for `user` and `password` (RFC 7617).
 pub fn basic_authorization(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let mut out = String::from("Basic ");
-    for chunk in input.as_bytes().chunks(3) {
-        let bytes = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let group = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
-        for index in 0..4 {
-            if index <= chunk.len() {
-                out.push(char::from(
-                    ALPHABET[(group >> (18 - 6 * index) & 63) as usize],
-                ));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    format!(
+        "Basic {}",
+        correlator_sdk::text::base64(format!("{user}:{password}").as_bytes())
+    )
 }
 
 #[cfg(test)]

@@ -29,13 +29,6 @@ struct Webhook {
     dedup_field: String,
 }
 
-/// A granted secret's value, or an error naming the grant to add.
-fn secret(key: &str, name: &str) -> Result<String, String> {
-    correlator_sdk::secrets::get(name).ok_or_else(|| {
-        format!("{key} names the secret \"{name}\", which the app file does not grant (grants = {{ secrets = [\"{name}\"] }})")
-    })
-}
-
 impl Handler for Webhook {
     fn describe() -> Descriptor {
         Descriptor::new(
@@ -116,14 +109,14 @@ impl Handler for Webhook {
         if !authorization.is_empty() {
             headers.push((
                 "Authorization".to_owned(),
-                secret("authorization_secret", &authorization)?,
+                correlator_sdk::secrets::named_by("authorization_secret", &authorization)?,
             ));
         }
         let signing = text("hmac_secret")?;
         let signing_key = if signing.is_empty() {
             None
         } else {
-            Some(secret("hmac_secret", &signing)?.into_bytes())
+            Some(correlator_sdk::secrets::named_by("hmac_secret", &signing)?.into_bytes())
         };
         let routing = text("routing_key_secret")?;
         let routing_key = match (preset, routing.is_empty()) {
@@ -134,7 +127,7 @@ impl Handler for Webhook {
                 );
             }
             (_, true) => String::new(),
-            (_, false) => secret("routing_key_secret", &routing)?,
+            (_, false) => correlator_sdk::secrets::named_by("routing_key_secret", &routing)?,
         };
         Ok(Webhook {
             url,
