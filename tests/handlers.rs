@@ -384,10 +384,34 @@ fn the_shipped_systemd_units_load_the_file_they_watch() {
 /// on 127.0.0.1 that records every request and answers from `plan`;
 /// stopped when dropped.
 struct HttpSink {
-    child: std::process::Child,
+    server: TestServer,
     port: u16,
+}
+
+/// A test server's process, the JSON lines it records, and its scratch
+/// directory; the process is stopped when dropped.
+struct TestServer {
+    child: std::process::Child,
     record: std::path::PathBuf,
     _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Every line recorded so far.
+    fn records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl HttpSink {
@@ -411,20 +435,18 @@ impl HttpSink {
             .parse()
             .unwrap_or_else(|_| panic!("no port: {first:?}"));
         HttpSink {
-            child,
+            server: TestServer {
+                child,
+                record,
+                _dir: dir,
+            },
             port,
-            record,
-            _dir: dir,
         }
     }
 
     /// Every request so far, in the order answered.
     fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect()
+        self.server.records()
     }
 }
 
@@ -443,13 +465,6 @@ fn spawn_server(mut command: std::process::Command) -> (std::process::Child, Str
         .read_line(&mut first)
         .expect("the server says it is ready");
     (child, first)
-}
-
-impl Drop for HttpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The sshd module over the sample capture (four events), every event to a
@@ -1012,11 +1027,7 @@ fn make_certificates(dir: &Path) {
 
 /// A real SMTP server (Debian's python3-aiosmtpd, `tests/servers/smtp_sink.py`)
 /// on 127.0.0.1:`port`; stopped when dropped.
-struct SmtpSink {
-    child: std::process::Child,
-    record: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
+struct SmtpSink(TestServer);
 
 impl SmtpSink {
     /// `mode` is plain, starttls or tls (with the certificates of
@@ -1048,26 +1059,16 @@ impl SmtpSink {
         }
         let (child, first) = spawn_server(command);
         assert_eq!(first.trim(), "ready");
-        SmtpSink {
+        SmtpSink(TestServer {
             child,
             record,
             _dir: dir,
-        }
+        })
     }
 
+    /// Every message accepted so far.
     fn messages(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.record)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.records()
     }
 }
 
