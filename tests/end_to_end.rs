@@ -729,8 +729,8 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         ["float", "1", "1", "default"]
     );
     // Header, five module items, one handler item, twelve system items
-    // (three of them state.*), eighteen listener items, four delivery items.
-    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 18 + 4);
+    // (three of them state.*), eighteen listener items, five delivery items.
+    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 18 + 5);
 }
 
 #[test]
