@@ -611,6 +611,14 @@ fn check_state(
     if !any_module_state {
         report.push(format!("state {shown}: no module has state yet"));
     }
+    let waiting = state.letters(crate::state_store::Letters::Waiting)?.len();
+    let dead = state.letters(crate::state_store::Letters::Dead)?.len();
+    if waiting + dead > 0 {
+        report.push(format!(
+            "state {shown}: {waiting} deliveries wait in outboxes, {dead} dead letters (correlator outbox --app {} list)",
+            app.path.display()
+        ));
+    }
     Ok(report)
 }
 

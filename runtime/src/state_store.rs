@@ -233,6 +233,11 @@ pub struct StateView {
 }
 
 impl StateView {
+    /// The deliveries waiting, or given up (as [`StateStore::letters`]).
+    pub fn letters(&self, which: Letters) -> Result<Vec<(String, u64, Vec<u8>)>, StateError> {
+        self.reader().letters(which)
+    }
+
     /// Open `path` to look at it. `Ok(None)` when there is no store yet;
     /// an error when it belongs to another app (as [`StateStore::open`]
     /// says), is not a store, was not closed cleanly (the next start
@@ -286,6 +291,28 @@ struct Reader<'a, D> {
 }
 
 impl<D: ReadableDatabase> Reader<'_, D> {
+    /// The deliveries waiting, or given up: (handler, number, as stored),
+    /// by handler and number.
+    fn letters(&self, which: Letters) -> Result<Vec<(String, u64, Vec<u8>)>, StateError> {
+        let definition = match which {
+            Letters::Waiting => OUTBOX,
+            Letters::Dead => DEAD,
+        };
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(definition) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(self.error(error)),
+        };
+        let mut letters = Vec::new();
+        for entry in table.iter().map_err(|e| self.error(e))? {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            let (handler, number) = key.value();
+            letters.push((handler.to_owned(), number, value.value().to_vec()));
+        }
+        Ok(letters)
+    }
+
     fn error(&self, error: impl Into<redb::Error>) -> StateError {
         StateError::Database {
             path: self.path.to_owned(),
@@ -608,23 +635,7 @@ impl StateStore {
     /// The deliveries waiting, or given up: (handler, number, as stored),
     /// by handler and number.
     pub fn letters(&self, which: Letters) -> Result<Vec<(String, u64, Vec<u8>)>, StateError> {
-        let definition = match which {
-            Letters::Waiting => OUTBOX,
-            Letters::Dead => DEAD,
-        };
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(definition) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(error) => return Err(self.error(error)),
-        };
-        let mut waiting = Vec::new();
-        for entry in table.iter().map_err(|e| self.error(e))? {
-            let (key, value) = entry.map_err(|e| self.error(e))?;
-            let (handler, number) = key.value();
-            waiting.push((handler.to_owned(), number, value.value().to_vec()));
-        }
-        Ok(waiting)
+        self.reader().letters(which)
     }
 
     /// Remove the deliveries `which` that `select` picks (by handler and
