@@ -249,7 +249,6 @@ fn a_reader_never_sees_a_blocklist_half_written() {
         let address = format!("198.18.{}.{}", n / 250, n % 250 + 1);
         attack(&mut capture, &address, n * 2, 10 + n * 3);
     }
-    std::fs::write(dir.path().join("input.cap"), &capture).expect("write capture");
     let file = dir.path().join("firewall").join("blocklist.txt");
     let done = std::sync::atomic::AtomicBool::new(false);
     let (reads, run) = std::thread::scope(|scope| {
@@ -262,18 +261,7 @@ fn a_reader_never_sees_a_blocklist_half_written() {
             }
             reads
         });
-        let run = correlator(
-            dir.path(),
-            &[
-                "run",
-                "--app",
-                "app.toml",
-                "--read-file",
-                "input.cap",
-                "-o",
-                "state.enabled=false",
-            ],
-        );
+        let run = replay(dir.path(), &capture);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         (reader.join().expect("reader"), run)
     });
