@@ -1243,3 +1243,146 @@ config = {{ smtp_server = "127.0.0.1:{port}", tls = "none", from = "correlator@e
     assert!(!headers.contains(&"bcc"), "{headers:?}");
     assert_eq!(messages[0]["to"], serde_json::json!(["ops@example.com"]));
 }
+
+/// The sshd module (three failed passwords from a host within 300 s make
+/// `SSHDAttemptsExceeded`) and the webhook handler posting to `port` the
+/// events `filter` selects, told as `notify` says.
+fn notify_app(port: u16, filter: &str, notify: &str) -> String {
+    format!(
+        r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+config = {{ login_failure_limit = 3, login_failure_window = 300 }}
+[handlers.hook]
+component = "builtin:webhook"
+filter = '{filter}'
+grants = {{ network = ["127.0.0.1:{port}"] }}
+config = {{ url = "http://127.0.0.1:{port}/hook" }}
+notify = {{ {notify} }}
+"#
+    )
+}
+
+/// The JSON bodies `sink` accepted, in the order received.
+fn accepted_bodies(sink: &HttpSink) -> Vec<serde_json::Value> {
+    sink.requests()
+        .iter()
+        .filter(|request| request["status"] == 200)
+        .map(|request| serde_json::from_str(request["body"].as_str().unwrap_or("")).expect("JSON"))
+        .collect()
+}
+
+#[test]
+fn grouping_sends_an_attacker_once_and_folds_its_repeats_into_one_reminder() {
+    let sink = HttpSink::start("200");
+    let dir = app_dir(&notify_app(
+        sink.port,
+        r#"event.kind == "SSHDAttemptsExceeded""#,
+        r#"group_by = ["host"], group_wait_s = 60, group_interval_s = 600, repeat_interval_s = 3600"#,
+    ));
+    // 203.0.113.1 reaches the limit at +4 s, +104 s and +304 s;
+    // 203.0.113.2 at +204 s.
+    let mut capture = String::new();
+    brute_force(&mut capture, "203.0.113.1", 0, 2, 3, 100);
+    brute_force(&mut capture, "203.0.113.1", 100, 2, 3, 200);
+    brute_force(&mut capture, "203.0.113.2", 200, 2, 3, 300);
+    brute_force(&mut capture, "203.0.113.1", 300, 2, 3, 400);
+    let run = replay(dir.path(), &capture);
+    assert_has(&run.stderr, "submitted=3 delivered=3 retries=0 dead=0");
+    let exceeded = |host: &str, at: &str| {
+        serde_json::json!({
+            "module": "OpenSSH",
+            "kind": "SSHDAttemptsExceeded",
+            "severity": "error",
+            "time": format!("2023-02-20T15:{at}Z"),
+            "summary": format!("Host {host} reached 3 failed passwords within 300 seconds"),
+            "fields": { "host": host },
+        })
+    };
+    assert_eq!(
+        accepted_bodies(&sink),
+        [
+            // Each attacker once, as its event, after the group's wait
+            // (which the records' time measures);
+            exceeded("203.0.113.1", "00:04"),
+            exceeded("203.0.113.2", "03:24"),
+            // the first one's two repeats in one reminder at the end.
+            serde_json::json!({
+                "module": "OpenSSH",
+                "kind": "Digest",
+                "severity": "error",
+                "time": "2023-02-20T15:05:04Z",
+                "summary": "2 repeats of events already sent for host=\"203.0.113.1\"\n- latest repeat: SSHDAttemptsExceeded: Host 203.0.113.1 reached 3 failed passwords within 300 seconds",
+                "fields": {
+                    "reason": "repeat",
+                    "group": "host=\"203.0.113.1\"",
+                    "events": 0,
+                    "repeats": 2,
+                    "first": "2023-02-20T15:05:04Z",
+                    "kinds": "SSHDAttemptsExceeded",
+                    "host": "203.0.113.1",
+                },
+            }),
+        ]
+    );
+}
+
+#[test]
+fn the_rate_limit_holds_back_and_sends_one_digest_instead_of_dropping() {
+    let sink = HttpSink::start("200");
+    let dir = app_dir(&notify_app(
+        sink.port,
+        r#"event.kind == "SSHDLoginFailed""#,
+        "rate_limit = { messages = 2, per_s = 3600 }",
+    ));
+    let mut capture = String::new();
+    brute_force(&mut capture, "203.0.113.1", 0, 2, 3, 100);
+    brute_force(&mut capture, "203.0.113.2", 10, 2, 2, 200);
+    let run = replay(dir.path(), &capture);
+    assert_has(&run.stderr, "submitted=3 delivered=3 retries=0 dead=0");
+    let bodies = accepted_bodies(&sink);
+    let summaries: Vec<&str> = bodies
+        .iter()
+        .map(|body| body["summary"].as_str().unwrap_or(""))
+        .collect();
+    let failed = |host: &str, port: u32| {
+        format!("User root from host {host} port {port} failed to log in after 1 failed password")
+    };
+    assert_eq!(
+        summaries,
+        [
+            failed("203.0.113.1", 40_000),
+            failed("203.0.113.1", 40_001),
+            format!(
+                "3 messages (3 events) held back by the rate limit of 2 messages per 3600 s\n- SSHDLoginFailed: {}\n- SSHDLoginFailed: {}\n- SSHDLoginFailed: {}",
+                failed("203.0.113.1", 40_002),
+                failed("203.0.113.2", 40_000),
+                failed("203.0.113.2", 40_001),
+            ),
+        ]
+    );
+    assert_eq!(bodies[2]["kind"], "Digest");
+    assert_eq!(bodies[2]["fields"]["reason"], "rate-limit");
+    assert_eq!(bodies[2]["fields"]["events"], 3);
+    assert_eq!(bodies[2]["fields"]["first"], "2023-02-20T15:00:04Z");
+    assert_eq!(bodies[2]["time"], "2023-02-20T15:00:12Z");
+}
+
+#[test]
+fn a_notify_policy_that_will_not_do_is_refused_where_it_is_written() {
+    let dir = app_dir(&notify_app(9, "true", "group_wait_s = 5"));
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "app.toml line 10 column 10: handler \"hook\": notify: group_wait_s, group_interval_s and repeat_interval_s need group_by (group_by = [] puts every event in one group)",
+    );
+    let dir = app_dir(&notify_app(
+        9,
+        "true",
+        "group_by = [\"host\"], group_wiat_s = 5",
+    ));
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_has(&run.stderr, "unknown field `group_wiat_s`");
+}

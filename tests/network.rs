@@ -2213,3 +2213,72 @@ fn relayed_messages(text: &str) -> Vec<String> {
         .filter_map(|event| Some(event["fields"]["message"].as_str()?.trim().to_owned()))
         .collect()
 }
+
+/// The sshd module (three failed passwords make `SSHDAttemptsExceeded`),
+/// its attack events to the console grouped by host with `group_wait_s`.
+fn grouped_attacks_app(group_wait_s: u32) -> String {
+    format!(
+        r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+config = {{ login_failure_limit = 3 }}
+[handlers.console]
+component = "builtin:log"
+config = {{ format = "json" }}
+filter = 'event.kind == "SSHDAttemptsExceeded"'
+notify = {{ group_by = ["host"], group_wait_s = {group_wait_s} }}
+"#
+    )
+}
+
+#[test]
+fn events_a_group_waits_with_survive_kill_9_and_go_out_when_the_wall_clock_says() {
+    let mut server = Server::start(
+        &grouped_attacks_app(3600),
+        &[
+            "-o",
+            "listen.relp=127.0.0.1:0",
+            "-o",
+            "state.checkpoint_interval=3600",
+        ],
+    );
+    let (mut client, _) = RelpClient::open(connect(server.address("RELP")));
+    let mut capture = String::new();
+    brute_force(&mut capture, "203.0.113.9", 0, 2, 3, 100);
+    let sent: Vec<u64> = capture
+        .lines()
+        .map(|line| client.send("syslog", line))
+        .collect();
+    // Answered once a checkpoint covers the records: it holds the group.
+    for txnr in &sent {
+        assert_eq!(client.answer(), Some((*txnr, "200 OK".to_owned())));
+    }
+    assert_eq!(server.stdout(), "", "the group waits an hour");
+    signal(server.pid(), "KILL");
+    let _ = server.wait_for_exit();
+    let list = correlator(server.dir.path(), &["outbox", "--app", "app.toml", "list"]);
+    assert_eq!(
+        list.stdout,
+        "notifier console: 1 event and 0 repeats wait in 1 group; 0 messages held by the rate limit (sent when their wait ends in the next run)\n0 waiting, 0 dead\n"
+    );
+
+    // Restarted with a wait of one second, long past: the event goes out
+    // at once, with no record to move anything.
+    std::fs::write(server.path("app.toml"), grouped_attacks_app(1)).expect("write app");
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("temp dir"));
+    let mut server = Server::start_in(dir, &[]);
+    server.wait_for_lines(1);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = json_lines(&run.stdout);
+    assert_eq!(events.len(), 1, "{}", run.stdout);
+    assert_eq!(events[0]["kind"], "SSHDAttemptsExceeded");
+    assert_eq!(events[0]["fields"]["host"], "203.0.113.9");
+
+    // Sent is sent: the next run has nothing to send.
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("temp dir"));
+    let mut server = Server::start_in(dir, &[]);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+}

@@ -40,6 +40,7 @@ struct InstanceRaw {
     limits: LimitsRaw,
     #[serde(default)]
     on_failure: OnFailure,
+    notify: Option<Spanned<crate::notify::PolicyRaw>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -398,6 +399,24 @@ pub enum AppError {
         /// Where the filter is written.
         location: Location,
     },
+    /// A `notify` on a module: only handlers are notified.
+    #[error("{location}: module \"{name}\" has notify; it sets how a handler is told of events")]
+    NotifyOnModule {
+        /// The module's name.
+        name: String,
+        /// Where `notify` is written.
+        location: Location,
+    },
+    /// A `notify` policy that will not do.
+    #[error("{location}: handler \"{name}\": {message}")]
+    BadNotify {
+        /// The handler's name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+        /// Where `notify` is written.
+        location: Location,
+    },
     /// A `sha256` that is not 64 hexadecimal digits.
     #[error("{location}: sha256 \"{digest}\" is not 64 hexadecimal digits")]
     BadDigest {
@@ -536,6 +555,9 @@ pub struct InstanceSpec {
     pub limits: Limits,
     /// What happens when it fails.
     pub on_failure: OnFailure,
+    /// How events are grouped, deduplicated and rate-limited before the
+    /// handler gets them (`notify = { ... }`; handlers only).
+    pub notify: crate::notify::Policy,
 }
 
 /// A loaded, checked app file.
@@ -628,6 +650,23 @@ impl App {
                     location: location.clone(),
                 });
             }
+            let notify =
+                match &raw.notify {
+                    Some(notify) if role == Role::Module => {
+                        return Err(AppError::NotifyOnModule {
+                            name: name.to_owned(),
+                            location: locate(notify.span()),
+                        });
+                    }
+                    Some(notify) => notify.get_ref().clone().resolve().map_err(|message| {
+                        AppError::BadNotify {
+                            name: name.to_owned(),
+                            message,
+                            location: locate(notify.span()),
+                        }
+                    })?,
+                    None => crate::notify::Policy::default(),
+                };
             let sha256 = match &raw.sha256 {
                 Some(digest) => {
                     let text = digest.get_ref().to_ascii_lowercase();
@@ -724,6 +763,7 @@ impl App {
                 sha256,
                 limits,
                 on_failure: raw.on_failure,
+                notify,
             })
         };
 

@@ -351,6 +351,18 @@ fn outbox(args: &OutboxArgs) -> anyhow::Result<()> {
                     );
                 }
             }
+            for spec in &app.handlers {
+                if let Some(held) = store
+                    .notices(&spec.name)?
+                    .and_then(|stored| crate::notify::describe(&stored))
+                {
+                    let _ = writeln!(
+                        out,
+                        "notifier {}: {held} (sent when their wait ends in the next run)",
+                        spec.name
+                    );
+                }
+            }
             let _ = writeln!(out, "{} waiting, {} dead", waiting.len(), dead.len());
             std::io::stdout().lock().write_all(out.as_bytes())?;
         }
@@ -444,8 +456,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         report_instances(&modules);
         if let Some(courier) = &courier {
             courier.finish();
-            modules.commit_outbox();
         }
+        // What the courier and the notifiers did after the last checkpoint.
+        modules.commit_outbox();
         return Ok(());
     };
     let stop = replay::stop_on_signals()?;
@@ -497,8 +510,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     report_instances(&modules);
     if let Some(courier) = &courier {
         courier.finish();
-        modules.commit_outbox();
     }
+    // What the courier and the notifiers did after the last checkpoint.
+    modules.commit_outbox();
     Ok(())
 }
 

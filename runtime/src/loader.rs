@@ -10,6 +10,7 @@ use crate::host::{
     GrantedDir, HandlerInstance, Host, HostOptions, ModuleInstance, ResolvedGrants, StateAccess,
     StreamClock,
 };
+use crate::notify::Notifier;
 use crate::pipeline::{HandlerStage, ModuleStage, Persistence, Route};
 use crate::record::TraditionalDefaults;
 use crate::record::time::parse_utc_offset;
@@ -212,13 +213,17 @@ pub fn load(
             )
         })
         .collect();
+    // With durable state, the outboxes and what notifiers hold are kept in
+    // the store too, committed with each checkpoint.
+    let journal = (purpose == Purpose::Run)
+        .then(|| state_file(&store, &run_dir))
+        .flatten()
+        .map(|_| Journal::default());
     let courier = if purpose == Purpose::Run && !delivering.is_empty() {
-        // With durable state, the outboxes are kept in the store too.
-        let journal = state_file(&store, &run_dir).map(|_| Journal::default());
         Some(Courier::start(
             delivering,
             RetryPolicy::from_store(&store)?,
-            journal,
+            journal.clone(),
             crate::delivery::tls_config(store.text("delivery.tls_ca_file").unwrap_or(""))?,
         )?)
     } else {
@@ -286,6 +291,7 @@ pub fn load(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let mut stored_notices = std::collections::HashMap::new();
     let persistence = if purpose == Purpose::Run {
         let state = open_state(app, &store, &run_dir, discard)?;
         let mut owners = Vec::new();
@@ -301,16 +307,20 @@ pub fn load(
         state
             .map(|state| -> anyhow::Result<Persistence> {
                 let checkpoint = state.checkpoint()?;
-                let journal = courier.as_ref().and_then(Courier::journal).cloned();
                 if let Some(courier) = &courier {
                     courier.resume(state.outbox()?);
+                }
+                for spec in &app.handlers {
+                    if let Some(stored) = state.notices(&spec.name)? {
+                        stored_notices.insert(spec.name.clone(), stored);
+                    }
                 }
                 Ok(Persistence::new(
                     state,
                     owners,
                     checkpoint_interval(&store)?,
                     checkpoint,
-                    journal,
+                    journal.clone(),
                 ))
             })
             .transpose()?
@@ -340,8 +350,15 @@ pub fn load(
     let routes = handlers
         .into_iter()
         .zip(filters)
-        .map(|(handler, filter): (HandlerInstance, Option<Filter>)| Route::new(handler, filter))
-        .collect();
+        .zip(&app.handlers)
+        .map(
+            |((handler, filter), spec): ((HandlerInstance, Option<Filter>), _)| {
+                let mut route = Route::new(handler, filter);
+                route.notifier = notifier(spec, stored_notices.remove(&spec.name))?;
+                Ok(route)
+            },
+        )
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut module_stage = ModuleStage::new(
         modules,
         clock,
@@ -353,7 +370,7 @@ pub fn load(
     }
     Ok(Loaded {
         modules: module_stage,
-        handlers: HandlerStage::new(routes),
+        handlers: HandlerStage::new(routes, journal),
         store,
         replay,
         startup_events,
@@ -429,6 +446,22 @@ fn state_file(store: &ConfigStore, run_dir: &Path) -> Option<PathBuf> {
         return None;
     }
     Some(run_dir.join(store.text("state.file").unwrap_or("state.redb")))
+}
+
+/// The notifier of a handler with a `notify` policy, or with events its
+/// notifier held at the last checkpoint (sent at once if the policy is
+/// gone).
+fn notifier(spec: &InstanceSpec, stored: Option<Vec<u8>>) -> anyhow::Result<Option<Notifier>> {
+    if !spec.notify.is_active() && stored.is_none() {
+        return Ok(None);
+    }
+    let mut notifier = Notifier::new(spec.notify.clone());
+    if let Some(stored) = stored {
+        notifier
+            .restore(&stored)
+            .map_err(|error| anyhow::anyhow!("handler \"{}\": {error}", spec.name))?;
+    }
+    Ok(Some(notifier))
 }
 
 /// Who `module` (compiled from a file with SHA-256 `digest`) is, as the

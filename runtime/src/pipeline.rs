@@ -9,7 +9,8 @@
 
 use crate::clock_guard::ClockGuard;
 use crate::filter::Filter;
-use crate::host::{Aborted, HandlerInstance, ModuleInstance, StreamClock};
+use crate::host::{Aborted, Handled, HandlerInstance, ModuleInstance, StreamClock};
+use crate::notify::{Notifier, NotifyClock};
 use crate::receipts::Receipts;
 use crate::record::BatchBuilder;
 use crate::state_store::{Checkpoint, InstanceCommit, Ownership, StateStore};
@@ -94,6 +95,11 @@ pub fn run_stages<S: Send>(
     let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
     let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
     let (event_tx, event_rx) = mpsc::sync_channel::<ToHandlers>(EVENT_BATCHES_IN_FLIGHT);
+    let mut handlers = handlers;
+    handlers.clock = match modules.tick_time() {
+        TickTime::WallClock => NotifyClock::Wall,
+        TickTime::Records => NotifyClock::Records { latest_ms: None },
+    };
     let sink = BatchSink {
         batches: batch_tx,
         recycled: recycle_rx,
@@ -111,17 +117,37 @@ pub fn run_stages<S: Send>(
             .stack_size(THREAD_STACK_BYTES)
             .spawn_scoped(scope, move || -> Result<Counters, Aborted> {
                 let mut handlers = handlers;
-                for message in event_rx {
+                loop {
+                    // Wake when a notifier's wait ends, even without events.
+                    let message = match handlers.next_wake() {
+                        Some(wait) => match event_rx.recv_timeout(wait) {
+                            Ok(message) => message,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                handlers.notify_due()?;
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        },
+                        None => match event_rx.recv() {
+                            Ok(message) => message,
+                            Err(_) => break,
+                        },
+                    };
                     match message {
                         ToHandlers::Events(events) => handlers.route(events)?,
-                        // Every earlier event is handled: say so.
+                        // Every earlier event is handled: say so, with what
+                        // the notifiers hold now in the checkpoint's journal.
                         ToHandlers::Settled(done) => {
+                            handlers.save_notices();
                             let _ = done.send(());
                         }
                         // The events of these messages are handled.
                         ToHandlers::Receipts(receipts) => receipts.deliver(),
                     }
                 }
+                // What notifiers hold goes out now; `commit_outbox`
+                // records that it did.
+                handlers.flush_notices()?;
                 Ok(handlers.counters())
             })
             .map_err(|error| StageError::Thread("handlers", error))?;
@@ -1051,8 +1077,10 @@ pub struct Route {
     pub filter: Option<Filter>,
     /// Events the filter failed on (counted as not selected).
     pub filter_errors: u64,
-    /// Events handed to the handler.
+    /// Events handed to the handler (or to its notifier).
     pub delivered: u64,
+    /// Groups, deduplicates and rate-limits its events (`notify = {...}`).
+    pub notifier: Option<Notifier>,
 }
 
 impl Route {
@@ -1063,7 +1091,52 @@ impl Route {
             filter,
             filter_errors: 0,
             delivered: 0,
+            notifier: None,
         }
+    }
+
+    /// Whether the filter selects `event`; a filter that fails on it is
+    /// counted (and logged the first time) as not selecting it.
+    fn selects(&mut self, event: &Dispatched, counters: &mut Counters) -> bool {
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        match filter.matches(event) {
+            Ok(selected) => selected,
+            Err(message) => {
+                self.filter_errors += 1;
+                counters.filter_errors += 1;
+                if self.filter_errors == 1 {
+                    tracing::warn!(handler = %self.handler.name, event = %event.decl.kind, "filter failed; counted as false (further failures are logged at debug level): {message}");
+                } else {
+                    tracing::debug!(handler = %self.handler.name, event = %event.decl.kind, "filter failed: {message}");
+                }
+                false
+            }
+        }
+    }
+
+    /// Give events (each with the time it came at) to the notifier, and
+    /// the handler what falls due before each and by `now_ms`.
+    fn notify(&mut self, events: &[(i64, &Dispatched)], now_ms: i64) -> Result<Handled, Aborted> {
+        let Some(notifier) = &mut self.notifier else {
+            return Ok(Handled::default());
+        };
+        let mut messages = Vec::new();
+        for &(time, event) in events {
+            messages.extend(notifier.due(time));
+            notifier.take(&[event], time);
+        }
+        messages.extend(notifier.due(now_ms));
+        self.send(&messages)
+    }
+
+    fn send(&mut self, messages: &[Dispatched]) -> Result<Handled, Aborted> {
+        if messages.is_empty() {
+            return Ok(Handled::default());
+        }
+        let messages: Vec<&Dispatched> = messages.iter().collect();
+        self.handler.handle(&messages)
     }
 }
 
@@ -1084,14 +1157,22 @@ pub struct Counters {
 pub struct HandlerStage {
     routes: Vec<Route>,
     counters: Counters,
+    /// What notifiers go by; set by [`run_stages`] from the tick time.
+    clock: NotifyClock,
+    /// With durable state: where notifiers' state goes for the next
+    /// checkpoint.
+    journal: Option<crate::delivery::Journal>,
 }
 
 impl HandlerStage {
-    /// The stage over initialised handlers.
-    pub fn new(routes: Vec<Route>) -> Self {
+    /// The stage over initialised handlers; `journal` takes what their
+    /// notifiers hold into each checkpoint (with durable state).
+    pub fn new(routes: Vec<Route>, journal: Option<crate::delivery::Journal>) -> Self {
         HandlerStage {
             routes,
             counters: Counters::default(),
+            clock: NotifyClock::Records { latest_ms: None },
+            journal,
         }
     }
 
@@ -1107,6 +1188,19 @@ impl HandlerStage {
         if events.is_empty() {
             return Ok(());
         }
+        // Notifiers see time move event by event, so that a wait ends
+        // between the events it ends between, whatever the batches.
+        let times = if self.routes.iter().any(|route| route.notifier.is_some()) {
+            events
+                .iter()
+                .map(|event| {
+                    self.clock.observe(std::slice::from_ref(event));
+                    self.clock.now_ms().unwrap_or(0)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let events: Vec<&Dispatched> = events.iter().collect();
         self.counters.events += events.len() as u64;
         let mut disabled = Vec::new();
@@ -1114,37 +1208,101 @@ impl HandlerStage {
             if !route.handler.is_running() {
                 continue;
             }
-            let handled = match &route.filter {
-                None => {
-                    route.delivered += events.len() as u64;
-                    route.handler.handle(&events)?
-                }
-                Some(filter) => {
-                    let mut selected = Vec::new();
-                    for &event in &events {
-                        match filter.matches(event) {
-                            Ok(true) => selected.push(event),
-                            Ok(false) => {}
-                            Err(message) => {
-                                route.filter_errors += 1;
-                                self.counters.filter_errors += 1;
-                                if route.filter_errors == 1 {
-                                    tracing::warn!(handler = %route.handler.name, event = %event.decl.kind, "filter failed; counted as false (further failures are logged at debug level): {message}");
-                                } else {
-                                    tracing::debug!(handler = %route.handler.name, event = %event.decl.kind, "filter failed: {message}");
-                                }
-                            }
-                        }
+            let handled = if route.notifier.is_some() {
+                let mut selected = Vec::new();
+                for (&event, &time) in events.iter().zip(&times) {
+                    if route.selects(event, &mut self.counters) {
+                        selected.push((time, event));
                     }
-                    route.delivered += selected.len() as u64;
-                    route.handler.handle(&selected)?
                 }
+                route.delivered += selected.len() as u64;
+                route.notify(&selected, times.last().copied().unwrap_or(0))?
+            } else if route.filter.is_none() {
+                route.delivered += events.len() as u64;
+                route.handler.handle(&events)?
+            } else {
+                let mut selected = Vec::new();
+                for &event in &events {
+                    if route.selects(event, &mut self.counters) {
+                        selected.push(event);
+                    }
+                }
+                route.delivered += selected.len() as u64;
+                route.handler.handle(&selected)?
             };
             self.counters.handler_failures += handled.failures as u64;
             disabled.extend(handled.disabled);
         }
         self.counters.delivered = self.routes.iter().map(|r| r.delivered).sum();
         self.route(disabled)
+    }
+
+    /// How long until a notifier's wait ends, following the wall clock;
+    /// `None` when nothing waits (or time follows the records, which only
+    /// events move).
+    pub fn next_wake(&self) -> Option<Duration> {
+        if self.clock != NotifyClock::Wall {
+            return None;
+        }
+        let due = self
+            .routes
+            .iter()
+            .filter_map(|route| route.notifier.as_ref()?.next_due())
+            .min()?;
+        let now = self.clock.now_ms()?;
+        let wait = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+        // Not sooner than every few milliseconds, however late it is.
+        Some(Duration::from_millis(wait.max(5)))
+    }
+
+    /// Hand over what notifiers have due now.
+    pub fn notify_due(&mut self) -> Result<(), Aborted> {
+        let Some(now) = self.clock.now_ms() else {
+            return Ok(());
+        };
+        self.each_notifier(|notifier| notifier.due(now))
+    }
+
+    /// Hand over everything notifiers hold (the run ends), and note their
+    /// state for the last commit.
+    pub fn flush_notices(&mut self) -> Result<(), Aborted> {
+        let now = self.clock.now_ms().unwrap_or(0);
+        self.each_notifier(|notifier| notifier.flush(now))?;
+        self.save_notices();
+        Ok(())
+    }
+
+    fn each_notifier(
+        &mut self,
+        mut messages: impl FnMut(&mut Notifier) -> Vec<Dispatched>,
+    ) -> Result<(), Aborted> {
+        let mut disabled = Vec::new();
+        for route in &mut self.routes {
+            let Some(notifier) = &mut route.notifier else {
+                continue;
+            };
+            let messages = messages(notifier);
+            if !route.handler.is_running() {
+                continue;
+            }
+            let handled = route.send(&messages)?;
+            self.counters.handler_failures += handled.failures as u64;
+            disabled.extend(handled.disabled);
+        }
+        self.route(disabled)
+    }
+
+    /// Put what each notifier holds, where it changed, into the journal the
+    /// next checkpoint commits.
+    pub fn save_notices(&mut self) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        for route in &mut self.routes {
+            if let Some(stored) = route.notifier.as_mut().and_then(Notifier::save) {
+                journal.note_notices(&route.handler.name, stored);
+            }
+        }
     }
 }
 

@@ -31,6 +31,8 @@ const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoi
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 /// (handler, number) → a delivery given up, with why (the dead letters).
 const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
+/// What each handler's notifier holds (`notify.rs`), by handler.
+const NOTICES: TableDefinition<&str, &[u8]> = TableDefinition::new("notices");
 
 /// Makes a delivery to send again of a dead letter (`None`: it cannot).
 pub type Revive = dyn Fn(&[u8]) -> Option<Vec<u8>>;
@@ -55,12 +57,18 @@ pub struct OutboxChanges {
     /// (handler, number, the delivery given up and why, as stored): kept
     /// apart as dead letters.
     pub dead: Vec<(String, u64, Vec<u8>)>,
+    /// (handler, what its notifier holds, as stored): the latest replaces
+    /// the stored one (`notify.rs`).
+    pub notices: Vec<(String, Vec<u8>)>,
 }
 
 impl OutboxChanges {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.dead.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.dead.is_empty()
+            && self.notices.is_empty()
     }
 
     /// Take `other`'s changes after these. A delivery both added and
@@ -70,6 +78,7 @@ impl OutboxChanges {
         self.added.extend(other.added);
         self.removed.extend(other.removed);
         self.dead.extend(other.dead);
+        self.notices.extend(other.notices);
         if self.removed.is_empty() {
             return;
         }
@@ -481,6 +490,7 @@ impl StateStore {
         write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
         write.delete_table(OUTBOX).map_err(|e| self.error(e))?;
         write.delete_table(DEAD).map_err(|e| self.error(e))?;
+        write.delete_table(NOTICES).map_err(|e| self.error(e))?;
         {
             let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
             meta.insert("app", app).map_err(|e| self.error(e))?;
@@ -616,6 +626,14 @@ impl StateStore {
                 .remove((handler.as_str(), *number))
                 .map_err(|e| self.error(e))?;
         }
+        if !outbox.notices.is_empty() {
+            let mut notices = write.open_table(NOTICES).map_err(|e| self.error(e))?;
+            for (handler, stored) in &outbox.notices {
+                notices
+                    .insert(handler.as_str(), stored.as_slice())
+                    .map_err(|e| self.error(e))?;
+            }
+        }
         if !outbox.dead.is_empty() {
             let mut dead = write.open_table(DEAD).map_err(|e| self.error(e))?;
             for (handler, number, stored) in &outbox.dead {
@@ -624,6 +642,18 @@ impl StateStore {
             }
         }
         Ok(())
+    }
+
+    /// What `handler`'s notifier held at the last checkpoint, if anything.
+    pub fn notices(&self, handler: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(NOTICES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let stored = table.get(handler).map_err(|e| self.error(e))?;
+        Ok(stored.map(|value| value.value().to_vec()))
     }
 
     /// Every delivery waiting in an outbox: (handler, number, as stored),

@@ -509,6 +509,14 @@ impl Journal {
         std::mem::take(&mut *self.lock())
     }
 
+    /// Record what `handler`'s notifier holds now (`notify.rs`), to commit
+    /// with the next checkpoint in place of what it held before.
+    pub fn note_notices(&self, handler: &str, stored: Vec<u8>) {
+        let mut held = self.lock();
+        held.notices.retain(|(name, _)| name != handler);
+        held.notices.push((handler.to_owned(), stored));
+    }
+
     /// Put back changes a commit failed to write (before what came since).
     pub fn put_back(&self, mut changes: OutboxChanges) {
         let mut held = self.lock();

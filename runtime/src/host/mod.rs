@@ -440,6 +440,7 @@ impl Host {
             sha256: None,
             limits: crate::app::Limits::default(),
             on_failure: crate::app::OnFailure::default(),
+            notify: crate::notify::Policy::default(),
         };
         let descriptor = match role {
             Some(Role::Module) => Some(
