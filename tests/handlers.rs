@@ -853,7 +853,7 @@ const TWILIO_TOKEN: (&str, &str) = ("CORRELATOR_SECRET_TWILIO_TOKEN", "t0k3n");
 
 #[test]
 fn sms_sends_the_originals_text_to_every_recipient_through_a_twilio_compatible_api() {
-    let sink = HttpSink::start("500,200");
+    let sink = HttpSink::start("500,429:1,200");
     let port = sink.port;
     let dir = app_dir(&sms_app(
         &format!(r#"api_base = "http://127.0.0.1:{port}/""#),
@@ -867,7 +867,10 @@ fn sms_sends_the_originals_text_to_every_recipient_through_a_twilio_compatible_a
         .iter()
         .map(|request| request["status"].as_u64().unwrap_or(0))
         .collect();
-    assert_eq!(statuses, [500, 200, 200]);
+    assert_eq!(statuses, [500, 429, 200, 200]);
+    // The 429 asked for a second, and got it.
+    let time = |index: usize| requests[index]["time"].as_f64().unwrap_or(0.0);
+    assert!(time(2) - time(1) >= 1.0, "Retry-After: 1 honoured");
     let mut recipients = Vec::new();
     for request in requests.iter().filter(|request| request["status"] == 200) {
         assert_eq!(request["path"], "/2010-04-01/Accounts/AC123/Messages.json");

@@ -65,8 +65,10 @@ struct Sender {
     /// When the waiting records came: (arrival, `pushed` then), oldest
     /// first.
     arrivals: VecDeque<(Instant, u64)>,
-    /// Arrival order of its oldest waiting record, for ties.
-    seq: u64,
+    /// Arrival order of its waiting records, for ties: runs of records
+    /// that came one after another, as (`pushed` number of the first, its
+    /// arrival number), oldest first; each next record of a run came next.
+    arrival_runs: VecDeque<(u64, u64)>,
     /// Receipts of its waiting records that have one (RELP), by the
     /// record's `pushed` number (from 0), oldest first: they leave with
     /// their records.
@@ -84,7 +86,7 @@ impl Sender {
             pushed: 0,
             released: 0,
             arrivals: VecDeque::new(),
-            seq: 0,
+            arrival_runs: VecDeque::new(),
             receipts: VecDeque::new(),
         }
     }
@@ -99,6 +101,18 @@ impl Sender {
         let at = self.cursor + ahead;
         let block = self.blocks.get(at / BLOCK)?;
         Some((block, at % BLOCK))
+    }
+
+    /// The order key of its oldest waiting record: its time, then its
+    /// arrival number.
+    fn head_key(&self) -> (TimeKey, u64) {
+        let arrival = self
+            .arrival_runs
+            .front()
+            .map_or(u64::MAX, |&(pushed, arrival)| {
+                arrival + (self.released - pushed)
+            });
+        (self.time_of(0), arrival)
     }
 
     /// Time of the waiting record `ahead` places after the oldest.
@@ -276,10 +290,6 @@ impl Reorder {
         let Some(Some(sender)) = self.senders.get_mut(id.0) else {
             return false;
         };
-        if !sender.has_waiting() {
-            self.seq += 1;
-            sender.seq = self.seq;
-        }
         if sender.blocks.back().is_none_or(BatchBuilder::is_full) {
             let block = self.pool.pop().unwrap_or_else(|| BatchBuilder::new(BLOCK));
             sender.blocks.push_back(block);
@@ -297,6 +307,14 @@ impl Reorder {
             sender
                 .receipts
                 .push_back((sender.pushed, Arc::clone(sink), number));
+        }
+        self.seq += 1;
+        let continues_run = sender
+            .arrival_runs
+            .back()
+            .is_some_and(|&(pushed, arrival)| arrival + (sender.pushed - pushed) == self.seq);
+        if !continues_run {
+            sender.arrival_runs.push_back((sender.pushed, self.seq));
         }
         sender.pushed += 1;
         match sender.arrivals.back_mut() {
@@ -365,64 +383,82 @@ impl Reorder {
             watermark.max(forced)
         };
         // The senders' oldest waiting records, oldest first.
-        let mut heads: BinaryHeap<Reverse<(TimeKey, u64, usize)>> = self
+        let mut heads: BinaryHeap<Reverse<((TimeKey, u64), usize)>> = self
             .senders
             .iter()
             .enumerate()
             .filter_map(|(number, sender)| {
                 let sender = sender.as_ref().filter(|sender| sender.has_waiting())?;
-                Some(Reverse((sender.time_of(0), sender.seq, number)))
+                Some(Reverse((sender.head_key(), number)))
             })
             .collect();
         let mut full = false;
-        while let Some(Reverse((time, _, number))) = heads.pop() {
-            if time > limit && self.bytes <= self.max_bytes {
+        'merge: while let Some(Reverse((key, number))) = heads.pop() {
+            if key.0 > limit && self.bytes <= self.max_bytes {
                 break;
             }
-            if out.is_full() {
-                full = true;
-                break;
-            }
+            // The next other sender's oldest: until then, this sender's
+            // records leave one after another, without the heap.
+            let next_other = heads.peek().map(|Reverse((key, _))| *key);
             let Some(Some(sender)) = self.senders.get_mut(number) else {
                 continue;
             };
-            if let Some(block) = sender.blocks.front() {
-                out.push_copy(block.batch(), sender.cursor);
-                self.bytes = self.bytes.saturating_sub(cost_of(block, sender.cursor));
-            }
-            if sender
-                .receipts
-                .front()
-                .is_some_and(|&(pushed, _, _)| pushed == sender.released)
-                && let Some((_, sink, number)) = sender.receipts.pop_front()
-            {
-                out.receipts_mut().add(&sink, number);
-            }
-            self.waiting -= 1;
-            sender.released += 1;
-            sender.cursor += 1;
-            if sender
-                .blocks
-                .front()
-                .is_some_and(|block| sender.cursor >= block.len())
-            {
-                if let Some(mut block) = sender.blocks.pop_front() {
-                    block.clear();
-                    self.pool.push(block);
+            loop {
+                if out.is_full() {
+                    full = true;
+                    break 'merge;
                 }
-                sender.cursor = 0;
-            }
-            while sender
-                .arrivals
-                .front()
-                .is_some_and(|&(_, pushed)| pushed <= sender.released)
-            {
-                sender.arrivals.pop_front();
-            }
-            if sender.has_waiting() {
-                self.seq += 1;
-                sender.seq = self.seq;
-                heads.push(Reverse((sender.time_of(0), sender.seq, number)));
+                if let Some(block) = sender.blocks.front() {
+                    out.push_copy(block.batch(), sender.cursor);
+                    self.bytes = self.bytes.saturating_sub(cost_of(block, sender.cursor));
+                }
+                if sender
+                    .receipts
+                    .front()
+                    .is_some_and(|&(pushed, _, _)| pushed == sender.released)
+                    && let Some((_, sink, number)) = sender.receipts.pop_front()
+                {
+                    out.receipts_mut().add(&sink, number);
+                }
+                self.waiting -= 1;
+                sender.released += 1;
+                sender.cursor += 1;
+                if sender
+                    .blocks
+                    .front()
+                    .is_some_and(|block| sender.cursor >= block.len())
+                {
+                    if let Some(mut block) = sender.blocks.pop_front() {
+                        block.clear();
+                        self.pool.push(block);
+                    }
+                    sender.cursor = 0;
+                }
+                while sender
+                    .arrivals
+                    .front()
+                    .is_some_and(|&(_, pushed)| pushed <= sender.released)
+                {
+                    sender.arrivals.pop_front();
+                }
+                while sender.arrival_runs.len() > 1
+                    && sender
+                        .arrival_runs
+                        .get(1)
+                        .is_some_and(|&(pushed, _)| pushed <= sender.released)
+                {
+                    sender.arrival_runs.pop_front();
+                }
+                if !sender.has_waiting() {
+                    sender.arrival_runs.clear();
+                    break;
+                }
+                let key = sender.head_key();
+                let may_go_on = !(key.0 > limit && self.bytes <= self.max_bytes);
+                if !may_go_on || next_other.is_some_and(|other| other < key) {
+                    heads.push(Reverse((key, number)));
+                    break;
+                }
             }
         }
         if self.waiting == 0 {

@@ -92,8 +92,9 @@ pub fn parse<'a>(line: &'a str, defaults: &TraditionalDefaults) -> Result<Parsed
     let (pri, rest) = match line.strip_prefix('<') {
         Some(after) => {
             let end = after
-                .find('>')
-                .filter(|&end| end <= 3)
+                .bytes()
+                .take(4)
+                .position(|byte| byte == b'>')
                 .ok_or_else(|| ParseError::BadPri(line.chars().take(6).collect()))?;
             let digits = &after[..end];
             let pri: u8 = digits
