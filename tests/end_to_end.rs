@@ -470,6 +470,80 @@ fn traditional_auth_log_lines_work_like_rfc5424() {
 }
 
 #[test]
+fn unpadded_days_years_before_the_date_and_journalctl_short_iso_replay_like_auth_log() {
+    // One failed login (a failed password, then the close) in each way of
+    // writing its time, each from a connection of its own.
+    let writings = [
+        ("Feb 2 15:14:46", "Feb 2 15:14:58", "2023-02-02T15:14:58Z"),
+        (
+            "2023 Feb 20 15:14:46",
+            "2023 Feb 20 15:14:58",
+            "2023-02-20T15:14:58Z",
+        ),
+        (
+            "2023-02-21T15:14:46+0000",
+            "2023-02-21T15:14:58+0000",
+            "2023-02-21T15:14:58Z",
+        ),
+        (
+            "2023-02-22T16:14:46.250000+0100",
+            "2023-02-22T16:14:58.500000+0100",
+            "2023-02-22T16:14:58.500+01:00",
+        ),
+    ];
+    let mut capture = String::new();
+    for (n, (failed, closed, _)) in writings.iter().enumerate() {
+        let port = 60_000 + n;
+        capture.push_str(&format!(
+            "{failed} giganode1 sshd[{n}]: Failed password for testguy from 192.168.1.85 port {port} ssh2\n\
+             {closed} giganode1 sshd[{n}]: Connection closed by authenticating user testguy 192.168.1.85 port {port} [preauth]\n"
+        ));
+    }
+    let events = replay_json(SSHD_JSON_APP, &capture, &["parser.rfc3164_year=2023"]);
+    let failed = of_kind(&events, "SSHDLoginFailed");
+    let times: Vec<&str> = failed
+        .iter()
+        .map(|event| event["time"].as_str().unwrap_or(""))
+        .collect();
+    let expected: Vec<&str> = writings.iter().map(|(_, _, time)| *time).collect();
+    assert_eq!(times, expected);
+    for (n, event) in failed.iter().enumerate() {
+        assert_eq!(event["fields"]["port"], 60_000 + n);
+    }
+}
+
+#[test]
+fn a_replay_in_which_no_line_is_a_record_fails_and_says_why() {
+    let dir = app_dir(SSHD_JSON_APP);
+    std::fs::write(
+        dir.path().join("input.cap"),
+        "Nov 31 10:00:01 host sshd[1]: hello\nnot a syslog line\n",
+    )
+    .expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "-o",
+            "parser.rfc3164_year=2026",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "not a syslog record, skipped: impossible date Nov 31 2026: the month has 30 days line=1",
+    );
+    assert_has(
+        &run.stderr,
+        "error: no line of input.cap is a syslog record (2 refused; the first are logged above with why)",
+    );
+}
+
+#[test]
 fn bad_records_are_reported_with_their_line_and_the_run_goes_on() {
     let mut capture = b"garbage that is not syslog\n".to_vec();
     capture.extend_from_slice(b"<999>1 - - - - - -\n\n");
@@ -484,7 +558,7 @@ fn bad_records_are_reported_with_their_line_and_the_run_goes_on() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_has(
         &run.stderr,
-        "not a syslog record, skipped: bad RFC 3164 timestamp \"garbage that is\": expected \"Mmm dd hh:mm:ss\" line=1",
+        "not a syslog record, skipped: bad RFC 3164 timestamp \"garbage that is not\": expected \"Mmm dd hh:mm:ss\" line=1",
     );
     assert_has(
         &run.stderr,
@@ -1087,7 +1161,7 @@ fn capture_summary_prints_a_line_per_record_with_the_line_it_starts_on() {
             "      1  2023-02-20 15:12:47 giganode1 sshd[2540460]: Accepted publickey for timp from 192.168.1.85 port 60116 ssh2\n      \
              2  2026-11-27 10:00:00 h app: one two three\n      \
              5  {year}-11-27 10:00:01 h2 cron[7]: (root) CMD (true)\n      \
-             6  (not a syslog record: bad RFC 3164 timestamp \"not a record at\": expected \"Mmm dd hh:mm:ss\") not a record at all\n      \
+             6  (not a syslog record: bad RFC 3164 timestamp \"not a record at all\": expected \"Mmm dd hh:mm:ss\") not a record at all\n      \
              8  2023-02-20 15:14:09 giganode1 sshd[2540460]: pam_unix(sshd:session): session closed for user timp\n"
         )
     );

@@ -513,6 +513,13 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     }
     // What the courier and the notifiers did after the last checkpoint.
     modules.commit_outbox();
+    if stats.parsed.records == 0 && stats.parsed.unparsable > 0 {
+        bail!(
+            "no line of {} is a syslog record ({} refused; the first are logged above with why): is it a capture, auth.log, RFC 5424 or journalctl short-iso output?",
+            read_file.display(),
+            stats.parsed.unparsable
+        );
+    }
     Ok(())
 }
 

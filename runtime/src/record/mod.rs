@@ -51,9 +51,20 @@ pub enum ParseError {
     /// An RFC 3339 timestamp that is malformed or names no real time.
     #[error("bad RFC 5424 timestamp {0:?}")]
     BadTimestamp(String),
-    /// A traditional timestamp that is malformed or names no real day.
+    /// A traditional timestamp that is malformed or names no real time.
     #[error("bad RFC 3164 timestamp {0:?}: expected \"Mmm dd hh:mm:ss\"")]
     BadTraditionalTimestamp(String),
+    /// A date the month does not have (`Nov 31`, `Feb 29` of a common
+    /// year): a sender's clock or a year assumed wrongly.
+    #[error("impossible date {date} {year}: the month has {days} days")]
+    ImpossibleDate {
+        /// The date as `Mmm d`.
+        date: String,
+        /// The year it was taken to be in.
+        year: i64,
+        /// Days the month has that year.
+        days: u32,
+    },
     /// The line ends before a required field.
     #[error("record ends after {0}")]
     Truncated(&'static str),

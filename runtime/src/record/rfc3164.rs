@@ -2,7 +2,7 @@
 //! `Mmm dd hh:mm:ss HOST TAG[PID]: MSG`. Also the high-precision variant
 //! rsyslog writes (`2023-02-20T15:12:47.757250-05:00 HOST TAG[PID]: MSG`).
 
-use super::time::{LocalTime, parse_rfc3339};
+use super::time::{LocalTime, days_in_month, parse_rfc3339};
 use super::{ParseError, Parsed, TraditionalDefaults};
 
 const MONTHS: [&str; 12] = [
@@ -15,23 +15,19 @@ pub fn parse<'a>(
     severity: u8,
     defaults: &TraditionalDefaults,
 ) -> Result<Parsed<'a>, ParseError> {
-    let (timestamp, rest) = if text.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+    let bytes = text.as_bytes();
+    let year_first =
+        bytes.len() > 5 && bytes[..4].iter().all(u8::is_ascii_digit) && bytes[4] == b' ';
+    let (timestamp, rest) = if bytes.first().is_some_and(u8::is_ascii_digit) && !year_first {
+        // RFC 3339, as rsyslog's high-precision format and journalctl's
+        // short-iso write it.
         let (stamp, rest) = text
             .split_once(' ')
             .ok_or(ParseError::Truncated("the timestamp"))?;
-        let timestamp =
-            parse_rfc3339(stamp).ok_or_else(|| ParseError::BadTimestamp(stamp.to_owned()))?;
+        let timestamp = parse_rfc3339(stamp).ok_or_else(|| rfc3339_error(stamp))?;
         (timestamp, rest)
     } else {
-        let stamp = text
-            .get(..15)
-            .ok_or_else(|| ParseError::BadTraditionalTimestamp(text.chars().take(15).collect()))?;
-        let timestamp = parse_traditional_time(stamp, defaults)
-            .ok_or_else(|| ParseError::BadTraditionalTimestamp(stamp.to_owned()))?;
-        let rest = text[15..]
-            .strip_prefix(' ')
-            .ok_or(ParseError::Truncated("the timestamp"))?;
-        (timestamp, rest)
+        traditional_time(text, defaults)?
     };
     let (hostname, rest) = rest
         .split_once(' ')
@@ -50,31 +46,96 @@ pub fn parse<'a>(
     })
 }
 
-/// `Mmm dd hh:mm:ss`, the day padded with a space or a zero.
-fn parse_traditional_time(
-    stamp: &str,
-    defaults: &TraditionalDefaults,
-) -> Option<crate::types::Timestamp> {
-    let month = MONTHS.iter().position(|m| stamp.get(..3) == Some(*m))?;
+/// Why an RFC 3339 timestamp did not parse: a day the month does not have,
+/// or anything else.
+pub fn rfc3339_error(stamp: &str) -> ParseError {
     let b = stamp.as_bytes();
-    if b[3] != b' ' || b[6] != b' ' || b[9] != b':' || b[12] != b':' {
-        return None;
+    let field = |at: usize, len: usize| -> Option<u32> { stamp.get(at..at + len)?.parse().ok() };
+    if b.len() >= 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && let (Some(year), Some(month), Some(day)) = (field(0, 4), field(5, 2), field(8, 2))
+        && let Some(impossible) = impossible_date(i64::from(year), month, day)
+    {
+        return impossible;
     }
-    let day_text = stamp[4..6].trim_start();
+    ParseError::BadTimestamp(stamp.to_owned())
+}
+
+/// `ImpossibleDate` when `month` (1-12) of `year` has no `day`.
+fn impossible_date(year: i64, month: u32, day: u32) -> Option<ParseError> {
+    let name = MONTHS.get(usize::try_from(month).ok()?.checked_sub(1)?)?;
+    let days = days_in_month(year, month);
+    (day > days).then(|| ParseError::ImpossibleDate {
+        date: format!("{name} {day}"),
+        year,
+        days,
+    })
+}
+
+/// A traditional timestamp at the start of `text` and what follows it:
+/// `Mmm dd hh:mm:ss` with the day padded by a space or a zero, or not
+/// padded at all (`Feb 7 16:01:07`, as many senders write it), optionally
+/// after a year (`2026 Nov 29 10:00:01`, where senders add it); without a
+/// year, the configured one.
+fn traditional_time<'a>(
+    text: &'a str,
+    defaults: &TraditionalDefaults,
+) -> Result<(crate::types::Timestamp, &'a str), ParseError> {
+    let malformed = || {
+        let shown: String = text.chars().take(20).collect();
+        ParseError::BadTraditionalTimestamp(shown.trim_end().to_owned())
+    };
     let number = |s: &str| -> Option<u32> {
         (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok())?
     };
-    LocalTime {
-        year: defaults.year,
-        month: u32::try_from(month).ok()? + 1,
-        day: number(day_text)?,
-        hour: number(&stamp[7..9])?,
-        minute: number(&stamp[10..12])?,
-        second: number(&stamp[13..15])?,
+    let (year, rest) = match text.get(..5) {
+        Some(head)
+            if head.as_bytes()[4] == b' ' && head[..4].bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            (
+                i64::from(number(&head[..4]).ok_or_else(malformed)?),
+                &text[5..],
+            )
+        }
+        _ => (defaults.year, text),
+    };
+    let month = MONTHS
+        .iter()
+        .position(|m| rest.get(..3) == Some(*m))
+        .ok_or_else(malformed)?;
+    let rest = rest
+        .get(3..)
+        .and_then(|r| r.strip_prefix(' '))
+        .ok_or_else(malformed)?;
+    // The day: "dd", " d", "0d" or "d", then a space.
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    let (day_text, rest) = rest.split_once(' ').ok_or_else(malformed)?;
+    let day = number(day_text)
+        .filter(|_| day_text.len() <= 2)
+        .ok_or_else(malformed)?;
+    let clock = rest.get(..8).ok_or_else(malformed)?;
+    let c = clock.as_bytes();
+    if c[2] != b':' || c[5] != b':' {
+        return Err(malformed());
+    }
+    let month = u32::try_from(month).map_err(|_| malformed())? + 1;
+    let timestamp = LocalTime {
+        year,
+        month,
+        day,
+        hour: number(&clock[..2]).ok_or_else(malformed)?,
+        minute: number(&clock[3..5]).ok_or_else(malformed)?,
+        second: number(&clock[6..8]).ok_or_else(malformed)?,
         nanosecond: 0,
         offset_minutes: defaults.offset_minutes,
     }
     .to_timestamp()
+    .ok_or_else(|| impossible_date(year, month, day).unwrap_or_else(malformed))?;
+    let rest = rest[8..]
+        .strip_prefix(' ')
+        .ok_or(ParseError::Truncated("the timestamp"))?;
+    Ok((timestamp, rest))
 }
 
 /// Split `TAG[PID]: MSG` or `TAG: MSG`; a line without a tag is all message.

@@ -32,7 +32,7 @@ pub fn parse(after_pri: &str, facility: u8, severity: u8) -> Result<Parsed<'_>, 
         }
     } else {
         time::parse_rfc3339(timestamp_text)
-            .ok_or_else(|| ParseError::BadTimestamp(timestamp_text.to_owned()))?
+            .ok_or_else(|| super::rfc3164::rfc3339_error(timestamp_text))?
     };
     let hostname = field(&mut rest, "the hostname")?;
     let app_name = field(&mut rest, "the app-name")?;

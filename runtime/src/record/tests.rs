@@ -121,7 +121,135 @@ fn rejects_truncated_lines() {
     assert_eq!(parse("   ", &DEFAULTS), Err(ParseError::Empty));
     assert_eq!(
         parse("<13>1 2023-02-30T00:00:00Z h a p m -", &DEFAULTS),
-        Err(ParseError::BadTimestamp("2023-02-30T00:00:00Z".into()))
+        Err(ParseError::ImpossibleDate {
+            date: "Feb 30".into(),
+            year: 2023,
+            days: 28
+        })
+    );
+    assert_eq!(
+        parse("<13>1 2023-02-20T25:00:00Z h a p m -", &DEFAULTS),
+        Err(ParseError::BadTimestamp("2023-02-20T25:00:00Z".into()))
+    );
+}
+
+#[test]
+fn an_impossible_date_says_so() {
+    let error = parse("Nov 31 10:00:01 host sshd[1]: hello", &DEFAULTS).map(|_| ());
+    assert_eq!(
+        error,
+        Err(ParseError::ImpossibleDate {
+            date: "Nov 31".into(),
+            year: 2023,
+            days: 30
+        })
+    );
+    assert_eq!(
+        error.map_err(|error| error.to_string()),
+        Err("impossible date Nov 31 2023: the month has 30 days".into())
+    );
+    assert_eq!(
+        parse("Feb 29 10:00:01 host sshd[1]: hello", &DEFAULTS),
+        Err(ParseError::ImpossibleDate {
+            date: "Feb 29".into(),
+            year: 2023,
+            days: 28
+        })
+    );
+    assert_eq!(
+        parse("Nov 31 25:00:01 host sshd[1]: hello", &DEFAULTS),
+        Err(ParseError::ImpossibleDate {
+            date: "Nov 31".into(),
+            year: 2023,
+            days: 30
+        })
+    );
+    assert_eq!(
+        parse("Nov 30 25:00:01 host sshd[1]: hello", &DEFAULTS),
+        Err(ParseError::BadTraditionalTimestamp(
+            "Nov 30 25:00:01 host".into()
+        ))
+    );
+}
+
+#[test]
+fn parses_the_timestamps_real_senders_and_journalctl_write() {
+    let time = |line: &str| {
+        let parsed = ok(line);
+        assert_eq!(
+            (
+                parsed.hostname,
+                parsed.app_name,
+                parsed.proc_id,
+                parsed.message
+            ),
+            ("host", "sshd", "1", "hello"),
+            "{line}"
+        );
+        (
+            parsed.timestamp.seconds,
+            parsed.timestamp.nanoseconds,
+            parsed.timestamp.offset_minutes,
+        )
+    };
+    // 2023-02-07T16:01:07Z; the day unpadded, padded by a space or a zero.
+    for line in [
+        "Feb 7 16:01:07 host sshd[1]: hello",
+        "Feb  7 16:01:07 host sshd[1]: hello",
+        "Feb 07 16:01:07 host sshd[1]: hello",
+        "<38>Feb 7 16:01:07 host sshd[1]: hello",
+    ] {
+        assert_eq!(time(line), (1_675_785_667, 0, 0));
+    }
+    // A year before the date, where senders add one: it wins over the
+    // configured year.
+    assert_eq!(
+        time("2026 Nov 29 10:00:01 host sshd[1]: hello"),
+        (1_795_946_401, 0, 0)
+    );
+    assert_eq!(
+        time("2026 Nov  9 10:00:01 host sshd[1]: hello"),
+        (1_794_218_401, 0, 0)
+    );
+    // journalctl -o short-iso and short-iso-precise: offsets without a colon.
+    assert_eq!(
+        time("2026-11-29T10:00:01+0000 host sshd[1]: hello"),
+        (1_795_946_401, 0, 0)
+    );
+    assert_eq!(
+        time("2026-11-29T11:00:01.123456+0100 host sshd[1]: hello"),
+        (1_795_946_401, 123_456_000, 60)
+    );
+    assert_eq!(
+        time("2026-11-29T05:00:01-0500 host sshd[1]: hello"),
+        (1_795_946_401, 0, -300)
+    );
+    // RFC 5424 lines may drop the colon too.
+    assert_eq!(
+        ok("<13>1 2026-11-29T10:00:01.5+0000 host sshd 1 - - hello")
+            .timestamp
+            .seconds,
+        1_795_946_401
+    );
+    // What still is not a timestamp.
+    for line in [
+        "Feb 123 16:01:07 host sshd[1]: hello",
+        "Feb 7 16:01 host sshd[1]: hello",
+        "Feb7 16:01:07 host sshd[1]: hello",
+        "2026 Foo 29 10:00:01 host sshd[1]: hello",
+    ] {
+        assert!(
+            matches!(
+                parse(line, &DEFAULTS),
+                Err(ParseError::BadTraditionalTimestamp(_))
+            ),
+            "{line}: {:?}",
+            parse(line, &DEFAULTS)
+        );
+    }
+    assert_eq!(
+        parse("2026-11-29T10:00:01+000 host sshd[1]: hello", &DEFAULTS),
+        Err(ParseError::BadTimestamp("2026-11-29T10:00:01+000".into()))
     );
 }
 

@@ -154,7 +154,9 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     }
     let offset_minutes = match rest {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+        // With a colon (RFC 3339), or without (`+0000`, as journalctl's
+        // short-iso and some senders write it).
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
             let hours = digits(&[*h1, *h2], 2)?;
             let minutes = digits(&[*m1, *m2], 2)?;
             if hours > 23 || minutes > 59 {
