@@ -669,6 +669,67 @@ fn an_invalid_filter_is_reported_with_the_handler_and_position() {
 }
 
 #[test]
+fn config_tables_of_instances_set_what_their_config_sets_and_every_error_names_its_place() {
+    let app = |config: &str| {
+        format!(
+            "{config}\n[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+        )
+    };
+    // [config.module.NAME] is the module's own config: with a limit of 1,
+    // each of the sample's three failed passwords is an attack.
+    let events = replay_json(
+        &app("[config.module.OpenSSH]\nlogin_failure_limit = 1"),
+        &std::fs::read_to_string(sample_capture()).expect("sample"),
+        &["state.enabled=false"],
+    );
+    assert_eq!(of_kind(&events, "SSHDAttemptsExceeded").len(), 3);
+    let check = |config: &str| {
+        let dir = app_dir(&app(config));
+        let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        run.stderr
+    };
+    assert_eq!(
+        check("[config.module.OpenSSH]\nlogin_failure_limit = \"three\""),
+        "error: app.toml line 2 column 23: configuration item \"module.OpenSSH.login_failure_limit\": \"three\" is not a valid integer\n"
+    );
+    assert_eq!(
+        check("[config.module.OpenSHH]\nlogin_failure_limit = 3"),
+        "error: app.toml line 2 column 23: [config.module.OpenSHH]: the app has no module \"OpenSHH\" (its modules: OpenSSH)\n"
+    );
+    assert_eq!(
+        check("[config.handler.console]\nformat = \"text\""),
+        "error: app.toml line 2 column 10: handler.console.format is set twice: here and at app.toml line 7 column 21\n"
+    );
+    assert_eq!(
+        check("[config]\n\"state.checkpoint_interval\" = \"soon\""),
+        "error: app.toml line 2 column 31: configuration item \"state.checkpoint_interval\": \"soon\" is not a valid float\n"
+    );
+    // What run refuses, check refuses.
+    assert_eq!(
+        check("[config.state]\ncheckpoint_interval = -5"),
+        "error: state.checkpoint_interval must be between 0.001 and 3600 seconds, not -5\n"
+    );
+    // A misspelt instance in --option: the instances the app has.
+    let dir = app_dir(&app(""));
+    let run = correlator(
+        dir.path(),
+        &[
+            "check",
+            "--app",
+            "app.toml",
+            "-o",
+            "module.OpenSHH.login_failure_limit=2",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: in --option: unknown configuration item \"module.OpenSHH.login_failure_limit\"; the app's modules: OpenSSH\n"
+    );
+}
+
+#[test]
 fn configuration_errors_name_the_key_value_type_and_place() {
     let dir = app_dir(
         "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\nconfig = { login_failure_limt = 6 }\n[handlers.h]\ncomponent = \"builtin:log\"\n",

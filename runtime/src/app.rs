@@ -600,16 +600,23 @@ impl App {
 
         let mut config = Vec::new();
         flatten_table("", &raw.config, &mut config);
+        let offsets = config_offsets(text);
         let config = config
             .into_iter()
-            .map(|(key, value)| Setting {
-                key,
-                value,
-                location: Location {
-                    file: path.to_owned(),
-                    line: 0,
-                    column: 0,
-                },
+            .map(|(key, value)| {
+                let location = match offsets.get(&key) {
+                    Some(&offset) => location(path, text, offset),
+                    None => Location {
+                        file: path.to_owned(),
+                        line: 0,
+                        column: 0,
+                    },
+                };
+                Setting {
+                    key,
+                    value,
+                    location,
+                }
             })
             .collect();
 
@@ -786,6 +793,8 @@ impl App {
         if modules.is_empty() || handlers.is_empty() {
             return Err(AppError::Empty(path.to_owned()));
         }
+        let mut modules = modules;
+        let config = move_instance_settings(config, &mut modules, &mut handlers)?;
         let name = raw
             .name
             .filter(|name| !name.trim().is_empty())
@@ -833,6 +842,94 @@ fn flatten_table(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml:
             other => out.push((key, other.clone())),
         }
     }
+}
+
+/// Give `[config.module.NAME]` and `[config.handler.NAME]` values to their
+/// instance, as if written in its `config = { ... }`; the rest of
+/// `[config]` is returned. A value set in both places, or for an instance
+/// the app does not have, is an error naming where.
+fn move_instance_settings(
+    config: Vec<Setting>,
+    modules: &mut [InstanceSpec],
+    handlers: &mut [InstanceSpec],
+) -> Result<Vec<Setting>, AppError> {
+    let mut system = Vec::new();
+    for setting in config {
+        let mut parts = setting.key.splitn(3, '.');
+        let (Some(role), Some(name)) = (parts.next(), parts.next()) else {
+            system.push(setting);
+            continue;
+        };
+        let instances = match role {
+            "module" => &mut *modules,
+            "handler" => &mut *handlers,
+            _ => {
+                system.push(setting);
+                continue;
+            }
+        };
+        let known = instances
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let Some(spec) = instances.iter_mut().find(|spec| spec.name == name) else {
+            return Err(AppError::BadGrant {
+                message: format!(
+                    "[config.{role}.{name}]: the app has no {role} \"{name}\" (its {role}s: {known})"
+                ),
+                location: setting.location,
+            });
+        };
+        if let Some(earlier) = spec.config.iter().find(|own| own.key == setting.key) {
+            return Err(AppError::BadGrant {
+                message: format!(
+                    "{} is set twice: here and at {}",
+                    setting.key, earlier.location
+                ),
+                location: setting.location,
+            });
+        }
+        spec.config.push(setting);
+    }
+    Ok(system)
+}
+
+/// Where each value of the `[config]` table is written (byte offsets, by
+/// flattened key), for messages about it: the typed parse keeps no spans
+/// inside a free-form table, so the text is read again, spanned.
+fn config_offsets(text: &str) -> std::collections::HashMap<String, usize> {
+    fn walk(
+        prefix: &str,
+        table: &toml::de::DeTable<'_>,
+        out: &mut std::collections::HashMap<String, usize>,
+    ) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
+            match value.get_ref() {
+                toml::de::DeValue::Table(inner) => walk(&key, inner, out),
+                _ => {
+                    out.insert(key, value.span().start);
+                }
+            }
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    if let Ok(document) = toml::de::DeTable::parse(text)
+        && let Some(config) = document
+            .get_ref()
+            .iter()
+            .find(|(key, _)| key.get_ref() == "config")
+            .map(|(_, value)| value)
+        && let toml::de::DeValue::Table(table) = config.get_ref()
+    {
+        walk("", table, &mut out);
+    }
+    out
 }
 
 /// Line and column (both from 1) of a byte offset.

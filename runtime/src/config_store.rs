@@ -157,11 +157,24 @@ impl ConfigStore {
             .filter(|k| k.rsplit_once('.').map_or("", |(p, _)| p) == prefix)
             .map(String::as_str)
             .collect();
-        if siblings.is_empty() {
-            String::new()
-        } else {
-            format!("; known items here: {}", siblings.join(", "))
+        if !siblings.is_empty() {
+            return format!("; known items here: {}", siblings.join(", "));
         }
+        // An instance's item under a name the app does not have: name the
+        // instances it has.
+        let Some((role @ ("module" | "handler"), _)) = prefix.split_once('.') else {
+            return String::new();
+        };
+        let mut instances: Vec<&str> = self
+            .items
+            .keys()
+            .filter_map(|k| k.strip_prefix(role)?.strip_prefix('.')?.split('.').next())
+            .collect();
+        instances.dedup();
+        if instances.is_empty() {
+            return String::new();
+        }
+        format!("; the app's {role}s: {}", instances.join(", "))
     }
 
     /// Set an item from text, as given by `--option key=value`.

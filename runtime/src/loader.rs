@@ -166,7 +166,7 @@ pub fn load(
     for setting in &app.config {
         store
             .set_toml(&setting.key, &setting.value, Source::AppFile)
-            .map_err(|error| anyhow!("{}: [config]: {error}", app.path.display()))?;
+            .map_err(|error| anyhow!("{}: {error}", setting.location))?;
     }
     let key_of = |option: &String| {
         option
@@ -291,6 +291,8 @@ pub fn load(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    // Checked for `check` too: it refuses what `run` would.
+    let interval = checkpoint_interval(&store)?;
     let mut stored_notices = std::collections::HashMap::new();
     let persistence = if purpose == Purpose::Run {
         let state = open_state(app, &store, &run_dir, discard)?;
@@ -318,7 +320,7 @@ pub fn load(
                 Ok(Persistence::new(
                     state,
                     owners,
-                    checkpoint_interval(&store)?,
+                    interval,
                     checkpoint,
                     journal.clone(),
                 ))
@@ -420,7 +422,7 @@ pub fn existing_state_store(app: &App, options: &[String]) -> anyhow::Result<Opt
     for setting in &app.config {
         store
             .set_toml(&setting.key, &setting.value, Source::AppFile)
-            .map_err(|error| anyhow!("{}: [config]: {error}", app.path.display()))?;
+            .map_err(|error| anyhow!("{}: {error}", setting.location))?;
     }
     for option in options {
         let key = option
