@@ -730,6 +730,51 @@ fn config_tables_of_instances_set_what_their_config_sets_and_every_error_names_i
 }
 
 #[test]
+fn config_shows_each_instances_filter_grants_limits_failure_policy_and_notify() {
+    let dir = app_dir(
+        r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+on_failure = "disable"
+limits = { memory_mib = 32, call_timeout_ms = 200 }
+[handlers.hook]
+component = "builtin:webhook"
+filter = 'event.kind == "SSHDAttemptsExceeded"'
+grants = { network = ["hooks.example.com:443", "[::1]:*"], secrets = ["hook_key"], dir = "t", dir_mode = "read-only", dir_quota_mib = 5 }
+config = { url = "https://hooks.example.com/x" }
+notify = { group_by = ["host"], rate_limit = { messages = 10, per_s = 3600 } }
+"#,
+    );
+    std::fs::create_dir(dir.path().join("t")).expect("mkdir");
+    let run = correlator_with_env(
+        dir.path(),
+        &["config", "--app", "app.toml"],
+        &[("CORRELATOR_SECRET_HOOK_KEY", "k")],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let instances = run
+        .stdout
+        .split_once("\nmodule OpenSSH")
+        .map(|(_, rest)| format!("module OpenSSH{rest}"))
+        .expect("an instance section");
+    assert_eq!(
+        instances,
+        "module OpenSSH (builtin:sshd)
+  grants: nothing
+  limits: memory 32 MiB, 200 ms per call, 100000 events and 16777216 bytes of events per call, 1048576 bytes per event, 100 log lines/s, stack 512 KiB, state 64 MiB, backlog 16384 KiB
+  on_failure: disable
+
+handler hook (builtin:webhook)
+  filter: event.kind == \"SSHDAttemptsExceeded\"
+  grants: dir \"t\" (read-only, at most 5 MiB); network hooks.example.com:443, [::1]:*; secrets hook_key
+  limits: memory 64 MiB, 1000 ms per call, 100000 events and 16777216 bytes of events per call, 1048576 bytes per event, 100 log lines/s, stack 512 KiB, state 64 MiB, backlog 16384 KiB
+  on_failure: restart
+  notify: group by [host], wait 30 s, interval 300 s, repeats suppressed for 14400 s; at most 10 messages per 3600 s, the rest in a digest
+"
+    );
+}
+
+#[test]
 fn configuration_errors_name_the_key_value_type_and_place() {
     let dir = app_dir(
         "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\nconfig = { login_failure_limt = 6 }\n[handlers.h]\ncomponent = \"builtin:log\"\n",

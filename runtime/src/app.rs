@@ -81,6 +81,93 @@ pub enum HostPattern {
     Name(String),
 }
 
+impl fmt::Display for NetworkPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            HostPattern::Any => write!(f, "*")?,
+            HostPattern::Ip(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
+            HostPattern::Ip(ip) => write!(f, "{ip}")?,
+            HostPattern::Name(name) => write!(f, "{name}")?,
+        }
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => write!(f, ":*"),
+        }
+    }
+}
+
+impl InstanceSpec {
+    /// What the app file gives the instance besides its configuration
+    /// items, one `name: value` line each, for `correlator config`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some((filter, _)) = &self.filter {
+            lines.push(format!("filter: {filter}"));
+        }
+        let grants = &self.grants;
+        let mut granted = Vec::new();
+        if let Some((dir, _)) = &grants.dir {
+            let mode = match grants.dir_mode {
+                DirMode::ReadWrite => "read-write",
+                DirMode::ReadOnly => "read-only",
+            };
+            granted.push(format!(
+                "dir \"{dir}\" ({mode}, at most {} MiB)",
+                grants.dir_quota_mib
+            ));
+        }
+        if !grants.network.is_empty() {
+            let network: Vec<String> = grants.network.iter().map(ToString::to_string).collect();
+            granted.push(format!("network {}", network.join(", ")));
+        }
+        if !grants.secrets.is_empty() {
+            let secrets: Vec<&str> = grants
+                .secrets
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect();
+            granted.push(format!("secrets {}", secrets.join(", ")));
+        }
+        if grants.stdout {
+            granted.push("standard output".into());
+        }
+        lines.push(format!(
+            "grants: {}",
+            if granted.is_empty() {
+                "nothing".to_owned()
+            } else {
+                granted.join("; ")
+            }
+        ));
+        let limits = &self.limits;
+        lines.push(format!(
+            "limits: memory {} MiB, {} ms per call, {} events and {} bytes of events per call, {} bytes per event, {} log lines/s, stack {} KiB, state {} MiB, backlog {} KiB",
+            limits.memory_mib,
+            limits.call_timeout_ms,
+            limits.events_per_call,
+            limits.event_bytes_per_call,
+            limits.event_bytes,
+            limits.log_lines_per_second,
+            limits.stack_kib,
+            limits.state_mib,
+            limits.backlog_kib
+        ));
+        let on_failure = match self.on_failure {
+            OnFailure::Restart => "restart",
+            OnFailure::Disable => "disable",
+            OnFailure::Abort => "abort",
+        };
+        lines.push(format!("on_failure: {on_failure}"));
+        if let Some(notify) = self.notify.describe() {
+            lines.push(format!("notify: {notify}"));
+        }
+        if let Some((digest, _)) = &self.sha256 {
+            lines.push(format!("sha256: {digest}"));
+        }
+        lines
+    }
+}
+
 impl NetworkPattern {
     /// Parse `HOST:PORT`.
     pub fn parse(text: &str) -> Result<NetworkPattern, String> {

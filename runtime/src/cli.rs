@@ -649,7 +649,7 @@ fn load_for_inspection(args: &AppArgs, purpose: Purpose) -> anyhow::Result<(App,
 }
 
 fn print_config(args: &AppArgs) -> anyhow::Result<()> {
-    let (_, loaded) = load_for_inspection(args, Purpose::Inspect)?;
+    let (app, loaded) = load_for_inspection(args, Purpose::Inspect)?;
     let rows: Vec<[String; 6]> = loaded
         .store
         .items()
@@ -678,9 +678,31 @@ fn print_config(args: &AppArgs) -> anyhow::Result<()> {
             line.push_str(&format!("{cell:<width$}  "));
         }
         line.push_str(&row[5]);
-        writeln!(out, "{line}")?;
+        if !wrote(writeln!(out, "{line}"))? {
+            return Ok(());
+        }
+    }
+    // What each instance gets besides its items.
+    for spec in app.instances() {
+        let mut text = format!("\n{} {} ({})\n", spec.role.noun(), spec.name, spec.source);
+        for line in spec.describe() {
+            text.push_str(&format!("  {line}\n"));
+        }
+        if !wrote(write!(out, "{text}"))? {
+            return Ok(());
+        }
     }
     Ok(())
+}
+
+/// Whether a write to standard output went through: `false` once the
+/// reader has gone (`correlator config | head`), which is no error.
+fn wrote(result: std::io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn check(args: &AppArgs) -> anyhow::Result<()> {

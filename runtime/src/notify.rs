@@ -185,6 +185,28 @@ impl Policy {
     pub fn is_active(&self) -> bool {
         self.grouping.is_some() || self.rate_limit.is_some()
     }
+
+    /// The policy in words, for `correlator config`; `None` when inactive.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(grouping) = &self.grouping {
+            parts.push(format!(
+                "group by [{}], wait {} s, interval {} s, repeats suppressed for {} s",
+                grouping.group_by.join(", "),
+                grouping.wait_ms / 1000,
+                grouping.interval_ms / 1000,
+                grouping.repeat_interval_ms / 1000
+            ));
+        }
+        if let Some(limit) = &self.rate_limit {
+            parts.push(format!(
+                "at most {} per {} s, the rest in a digest",
+                counted(u64::from(limit.messages), "message", "messages"),
+                limit.per_ms / 1000
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// What time the handler stage goes by.
