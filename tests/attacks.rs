@@ -366,6 +366,7 @@ fn a_summary_or_cell_cannot_pass_for_other_output_in_text_or_csv() {
         env!("CORRELATOR_TEST_GUEST_HOSTILE")
     ));
     std::fs::write(dir.path().join("input.cap"), capture()).expect("write capture");
+    std::fs::create_dir(dir.path().join("run")).expect("mkdir run");
     let (run, took) = replay_input(dir.path(), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(took < WALL_TIME_BOUND, "took {took:?}");

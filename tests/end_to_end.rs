@@ -544,6 +544,33 @@ fn a_replay_in_which_no_line_is_a_record_fails_and_says_why() {
 }
 
 #[test]
+fn a_run_directory_that_is_missing_or_a_capture_that_is_a_directory_stops_before_anything_runs() {
+    let dir = app_dir(SSHD_JSON_APP);
+    let run = correlator(
+        dir.path(),
+        &["check", "--app", "app.toml", "-o", "system.run_dir=missing"],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: system.run_dir missing is not a directory; create it first (it is not created, so that a mistyped path does not scatter state and output in a new one)\n"
+    );
+    assert!(!dir.path().join("missing").exists());
+    std::fs::create_dir(dir.path().join("captures")).expect("mkdir");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "captures"],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stdout, "", "nothing dispatched");
+    assert_eq!(
+        run.stderr,
+        "error: --read-file captures: is a directory; give a capture or log file (or - for standard input)\n"
+    );
+    assert!(!dir.path().join("state.redb").exists(), "no state written");
+}
+
+#[test]
 fn bad_records_are_reported_with_their_line_and_the_run_goes_on() {
     let mut capture = b"garbage that is not syslog\n".to_vec();
     capture.extend_from_slice(b"<999>1 - - - - - -\n\n");
@@ -775,6 +802,42 @@ handler hook (builtin:webhook)
 }
 
 #[test]
+fn grants_a_component_cannot_use_or_wider_than_any_needs_are_warned_about() {
+    let dir = app_dir(
+        r#"
+[modules.OpenSSH]
+component = "builtin:sshd"
+grants = { dir = "/", network = ["*:*"] }
+[handlers.audit]
+component = "builtin:csv"
+grants = { dir = "csv", secrets = ["x"] }
+"#,
+    );
+    std::fs::create_dir(dir.path().join("csv")).expect("mkdir");
+    let run = correlator_with_env(
+        dir.path(),
+        &["check", "--app", "app.toml"],
+        &[("CORRELATOR_SECRET_X", "1")],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|line| line.split_once("WARN correlator::host: ").map(|(_, w)| w))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "app.toml line 3 column 13: module \"OpenSSH\" (builtin:sshd) is granted dir = \"/\": the whole file system; grant a directory of its own",
+            "app.toml line 3 column 13: module \"OpenSSH\" (builtin:sshd) is granted dir = \"/\" but does not import wasi:filesystem: the grant gives it nothing",
+            "app.toml line 3 column 13: module \"OpenSSH\" (builtin:sshd) is granted network \"*:*\": every destination; name the HOST:PORT it needs",
+            "app.toml line 3 column 13: module \"OpenSSH\" (builtin:sshd) is granted network destinations but imports neither wasi:sockets, wasi:http nor correlator:plugin/delivery: the grant gives it nothing",
+            "app.toml line 6 column 13: handler \"audit\" (builtin:csv) is granted secrets but does not import correlator:plugin/secrets: the grant gives it nothing",
+        ]
+    );
+}
+
+#[test]
 fn configuration_errors_name_the_key_value_type_and_place() {
     let dir = app_dir(
         "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\nconfig = { login_failure_limt = 6 }\n[handlers.h]\ncomponent = \"builtin:log\"\n",
@@ -855,9 +918,11 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         ],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // The items' table, up to the instances' sections.
     let rows: Vec<Vec<&str>> = run
         .stdout
         .lines()
+        .take_while(|line| !line.is_empty())
         .map(|line| {
             line.split("  ")
                 .map(str::trim)
@@ -1298,7 +1363,7 @@ fn capture_filter_leaves_out_the_records_marked_in_the_list() {
                 "capture",
                 "filter",
                 "mixed.cap",
-                "--keep",
+                "--without",
                 "list.txt",
                 "--out",
                 "trimmed.cap",
@@ -1328,7 +1393,7 @@ fn capture_filter_leaves_out_the_records_marked_in_the_list() {
             "capture",
             "filter",
             "mixed.cap",
-            "--keep",
+            "--without",
             "other.txt",
             "--out",
             "new.cap",
@@ -1339,6 +1404,7 @@ fn capture_filter_leaves_out_the_records_marked_in_the_list() {
         run.stderr,
         "error: other.txt marks records on lines 3 that mixed.cap does not have (was the list made from another capture?); nothing written\n"
     );
+    // (--keep, the option's old name, still works.)
     std::fs::write(dir.path().join("bad.txt"), "1 fine\nnonsense\n").expect("write list");
     let run = correlator(
         dir.path(),

@@ -39,7 +39,7 @@ use std::time::Instant;
         correlator check --app apps/ssh-report.toml\n  \
         correlator inspect builtin:sshd\n  \
         correlator capture summary 20261127.cap > list.txt\n  \
-        correlator capture filter 20261127.cap --keep list.txt --out trimmed.cap\n  \
+        correlator capture filter 20261127.cap --without list.txt --out trimmed.cap\n  \
         correlator outbox --app app.toml list"
 )]
 struct Cli {
@@ -126,7 +126,7 @@ struct OutboxSelection {
 enum CaptureCommand {
     /// Print one line per record: its line number, time, host, program and
     /// the start of its message. Save it, mark records with a leading # and
-    /// give it to `capture filter --keep`.
+    /// give it to `capture filter --without`.
     Summary {
         /// The capture file.
         #[arg(value_name = "CAPTURE")]
@@ -139,8 +139,8 @@ enum CaptureCommand {
         #[arg(value_name = "CAPTURE")]
         capture: PathBuf,
         /// The list: `capture summary`'s output, with the lines of records
-        /// to leave out starting with #.
-        #[arg(long, value_name = "LIST")]
+        /// to leave out starting with #. (`--keep` is the old name.)
+        #[arg(long = "without", alias = "keep", value_name = "LIST")]
         keep: PathBuf,
         /// The new capture (must not exist yet).
         #[arg(long, value_name = "NEW")]
@@ -391,6 +391,22 @@ fn outbox(args: &OutboxArgs) -> anyhow::Result<()> {
 
 fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     let app = App::load(&args.app.app)?;
+    // A capture that cannot be read is refused before anything starts.
+    if let Some(capture) = &args.read_file
+        && capture.as_os_str() != "-"
+    {
+        match std::fs::metadata(capture) {
+            Ok(metadata) if metadata.is_dir() => bail!(
+                "--read-file {}: is a directory; give a capture or log file (or - for standard input)",
+                capture.display()
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("cannot open capture {}", capture.display())));
+            }
+        }
+    }
     let loader::Loaded {
         mut modules,
         mut handlers,

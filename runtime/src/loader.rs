@@ -177,6 +177,12 @@ pub fn load(
         store.set_option(option).context("in --option")?;
     }
     let run_dir = PathBuf::from(store.text("system.run_dir").unwrap_or("."));
+    if matches!(purpose, Purpose::Run | Purpose::Check) && !run_dir.is_dir() {
+        bail!(
+            "system.run_dir {} is not a directory; create it first (it is not created, so that a mistyped path does not scatter state and output in a new one)",
+            run_dir.display()
+        );
+    }
 
     let clock = StreamClock::default();
     let compile_cache = compile_cache_dir(store.text("system.compile_cache").unwrap_or("auto"));

@@ -238,7 +238,12 @@ impl Host {
     /// cover.
     fn check_imports(&self, spec: &InstanceSpec, loaded: &LoadedComponent) -> anyhow::Result<()> {
         let component_type = loaded.component.component_type();
-        for (import, _) in component_type.imports(&self.engine_of(loaded)?.engine) {
+        let engine = &self.engine_of(loaded)?.engine;
+        let imports: Vec<&str> = component_type
+            .imports(engine)
+            .map(|(name, _)| name)
+            .collect();
+        for &import in &imports {
             check_import(
                 import,
                 spec.grants.dir.is_some(),
@@ -252,6 +257,16 @@ impl Host {
                     spec.source
                 )
             })?;
+        }
+        // Only once it is not refused: then its grants are what it gets.
+        for warning in grant_warnings(spec, &imports) {
+            tracing::warn!(
+                "{}: {} \"{}\" ({}) {warning}",
+                spec.source_location,
+                spec.role.noun(),
+                spec.name,
+                spec.source
+            );
         }
         Ok(())
     }
@@ -285,6 +300,58 @@ impl Host {
             .into_anyhow()
             .with_context(|| format!("cannot link {} for \"{}\"", spec.source, spec.name))
     }
+}
+
+/// What is wrong, though allowed, with what an instance is granted: grants
+/// its component cannot use (it does not import the interface they open),
+/// and grants wider than any component needs (the whole file system, every
+/// destination). An operator reviewing an untrusted component should see
+/// both.
+pub fn grant_warnings(spec: &InstanceSpec, imports: &[&str]) -> Vec<String> {
+    let imports_any = |packages: &[&str]| {
+        imports.iter().any(|import| {
+            let interface = import.split('@').next().unwrap_or(import);
+            packages.iter().any(|package| {
+                interface == *package || interface.split('/').next() == Some(*package)
+            })
+        })
+    };
+    let mut warnings = Vec::new();
+    let grants = &spec.grants;
+    if let Some((dir, _)) = &grants.dir {
+        if dir.trim_end_matches('/').is_empty() && dir.starts_with('/') {
+            warnings.push(format!(
+                "is granted dir = \"{dir}\": the whole file system; grant a directory of its own"
+            ));
+        }
+        if !imports_any(&["wasi:filesystem"]) {
+            warnings.push(format!(
+                "is granted dir = \"{dir}\" but does not import wasi:filesystem: the grant gives it nothing"
+            ));
+        }
+    }
+    if grants
+        .network
+        .iter()
+        .any(|pattern| pattern.host == crate::app::HostPattern::Any && pattern.port.is_none())
+    {
+        warnings.push(
+            "is granted network \"*:*\": every destination; name the HOST:PORT it needs".into(),
+        );
+    }
+    if !grants.network.is_empty()
+        && !imports_any(&["wasi:sockets", "wasi:http", "correlator:plugin/delivery"])
+    {
+        warnings.push(
+            "is granted network destinations but imports neither wasi:sockets, wasi:http nor correlator:plugin/delivery: the grant gives it nothing".into(),
+        );
+    }
+    if !grants.secrets.is_empty() && !imports_any(&["correlator:plugin/secrets"]) {
+        warnings.push(
+            "is granted secrets but does not import correlator:plugin/secrets: the grant gives it nothing".into(),
+        );
+    }
+    warnings
 }
 
 /// Whether a component may import `import` given whether it was granted a
@@ -513,6 +580,12 @@ fn untrusted_cache(directory: &Path) -> Option<String> {
     while let Some(path) = pending.pop() {
         let metadata = match std::fs::symlink_metadata(&path) {
             Ok(metadata) => metadata,
+            // Gone since it was listed: another process's temporary file
+            // (wasmtime writes `*.wip-*` files and renames them); what is
+            // gone cannot be loaded.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && path != directory => {
+                continue;
+            }
             Err(error) => return Some(format!("cannot look at {}: {error}", path.display())),
         };
         let mode = metadata.permissions().mode() & 0o777;
