@@ -515,22 +515,10 @@ fn unpadded_days_years_before_the_date_and_journalctl_short_iso_replay_like_auth
 #[test]
 fn a_replay_in_which_no_line_is_a_record_fails_and_says_why() {
     let dir = app_dir(SSHD_JSON_APP);
-    std::fs::write(
-        dir.path().join("input.cap"),
-        "Nov 31 10:00:01 host sshd[1]: hello\nnot a syslog line\n",
-    )
-    .expect("write capture");
-    let run = correlator(
+    let run = replay_in(
         dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "-o",
-            "parser.rfc3164_year=2026",
-        ],
+        "Nov 31 10:00:01 host sshd[1]: hello\nnot a syslog line\n",
+        &["parser.rfc3164_year=2026"],
     );
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_has(
@@ -1512,19 +1500,7 @@ fn a_record_dated_far_from_the_stream_neither_moves_the_clock_nor_floods_ticks()
     // daily tick came for every day up to it: 356,478 SSHDStats.
     let stray = sample_with("<14>1 2999-02-20T15:13:00-05:00 giganode1 cron 77 - - a broken clock");
     let dir = app_dir(SSHD_JSON_APP);
-    std::fs::write(dir.path().join("input.cap"), &stray).expect("write capture");
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "-o",
-            "state.enabled=false",
-        ],
-    );
+    let run = replay_in(dir.path(), &stray, &["state.enabled=false"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     // Exactly the events of the same line dated like its neighbours.
     let dated = sample_with("<14>1 2023-02-20T15:13:00-05:00 giganode1 cron 77 - - a broken clock");

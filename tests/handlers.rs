@@ -31,19 +31,7 @@ fn attack(capture: &mut String, address: &str, start: u32, pid: u32) {
 
 /// Replay `capture` in `dir` (its `app.toml`); the run must succeed.
 fn replay(dir: &Path, capture: &str) -> Run {
-    std::fs::write(dir.join("input.cap"), capture).expect("write capture");
-    let run = correlator(
-        dir,
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "-o",
-            "state.enabled=false",
-        ],
-    );
+    let run = replay_in(dir, capture, &["state.enabled=false"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     run
 }

@@ -68,16 +68,23 @@ component = "builtin:log"
 config = { format = "json" }
 "#;
 
+/// Write `capture` as `input.cap` in `dir` and replay it through the
+/// directory's `app.toml`, with each of `options` as `-o`: the outcome,
+/// whatever it is.
+pub fn replay_in(dir: &Path, capture: &str, options: &[&str]) -> Run {
+    std::fs::write(dir.join("input.cap"), capture).expect("write capture");
+    let mut args = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
+    for option in options {
+        args.extend(["-o", option]);
+    }
+    correlator(dir, &args)
+}
+
 /// Replay `capture` through `app`, expect success, and return stdout's
 /// JSON lines.
 pub fn replay_json(app: &str, capture: &str, options: &[&str]) -> Vec<Value> {
     let dir = app_dir(app);
-    std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
-    let mut args = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
-    for option in options {
-        args.extend(["--option", option]);
-    }
-    let run = correlator(dir.path(), &args);
+    let run = replay_in(dir.path(), capture, options);
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     json_lines(&run.stdout)
 }
