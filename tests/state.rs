@@ -188,7 +188,7 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     std::fs::copy(&fixture, &store).expect("copy the version-1 store");
     assert_eq!(
         check(&[]),
-        "state ./state.redb: checkpoint after record 13 of first.cap (stream clock 2023-02-20 15:14:50, committed 2026-11-27 17:03:51 UTC)\n\
+        "state ./state.redb: checkpoint after record 13 of first.cap (stream clock 2023-02-20 20:14:50 UTC, committed 2026-11-27 17:03:51 UTC)\n\
          state ./state.redb: module \"OpenSSH\" has 1 key (350 bytes) at version 1, which the next start migrates to version 3\n\
          app.toml: ok (1 modules, 1 handlers)\n"
     );

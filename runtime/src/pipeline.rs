@@ -446,15 +446,9 @@ fn warn_if_older(restored: Option<&Checkpoint>, batch: &RecordBatch) {
         return;
     };
     if first < checkpoint.clock.seconds {
-        let utc = |seconds| {
-            crate::record::time::format_local(&Timestamp {
-                seconds,
-                nanoseconds: 0,
-                offset_minutes: 0,
-            })
-        };
+        let utc = crate::record::time::format_utc;
         tracing::warn!(
-            "the first record ({} UTC) is older than the state this run continues from ({} UTC); modules see time go back, and ticks resume only after it (start with --discard-state to begin empty)",
+            "the first record ({}) is older than the state this run continues from ({}); modules see time go back, and ticks resume only after it (start with --discard-state to begin empty)",
             utc(first),
             utc(checkpoint.clock.seconds)
         );
@@ -562,7 +556,7 @@ impl ModuleStage {
                 source = %checkpoint.source,
                 position = checkpoint.position,
                 records = checkpoint.records,
-                clock = %crate::record::time::format_local(&checkpoint.clock),
+                clock = %crate::record::time::format_utc(checkpoint.clock.seconds),
                 "continuing from the state checkpoint after record {} of {}",
                 checkpoint.position,
                 checkpoint.source

@@ -126,17 +126,13 @@ impl Checkpoint {
     /// Where a run stood at this checkpoint, for people: `after record N
     /// of SOURCE (stream clock ..., committed ... UTC)`.
     pub fn describe(&self) -> String {
-        let committed = Timestamp {
-            seconds: i64::try_from(self.written_at).unwrap_or(i64::MAX),
-            nanoseconds: 0,
-            offset_minutes: 0,
-        };
+        let utc = crate::record::time::format_utc;
         format!(
-            "after record {} of {} (stream clock {}, committed {} UTC)",
+            "after record {} of {} (stream clock {}, committed {})",
             self.position,
             self.source,
-            crate::record::time::format_local(&self.clock),
-            crate::record::time::format_local(&committed)
+            utc(self.clock.seconds),
+            utc(i64::try_from(self.written_at).unwrap_or(i64::MAX))
         )
     }
 }

@@ -445,12 +445,7 @@ fn seconds_since_epoch(time: SystemTime) -> u64 {
 
 /// `YYYY-MM-DD HH:MM:SS UTC` of seconds since the epoch.
 fn utc(seconds: u64) -> String {
-    let time = crate::types::Timestamp {
-        seconds: i64::try_from(seconds).unwrap_or(i64::MAX),
-        nanoseconds: 0,
-        offset_minutes: 0,
-    };
-    format!("{} UTC", crate::record::time::format_local(&time))
+    crate::record::time::format_utc(i64::try_from(seconds).unwrap_or(i64::MAX))
 }
 
 /// One line for `correlator outbox list` of a delivery as stored, waiting

@@ -46,6 +46,17 @@ pub fn format_local(timestamp: &Timestamp) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM:SS UTC` of seconds since the epoch: how log lines and
+/// `check` show the stream clock and other instants, one way everywhere.
+pub fn format_utc(seconds: i64) -> String {
+    let time = Timestamp {
+        seconds,
+        nanoseconds: 0,
+        offset_minutes: 0,
+    };
+    format!("{} UTC", format_local(&time))
+}
+
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
