@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Run `correlator run --app app.toml --read-file input.cap` in `dir` over
 /// `capture` with `args`; expect success and return the JSON events.
-fn replay_in(dir: &Path, capture: &str, args: &[&str]) -> Vec<Value> {
+fn replay_events_in(dir: &Path, capture: &str, args: &[&str]) -> Vec<Value> {
     std::fs::write(dir.join("input.cap"), capture).expect("write capture");
     let mut all = vec!["run", "--app", "app.toml", "--read-file", "input.cap"];
     all.extend(args);
@@ -52,8 +52,8 @@ fn the_sample_capture_split_at_every_record_boundary_gives_the_events_of_one_rep
         let dir = app_dir(SSHD_JSON_APP);
         let first: String = lines[..split].iter().map(|l| format!("{l}\n")).collect();
         let rest: String = lines[split..].iter().map(|l| format!("{l}\n")).collect();
-        let mut events = without_final_statistics(replay_in(dir.path(), &first, &[]));
-        events.extend(replay_in(dir.path(), &rest, &[]));
+        let mut events = without_final_statistics(replay_events_in(dir.path(), &first, &[]));
+        events.extend(replay_events_in(dir.path(), &rest, &[]));
         assert_eq!(events, whole, "split after record {split}");
     }
 }
@@ -62,9 +62,9 @@ fn the_sample_capture_split_at_every_record_boundary_gives_the_events_of_one_rep
 fn a_brute_force_split_across_a_restart_is_counted_once() {
     let (before, after) = brute_force_split();
     let dir = app_dir(SSHD_JSON_APP);
-    let first = replay_in(dir.path(), &before, &[]);
+    let first = replay_events_in(dir.path(), &before, &[]);
     assert_eq!(of_kind(&first, "SSHDAttemptsExceeded").len(), 0);
-    let second = replay_in(dir.path(), &after, &[]);
+    let second = replay_events_in(dir.path(), &after, &[]);
     let exceeded = of_kind(&second, "SSHDAttemptsExceeded");
     assert_eq!(exceeded.len(), 1, "{second:?}");
     assert_eq!(exceeded[0]["fields"]["host"], "198.51.100.7");
@@ -76,8 +76,8 @@ fn a_brute_force_split_across_a_restart_is_counted_once() {
     // Without the store, the second run starts from nothing and misses it.
     let dir = app_dir(SSHD_JSON_APP);
     let off = ["-o", "state.enabled=false"];
-    replay_in(dir.path(), &before, &off);
-    let second = replay_in(dir.path(), &after, &off);
+    replay_events_in(dir.path(), &before, &off);
+    let second = replay_events_in(dir.path(), &after, &off);
     assert_eq!(of_kind(&second, "SSHDAttemptsExceeded").len(), 0);
     assert!(!dir.path().join("state.redb").exists());
 }
@@ -105,10 +105,10 @@ fn a_session_open_across_a_restart_is_reported_with_its_whole_length() {
         "pam_unix(sshd:session): session closed for user carol",
     );
     let dir = app_dir(SSHD_JSON_APP);
-    let first = replay_in(dir.path(), &before, &[]);
+    let first = replay_events_in(dir.path(), &before, &[]);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["fields"]["partial"], 1);
-    let second = replay_in(dir.path(), &after, &[]);
+    let second = replay_events_in(dir.path(), &after, &[]);
     let logins = of_kind(&second, "SSHDLoginSucceeded");
     assert_eq!(logins.len(), 1, "{second:?}");
     assert_eq!(logins[0]["fields"]["user"], "carol");
@@ -189,7 +189,7 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     assert_eq!(
         check(&[]),
         "state ./state.redb: checkpoint after record 13 of first.cap (stream clock 2023-02-20 20:14:50 UTC, committed 2026-11-27 17:03:51 UTC)\n\
-         state ./state.redb: module \"OpenSSH\" has 1 key (350 bytes) at version 1, which the next start migrates to version 3\n\
+         state ./state.redb: module \"OpenSSH\" has 1 key (421 bytes) at version 1, which the next start migrates to version 3\n\
          app.toml: ok (1 modules, 1 handlers)\n"
     );
     assert_eq!(
@@ -202,21 +202,31 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
         "state: off (state.enabled is false)\napp.toml: ok (1 modules, 1 handlers)\n"
     );
 
-    // After a start has migrated it, it is at version 3.
-    replay_in(dir.path(), "", &[]);
+    // After a start has migrated it, it is at version 3; check counts its
+    // bytes as a run does (keys, values and 64 bytes an entry).
+    replay_events_in(dir.path(), "", &[]);
     let report = check(&[]);
-    assert_has(
-        &report,
-        "state ./state.redb: module \"OpenSSH\" has 1 key (",
+    let bytes = report
+        .split_once("state ./state.redb: module \"OpenSSH\" has 1 key (")
+        .and_then(|(_, rest)| rest.split_once(" bytes) at version 3\napp.toml: ok"))
+        .map(|(bytes, _)| bytes.to_owned())
+        .unwrap_or_else(|| panic!("no state line in {report}"));
+    std::fs::write(dir.path().join("input.cap"), "").expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--read-file", "input.cap"],
     );
-    assert_has(&report, " bytes) at version 3\napp.toml: ok");
+    assert_has(
+        &run.stderr,
+        &format!("instance=OpenSSH keys=1 bytes={bytes}\n"),
+    );
 }
 
 #[test]
 fn records_older_than_the_state_are_taken_with_a_warning() {
     let dir = app_dir(SSHD_JSON_APP);
     let capture = std::fs::read_to_string(sample_capture()).expect("sample capture");
-    replay_in(dir.path(), &capture, &[]);
+    replay_events_in(dir.path(), &capture, &[]);
     std::fs::write(
         dir.path().join("old.cap"),
         "<86>1 2020-01-01T00:00:00Z server sshd 1 - - Connection closed by 192.0.2.1 port 1 [preauth]\n",
@@ -622,7 +632,7 @@ fn sigterm_stops_a_replay_of_a_quiet_pipe_cleanly_and_the_next_run_counts_on() {
             Some("SSHDStats")
         ]
     );
-    let second = replay_in(dir.path(), &after, &[]);
+    let second = replay_events_in(dir.path(), &after, &[]);
     assert_eq!(
         of_kind(&second, "SSHDAttemptsExceeded").len(),
         1,

@@ -632,7 +632,12 @@ fn check_state(
             continue;
         };
         let current = ownership_of(module, digest)?;
-        let bytes: usize = keys.iter().map(|(_, len)| len).sum();
+        // Counted as the run counts it (and as limits.state_mib does): keys,
+        // values and 64 bytes an entry.
+        let bytes: u64 = keys
+            .iter()
+            .map(|(key, len)| crate::state_store::entry_bytes(key.len(), *len))
+            .sum();
         let plural = if keys.len() == 1 { "" } else { "s" };
         let what = format!(
             "state {shown}: module \"{}\" has {} key{plural} ({bytes} bytes) at version {}",
