@@ -559,6 +559,51 @@ fn a_run_directory_that_is_missing_or_a_capture_that_is_a_directory_stops_before
 }
 
 #[test]
+fn check_refuses_a_granted_directory_or_a_state_store_that_cannot_be_written() {
+    let dir = app_dir(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n[handlers.audit]\ncomponent = \"builtin:csv\"\ngrants = { dir = \"csv\" }\n",
+    );
+    // A file where the directory would be.
+    std::fs::write(dir.path().join("csv"), "").expect("write");
+    let run = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: app.toml line 5 column 18: handler \"audit\" is granted ./csv to write, and it cannot be written: Not a directory (os error 20)\n"
+    );
+    std::fs::remove_file(dir.path().join("csv")).expect("remove");
+    std::fs::write(dir.path().join("sub"), "").expect("write");
+    let run = correlator(
+        dir.path(),
+        &[
+            "check",
+            "--app",
+            "app.toml",
+            "-o",
+            "state.file=sub/state.redb",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr,
+        "error: the state store ./sub/state.redb cannot be written (state.enabled = false runs without it): Not a directory (os error 20)\n"
+    );
+    // Nothing was left behind by the probes.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["app.toml", "sub"]);
+}
+
+#[test]
 fn bad_records_are_reported_with_their_line_and_the_run_goes_on() {
     let mut capture = b"garbage that is not syslog\n".to_vec();
     capture.extend_from_slice(b"<999>1 - - - - - -\n\n");

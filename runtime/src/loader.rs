@@ -337,6 +337,7 @@ pub fn load(
     };
 
     let state_report = if purpose == Purpose::Check {
+        check_writable(app, &store, &run_dir)?;
         check_state(app, &store, &run_dir, &mut modules, &digests)?
     } else {
         Vec::new()
@@ -454,6 +455,59 @@ fn state_file(store: &ConfigStore, run_dir: &Path) -> Option<PathBuf> {
         return None;
     }
     Some(run_dir.join(store.text("state.file").unwrap_or("state.redb")))
+}
+
+/// For `check`: every directory granted to be written, and the state
+/// file's directory, can be written (a start would fail on them, or its
+/// first commit would). Each is probed with a file created and removed; a
+/// directory not there yet is probed where it would be created.
+fn check_writable(app: &App, store: &ConfigStore, run_dir: &Path) -> anyhow::Result<()> {
+    for spec in app.instances() {
+        if let Some((dir, location)) = &spec.grants.dir
+            && spec.grants.dir_mode == crate::app::DirMode::ReadWrite
+        {
+            let path = run_dir.join(dir);
+            probe_writable(&path).with_context(|| {
+                format!(
+                    "{location}: {} \"{}\" is granted {} to write, and it cannot be written",
+                    spec.role.noun(),
+                    spec.name,
+                    path.display()
+                )
+            })?;
+        }
+    }
+    if let Some(path) = state_file(store, run_dir) {
+        let dir = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        probe_writable(dir).with_context(|| {
+            format!(
+                "the state store {} cannot be written (state.enabled = false runs without it)",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Create and remove a file in `dir`, or in the nearest directory above it
+/// that exists (where `dir` would be created).
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    let probe = existing.join(format!(".correlator-check-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// The notifier of a handler with a `notify` policy, or with events its
