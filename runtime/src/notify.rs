@@ -460,7 +460,8 @@ impl Notifier {
             }
         };
         if let Some(grouping) = &self.policy.grouping {
-            let mut keys: Vec<&String> = self
+            // Groups in a stable order: by when their first event came.
+            let mut keys: Vec<(Option<i64>, String)> = self
                 .groups
                 .iter()
                 .filter(|(_, group)| {
@@ -468,12 +469,10 @@ impl Notifier {
                         .due_at(grouping)
                         .is_some_and(|due| everything || due <= now)
                 })
-                .map(|(key, _)| key)
+                .map(|(key, group)| (group.first_held, key.clone()))
                 .collect();
-            // Groups in a stable order: by when their first event came.
-            keys.sort_by_key(|key| (self.groups[*key].first_held, (*key).clone()));
-            let keys: Vec<String> = keys.into_iter().cloned().collect();
-            for key in keys {
+            keys.sort_unstable();
+            for (_, key) in keys {
                 if let Some(group) = self.groups.get_mut(&key) {
                     let (message, bytes) = group_message(&key, group, now);
                     self.held_bytes = self.held_bytes.saturating_sub(bytes);

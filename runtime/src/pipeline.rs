@@ -1184,7 +1184,12 @@ impl HandlerStage {
         }
         // Notifiers see time move event by event, so that a wait ends
         // between the events it ends between, whatever the batches.
-        let times = if self.routes.iter().any(|route| route.notifier.is_some()) {
+        let times = if !self.routes.iter().any(|route| route.notifier.is_some()) {
+            Vec::new()
+        } else if self.clock == NotifyClock::Wall {
+            // One reading of the wall clock for the whole part.
+            vec![self.clock.now_ms().unwrap_or(0); events.len()]
+        } else {
             events
                 .iter()
                 .map(|event| {
@@ -1192,8 +1197,6 @@ impl HandlerStage {
                     self.clock.now_ms().unwrap_or(0)
                 })
                 .collect()
-        } else {
-            Vec::new()
         };
         let events: Vec<&Dispatched> = events.iter().collect();
         self.counters.events += events.len() as u64;
