@@ -231,6 +231,25 @@ fn send_all(address: SocketAddr, loads: &[Vec<u8>]) {
 struct Measured {
     seconds: f64,
     received: u64,
+    /// Processor time the receiver used (user and system, all threads,
+    /// start to exit), where known: steadier than the rate on a busy
+    /// machine, so that two builds compare even when the rates are noisy.
+    cpu_seconds: Option<f64>,
+}
+
+/// Processor time of this process's children that have been waited for,
+/// in seconds (`cutime` + `cstime` of /proc/self/stat).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(13)
+        .take(2)
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
 }
 
 /// Connection counts measured, in order.
@@ -242,6 +261,7 @@ struct Tally {
     what: &'static str,
     best: [f64; CONNECTIONS.len()],
     lost: [u64; CONNECTIONS.len()],
+    cpu: [Vec<f64>; CONNECTIONS.len()],
 }
 
 impl Tally {
@@ -251,6 +271,7 @@ impl Tally {
             what,
             best: [0.0; CONNECTIONS.len()],
             lost: [0; CONNECTIONS.len()],
+            cpu: Default::default(),
         }
     }
 
@@ -258,17 +279,28 @@ impl Tally {
     fn add(&mut self, round: usize, slot: usize, sent: u64, measured: Measured) {
         let rate = measured.received as f64 / measured.seconds;
         let lost = sent - measured.received;
+        let cpu = measured
+            .cpu_seconds
+            .map(|cpu| format!(", {cpu:.2} s of CPU"))
+            .unwrap_or_default();
         println!(
-            "round {round}, {:>2} connections: {:<10} {rate:>9.0} messages/s, {lost} lost",
+            "round {round}, {:>2} connections: {:<10} {rate:>9.0} messages/s, {lost} lost{cpu}",
             CONNECTIONS[slot], self.name
         );
         self.best[slot] = self.best[slot].max(rate);
         self.lost[slot] += lost;
+        self.cpu[slot].extend(measured.cpu_seconds);
     }
 
     fn print_best(&self, rounds: usize, slot: usize) {
+        let mut cpu = self.cpu[slot].clone();
+        cpu.sort_by(f64::total_cmp);
+        let cpu = cpu
+            .get(cpu.len().saturating_sub(1) / 2)
+            .map(|median| format!(", median {median:.2} s of CPU"))
+            .unwrap_or_default();
         println!(
-            "best of {rounds}, {:>2} connections: {:<10} {:>9.0} messages/s {} ({} lost in all rounds)",
+            "best of {rounds}, {:>2} connections: {:<10} {:>9.0} messages/s {} ({} lost in all rounds{cpu})",
             CONNECTIONS[slot], self.name, self.best[slot], self.what, self.lost[slot]
         );
     }
@@ -332,8 +364,10 @@ fn run_correlator(
         .status()
         .expect("kill");
     assert!(status.success());
+    let cpu_before = children_cpu_seconds();
     let exit = child.wait().expect("wait");
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = Some(children_cpu_seconds() - cpu_before);
     assert!(exit.success(), "correlator failed: see {}", log.display());
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let received = text
@@ -343,7 +377,11 @@ fn run_correlator(
         .and_then(|(_, rest)| rest.split(' ').next())
         .and_then(|number| number.parse().ok())
         .unwrap_or(0);
-    Measured { seconds, received }
+    Measured {
+        seconds,
+        received,
+        cpu_seconds,
+    }
 }
 
 fn rsyslog(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -> Measured {
@@ -374,7 +412,11 @@ fn rsyslog(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -> Mea
     let seconds = started.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
-    Measured { seconds, received }
+    Measured {
+        seconds,
+        received,
+        cpu_seconds: None,
+    }
 }
 
 /// Start rsyslogd with `input` (module and input lines), writing one byte
@@ -568,7 +610,11 @@ fn rsyslog_relp(rsyslogd: &Path, dir: &Path, loads: &[Vec<u8>], expected: u64) -
     let seconds = started.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
-    Measured { seconds, received }
+    Measured {
+        seconds,
+        received,
+        cpu_seconds: None,
+    }
 }
 
 /// Wait until `out` holds `expected` messages (two bytes each), or stops
@@ -657,5 +703,6 @@ fn rsyslog_udp(rsyslogd: &Path, dir: &Path, lines: &[&str]) -> Measured {
     Measured {
         seconds,
         received: last.0 - before,
+        cpu_seconds: None,
     }
 }

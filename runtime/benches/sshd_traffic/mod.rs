@@ -124,14 +124,28 @@ pub fn generate(count: usize, out: &mut String) {
 }
 
 fn format_time(second: u64, micros: u64) -> String {
-    let day = second / 86_400;
+    let (year, month, date) = civil_from_days(second / 86_400);
     let rest = second % 86_400;
-    // Days since 2023-02-20 (day 19408) stay within the month for the sizes used here.
-    let date = 20 + (day - 19_408);
     format!(
-        "2023-02-{date:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        "{year}-{month:02}-{date:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         rest / 3600,
         rest / 60 % 60,
         rest % 60
     )
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+/// Hinnant's algorithm), so that large captures run into later months.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let date = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, date)
 }

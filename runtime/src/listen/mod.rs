@@ -574,20 +574,14 @@ fn take_in_order(
         return;
     };
     let time = (parsed.timestamp.seconds, parsed.timestamp.nanoseconds);
-    if reorder.admit(sender, time, arrived) {
-        counts.take_parsed(builder, position, text, &parsed, peer);
-        message.add_receipt(builder);
-    } else {
-        let waits = reorder.wait(sender, arrived, receipt, |waiting| {
-            waiting.push(position, text, &parsed, peer);
-        });
-        if !waits {
-            // Never so: `push` always adds the record. Its receipt goes on
-            // rather than be lost.
-            message.add_receipt(builder);
-        }
+    let record = (position, text, &parsed, peer);
+    if !reorder.admit(sender, time, arrived) && reorder.wait(sender, arrived, receipt, record) {
         // Counted now: it leaves for the modules later, whatever happens.
         counts.records += 1;
+    } else {
+        // It may go on at once (or, never so, its sender is unknown).
+        counts.take_parsed(builder, position, text, &parsed, peer);
+        message.add_receipt(builder);
     }
 }
 

@@ -18,13 +18,14 @@
 //! not know of yet may have been passed already by the others', and are
 //! then processed late.
 //!
-//! A record is parsed once: waiting records sit parsed in their sender's
-//! own batch, and leave by a merge of the senders' oldest records. A record
-//! that may leave at once (nothing waits, and no other sender is behind
-//! it: always so with one sender) never waits at all.
+//! A record is parsed once: waiting records sit parsed and packed in
+//! their sender's own queue (`record/packed.rs`), and leave by a merge of
+//! the senders' oldest records. A record that may leave at once (nothing
+//! waits, and no other sender is behind it: always so with one sender)
+//! never waits at all.
 
 use crate::receipts::ReceiptSink;
-use crate::record::{BatchBuilder, SPANS_PER_RECORD};
+use crate::record::{BatchBuilder, PackedRecords, Parsed};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,19 +34,20 @@ use std::time::{Duration, Instant};
 /// Most bytes of records waiting; past it the oldest leave at once.
 pub const REORDER_MAX_BYTES: usize = 64 << 20;
 
-/// What one waiting record counts against [`REORDER_MAX_BYTES`] besides its
-/// text.
-const RECORD_OVERHEAD: usize = 96;
-
 /// A record's time as an order key: seconds and nanoseconds since the
 /// epoch, UTC.
 pub type TimeKey = (i64, u32);
 
-/// Records of one sender are kept in blocks of this many, taken from and
-/// given back to a pool shared by all senders, so that waiting records
-/// cost no reallocation (growing one buffer per sender, and freeing it,
-/// made the kernel zero fresh pages for most of the parser's time).
-const BLOCK: usize = 256;
+/// Records of one sender are kept in blocks of about this many bytes of
+/// text, taken from and given back to a pool shared by all senders, so
+/// that waiting records cost no reallocation (growing one buffer per
+/// sender, and freeing it, made the kernel zero fresh pages for most of
+/// the parser's time).
+const BLOCK_BYTES: usize = 16 << 10;
+
+/// A sender's first block is this small, and is not pooled: a listener
+/// that hears from many senders that each say little holds little.
+const FIRST_BLOCK_BYTES: usize = 1 << 10;
 
 /// One sender's progress and waiting records.
 struct Sender {
@@ -55,16 +57,15 @@ struct Sender {
     heard: Instant,
     /// Its connection ended: it waits for no record of its own any more.
     ended: bool,
-    /// Its waiting records, parsed, in blocks of [`BLOCK`] (all full but
-    /// the last); `cursor` is the first still waiting in the first block.
-    blocks: VecDeque<BatchBuilder>,
-    cursor: usize,
+    /// Its waiting records, parsed and packed, in blocks (all full but
+    /// the last; the first may have given some up).
+    blocks: VecDeque<PackedRecords>,
     /// Records ever given to it to wait, and ever released.
     pushed: u64,
     released: u64,
-    /// When the waiting records came: (arrival, `pushed` then), oldest
-    /// first.
-    arrivals: VecDeque<(Instant, u64)>,
+    /// When the waiting records came: (arrival, `pushed` then, `newest`
+    /// then), oldest first.
+    arrivals: VecDeque<(Instant, u64, TimeKey)>,
     /// Arrival order of its waiting records, for ties: runs of records
     /// that came one after another, as (`pushed` number of the first, its
     /// arrival number), oldest first; each next record of a run came next.
@@ -82,7 +83,6 @@ impl Sender {
             heard: now,
             ended: false,
             blocks: VecDeque::new(),
-            cursor: 0,
             pushed: 0,
             released: 0,
             arrivals: VecDeque::new(),
@@ -95,14 +95,6 @@ impl Sender {
         self.released < self.pushed
     }
 
-    /// The block and index of the waiting record `ahead` places after the
-    /// oldest.
-    fn locate(&self, ahead: usize) -> Option<(&BatchBuilder, usize)> {
-        let at = self.cursor + ahead;
-        let block = self.blocks.get(at / BLOCK)?;
-        Some((block, at % BLOCK))
-    }
-
     /// The order key of its oldest waiting record: its time, then its
     /// arrival number.
     fn head_key(&self) -> (TimeKey, u64) {
@@ -112,33 +104,13 @@ impl Sender {
             .map_or(u64::MAX, |&(pushed, arrival)| {
                 arrival + (self.released - pushed)
             });
-        (self.time_of(0), arrival)
+        let time = self
+            .blocks
+            .front()
+            .and_then(PackedRecords::front_time)
+            .unwrap_or((i64::MAX, 0));
+        (time, arrival)
     }
-
-    /// Time of the waiting record `ahead` places after the oldest.
-    fn time_of(&self, ahead: usize) -> TimeKey {
-        self.locate(ahead).map_or((i64::MAX, 0), |(block, index)| {
-            let batch = block.batch();
-            (
-                batch.seconds.get(index).copied().unwrap_or(i64::MAX),
-                batch.nanoseconds.get(index).copied().unwrap_or(0),
-            )
-        })
-    }
-}
-
-/// Bytes record `index` of `block` counts.
-fn cost_of(block: &BatchBuilder, index: usize) -> usize {
-    let spans = block
-        .batch()
-        .spans
-        .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
-        .unwrap_or(&[]);
-    spans
-        .chunks_exact(2)
-        .map(|pair| pair[1] as usize)
-        .sum::<usize>()
-        + RECORD_OVERHEAD
 }
 
 /// A sender's number in a [`Reorder`], valid until the next
@@ -155,8 +127,8 @@ pub struct Reorder {
     /// Numbers by address.
     numbers: HashMap<Arc<str>, usize>,
     free: Vec<usize>,
-    /// Empty blocks to reuse.
-    pool: Vec<BatchBuilder>,
+    /// Empty blocks of [`BLOCK_BYTES`] to reuse.
+    pool: Vec<PackedRecords>,
     /// Records waiting, over every sender.
     waiting: usize,
     bytes: usize,
@@ -276,33 +248,42 @@ impl Reorder {
             })
     }
 
-    /// Keep the record `admit` refused: `parse` pushes it to a block of the
-    /// sender's waiting records; its `receipt`, if it has one, leaves with
-    /// it. `false` if it was not kept (`parse` pushed nothing, or the sender
+    /// Keep the record `admit` refused (parsed from `line`, from `peer`,
+    /// at `position`) with the sender's waiting records; its `receipt`, if
+    /// it has one, leaves with it. `false` if it was not kept (the sender
     /// is unknown).
     pub fn wait(
         &mut self,
         id: SenderId,
         now: Instant,
         receipt: Option<(&Arc<ReceiptSink>, u64)>,
-        parse: impl FnOnce(&mut BatchBuilder),
+        record: (u64, &str, &Parsed<'_>, &str),
     ) -> bool {
+        let (position, line, parsed, peer) = record;
         let Some(Some(sender)) = self.senders.get_mut(id.0) else {
             return false;
         };
-        if sender.blocks.back().is_none_or(BatchBuilder::is_full) {
-            let block = self.pool.pop().unwrap_or_else(|| BatchBuilder::new(BLOCK));
-            sender.blocks.push_back(block);
-        }
-        let Some(block) = sender.blocks.back_mut() else {
-            return false;
+        let text_bytes = line.len() + peer.len();
+        let block = match sender.blocks.back_mut() {
+            Some(block) if block.has_room(text_bytes) => block,
+            _ => {
+                let block = if sender.blocks.is_empty() && sender.pushed == 0 {
+                    PackedRecords::with_capacity(FIRST_BLOCK_BYTES.max(text_bytes))
+                } else if text_bytes <= BLOCK_BYTES {
+                    self.pool
+                        .pop()
+                        .unwrap_or_else(|| PackedRecords::with_capacity(BLOCK_BYTES))
+                } else {
+                    PackedRecords::with_capacity(text_bytes)
+                };
+                sender.blocks.push_back(block);
+                let Some(block) = sender.blocks.back_mut() else {
+                    return false;
+                };
+                block
+            }
         };
-        let before = block.len();
-        parse(block);
-        if block.len() == before {
-            return false;
-        }
-        self.bytes += cost_of(block, before);
+        self.bytes += block.push(position, line, parsed, peer);
         if let Some((sink, number)) = receipt {
             sender
                 .receipts
@@ -318,8 +299,13 @@ impl Reorder {
         }
         sender.pushed += 1;
         match sender.arrivals.back_mut() {
-            Some((arrived, pushed)) if *arrived == now => *pushed = sender.pushed,
-            _ => sender.arrivals.push_back((now, sender.pushed)),
+            Some((arrived, pushed, newest)) if *arrived == now => {
+                *pushed = sender.pushed;
+                *newest = sender.newest;
+            }
+            _ => sender
+                .arrivals
+                .push_back((now, sender.pushed, sender.newest)),
         }
         self.waiting += 1;
         true
@@ -339,8 +325,8 @@ impl Reorder {
                 sender
                     .arrivals
                     .iter()
-                    .find(|&&(_, pushed)| pushed > sender.released)
-                    .map(|&(arrived, _)| arrived + self.hold)
+                    .find(|&&(_, pushed, _)| pushed > sender.released)
+                    .map(|&(arrived, _, _)| arrived + self.hold)
             })
             .min()
     }
@@ -365,14 +351,14 @@ impl Reorder {
             if !sender.ended && now.duration_since(sender.heard) < forget {
                 watermark = watermark.min(sender.newest);
             }
-            // The newest of its records that have waited the hold.
-            while let Some(&(arrived, pushed)) = sender.arrivals.front() {
+            // The newest time among its records that have waited the
+            // hold (and those before them).
+            while let Some(&(arrived, pushed, newest)) = sender.arrivals.front() {
                 if now.duration_since(arrived) < self.hold {
                     break;
                 }
                 if pushed > sender.released {
-                    let ahead = usize::try_from(pushed - 1 - sender.released).unwrap_or(usize::MAX);
-                    forced = forced.max(sender.time_of(ahead));
+                    forced = forced.max(newest);
                 }
                 sender.arrivals.pop_front();
             }
@@ -408,9 +394,10 @@ impl Reorder {
                     full = true;
                     break 'merge;
                 }
-                if let Some(block) = sender.blocks.front() {
-                    out.push_copy(block.batch(), sender.cursor);
-                    self.bytes = self.bytes.saturating_sub(cost_of(block, sender.cursor));
+                if let Some(block) = sender.blocks.front_mut()
+                    && let Some(bytes) = block.take_into(out)
+                {
+                    self.bytes = self.bytes.saturating_sub(bytes);
                 }
                 if sender
                     .receipts
@@ -422,22 +409,17 @@ impl Reorder {
                 }
                 self.waiting -= 1;
                 sender.released += 1;
-                sender.cursor += 1;
-                if sender
-                    .blocks
-                    .front()
-                    .is_some_and(|block| sender.cursor >= block.len())
+                if sender.blocks.front().is_some_and(PackedRecords::is_drained)
+                    && let Some(mut block) = sender.blocks.pop_front()
+                    && (BLOCK_BYTES..=BLOCK_BYTES * 2).contains(&block.text_capacity())
                 {
-                    if let Some(mut block) = sender.blocks.pop_front() {
-                        block.clear();
-                        self.pool.push(block);
-                    }
-                    sender.cursor = 0;
+                    block.clear();
+                    self.pool.push(block);
                 }
                 while sender
                     .arrivals
                     .front()
-                    .is_some_and(|&(_, pushed)| pushed <= sender.released)
+                    .is_some_and(|&(_, pushed, _)| pushed <= sender.released)
                 {
                     sender.arrivals.pop_front();
                 }
@@ -454,6 +436,9 @@ impl Reorder {
                     break;
                 }
                 let key = sender.head_key();
+                if let Some(block) = sender.blocks.front() {
+                    block.touch_front();
+                }
                 let may_go_on = !(key.0 > limit && self.bytes <= self.max_bytes);
                 if !may_go_on || next_other.is_some_and(|other| other < key) {
                     heads.push(Reverse((key, number)));
@@ -489,16 +474,13 @@ mod tests {
             year: 2023,
             offset_minutes: 0,
         };
-        let push = |builder: &mut BatchBuilder| {
-            let mut parsed = crate::record::parse(&line, &defaults).expect("a record");
-            parsed.timestamp.seconds = time;
-            builder.push(position, &line, &parsed, peer);
-        };
+        let mut parsed = crate::record::parse(&line, &defaults).expect("a record");
+        parsed.timestamp.seconds = time;
         let id = reorder.sender(peer, now);
         if reorder.admit(id, (time, 0), now) {
-            push(out);
+            out.push(position, &line, &parsed, peer);
         } else {
-            reorder.wait(id, now, None, push);
+            assert!(reorder.wait(id, now, None, (position, &line, &parsed, peer)));
         }
     }
 

@@ -82,46 +82,31 @@ impl BatchBuilder {
         self.latest = Some(parsed.timestamp);
     }
 
-    /// Add record `index` of another batch, as it was parsed there (its
-    /// fields' text copied, nothing parsed again): to pass on records that
-    /// waited elsewhere.
-    pub fn push_copy(&mut self, from: &RecordBatch, index: usize) {
+    /// Add a record whose fields were found before (`packed.rs`): its
+    /// `text` (line and peer) copied, each (start, length) pair of `spans`
+    /// counted from the start of `text`.
+    pub(super) fn push_fields(
+        &mut self,
+        time: Timestamp,
+        priority: u8,
+        position: u64,
+        text: &str,
+        spans: impl Iterator<Item = (u32, u32)>,
+    ) {
         let batch = &mut self.batch;
-        let spans = from
-            .spans
-            .get(index * SPANS_PER_RECORD * 2..(index + 1) * SPANS_PER_RECORD * 2)
-            .unwrap_or(&[]);
-        // The record's fields lie in one stretch of `from.text` (its line
-        // and its peer): copied at once, the spans moved with it.
-        let fields = spans.chunks_exact(2).filter(|pair| pair[1] > 0);
-        let first = fields.clone().map(|pair| pair[0]).min().unwrap_or(0);
-        let end = fields.map(|pair| pair[0] + pair[1]).max().unwrap_or(0);
-        let stretch = from.text.get(first as usize..end as usize).unwrap_or("");
         let base = to_u32(batch.text.len());
-        batch.text.push_str(stretch);
-        for pair in spans.chunks_exact(2) {
-            let (start, len) = (pair[0], pair[1]);
-            // An empty field is (0, 0), as `push` makes it; a field outside
-            // the stretch (never so) is empty too.
-            let inside = len > 0 && !stretch.is_empty();
-            let moved = if inside { start - first + base } else { 0 };
-            batch.spans.push(moved);
-            batch.spans.push(if inside { len } else { 0 });
+        batch.text.push_str(text);
+        for (start, len) in spans {
+            // An empty field is (0, 0), as `push` makes it.
+            batch
+                .spans
+                .extend_from_slice(&[if len > 0 { start + base } else { 0 }, len]);
         }
-        let time = Timestamp {
-            seconds: from.seconds.get(index).copied().unwrap_or(0),
-            nanoseconds: from.nanoseconds.get(index).copied().unwrap_or(0),
-            offset_minutes: from.offset_minutes.get(index).copied().unwrap_or(0),
-        };
         batch.seconds.push(time.seconds);
         batch.nanoseconds.push(time.nanoseconds);
         batch.offset_minutes.push(time.offset_minutes);
-        batch
-            .priorities
-            .push(from.priorities.get(index).copied().unwrap_or(13));
-        batch
-            .positions
-            .push(from.positions.get(index).copied().unwrap_or(0));
+        batch.priorities.push(priority);
+        batch.positions.push(position);
         self.latest = Some(time);
     }
 
@@ -207,7 +192,7 @@ fn part<T: Copy>(values: &[T], range: &std::ops::Range<usize>) -> Vec<T> {
 }
 
 /// Batches are far below 4 GiB; saturate rather than wrap if one is not.
-fn to_u32(value: usize) -> u32 {
+pub(super) fn to_u32(value: usize) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 

@@ -6,12 +6,14 @@
 
 mod batch;
 mod intake;
+mod packed;
 mod rfc3164;
 mod rfc5424;
 pub mod time;
 
 pub use batch::{BatchBuilder, SPANS_PER_RECORD, records, single_record};
 pub use intake::{Origin, ParseCounts};
+pub use packed::PackedRecords;
 
 use crate::types::Timestamp;
 use thiserror::Error;

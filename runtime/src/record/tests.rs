@@ -341,23 +341,18 @@ fn batches_store_each_line_once_with_spans() {
 }
 
 #[test]
-fn a_record_copied_from_another_batch_keeps_every_field() {
+fn a_packed_record_keeps_every_field() {
     let lines = [
         (
             "<86>1 2023-02-20T15:12:47Z host sshd 7 - - hello",
             "127.0.0.1:5",
         ),
         (
-            "<13>1 2023-02-20T15:12:48.5Z other app - ID9 [a b=\"c\"] world",
+            "<13>1 2023-02-20T15:12:48.5+01:00 other app - ID9 [a b=\"c\"] world",
             "",
         ),
         ("Feb 20 15:12:49 third cron[12]: tick", "[::1]:7"),
     ];
-    let mut from = BatchBuilder::new(4);
-    for (position, (line, peer)) in (1..).zip(lines) {
-        let parsed = crate::record::parse(line, &DEFAULTS).expect("parses");
-        from.push(position, line, &parsed, peer);
-    }
     let fields_of = |batch: &crate::types::RecordBatch, record: usize| -> Vec<String> {
         (0..batch::SPANS_PER_RECORD)
             .map(|field| {
@@ -367,21 +362,33 @@ fn a_record_copied_from_another_batch_keeps_every_field() {
             })
             .collect()
     };
-    // Copied in another order, into a batch that already holds one.
-    let mut to = BatchBuilder::new(4);
-    to.push_copy(from.batch(), 2);
-    to.push_copy(from.batch(), 0);
-    to.push_copy(from.batch(), 1);
-    for (copied, original) in [(0, 2), (1, 0), (2, 1)] {
-        assert_eq!(
-            fields_of(to.batch(), copied),
-            fields_of(from.batch(), original)
-        );
+    // Each record pushed at once, and the same records packed and taken
+    // out into a batch that already holds one.
+    let mut direct = BatchBuilder::new(4);
+    let mut packed = crate::record::PackedRecords::with_capacity(64);
+    let mut taken = BatchBuilder::new(4);
+    let first = crate::record::parse(lines[0].0, &DEFAULTS).expect("parses");
+    taken.push(9, lines[0].0, &first, lines[0].1);
+    for (position, (line, peer)) in (1..).zip(lines) {
+        let parsed = crate::record::parse(line, &DEFAULTS).expect("parses");
+        direct.push(position, line, &parsed, peer);
+        let bytes = packed.push(position, line, &parsed, peer);
+        assert_eq!(bytes, packed::HEADER_BYTES + line.len() + peer.len());
     }
-    assert_eq!(fields_of(to.batch(), 0)[6], "[::1]:7");
-    assert_eq!(fields_of(to.batch(), 2)[4], "[a b=\"c\"]");
-    assert_eq!(to.batch().positions, [3, 1, 2]);
-    assert_eq!(to.batch().priorities, [13, 86, 13]);
+    assert_eq!(packed.front_time(), Some((1_676_905_967, 0)));
+    while packed.take_into(&mut taken).is_some() {}
+    assert!(packed.is_drained());
+    let (direct, taken) = (direct.batch(), taken.batch());
+    for record in 0..3 {
+        assert_eq!(fields_of(taken, record + 1), fields_of(direct, record));
+    }
+    assert_eq!(fields_of(taken, 3)[6], "[::1]:7");
+    assert_eq!(fields_of(taken, 2)[4], "[a b=\"c\"]");
+    assert_eq!(taken.positions, [9, 1, 2, 3]);
+    assert_eq!(taken.priorities, [86, 86, 13, 13]);
+    assert_eq!(taken.seconds[1..], direct.seconds);
+    assert_eq!(taken.nanoseconds[1..], direct.nanoseconds);
+    assert_eq!(taken.offset_minutes, [0, 0, 60, 0]);
 }
 
 /// Every field of a parsed record borrows from its line (the batch relies on
