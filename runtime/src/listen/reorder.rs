@@ -546,6 +546,26 @@ mod tests {
     }
 
     #[test]
+    fn records_that_waited_the_hold_leave_even_when_their_sender_went_back_in_time() {
+        let start = Instant::now();
+        let mut out = BatchBuilder::new(100);
+        let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        reorder.opened(&a, start);
+        reorder.opened(&b, start);
+        offer(&mut reorder, &b, 100, 1, start, &mut out);
+        // a's clock steps back: 110, then 105. b stays silent.
+        offer(&mut reorder, &a, 110, 2, start, &mut out);
+        offer(&mut reorder, &a, 105, 3, start, &mut out);
+        assert_eq!(released(&mut reorder, start, &mut out), [1]);
+        // After the hold both leave, in a's own order (the newer first).
+        let later = start + Duration::from_secs(1);
+        assert_eq!(released(&mut reorder, later, &mut out), [2, 3]);
+        assert!(reorder.is_empty());
+    }
+
+    #[test]
     fn ties_leave_in_arrival_order_and_too_much_leaves_at_once() {
         let start = Instant::now();
         let mut out = BatchBuilder::new(100);
