@@ -1907,6 +1907,85 @@ fn senders_whose_clocks_differ_by_seconds_give_the_events_of_their_records_in_ti
     );
 }
 
+#[test]
+fn a_sender_far_ahead_of_another_waits_in_the_kernel_not_in_memory() {
+    // One connection says one record and stays open; another sends 20 MB
+    // of records ten seconds newer. They wait for the first sender (a
+    // reorder window of a minute), but past a MiB of them the fast
+    // connection is no longer read: the rest stays with the kernel and the
+    // sender, whose writes stop, until the slow sender catches up.
+    const AHEAD: usize = 100_000;
+    let mut server = Server::start(
+        REPORT_APP,
+        &[
+            "-o",
+            "listen.reorder_ms=60000",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let address = server.address("TCP");
+    let at = |second: u32, message: &str| {
+        format!("<13>1 2026-11-27T10:00:{second:02}Z host app - - - {message}\n")
+    };
+    let mut behind = connect(address);
+    behind
+        .write_all(at(0, "behind 0").as_bytes())
+        .expect("write");
+    server.wait_for_lines(1);
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ahead = {
+        let finished = std::sync::Arc::clone(&finished);
+        let text: String = (0..AHEAD)
+            .map(|n| at(10, &format!("ahead {n:06} {:100}", "")))
+            .collect();
+        std::thread::spawn(move || {
+            let mut stream = connect(address);
+            stream.write_all(text.as_bytes()).expect("write ahead");
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            stream
+        })
+    };
+    server.wait_until("the fast connection is paused", |server| {
+        let stderr = server.stderr();
+        stderr.contains("listener counts so far")
+            && logged_count(&stderr, "listener counts so far", "paused_reads") > 0
+    });
+    // Paused, and the sender cannot finish writing: nothing is read.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !finished.load(std::sync::atomic::Ordering::SeqCst),
+        "20 MB were taken from a paused connection"
+    );
+    assert_eq!(server.stdout().lines().count(), 1);
+    // The slow sender catches up: everything flows, in time order.
+    behind
+        .write_all(at(20, "behind 1").as_bytes())
+        .expect("write");
+    drop(behind);
+    let stream = ahead.join().expect("the fast sender");
+    drop(stream);
+    server.wait_for_lines(AHEAD + 2);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let messages: Vec<String> = of_kind(&json_lines(&run.stdout), "Notice")
+        .iter()
+        .map(|event| {
+            event["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    let mut expected = vec!["behind 0".to_owned()];
+    expected.extend((0..AHEAD).map(|n| format!("ahead {n:06}")));
+    expected.push("behind 1".to_owned());
+    assert_eq!(messages.len(), expected.len());
+    assert!(messages == expected, "records out of order");
+    assert!(logged_count(&run.stderr, "listener stopped", "paused_reads") >= 1);
+}
+
 /// Seconds since the epoch of `2023-02-20THH:MM:SS` (the captures here are
 /// of that day).
 fn time_of(text: &str) -> u64 {

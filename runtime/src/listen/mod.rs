@@ -370,6 +370,9 @@ pub struct NetworkCounters {
     /// Messages cut off by their connection's end (an octet-counted frame
     /// short of its length) or by shutdown (a frame half read).
     pub incomplete: AtomicU64,
+    /// Times a connection was left unread for a while because its sender
+    /// was far ahead of the others in record time (`reorder.rs`).
+    pub paused_reads: AtomicU64,
 }
 
 impl NetworkCounters {
@@ -390,6 +393,7 @@ impl NetworkCounters {
             dropped_oversize: get(&self.dropped_oversize),
             dropped_udp: get(&self.dropped_udp),
             incomplete: get(&self.incomplete),
+            paused_reads: get(&self.paused_reads),
         }
     }
 }
@@ -411,6 +415,7 @@ pub struct NetworkSnapshot {
     pub dropped_oversize: u64,
     pub dropped_udp: u64,
     pub incomplete: u64,
+    pub paused_reads: u64,
 }
 
 impl NetworkSnapshot {
@@ -437,6 +442,7 @@ impl NetworkSnapshot {
                     idle_closed = self.idle_closed,
                     silent_closed = self.silent_closed,
                     evicted_silent = self.evicted_silent,
+                    paused_reads = self.paused_reads,
                     "{what}"
                 )
             };
@@ -671,7 +677,8 @@ fn parse_messages(
                 match chunk.kind {
                     server::ChunkKind::Messages => {}
                     server::ChunkKind::Opened => {
-                        reorder.opened(&chunk.peer, std::time::Instant::now());
+                        let gate = chunk.gate.clone();
+                        reorder.opened(&chunk.peer, std::time::Instant::now(), gate);
                     }
                     server::ChunkKind::Ended => reorder.ended(&chunk.peer),
                 }

@@ -23,7 +23,9 @@
 //! the `serverclose` hint and closes.
 
 use super::framing::{Frames, Oversize};
-use super::server::{Chunk, ChunkKind, ConnectionContext, ReadOutcome, read_with_timeout};
+use super::server::{
+    Chunk, ChunkKind, ConnectionContext, ReadGate, ReadOutcome, pause, read_with_timeout,
+};
 use super::slots::Slot;
 use crate::receipts::ReceiptSink;
 use std::borrow::Cow;
@@ -445,7 +447,9 @@ pub(super) async fn serve(
         oversize: context.framing.oversize,
     };
     let (sink, mut receipts) = ReceiptSink::new();
-    mark(&context, &peer, ChunkKind::Opened).await;
+    let gate = Arc::new(ReadGate::default());
+    let opened = Chunk::mark(&peer, ChunkKind::Opened, Some(Arc::clone(&gate)));
+    let _ = context.queue.send(opened).await;
     let never = CancellationToken::new();
     let evicted = slot.as_ref().map_or(&never, |slot| &slot.close);
     let mut buffer = vec![0u8; READ_BYTES];
@@ -457,6 +461,9 @@ pub(super) async fn serve(
         // the receipts.
         let may_read = connection.answers.unanswered() < MAX_UNANSWERED
             && connection.session != Session::Closing;
+        // The parser stops the reading while this sender is far ahead of
+        // the others (answers still go out).
+        let paused = may_read && gate.is_paused();
         let read = tokio::select! {
             biased;
             () = context.shutdown.cancelled() => break Ended::Shutdown,
@@ -467,7 +474,8 @@ pub(super) async fn serve(
                 }
                 None
             }
-            read = read_with_timeout(&mut read_half, &mut buffer, timeout), if may_read => Some(read),
+            () = pause(&gate, &context.counters), if paused => None,
+            read = read_with_timeout(&mut read_half, &mut buffer, timeout), if may_read && !paused => Some(read),
         };
         if let Some(read) = read {
             match read {
@@ -492,6 +500,7 @@ pub(super) async fn serve(
                             frames,
                             kind: ChunkKind::Messages,
                             receipts: Some((Arc::clone(&sink), numbers)),
+                            gate: None,
                         };
                         if context.queue.send(chunk).await.is_err() {
                             break Ended::Gone;
@@ -530,7 +539,10 @@ pub(super) async fn serve(
             break Ended::Closing;
         }
     };
-    mark(&context, &peer, ChunkKind::Ended).await;
+    let _ = context
+        .queue
+        .send(Chunk::mark(&peer, ChunkKind::Ended, None))
+        .await;
     // The parser's queue must be able to close (it closes once every
     // connection has let go of it), and the receipts' channel once the
     // pipeline has let go of every receipt.
@@ -584,17 +596,6 @@ async fn write_all(writer: &mut (impl AsyncWrite + Unpin), out: &mut Vec<u8>, pe
             false
         }
     }
-}
-
-/// Tell the parser that the connection opened or ended.
-async fn mark(context: &ConnectionContext, peer: &Arc<str>, kind: ChunkKind) {
-    let chunk = Chunk {
-        peer: Arc::clone(peer),
-        frames: Frames::default(),
-        kind,
-        receipts: None,
-    };
-    let _ = context.queue.send(chunk).await;
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@
 //! the latest `listen.reorder_ms` after it came (with every older one), so
 //! a sender that is quiet, or whose clock is behind, holds the others back
 //! no longer than that; and when what waits passes a size bound the oldest
-//! leave at once. A sender's records are waited for from when its
+//! leave at once. And a sender far ahead of the others (more than
+//! [`PAUSE_BYTES`] of its records wait) is not read until most of them
+//! have left: what it sends meanwhile waits in the kernel, and TCP's flow
+//! control slows it down. A sender's records are waited for from when its
 //! connection opens; records that arrive from a sender the listener did
 //! not know of yet may have been passed already by the others', and are
 //! then processed late.
@@ -24,6 +27,7 @@
 //! waits, and no other sender is behind it: always so with one sender)
 //! never waits at all.
 
+use super::server::ReadGate;
 use crate::receipts::ReceiptSink;
 use crate::record::{BatchBuilder, PackedRecords, Parsed};
 use std::cmp::Reverse;
@@ -33,6 +37,13 @@ use std::time::{Duration, Instant};
 
 /// Most bytes of records waiting; past it the oldest leave at once.
 pub const REORDER_MAX_BYTES: usize = 64 << 20;
+
+/// A connection whose records waiting pass this many bytes is not read
+/// until they are back under [`RESUME_BYTES`].
+pub const PAUSE_BYTES: usize = 1 << 20;
+
+/// See [`PAUSE_BYTES`].
+const RESUME_BYTES: usize = 256 << 10;
 
 /// A record's time as an order key: seconds and nanoseconds since the
 /// epoch, UTC.
@@ -57,6 +68,10 @@ struct Sender {
     heard: Instant,
     /// Its connection ended: it waits for no record of its own any more.
     ended: bool,
+    /// Stops its connection's reading (none for UDP).
+    gate: Option<Arc<ReadGate>>,
+    /// Bytes of its records waiting, as counted in [`Reorder::bytes`].
+    bytes: usize,
     /// Its waiting records, parsed and packed, in blocks (all full but
     /// the last; the first may have given some up).
     blocks: VecDeque<PackedRecords>,
@@ -82,6 +97,8 @@ impl Sender {
             newest: (i64::MIN, 0),
             heard: now,
             ended: false,
+            gate: None,
+            bytes: 0,
             blocks: VecDeque::new(),
             pushed: 0,
             released: 0,
@@ -186,9 +203,13 @@ impl Reorder {
     }
 
     /// `peer` opened a connection at `now`: records newer than what it
-    /// sends first wait for it (for at most the hold).
-    pub fn opened(&mut self, peer: &Arc<str>, now: Instant) {
-        self.sender(peer, now);
+    /// sends first wait for it (for at most the hold). `gate` stops its
+    /// reading while it is far ahead.
+    pub fn opened(&mut self, peer: &Arc<str>, now: Instant, gate: Option<Arc<ReadGate>>) {
+        let id = self.sender(peer, now);
+        if let Some(Some(sender)) = self.senders.get_mut(id.0) {
+            sender.gate = gate;
+        }
     }
 
     /// `peer` closed its connection: it holds no one back any more.
@@ -197,6 +218,7 @@ impl Reorder {
             && let Some(Some(sender)) = self.senders.get_mut(number)
         {
             sender.ended = true;
+            sender.gate = None;
         }
         self.forget_done(None);
     }
@@ -283,7 +305,14 @@ impl Reorder {
                 block
             }
         };
-        self.bytes += block.push(position, line, parsed, peer);
+        let bytes = block.push(position, line, parsed, peer);
+        self.bytes += bytes;
+        sender.bytes += bytes;
+        if sender.bytes > PAUSE_BYTES
+            && let Some(gate) = &sender.gate
+        {
+            gate.pause();
+        }
         if let Some((sink, number)) = receipt {
             sender
                 .receipts
@@ -398,6 +427,7 @@ impl Reorder {
                     && let Some(bytes) = block.take_into(out)
                 {
                     self.bytes = self.bytes.saturating_sub(bytes);
+                    sender.bytes = sender.bytes.saturating_sub(bytes);
                 }
                 if sender
                     .receipts
@@ -436,14 +466,19 @@ impl Reorder {
                     break;
                 }
                 let key = sender.head_key();
-                if let Some(block) = sender.blocks.front() {
-                    block.touch_front();
-                }
                 let may_go_on = !(key.0 > limit && self.bytes <= self.max_bytes);
                 if !may_go_on || next_other.is_some_and(|other| other < key) {
                     heads.push(Reverse((key, number)));
                     break;
                 }
+            }
+        }
+        // Senders whose records have mostly left are read again.
+        for sender in self.senders.iter().flatten() {
+            if sender.bytes < RESUME_BYTES
+                && let Some(gate) = &sender.gate
+            {
+                gate.resume();
             }
         }
         if self.waiting == 0 {
@@ -498,8 +533,8 @@ mod tests {
         let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
         let a: Arc<str> = Arc::from("192.0.2.1:1");
         let b: Arc<str> = Arc::from("192.0.2.2:1");
-        reorder.opened(&a, start);
-        reorder.opened(&b, start);
+        reorder.opened(&a, start, None);
+        reorder.opened(&b, start, None);
         offer(&mut reorder, &a, 105, 1, start, &mut out);
         offer(&mut reorder, &a, 106, 2, start, &mut out);
         // b has said nothing yet: a's records wait for it.
@@ -534,8 +569,8 @@ mod tests {
         let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
         let a: Arc<str> = Arc::from("a");
         let b: Arc<str> = Arc::from("b");
-        reorder.opened(&a, start);
-        reorder.opened(&b, start);
+        reorder.opened(&a, start, None);
+        reorder.opened(&b, start, None);
         offer(&mut reorder, &a, 105, 1, start, &mut out);
         assert!(released(&mut reorder, start, &mut out).is_empty());
         offer(&mut reorder, &b, 101, 2, start, &mut out);
@@ -552,8 +587,8 @@ mod tests {
         let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
         let a: Arc<str> = Arc::from("a");
         let b: Arc<str> = Arc::from("b");
-        reorder.opened(&a, start);
-        reorder.opened(&b, start);
+        reorder.opened(&a, start, None);
+        reorder.opened(&b, start, None);
         offer(&mut reorder, &b, 100, 1, start, &mut out);
         // a's clock steps back: 110, then 105. b stays silent.
         offer(&mut reorder, &a, 110, 2, start, &mut out);
@@ -566,6 +601,48 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_far_ahead_is_not_read_until_most_of_its_records_have_left() {
+        let start = Instant::now();
+        let mut out = BatchBuilder::new(1_000_000);
+        let mut reorder = Reorder::new(Duration::from_secs(60), REORDER_MAX_BYTES);
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let gate = Arc::new(ReadGate::default());
+        reorder.opened(&a, start, Some(Arc::clone(&gate)));
+        reorder.opened(&b, start, None);
+        offer(&mut reorder, &b, 100, 0, start, &mut out);
+        // a runs ahead of b: its records wait, and past PAUSE_BYTES its
+        // connection is no longer read.
+        let mut count = 0u64;
+        while !gate.is_paused() {
+            count += 1;
+            offer(
+                &mut reorder,
+                &a,
+                200 + i64::try_from(count).unwrap_or(0),
+                count,
+                start,
+                &mut out,
+            );
+            assert!(count < 100_000, "never paused");
+        }
+        assert!(reorder.bytes > PAUSE_BYTES);
+        assert!(released(&mut reorder, start, &mut out).len() <= 1);
+        assert!(gate.is_paused());
+        // b catches up with a's first ten records: they leave (and b's
+        // own), but too many still wait.
+        offer(&mut reorder, &b, 210, count + 1, start, &mut out);
+        assert_eq!(released(&mut reorder, start, &mut out).len(), 11);
+        assert!(gate.is_paused());
+        // b passes almost all of them: a is read again.
+        let almost = 200 + i64::try_from(count).unwrap_or(0) - 100;
+        offer(&mut reorder, &b, almost, count + 2, start, &mut out);
+        released(&mut reorder, start, &mut out);
+        assert!(!gate.is_paused());
+        assert!(reorder.bytes < RESUME_BYTES);
+    }
+
+    #[test]
     fn ties_leave_in_arrival_order_and_too_much_leaves_at_once() {
         let start = Instant::now();
         let mut out = BatchBuilder::new(100);
@@ -573,7 +650,7 @@ mod tests {
         let a: Arc<str> = Arc::from("a");
         let b: Arc<str> = Arc::from("b");
         let c: Arc<str> = Arc::from("c");
-        reorder.opened(&c, start);
+        reorder.opened(&c, start, None);
         offer(&mut reorder, &b, 100, 1, start, &mut out);
         let one = reorder.bytes;
         offer(&mut reorder, &a, 100, 2, start, &mut out);
@@ -624,7 +701,7 @@ mod tests {
         let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
         let a: Arc<str> = Arc::from("a");
         let b: Arc<str> = Arc::from("b");
-        reorder.opened(&b, start);
+        reorder.opened(&b, start, None);
         for n in 1..=3 {
             offer(
                 &mut reorder,

@@ -10,7 +10,7 @@ use anyhow::{Context as _, anyhow, bail};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::mpsc;
@@ -61,6 +61,63 @@ pub struct Chunk {
     /// For messages whose sender waits to hear that they are safe (RELP):
     /// where to say so, and each message's number there.
     pub receipts: Option<(Arc<ReceiptSink>, Vec<u64>)>,
+    /// With [`ChunkKind::Opened`]: what stops the connection's reading.
+    pub gate: Option<Arc<ReadGate>>,
+}
+
+impl Chunk {
+    /// A chunk that says a connection opened (with its `gate`) or ended.
+    pub(super) fn mark(peer: &Arc<str>, kind: ChunkKind, gate: Option<Arc<ReadGate>>) -> Self {
+        Chunk {
+            peer: Arc::clone(peer),
+            frames: Frames::default(),
+            kind,
+            receipts: None,
+            gate,
+        }
+    }
+}
+
+/// Lets the parser stop reading one connection while its sender is far
+/// ahead of the others (`reorder.rs`): what that sender sends meanwhile
+/// waits in the kernel, whose flow control slows the sender down, rather
+/// than in the runtime's memory; and the network thread reads the senders
+/// that are behind, whose records let the waiting ones go on. Without it a
+/// sender read faster than the others (the network thread reads whatever
+/// is ready) had hundreds of thousands of records waiting, and the modules
+/// waited with them.
+#[derive(Debug, Default)]
+pub struct ReadGate {
+    paused: AtomicBool,
+    resumed: tokio::sync::Notify,
+}
+
+impl ReadGate {
+    /// Stop reading after the read under way.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    /// Read again.
+    pub fn resume(&self) {
+        // Most calls find it open: a load, not a write, then.
+        if self.is_paused() && self.paused.swap(false, Ordering::AcqRel) {
+            self.resumed.notify_one();
+        }
+    }
+
+    /// Whether reading is stopped.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Wait until reading may go on.
+    pub async fn opened(&self) {
+        while self.is_paused() {
+            // A resume between the check and the wait leaves a permit.
+            self.resumed.notified().await;
+        }
+    }
 }
 
 /// Chunks that mark a connection's start and end (holding no message), for
@@ -676,6 +733,8 @@ struct Messages<'a> {
     reported: FramingCounts,
     peer: Arc<str>,
     context: &'a ConnectionContext,
+    /// The parser stops the reading with it (the sender is far ahead).
+    gate: Arc<ReadGate>,
 }
 
 impl<'a> Messages<'a> {
@@ -686,6 +745,7 @@ impl<'a> Messages<'a> {
             framer,
             peer,
             context,
+            gate: Arc::default(),
         }
     }
 
@@ -735,20 +795,24 @@ impl<'a> Messages<'a> {
             frames,
             kind: ChunkKind::Messages,
             receipts: None,
+            gate: None,
         };
         self.context.queue.send(chunk).await.is_ok()
     }
 
-    /// Tell the parser that the connection opened or ended.
+    /// Tell the parser that the connection opened (handing it the gate)
+    /// or ended.
     async fn mark(&self, kind: ChunkKind) {
-        let chunk = Chunk {
-            peer: Arc::clone(&self.peer),
-            frames: Frames::default(),
-            kind,
-            receipts: None,
-        };
+        let gate = (kind == ChunkKind::Opened).then(|| Arc::clone(&self.gate));
+        let chunk = Chunk::mark(&self.peer, kind, gate);
         let _ = self.context.queue.send(chunk).await;
     }
+}
+
+/// Wait while `gate` keeps a connection unread, counted.
+pub(super) async fn pause(gate: &ReadGate, counters: &NetworkCounters) {
+    add(&counters.paused_reads, 1);
+    gate.opened().await;
 }
 
 /// Read one connection until it ends, goes silent or idle, loses its slot,
@@ -763,14 +827,18 @@ async fn read_stream(
     let never = CancellationToken::new();
     let evicted = slot.map_or(&never, |slot| &slot.close);
     let mut spoke = false;
+    let gate = Arc::clone(&messages.gate);
     loop {
         let timeout = context.read_timeout(spoke);
+        let paused = gate.is_paused();
         let read = tokio::select! {
             biased;
             () = context.shutdown.cancelled() => return Ended::Shutdown,
             // Its slot went to a newcomer (it had sent nothing).
             () = evicted.cancelled() => return Ended::Closed,
-            read = read_with_timeout(stream, &mut buffer, timeout) => read,
+            // The sender is far ahead of the others: no time limit runs.
+            () = pause(&gate, &context.counters), if paused => continue,
+            read = read_with_timeout(stream, &mut buffer, timeout), if !paused => read,
         };
         let peer = &messages.peer;
         match read {
@@ -1060,6 +1128,7 @@ fn gather_datagrams(
             frames,
             kind: ChunkKind::Messages,
             receipts: None,
+            gate: None,
         })
         .collect()
 }

@@ -6,8 +6,7 @@
 //! batches (a column per field), each record taken cost a cache miss in
 //! every column of its sender's batch. Packed, a record is its header (its
 //! time, priority, position and field spans, in one stretch) and its text,
-//! each read from its start and in order, which the processor fetches
-//! ahead. The text stays a `str` (it is checked once, when the line is
+//! each read in order. The text stays a `str` (it is checked once, when the line is
 //! decoded), so the header lies apart from it.
 
 use super::batch::to_u32;
@@ -114,23 +113,6 @@ impl PackedRecords {
     pub fn front_time(&self) -> Option<(i64, u32)> {
         let header = self.front()?;
         Some((seconds(header), nanoseconds(header)))
-    }
-
-    /// Read the first and last byte of the oldest record's text, and the
-    /// header after it, so that the processor fetches them while other
-    /// senders' records are taken: records leave from sender after sender,
-    /// and the next from this one is taken only after others (when the
-    /// wait for memory is over). Changes nothing.
-    pub fn touch_front(&self) {
-        let Some(header) = self.front() else {
-            return;
-        };
-        let length = u32::from_le_bytes([header[24], header[25], header[26], header[27]]) as usize;
-        let text = self.text.as_bytes();
-        let first = text.get(self.text_at).copied();
-        let last = text.get(self.text_at + length.saturating_sub(1)).copied();
-        let next_header = self.headers.get(self.header_at + HEADER_BYTES).copied();
-        std::hint::black_box((first, last, next_header));
     }
 
     /// Move the oldest record not yet taken to `out`; returns the bytes it
