@@ -729,6 +729,58 @@ fn an_invalid_filter_is_reported_with_the_handler_and_position() {
 }
 
 #[test]
+fn filters_that_cannot_select_anything_are_refused_by_check_and_run_and_guarded_ones_select() {
+    let app = |filter: &str| {
+        format!(
+            "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n[handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\nfilter = '{filter}'\n"
+        )
+    };
+    let refused = [
+        (
+            r#"event.sevrity == "error""#,
+            "reads `event.sevrity`, which events do not have (they have kind, module, severity, summary, time and fields)",
+        ),
+        (
+            r#"event.kind == "SSHDLoginFailure""#,
+            r#"tests `event.kind` against "SSHDLoginFailure", but no module of this app declares events of kind "SSHDLoginFailure" (known: ComponentDisabled, SSHDAttemptsExceeded, SSHDLoginFailed, SSHDLoginSucceeded, SSHDStats)"#,
+        ),
+        (
+            r#"event.kind == "SSHDLoginFailed" && event.fields.failures > "2""#,
+            r#"compares `event.fields.failures` (a number) with "2" (a string), which are never equal and have no order"#,
+        ),
+        (
+            r#"event.fields.user == "timp""#,
+            r#"reads `event.fields.user`, which only SSHDLoginFailed, SSHDLoginSucceeded carry: guard it, as in `has(event.fields.user) && ...` or `event.kind == "SSHDLoginFailed" && ...`"#,
+        ),
+    ];
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    for (filter, problem) in refused {
+        let dir = app_dir(&app(filter));
+        let expected = format!(
+            "error: handler \"console\": the filter at app.toml line 6 column 10 {problem}\n"
+        );
+        let check = correlator(dir.path(), &["check", "--app", "app.toml"]);
+        assert_eq!(check.code, Some(1), "{filter}");
+        assert_eq!(check.stderr, expected, "{filter}");
+        let run = replay_in(dir.path(), &sample, &["state.enabled=false"]);
+        assert_eq!(run.code, Some(1), "{filter}");
+        assert!(run.stderr.ends_with(&expected), "{filter}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "{filter}");
+    }
+    // Guarded, the same test selects the user's events.
+    let events = replay_json(
+        &app(r#"has(event.fields.user) && event.fields.user == "timp""#),
+        &sample,
+        &["state.enabled=false"],
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["SSHDLoginSucceeded"]);
+}
+
+#[test]
 fn config_tables_of_instances_set_what_their_config_sets_and_every_error_names_its_place() {
     let app = |config: &str| {
         format!(

@@ -1630,7 +1630,7 @@ fn sigterm_under_full_speed_load_loses_nothing_the_kernel_acknowledged() {
     // came.
     let app = "[modules.Report]\ncomponent = 'builtin:report'\n\
                [handlers.console]\ncomponent = 'builtin:log'\nconfig = { format = \"json\" }\n\
-               filter = 'event.kind == \"ReportStats\" || event.fields.message.endsWith(\"000\")'\n";
+               filter = 'event.kind == \"ReportStats\" || has(event.fields.message) && event.fields.message.endsWith(\"000\")'\n";
     let mut next = 0u64;
     let mut processed = 0u64;
     let mut seen = std::collections::BTreeSet::new();

@@ -296,6 +296,7 @@ pub fn load(
                 .transpose()
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    check_filters(app, &filters, &modules)?;
 
     // Checked for `check` too: it refuses what `run` would.
     let interval = checkpoint_interval(&store)?;
@@ -733,6 +734,38 @@ fn max_gap_minutes(store: &ConfigStore) -> anyhow::Result<u32> {
                 "timers.max_gap_minutes must be between 1 and 5256000 (ten years), not {minutes}"
             )
         })
+}
+
+/// Refuse a filter that can select nothing the app's modules dispatch (an
+/// attribute, field or kind that no event has, a comparison across types),
+/// naming its handler and where it is written.
+fn check_filters(
+    app: &App,
+    filters: &[Option<Filter>],
+    modules: &[crate::host::ModuleInstance],
+) -> anyhow::Result<()> {
+    let mut known = crate::filter::KnownEvents::default();
+    for module in modules {
+        known.declare(&module.descriptor.events);
+    }
+    known.declare([&crate::host::disabled_decl()]);
+    for spec in app.instances() {
+        known.instance(&spec.name);
+    }
+    for (spec, filter) in app.handlers.iter().zip(filters) {
+        let (Some(filter), Some((_, location))) = (filter, &spec.filter) else {
+            continue;
+        };
+        let problems = filter.problems(&known);
+        if !problems.is_empty() {
+            bail!(
+                "handler \"{}\": the filter at {location} {}",
+                spec.name,
+                problems.join("; and it ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `state.checkpoint_interval`, checked.

@@ -261,20 +261,20 @@ fn start_up_failed(
     move |error| anyhow::anyhow!("{what}: {}", failure_reason(&error, sandbox))
 }
 
-/// The event handlers receive when an instance is disabled.
-fn disabled_event(
-    sandbox: &Sandbox,
-    reason: &str,
-    failures: usize,
-    time: crate::types::Timestamp,
-) -> Dispatched {
+/// The kind of [`disabled_decl`].
+pub const DISABLED_KIND: &str = "ComponentDisabled";
+
+/// The event the host dispatches when it disables an instance (see
+/// [`disabled_event`]): declared here so that filters are checked against
+/// it too.
+pub fn disabled_decl() -> EventDecl {
     let field = |name: &str, value_type, description: &str| FieldDecl {
         name: name.into(),
         value_type,
         description: description.into(),
     };
-    let decl = EventDecl {
-        kind: "ComponentDisabled".into(),
+    EventDecl {
+        kind: DISABLED_KIND.into(),
         severity: Severity::Error,
         description: "an instance failed too often and was stopped".into(),
         fields: vec![
@@ -282,7 +282,17 @@ fn disabled_event(
             field("reason", ValueType::Text, "why it was disabled"),
             field("failures", ValueType::Integer, "its recent failures"),
         ],
-    };
+    }
+}
+
+/// The event handlers receive when an instance is disabled.
+fn disabled_event(
+    sandbox: &Sandbox,
+    reason: &str,
+    failures: usize,
+    time: crate::types::Timestamp,
+) -> Dispatched {
+    let decl = disabled_decl();
     Dispatched {
         module: Arc::from(sandbox.name()),
         decl: Arc::new(decl),

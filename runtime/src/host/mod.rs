@@ -14,7 +14,9 @@ mod sandbox;
 mod supervisor;
 
 pub(crate) use encoded::decode as decode_values;
-pub use instance::{Aborted, Handled, HandlerInstance, ModuleInstance};
+pub use instance::{
+    Aborted, DISABLED_KIND, Handled, HandlerInstance, ModuleInstance, disabled_decl,
+};
 pub use sandbox::{GrantedDir, ResolvedGrants};
 pub use state::{InstanceState, StateAccess, StreamClock, TimerRequests};
 

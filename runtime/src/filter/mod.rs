@@ -5,6 +5,10 @@
 //! since the epoch) and `fields` (a map of the event's fields). For example
 //! `event.severity == "error" && event.fields.user == "root"`.
 
+mod check;
+
+pub use check::KnownEvents;
+
 use crate::types::{Dispatched, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,6 +184,12 @@ impl Filter {
             context: cel::Context::default(),
             reads: Reads::of(source),
         })
+    }
+
+    /// What is wrong with the filter given the events it may see (see
+    /// `check.rs`): nothing for a filter that can select them.
+    pub fn problems(&self, known: &KnownEvents) -> Vec<String> {
+        known.problems(self.program.expression())
     }
 
     /// The expression as written.
