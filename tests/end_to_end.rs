@@ -781,6 +781,60 @@ fn filters_that_cannot_select_anything_are_refused_by_check_and_run_and_guarded_
 }
 
 #[test]
+fn check_starts_every_instance_as_run_would_and_touches_none_of_its_files() {
+    let app = "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\
+               [handlers.audit]\ncomponent = \"builtin:csv\"\ngrants = { dir = \"audit\" }\n\
+               [handlers.console]\ncomponent = \"builtin:log\"\n";
+    let dir = app_dir(app);
+    let sample = std::fs::read_to_string(sample_capture()).expect("sample capture");
+    // What init refuses, check refuses with run's message.
+    for (option, message) in [
+        (
+            "module.OpenSSH.login_failure_limit=0",
+            "error: module \"OpenSSH\" refused to start: login_failure_limit must be positive, not 0\n",
+        ),
+        (
+            "handler.console.format=xml",
+            "error: handler \"console\" refused to start: format must be \"text\" or \"json\", not \"xml\"\n",
+        ),
+    ] {
+        let check = correlator(dir.path(), &["check", "--app", "app.toml", "-o", option]);
+        assert_eq!((check.code, check.stderr.as_str()), (Some(1), message));
+        let run = replay_in(dir.path(), &sample, &["state.enabled=false", option]);
+        assert_eq!(run.code, Some(1));
+        assert!(run.stderr.ends_with(message), "{}", run.stderr);
+    }
+    // A run writes the audit files; check starts the handler in a copy of
+    // its directory and leaves the real one as it was.
+    let run = replay_in(dir.path(), &sample, &["state.enabled=false"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let listing = |path: &std::path::Path| {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(path)
+            .expect("the audit directory")
+            .map(|entry| {
+                let entry = entry.expect("an entry");
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(entry.path()).expect("a file"),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = listing(&dir.path().join("audit"));
+    assert!(!before.is_empty());
+    let check = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert_eq!(listing(&dir.path().join("audit")), before);
+    // Nor does it make the directory a run would make.
+    std::fs::remove_dir_all(dir.path().join("audit")).expect("remove");
+    let check = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert!(!dir.path().join("audit").exists());
+}
+
+#[test]
 fn config_tables_of_instances_set_what_their_config_sets_and_every_error_names_its_place() {
     let app = |config: &str| {
         format!(

@@ -724,6 +724,11 @@ fn wrote(result: std::io::Result<()>) -> anyhow::Result<bool> {
 fn check(args: &AppArgs) -> anyhow::Result<()> {
     let (app, loaded) = load_for_inspection(args, Purpose::Check)?;
     ListenSettings::from_store(&loaded.store)?;
+    // Instances whose `init` failed and whose policy disables them: `run`
+    // would go on without them.
+    for event in &loaded.startup_events {
+        tracing::warn!("{} (at run, the app would start without it)", event.summary);
+    }
     for line in &loaded.state_report {
         println!("{line}");
     }

@@ -235,7 +235,30 @@ pub fn load(
     } else {
         None
     };
+    // `check` starts every instance as `run` would, in a scratch directory
+    // holding a copy of what its granted directory holds, so that nothing
+    // the app uses is touched.
+    let scratch = match purpose {
+        Purpose::Check => Some(scratch_dirs(app, &run_dir)?),
+        Purpose::Run | Purpose::Inspect => None,
+    };
     let grants_of = |spec: &InstanceSpec| match purpose {
+        Purpose::Check => ResolvedGrants {
+            dir: spec
+                .grants
+                .dir
+                .as_ref()
+                .zip(scratch.as_ref())
+                .map(|(_, scratch)| GrantedDir {
+                    path: scratch.path().join(&spec.name),
+                    mode: spec.grants.dir_mode,
+                    quota_bytes: spec.grants.dir_quota_mib.saturating_mul(1 << 20),
+                }),
+            network: spec.grants.network.clone(),
+            secrets: granted_secrets(spec),
+            stdout: false,
+            delivery: None,
+        },
         Purpose::Run => ResolvedGrants {
             dir: spec.grants.dir.as_ref().map(|(dir, _)| GrantedDir {
                 path: run_dir.join(dir),
@@ -249,7 +272,7 @@ pub fn load(
                 .as_ref()
                 .and_then(|courier| courier.outbox(&spec.name)),
         },
-        Purpose::Inspect | Purpose::Check => ResolvedGrants::default(),
+        Purpose::Inspect => ResolvedGrants::default(),
     };
     let mut modules = Vec::new();
     let mut digests = Vec::new();
@@ -345,7 +368,7 @@ pub fn load(
     };
 
     let mut startup_events = Vec::new();
-    if purpose == Purpose::Run {
+    if matches!(purpose, Purpose::Run | Purpose::Check) {
         for (spec, module) in app.modules.iter().zip(&mut modules) {
             startup_events
                 .extend(module.init(store.values_under(&format!("module.{}", spec.name)))?);
@@ -355,6 +378,8 @@ pub fn load(
                 .extend(handler.init(store.values_under(&format!("handler.{}", spec.name)))?);
         }
     }
+    // The scratch directories go once every instance has started.
+    drop(scratch);
 
     let replay = replay_settings(&store)?;
     let routes = handlers
@@ -456,6 +481,84 @@ fn state_file(store: &ConfigStore, run_dir: &Path) -> Option<PathBuf> {
         return None;
     }
     Some(run_dir.join(store.text("state.file").unwrap_or("state.redb")))
+}
+
+/// Files of a granted directory copied for `check`'s scratch sandbox: at
+/// most this many bytes each (templates and lists, not logs) ...
+const SCRATCH_FILE_BYTES: u64 = 1 << 20;
+
+/// ... this many bytes in all, and this many entries looked at.
+const SCRATCH_TOTAL_BYTES: u64 = 16 << 20;
+const SCRATCH_ENTRIES: usize = 1000;
+
+/// A scratch directory with a directory per instance that is granted one,
+/// holding a copy of the small files of the granted directory (which may
+/// not exist yet): `check` starts the instances there, so that their
+/// `init` sees what it would see at `run` and changes nothing.
+fn scratch_dirs(app: &App, run_dir: &Path) -> anyhow::Result<tempfile::TempDir> {
+    let scratch = tempfile::Builder::new()
+        .prefix("correlator-check-")
+        .tempdir()
+        .context("cannot make a scratch directory to start the instances in")?;
+    for spec in app.instances() {
+        if let Some((dir, _)) = &spec.grants.dir {
+            let copy = scratch.path().join(&spec.name);
+            std::fs::create_dir_all(&copy)
+                .with_context(|| format!("cannot make {}", copy.display()))?;
+            let from = run_dir.join(dir);
+            if let Ok(root) = std::fs::metadata(&from) {
+                let mut budget = ScratchBudget {
+                    bytes: SCRATCH_TOTAL_BYTES,
+                    entries: SCRATCH_ENTRIES,
+                    device: std::os::unix::fs::MetadataExt::dev(&root),
+                };
+                copy_small_files(&from, &copy, &mut budget, 4);
+            }
+        }
+    }
+    Ok(scratch)
+}
+
+/// What a copy into the scratch directory may still take.
+struct ScratchBudget {
+    bytes: u64,
+    entries: usize,
+    /// The granted directory's file system: others (`/proc` under a grant
+    /// of `/`, mounts) are not entered.
+    device: u64,
+}
+
+/// Copy the regular files of `from` (and of its directories, `depth`
+/// deep, on the same file system) no larger than [`SCRATCH_FILE_BYTES`] to
+/// `to`, within `budget`; symbolic links are not followed, and what cannot
+/// be read is left out (an instance that needs it fails in `check` as it
+/// would in `run`).
+fn copy_small_files(from: &Path, to: &Path, budget: &mut ScratchBudget, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if budget.entries == 0 {
+            return;
+        }
+        budget.entries -= 1;
+        let Ok(metadata) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if std::os::unix::fs::MetadataExt::dev(&metadata) != budget.device {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if metadata.is_dir() && depth > 0 {
+            if std::fs::create_dir(&target).is_ok() {
+                copy_small_files(&entry.path(), &target, budget, depth - 1);
+            }
+        } else if metadata.is_file() && metadata.len() <= SCRATCH_FILE_BYTES.min(budget.bytes) {
+            if std::fs::copy(entry.path(), &target).is_ok() {
+                budget.bytes -= metadata.len();
+            }
+        }
+    }
 }
 
 /// For `check`: every directory granted to be written, and the state
