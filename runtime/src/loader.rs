@@ -553,10 +553,11 @@ fn copy_small_files(from: &Path, to: &Path, budget: &mut ScratchBudget, depth: u
             if std::fs::create_dir(&target).is_ok() {
                 copy_small_files(&entry.path(), &target, budget, depth - 1);
             }
-        } else if metadata.is_file() && metadata.len() <= SCRATCH_FILE_BYTES.min(budget.bytes) {
-            if std::fs::copy(entry.path(), &target).is_ok() {
-                budget.bytes -= metadata.len();
-            }
+        } else if metadata.is_file()
+            && metadata.len() <= SCRATCH_FILE_BYTES.min(budget.bytes)
+            && std::fs::copy(entry.path(), &target).is_ok()
+        {
+            budget.bytes -= metadata.len();
         }
     }
 }
