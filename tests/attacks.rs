@@ -393,9 +393,12 @@ fn a_summary_or_cell_cannot_pass_for_other_output_in_text_or_csv() {
         &run.stdout,
         "[bad :: Seen] x\\u{a}[OpenSSH :: SSHDLoginSucceeded] User root logged in from 203.0.113.9\\u{1b}[0m\\u{202e}\n",
     );
-    let cells = std::fs::read_to_string(dir.path().join("run/csv/bad-Secret.csv"))
+    let cells = std::fs::read_to_string(dir.path().join("run/csv/bad-Secret-2023-02-20.csv"))
         .expect("the csv handler wrote the cells");
-    assert_eq!(cells, "name,value\n\"'=cmd|' /C calc'!A0\",\"'+1\"\n");
+    assert_eq!(
+        cells,
+        "time,name,value\n2023-02-20T15:12:47.757250-05:00,\"'=cmd|' /C calc'!A0\",\"'+1\"\n"
+    );
 }
 
 #[test]

@@ -669,32 +669,41 @@ grants = { dir = "all" }
         files.sort();
         files
     };
-    assert_eq!(listing("errors"), ["OpenSSH-SSHDLoginFailed.csv"]);
-    assert_eq!(listing("logins"), ["OpenSSH-SSHDLoginSucceeded.csv"]);
+    assert_eq!(
+        listing("errors"),
+        ["OpenSSH-SSHDLoginFailed-2023-02-20.csv"]
+    );
+    assert_eq!(
+        listing("logins"),
+        ["OpenSSH-SSHDLoginSucceeded-2023-02-20.csv"]
+    );
     assert_eq!(
         listing("all"),
         [
-            "OpenSSH-SSHDLoginFailed.csv",
-            "OpenSSH-SSHDLoginSucceeded.csv",
-            "OpenSSH-SSHDStats.csv"
+            "OpenSSH-SSHDLoginFailed-2023-02-20.csv",
+            "OpenSSH-SSHDLoginSucceeded-2023-02-20.csv",
+            "OpenSSH-SSHDStats-2023-02-20.csv"
         ]
     );
     let read = |path: &str| std::fs::read_to_string(dir.path().join(path)).expect("csv file");
+    let failed = "time,user,addr,port,failures\n2023-02-20T15:14:58.434787-05:00,testguy,192.168.1.85,60142,3\n";
     assert_eq!(
-        read("errors/OpenSSH-SSHDLoginFailed.csv"),
-        "user,addr,port,failures\ntestguy,192.168.1.85,60142,3\n"
+        read("errors/OpenSSH-SSHDLoginFailed-2023-02-20.csv"),
+        failed
     );
     assert_eq!(
-        read("logins/OpenSSH-SSHDLoginSucceeded.csv"),
-        "user,auth,addr,port,failures,start,finish,duration,key\n\
-         timp,publickey,192.168.1.85,60116,0,2023-02-20T15:12:47.771632-05:00,2023-02-20T15:14:09.072459-05:00,81.300827,RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A\n"
+        read("logins/OpenSSH-SSHDLoginSucceeded-2023-02-20.csv"),
+        "time,user,auth,addr,port,failures,start,finish,duration,key\n\
+         2023-02-20T15:14:09.072459-05:00,timp,publickey,192.168.1.85,60116,0,2023-02-20T15:12:47.771632-05:00,2023-02-20T15:14:09.072459-05:00,81.300827,RSA SHA256:QaxveQJbYmX1Wmx/p2A7q+CJEZEySEl3Cnk79PVUY2A\n"
     );
     assert_eq!(
-        read("all/OpenSSH-SSHDLoginSucceeded.csv").lines().count(),
+        read("all/OpenSSH-SSHDLoginSucceeded-2023-02-20.csv")
+            .lines()
+            .count(),
         3
     );
 
-    // A second run rotates the files it writes again.
+    // A second run appends to the day's file, without a second header.
     let run = correlator(
         dir.path(),
         &["run", "--app", "app.toml", "--read-file", capture],
@@ -702,15 +711,100 @@ grants = { dir = "all" }
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(
         listing("errors"),
+        ["OpenSSH-SSHDLoginFailed-2023-02-20.csv"]
+    );
+    let row = failed.lines().nth(1).unwrap_or_default();
+    assert_eq!(
+        read("errors/OpenSSH-SSHDLoginFailed-2023-02-20.csv"),
+        format!("{failed}{row}\n")
+    );
+}
+
+#[test]
+fn csv_files_are_per_day_of_the_events_capped_in_size_and_kept_for_keep_days() {
+    let app = "[modules.Report]\ncomponent = \"builtin:report\"\n\
+               [handlers.audit]\ncomponent = \"builtin:csv\"\n\
+               filter = 'event.kind == \"Notice\"'\n\
+               grants = { dir = \"audit\" }\n\
+               config = { max_file_mib = 1, keep_days = 30 }\n";
+    let dir = app_dir(app);
+    let day = |date: &str, count: usize| -> String {
+        (0..count)
+            .map(|n| {
+                format!(
+                    "<13>1 {date}T10:{:02}:{:02}Z host app - - - record {n:06} of {date}\n",
+                    n / 60 % 60,
+                    n % 60
+                )
+            })
+            .collect()
+    };
+    let audit = dir.path().join("audit");
+    let listing = || -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(&audit)
+            .expect("the audit directory")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let rows_of = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(audit.join(file)).expect("a csv file");
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("time,host,program,message,peer"),
+            "{file}"
+        );
+        lines.map(str::to_owned).collect()
+    };
+    // 20,000 records of one day: about 1.5 MiB of rows, in two files of at
+    // most 1 MiB, each with its header, no row torn.
+    let run = replay_in(
+        dir.path(),
+        &day("2026-01-01", 20_000),
+        &["state.enabled=false"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        listing(),
         [
-            "OpenSSH-SSHDLoginFailed.csv",
-            "OpenSSH-SSHDLoginFailed_1.csv"
+            "Report-Notice-2026-01-01.1.csv",
+            "Report-Notice-2026-01-01.csv"
         ]
     );
+    for file in listing() {
+        let size = std::fs::metadata(audit.join(&file))
+            .expect("metadata")
+            .len();
+        assert!(size <= 1 << 20, "{file}: {size} bytes");
+    }
+    let mut rows = rows_of("Report-Notice-2026-01-01.csv");
+    rows.extend(rows_of("Report-Notice-2026-01-01.1.csv"));
+    assert_eq!(rows.len(), 20_000);
     assert_eq!(
-        read("errors/OpenSSH-SSHDLoginFailed_1.csv"),
-        read("errors/OpenSSH-SSHDLoginFailed.csv")
+        rows[19_999],
+        "2026-01-01T10:33:19Z,host,app,record 019999 of 2026-01-01,"
     );
+    // Later days in a later run: the first day's files are dropped once a
+    // day more than 30 days after it starts; the 20th is kept.
+    let later = format!("{}{}", day("2026-01-20", 2), day("2026-02-15", 3));
+    let run = replay_in(dir.path(), &later, &["state.enabled=false"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        listing(),
+        [
+            "Report-Notice-2026-01-20.csv",
+            "Report-Notice-2026-02-15.csv"
+        ]
+    );
+    assert_eq!(rows_of("Report-Notice-2026-02-15.csv").len(), 3);
 }
 
 #[test]
