@@ -655,20 +655,7 @@ grants = { dir = "all" }
         &["run", "--app", "app.toml", "--read-file", capture],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let listing = |name: &str| -> Vec<String> {
-        let mut files: Vec<String> = std::fs::read_dir(dir.path().join(name))
-            .expect("granted directory exists")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        files.sort();
-        files
-    };
+    let listing = |name: &str| file_names(&dir.path().join(name));
     assert_eq!(
         listing("errors"),
         ["OpenSSH-SSHDLoginFailed-2023-02-20.csv"]
@@ -740,20 +727,7 @@ fn csv_files_are_per_day_of_the_events_capped_in_size_and_kept_for_keep_days() {
             .collect()
     };
     let audit = dir.path().join("audit");
-    let listing = || -> Vec<String> {
-        let mut files: Vec<String> = std::fs::read_dir(&audit)
-            .expect("the audit directory")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        files.sort();
-        files
-    };
+    let listing = || file_names(&audit);
     let rows_of = |file: &str| -> Vec<String> {
         let text = std::fs::read_to_string(audit.join(file)).expect("a csv file");
         let mut lines = text.lines();

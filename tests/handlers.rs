@@ -71,18 +71,10 @@ fn blocklist_bans_attackers_for_their_ban_time_of_record_time_outside_the_ignore
         )
     );
     // Nothing but the file, its state, and no temporary left behind.
-    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("firewall"))
-        .expect("granted directory")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    assert_eq!(names, ["blocklist.txt", "blocklist.txt.state"]);
+    assert_eq!(
+        file_names(&dir.path().join("firewall")),
+        ["blocklist.txt", "blocklist.txt.state"]
+    );
 }
 
 #[test]

@@ -15,14 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(parsed) = parse(&line, &defaults) {
         let start = line.as_ptr() as usize;
-        let fields = [
-            parsed.hostname,
-            parsed.app_name,
-            parsed.proc_id,
-            parsed.msg_id,
-            parsed.structured_data,
-            parsed.message,
-        ];
+        let fields = parsed.text_fields();
         for field in fields.iter().filter(|field| !field.is_empty()) {
             let at = field.as_ptr() as usize;
             assert!(at >= start && at + field.len() <= start + line.len());

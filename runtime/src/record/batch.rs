@@ -58,14 +58,7 @@ impl BatchBuilder {
         let batch = &mut self.batch;
         let base = batch.text.len();
         batch.text.push_str(line);
-        for field in [
-            parsed.hostname,
-            parsed.app_name,
-            parsed.proc_id,
-            parsed.msg_id,
-            parsed.structured_data,
-            parsed.message,
-        ] {
+        for field in parsed.text_fields() {
             let (start, len) = span_in(line, field, base);
             batch.spans.extend_from_slice(&[start, len]);
         }

@@ -41,6 +41,21 @@ pub struct Parsed<'a> {
     pub message: &'a str,
 }
 
+impl<'a> Parsed<'a> {
+    /// The text fields in the order of a batch's spans (before the peer):
+    /// hostname, app-name, proc-id, msg-id, structured data, message.
+    pub fn text_fields(&self) -> [&'a str; 6] {
+        [
+            self.hostname,
+            self.app_name,
+            self.proc_id,
+            self.msg_id,
+            self.structured_data,
+            self.message,
+        ]
+    }
+}
+
 /// Why a line is not a syslog record.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParseError {

@@ -80,14 +80,7 @@ impl PackedRecords {
         out.push(0);
         out.extend_from_slice(&position.to_le_bytes());
         out.extend_from_slice(&to_u32(line.len() + peer.len()).to_le_bytes());
-        for field in [
-            parsed.hostname,
-            parsed.app_name,
-            parsed.proc_id,
-            parsed.msg_id,
-            parsed.structured_data,
-            parsed.message,
-        ] {
+        for field in parsed.text_fields() {
             let (start, length) = if field.is_empty() {
                 (0, 0)
             } else {

@@ -395,14 +395,7 @@ fn a_packed_record_keeps_every_field() {
 /// it) and the message is the line's tail.
 fn assert_fields_borrow_from(line: &str, parsed: &Parsed<'_>) {
     let range = line.as_ptr() as usize..=line.as_ptr() as usize + line.len();
-    for field in [
-        parsed.hostname,
-        parsed.app_name,
-        parsed.proc_id,
-        parsed.msg_id,
-        parsed.structured_data,
-        parsed.message,
-    ] {
+    for field in parsed.text_fields() {
         if !field.is_empty() {
             assert!(
                 range.contains(&(field.as_ptr() as usize)),
