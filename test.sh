@@ -14,17 +14,18 @@ rustup component add rustfmt clippy
 # bsdutils), rsyslog and its RELP forwarder (rsyslog-relp); and the
 # firewall tools the blocklist's files are loaded into (nftables, ipset),
 # each in a network namespace of the test's own; Python's http.server as
-# the webhooks' destination and aiosmtpd as the e-mails'. The tests that
-# need them fail without them.
+# the webhooks' destination and aiosmtpd as the e-mails'; systemd-analyze
+# (systemd) to verify the unit file. The tests that need them fail without
+# them.
 if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ] ||
    ! ls /usr/lib/*/rsyslog/omrelp.so >/dev/null 2>&1 ||
    ! [ -x /usr/sbin/nft ] || ! [ -x /usr/sbin/ipset ] || ! command -v python3 >/dev/null ||
-   ! /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null; then
+   ! /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || ! command -v systemd-analyze >/dev/null; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-        bsdutils rsyslog rsyslog-relp nftables ipset python3 python3-aiosmtpd >/dev/null
+        bsdutils rsyslog rsyslog-relp nftables ipset python3 python3-aiosmtpd systemd >/dev/null
 fi
 
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report

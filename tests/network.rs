@@ -1986,6 +1986,78 @@ fn a_sender_far_ahead_of_another_waits_in_the_kernel_not_in_memory() {
     assert!(logged_count(&run.stderr, "listener stopped", "paused_reads") >= 1);
 }
 
+#[test]
+fn a_service_manager_hears_ready_once_it_listens_and_stopping_at_sigterm() {
+    // As systemd's Type=notify does: a datagram socket in NOTIFY_SOCKET.
+    let dir = app_dir(REPORT_APP);
+    let socket_path = dir.path().join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    manager
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut command = Server::command(&[]);
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let mut server = Server::launch(dir, command);
+    let mut buffer = [0u8; 256];
+    let received = |buffer: &mut [u8]| {
+        let count = manager.recv(buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..count]).into_owned()
+    };
+    assert_eq!(received(&mut buffer), "READY=1\nSTATUS=listening");
+    // Ready means served: a record sent now is taken.
+    let mut stream = connect(server.address("TCP"));
+    stream
+        .write_all(format!("{}\n", record("after ready")).as_bytes())
+        .expect("write");
+    drop(stream);
+    server.wait_for_lines(1);
+    signal(server.pid(), "TERM");
+    assert_eq!(
+        received(&mut buffer),
+        "STOPPING=1\nSTATUS=finishing what was received"
+    );
+    let run = server.wait_for_exit();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(notice_messages(&json_lines(&run.stdout)), ["after ready"]);
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    // The unit as shipped, with the binary where the test built it.
+    let unit = std::fs::read_to_string(workspace().join("runtime/systemd/correlator.service"))
+        .expect("the unit file");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("correlator.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "/usr/local/bin/correlator",
+            env!("CARGO_BIN_EXE_correlator"),
+        ),
+    )
+    .expect("write the unit");
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) runs");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&verify.stderr), "");
+    for setting in [
+        "Type=notify",
+        "DynamicUser=yes",
+        "StateDirectory=correlator",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.lines().any(|line| line == setting), "{setting}");
+    }
+}
+
 /// Seconds since the epoch of `2023-02-20THH:MM:SS` (the captures here are
 /// of that day).
 fn time_of(text: &str) -> u64 {

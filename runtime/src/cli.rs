@@ -19,6 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// What `--version` says: the release, and the component contract (the WIT
+/// package) a module or handler must be built against to load.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (component contract correlator:plugin@0.1.0, wasm32-wasip2)"
+);
+
 /// Log correlation with sandboxed WebAssembly modules and handlers.
 ///
 /// An app file (TOML) chooses logic modules, which look for patterns across
@@ -28,7 +35,7 @@ use std::time::Instant;
 #[derive(Debug, Parser)]
 #[command(
     name = "correlator",
-    version,
+    version = VERSION,
     propagate_version = true,
     after_long_help = "Examples:\n  \
         correlator run --app apps/ssh-report.toml --read-file data/sshd-1.cap\n  \
@@ -739,4 +746,22 @@ fn check(args: &AppArgs) -> anyhow::Result<()> {
         app.handlers.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_names_the_contract_the_wit_declares() {
+        let worlds = include_str!("../../wit/worlds.wit");
+        let package = worlds
+            .lines()
+            .find_map(|line| line.strip_prefix("package "))
+            .and_then(|rest| rest.strip_suffix(';'))
+            .expect("the WIT names its package");
+        assert!(
+            super::VERSION.contains(&format!("component contract {package},")),
+            "{} does not name {package}",
+            super::VERSION
+        );
+    }
 }

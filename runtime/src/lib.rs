@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod receipts;
 pub mod record;
 pub mod replay;
+pub mod service;
 pub mod signals;
 pub mod state_store;
 pub mod types;

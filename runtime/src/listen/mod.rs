@@ -485,6 +485,7 @@ pub fn serve(
     let counters = Arc::new(NetworkCounters::default());
     let network = server::Network::bind(settings, Arc::clone(&counters))?;
     let (queue, listening) = network.start()?;
+    crate::service::tell("READY=1\nSTATUS=listening");
     let stop = listening.stopper();
     modules.set_tick_time(TickTime::WallClock);
     modules.keep_backlogs();

@@ -372,6 +372,7 @@ impl Network {
                         () = shutdown.cancelled() => None,
                     };
                     if let Some(name) = name {
+                        crate::service::tell("STOPPING=1\nSTATUS=finishing what was received");
                         tracing::info!(
                             "{name}: no longer accepting; finishing what was received (a second signal exits at once)"
                         );
