@@ -903,6 +903,36 @@ fn check_starts_every_instance_as_run_would_and_touches_none_of_its_files() {
 }
 
 #[test]
+fn a_connection_that_names_an_empty_user_and_fails_is_a_failed_login() {
+    // Scanners send an empty user name; OpenSSH logs it between two spaces.
+    let mut capture = String::new();
+    sshd_line(&mut capture, 0, 500, "Invalid user  from 198.51.100.3 port 4711");
+    sshd_line(
+        &mut capture,
+        1,
+        500,
+        "Failed password for invalid user  from 198.51.100.3 port 4711 ssh2",
+    );
+    sshd_line(
+        &mut capture,
+        2,
+        500,
+        "Connection closed by invalid user  198.51.100.3 port 4711 [preauth]",
+    );
+    let events = replay_json(SSHD_JSON_APP, &capture, &["state.enabled=false"]);
+    let failed = of_kind(&events, "SSHDLoginFailed");
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(
+        failed[0]["fields"],
+        serde_json::json!({ "user": "", "addr": "198.51.100.3", "port": 4711, "failures": 1 })
+    );
+    assert_eq!(
+        failed[0]["summary"],
+        "A user with an empty name from host 198.51.100.3 port 4711 failed to log in after 1 failed password"
+    );
+}
+
+#[test]
 fn config_tables_of_instances_set_what_their_config_sets_and_every_error_names_its_place() {
     let app = |config: &str| {
         format!(

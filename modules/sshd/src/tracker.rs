@@ -515,7 +515,9 @@ impl Tracker {
             connection.port = end.port;
         }
         connection.ended = true;
-        if !connection.user.is_empty() {
+        // A user was named, or a password failed: a failed login, even
+        // for an empty user name (`Invalid user  from ...`).
+        if !connection.user.is_empty() || connection.failures > 0 {
             dispatch_failed(
                 &connection.user,
                 &connection.addr,
@@ -666,9 +668,14 @@ fn set_peer(server: &mut Server, pid: u32, addr: &str, port: u16) {
 
 fn dispatch_failed(user: &str, addr: &str, port: u16, failures: i64) {
     let plural = if failures == 1 { "" } else { "s" };
+    let who = if user.is_empty() {
+        "A user with an empty name".to_owned()
+    } else {
+        format!("User {user}")
+    };
     let _ = Event::new(
         "SSHDLoginFailed",
-        format!("User {user} from host {addr} port {port} failed to log in after {failures} failed password{plural}"),
+        format!("{who} from host {addr} port {port} failed to log in after {failures} failed password{plural}"),
     )
     .text("user", user)
     .text("addr", addr)
