@@ -906,7 +906,12 @@ fn check_starts_every_instance_as_run_would_and_touches_none_of_its_files() {
 fn a_connection_that_names_an_empty_user_and_fails_is_a_failed_login() {
     // Scanners send an empty user name; OpenSSH logs it between two spaces.
     let mut capture = String::new();
-    sshd_line(&mut capture, 0, 500, "Invalid user  from 198.51.100.3 port 4711");
+    sshd_line(
+        &mut capture,
+        0,
+        500,
+        "Invalid user  from 198.51.100.3 port 4711",
+    );
     sshd_line(
         &mut capture,
         1,
