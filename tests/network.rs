@@ -2022,6 +2022,54 @@ fn a_service_manager_hears_ready_once_it_listens_and_stopping_at_sigterm() {
 }
 
 #[test]
+fn sighup_makes_handlers_open_their_files_again_after_a_rotation() {
+    let app = "[modules.Report]\ncomponent = \"builtin:report\"\n\
+               [handlers.audit]\ncomponent = \"builtin:csv\"\n\
+               filter = 'event.kind == \"Notice\"'\ngrants = { dir = \"audit\" }\n\
+               [handlers.console]\ncomponent = \"builtin:log\"\nconfig = { format = \"json\" }\n";
+    let mut server = Server::start(app, &[]);
+    let address = server.address("TCP");
+    let send = |message: &str| {
+        let mut stream = connect(address);
+        stream
+            .write_all(format!("{}\n", record(message)).as_bytes())
+            .expect("write");
+    };
+    send("before");
+    server.wait_for_lines(1);
+    // logrotate moves the file; the handler still holds it open.
+    let audit = server.path("audit");
+    let file = "Report-Notice-2026-11-27.csv";
+    server.wait_until("the row is written", |server| {
+        std::fs::read_to_string(server.path("audit").join(file))
+            .is_ok_and(|text| text.contains("before"))
+    });
+    std::fs::rename(audit.join(file), audit.join("rotated.csv")).expect("rotate");
+    signal(server.pid(), "HUP");
+    server.wait_until("SIGHUP is taken", |server| {
+        server
+            .stderr()
+            .contains("SIGHUP: handlers granted a directory start afresh")
+    });
+    send("after");
+    server.wait_for_lines(2);
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let rows = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(audit.join(name))
+            .expect("a csv file")
+            .lines()
+            .map(|line| line.split(',').nth(3).unwrap_or_default().to_owned())
+            .collect()
+    };
+    // The old rows stay in the moved file; the new go to a new one, with
+    // its header.
+    assert_eq!(rows("rotated.csv"), ["message", "before"]);
+    assert_eq!(rows(file), ["message", "after"]);
+    assert_has(&run.stderr, "started afresh: its files are opened again");
+}
+
+#[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     // The unit as shipped, with the binary where the test built it.
     let unit = std::fs::read_to_string(workspace().join("runtime/systemd/correlator.service"))

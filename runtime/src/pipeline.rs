@@ -1175,12 +1175,32 @@ impl HandlerStage {
         self.counters
     }
 
+    /// SIGHUP came: handlers granted a directory start afresh (see
+    /// [`HandlerInstance::reopen`]); one that cannot goes on as it was.
+    fn reopen(&mut self) {
+        for route in &mut self.routes {
+            let name = route.handler.name.clone();
+            match route.handler.reopen() {
+                Ok(true) => {
+                    tracing::info!(handler = %name, "started afresh: its files are opened again")
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(handler = %name, "cannot start afresh after SIGHUP, going on as it was: {error}")
+                }
+            }
+        }
+    }
+
     /// Hand `events` to every handler whose filter selects them. A handler
     /// that gets disabled on the way sends its `ComponentDisabled` event to
     /// the others.
     pub fn route(&mut self, events: Vec<Dispatched>) -> Result<(), Aborted> {
         if events.is_empty() {
             return Ok(());
+        }
+        if crate::signals::take_reopen() {
+            self.reopen();
         }
         // Notifiers see time move event by event, so that a wait ends
         // between the events it ends between, whatever the batches.

@@ -980,6 +980,17 @@ impl HandlerInstance {
         !self.supervisor.is_disabled()
     }
 
+    /// SIGHUP: a handler granted a directory starts afresh (a new instance,
+    /// initialised), so that the files it writes are opened again, as after
+    /// a log rotation moved them; `false` for one without a directory.
+    /// Handlers finish each batch with `flush`, so nothing written is lost.
+    pub fn reopen(&mut self) -> Result<bool, String> {
+        if !self.sandbox.has_dir() || !self.is_running() {
+            return Ok(false);
+        }
+        restart(self).map(|()| true)
+    }
+
     /// One `handle` call (`handle-packed` if the component has it): the
     /// per-event results, or why it failed.
     fn call(&mut self, events: &[&Dispatched]) -> Result<Vec<Result<(), String>>, String> {

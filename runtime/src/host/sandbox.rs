@@ -73,6 +73,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Whether the instance was granted a directory.
+    pub fn has_dir(&self) -> bool {
+        self.grants.dir.is_some()
+    }
+
     /// The sandbox of the instance `spec` with `grants`.
     pub fn new(
         engine: Engine,
