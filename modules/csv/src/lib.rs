@@ -131,7 +131,7 @@ impl Handler for Csv {
         }
         let mut time = String::new();
         event.time.write_rfc3339(&mut time);
-        let day = time.get(..10).unwrap_or(&time).to_owned();
+        let day = time.get(..10).unwrap_or(&time);
         let mut row = String::new();
         push_csv_text(&mut row, &time);
         for field in &event.fields {
@@ -146,10 +146,10 @@ impl Handler for Csv {
             .get(&name)
             .is_none_or(|current| current.day != day);
         if stale {
-            let current = self.open_day(&name, &day, &event.time)?;
+            let current = self.open_day(&name, day, &event.time)?;
             self.files.insert(name.clone(), current);
         }
-        let (directory, limit) = (self.directory.clone(), self.max_file_bytes);
+        let (directory, limit) = (&self.directory, self.max_file_bytes);
         let Some(current) = self.files.get_mut(&name) else {
             return Err(format!("no file for \"{name}\""));
         };
@@ -163,8 +163,8 @@ impl Handler for Csv {
             current.bytes = 0;
             current.writer = None;
         }
-        let path = directory.join(file_name(&name, &current.day, current.sequence));
         if current.writer.is_none() {
+            let path = directory.join(file_name(&name, &current.day, current.sequence));
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -173,23 +173,25 @@ impl Handler for Csv {
             current.bytes = file.metadata().map_or(current.bytes, |meta| meta.len());
             current.writer = Some(BufWriter::new(file));
         }
-        let Some(writer) = current.writer.as_mut() else {
-            return Err(format!("cannot open \"{}\"", path.display()));
-        };
-        let mut text = String::new();
         if current.bytes == 0 {
-            push_csv_text(&mut text, "time");
+            let mut header = String::new();
+            push_csv_text(&mut header, "time");
             for field in &event.fields {
-                text.push(',');
-                push_csv_text(&mut text, &field.name);
+                header.push(',');
+                push_csv_text(&mut header, &field.name);
             }
-            text.push('\n');
+            header.push('\n');
+            row.insert_str(0, &header);
         }
-        text.push_str(&row);
+        let (day, sequence) = (&current.day, current.sequence);
+        let path = || directory.join(file_name(&name, day, sequence));
+        let Some(writer) = current.writer.as_mut() else {
+            return Err(format!("cannot open \"{}\"", path().display()));
+        };
         writer
-            .write_all(text.as_bytes())
-            .map_err(|error| format!("cannot write \"{}\": {error}", path.display()))?;
-        current.bytes += text.len() as u64;
+            .write_all(row.as_bytes())
+            .map_err(|error| format!("cannot write \"{}\": {error}", path().display()))?;
+        current.bytes += row.len() as u64;
         Ok(())
     }
 

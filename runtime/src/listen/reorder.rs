@@ -519,6 +519,18 @@ mod tests {
         }
     }
 
+    /// A reorder holding for a second, its output batch, and two senders
+    /// `a` and `b` whose connections opened at the start.
+    fn two_open_senders() -> (Instant, BatchBuilder, Reorder, Arc<str>, Arc<str>) {
+        let start = Instant::now();
+        let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        reorder.opened(&a, start, None);
+        reorder.opened(&b, start, None);
+        (start, BatchBuilder::new(100), reorder, a, b)
+    }
+
     fn released(reorder: &mut Reorder, now: Instant, out: &mut BatchBuilder) -> Vec<u64> {
         while reorder.release(now, false, out) {}
         let positions = out.batch().positions.clone();
@@ -564,13 +576,7 @@ mod tests {
 
     #[test]
     fn an_open_connection_that_has_not_spoken_yet_is_waited_for() {
-        let start = Instant::now();
-        let mut out = BatchBuilder::new(100);
-        let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
-        let a: Arc<str> = Arc::from("a");
-        let b: Arc<str> = Arc::from("b");
-        reorder.opened(&a, start, None);
-        reorder.opened(&b, start, None);
+        let (start, mut out, mut reorder, a, b) = two_open_senders();
         offer(&mut reorder, &a, 105, 1, start, &mut out);
         assert!(released(&mut reorder, start, &mut out).is_empty());
         offer(&mut reorder, &b, 101, 2, start, &mut out);
@@ -582,13 +588,7 @@ mod tests {
 
     #[test]
     fn records_that_waited_the_hold_leave_even_when_their_sender_went_back_in_time() {
-        let start = Instant::now();
-        let mut out = BatchBuilder::new(100);
-        let mut reorder = Reorder::new(Duration::from_secs(1), REORDER_MAX_BYTES);
-        let a: Arc<str> = Arc::from("a");
-        let b: Arc<str> = Arc::from("b");
-        reorder.opened(&a, start, None);
-        reorder.opened(&b, start, None);
+        let (start, mut out, mut reorder, a, b) = two_open_senders();
         offer(&mut reorder, &b, 100, 1, start, &mut out);
         // a's clock steps back: 110, then 105. b stays silent.
         offer(&mut reorder, &a, 110, 2, start, &mut out);

@@ -95,7 +95,11 @@ pub struct ReadGate {
 impl ReadGate {
     /// Stop reading after the read under way.
     pub fn pause(&self) {
-        self.paused.store(true, Ordering::Release);
+        // Called for every record while too many wait: a load, not a
+        // write to the line the network thread reads, once paused.
+        if !self.is_paused() {
+            self.paused.store(true, Ordering::Release);
+        }
     }
 
     /// Read again.
