@@ -555,7 +555,10 @@ fn a_run_directory_that_is_missing_or_a_capture_that_is_a_directory_stops_before
         run.stderr,
         "error: --read-file captures: is a directory; give a capture or log file (or - for standard input)\n"
     );
-    assert!(!dir.path().join("state.redb").exists(), "no state written");
+    assert!(
+        !dir.path().join("app.state.redb").exists(),
+        "no state written"
+    );
 }
 
 #[test]
@@ -1222,8 +1225,8 @@ fn config_prints_every_item_with_type_value_default_and_source() {
 
 #[test]
 fn the_shipped_apps_load() {
-    for (app, handlers) in [("report.toml", 1), ("ssh-report.toml", 2)] {
-        let path = workspace().join("apps").join(app);
+    for (app, handlers) in [("report", 1), ("ssh-report", 2)] {
+        let path = workspace().join("apps").join(format!("{app}.toml"));
         let path = path.to_str().expect("UTF-8 path");
         // In a directory of its own, so that no state store is there yet.
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1231,7 +1234,9 @@ fn the_shipped_apps_load() {
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         assert_eq!(
             run.stdout,
-            format!("state ./state.redb: none yet\n{path}: ok (1 modules, {handlers} handlers)\n")
+            format!(
+                "state ./{app}.state.redb: none yet\n{path}: ok (1 modules, {handlers} handlers)\n"
+            )
         );
     }
 }

@@ -965,7 +965,7 @@ fn dead_letters_are_kept_listed_sent_again_and_purged() {
     assert_eq!(check.code, Some(0), "{}", check.stderr);
     assert_has(
         &check.stdout,
-        "state ./state.redb: 0 deliveries wait in outboxes, 3 dead letters (correlator outbox --app app.toml list)\n",
+        "state ./app.state.redb: 0 deliveries wait in outboxes, 3 dead letters (correlator outbox --app app.toml list)\n",
     );
     assert_eq!(
         outbox(&["retry", "1", "3"]),

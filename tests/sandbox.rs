@@ -826,7 +826,7 @@ fn events_that_break_their_schema_cost_the_sshd_instance_beside_them_nothing() {
 
 /// Every key of `instance` in the state store in `dir`, with its size.
 fn stored_keys(dir: &tempfile::TempDir, instance: &str) -> Vec<(String, usize)> {
-    correlator::state_store::StateStore::open(&dir.path().join("state.redb"), "app", false)
+    correlator::state_store::StateStore::open(&dir.path().join("app.state.redb"), "app", false)
         .expect("the store opens")
         .keys(instance)
         .expect("the keys read")

@@ -53,7 +53,7 @@ fn the_sample_capture_split_at_every_record_boundary_gives_the_events_of_one_rep
         let first: String = lines[..split].iter().map(|l| format!("{l}\n")).collect();
         let rest: String = lines[split..].iter().map(|l| format!("{l}\n")).collect();
         let mut events = without_final_statistics(replay_events_in(dir.path(), &first, &[]));
-        events.extend(replay_events_in(dir.path(), &rest, &[]));
+        events.extend(replay_events_in(dir.path(), &rest, &["--keep-state"]));
         assert_eq!(events, whole, "split after record {split}");
     }
 }
@@ -64,7 +64,7 @@ fn a_brute_force_split_across_a_restart_is_counted_once() {
     let dir = app_dir(SSHD_JSON_APP);
     let first = replay_events_in(dir.path(), &before, &[]);
     assert_eq!(of_kind(&first, "SSHDAttemptsExceeded").len(), 0);
-    let second = replay_events_in(dir.path(), &after, &[]);
+    let second = replay_events_in(dir.path(), &after, &["--keep-state"]);
     let exceeded = of_kind(&second, "SSHDAttemptsExceeded");
     assert_eq!(exceeded.len(), 1, "{second:?}");
     assert_eq!(exceeded[0]["fields"]["host"], "198.51.100.7");
@@ -73,13 +73,16 @@ fn a_brute_force_split_across_a_restart_is_counted_once() {
     assert_eq!(statistics[0]["fields"]["lockouts"], 1);
     assert_eq!(statistics[0]["fields"]["denied"], 6);
 
-    // Without the store, the second run starts from nothing and misses it.
+    // Without --keep-state, or without the store, the second run starts
+    // from nothing and misses it.
+    let second = replay_events_in(dir.path(), &after, &[]);
+    assert_eq!(of_kind(&second, "SSHDAttemptsExceeded").len(), 0);
     let dir = app_dir(SSHD_JSON_APP);
     let off = ["-o", "state.enabled=false"];
     replay_events_in(dir.path(), &before, &off);
-    let second = replay_events_in(dir.path(), &after, &off);
+    let second = replay_events_in(dir.path(), &after, &[&off[..], &["--keep-state"]].concat());
     assert_eq!(of_kind(&second, "SSHDAttemptsExceeded").len(), 0);
-    assert!(!dir.path().join("state.redb").exists());
+    assert!(!dir.path().join("app.state.redb").exists());
 }
 
 #[test]
@@ -108,12 +111,65 @@ fn a_session_open_across_a_restart_is_reported_with_its_whole_length() {
     let first = replay_events_in(dir.path(), &before, &[]);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["fields"]["partial"], 1);
-    let second = replay_events_in(dir.path(), &after, &[]);
+    let second = replay_events_in(dir.path(), &after, &["--keep-state"]);
     let logins = of_kind(&second, "SSHDLoginSucceeded");
     assert_eq!(logins.len(), 1, "{second:?}");
     assert_eq!(logins[0]["fields"]["user"], "carol");
     assert_eq!(logins[0]["fields"]["duration"], 600.0);
     assert_eq!(logins[0]["fields"]["start"], "2023-02-20T15:00:01Z");
+}
+
+#[test]
+fn a_capture_replayed_twice_gives_the_same_events_and_the_shipped_apps_share_a_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sample = sample_capture();
+    let sample = sample.to_str().expect("UTF-8 path");
+    let replay = |app: &str, extra: &[&str]| {
+        let app = workspace().join("apps").join(format!("{app}.toml"));
+        let mut args = vec![
+            "run",
+            "--app",
+            app.to_str().expect("UTF-8 path"),
+            "--read-file",
+            sample,
+        ];
+        args.extend(extra);
+        let run = correlator(dir.path(), &args);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        run
+    };
+    let first = replay("ssh-report", &[]);
+    let statistics = "[OpenSSH :: SSHDStats] 2 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted\n";
+    assert!(first.stdout.ends_with(statistics), "{}", first.stdout);
+    let report = replay("report", &[]);
+    assert_eq!(report.stdout.lines().count(), 17, "{}", report.stdout);
+    let second = replay("ssh-report", &[]);
+    assert_eq!(second.stdout, first.stdout);
+    assert_has(
+        &second.stderr,
+        &format!(
+            "this replay starts every module empty and replaces the state of the checkpoint after record 16 of {sample} (stream clock 2023-02-20 20:14:58 UTC, committed "
+        ),
+    );
+    assert_eq!(
+        file_names(dir.path()),
+        ["csv", "report.state.redb", "ssh-report.state.redb"]
+    );
+    // Told to keep the state, the same records count twice, with a warning.
+    let kept = replay("ssh-report", &["--keep-state"]);
+    assert!(
+        kept.stdout.ends_with(
+            "[OpenSSH :: SSHDStats] 4 sessions, 2 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted\n"
+        ),
+        "{}",
+        kept.stdout
+    );
+    assert_has(
+        &kept.stderr,
+        &format!(
+            "--keep-state: the state already covers records 1 to 16 of {sample}; this replay starts again at its first record, so modules see them twice (--continue passes over them)"
+        ),
+    );
 }
 
 /// `data/sshd-state-v1.redb`'s app: the sshd module counting three failed
@@ -145,14 +201,21 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
         ]
     );
     let dir = app_dir(SSHD_LIMIT_3_APP);
-    let store = dir.path().join("state.redb");
+    let store = dir.path().join("app.state.redb");
     std::fs::copy(workspace().join("data").join("sshd-state-v1.redb"), &store)
         .expect("copy the version-1 store");
     let rest: String = lines[13..].iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.path().join("input.cap"), rest).expect("write capture");
     let run = correlator(
         dir.path(),
-        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "--keep-state",
+        ],
     );
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert_has(&run.stderr, "state migrated instance=OpenSSH from=1 to=3");
@@ -168,9 +231,73 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
 }
 
 #[test]
+fn state_whose_layout_changed_without_a_new_version_is_refused_by_check_as_by_run() {
+    let dir = app_dir(SSHD_LIMIT_3_APP);
+    let path = dir.path().join("app.state.redb");
+    std::fs::copy(workspace().join("data").join("sshd-state-v1.redb"), &path)
+        .expect("copy the version-1 store");
+    // The version-1 layout, claimed by the current version: what a module
+    // whose layout changed without a new state version leaves behind.
+    {
+        use correlator::state_store::{InstanceCommit, OutboxChanges, PendingWrites, StateStore};
+        let store = StateStore::open(&path, "app", false).expect("the store opens");
+        let owner = store
+            .owner("OpenSSH")
+            .expect("the owner reads")
+            .expect("an owner");
+        let checkpoint = store
+            .checkpoint()
+            .expect("the checkpoint reads")
+            .expect("a checkpoint");
+        let claimed = correlator::state_store::Ownership {
+            version: 3,
+            ..owner
+        };
+        store
+            .commit(
+                &[InstanceCommit {
+                    instance: "OpenSSH",
+                    owner: &claimed,
+                    writes: &PendingWrites::new(),
+                }],
+                &checkpoint,
+                &OutboxChanges::default(),
+            )
+            .expect("commit");
+    }
+    let before = std::fs::read(&path).expect("the store");
+    let check = correlator(dir.path(), &["check", "--app", "app.toml"]);
+    assert_eq!(check.code, Some(1), "{}", check.stdout);
+    assert_eq!(
+        std::fs::read(&path).expect("the store"),
+        before,
+        "check changes nothing"
+    );
+    std::fs::write(dir.path().join("input.cap"), "").expect("write capture");
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "--keep-state",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let last = |text: &str| text.lines().last().unwrap_or("").to_owned();
+    assert_eq!(last(&check.stderr), last(&run.stderr));
+    assert_eq!(
+        last(&run.stderr),
+        "error: module \"OpenSSH\" refused to start: state \"tracker\" does not read as this version's layout (Hit the end of buffer, expected more data); a module must raise its STATE_VERSION when its layout changes, and --discard-state INSTANCE starts it empty"
+    );
+}
+
+#[test]
 fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     let dir = app_dir(SSHD_LIMIT_3_APP);
-    let store = dir.path().join("state.redb");
+    let store = dir.path().join("app.state.redb");
     let check = |extra: &[&str]| {
         let mut args = vec!["check", "--app", "app.toml"];
         args.extend(extra);
@@ -180,7 +307,7 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     };
     assert_eq!(
         check(&[]),
-        "state ./state.redb: none yet\napp.toml: ok (1 modules, 1 handlers)\n"
+        "state ./app.state.redb: none yet\napp.toml: ok (1 modules, 1 handlers)\n"
     );
     assert!(!store.exists(), "check creates no store");
 
@@ -188,8 +315,8 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     std::fs::copy(&fixture, &store).expect("copy the version-1 store");
     assert_eq!(
         check(&[]),
-        "state ./state.redb: checkpoint after record 13 of first.cap (stream clock 2023-02-20 20:14:50 UTC, committed 2026-11-27 17:03:51 UTC)\n\
-         state ./state.redb: module \"OpenSSH\" has 1 key (421 bytes) at version 1, which the next start migrates to version 3\n\
+        "state ./app.state.redb: checkpoint after record 13 of first.cap (stream clock 2023-02-20 20:14:50 UTC, committed 2026-11-27 17:03:51 UTC)\n\
+         state ./app.state.redb: module \"OpenSSH\" has 1 key (421 bytes) at version 1, which the next start migrates to version 3\n\
          app.toml: ok (1 modules, 1 handlers)\n"
     );
     assert_eq!(
@@ -204,17 +331,24 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
 
     // After a start has migrated it, it is at version 3; check counts its
     // bytes as a run does (keys, values and 64 bytes an entry).
-    replay_events_in(dir.path(), "", &[]);
+    replay_events_in(dir.path(), "", &["--keep-state"]);
     let report = check(&[]);
     let bytes = report
-        .split_once("state ./state.redb: module \"OpenSSH\" has 1 key (")
+        .split_once("state ./app.state.redb: module \"OpenSSH\" has 1 key (")
         .and_then(|(_, rest)| rest.split_once(" bytes) at version 3\napp.toml: ok"))
         .map(|(bytes, _)| bytes.to_owned())
         .unwrap_or_else(|| panic!("no state line in {report}"));
     std::fs::write(dir.path().join("input.cap"), "").expect("write capture");
     let run = correlator(
         dir.path(),
-        &["run", "--app", "app.toml", "--read-file", "input.cap"],
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "--keep-state",
+        ],
     );
     assert_has(
         &run.stderr,
@@ -234,12 +368,19 @@ fn records_older_than_the_state_are_taken_with_a_warning() {
     .expect("write capture");
     let run = correlator(
         dir.path(),
-        &["run", "--app", "app.toml", "--read-file", "old.cap"],
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "old.cap",
+            "--keep-state",
+        ],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_has(
         &run.stderr,
-        "the first record (2020-01-01 00:00:00 UTC) is older than the state this run continues from (2023-02-20 20:14:58 UTC); modules see time go back, and ticks resume only after it (start with --discard-state to begin empty)",
+        "the first record (2020-01-01 00:00:00 UTC) is older than the state this run continues from (2023-02-20 20:14:58 UTC); modules see time go back, and ticks resume only after it (a replay without --keep-state starts empty; --discard-state empties one module)",
     );
 }
 
@@ -268,13 +409,18 @@ fn state_of_another_app_or_component_or_a_newer_version_is_refused_until_discard
         args.extend(extra);
         correlator(dir.path(), &args)
     };
-    // Version 1 counts 16, then 32: its count is durable.
+    // A replay starts empty unless told to keep the state; these keep it.
+    let kept = |app: &str, extra: &[&str]| run(app, &[&["--keep-state"], extra].concat());
+    // Version 1 counts 16, then 32: its count is durable. A replay without
+    // --keep-state starts over.
     assert_eq!(counted(&json_lines(&run("app.toml", &[]).stdout)), [16]);
-    assert_eq!(counted(&json_lines(&run("app.toml", &[]).stdout)), [32]);
+    assert_eq!(counted(&json_lines(&kept("app.toml", &[]).stdout)), [32]);
+    assert_eq!(counted(&json_lines(&run("app.toml", &[]).stdout)), [16]);
+    assert_eq!(counted(&json_lines(&kept("app.toml", &[]).stdout)), [32]);
 
     // Version 2 migrates version 1's state and counts on.
     std::fs::write(dir.path().join("app.toml"), counter_app(v2)).expect("write app");
-    let migrated = run("app.toml", &[]);
+    let migrated = kept("app.toml", &[]);
     assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
     assert_has(
         &migrated.stderr,
@@ -284,13 +430,13 @@ fn state_of_another_app_or_component_or_a_newer_version_is_refused_until_discard
 
     // Back to version 1: the state is newer than it can read.
     std::fs::write(dir.path().join("app.toml"), counter_app(v1)).expect("write app");
-    let refused = run("app.toml", &[]);
+    let refused = kept("app.toml", &[]);
     assert_eq!(refused.code, Some(1));
     let v2_digest = sha256_of(v2);
     assert_eq!(
         refused.stderr.lines().last().unwrap_or(""),
         format!(
-            "error: module \"counter\": ./state.redb holds state of version 2 (written by sha256 {v2_digest}), newer than this component's version 1 ({v1}); run the newer component, or start with --discard-state counter to delete that state and start the instance empty"
+            "error: module \"counter\": ./app.state.redb holds state of version 2 (written by sha256 {v2_digest}), newer than this component's version 1 ({v1}); run the newer component, or start with --discard-state counter to delete that state and start the instance empty"
         )
     );
 
@@ -300,19 +446,19 @@ fn state_of_another_app_or_component_or_a_newer_version_is_refused_until_discard
         counter_app("builtin:sshd").replace('\'', "\""),
     )
     .expect("write app");
-    let refused = run("app.toml", &[]);
+    let refused = kept("app.toml", &[]);
     assert_eq!(refused.code, Some(1));
     assert_eq!(
         refused.stderr.lines().last().unwrap_or(""),
         format!(
-            "error: module \"counter\": ./state.redb holds state written by component \"counter\" (sha256 {v2_digest}), not by \"sshd\" (builtin:sshd); start with --discard-state counter to delete that state and start the instance empty"
+            "error: module \"counter\": ./app.state.redb holds state written by component \"counter\" (sha256 {v2_digest}), not by \"sshd\" (builtin:sshd); start with --discard-state counter to delete that state and start the instance empty"
         )
     );
     // check refuses it as a start does.
     let checked = correlator(dir.path(), &["check", "--app", "app.toml"]);
     assert_eq!(checked.code, Some(1));
     assert_eq!(checked.stderr.lines().last(), refused.stderr.lines().last());
-    let unknown = run("app.toml", &["--discard-state", "OpenSSH"]);
+    let unknown = kept("app.toml", &["--discard-state", "OpenSSH"]);
     assert_eq!(unknown.code, Some(1));
     assert_eq!(
         unknown.stderr.lines().last().unwrap_or(""),
@@ -321,26 +467,40 @@ fn state_of_another_app_or_component_or_a_newer_version_is_refused_until_discard
 
     // Discarded on purpose: version 1 starts from nothing.
     std::fs::write(dir.path().join("app.toml"), counter_app(v1)).expect("write app");
-    let fresh = run("app.toml", &["--discard-state", "counter"]);
+    let fresh = kept("app.toml", &["--discard-state", "counter"]);
     assert_eq!(fresh.code, Some(0), "{}", fresh.stderr);
     assert_eq!(counted(&json_lines(&fresh.stdout)), [16]);
 
     // Another app (the name comes from the file name) in the same run
-    // directory: refused, then taken over with --discard-all-state.
+    // directory has its own store ...
     std::fs::write(dir.path().join("other.toml"), counter_app(v1)).expect("write app");
-    let refused = run("other.toml", &[]);
+    assert_eq!(counted(&json_lines(&kept("other.toml", &[]).stdout)), [16]);
+    assert!(dir.path().join("other.state.redb").is_file());
+    // ... unless both are given one file: then refused, and taken over
+    // with --discard-all-state.
+    let shared = ["-o", "state.file=app.state.redb"];
+    let refused = kept("other.toml", &shared);
     assert_eq!(refused.code, Some(1));
     assert_eq!(
         refused.stderr.lines().last().unwrap_or(""),
-        "error: state store ./state.redb belongs to app \"app\", not \"other\"; give each app its own system.run_dir (or state.file), or start with --discard-all-state to delete the other app's state"
+        "error: state store ./app.state.redb belongs to app \"app\", not \"other\"; give each app its own system.run_dir (or state.file), or start with --discard-all-state to delete the other app's state"
     );
-    let checked = correlator(dir.path(), &["check", "--app", "other.toml"]);
+    let checked = correlator(
+        dir.path(),
+        &[&["check", "--app", "other.toml"], &shared[..]].concat(),
+    );
     assert_eq!(checked.code, Some(1));
     assert_eq!(checked.stderr.lines().last(), refused.stderr.lines().last());
-    let taken = run("other.toml", &["--discard-all-state"]);
+    let taken = run(
+        "other.toml",
+        &[&shared[..], &["--discard-all-state"]].concat(),
+    );
     assert_eq!(taken.code, Some(0), "{}", taken.stderr);
     assert_eq!(counted(&json_lines(&taken.stdout)), [16]);
-    assert_eq!(counted(&json_lines(&run("other.toml", &[]).stdout)), [32]);
+    assert_eq!(
+        counted(&json_lines(&kept("other.toml", &shared).stdout)),
+        [32]
+    );
 }
 
 fn sha256_of(component: &str) -> String {
@@ -562,7 +722,7 @@ fn after_kill_9_in_a_replay_the_store_opens_and_the_run_continues_from_its_check
     let _ = killed.child.wait();
     drop(writer);
 
-    let store = dir.path().join("state.redb");
+    let store = dir.path().join("app.state.redb");
     let checkpoint = correlator::state_store::StateStore::open(&store, "app", false)
         .expect("the store opens after kill -9")
         .checkpoint()
@@ -576,7 +736,14 @@ fn after_kill_9_in_a_replay_the_store_opens_and_the_run_continues_from_its_check
     assert_eq!(checkpoint.source, "-");
     let position = usize::try_from(checkpoint.position).expect("a small number");
     std::fs::write(dir.path().join("rest.cap"), joined(position..TOTAL)).expect("write rest");
-    let mut args = vec!["run", "--app", "app.toml", "--read-file", "rest.cap"];
+    let mut args = vec![
+        "run",
+        "--app",
+        "app.toml",
+        "--read-file",
+        "rest.cap",
+        "--keep-state",
+    ];
     args.extend(options);
     let run = correlator(dir.path(), &args);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -632,7 +799,7 @@ fn sigterm_stops_a_replay_of_a_quiet_pipe_cleanly_and_the_next_run_counts_on() {
             Some("SSHDStats")
         ]
     );
-    let second = replay_events_in(dir.path(), &after, &[]);
+    let second = replay_events_in(dir.path(), &after, &["--keep-state"]);
     assert_eq!(
         of_kind(&second, "SSHDAttemptsExceeded").len(),
         1,
@@ -645,12 +812,12 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
     let dir = app_dir(SSHD_JSON_APP);
     std::fs::write(dir.path().join("input.cap"), "").expect("write capture");
     let args = ["run", "--app", "app.toml", "--read-file", "input.cap"];
-    std::fs::write(dir.path().join("state.redb"), "not a database\n").expect("write");
+    std::fs::write(dir.path().join("app.state.redb"), "not a database\n").expect("write");
     let damaged = correlator(dir.path(), &args);
     assert_eq!(damaged.code, Some(1));
     assert_eq!(
         damaged.stderr.lines().last().unwrap_or(""),
-        "error: state store ./state.redb: I/O error: Not a redb database: magic number mismatch"
+        "error: state store ./app.state.redb: I/O error: Not a redb database: magic number mismatch"
     );
     // check refuses it as a start would.
     let checked = correlator(dir.path(), &["check", "--app", "app.toml"]);
@@ -658,10 +825,10 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
         (checked.code, checked.stderr.as_str()),
         (
             Some(1),
-            "error: state store ./state.redb: I/O error: Not a redb database: magic number mismatch\n"
+            "error: state store ./app.state.redb: I/O error: Not a redb database: magic number mismatch\n"
         )
     );
-    std::fs::remove_file(dir.path().join("state.redb")).expect("remove");
+    std::fs::remove_file(dir.path().join("app.state.redb")).expect("remove");
 
     // A replay of a pipe holds the store while it runs: once it has
     // committed a record, it certainly has it open.
@@ -679,7 +846,7 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
     assert_eq!(second.code, Some(1));
     assert_eq!(
         second.stderr.lines().last().unwrap_or(""),
-        "error: state store ./state.redb: another correlator process has it open"
+        "error: state store ./app.state.redb: another correlator process has it open"
     );
     // check says it did not look, and the app itself is fine.
     let checked = correlator(dir.path(), &["check", "--app", "app.toml"]);
@@ -687,7 +854,7 @@ fn a_store_that_is_not_one_or_is_in_use_stops_start_up_with_the_reason() {
         (checked.code, checked.stdout.as_str()),
         (
             Some(0),
-            "state ./state.redb: not looked at: another correlator process has it open\napp.toml: ok (1 modules, 1 handlers)\n"
+            "state ./app.state.redb: not looked at: another correlator process has it open\napp.toml: ok (1 modules, 1 handlers)\n"
         )
     );
     drop(running.child.stdin.take());

@@ -66,9 +66,11 @@ enum Command {
     /// statistics are dispatched too.
     ///
     /// Modules' durable state (open sessions, counters) is kept in
-    /// state.redb in system.run_dir, committed every
-    /// state.checkpoint_interval and at the end, and the next run continues
-    /// from it; -o state.enabled=false runs without it.
+    /// APP.state.redb in system.run_dir, committed every
+    /// state.checkpoint_interval and at the end. A listening run goes on
+    /// from the state the last run left; a replay starts empty unless
+    /// given --continue or --keep-state. -o state.enabled=false runs
+    /// without it.
     Run(RunArgs),
     /// Print every configuration item of an app (key, type, value, default,
     /// source, description) and exit.
@@ -204,8 +206,15 @@ struct RunArgs {
     /// (after a stop, a crash or kill -9): the records of the capture it
     /// already covers are passed over, the rest processed. The capture must
     /// be the one the checkpoint names (`correlator check` shows it).
-    #[arg(long = "continue", requires = "read_file", conflicts_with_all = ["discard_all_state"])]
+    #[arg(long = "continue", requires = "read_file", conflicts_with_all = ["discard_all_state", "keep_state"])]
     continue_replay: bool,
+    /// Start the modules from the state the last run left instead of
+    /// empty, and read the capture from its first record: for a capture
+    /// that follows the one replayed before (auth.log after auth.log.1).
+    /// Without it (or --continue) a replay starts every module empty, so
+    /// that replaying a capture twice gives the same events.
+    #[arg(long, requires = "read_file", conflicts_with_all = ["discard_all_state"])]
+    keep_state: bool,
 }
 
 /// Parse the command line, run the command, print the whole error chain on
@@ -429,6 +438,8 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         &loader::Discard {
             instances: args.discard_state.clone(),
             all: args.discard_all_state,
+            // A listener is a service: it always goes on from its state.
+            modules: args.read_file.is_some() && !args.continue_replay && !args.keep_state,
         },
     )?;
     handlers.route(startup_events)?;
@@ -547,10 +558,10 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// Where a replay of `capture` starts, given the checkpoint the state
-/// continues from: after its position with `--continue` (which must name
-/// the checkpoint's capture), else at the first record. A replay that does
-/// not continue the checkpoint's capture says so, since its checkpoints
-/// replace that position.
+/// continues from (there is none when the replay started empty): after its
+/// position with `--continue` (which must name the checkpoint's capture),
+/// else at the first record. A replay keeping the state of another run
+/// says what it goes on from.
 fn continue_from(
     restored: Option<&crate::state_store::Checkpoint>,
     capture: &Path,
@@ -581,20 +592,19 @@ fn continue_from(
             Ok(checkpoint.position)
         }
         (true, false) => bail!(
-            "--continue: the state's checkpoint is {}, not of {shown}; give that capture, or start without --continue",
+            "--continue: the state's checkpoint is {}, not of {shown}; give that capture, start from that state with --keep-state, or start empty without either",
             checkpoint.describe()
         ),
         (false, true) if checkpoint.position > 0 => {
             tracing::warn!(
-                "the state already covers records 1 to {} of {shown}; this replay starts again at its first record, so modules see them twice (--continue passes over them; --discard-all-state starts empty)",
+                "--keep-state: the state already covers records 1 to {} of {shown}; this replay starts again at its first record, so modules see them twice (--continue passes over them)",
                 checkpoint.position
             );
             Ok(0)
         }
-        (false, true) => Ok(0),
-        (false, false) => {
-            tracing::warn!(
-                "the state's checkpoint is {}; this replay of {shown} continues from that state, and its checkpoints record positions in {shown} instead",
+        (false, _) => {
+            tracing::info!(
+                "--keep-state: this replay of {shown} starts from the state of the checkpoint {}",
                 checkpoint.describe()
             );
             Ok(0)

@@ -29,6 +29,10 @@ pub struct Discard {
     pub instances: Vec<String>,
     /// Delete everything in the store, even another app's state.
     pub all: bool,
+    /// Start every module empty and forget the checkpoint, keeping what
+    /// handlers hold (deliveries waiting, dead letters): a replay that
+    /// neither continues nor keeps the state of the run before it.
+    pub modules: bool,
 }
 
 /// Whether the app is about to run, or only looked at (`config`, `check`):
@@ -123,8 +127,8 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
         (
             "state.file",
             ValueType::Text,
-            Value::Text("state.redb".into()),
-            "the state store (a redb database), relative to system.run_dir",
+            Value::Text(STATE_FILE_DEFAULT.into()),
+            "the state store (a redb database), relative to system.run_dir; {app} is the app's name, so that apps sharing a run directory keep apart",
         ),
         (
             "state.checkpoint_interval",
@@ -222,7 +226,7 @@ pub fn load(
     // With durable state, the outboxes and what notifiers hold are kept in
     // the store too, committed with each checkpoint.
     let journal = (purpose == Purpose::Run)
-        .then(|| state_file(&store, &run_dir))
+        .then(|| state_file(&store, &run_dir, &app.name))
         .flatten()
         .map(|_| Journal::default());
     let courier = if purpose == Purpose::Run && !delivering.is_empty() {
@@ -370,8 +374,23 @@ pub fn load(
     let mut startup_events = Vec::new();
     if matches!(purpose, Purpose::Run | Purpose::Check) {
         for (spec, module) in app.modules.iter().zip(&mut modules) {
-            startup_events
-                .extend(module.init(store.values_under(&format!("module.{}", spec.name)))?);
+            let restored = module.holds_state();
+            let events = module
+                .init(store.values_under(&format!("module.{}", spec.name)))
+                .map_err(|error| {
+                    // State it cannot read (a layout changed without a new
+                    // state version) is one reason; say how to get past it.
+                    let message = format!("{error:#}");
+                    if restored && !message.contains("--discard-state") {
+                        anyhow!(
+                            "{message} (it started on stored state; if it cannot read that, {})",
+                            discard_hint(spec)
+                        )
+                    } else {
+                        error
+                    }
+                })?;
+            startup_events.extend(events);
         }
         for (spec, handler) in app.handlers.iter().zip(&mut handlers) {
             startup_events
@@ -433,15 +452,34 @@ fn open_state(
             );
         }
     }
-    let Some(path) = state_file(store, run_dir) else {
+    let Some(path) = state_file(store, run_dir, &app.name) else {
         if !discard.instances.is_empty() || discard.all {
             bail!("state.enabled is false: there is no state to discard");
         }
         return Ok(None);
     };
+    // Before stores were named per app, every app's was `state.redb`.
+    let shared = run_dir.join("state.redb");
+    if store.text("state.file") == Some(STATE_FILE_DEFAULT) && !path.exists() && shared.is_file() {
+        tracing::warn!(
+            "{} starts empty, and {} is there: the store of an older correlator, which named every app's store so; set state.file = \"state.redb\" to go on with it",
+            path.display(),
+            shared.display()
+        );
+    }
     let state = StateStore::open(&path, &app.name, discard.all)?;
     if discard.all {
         tracing::warn!(store = %path.display(), "every instance starts without state (--discard-all-state)");
+    } else if discard.modules {
+        let replaced = state.checkpoint()?;
+        state.forget_modules()?;
+        if let Some(checkpoint) = replaced {
+            tracing::info!(
+                store = %path.display(),
+                "this replay starts every module empty and replaces the state of the checkpoint {} (--keep-state starts from that state, --continue continues its replay)",
+                checkpoint.describe()
+            );
+        }
     }
     Ok(Some(Arc::new(state)))
 }
@@ -466,7 +504,7 @@ pub fn existing_state_store(app: &App, options: &[String]) -> anyhow::Result<Opt
         }
     }
     let run_dir = PathBuf::from(store.text("system.run_dir").unwrap_or("."));
-    let Some(path) = state_file(&store, &run_dir) else {
+    let Some(path) = state_file(&store, &run_dir, &app.name) else {
         return Ok(None);
     };
     if !path.exists() {
@@ -475,12 +513,37 @@ pub fn existing_state_store(app: &App, options: &[String]) -> anyhow::Result<Opt
     Ok(Some(StateStore::open(&path, &app.name, false)?))
 }
 
-/// The state store's file; `None` when `state.enabled` is false.
-fn state_file(store: &ConfigStore, run_dir: &Path) -> Option<PathBuf> {
+/// Where an app keeps its state unless `state.file` says otherwise: a file
+/// per app, so that two apps run in one directory do not meet.
+const STATE_FILE_DEFAULT: &str = "{app}.state.redb";
+
+/// The state store's file; `None` when `state.enabled` is false. `{app}`
+/// in `state.file` stands for the app's name, made safe for a file name.
+fn state_file(store: &ConfigStore, run_dir: &Path, app: &str) -> Option<PathBuf> {
     if matches!(store.get("state.enabled"), Some(Value::Boolean(false))) {
         return None;
     }
-    Some(run_dir.join(store.text("state.file").unwrap_or("state.redb")))
+    let file_name: String = app
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let file = store
+        .text("state.file")
+        .unwrap_or(STATE_FILE_DEFAULT)
+        .replace(
+            "{app}",
+            match file_name.trim_start_matches('.') {
+                "" => "app",
+                name => name,
+            },
+        );
+    Some(run_dir.join(file))
 }
 
 /// Files of a granted directory copied for `check`'s scratch sandbox: at
@@ -582,7 +645,7 @@ fn check_writable(app: &App, store: &ConfigStore, run_dir: &Path) -> anyhow::Res
             })?;
         }
     }
-    if let Some(path) = state_file(store, run_dir) {
+    if let Some(path) = state_file(store, run_dir, &app.name) {
         let dir = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -670,7 +733,7 @@ fn prepare_state(
         .map(|(key, len)| crate::state_store::entry_bytes(key.len(), *len))
         .sum();
     module.attach_state(StateAccess::new(
-        Some(Arc::clone(state)),
+        Some(Arc::clone(state) as Arc<dyn crate::state_store::StateReads>),
         name,
         committed,
         limit,
@@ -747,13 +810,13 @@ fn check_state(
     modules: &mut [ModuleInstance],
     digests: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    let Some(path) = state_file(store, run_dir) else {
+    let Some(path) = state_file(store, run_dir, &app.name) else {
         return Ok(vec!["state: off (state.enabled is false)".into()]);
     };
     let shown = path.display().to_string();
     let mut repaired = false;
     let state = match StateView::open(&path, &app.name) {
-        Ok(Some(state)) => state,
+        Ok(Some(state)) => Arc::new(state),
         Ok(None) => return Ok(vec![format!("state {shown}: none yet")]),
         // Held by a running instance, or left by a crash: a start would
         // still go on (once the other process ends, or after a repair).
@@ -768,7 +831,7 @@ fn check_state(
             drop(StateStore::open(&path, &app.name, false)?);
             repaired = true;
             match StateView::open(&path, &app.name)? {
-                Some(state) => state,
+                Some(state) => Arc::new(state),
                 None => return Ok(vec![format!("state {shown}: none yet")]),
             }
         }
@@ -805,7 +868,22 @@ fn check_state(
             owner.version
         );
         any_module_state = true;
-        report.push(match judge_owner(&shown, spec, &owner, &current)? {
+        let migrate_from = judge_owner(&shown, spec, &owner, &current)?;
+        // The instance starts (migrate, then init) on the stored state as
+        // at `run`, reading it through the view and writing nowhere: a
+        // layout changed without a new state version fails here.
+        module.attach_state(StateAccess::new(
+            Some(Arc::clone(&state) as Arc<dyn crate::state_store::StateReads>),
+            Arc::from(spec.name.as_str()),
+            bytes,
+            spec.limits.state_mib.saturating_mul(1 << 20),
+        ));
+        if let Some(stored_version) = migrate_from {
+            module.migrate(stored_version).map_err(|error| {
+                anyhow::anyhow!("{error:#} (state in {shown}); or {}", discard_hint(spec))
+            })?;
+        }
+        report.push(match migrate_from {
             Some(_) => format!(
                 "{what}, which the next start migrates to version {}",
                 current.version

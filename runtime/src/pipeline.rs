@@ -448,7 +448,7 @@ fn warn_if_older(restored: Option<&Checkpoint>, batch: &RecordBatch) {
     if first < checkpoint.clock.seconds {
         let utc = crate::record::time::format_utc;
         tracing::warn!(
-            "the first record ({}) is older than the state this run continues from ({}); modules see time go back, and ticks resume only after it (start with --discard-state to begin empty)",
+            "the first record ({}) is older than the state this run continues from ({}); modules see time go back, and ticks resume only after it (a replay without --keep-state starts empty; --discard-state empties one module)",
             utc(first),
             utc(checkpoint.clock.seconds)
         );

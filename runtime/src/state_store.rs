@@ -396,6 +396,63 @@ impl<D: ReadableDatabase> Reader<'_, D> {
         }
         Ok(keys)
     }
+
+    /// `read` of the value of `key` of `instance`, if there is one.
+    fn read_value<T>(
+        &self,
+        instance: &str,
+        key: &str,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, StateError> {
+        let transaction = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match transaction.open_table(ENTRIES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.error(error)),
+        };
+        let value = table.get((instance, key)).map_err(|e| self.error(e))?;
+        Ok(value.map(|guard| read(guard.value())))
+    }
+}
+
+/// The reads an instance's state makes (`host/state.rs`): of the store a
+/// run commits to, or of a read-only view, on which `check` starts the
+/// modules so that one that cannot read its state fails there as at `run`.
+pub trait StateReads: Send + Sync {
+    /// The value of `key` of `instance`.
+    fn get(&self, instance: &str, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// The length of the value of `key` of `instance`.
+    fn value_len(&self, instance: &str, key: &str) -> Result<Option<usize>, StateError>;
+    /// Every key of `instance`, sorted, with the length of its value.
+    fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError>;
+}
+
+impl StateReads for StateStore {
+    fn get(&self, instance: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        StateStore::get(self, instance, key)
+    }
+
+    fn value_len(&self, instance: &str, key: &str) -> Result<Option<usize>, StateError> {
+        StateStore::value_len(self, instance, key)
+    }
+
+    fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
+        StateStore::keys(self, instance)
+    }
+}
+
+impl StateReads for StateView {
+    fn get(&self, instance: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.reader().read_value(instance, key, <[u8]>::to_vec)
+    }
+
+    fn value_len(&self, instance: &str, key: &str) -> Result<Option<usize>, StateError> {
+        self.reader().read_value(instance, key, <[u8]>::len)
+    }
+
+    fn keys(&self, instance: &str) -> Result<Vec<(String, usize)>, StateError> {
+        StateView::keys(self, instance)
+    }
 }
 
 /// Why redb could not open `path`.
@@ -516,31 +573,28 @@ impl StateStore {
         write.commit().map_err(|e| self.error(e))
     }
 
+    /// Delete every module's state and owner and the checkpoint, in one
+    /// commit, keeping what handlers hold (deliveries waiting, dead
+    /// letters, notices): a replay that starts over must neither count on
+    /// from the old state nor, if killed before its first checkpoint, be
+    /// continued from the old position.
+    pub fn forget_modules(&self) -> Result<(), StateError> {
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        for table in [OWNERS, CHECKPOINTS] {
+            write.delete_table(table).map_err(|e| self.error(e))?;
+        }
+        write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
+        write.commit().map_err(|e| self.error(e))
+    }
+
     /// The value of `key` of `instance`.
     pub fn get(&self, instance: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        self.read_value(instance, key, <[u8]>::to_vec)
+        self.reader().read_value(instance, key, <[u8]>::to_vec)
     }
 
     /// The length of the value of `key` of `instance`, without copying it.
     pub fn value_len(&self, instance: &str, key: &str) -> Result<Option<usize>, StateError> {
-        self.read_value(instance, key, <[u8]>::len)
-    }
-
-    /// `read` of the value of `key` of `instance`, if there is one.
-    fn read_value<T>(
-        &self,
-        instance: &str,
-        key: &str,
-        read: impl FnOnce(&[u8]) -> T,
-    ) -> Result<Option<T>, StateError> {
-        let transaction = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match transaction.open_table(ENTRIES) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(self.error(error)),
-        };
-        let value = table.get((instance, key)).map_err(|e| self.error(e))?;
-        Ok(value.map(|guard| read(guard.value())))
+        self.reader().read_value(instance, key, <[u8]>::len)
     }
 
     /// Commit every instance's writes, their owners and the checkpoint in

@@ -639,6 +639,12 @@ impl ModuleInstance {
         self.store.data_mut().state = state;
     }
 
+    /// Whether the instance starts on committed state (what a failing
+    /// `init` may have choked on).
+    pub fn holds_state(&self) -> bool {
+        self.store.data().state.holds_committed()
+    }
+
     /// The layout version of the module's state (its `durable`
     /// export's `state-version`); `None` for a module without durable state.
     pub fn state_version(&mut self) -> anyhow::Result<Option<u32>> {

@@ -6,7 +6,7 @@ use super::bindings::module::correlator::plugin::{
 };
 use super::bindings::module::wasi::logging::logging::{self, Level};
 use super::guest_log::GuestLog;
-use crate::state_store::{PendingWrites, StateStore, entry_bytes};
+use crate::state_store::{PendingWrites, StateReads, entry_bytes};
 use crate::types::{
     DispatchError, Dispatched, Event, EventDecl, FieldValues, TickKind, Timestamp, Value,
 };
@@ -222,9 +222,10 @@ const STATE_KEY_MAX: usize = 1024;
 /// with this run's writes since the last checkpoint laid over them.
 #[derive(Clone)]
 pub struct StateAccess {
-    /// The store; `None` when persistence is off (`state.enabled = false`):
+    /// What is committed: the store (or, for `check`, a read-only view of
+    /// it); `None` when persistence is off (`state.enabled = false`):
     /// writes then last for the run only.
-    store: Option<Arc<StateStore>>,
+    store: Option<Arc<dyn StateReads>>,
     instance: Arc<str>,
     /// Writes since the last commit.
     pub pending: PendingWrites,
@@ -240,7 +241,7 @@ impl StateAccess {
     /// Access for `instance` to `store` (or to none), whose committed state
     /// takes `committed` bytes, with writes refused past `limit` bytes.
     pub fn new(
-        store: Option<Arc<StateStore>>,
+        store: Option<Arc<dyn StateReads>>,
         instance: Arc<str>,
         committed: u64,
         limit: u64,
@@ -264,6 +265,11 @@ impl StateAccess {
             self.committed,
             self.limit,
         )
+    }
+
+    /// Whether the store holds any of this instance's state.
+    pub fn holds_committed(&self) -> bool {
+        self.store.is_some() && self.committed > 0
     }
 
     /// The pending writes were committed; the store grew by `growth` bytes.
