@@ -15,17 +15,19 @@ rustup component add rustfmt clippy
 # firewall tools the blocklist's files are loaded into (nftables, ipset),
 # each in a network namespace of the test's own; Python's http.server as
 # the webhooks' destination and aiosmtpd as the e-mails'; systemd-analyze
-# (systemd) to verify the unit file. The tests that need them fail without
-# them.
+# (systemd) to verify the unit file; objcopy and readelf (binutils) to
+# split the release binary's debug information. The tests that need them
+# fail without them.
 if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ] ||
    ! ls /usr/lib/*/rsyslog/omrelp.so >/dev/null 2>&1 ||
    ! [ -x /usr/sbin/nft ] || ! [ -x /usr/sbin/ipset ] || ! command -v python3 >/dev/null ||
-   ! /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || ! command -v systemd-analyze >/dev/null; then
+   ! /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || ! command -v systemd-analyze >/dev/null ||
+   ! command -v objcopy >/dev/null || ! command -v readelf >/dev/null; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-        bsdutils rsyslog rsyslog-relp nftables ipset python3 python3-aiosmtpd systemd >/dev/null
+        bsdutils rsyslog rsyslog-relp nftables ipset python3 python3-aiosmtpd systemd binutils >/dev/null
 fi
 
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report

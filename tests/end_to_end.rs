@@ -5,6 +5,8 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn sample_capture_gives_two_sessions_and_one_failed_login_with_exact_fields() {
@@ -1221,6 +1223,53 @@ fn config_prints_every_item_with_type_value_default_and_source() {
     // Header, five module items, one handler item, twelve system items
     // (three of them state.*), eighteen listener items, five delivery items.
     assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 18 + 5);
+}
+
+/// `readelf ARGS FILE`'s output.
+fn readelf(args: &[&str], file: &Path) -> String {
+    let out = Command::new("readelf")
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("readelf (Debian's binutils) runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_packaged_binary_is_small_and_its_debug_information_is_beside_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("dist");
+    let built = Path::new(env!("CARGO_BIN_EXE_correlator"));
+    let run = Command::new(workspace().join("runtime/packaging/dist.sh"))
+        .arg(&out)
+        .arg(built)
+        .output()
+        .expect("dist.sh runs");
+    assert!(run.status.success(), "{run:?}");
+    let binary = out.join("correlator");
+    let size = |path: &Path| std::fs::metadata(path).expect("written").len();
+    assert!(
+        size(&binary) * 3 < size(built),
+        "{} bytes, from {}",
+        size(&binary),
+        size(built)
+    );
+    let version = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .expect("the packaged binary runs");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        "correlator 0.1.0 (component contract correlator:plugin@0.1.0, wasm32-wasip2)\n"
+    );
+    let sections = |path: &Path| readelf(&["--section-headers", "--wide"], path);
+    assert!(!sections(&binary).contains(".debug_line"));
+    assert!(sections(&out.join("correlator.debug")).contains(".debug_line"));
+    assert_has(
+        &readelf(&["--string-dump=.gnu_debuglink"], &binary),
+        "correlator.debug",
+    );
 }
 
 #[test]
