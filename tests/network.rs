@@ -2481,3 +2481,167 @@ fn events_a_group_waits_with_survive_kill_9_and_go_out_when_the_wall_clock_says(
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stdout, "");
 }
+
+/// `GET path` from an HTTP server: its status line and its body.
+fn http_get(address: SocketAddr, path: &str) -> (String, String) {
+    use std::io::Read as _;
+    let mut stream = TcpStream::connect(address).expect("connect to the metrics endpoint");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {response}"));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    assert_has(head, "Content-Type: text/plain; version=0.0.4");
+    (status, body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels, as rendered).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn the_metrics_endpoint_counts_what_a_listener_under_load_was_sent() {
+    let capture = many_servers_capture();
+    let whole: String = capture
+        .iter()
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
+    let mut server = Server::start(
+        SSHD_JSON_APP,
+        &[
+            "-o",
+            "metrics.listen=127.0.0.1:0",
+            "-o",
+            "listen.report_interval_s=1",
+        ],
+    );
+    let endpoint: SocketAddr = server
+        .stderr()
+        .lines()
+        .find_map(|line| line.split_once("metrics on http://"))
+        .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
+        .expect("the log says where the metrics are")
+        .parse()
+        .expect("an address");
+    let address = server.address("TCP");
+    // Eight forwarders, each with its servers' records, and one sender of
+    // five lines that are not syslog.
+    let mut loads = vec![String::new(); 8];
+    for (node, line) in &capture {
+        loads[node % 8].push_str(line);
+        loads[node % 8].push('\n');
+    }
+    loads.push((0..5).map(|n| format!("not syslog {n}\n")).collect());
+    let streams: Vec<TcpStream> = loads.iter().map(|_| connect(address)).collect();
+    // The listener knows every connection before the records come, so
+    // that records are taken in time order across them.
+    server.wait_until("every connection is open", |server| {
+        server.stderr().contains(" open=9 ")
+    });
+    let mut scrapes_under_load = Vec::new();
+    std::thread::scope(|scope| {
+        for (load, mut stream) in loads.iter().zip(streams) {
+            scope.spawn(move || {
+                stream.write_all(load.as_bytes()).expect("write");
+            });
+        }
+        for _ in 0..5 {
+            let (status, body) = http_get(endpoint, "/metrics");
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            scrapes_under_load.push(body);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    });
+    let parsed = "correlator_records_total{input=\"network\",result=\"parsed\"}";
+    let mut last = 0.0;
+    for body in &scrapes_under_load {
+        let value = sample(body, parsed).expect("records counted");
+        assert!(value >= last && value <= 20_000.0, "{value} after {last}");
+        last = value;
+    }
+
+    // Every kind but the statistics, which come at the end.
+    let mut kinds = std::collections::BTreeMap::new();
+    for event in &expected {
+        let kind = event["kind"].as_str().expect("a kind");
+        if kind != "SSHDStats" {
+            *kinds.entry(kind).or_insert(0.0) += 1.0;
+        }
+    }
+    let wanted = |body: &str| {
+        kinds.iter().all(|(kind, count)| {
+            sample(
+                body,
+                &format!("correlator_events_total{{module=\"OpenSSH\",kind=\"{kind}\"}}"),
+            ) == Some(*count)
+        })
+    };
+    let started = Instant::now();
+    let body = loop {
+        let (_, body) = http_get(endpoint, "/metrics");
+        if sample(&body, parsed) == Some(20_000.0) && wanted(&body) {
+            break body;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the counts never reached what was sent: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for (series, value) in [
+        (
+            "correlator_records_total{input=\"network\",result=\"unparsable\"}",
+            5.0,
+        ),
+        ("correlator_connections_total", 9.0),
+        ("correlator_messages_received_total", 20_005.0),
+        (
+            "correlator_messages_lost_total{reason=\"udp_pipeline_full\"}",
+            0.0,
+        ),
+        (
+            "correlator_instance_failures_total{instance=\"OpenSSH\",role=\"module\"}",
+            0.0,
+        ),
+        (
+            "correlator_instance_restarts_total{instance=\"console\",role=\"handler\"}",
+            0.0,
+        ),
+    ] {
+        assert_eq!(sample(&body, series), Some(value), "{series} in {body}");
+    }
+    let handed = sample(
+        &body,
+        "correlator_handler_events_total{handler=\"console\"}",
+    )
+    .expect("the console's events");
+    assert_eq!(handed, kinds.values().sum::<f64>());
+    for series in [
+        "correlator_instance_calls_total{instance=\"OpenSSH\",role=\"module\"}",
+        "correlator_instance_call_seconds_total{instance=\"OpenSSH\",role=\"module\"}",
+        "correlator_instance_memory_bytes{instance=\"OpenSSH\",role=\"module\"}",
+    ] {
+        assert!(
+            sample(&body, series).is_some_and(|v| v > 0.0),
+            "{series} in {body}"
+        );
+    }
+    // Labels name instances and kinds, never a sender.
+    assert!(!body.contains("127.0.0.1"), "{body}");
+    assert_eq!(http_get(endpoint, "/").0, "HTTP/1.1 404 Not Found");
+    let run = server.stop();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}

@@ -442,6 +442,14 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             modules: args.read_file.is_some() && !args.continue_replay && !args.keep_state,
         },
     )?;
+    crate::metrics::registry().set_input(if args.read_file.is_some() {
+        "file"
+    } else {
+        "network"
+    });
+    if let Some(address) = loader::metrics_address(&store)? {
+        crate::metrics::serve(address)?;
+    }
     handlers.route(startup_events)?;
     let mut settings = settings;
     if let Some(read_file) = &args.read_file {

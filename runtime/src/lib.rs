@@ -18,6 +18,7 @@ pub mod filter;
 pub mod host;
 pub mod listen;
 pub mod loader;
+pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod receipts;

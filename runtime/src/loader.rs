@@ -69,7 +69,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 12] = [
+    let items: [(&str, ValueType, Value, &str); 13] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -87,6 +87,12 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Boolean,
             Value::Boolean(true),
             "stop calls that run past their instance's limits.call_timeout_ms; off only to measure what the limit costs",
+        ),
+        (
+            "metrics.listen",
+            ValueType::Text,
+            Value::Text(String::new()),
+            "IP:PORT to serve Prometheus metrics on (GET /metrics) while running, such as 127.0.0.1:9464; empty: off",
         ),
         (
             "system.secrets_file",
@@ -188,6 +194,7 @@ pub fn load(
         );
     }
 
+    metrics_address(&store)?;
     let clock = StreamClock::default();
     let compile_cache = compile_cache_dir(store.text("system.compile_cache").unwrap_or("auto"));
     let host_options = HostOptions {
@@ -903,6 +910,16 @@ fn check_state(
         ));
     }
     Ok(report)
+}
+
+/// `metrics.listen`, checked: `None` when empty (metrics off).
+pub fn metrics_address(store: &ConfigStore) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    match store.text("metrics.listen").unwrap_or("").trim() {
+        "" => Ok(None),
+        text => text.parse().map(Some).map_err(|_| {
+            anyhow!("metrics.listen must be IP:PORT (such as 127.0.0.1:9464), not \"{text}\"")
+        }),
+    }
 }
 
 /// `timers.max_gap_minutes`, checked.

@@ -15,6 +15,7 @@ use crate::receipts::Receipts;
 use crate::record::BatchBuilder;
 use crate::state_store::{Checkpoint, InstanceCommit, Ownership, StateStore};
 use crate::types::{Dispatched, RecordBatch, TickKind, TimerTick, Timestamp};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -655,6 +656,7 @@ impl ModuleStage {
                         module.state_committed(growth.next().unwrap_or(0));
                     }
                 }
+                crate::metrics::registry().checkpoint(checkpoint.position, checkpoint.written_at);
                 tracing::debug!(
                     position = checkpoint.position,
                     micros = started.elapsed().as_micros(),
@@ -1075,12 +1077,15 @@ pub struct Route {
     pub delivered: u64,
     /// Groups, deduplicates and rate-limits its events (`notify = {...}`).
     pub notifier: Option<Notifier>,
+    /// The same counts, for the metrics.
+    metrics: Arc<crate::metrics::HandlerMetrics>,
 }
 
 impl Route {
     /// A route with nothing counted yet.
     pub fn new(handler: HandlerInstance, filter: Option<Filter>) -> Self {
         Route {
+            metrics: crate::metrics::registry().handler(&handler.name),
             handler,
             filter,
             filter_errors: 0,
@@ -1100,6 +1105,7 @@ impl Route {
             Err(message) => {
                 self.filter_errors += 1;
                 counters.filter_errors += 1;
+                self.metrics.filter_errors.fetch_add(1, Ordering::Relaxed);
                 if self.filter_errors == 1 {
                     tracing::warn!(handler = %self.handler.name, event = %event.decl.kind, "filter failed; counted as false (further failures are logged at debug level): {message}");
                 } else {
@@ -1156,6 +1162,8 @@ pub struct HandlerStage {
     /// With durable state: where notifiers' state goes for the next
     /// checkpoint.
     journal: Option<crate::delivery::Journal>,
+    /// The metrics' count of events per module and kind, as met.
+    event_counts: Vec<Arc<crate::metrics::EventCount>>,
 }
 
 impl HandlerStage {
@@ -1167,6 +1175,7 @@ impl HandlerStage {
             counters: Counters::default(),
             clock: NotifyClock::Records { latest_ms: None },
             journal,
+            event_counts: Vec::new(),
         }
     }
 
@@ -1220,6 +1229,7 @@ impl HandlerStage {
         };
         let events: Vec<&Dispatched> = events.iter().collect();
         self.counters.events += events.len() as u64;
+        self.count_kinds(&events);
         let mut disabled = Vec::new();
         for route in &mut self.routes {
             if !route.handler.is_running() {
@@ -1248,10 +1258,38 @@ impl HandlerStage {
                 route.handler.handle(&selected)?
             };
             self.counters.handler_failures += handled.failures as u64;
+            route
+                .metrics
+                .events
+                .store(route.delivered, Ordering::Relaxed);
+            route
+                .metrics
+                .failures
+                .fetch_add(handled.failures as u64, Ordering::Relaxed);
             disabled.extend(handled.disabled);
         }
         self.counters.delivered = self.routes.iter().map(|r| r.delivered).sum();
         self.route(disabled)
+    }
+
+    /// Count `events` per module and kind for the metrics. The kinds are
+    /// few (those the modules declare): a short list, searched in order.
+    fn count_kinds(&mut self, events: &[&Dispatched]) {
+        for event in events {
+            let known = self
+                .event_counts
+                .iter()
+                .find(|count| count.is(&event.module, &event.decl.kind));
+            let count = match known {
+                Some(count) => count,
+                None => {
+                    let count = crate::metrics::registry().events(&event.module, &event.decl.kind);
+                    self.event_counts.push(count);
+                    &self.event_counts[self.event_counts.len() - 1]
+                }
+            };
+            count.count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// How long until a notifier's wait ends, following the wall clock;

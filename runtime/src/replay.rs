@@ -241,11 +241,11 @@ fn read_batches(
     let mut entry = Vec::with_capacity(512);
     let mut last_line = 0;
     while !stop.load(Ordering::Relaxed) {
-        if !builder.is_empty() && !reader.input().ready() && !sink.pass_on(&mut builder) {
+        if !builder.is_empty() && !reader.input().ready() && !hand_on(sink, &mut builder, &stats) {
             return Ok(stats);
         }
         let Some(position) = reader.next_entry(&mut entry)? else {
-            sink.pass_on(&mut builder);
+            hand_on(sink, &mut builder, &stats);
             // Standard input ends early when stopped (see `stdin_until`).
             if stop.load(Ordering::Relaxed) {
                 stats.stopped_after = Some(last_line);
@@ -269,11 +269,22 @@ fn read_batches(
             Origin::File,
             &settings.defaults,
         );
-        if builder.is_full() && !sink.pass_on(&mut builder) {
+        if builder.is_full() && !hand_on(sink, &mut builder, &stats) {
             return Ok(stats);
         }
     }
-    sink.pass_on(&mut builder);
+    hand_on(sink, &mut builder, &stats);
     stats.stopped_after = Some(last_line);
     Ok(stats)
+}
+
+/// Hand on what `builder` holds ([`BatchSink::pass_on`]), and the parse
+/// counts so far to the metrics.
+fn hand_on(
+    sink: &BatchSink,
+    builder: &mut crate::record::BatchBuilder,
+    stats: &ReplayStats,
+) -> bool {
+    crate::metrics::registry().parsed(&stats.parsed);
+    sink.pass_on(builder)
 }

@@ -641,6 +641,7 @@ impl Courier {
         let transport = Arc::new(Transport { tls });
         let (commands, receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(DeliveryCounters::default());
+        crate::metrics::registry().set_delivery(Arc::clone(&counters));
         let waiting = Arc::new(Waiting {
             count: handlers.iter().map(|_| AtomicU64::new(0)).collect(),
             bytes: handlers.iter().map(|_| AtomicU64::new(0)).collect(),

@@ -376,6 +376,11 @@ fn init_outcome(
 
 /// Replace the instance with a fresh, initialised one.
 fn restart<T: Supervised>(instance: &mut T) -> Result<(), String> {
+    instance
+        .sandbox()
+        .metrics()
+        .restarts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     instance.fresh()?;
     instance
         .call_init()
@@ -405,6 +410,11 @@ fn disabled<T: Supervised>(instance: &mut T, reason: &str) -> Dispatched {
 
 /// A call failed (and was logged): apply the policy.
 fn apply_policy<T: Supervised>(instance: &mut T, reason: &str) -> Result<Outcome, Aborted> {
+    instance
+        .sandbox()
+        .metrics()
+        .failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match instance.supervisor().failed(Instant::now()) {
         Verdict::Abort => Err(Aborted {
             instance: instance.name().to_owned(),

@@ -7,13 +7,14 @@ use super::files::DirQuota;
 use super::guest_log::{GuestLog, GuestOutput};
 use super::state::{InstanceLimits, InstanceState, StreamClock};
 use crate::app::{DirMode, InstanceSpec, Limits, NetworkPattern};
+use crate::metrics::InstanceMetrics;
 use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -70,6 +71,9 @@ pub struct Sandbox {
     /// The quota of its granted directory, shared by every store made for
     /// the instance (a fresh instance does not get a fresh quota).
     dir_quota: Option<Arc<DirQuota>>,
+    /// What its calls cost and how it failed, for the metrics; shared by
+    /// every fresh instance after a failure.
+    metrics: Arc<InstanceMetrics>,
 }
 
 impl Sandbox {
@@ -91,6 +95,7 @@ impl Sandbox {
             engine,
             clock,
             name: Arc::from(spec.name.as_str()),
+            metrics: crate::metrics::registry().instance(&spec.name, spec.role.noun()),
             limits: spec.limits,
             dir_quota: grants
                 .dir
@@ -116,6 +121,11 @@ impl Sandbox {
         &self.limits
     }
 
+    /// Its counters for the metrics.
+    pub fn metrics(&self) -> &InstanceMetrics {
+        &self.metrics
+    }
+
     /// Epoch ticks one call may run.
     pub fn call_ticks(&self) -> u64 {
         let tick = u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(10).max(1);
@@ -138,16 +148,29 @@ impl Sandbox {
         store.set_epoch_deadline(self.call_ticks());
         store.data_mut().dispatched_bytes = 0;
         store.data_mut().triggered_by = crate::types::Dispatched::AFTER_BATCH;
-        if self.ticker.is_none() {
-            return wasmtime_wasi::runtime::in_tokio(call(store));
-        }
-        let limit_ms = self.limits.call_timeout_ms;
-        let limit = Duration::from_millis(limit_ms).saturating_add(2 * EPOCH_TICK);
-        wasmtime_wasi::runtime::in_tokio(async move {
-            tokio::time::timeout(limit, call(store))
-                .await
-                .unwrap_or_else(|_| Err(wasmtime::Error::new(CallTimedOut(limit_ms))))
-        })
+        let started = std::time::Instant::now();
+        let result = if self.ticker.is_none() {
+            wasmtime_wasi::runtime::in_tokio(call(&mut *store))
+        } else {
+            let limit_ms = self.limits.call_timeout_ms;
+            let limit = Duration::from_millis(limit_ms).saturating_add(2 * EPOCH_TICK);
+            wasmtime_wasi::runtime::in_tokio(async {
+                tokio::time::timeout(limit, call(&mut *store))
+                    .await
+                    .unwrap_or_else(|_| Err(wasmtime::Error::new(CallTimedOut(limit_ms))))
+            })
+        };
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let metrics = &self.metrics;
+        metrics.calls.fetch_add(1, Ordering::Relaxed);
+        metrics.call_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let data = store.data();
+        let memory = data.store_limits.memory_bytes as u64;
+        metrics.memory_bytes.store(memory, Ordering::Relaxed);
+        metrics
+            .state_bytes
+            .store(data.state.usage(), Ordering::Relaxed);
+        result
     }
 
     /// A new store: no environment, no arguments, no network, the stream
@@ -213,7 +236,7 @@ impl Sandbox {
         let mut state = InstanceState::new(
             Arc::clone(&self.name),
             wasi.build(),
-            store_limits,
+            MeteredLimits::new(store_limits),
             self.clock.clone(),
             InstanceLimits::from(&self.limits),
             log,
@@ -226,6 +249,75 @@ impl Sandbox {
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(self.call_ticks());
         Ok(store)
+    }
+}
+
+/// An instance's store limits, which also keep the size of its linear
+/// memories: every growth (the first allocation included) is asked of the
+/// limiter, so its sum is the memory the instance holds, for the metrics.
+pub struct MeteredLimits {
+    limits: StoreLimits,
+    /// Bytes of linear memory granted so far.
+    pub memory_bytes: usize,
+    /// The last growth granted, taken back if it then failed.
+    last_growth: usize,
+}
+
+impl MeteredLimits {
+    /// `limits`, metered.
+    pub fn new(limits: StoreLimits) -> Self {
+        MeteredLimits {
+            limits,
+            memory_bytes: 0,
+            last_growth: 0,
+        }
+    }
+}
+
+impl ResourceLimiter for MeteredLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.last_growth = desired.saturating_sub(current);
+            self.memory_bytes = self.memory_bytes.saturating_add(self.last_growth);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes = self.memory_bytes.saturating_sub(self.last_growth);
+        self.last_growth = 0;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

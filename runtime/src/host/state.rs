@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -181,7 +180,7 @@ pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     /// Memory and table limits the store enforces.
-    pub store_limits: StoreLimits,
+    pub store_limits: super::sandbox::MeteredLimits,
     /// The instance's own configuration values, keys without prefix.
     pub config: BTreeMap<String, Value>,
     clock: StreamClock,
@@ -265,6 +264,12 @@ impl StateAccess {
             self.committed,
             self.limit,
         )
+    }
+
+    /// What the state counts against its limit now (with this run's
+    /// writes), bytes.
+    pub fn usage(&self) -> u64 {
+        self.usage
     }
 
     /// Whether the store holds any of this instance's state.
@@ -408,7 +413,7 @@ impl InstanceState {
     pub fn new(
         name: Arc<str>,
         wasi: WasiCtx,
-        store_limits: StoreLimits,
+        store_limits: super::sandbox::MeteredLimits,
         clock: StreamClock,
         limits: InstanceLimits,
         log: Arc<GuestLog>,

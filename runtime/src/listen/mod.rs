@@ -483,6 +483,7 @@ pub fn serve(
     handlers: HandlerStage,
 ) -> anyhow::Result<(ListenStats, Counters)> {
     let counters = Arc::new(NetworkCounters::default());
+    crate::metrics::registry().set_network(Arc::clone(&counters));
     let network = server::Network::bind(settings, Arc::clone(&counters))?;
     let (queue, listening) = network.start()?;
     crate::service::tell("READY=1\nSTATUS=listening");
@@ -669,7 +670,13 @@ fn parse_messages(
                     }
                 }
                 if builder.is_full()
-                    && !pass_on(sink, &mut builder, &mut capture, &mut capture_error)
+                    && !pass_on(
+                        sink,
+                        &mut builder,
+                        &stats.parsed,
+                        &mut capture,
+                        &mut capture_error,
+                    )
                 {
                     return (stats, capture_error);
                 }
@@ -687,7 +694,13 @@ fn parse_messages(
         }
         if let Some(reorder) = &mut reorder {
             while reorder.release(std::time::Instant::now(), closed, &mut builder) {
-                if !pass_on(sink, &mut builder, &mut capture, &mut capture_error) {
+                if !pass_on(
+                    sink,
+                    &mut builder,
+                    &stats.parsed,
+                    &mut capture,
+                    &mut capture_error,
+                ) {
                     return (stats, capture_error);
                 }
             }
@@ -698,7 +711,13 @@ fn parse_messages(
         // Nothing more waiting: pass on what there is rather than wait for
         // a full batch, so that a quiet network sees its events at once.
         if queue.is_empty() {
-            if !pass_on(sink, &mut builder, &mut capture, &mut capture_error) {
+            if !pass_on(
+                sink,
+                &mut builder,
+                &stats.parsed,
+                &mut capture,
+                &mut capture_error,
+            ) {
                 return (stats, capture_error);
             }
             if let Some(writer) = &mut capture
@@ -709,7 +728,13 @@ fn parse_messages(
             }
         }
     }
-    pass_on(sink, &mut builder, &mut capture, &mut capture_error);
+    pass_on(
+        sink,
+        &mut builder,
+        &stats.parsed,
+        &mut capture,
+        &mut capture_error,
+    );
     if let Some(mut writer) = capture {
         match writer.flush() {
             Ok(()) => tracing::info!(
@@ -723,15 +748,17 @@ fn parse_messages(
     (stats, capture_error)
 }
 
-/// Hand on what `builder` holds ([`BatchSink::pass_on`]). When it carries
-/// receipts, the capture is flushed first: a message is acknowledged only
-/// once it is in the capture too.
+/// Hand on what `builder` holds ([`BatchSink::pass_on`]), and the parse
+/// counts to the metrics. When it carries receipts, the capture is flushed
+/// first: a message is acknowledged only once it is in the capture too.
 fn pass_on(
     sink: &BatchSink,
     builder: &mut crate::record::BatchBuilder,
+    counts: &ParseCounts,
     capture: &mut Option<CaptureWriter>,
     capture_error: &mut Option<anyhow::Error>,
 ) -> bool {
+    crate::metrics::registry().parsed(counts);
     if !builder.receipts_mut().is_empty()
         && let Some(writer) = capture
         && let Err(error) = writer.flush()
