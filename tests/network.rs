@@ -1815,6 +1815,17 @@ fn many_servers_capture() -> Vec<(usize, String)> {
     lines
 }
 
+/// [`many_servers_capture`], and the events of one replay of it.
+fn many_servers_and_their_events() -> (Vec<(usize, String)>, Vec<Value>) {
+    let capture = many_servers_capture();
+    let whole: String = capture
+        .iter()
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
+    (capture, expected)
+}
+
 /// Listen with the sshd module (and `args`), send each server's records
 /// of `capture` over one of `connections` connections, in its own order,
 /// all connections at once, as forwarders that keep their connections open
@@ -1857,12 +1868,7 @@ fn send_per_server(capture: &[(usize, String)], connections: usize, args: &[&str
 
 #[test]
 fn one_server_per_connection_gives_the_events_of_a_replay_over_1_8_and_64_connections() {
-    let capture = many_servers_capture();
-    let whole: String = capture
-        .iter()
-        .map(|(_, line)| format!("{line}\n"))
-        .collect();
-    let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
+    let (capture, expected) = many_servers_and_their_events();
     assert!(of_kind(&expected, "SSHDAttemptsExceeded").len() > 100);
     for connections in [1, 8, 64] {
         let run = send_per_server(&capture, connections, &[]);
@@ -2513,12 +2519,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn the_metrics_endpoint_counts_what_a_listener_under_load_was_sent() {
-    let capture = many_servers_capture();
-    let whole: String = capture
-        .iter()
-        .map(|(_, line)| format!("{line}\n"))
-        .collect();
-    let expected = replay_json(SSHD_JSON_APP, &whole, &["state.enabled=false"]);
+    let (capture, expected) = many_servers_and_their_events();
     let mut server = Server::start(
         SSHD_JSON_APP,
         &[

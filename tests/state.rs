@@ -25,6 +25,22 @@ fn replay_events_in(dir: &Path, capture: &str, args: &[&str]) -> Vec<Value> {
     json_lines(&run.stdout)
 }
 
+/// Run `correlator run --app app.toml --read-file CAPTURE --keep-state` in
+/// `dir`: a replay that starts from the state the last run left.
+fn replay_keeping_state(dir: &Path, capture: &str) -> Run {
+    correlator(
+        dir,
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            capture,
+            "--keep-state",
+        ],
+    )
+}
+
 /// `events` without its last event, which must be the end-of-run
 /// `SSHDStats` (every run dispatches one; a run that continues another
 /// counts on from it).
@@ -206,17 +222,7 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
         .expect("copy the version-1 store");
     let rest: String = lines[13..].iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.path().join("input.cap"), rest).expect("write capture");
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "--keep-state",
-        ],
-    );
+    let run = replay_keeping_state(dir.path(), "input.cap");
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert_has(&run.stderr, "state migrated instance=OpenSSH from=1 to=3");
     // The open connection kept its two failed passwords, and the host its
@@ -274,17 +280,7 @@ fn state_whose_layout_changed_without_a_new_version_is_refused_by_check_as_by_ru
         "check changes nothing"
     );
     std::fs::write(dir.path().join("input.cap"), "").expect("write capture");
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "--keep-state",
-        ],
-    );
+    let run = replay_keeping_state(dir.path(), "input.cap");
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let last = |text: &str| text.lines().last().unwrap_or("").to_owned();
     assert_eq!(last(&check.stderr), last(&run.stderr));
@@ -339,17 +335,7 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
         .map(|(bytes, _)| bytes.to_owned())
         .unwrap_or_else(|| panic!("no state line in {report}"));
     std::fs::write(dir.path().join("input.cap"), "").expect("write capture");
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "--keep-state",
-        ],
-    );
+    let run = replay_keeping_state(dir.path(), "input.cap");
     assert_has(
         &run.stderr,
         &format!("instance=OpenSSH keys=1 bytes={bytes}\n"),
@@ -366,17 +352,7 @@ fn records_older_than_the_state_are_taken_with_a_warning() {
         "<86>1 2020-01-01T00:00:00Z server sshd 1 - - Connection closed by 192.0.2.1 port 1 [preauth]\n",
     )
     .expect("write capture");
-    let run = correlator(
-        dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "old.cap",
-            "--keep-state",
-        ],
-    );
+    let run = replay_keeping_state(dir.path(), "old.cap");
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_has(
         &run.stderr,
