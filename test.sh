@@ -30,6 +30,20 @@ if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ] ||
         bsdutils rsyslog rsyslog-relp nftables ipset python3 python3-aiosmtpd systemd binutils >/dev/null
 fi
 
+# fail2ban's annotated sshd test log, which the sshd module is measured
+# against: taken from Debian's fail2ban package into target/fail2ban, not
+# installed (that would start its daemon).
+FAIL2BAN=target/fail2ban
+if ! [ -f "$FAIL2BAN/usr/lib/python3/dist-packages/fail2ban/tests/files/logs/sshd" ]; then
+    mkdir -p "$FAIL2BAN"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    (cd "$FAIL2BAN" &&
+        { apt-get download fail2ban 2>/dev/null ||
+            { $sudo apt-get update -qq && apt-get download fail2ban; }; } &&
+        dpkg -x fail2ban_*.deb .)
+fi
+
 GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
         -p correlator-module-log -p correlator-module-csv -p correlator-module-blocklist -p correlator-module-webhook -p correlator-module-sms -p correlator-module-email -p correlator-test-schema-breaker
         -p correlator-test-hostile -p correlator-test-hostile-fs -p correlator-test-hostile-net

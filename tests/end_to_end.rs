@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -111,7 +112,65 @@ fn six_failures_within_the_window_give_one_attempts_exceeded() {
         "dispatched at the fifth failure"
     );
     assert_eq!(exceeded[0]["severity"], "error");
+    assert_eq!(
+        exceeded[0]["fields"],
+        json!({
+            "host": "203.0.113.7",
+            "count": 5,
+            "window": 300,
+            "users": "root",
+            "servers": "server",
+            "first": "2023-02-20T15:00:00Z",
+            "last": "2023-02-20T15:00:40Z"
+        })
+    );
     assert_eq!(of_kind(&events, "SSHDLoginFailed").len(), 6);
+}
+
+#[test]
+fn attempts_exceeded_names_the_users_and_servers_of_its_window() {
+    let mut capture = String::new();
+    // Four users on two servers; the first attempt leaves the 300 s window
+    // before the limit is reached.
+    for (n, (second, server, user)) in [
+        (0, "web1", "admin"),
+        (200, "web1", "root"),
+        (310, "web2", "oracle"),
+        (320, "web2", "root"),
+        (330, "web1", "pi"),
+        (340, "web2", "test"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            capture,
+            "<86>1 2023-02-20T15:{:02}:{:02}Z {server} sshd {} - - Failed password for invalid user {user} from 192.0.2.44 port {} ssh2",
+            second / 60,
+            second % 60,
+            100 + n,
+            40_000 + n
+        );
+    }
+    let events = replay_json(SSHD_JSON_APP, &capture, &[]);
+    let exceeded = of_kind(&events, "SSHDAttemptsExceeded");
+    assert_eq!(exceeded.len(), 1, "{events:?}");
+    assert_eq!(
+        exceeded[0]["fields"],
+        json!({
+            "host": "192.0.2.44",
+            "count": 5,
+            "window": 300,
+            "users": "oracle, pi, root, test",
+            "servers": "web1, web2",
+            "first": "2023-02-20T15:03:20Z",
+            "last": "2023-02-20T15:05:40Z"
+        })
+    );
+    assert_eq!(
+        exceeded[0]["summary"],
+        "Host 192.0.2.44 reached 5 failed passwords within 300 seconds"
+    );
 }
 
 #[test]
@@ -1093,7 +1152,7 @@ fn configuration_errors_name_the_key_value_type_and_place() {
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
-        "error: app.toml line 3 column 33: unknown configuration item \"module.OpenSSH.login_failure_limt\"; known items here: module.OpenSSH.login_failure_limit, module.OpenSSH.login_failure_window, module.OpenSSH.max_connections_per_server, module.OpenSSH.max_failure_hosts, module.OpenSSH.max_transaction_age\n"
+        "error: app.toml line 3 column 33: unknown configuration item \"module.OpenSSH.login_failure_limt\"; known items here: module.OpenSSH.attempts, module.OpenSSH.login_failure_limit, module.OpenSSH.login_failure_window, module.OpenSSH.max_connections_per_server, module.OpenSSH.max_failure_hosts, module.OpenSSH.max_transaction_age\n"
     );
 
     let dir = app_dir(SSHD_JSON_APP);
@@ -1195,7 +1254,7 @@ fn config_prints_every_item_with_type_value_default_and_source() {
             "6",
             "5",
             "app file",
-            "failed passwords from one host within the window that dispatch SSHDAttemptsExceeded"
+            "attempts (what counts: see attempts) from one host within the window that dispatch SSHDAttemptsExceeded"
         ]
     );
     assert_eq!(
@@ -1220,9 +1279,22 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         row("state.checkpoint_interval")[1..5],
         ["float", "1", "1", "default"]
     );
-    // Header, five module items, one handler item, twelve system items
+    assert_eq!(
+        row("metrics.listen")[1..5],
+        ["text", "\"\"", "\"\"", "default"]
+    );
+    assert_eq!(
+        row("state.file")[1..5],
+        [
+            "text",
+            "\"{app}.state.redb\"",
+            "\"{app}.state.redb\"",
+            "default"
+        ]
+    );
+    // Header, six module items, one handler item, thirteen system items
     // (three of them state.*), eighteen listener items, five delivery items.
-    assert_eq!(rows.len(), 1 + 5 + 1 + 12 + 18 + 5);
+    assert_eq!(rows.len(), 1 + 6 + 1 + 13 + 18 + 5);
 }
 
 /// `readelf ARGS FILE`'s output.
@@ -1902,4 +1974,169 @@ fn events_of_several_modules_reach_a_handler_in_record_order() {
     assert_eq!(times[4], times[5]);
     assert_eq!(times[10], times[11]);
     assert_eq!(times[16], times[17]);
+}
+
+/// fail2ban's own annotated sshd test log, from Debian's fail2ban
+/// package (`test.sh` unpacks it into `target/fail2ban`): every line
+/// follows a `# failJSON: {...}` saying whether fail2ban's sshd filter
+/// must match it and which host.
+const FAIL2BAN_SSHD_LOG: &str = "usr/lib/python3/dist-packages/fail2ban/tests/files/logs/sshd";
+
+/// One line of fail2ban's log with its annotation.
+struct Marked {
+    line: String,
+    matches: bool,
+    host: Option<String>,
+}
+
+/// The lines of fail2ban's sshd log that apply to its aggressive mode (the
+/// broad count's model), each with its annotation, and the same lines as
+/// a capture: line `n` dated 2005-01-01 00:00:00 UTC plus `2n` seconds,
+/// so that an event's time says which line made it.
+fn fail2ban_sshd_log() -> (Vec<Marked>, String) {
+    let unpacked = workspace().join("target/fail2ban").join(FAIL2BAN_SSHD_LOG);
+    let installed = Path::new("/").join(FAIL2BAN_SSHD_LOG);
+    let text = std::fs::read_to_string(&unpacked)
+        .or_else(|_| std::fs::read_to_string(&installed))
+        .unwrap_or_else(|error| {
+            panic!(
+                "neither {} nor {}: {error} (test.sh unpacks Debian's fail2ban package)",
+                unpacked.display(),
+                installed.display()
+            )
+        });
+    let mut marked = Vec::new();
+    let mut note: Option<Value> = None;
+    for line in text.lines() {
+        if let Some(json) = line.strip_prefix("# failJSON:") {
+            note = Some(serde_json::from_str(json).expect("failJSON is JSON"));
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let note = note
+            .take()
+            .unwrap_or_else(|| panic!("no failJSON before {line}"));
+        let constraint = note["constraint"].as_str().unwrap_or("");
+        // Lines meant only for fail2ban's other modes.
+        if constraint.contains("!= 'aggressive'") {
+            continue;
+        }
+        marked.push(Marked {
+            line: line.to_owned(),
+            matches: note["match"] == true,
+            host: note["host"].as_str().map(str::to_owned),
+        });
+    }
+    let mut capture = String::new();
+    for (n, entry) in marked.iter().enumerate() {
+        let time = format!(
+            "2005-01-01T{:02}:{:02}:{:02}Z",
+            n * 2 / 3600,
+            n * 2 / 60 % 60,
+            n * 2 % 60
+        );
+        // Each line's own timestamp gives way to the synthetic one: RFC
+        // 5424's second field, an RFC 3339 first field, or `Mmm dd hh:mm:ss`.
+        let line = &entry.line;
+        let rewritten = if let Some(rest) = line.strip_prefix("<38>1 ") {
+            let (_, after) = rest.split_once(' ').expect("an RFC 5424 timestamp");
+            format!("<38>1 {time} {after}")
+        } else if line.as_bytes()[0].is_ascii_digit() {
+            let (_, after) = line.split_once(' ').expect("an RFC 3339 timestamp");
+            format!("{time} {after}")
+        } else {
+            let mut words = line.split_whitespace();
+            let (_month, _day, clock) = (words.next(), words.next(), words.next());
+            let clock = clock.expect("a traditional timestamp");
+            let (_, after) = line.split_once(clock).expect("the clock");
+            format!("{time}{after}")
+        };
+        capture.push_str(&rewritten);
+        capture.push('\n');
+    }
+    (marked, capture)
+}
+
+/// `SSHDAttemptsExceeded` events of a replay of fail2ban's log with
+/// `config` for the sshd module, each with the index of the line it came
+/// at.
+fn exceeded_by_line(capture: &str, config: &str) -> Vec<(usize, String)> {
+    let app = format!(
+        "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\nconfig = {{ login_failure_limit = 1, {config} }}\n\
+         [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
+    );
+    let events = replay_json(&app, capture, &["state.enabled=false"]);
+    of_kind(&events, "SSHDAttemptsExceeded")
+        .iter()
+        .map(|event| {
+            let time = event["fields"]["last"].as_str().expect("a time");
+            let clock = time
+                .strip_prefix("2005-01-01T")
+                .and_then(|t| t.strip_suffix('Z'))
+                .expect("a time of the capture");
+            let seconds: usize = clock
+                .split(':')
+                .map(|part| part.parse::<usize>().expect("a number"))
+                .fold(0, |total, part| total * 60 + part);
+            let host = event["fields"]["host"].as_str().expect("a host");
+            (seconds / 2, host.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn counting_every_attempt_reports_every_host_fail2bans_sshd_log_marks_and_no_line_it_does_not() {
+    let (marked, capture) = fail2ban_sshd_log();
+    let wanted: std::collections::BTreeSet<&str> = marked
+        .iter()
+        .filter(|entry| entry.matches)
+        .filter_map(|entry| entry.host.as_deref())
+        .collect();
+    assert_eq!(wanted.len(), 58);
+
+    // fail2ban knows a connection by its PID alone; correlator by server
+    // and PID, since one log holds many servers. This close, on server
+    // `srv`, follows the failures of PID 5672 on server `test`: for
+    // fail2ban the close of a connection that failed already, for
+    // correlator a connection of its own closed before authenticating.
+    let other_server = "Mar 19 16:47:50 srv sshd[5672]: Disconnected from authenticating user admin 192.0.2.6 port 33553 [preauth]";
+    let broad = exceeded_by_line(&capture, "attempts = \"all\"");
+    for (index, host) in &broad {
+        let entry = &marked[*index];
+        assert!(
+            entry.matches || entry.line == other_server,
+            "reported {host} at a line marked as no failure: {}",
+            entry.line
+        );
+        if let Some(expected) = &entry.host {
+            assert_eq!(host, expected, "{}", entry.line);
+        }
+    }
+    let reported: std::collections::BTreeSet<&str> =
+        broad.iter().map(|(_, host)| host.as_str()).collect();
+    let missed: Vec<&&str> = wanted.difference(&reported).collect();
+    assert!(missed.is_empty(), "hosts not reported: {missed:?}");
+
+    // Failed passwords alone, the default: a few of them, and no line
+    // marked as no failure either.
+    let passwords = exceeded_by_line(&capture, "attempts = \"passwords\"");
+    for (index, host) in &passwords {
+        let entry = &marked[*index];
+        assert!(entry.matches, "{host}: {}", entry.line);
+        assert_eq!(Some(host), entry.host.as_ref(), "{}", entry.line);
+    }
+    let reported: std::collections::BTreeSet<&str> =
+        passwords.iter().map(|(_, host)| host.as_str()).collect();
+    assert_eq!(
+        reported.into_iter().collect::<Vec<_>>(),
+        [
+            "127.0.0.1",
+            "194.117.26.69",
+            "194.117.26.70",
+            "205.186.180.77",
+            "aaaa:bbbb:cccc:1234::1:1"
+        ]
+    );
 }

@@ -1272,14 +1272,22 @@ fn grouping_sends_an_attacker_once_and_folds_its_repeats_into_one_reminder() {
     brute_force(&mut capture, "203.0.113.1", 300, 2, 3, 400);
     let run = replay(dir.path(), &capture);
     assert_has(&run.stderr, "submitted=3 delivered=3 retries=0 dead=0");
-    let exceeded = |host: &str, at: &str| {
+    let exceeded = |host: &str, first: &str, at: &str| {
         serde_json::json!({
             "module": "OpenSSH",
             "kind": "SSHDAttemptsExceeded",
             "severity": "error",
             "time": format!("2023-02-20T15:{at}Z"),
             "summary": format!("Host {host} reached 3 failed passwords within 300 seconds"),
-            "fields": { "host": host },
+            "fields": {
+                "host": host,
+                "count": 3,
+                "window": 300,
+                "users": "root",
+                "servers": "server",
+                "first": format!("2023-02-20T15:{first}Z"),
+                "last": format!("2023-02-20T15:{at}Z"),
+            },
         })
     };
     assert_eq!(
@@ -1287,8 +1295,8 @@ fn grouping_sends_an_attacker_once_and_folds_its_repeats_into_one_reminder() {
         [
             // Each attacker once, as its event, after the group's wait
             // (which the records' time measures);
-            exceeded("203.0.113.1", "00:04"),
-            exceeded("203.0.113.2", "03:24"),
+            exceeded("203.0.113.1", "00:00", "00:04"),
+            exceeded("203.0.113.2", "03:20", "03:24"),
             // the first one's two repeats in one reminder at the end.
             serde_json::json!({
                 "module": "OpenSSH",

@@ -77,6 +77,29 @@ impl<K: Hash + Eq> CountOverTime<K> {
         self.hits.get(key).map_or(0, VecDeque::len)
     }
 
+    /// The time of the oldest occurrence for `key` still in the window
+    /// (as of the last [`CountOverTime::add`] for it): when what is counted
+    /// began.
+    ///
+    /// ```
+    /// use correlator_sdk::CountOverTime;
+    ///
+    /// let mut failures: CountOverTime<String> = CountOverTime::new(300);
+    /// failures.add("192.0.2.1", 1_000);
+    /// failures.add("192.0.2.1", 1_200);
+    /// assert_eq!(failures.oldest("192.0.2.1"), Some(1_000));
+    /// failures.add("192.0.2.1", 1_300);
+    /// assert_eq!(failures.oldest("192.0.2.1"), Some(1_200));
+    /// assert_eq!(failures.oldest("192.0.2.2"), None);
+    /// ```
+    pub fn oldest<Q>(&self, key: &Q) -> Option<i64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.hits.get(key)?.front().copied()
+    }
+
     /// Forget every occurrence for `key`.
     pub fn clear<Q>(&mut self, key: &Q)
     where

@@ -11,8 +11,9 @@
 //!   group waits **`group_wait_s`** for others to join it; they go out as
 //!   one message. Events that join a group after its message are sent
 //!   **`group_interval_s`** after it, together.
-//! - **Repeats**: an event with the kind, module and field values of one
-//!   its group sent less than **`repeat_interval_s`** ago is a repeat. It
+//! - **Repeats**: an event with the kind, module and field values (times
+//!   aside) of one its group sent less than **`repeat_interval_s`** ago is
+//!   a repeat. It
 //!   is counted, not sent; the count goes with the group's next message,
 //!   or in a message of its own `repeat_interval_s` after the last.
 //! - **`rate_limit = { messages, per_s }`**: at most `messages` messages in
@@ -1037,7 +1038,7 @@ fn render_key(group_by: &[String], values: &[(String, Value)]) -> String {
 }
 
 /// What makes two events the same for repeat suppression: module, kind and
-/// every field value (not the time or the summary), hashed with 64-bit
+/// every field value but times (not the time or the summary), hashed with 64-bit
 /// FNV-1a, which is stable across builds (the hashes are stored).
 fn identity(event: &Dispatched) -> u64 {
     let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
@@ -1051,10 +1052,9 @@ fn identity(event: &Dispatched) -> u64 {
             Value::Float(number) => hash.write(&number.to_bits().to_le_bytes()),
             Value::Text(text) | Value::Email(text) => hash.write(text.as_bytes()),
             Value::Boolean(flag) => hash.write(&[u8::from(*flag)]),
-            Value::Timestamp(time) => {
-                hash.write(&time.seconds.to_le_bytes());
-                hash.write(&time.nanoseconds.to_le_bytes());
-            }
+            // When it happened is no part of what happened: a lockout of
+            // the same host, its first and last attempt later, repeats.
+            Value::Timestamp(_) => {}
         }
     }
     hash.0

@@ -14,13 +14,14 @@
 //! `max_failure_hosts` addresses with failed passwords, the oldest
 //! forgotten first and counted in `SSHDStats` as `evicted`.
 
+mod attempt;
 mod line;
 mod tracker;
 
 use correlator_sdk::{
     ConfigItem, Descriptor, EventType, Module, Record, Severity, Tick, TickKind, export_module,
 };
-use tracker::{Settings, Tracker};
+use tracker::{Attempts, Settings, Tracker};
 
 /// Program names OpenSSH logs under: `sshd`, and since 9.8 the per-session
 /// `sshd-session` and `sshd-auth` binaries.
@@ -48,7 +49,12 @@ impl Module for OpenSsh {
         .config(ConfigItem::integer(
             "login_failure_limit",
             5,
-            "failed passwords from one host within the window that dispatch SSHDAttemptsExceeded",
+            "attempts (what counts: see attempts) from one host within the window that dispatch SSHDAttemptsExceeded",
+        ))
+        .config(ConfigItem::text(
+            "attempts",
+            "passwords",
+            "what counts towards login_failure_limit: \"passwords\" (failed passwords and keyboard-interactive) or \"all\" (every authentication failure OpenSSH logs: invalid users, PAM failures, users not allowed, too many authentication failures, refused connections, key-exchange failures, connections closed before authenticating)",
         ))
         .config(ConfigItem::integer(
             "max_transaction_age",
@@ -107,7 +113,19 @@ impl Module for OpenSsh {
                 Severity::Error,
                 "a host reached the failed-password limit within the window",
             )
-            .text("host", "remote address"),
+            .text("host", "remote address")
+            .integer("count", "attempts counted within the window")
+            .integer("window", "the window, seconds (login_failure_window)")
+            .text(
+                "users",
+                "users tried within the window, comma-separated (the latest 8)",
+            )
+            .text(
+                "servers",
+                "servers tried within the window, comma-separated (the latest 8)",
+            )
+            .timestamp("first", "the first attempt counted")
+            .timestamp("last", "the attempt that reached the limit"),
         )
         .event(
             EventType::new("SSHDStats", Severity::Info, "counts since the last reset")
@@ -150,6 +168,15 @@ impl Module for OpenSsh {
         };
         let max_connections_per_server = at_least_ten("max_connections_per_server")?;
         let max_failure_hosts = at_least_ten("max_failure_hosts")?;
+        let attempts = match correlator_sdk::config::text("attempts")?.as_str() {
+            "passwords" => Attempts::Passwords,
+            "all" => Attempts::All,
+            other => {
+                return Err(format!(
+                    "attempts must be \"passwords\" or \"all\", not \"{other}\""
+                ));
+            }
+        };
         // Hourly maintenance keeps memory bounded; statistics are per day,
         // as the original's. The host gives both by record time during a
         // replay, so a replayed day runs them too.
@@ -163,6 +190,7 @@ impl Module for OpenSsh {
             max_age_seconds: max_age.saturating_mul(60),
             max_connections_per_server,
             max_failure_hosts,
+            attempts,
         })?;
         Ok(OpenSsh { tracker })
     }

@@ -98,7 +98,9 @@ fn parse_failed(message: &str) -> Option<Line<'_>> {
         .strip_prefix("password for ")
         .or_else(|| rest.strip_prefix("keyboard-interactive/pam for "))?;
     let rest = rest.strip_prefix("invalid user ").unwrap_or(rest);
-    let (user, addr, port, _) = user_from_addr_port(rest)?;
+    // Not the last ` from `: the user name (and the info after `: `) are
+    // the client's to choose, and could name another address.
+    let (user, addr, port) = crate::attempt::user_from(rest)?;
     Some(Line::FailedPassword { user, addr, port })
 }
 
@@ -243,18 +245,18 @@ fn position_of(text: &str, pattern: &str, last: bool) -> Option<usize> {
 /// `text.split_once(pattern)` for the short ASCII patterns of sshd lines.
 /// Patterns start and end with ASCII, so the split points are character
 /// boundaries.
-fn split_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn split_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
     let index = position_of(text, pattern, false)?;
     Some((text.get(..index)?, text.get(index + pattern.len()..)?))
 }
 
 /// `text.rsplit_once(pattern)`, as [`split_once`].
-fn rsplit_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn rsplit_once<'a>(text: &'a str, pattern: &str) -> Option<(&'a str, &'a str)> {
     let index = position_of(text, pattern, true)?;
     Some((text.get(..index)?, text.get(index + pattern.len()..)?))
 }
 
-fn leading_port(text: &str) -> Option<u16> {
+pub(crate) fn leading_port(text: &str) -> Option<u16> {
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());

@@ -4,6 +4,7 @@
 //! privilege separation some lines of a connection carry a child's PID; those
 //! are matched by the remote address and port instead.
 
+use crate::attempt::{self, Sign};
 use crate::line::{self, End, Line, UserKind};
 use correlator_sdk::collections::HashMap;
 use correlator_sdk::{CountOverTime, Event, Record, Timestamp, state};
@@ -20,7 +21,26 @@ pub struct Settings {
     pub max_connections_per_server: usize,
     /// Remote addresses whose failed passwords are counted at most.
     pub max_failure_hosts: usize,
+    /// What counts as an attempt.
+    pub attempts: Attempts,
 }
+
+/// What counts as an attempt towards `login_failure_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempts {
+    /// Failed passwords (and keyboard-interactive), as the original did.
+    Passwords,
+    /// Every authentication failure OpenSSH logs (`attempt.rs`).
+    All,
+}
+
+/// Users and servers of one address's attempts kept for its
+/// `SSHDAttemptsExceeded` event, at most this many of each (the latest).
+const DETAIL_NAMES: usize = 8;
+
+/// PAM failures' users kept per connection, to tell a mistyped password
+/// from users being tried.
+const TRIED_USERS: usize = 4;
 
 /// How long an ended connection is remembered, so that the second and third
 /// end lines of one connection do not report it again.
@@ -36,6 +56,111 @@ struct Connection {
     accepted: Option<Accepted>,
     session_start: Option<Timestamp>,
     ended: bool,
+    /// What the broad count (`attempts = "all"`) keeps of it; boxed and
+    /// only made in that mode, so that the connections a flood makes cost
+    /// a pointer more each otherwise.
+    probe: Option<Box<Probe>>,
+}
+
+/// A connection as the broad count sees it.
+#[derive(Default, Serialize, Deserialize)]
+struct Probe {
+    /// A failure of it was counted: its close is not another.
+    failed: bool,
+    /// Failures counted once a line names its address.
+    unplaced: u32,
+    /// PAM failures counted once confirmed ([`Sign::PamFailure`]).
+    pam_pending: u32,
+    /// Users its PAM failures were for.
+    tried: Vec<String>,
+}
+
+impl Probe {
+    fn tried_other_than(&self, user: &str) -> bool {
+        !self.tried.is_empty() && !self.tried.iter().any(|tried| tried == user)
+    }
+}
+
+/// Who one address's attempts were for and where: `(name, last seen)`.
+#[derive(Default, Serialize, Deserialize)]
+struct Detail {
+    users: Vec<(String, i64)>,
+    servers: Vec<(String, i64)>,
+}
+
+impl Detail {
+    fn saw(&mut self, user: &str, server: &str, time: i64) {
+        note(&mut self.users, user, time);
+        note(&mut self.servers, server, time);
+    }
+
+    /// When it last saw an attempt.
+    fn latest(&self) -> i64 {
+        self.users
+            .iter()
+            .chain(&self.servers)
+            .map(|(_, time)| *time)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+}
+
+/// Addresses whose users and servers are kept, at most one in this many
+/// of `max_failure_hosts`: a flood of addresses (each a few hundred bytes
+/// of names) must not take the module past its memory. Beyond it, those
+/// seen longest ago give way; their events then name fewer users.
+const DETAIL_SHARE: usize = 8;
+
+/// Keep at most `max` details, forgetting those seen longest ago down to
+/// nine tenths of `max` (so that this runs once per tenth of `max` new
+/// addresses).
+fn shrink_details(details: &mut HashMap<String, Detail>, max: usize) {
+    if details.len() <= max {
+        return;
+    }
+    let evict = details.len() - (max - max / 10);
+    let mut latest: Vec<i64> = details.values().map(Detail::latest).collect();
+    let (_, &mut threshold, _) = latest.select_nth_unstable(evict - 1);
+    let mut left = evict;
+    details.retain(|_, detail| {
+        if left > 0 && detail.latest() <= threshold {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// Remember `name` as seen at `time` among at most [`DETAIL_NAMES`]
+/// names, the one seen longest ago giving way.
+fn note(names: &mut Vec<(String, i64)>, name: &str, time: i64) {
+    if name.is_empty() {
+        return;
+    }
+    if let Some(known) = names.iter_mut().find(|(known, _)| known == name) {
+        known.1 = known.1.max(time);
+        return;
+    }
+    if names.len() >= DETAIL_NAMES
+        && let Some(oldest) = (0..names.len()).min_by_key(|&at| names[at].1)
+    {
+        names.remove(oldest);
+    }
+    names.push((name.to_owned(), time));
+}
+
+/// The names seen after `since`, sorted (so that records of one second
+/// give the same field in whatever order they came) and joined for an
+/// event field.
+fn seen_since(names: &[(String, i64)], since: i64) -> String {
+    let mut seen: Vec<&str> = names
+        .iter()
+        .filter(|(_, time)| *time > since)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    seen.sort_unstable();
+    seen.join(", ")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -178,6 +303,8 @@ pub struct Tracker {
     settings: Settings,
     servers: HashMap<String, Server>,
     host_failures: CountOverTime<String>,
+    /// Users and servers of the attempts `host_failures` counts.
+    details: HashMap<String, Detail>,
     statistics: Statistics,
     /// Whether anything changed since the last checkpoint.
     changed: bool,
@@ -192,6 +319,7 @@ const STATE_KEY: &str = "tracker";
 struct SavedRef<'a> {
     servers: &'a HashMap<String, Server>,
     host_failures: &'a CountOverTime<String>,
+    details: &'a HashMap<String, Detail>,
     statistics: &'a Statistics,
 }
 
@@ -200,6 +328,7 @@ struct SavedRef<'a> {
 struct Saved {
     servers: HashMap<String, Server>,
     host_failures: CountOverTime<String>,
+    details: HashMap<String, Detail>,
     statistics: Statistics,
 }
 
@@ -211,7 +340,7 @@ mod version1 {
 
     #[derive(Deserialize)]
     pub struct Server {
-        pub connections: HashMap<u32, Connection>,
+        pub connections: HashMap<u32, version3::Connection>,
         pub by_peer: HashMap<String, Vec<(u16, u32)>>,
     }
 
@@ -251,20 +380,100 @@ mod version2 {
 
     #[derive(Deserialize)]
     pub struct Saved {
-        pub servers: HashMap<String, super::Server>,
+        pub servers: HashMap<String, version3::Server>,
         pub host_failures: CountOverTime<String>,
         pub statistics: Statistics,
     }
 }
 
-/// The version of the saved layout ([`crate::OpenSsh`]'s `STATE_VERSION`).
-pub const STATE_VERSION: u32 = 3;
+/// The layout of [`STATE_VERSION`] 3: connections without what the broad
+/// count keeps, and no users and servers of attempts.
+mod version3 {
+    use super::*;
 
-/// Version 1's state in the current layout: each ended connection goes to
+    #[derive(Default, Deserialize)]
+    pub struct Connection {
+        pub user: String,
+        pub addr: String,
+        pub port: u16,
+        pub failures: i64,
+        pub first_seen: i64,
+        pub accepted: Option<Accepted>,
+        pub session_start: Option<Timestamp>,
+        pub ended: bool,
+    }
+
+    impl From<Connection> for super::Connection {
+        fn from(old: Connection) -> Self {
+            super::Connection {
+                user: old.user,
+                addr: old.addr,
+                port: old.port,
+                failures: old.failures,
+                first_seen: old.first_seen,
+                accepted: old.accepted,
+                session_start: old.session_start,
+                ended: old.ended,
+                probe: None,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct Server {
+        pub connections: HashMap<u32, Connection>,
+        pub by_peer: HashMap<String, Vec<(u16, u32)>>,
+        pub ended: VecDeque<(i64, u32)>,
+        pub latest: i64,
+    }
+
+    impl From<Server> for super::Server {
+        fn from(old: Server) -> Self {
+            super::Server {
+                connections: old
+                    .connections
+                    .into_iter()
+                    .map(|(pid, connection)| (pid, connection.into()))
+                    .collect(),
+                by_peer: old.by_peer,
+                ended: old.ended,
+                latest: old.latest,
+                opened: VecDeque::new(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct Saved {
+        pub servers: HashMap<String, Server>,
+        pub host_failures: CountOverTime<String>,
+        pub statistics: super::Statistics,
+    }
+
+    impl From<Saved> for super::Saved {
+        fn from(old: Saved) -> Self {
+            super::Saved {
+                servers: old
+                    .servers
+                    .into_iter()
+                    .map(|(name, server)| (name, server.into()))
+                    .collect(),
+                host_failures: old.host_failures,
+                details: HashMap::default(),
+                statistics: old.statistics,
+            }
+        }
+    }
+}
+
+/// The version of the saved layout ([`crate::OpenSsh`]'s `STATE_VERSION`).
+pub const STATE_VERSION: u32 = 4;
+
+/// Version 1's state in version 3's layout: each ended connection goes to
 /// its server's list (in the order it ended there), and each server's clock
 /// starts at the latest time version 1 knew of it.
-fn upgrade_from_version1(old: version1::Saved) -> Saved {
-    let mut servers: HashMap<String, Server> = old
+fn upgrade_from_version1(old: version1::Saved) -> version3::Saved {
+    let mut servers: HashMap<String, version3::Server> = old
         .servers
         .into_iter()
         .map(|(hostname, server)| {
@@ -274,12 +483,11 @@ fn upgrade_from_version1(old: version1::Saved) -> Saved {
                 .map(|connection| connection.first_seen)
                 .max()
                 .unwrap_or(i64::MIN);
-            let server = Server {
+            let server = version3::Server {
                 connections: server.connections,
                 by_peer: server.by_peer,
                 ended: VecDeque::new(),
                 latest,
-                opened: VecDeque::new(),
             };
             (hostname, server)
         })
@@ -290,7 +498,7 @@ fn upgrade_from_version1(old: version1::Saved) -> Saved {
             server.ended.push_back((server.latest, pid));
         }
     }
-    Saved {
+    version3::Saved {
         servers,
         host_failures: old.host_failures,
         statistics: old.statistics.into(),
@@ -299,13 +507,18 @@ fn upgrade_from_version1(old: version1::Saved) -> Saved {
 
 /// Rewrite state saved at `stored_version` in the current layout.
 pub fn migrate(stored_version: u32) -> Result<(), String> {
-    let saved = match stored_version {
-        1 => state::load::<version1::Saved>(STATE_KEY)?.map(upgrade_from_version1),
-        2 => state::load::<version2::Saved>(STATE_KEY)?.map(|old| Saved {
-            servers: old.servers,
-            host_failures: old.host_failures,
-            statistics: old.statistics.into(),
+    let saved: Option<Saved> = match stored_version {
+        1 => state::load::<version1::Saved>(STATE_KEY)?
+            .map(upgrade_from_version1)
+            .map(Saved::from),
+        2 => state::load::<version2::Saved>(STATE_KEY)?.map(|old| {
+            Saved::from(version3::Saved {
+                servers: old.servers,
+                host_failures: old.host_failures,
+                statistics: old.statistics.into(),
+            })
         }),
+        3 => state::load::<version3::Saved>(STATE_KEY)?.map(Saved::from),
         _ => {
             return Err(format!(
                 "cannot read state written at version {stored_version} (this version is {STATE_VERSION}); discard it with --discard-state"
@@ -320,6 +533,7 @@ pub fn migrate(stored_version: u32) -> Result<(), String> {
         &SavedRef {
             servers: &saved.servers,
             host_failures: &saved.host_failures,
+            details: &saved.details,
             statistics: &saved.statistics,
         },
     )
@@ -329,6 +543,7 @@ impl Tracker {
     pub fn new(settings: Settings) -> Self {
         Tracker {
             host_failures: CountOverTime::new(settings.failure_window_seconds),
+            details: HashMap::default(),
             settings,
             servers: HashMap::default(),
             statistics: Statistics::default(),
@@ -352,6 +567,7 @@ impl Tracker {
             settings,
             servers,
             host_failures,
+            details: saved.details,
             statistics: saved.statistics,
             changed: false,
         })
@@ -367,6 +583,7 @@ impl Tracker {
             &SavedRef {
                 servers: &self.servers,
                 host_failures: &self.host_failures,
+                details: &self.details,
                 statistics: &self.statistics,
             },
         )?;
@@ -376,6 +593,10 @@ impl Tracker {
 
     /// Follow one sshd record.
     pub fn observe(&mut self, record: &Record<'_>) {
+        let broad = self.settings.attempts == Attempts::All;
+        if broad && let Some(sign) = attempt::classify(record.message) {
+            self.weigh(record, sign);
+        }
         let Some(line) = line::parse(record.message) else {
             return;
         };
@@ -409,30 +630,21 @@ impl Tracker {
                         at: now,
                     });
                 }
-                self.host_failures.clear(addr);
+                // A login forgets the address's failed passwords; counting
+                // every attempt, it does not (users tried before one that
+                // got in are still an attack).
+                if !broad {
+                    self.host_failures.clear(addr);
+                    self.details.remove(addr);
+                }
             }
             Line::FailedPassword { user, addr, port } => {
                 let connection = open(server, pid, now);
                 assign(&mut connection.user, user);
                 connection.failures += 1;
                 set_peer(server, pid, addr, port);
-                let count = self.host_failures.add(addr, now.seconds);
-                let forgotten = self
-                    .host_failures
-                    .shrink_to(self.settings.max_failure_hosts, now.seconds);
-                self.statistics.evicted += i64::try_from(forgotten).unwrap_or(i64::MAX);
-                if count >= self.settings.failure_limit {
-                    self.host_failures.clear(addr);
-                    self.statistics.lockouts += 1;
-                    let _ = Event::new(
-                        "SSHDAttemptsExceeded",
-                        format!(
-                            "Host {addr} reached {count} failed passwords within {} seconds",
-                            self.settings.failure_window_seconds
-                        ),
-                    )
-                    .text("host", addr)
-                    .dispatch();
+                if !broad {
+                    self.count_attempts(addr, user, record.hostname, now, 1);
                 }
             }
             Line::InvalidUser { user, addr, port } => {
@@ -469,6 +681,168 @@ impl Tracker {
                 }
             }
             Line::End(end) => self.end(record.hostname, pid, &end, now),
+        }
+    }
+
+    /// Count what `sign` says for the broad count, with what the
+    /// connection's earlier lines left.
+    fn weigh(&mut self, record: &Record<'_>, sign: Sign<'_>) {
+        self.changed = true;
+        let pid: u32 = record.proc_id.parse().unwrap_or(0);
+        let now = record.timestamp;
+        let server = match self.servers.get_mut(record.hostname) {
+            Some(server) => server,
+            None => self.servers.entry(record.hostname.to_owned()).or_default(),
+        };
+        server.advance(now.seconds);
+        self.statistics.evicted += server.make_room(self.settings.max_connections_per_server);
+        // `Connection from`: a new connection under this PID.
+        if matches!(sign, Sign::Peer { opens: true, .. }) {
+            server.remove(pid);
+        }
+        let connection = open(server, pid, now);
+        let named = match sign {
+            Sign::Failure { addr, .. }
+            | Sign::PamFailure { addr, .. }
+            | Sign::Accepted { addr, .. }
+            | Sign::Peer { addr, .. }
+            | Sign::PreauthEnd { addr, .. }
+            | Sign::End { addr } => Some(addr),
+            Sign::Unplaced => None,
+        };
+        if let Some(addr) = named
+            && connection.addr.is_empty()
+        {
+            connection.addr = addr.to_owned();
+        }
+        let probe = connection.probe.get_or_insert_with(Box::default);
+        // Failures that waited for the address are counted once it is known.
+        let mut count = if connection.addr.is_empty() {
+            0
+        } else {
+            std::mem::take(&mut probe.unplaced)
+        };
+        let mut user = "";
+        match sign {
+            Sign::Failure { user: tried, .. } => {
+                count += 1;
+                user = tried;
+            }
+            Sign::Unplaced if connection.addr.is_empty() => probe.unplaced += 1,
+            Sign::Unplaced => count += 1,
+            Sign::PamFailure { user: tried, .. } => {
+                if probe.tried_other_than(tried) {
+                    count += std::mem::take(&mut probe.pam_pending) + 1;
+                } else {
+                    probe.pam_pending += 1;
+                }
+                if !probe.tried.iter().any(|known| known == tried)
+                    && probe.tried.len() < TRIED_USERS
+                {
+                    probe.tried.push(tried.to_owned());
+                }
+                user = tried;
+            }
+            Sign::Accepted { user: got_in, .. } => {
+                if probe.tried_other_than(got_in) {
+                    count += std::mem::take(&mut probe.pam_pending) + 1;
+                    user = got_in;
+                } else {
+                    probe.pam_pending = 0;
+                }
+            }
+            Sign::Peer { .. } => {}
+            Sign::PreauthEnd { user: named, .. } => {
+                // Closed before authenticating: a failure, unless one of
+                // this connection was counted already.
+                count += std::mem::take(&mut probe.pam_pending);
+                if count == 0 && !probe.failed {
+                    count = 1;
+                }
+                user = named;
+            }
+            Sign::End { .. } => probe.pam_pending = 0,
+        }
+        if count == 0 {
+            return;
+        }
+        probe.failed = true;
+        // The line's own address, else the connection's.
+        let addr = named.unwrap_or(connection.addr.as_str()).to_owned();
+        let times = usize::try_from(count).unwrap_or(usize::MAX);
+        self.count_attempts(&addr, user, record.hostname, now, times);
+    }
+
+    /// Count `times` attempts from `addr` (by `user`, on `server`) and
+    /// dispatch `SSHDAttemptsExceeded` when they reach the limit.
+    fn count_attempts(
+        &mut self,
+        addr: &str,
+        user: &str,
+        server: &str,
+        now: Timestamp,
+        times: usize,
+    ) {
+        let window = self.settings.failure_window_seconds;
+        for _ in 0..times {
+            let count = self.host_failures.add(addr, now.seconds);
+            let detail = match self.details.get_mut(addr) {
+                Some(detail) => detail,
+                None => self.details.entry(addr.to_owned()).or_default(),
+            };
+            detail.saw(user, server, now.seconds);
+            shrink_details(
+                &mut self.details,
+                (self.settings.max_failure_hosts / DETAIL_SHARE).max(10),
+            );
+            let forgotten = self
+                .host_failures
+                .shrink_to(self.settings.max_failure_hosts, now.seconds);
+            if forgotten > 0 {
+                let failures = &self.host_failures;
+                self.details
+                    .retain(|addr, _| failures.count(addr.as_str()) > 0);
+            }
+            self.statistics.evicted += i64::try_from(forgotten).unwrap_or(i64::MAX);
+            if count < self.settings.failure_limit {
+                continue;
+            }
+            let first = self.host_failures.oldest(addr).unwrap_or(now.seconds);
+            let since = now.seconds - window;
+            let (users, servers) = self.details.remove(addr).map_or_else(
+                || (String::new(), String::new()),
+                |detail| {
+                    (
+                        seen_since(&detail.users, since),
+                        seen_since(&detail.servers, since),
+                    )
+                },
+            );
+            self.host_failures.clear(addr);
+            self.statistics.lockouts += 1;
+            let what = match self.settings.attempts {
+                Attempts::Passwords => "failed passwords",
+                Attempts::All => "failed attempts",
+            };
+            let _ = Event::new(
+                "SSHDAttemptsExceeded",
+                format!("Host {addr} reached {count} {what} within {window} seconds"),
+            )
+            .text("host", addr)
+            .integer("count", i64::try_from(count).unwrap_or(i64::MAX))
+            .integer("window", window)
+            .text("users", users)
+            .text("servers", servers)
+            .timestamp(
+                "first",
+                Timestamp {
+                    seconds: first,
+                    nanoseconds: 0,
+                    offset_minutes: now.offset_minutes,
+                },
+            )
+            .timestamp("last", now)
+            .dispatch();
         }
     }
 
@@ -591,6 +965,9 @@ impl Tracker {
         }
         self.statistics.expired += expired;
         self.host_failures.expire(now.seconds);
+        let failures = &self.host_failures;
+        self.details
+            .retain(|addr, _| failures.count(addr.as_str()) > 0);
     }
 
     /// Dispatch `SSHDStats`.
@@ -689,9 +1066,9 @@ mod tests {
     use super::*;
 
     fn ended_server(pids: &[u32]) -> version1::Server {
-        let ended = || Connection {
+        let ended = || version3::Connection {
             ended: true,
-            ..Connection::default()
+            ..version3::Connection::default()
         };
         version1::Server {
             connections: pids.iter().map(|&pid| (pid, ended())).collect(),
@@ -725,6 +1102,27 @@ mod tests {
         assert_eq!((new.servers["a"].latest, new.servers["b"].latest), (12, 11));
         assert_eq!(new.servers["a"].connections.len(), 2);
         assert_eq!(new.statistics.sessions, 3);
+    }
+
+    #[test]
+    fn details_past_their_share_forget_the_addresses_seen_longest_ago() {
+        let mut details: HashMap<String, Detail> = HashMap::default();
+        for n in 0..21 {
+            let mut detail = Detail::default();
+            detail.saw("root", "web1", 1_000 + n);
+            details.insert(format!("192.0.2.{n}"), detail);
+        }
+        shrink_details(&mut details, 20);
+        assert_eq!(details.len(), 18);
+        assert!(!details.contains_key("192.0.2.2"));
+        assert!(details.contains_key("192.0.2.3"));
+        // Names seen longest ago give way in one list too.
+        let mut detail = Detail::default();
+        for n in 0..10 {
+            detail.saw(&format!("u{n}"), "web1", i64::from(n));
+        }
+        assert_eq!(seen_since(&detail.users, 3), "u4, u5, u6, u7, u8, u9");
+        assert_eq!(detail.users.len(), DETAIL_NAMES);
     }
 
     #[test]

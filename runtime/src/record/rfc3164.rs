@@ -29,10 +29,17 @@ pub fn parse<'a>(
     } else {
         traditional_time(text, defaults)?
     };
-    let (hostname, rest) = rest
-        .split_once(' ')
-        .ok_or(ParseError::Truncated("the hostname"))?;
-    let (app_name, proc_id, message) = split_tag(rest);
+    let (hostname, (app_name, proc_id, message)) = match bracketed_tag(rest) {
+        // No hostname, the program in brackets: `[sshd]: MSG`, `[sshd] MSG`.
+        Some(tag) => ("", tag),
+        None if starts_with_tag(rest) => ("", split_tag(rest)),
+        None => {
+            let (hostname, rest) = rest
+                .split_once(' ')
+                .ok_or(ParseError::Truncated("the hostname"))?;
+            (hostname, split_tag(rest))
+        }
+    };
     Ok(Parsed {
         timestamp,
         facility,
@@ -139,6 +146,27 @@ fn traditional_time<'a>(
 }
 
 /// Split `TAG[PID]: MSG` or `TAG: MSG`; a line without a tag is all message.
+/// Whether `text` starts with a tag rather than a hostname: senders that
+/// leave the hostname out (as some `auth.log` writers do) start with
+/// `sshd[PID]:` or `sshd:`, which no hostname is (a hostname has no `[`,
+/// and does not end in a colon).
+fn starts_with_tag(text: &str) -> bool {
+    let token = text.split(' ').next().unwrap_or(text);
+    token.ends_with("]:")
+        || (token.ends_with(':') && token.len() > 1 && !token[..token.len() - 1].contains(':'))
+}
+
+/// `[PROGRAM]: MSG` or `[PROGRAM] MSG` in place of hostname and tag (as
+/// some BSD and Solaris syslogs write): the program, no PID, the message.
+fn bracketed_tag(text: &str) -> Option<(&str, &str, &str)> {
+    let (name, rest) = text.strip_prefix('[')?.split_once(']')?;
+    if name.is_empty() || name.contains(' ') {
+        return None;
+    }
+    let message = rest.strip_prefix(':').unwrap_or(rest);
+    Some((name, "", message.strip_prefix(' ').unwrap_or(message)))
+}
+
 fn split_tag(text: &str) -> (&str, &str, &str) {
     let tag_end = text.find(['[', ':', ' ']).unwrap_or(text.len());
     let tag = &text[..tag_end];

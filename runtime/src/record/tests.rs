@@ -312,6 +312,52 @@ fn parses_rsyslog_high_precision_traditional_lines() {
 }
 
 #[test]
+fn takes_traditional_lines_without_a_hostname() {
+    // As some auth.log writers and BSD/Solaris syslogs write them.
+    for (line, program, pid, message) in [
+        (
+            "Nov 23 21:50:19 sshd[8148]: Disconnecting: Too many authentication failures [preauth]",
+            "sshd",
+            "8148",
+            "Disconnecting: Too many authentication failures [preauth]",
+        ),
+        (
+            "Mar  3 00:17:22 [sshd]: User root from 211.188.220.49 not allowed",
+            "sshd",
+            "",
+            "User root from 211.188.220.49 not allowed",
+        ),
+        (
+            "Jun 25 23:53:34 [sshd] User root from 1.2.3.4 not allowed",
+            "sshd",
+            "",
+            "User root from 1.2.3.4 not allowed",
+        ),
+        (
+            "Feb  5 01:02:03 CRON: session opened",
+            "CRON",
+            "",
+            "session opened",
+        ),
+    ] {
+        let parsed = ok(line);
+        assert_eq!(
+            (
+                parsed.hostname,
+                parsed.app_name,
+                parsed.proc_id,
+                parsed.message
+            ),
+            ("", program, pid, message),
+            "{line}"
+        );
+    }
+    // A hostname is still a hostname, IPv6 addresses included.
+    let parsed = ok("Feb  5 01:02:03 2001:db8::1 sshd[7]: x");
+    assert_eq!((parsed.hostname, parsed.app_name), ("2001:db8::1", "sshd"));
+}
+
+#[test]
 fn keeps_an_untagged_traditional_message_whole() {
     let parsed = ok("Feb 20 15:12:47 host just some text");
     assert_eq!((parsed.app_name, parsed.message), ("", "just some text"));
