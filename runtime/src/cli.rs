@@ -208,6 +208,13 @@ struct RunArgs {
     /// be the one the checkpoint names (`correlator check` shows it).
     #[arg(long = "continue", requires = "read_file", conflicts_with_all = ["discard_all_state", "keep_state"])]
     continue_replay: bool,
+    /// Follow this log file as it grows, through rotations (rename or
+    /// copytruncate), instead of listening; repeatable, and `*` or `?` in
+    /// the file name follow every match (new ones too). Each file's
+    /// position is kept in the state checkpoint: a restart resumes at the
+    /// line after the last one the state covers.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["read_file", "write_file"])]
+    follow: Vec<PathBuf>,
     /// Start the modules from the state the last run left instead of
     /// empty, and read the capture from its first record: for a capture
     /// that follows the one replayed before (auth.log after auth.log.1).
@@ -442,7 +449,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             modules: args.read_file.is_some() && !args.continue_replay && !args.keep_state,
         },
     )?;
-    crate::metrics::registry().set_input(if args.read_file.is_some() {
+    crate::metrics::registry().set_input(if args.read_file.is_some() || !args.follow.is_empty() {
         "file"
     } else {
         "network"
@@ -455,11 +462,15 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(read_file) = &args.read_file {
         settings.skip_through = continue_from(modules.restored(), read_file, args.continue_replay)?;
     }
-    let source = args
-        .read_file
-        .as_ref()
-        .map_or_else(|| "network".to_owned(), |path| path.display().to_string());
+    let source = match &args.read_file {
+        Some(path) => path.display().to_string(),
+        None if !args.follow.is_empty() => "follow".to_owned(),
+        None => "network".to_owned(),
+    };
     modules.set_source(&source);
+    if !args.follow.is_empty() {
+        return follow_files(args, settings, modules, handlers, courier.as_ref());
+    }
     let Some(read_file) = &args.read_file else {
         let listen = ListenSettings::from_store(&store)?;
         let capture = match &args.write_file {
@@ -562,6 +573,47 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             stats.parsed.unparsable
         );
     }
+    Ok(())
+}
+
+/// `run --follow`: follow the files until SIGINT or SIGTERM.
+fn follow_files(
+    args: &RunArgs,
+    settings: replay::ReplaySettings,
+    mut modules: crate::pipeline::ModuleStage,
+    handlers: crate::pipeline::HandlerStage,
+    courier: Option<&crate::delivery::Courier>,
+) -> anyhow::Result<()> {
+    let restored = modules
+        .restored()
+        .map(|checkpoint| checkpoint.files.clone())
+        .unwrap_or_default();
+    let stop = replay::stop_on_signals()?;
+    let follow_settings = crate::follow::FollowSettings {
+        paths: args.follow.clone(),
+        batch_size: settings.batch_size,
+        defaults: settings.defaults,
+    };
+    let (stats, counters) =
+        crate::follow::follow(&follow_settings, &restored, &mut modules, handlers, &stop)?;
+    tracing::info!(
+        records = stats.parsed.records,
+        unparsable = stats.parsed.unparsable,
+        not_utf8 = stats.parsed.not_utf8,
+        rotations = stats.rotations,
+        cut_lines = stats.cut_lines,
+        events = counters.events,
+        delivered = counters.delivered,
+        filter_errors = counters.filter_errors,
+        handler_failures = counters.handler_failures,
+        peak_memory_mib = peak_memory_mib(),
+        "stopped following"
+    );
+    report_instances(&modules);
+    if let Some(courier) = courier {
+        courier.finish();
+    }
+    modules.commit_outbox();
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod clock_guard;
 pub mod config_store;
 pub mod delivery;
 pub mod filter;
+pub mod follow;
 pub mod host;
 pub mod listen;
 pub mod loader;

@@ -201,6 +201,9 @@ pub fn run_stages<S: Send>(
                         modules.process(builder.batch(), latest)?;
                     }
                     modules.hold_receipts(builder.take_receipts());
+                    if let Some(marks) = builder.take_marks() {
+                        modules.mark_files(marks);
+                    }
                 }
                 // Senders wait for receipts (a window of messages at a
                 // time): commit as soon as no batch is waiting, rather than
@@ -407,6 +410,8 @@ pub struct Persistence {
     records: u64,
     /// The checkpoint the run started from.
     restored: Option<Checkpoint>,
+    /// How far followed files are read as of the last batch processed.
+    files: Vec<crate::state_store::FileMark>,
     /// Whether the first record of the run was looked at.
     first_seen: bool,
 }
@@ -434,6 +439,7 @@ impl Persistence {
             position: 0,
             records: 0,
             restored,
+            files: Vec::new(),
             first_seen: false,
         }
     }
@@ -621,6 +627,7 @@ impl ModuleStage {
             written_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
+            files: persistence.files.clone(),
         };
         let commits: Vec<InstanceCommit<'_>> = self
             .modules
@@ -674,6 +681,15 @@ impl ModuleStage {
             }
         }
         Ok(())
+    }
+
+    /// Followed files are read this far once the batch just processed is:
+    /// the next checkpoint says so.
+    pub fn mark_files(&mut self, marks: Vec<crate::state_store::FileMark>) {
+        if let Some(persistence) = &mut self.persistence {
+            persistence.files = marks;
+            persistence.changed = true;
+        }
     }
 
     /// Keep the receipts of a processed batch until its messages are safe.

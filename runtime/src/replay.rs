@@ -59,7 +59,7 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
             runtime.block_on(async move {
                 let name = signals.next().await;
                 tracing::warn!(
-                    "{name}: the replay stops after what was read (a second signal exits at once)"
+                    "{name}: reading stops; what was read is processed (a second signal exits at once)"
                 );
                 flag.store(true, Ordering::Relaxed);
                 signals.exit_at_next().await

@@ -120,6 +120,25 @@ pub struct Checkpoint {
     pub records: u64,
     /// Wall-clock time of the commit, seconds since the epoch.
     pub written_at: u64,
+    /// Followed files (`--follow`): how far each was read, as of the
+    /// last record processed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileMark>,
+}
+
+/// How far one followed file was read: the file is known by its device
+/// and inode (a rotation renames it, and its path then names another), and
+/// `offset` is the byte after the last line handed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMark {
+    /// The path it was followed under.
+    pub path: String,
+    /// Its device and inode.
+    pub device: u64,
+    /// Its inode.
+    pub inode: u64,
+    /// Bytes read through the end of the last line handed on.
+    pub offset: u64,
 }
 
 impl Checkpoint {
@@ -791,6 +810,7 @@ mod tests {
             position,
             records: position,
             written_at: 1,
+            files: Vec::new(),
         }
     }
 

@@ -18,6 +18,9 @@ pub struct BatchBuilder {
     /// Receipts of messages in (or decided with) this batch, delivered
     /// once it is safe (see [`crate::receipts`]).
     receipts: Receipts,
+    /// Followed files: how far each was read once this batch's records
+    /// are processed (`follow.rs`), for the checkpoint after it.
+    marks: Option<Vec<crate::state_store::FileMark>>,
 }
 
 impl BatchBuilder {
@@ -37,7 +40,18 @@ impl BatchBuilder {
             capacity,
             latest: None,
             receipts: Receipts::default(),
+            marks: None,
         }
+    }
+
+    /// Say how far the followed files are read once this batch is.
+    pub fn set_marks(&mut self, marks: Vec<crate::state_store::FileMark>) {
+        self.marks = Some(marks);
+    }
+
+    /// Take the batch's file marks, once its records are processed.
+    pub fn take_marks(&mut self) -> Option<Vec<crate::state_store::FileMark>> {
+        self.marks.take()
     }
 
     /// The receipts that travel with this batch: a message's receipt is
@@ -133,6 +147,7 @@ impl BatchBuilder {
     /// senders send those messages again.
     pub fn clear(&mut self) {
         self.receipts = Receipts::default();
+        self.marks = None;
         let batch = &mut self.batch;
         batch.text.clear();
         batch.spans.clear();
