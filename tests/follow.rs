@@ -230,6 +230,18 @@ fn rotations_by_rename_and_copytruncate_under_a_writer_and_a_restart_lose_and_re
     append(&log, 1600..1700);
     second.wait_for(300);
     assert_eq!(second.stop(), Some(0), "{}", second.stderr());
+    // check says where the next start resumes.
+    let check = correlator(dir, &["check", "--app", "app.toml"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    let inode = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&log).expect("the log").ino()
+    };
+    let size = std::fs::metadata(&log).expect("the log").len();
+    assert_has(
+        &check.stdout,
+        &format!("state ./app.state.redb: auth.log (inode {inode}) read through byte {size}\n"),
+    );
 
     let mut all = first.numbers();
     let restarted = second.numbers();

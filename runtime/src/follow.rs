@@ -367,6 +367,9 @@ fn resume(path: &Path, marks: &[FileMark]) -> Followed {
             Err(error) => tracing::warn!(path = %shown, "cannot open: {error}"),
         }
     }
+    if named.is_none() {
+        tracing::warn!(path = %shown, "does not exist (yet): it is read once it does");
+    }
     followed
 }
 

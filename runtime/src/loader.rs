@@ -850,10 +850,18 @@ fn check_state(
             "state {shown}: it was not closed cleanly (a crash, or kill -9); repaired"
         ));
     }
-    report.push(match state.checkpoint()? {
+    let checkpoint = state.checkpoint()?;
+    report.push(match &checkpoint {
         Some(checkpoint) => format!("state {shown}: checkpoint {}", checkpoint.describe()),
         None => format!("state {shown}: no checkpoint yet"),
     });
+    // Where `run --follow` resumes each file.
+    for mark in checkpoint.iter().flat_map(|checkpoint| &checkpoint.files) {
+        report.push(format!(
+            "state {shown}: {} (inode {}) read through byte {}",
+            mark.path, mark.inode, mark.offset
+        ));
+    }
     let mut any_module_state = false;
     for ((spec, module), digest) in app.modules.iter().zip(modules).zip(digests) {
         let keys = state.keys(&spec.name)?;
