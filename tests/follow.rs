@@ -47,7 +47,7 @@ impl Following {
     fn start(dir: &Path, run: u32, args: &[&str]) -> Following {
         let out = std::fs::File::create(dir.join(format!("stdout-{run}.json"))).expect("stdout");
         let err = std::fs::File::create(dir.join(format!("stderr-{run}.txt"))).expect("stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_correlator"))
+        let child = correlator_command()
             .args(["run", "--app", "app.toml", "--follow", "auth.log"])
             .args(["-o", "state.checkpoint_interval=0.05"])
             .args(args)
@@ -56,10 +56,6 @@ impl Following {
             .env(
                 "RUST_LOG",
                 "info,correlator::pipeline=debug,wasmtime_internal_cache=error",
-            )
-            .env(
-                "XDG_CACHE_HOME",
-                workspace().join("target").join("test-cache"),
             )
             .stdin(Stdio::null())
             .stdout(out)

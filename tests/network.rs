@@ -46,7 +46,7 @@ impl Server {
 
     /// `correlator run` of the directory's `app.toml` with `args`.
     fn command(args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_correlator"));
+        let mut command = correlator_command();
         command
             .args(["run", "--app", "app.toml", "-o", "listen.tcp=127.0.0.1:0"])
             .args(args);
@@ -60,11 +60,6 @@ impl Server {
         let stderr = std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
         let child = command
             .current_dir(dir.path())
-            .env("RUST_LOG", "info,wasmtime_internal_cache=error")
-            .env(
-                "XDG_CACHE_HOME",
-                workspace().join("target").join("test-cache"),
-            )
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -1200,7 +1195,12 @@ fn out_of_file_descriptors_accepting_is_logged_and_the_server_goes_on() {
     command
         .args(["-c", "ulimit -n 24 && exec \"$@\"", "sh"])
         .arg(correlator.get_program())
-        .args(correlator.get_args());
+        .args(correlator.get_args())
+        .envs(
+            correlator
+                .get_envs()
+                .filter_map(|(key, value)| Some((key, value?))),
+        );
     let mut server = Server::launch(app_dir(REPORT_APP), command);
     let address = server.address("TCP");
     // More connections than descriptors: the kernel queues the rest until

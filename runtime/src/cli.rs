@@ -506,12 +506,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             peak_memory_mib = peak_memory_mib(),
             "every received message processed"
         );
-        report_instances(&modules);
-        if let Some(courier) = &courier {
-            courier.finish();
-        }
-        // What the courier and the notifiers did after the last checkpoint.
-        modules.commit_outbox();
+        finish_run(&mut modules, courier.as_ref());
         return Ok(());
     };
     let stop = replay::stop_on_signals()?;
@@ -560,12 +555,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             read_file.display()
         );
     }
-    report_instances(&modules);
-    if let Some(courier) = &courier {
-        courier.finish();
-    }
-    // What the courier and the notifiers did after the last checkpoint.
-    modules.commit_outbox();
+    finish_run(&mut modules, courier.as_ref());
     if stats.parsed.records == 0 && stats.parsed.unparsable > 0 {
         bail!(
             "no line of {} is a syslog record ({} refused; the first are logged above with why): is it a capture, auth.log, RFC 5424 or journalctl short-iso output?",
@@ -609,12 +599,22 @@ fn follow_files(
         peak_memory_mib = peak_memory_mib(),
         "stopped following"
     );
-    report_instances(&modules);
+    finish_run(&mut modules, courier);
+    Ok(())
+}
+
+/// The end of every run: what instances skipped or broke, the last
+/// deliveries, and what the courier and the notifiers did after the last
+/// checkpoint.
+fn finish_run(
+    modules: &mut crate::pipeline::ModuleStage,
+    courier: Option<&crate::delivery::Courier>,
+) {
+    report_instances(modules);
     if let Some(courier) = courier {
         courier.finish();
     }
     modules.commit_outbox();
-    Ok(())
 }
 
 /// Where a replay of `capture` starts, given the checkpoint the state

@@ -53,6 +53,19 @@ pub fn correlator_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> R
     }
 }
 
+/// `correlator` as the tests start it to run beside them: its log at
+/// info level, compiled components cached under target/.
+pub fn correlator_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_correlator"));
+    command
+        .env("RUST_LOG", "info,wasmtime_internal_cache=error")
+        .env(
+            "XDG_CACHE_HOME",
+            workspace().join("target").join("test-cache"),
+        );
+    command
+}
+
 /// A scratch directory holding an app file `app.toml` with `text`.
 pub fn app_dir(text: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
