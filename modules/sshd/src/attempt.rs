@@ -163,6 +163,24 @@ fn address_then(text: &str) -> Option<(&str, u16, &str)> {
 /// ` from ` that is followed by an address and then by the end or by `: `,
 /// so that neither can put another address in its place.
 pub(crate) fn user_from(text: &str) -> Option<(&str, &str, u16)> {
+    // Without `: ` there is no INFO, and only the last ` from ` can be
+    // followed by the end: the common line, taken without looking at each
+    // candidate (this runs for every failed password).
+    if !has_info(text) {
+        let (user, after) = rsplit_once(text, " from ")?;
+        let (addr, rest) = after.split_once(' ').unwrap_or((after, ""));
+        let (port, rest) = match rest.strip_prefix("port ") {
+            Some(after) => {
+                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+                (after[..digits].parse().ok()?, after[digits..].trim_start())
+            }
+            None => (0, rest),
+        };
+        let rest = rest.strip_prefix("ssh").map_or(rest, |after| {
+            after.trim_start_matches(|c: char| c.is_ascii_digit())
+        });
+        return (rest.is_empty() && !addr.is_empty()).then_some((user, addr, port));
+    }
     let mut start = 0;
     while let Some((before, after)) = split_once(&text[start..], " from ") {
         let at = start + before.len();
@@ -175,6 +193,20 @@ pub(crate) fn user_from(text: &str) -> Option<(&str, &str, u16)> {
         start = at + 1;
     }
     None
+}
+
+/// Whether `text` has a `: ` (byte search: a substring searcher costs
+/// more to set up than this line takes to scan).
+fn has_info(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = bytes[from..].iter().position(|&b| b == b':') {
+        if bytes.get(from + at + 1) == Some(&b' ') {
+            return true;
+        }
+        from += at + 1;
+    }
+    false
 }
 
 /// `Accepted METHOD for USER from ADDR port P ssh2...`.

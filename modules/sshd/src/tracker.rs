@@ -86,6 +86,10 @@ impl Probe {
 struct Detail {
     users: Vec<(String, i64)>,
     servers: Vec<(String, i64)>,
+    /// When a login forgot the address's attempts: names seen before it
+    /// are no longer theirs (kept, not freed: a busy address's names are
+    /// written again at once).
+    cleared_at: i64,
 }
 
 impl Detail {
@@ -133,7 +137,8 @@ fn shrink_details(details: &mut HashMap<String, Detail>, max: usize) {
 }
 
 /// Remember `name` as seen at `time` among at most [`DETAIL_NAMES`]
-/// names, the one seen longest ago giving way.
+/// names, the one seen longest ago giving way (its string is reused:
+/// this runs for every attempt).
 fn note(names: &mut Vec<(String, i64)>, name: &str, time: i64) {
     if name.is_empty() {
         return;
@@ -142,12 +147,13 @@ fn note(names: &mut Vec<(String, i64)>, name: &str, time: i64) {
         known.1 = known.1.max(time);
         return;
     }
-    if names.len() >= DETAIL_NAMES
-        && let Some(oldest) = (0..names.len()).min_by_key(|&at| names[at].1)
-    {
-        names.remove(oldest);
+    if names.len() < DETAIL_NAMES {
+        names.push((name.to_owned(), time));
+    } else if let Some(oldest) = names.iter_mut().min_by_key(|(_, seen)| *seen) {
+        oldest.0.clear();
+        oldest.0.push_str(name);
+        oldest.1 = time;
     }
-    names.push((name.to_owned(), time));
 }
 
 /// The names seen after `since`, sorted (so that records of one second
@@ -635,7 +641,9 @@ impl Tracker {
                 // got in are still an attack).
                 if !broad {
                     self.host_failures.clear(addr);
-                    self.details.remove(addr);
+                    if let Some(detail) = self.details.get_mut(addr) {
+                        detail.cleared_at = now.seconds;
+                    }
                 }
             }
             Line::FailedPassword { user, addr, port } => {
@@ -809,6 +817,10 @@ impl Tracker {
             }
             let first = self.host_failures.oldest(addr).unwrap_or(now.seconds);
             let since = now.seconds - window;
+            let since = self
+                .details
+                .get(addr)
+                .map_or(since, |detail| since.max(detail.cleared_at - 1));
             let (users, servers) = self.details.remove(addr).map_or_else(
                 || (String::new(), String::new()),
                 |detail| {
