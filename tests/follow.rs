@@ -15,15 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Every record as a JSON notice on standard output.
-const REPORT_APP: &str = r#"
-[modules.Report]
-component = "builtin:report"
-[handlers.console]
-component = "builtin:log"
-config = { format = "json" }
-"#;
-
 const PATIENCE: Duration = Duration::from_secs(120);
 
 /// Line `n` of the followed file: an RFC 5424 record saying `line n`.

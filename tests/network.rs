@@ -17,15 +17,6 @@ use std::time::{Duration, Instant};
 /// second; only reached when the test is failing.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// Every record as a JSON notice on standard output.
-const REPORT_APP: &str = r#"
-[modules.Report]
-component = "builtin:report"
-[handlers.console]
-component = "builtin:log"
-config = { format = "json" }
-"#;
-
 /// `correlator run` listening in a scratch directory.
 struct Server {
     child: Option<Child>,

@@ -73,6 +73,15 @@ pub fn app_dir(text: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Every record as a JSON notice on standard output.
+pub const REPORT_APP: &str = r#"
+[modules.Report]
+component = "builtin:report"
+[handlers.console]
+component = "builtin:log"
+config = { format = "json" }
+"#;
+
 pub const SSHD_JSON_APP: &str = r#"
 [modules.OpenSSH]
 component = "builtin:sshd"
