@@ -224,7 +224,7 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
     std::fs::write(dir.path().join("input.cap"), rest).expect("write capture");
     let run = replay_keeping_state(dir.path(), "input.cap");
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    assert_has(&run.stderr, "state migrated instance=OpenSSH from=1 to=4");
+    assert_has(&run.stderr, "state migrated instance=OpenSSH from=1 to=5");
     // The open connection kept its two failed passwords, and the host its
     // failure window: the third password makes both events.
     assert_eq!(json_lines(&run.stdout), whole[2..]);
@@ -233,7 +233,7 @@ fn the_sshd_modules_version_1_state_is_migrated_and_the_replay_carries_on() {
         .owner("OpenSSH")
         .expect("the owner reads")
         .expect("the instance has an owner");
-    assert_eq!((owner.component.as_str(), owner.version), ("sshd", 4));
+    assert_eq!((owner.component.as_str(), owner.version), ("sshd", 5));
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn state_whose_layout_changed_without_a_new_version_is_refused_by_check_as_by_ru
             .expect("a checkpoint");
         // The sshd module's current state version.
         let claimed = correlator::state_store::Ownership {
-            version: 4,
+            version: 5,
             ..owner
         };
         store
@@ -287,7 +287,7 @@ fn state_whose_layout_changed_without_a_new_version_is_refused_by_check_as_by_ru
     assert_eq!(last(&check.stderr), last(&run.stderr));
     assert_eq!(
         last(&run.stderr),
-        "error: module \"OpenSSH\" refused to start: state \"tracker\" does not read as this version's layout (Found an Option discriminant that wasn't 0 or 1); a module must raise its STATE_VERSION when its layout changes, and --discard-state INSTANCE starts it empty"
+        "error: module \"OpenSSH\" refused to start: state \"tracker\" does not read as this version's layout (Tried to parse invalid utf-8); a module must raise its STATE_VERSION when its layout changes, and --discard-state INSTANCE starts it empty"
     );
 }
 
@@ -313,7 +313,7 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
     assert_eq!(
         check(&[]),
         "state ./app.state.redb: checkpoint after record 13 of first.cap (stream clock 2023-02-20 20:14:50 UTC, committed 2026-11-27 17:03:51 UTC)\n\
-         state ./app.state.redb: module \"OpenSSH\" has 1 key (421 bytes) at version 1, which the next start migrates to version 4\n\
+         state ./app.state.redb: module \"OpenSSH\" has 1 key (421 bytes) at version 1, which the next start migrates to version 5\n\
          app.toml: ok (1 modules, 1 handlers)\n"
     );
     assert_eq!(
@@ -326,13 +326,13 @@ fn check_says_what_a_start_would_do_with_the_state_and_changes_nothing() {
         "state: off (state.enabled is false)\napp.toml: ok (1 modules, 1 handlers)\n"
     );
 
-    // After a start has migrated it, it is at version 4; check counts its
+    // After a start has migrated it, it is at version 5; check counts its
     // bytes as a run does (keys, values and 64 bytes an entry).
     replay_events_in(dir.path(), "", &["--keep-state"]);
     let report = check(&[]);
     let bytes = report
         .split_once("state ./app.state.redb: module \"OpenSSH\" has 1 key (")
-        .and_then(|(_, rest)| rest.split_once(" bytes) at version 4\napp.toml: ok"))
+        .and_then(|(_, rest)| rest.split_once(" bytes) at version 5\napp.toml: ok"))
         .map(|(bytes, _)| bytes.to_owned())
         .unwrap_or_else(|| panic!("no state line in {report}"));
     std::fs::write(dir.path().join("input.cap"), "").expect("write capture");

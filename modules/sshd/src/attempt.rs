@@ -163,23 +163,16 @@ fn address_then(text: &str) -> Option<(&str, u16, &str)> {
 /// ` from ` that is followed by an address and then by the end or by `: `,
 /// so that neither can put another address in its place.
 pub(crate) fn user_from(text: &str) -> Option<(&str, &str, u16)> {
-    // Without `: ` there is no INFO, and only the last ` from ` can be
-    // followed by the end: the common line, taken without looking at each
-    // candidate (this runs for every failed password).
-    if !has_info(text) {
-        let (user, after) = rsplit_once(text, " from ")?;
-        let (addr, rest) = after.split_once(' ').unwrap_or((after, ""));
-        let (port, rest) = match rest.strip_prefix("port ") {
-            Some(after) => {
-                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-                (after[..digits].parse().ok()?, after[digits..].trim_start())
-            }
-            None => (0, rest),
-        };
-        let rest = rest.strip_prefix("ssh").map_or(rest, |after| {
-            after.trim_start_matches(|c: char| c.is_ascii_digit())
-        });
-        return (rest.is_empty() && !addr.is_empty()).then_some((user, addr, port));
+    // The common line: no `: ` before the last ` from ` (so no earlier
+    // candidate can be followed by one), and the last followed by the end.
+    // Taken without looking at each candidate: this runs for every failed
+    // password.
+    let (user, after) = rsplit_once(text, " from ")?;
+    // With the space after it: `USER: from` is a `: ` too.
+    if !has_info(&text.as_bytes()[..=user.len()])
+        && let Some((addr, port)) = address_to_end(after)
+    {
+        return Some((user, addr, port));
     }
     let mut start = 0;
     while let Some((before, after)) = split_once(&text[start..], " from ") {
@@ -195,18 +188,37 @@ pub(crate) fn user_from(text: &str) -> Option<(&str, &str, u16)> {
     None
 }
 
-/// Whether `text` has a `: ` (byte search: a substring searcher costs
-/// more to set up than this line takes to scan).
-fn has_info(text: &str) -> bool {
+/// Whether `text` has a `: `.
+fn has_info(text: &[u8]) -> bool {
+    text.windows(2).any(|pair| pair == b": ")
+}
+
+/// `ADDR[ port P][ sshN]` and nothing after, in the one form sshd writes
+/// it (single spaces): the address and port (0 when not logged). `None`
+/// for anything else, which [`address_then`] reads more slowly.
+fn address_to_end(text: &str) -> Option<(&str, u16)> {
     let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(at) = bytes[from..].iter().position(|&b| b == b':') {
-        if bytes.get(from + at + 1) == Some(&b' ') {
-            return true;
-        }
-        from += at + 1;
+    let addr_end = bytes.iter().position(|&b| b == b' ').unwrap_or(bytes.len());
+    if addr_end == 0 {
+        return None;
     }
-    false
+    let mut rest = &bytes[addr_end..];
+    let mut port: u16 = 0;
+    if let Some(after) = rest.strip_prefix(b" port ") {
+        let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        for &digit in &after[..digits] {
+            port = port.checked_mul(10)?.checked_add(u16::from(digit - b'0'))?;
+        }
+        rest = &after[digits..];
+    }
+    if let Some(after) = rest.strip_prefix(b" ssh") {
+        let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+        rest = &after[digits..];
+    }
+    rest.is_empty().then(|| (&text[..addr_end], port))
 }
 
 /// `Accepted METHOD for USER from ADDR port P ssh2...`.

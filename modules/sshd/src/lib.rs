@@ -15,6 +15,7 @@
 //! forgotten first and counted in `SSHDStats` as `evicted`.
 
 mod attempt;
+mod failures;
 mod line;
 mod tracker;
 

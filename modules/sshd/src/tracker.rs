@@ -5,9 +5,10 @@
 //! are matched by the remote address and port instead.
 
 use crate::attempt::{self, Sign};
+use crate::failures::{self, FailureWindow, Lockout};
 use crate::line::{self, End, Line, UserKind};
 use correlator_sdk::collections::HashMap;
-use correlator_sdk::{CountOverTime, Event, Record, Timestamp, state};
+use correlator_sdk::{Event, Record, Timestamp, state};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -33,10 +34,6 @@ pub enum Attempts {
     /// Every authentication failure OpenSSH logs (`attempt.rs`).
     All,
 }
-
-/// Users and servers of one address's attempts kept for its
-/// `SSHDAttemptsExceeded` event, at most this many of each (the latest).
-const DETAIL_NAMES: usize = 8;
 
 /// PAM failures' users kept per connection, to tell a mistyped password
 /// from users being tried.
@@ -81,94 +78,6 @@ impl Probe {
     }
 }
 
-/// Who one address's attempts were for and where: `(name, last seen)`.
-#[derive(Default, Serialize, Deserialize)]
-struct Detail {
-    users: Vec<(String, i64)>,
-    servers: Vec<(String, i64)>,
-    /// When a login forgot the address's attempts: names seen before it
-    /// are no longer theirs (kept, not freed: a busy address's names are
-    /// written again at once).
-    cleared_at: i64,
-}
-
-impl Detail {
-    fn saw(&mut self, user: &str, server: &str, time: i64) {
-        note(&mut self.users, user, time);
-        note(&mut self.servers, server, time);
-    }
-
-    /// When it last saw an attempt.
-    fn latest(&self) -> i64 {
-        self.users
-            .iter()
-            .chain(&self.servers)
-            .map(|(_, time)| *time)
-            .max()
-            .unwrap_or(i64::MIN)
-    }
-}
-
-/// Addresses whose users and servers are kept, at most one in this many
-/// of `max_failure_hosts`: a flood of addresses (each a few hundred bytes
-/// of names) must not take the module past its memory. Beyond it, those
-/// seen longest ago give way; their events then name fewer users.
-const DETAIL_SHARE: usize = 8;
-
-/// Keep at most `max` details, forgetting those seen longest ago down to
-/// nine tenths of `max` (so that this runs once per tenth of `max` new
-/// addresses).
-fn shrink_details(details: &mut HashMap<String, Detail>, max: usize) {
-    if details.len() <= max {
-        return;
-    }
-    let evict = details.len() - (max - max / 10);
-    let mut latest: Vec<i64> = details.values().map(Detail::latest).collect();
-    let (_, &mut threshold, _) = latest.select_nth_unstable(evict - 1);
-    let mut left = evict;
-    details.retain(|_, detail| {
-        if left > 0 && detail.latest() <= threshold {
-            left -= 1;
-            false
-        } else {
-            true
-        }
-    });
-}
-
-/// Remember `name` as seen at `time` among at most [`DETAIL_NAMES`]
-/// names, the one seen longest ago giving way (its string is reused:
-/// this runs for every attempt).
-fn note(names: &mut Vec<(String, i64)>, name: &str, time: i64) {
-    if name.is_empty() {
-        return;
-    }
-    if let Some(known) = names.iter_mut().find(|(known, _)| known == name) {
-        known.1 = known.1.max(time);
-        return;
-    }
-    if names.len() < DETAIL_NAMES {
-        names.push((name.to_owned(), time));
-    } else if let Some(oldest) = names.iter_mut().min_by_key(|(_, seen)| *seen) {
-        oldest.0.clear();
-        oldest.0.push_str(name);
-        oldest.1 = time;
-    }
-}
-
-/// The names seen after `since`, sorted (so that records of one second
-/// give the same field in whatever order they came) and joined for an
-/// event field.
-fn seen_since(names: &[(String, i64)], since: i64) -> String {
-    let mut seen: Vec<&str> = names
-        .iter()
-        .filter(|(_, time)| *time > since)
-        .map(|(name, _)| name.as_str())
-        .collect();
-    seen.sort_unstable();
-    seen.join(", ")
-}
-
 #[derive(Serialize, Deserialize)]
 struct Accepted {
     method: String,
@@ -179,6 +88,9 @@ struct Accepted {
 /// The connections of one server (one syslog hostname).
 #[derive(Default, Serialize, Deserialize)]
 struct Server {
+    /// Its number in [`Tracker::server_names`], which attempts carry
+    /// instead of its name.
+    id: u32,
     connections: HashMap<u32, Connection>,
     /// Remote address → (remote port, PID) of its connections, to find the
     /// connection of a line that carries a child's PID. Keyed by address
@@ -204,6 +116,16 @@ struct Server {
 }
 
 impl Server {
+    /// Ready for a record at `now`: its clock moved, and room made for a
+    /// new connection. Returns how many connections were forgotten.
+    fn prepare(&mut self, now: i64, settings: &Settings) -> i64 {
+        self.advance(now);
+        // A flood of connections that never end (an attacker can make a
+        // server log them by connecting) must not grow the module past its
+        // memory: the oldest are forgotten first, and counted.
+        self.make_room(settings.max_connections_per_server)
+    }
+
     /// Move this server's clock to `now` (if later), and drop ended
     /// connections once their stray end lines can no longer come.
     fn advance(&mut self, now: i64) {
@@ -285,6 +207,50 @@ impl Server {
     }
 }
 
+/// Seconds to a tenth, as a summary shows a duration: whole tenths of the
+/// exact times (half a tenth rounds to even), not `{:.1}` of the float,
+/// which costs more than the rest of a login's event.
+struct Tenths {
+    negative: bool,
+    tenths: u64,
+}
+
+impl Tenths {
+    fn between(start: &Timestamp, end: &Timestamp) -> Tenths {
+        let nanos = (end.seconds - start.seconds)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(end.nanoseconds) - i64::from(start.nanoseconds));
+        let magnitude = nanos.unsigned_abs();
+        let (whole, rest) = (magnitude / 100_000_000, magnitude % 100_000_000);
+        let up = rest > 50_000_000 || (rest == 50_000_000 && whole % 2 == 1);
+        Tenths {
+            negative: nanos < 0,
+            tenths: whole + u64::from(up),
+        }
+    }
+}
+
+impl std::fmt::Display for Tenths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.negative { "-" } else { "" };
+        write!(f, "{sign}{}.{}", self.tenths / 10, self.tenths % 10)
+    }
+}
+
+/// A server first seen, numbered next in `names`.
+fn add_server<'a>(
+    servers: &'a mut HashMap<String, Server>,
+    names: &mut Vec<String>,
+    hostname: &str,
+) -> &'a mut Server {
+    let id = u32::try_from(names.len()).unwrap_or(failures::UNKNOWN_SERVER);
+    names.push(hostname.to_owned());
+    servers.entry(hostname.to_owned()).or_insert(Server {
+        id,
+        ..Server::default()
+    })
+}
+
 /// Overwrite `target` with `text`, reusing its allocation.
 fn assign(target: &mut String, text: &str) {
     if target != text {
@@ -308,9 +274,9 @@ struct Statistics {
 pub struct Tracker {
     settings: Settings,
     servers: HashMap<String, Server>,
-    host_failures: CountOverTime<String>,
-    /// Users and servers of the attempts `host_failures` counts.
-    details: HashMap<String, Detail>,
+    /// Server names by [`Server::id`]. Not saved: rebuilt from `servers`.
+    server_names: Vec<String>,
+    failures: FailureWindow,
     statistics: Statistics,
     /// Whether anything changed since the last checkpoint.
     changed: bool,
@@ -324,8 +290,7 @@ const STATE_KEY: &str = "tracker";
 #[derive(Serialize)]
 struct SavedRef<'a> {
     servers: &'a HashMap<String, Server>,
-    host_failures: &'a CountOverTime<String>,
-    details: &'a HashMap<String, Detail>,
+    failures: &'a FailureWindow,
     statistics: &'a Statistics,
 }
 
@@ -333,9 +298,16 @@ struct SavedRef<'a> {
 #[derive(Deserialize)]
 struct Saved {
     servers: HashMap<String, Server>,
-    host_failures: CountOverTime<String>,
-    details: HashMap<String, Detail>,
+    failures: FailureWindow,
     statistics: Statistics,
+}
+
+/// How the failure counts of layouts 1 to 4 were saved (the SDK's
+/// `CountOverTime<String>`: its window, then each address's attempt times).
+#[derive(Default, Deserialize)]
+struct OldCounts {
+    _window_seconds: i64,
+    hits: HashMap<String, VecDeque<i64>>,
 }
 
 /// The layout of [`STATE_VERSION`] 1, which kept every server's ended
@@ -353,13 +325,13 @@ mod version1 {
     #[derive(Deserialize)]
     pub struct Saved {
         pub servers: HashMap<String, Server>,
-        pub host_failures: CountOverTime<String>,
+        pub host_failures: OldCounts,
         pub ended: VecDeque<(i64, String, u32)>,
         pub statistics: super::version2::Statistics,
     }
 }
 
-/// The layout of [`STATE_VERSION`] 2: the current one but for the count of
+/// The layout of [`STATE_VERSION`] 2: version 3's but for the count of
 /// evictions in the statistics.
 mod version2 {
     use super::*;
@@ -387,7 +359,7 @@ mod version2 {
     #[derive(Deserialize)]
     pub struct Saved {
         pub servers: HashMap<String, version3::Server>,
-        pub host_failures: CountOverTime<String>,
+        pub host_failures: OldCounts,
         pub statistics: Statistics,
     }
 }
@@ -433,9 +405,9 @@ mod version3 {
         pub latest: i64,
     }
 
-    impl From<Server> for super::Server {
+    impl From<Server> for version4::Server {
         fn from(old: Server) -> Self {
-            super::Server {
+            version4::Server {
                 connections: old
                     .connections
                     .into_iter()
@@ -444,7 +416,6 @@ mod version3 {
                 by_peer: old.by_peer,
                 ended: old.ended,
                 latest: old.latest,
-                opened: VecDeque::new(),
             }
         }
     }
@@ -452,13 +423,13 @@ mod version3 {
     #[derive(Deserialize)]
     pub struct Saved {
         pub servers: HashMap<String, Server>,
-        pub host_failures: CountOverTime<String>,
+        pub host_failures: OldCounts,
         pub statistics: super::Statistics,
     }
 
-    impl From<Saved> for super::Saved {
+    impl From<Saved> for version4::Saved {
         fn from(old: Saved) -> Self {
-            super::Saved {
+            version4::Saved {
                 servers: old
                     .servers
                     .into_iter()
@@ -472,8 +443,39 @@ mod version3 {
     }
 }
 
+/// The layout of [`STATE_VERSION`] 4: failure counts and the users and
+/// servers of attempts in two maps, servers by name.
+mod version4 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Server {
+        pub connections: HashMap<u32, super::Connection>,
+        pub by_peer: HashMap<String, Vec<(u16, u32)>>,
+        pub ended: VecDeque<(i64, u32)>,
+        pub latest: i64,
+    }
+
+    /// Users and servers of one address's attempts: `(name, last seen)`,
+    /// and when a login forgot the attempts before.
+    #[derive(Deserialize)]
+    pub struct Detail {
+        pub users: Vec<(String, i64)>,
+        pub servers: Vec<(String, i64)>,
+        pub cleared_at: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Saved {
+        pub servers: HashMap<String, Server>,
+        pub host_failures: OldCounts,
+        pub details: HashMap<String, Detail>,
+        pub statistics: super::Statistics,
+    }
+}
+
 /// The version of the saved layout ([`crate::OpenSsh`]'s `STATE_VERSION`).
-pub const STATE_VERSION: u32 = 4;
+pub const STATE_VERSION: u32 = 5;
 
 /// Version 1's state in version 3's layout: each ended connection goes to
 /// its server's list (in the order it ended there), and each server's clock
@@ -511,35 +513,99 @@ fn upgrade_from_version1(old: version1::Saved) -> version3::Saved {
     }
 }
 
+/// Version 4's state in the current layout: servers numbered in the order
+/// of their names; each address's attempts carry the user and the server
+/// it was last seen with (version 4 did not keep them per attempt).
+fn upgrade_from_version4(old: version4::Saved) -> Saved {
+    let mut names: Vec<&String> = old.servers.keys().collect();
+    names.sort_unstable();
+    let ids: HashMap<String, u32> = names
+        .into_iter()
+        .zip(0..)
+        .map(|(name, id)| (name.clone(), id))
+        .collect();
+    let mut failures = FailureWindow::default();
+    let mut details = old.details;
+    for (addr, times) in old.host_failures.hits {
+        let detail = details.remove(&addr);
+        let server = detail
+            .as_ref()
+            .and_then(|detail| detail.servers.iter().max_by_key(|(_, seen)| *seen))
+            .and_then(|(name, _)| ids.get(name).copied())
+            .unwrap_or(failures::UNKNOWN_SERVER);
+        let user = detail
+            .as_ref()
+            .and_then(|detail| {
+                detail
+                    .users
+                    .iter()
+                    .filter(|&&(_, seen)| seen >= detail.cleared_at)
+                    .max_by_key(|(_, seen)| *seen)
+            })
+            .map_or("", |(user, _)| user.as_str());
+        let user = failures::Name::new(user);
+        let hits = times
+            .into_iter()
+            .map(|time| failures::Hit {
+                time,
+                user: user.clone(),
+                server,
+            })
+            .collect();
+        failures.insert(addr, hits);
+    }
+    let servers = old
+        .servers
+        .into_iter()
+        .map(|(name, server)| {
+            let id = ids.get(&name).copied().unwrap_or(failures::UNKNOWN_SERVER);
+            let server = Server {
+                id,
+                connections: server.connections,
+                by_peer: server.by_peer,
+                ended: server.ended,
+                latest: server.latest,
+                opened: VecDeque::new(),
+            };
+            (name, server)
+        })
+        .collect();
+    Saved {
+        servers,
+        failures,
+        statistics: old.statistics,
+    }
+}
+
 /// Rewrite state saved at `stored_version` in the current layout.
 pub fn migrate(stored_version: u32) -> Result<(), String> {
-    let saved: Option<Saved> = match stored_version {
+    let saved: Option<version4::Saved> = match stored_version {
         1 => state::load::<version1::Saved>(STATE_KEY)?
             .map(upgrade_from_version1)
-            .map(Saved::from),
+            .map(version4::Saved::from),
         2 => state::load::<version2::Saved>(STATE_KEY)?.map(|old| {
-            Saved::from(version3::Saved {
+            version4::Saved::from(version3::Saved {
                 servers: old.servers,
                 host_failures: old.host_failures,
                 statistics: old.statistics.into(),
             })
         }),
-        3 => state::load::<version3::Saved>(STATE_KEY)?.map(Saved::from),
+        3 => state::load::<version3::Saved>(STATE_KEY)?.map(version4::Saved::from),
+        4 => state::load::<version4::Saved>(STATE_KEY)?,
         _ => {
             return Err(format!(
                 "cannot read state written at version {stored_version} (this version is {STATE_VERSION}); discard it with --discard-state"
             ));
         }
     };
-    let Some(saved) = saved else {
+    let Some(saved) = saved.map(upgrade_from_version4) else {
         return Ok(());
     };
     state::save(
         STATE_KEY,
         &SavedRef {
             servers: &saved.servers,
-            host_failures: &saved.host_failures,
-            details: &saved.details,
+            failures: &saved.failures,
             statistics: &saved.statistics,
         },
     )
@@ -548,10 +614,10 @@ pub fn migrate(stored_version: u32) -> Result<(), String> {
 impl Tracker {
     pub fn new(settings: Settings) -> Self {
         Tracker {
-            host_failures: CountOverTime::new(settings.failure_window_seconds),
-            details: HashMap::default(),
+            failures: FailureWindow::new(settings.failure_window_seconds),
             settings,
             servers: HashMap::default(),
+            server_names: Vec::new(),
             statistics: Statistics::default(),
             changed: false,
         }
@@ -563,17 +629,27 @@ impl Tracker {
         let Some(saved) = state::load::<Saved>(STATE_KEY)? else {
             return Ok(Tracker::new(settings));
         };
-        let mut host_failures = saved.host_failures;
-        host_failures.set_window(settings.failure_window_seconds);
+        let mut failures = saved.failures;
+        failures.set_window(settings.failure_window_seconds);
         let mut servers = saved.servers;
-        for server in servers.values_mut() {
+        let mut server_names = vec![String::new(); servers.len()];
+        for (name, server) in &mut servers {
             server.rebuild_opened();
+            match server_names.get_mut(server.id as usize) {
+                Some(slot) if slot.is_empty() => name.clone_into(slot),
+                _ => {
+                    return Err(format!(
+                        "saved state numbers server {name:?} {}, which is out of range or taken",
+                        server.id
+                    ));
+                }
+            }
         }
         Ok(Tracker {
             settings,
             servers,
-            host_failures,
-            details: saved.details,
+            server_names,
+            failures,
             statistics: saved.statistics,
             changed: false,
         })
@@ -588,8 +664,7 @@ impl Tracker {
             STATE_KEY,
             &SavedRef {
                 servers: &self.servers,
-                host_failures: &self.host_failures,
-                details: &self.details,
+                failures: &self.failures,
                 statistics: &self.statistics,
             },
         )?;
@@ -611,13 +686,9 @@ impl Tracker {
         self.changed = true;
         let server = match self.servers.get_mut(record.hostname) {
             Some(server) => server,
-            None => self.servers.entry(record.hostname.to_owned()).or_default(),
+            None => add_server(&mut self.servers, &mut self.server_names, record.hostname),
         };
-        server.advance(now.seconds);
-        // A flood of connections that never end (an attacker can make a
-        // server log them by connecting) must not grow the module past its
-        // memory: the oldest are forgotten first, and counted.
-        self.statistics.evicted += server.make_room(self.settings.max_connections_per_server);
+        self.statistics.evicted += server.prepare(now.seconds, &self.settings);
         match line {
             Line::Accepted {
                 method,
@@ -640,10 +711,7 @@ impl Tracker {
                 // every attempt, it does not (users tried before one that
                 // got in are still an attack).
                 if !broad {
-                    self.host_failures.clear(addr);
-                    if let Some(detail) = self.details.get_mut(addr) {
-                        detail.cleared_at = now.seconds;
-                    }
+                    self.failures.clear(addr);
                 }
             }
             Line::FailedPassword { user, addr, port } => {
@@ -652,7 +720,8 @@ impl Tracker {
                 connection.failures += 1;
                 set_peer(server, pid, addr, port);
                 if !broad {
-                    self.count_attempts(addr, user, record.hostname, now, 1);
+                    let server = server.id;
+                    self.count_attempts(addr, user, server, now, 1);
                 }
             }
             Line::InvalidUser { user, addr, port } => {
@@ -700,10 +769,9 @@ impl Tracker {
         let now = record.timestamp;
         let server = match self.servers.get_mut(record.hostname) {
             Some(server) => server,
-            None => self.servers.entry(record.hostname.to_owned()).or_default(),
+            None => add_server(&mut self.servers, &mut self.server_names, record.hostname),
         };
-        server.advance(now.seconds);
-        self.statistics.evicted += server.make_room(self.settings.max_connections_per_server);
+        self.statistics.evicted += server.prepare(now.seconds, &self.settings);
         // `Connection from`: a new connection under this PID.
         if matches!(sign, Sign::Peer { opens: true, .. }) {
             server.remove(pid);
@@ -778,7 +846,8 @@ impl Tracker {
         // The line's own address, else the connection's.
         let addr = named.unwrap_or(connection.addr.as_str()).to_owned();
         let times = usize::try_from(count).unwrap_or(usize::MAX);
-        self.count_attempts(&addr, user, record.hostname, now, times);
+        let server = server.id;
+        self.count_attempts(&addr, user, server, now, times);
     }
 
     /// Count `times` attempts from `addr` (by `user`, on `server`) and
@@ -787,50 +856,37 @@ impl Tracker {
         &mut self,
         addr: &str,
         user: &str,
-        server: &str,
+        server: u32,
         now: Timestamp,
         times: usize,
     ) {
         let window = self.settings.failure_window_seconds;
         for _ in 0..times {
-            let count = self.host_failures.add(addr, now.seconds);
-            let detail = match self.details.get_mut(addr) {
-                Some(detail) => detail,
-                None => self.details.entry(addr.to_owned()).or_default(),
-            };
-            detail.saw(user, server, now.seconds);
-            shrink_details(
-                &mut self.details,
-                (self.settings.max_failure_hosts / DETAIL_SHARE).max(10),
-            );
+            let count = self.failures.add(addr, now.seconds, user, server);
             let forgotten = self
-                .host_failures
+                .failures
                 .shrink_to(self.settings.max_failure_hosts, now.seconds);
-            if forgotten > 0 {
-                let failures = &self.host_failures;
-                self.details
-                    .retain(|addr, _| failures.count(addr.as_str()) > 0);
-            }
             self.statistics.evicted += i64::try_from(forgotten).unwrap_or(i64::MAX);
             if count < self.settings.failure_limit {
                 continue;
             }
-            let first = self.host_failures.oldest(addr).unwrap_or(now.seconds);
-            let since = now.seconds - window;
-            let since = self
-                .details
-                .get(addr)
-                .map_or(since, |detail| since.max(detail.cleared_at - 1));
-            let (users, servers) = self.details.remove(addr).map_or_else(
-                || (String::new(), String::new()),
-                |detail| {
-                    (
-                        seen_since(&detail.users, since),
-                        seen_since(&detail.servers, since),
-                    )
-                },
-            );
-            self.host_failures.clear(addr);
+            // The address has the newest attempt: a flood forgets it last.
+            let Lockout {
+                count,
+                first,
+                users,
+                servers,
+            } = self.failures.take(addr, now.seconds).unwrap_or(Lockout {
+                count,
+                first: now.seconds,
+                users: Vec::new(),
+                servers: Vec::new(),
+            });
+            let mut servers: Vec<&str> = servers
+                .into_iter()
+                .filter_map(|id| self.server_names.get(id as usize).map(String::as_str))
+                .collect();
+            servers.sort_unstable();
             self.statistics.lockouts += 1;
             let what = match self.settings.attempts {
                 Attempts::Passwords => "failed passwords",
@@ -843,8 +899,15 @@ impl Tracker {
             .text("host", addr)
             .integer("count", i64::try_from(count).unwrap_or(i64::MAX))
             .integer("window", window)
-            .text("users", users)
-            .text("servers", servers)
+            .text(
+                "users",
+                users
+                    .iter()
+                    .map(failures::Name::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+            .text("servers", servers.join(", "))
             .timestamp(
                 "first",
                 Timestamp {
@@ -928,16 +991,20 @@ impl Tracker {
         };
         let start = connection.session_start.unwrap_or(accepted.at);
         let duration = now.seconds_since(&start);
-        let key_note = if accepted.key.is_empty() {
-            String::new()
+        let (open, key, close) = if accepted.key.is_empty() {
+            ("", "", "")
         } else {
-            format!(" ({})", accepted.key)
+            (" (", accepted.key.as_str(), ")")
         };
         let _ = Event::new(
             "SSHDLoginSucceeded",
             format!(
-                "User {} logged in from {} port {} by {}{key_note}; the session lasted {duration:.1} seconds",
-                connection.user, connection.addr, connection.port, accepted.method
+                "User {} logged in from {} port {} by {}{open}{key}{close}; the session lasted {} seconds",
+                connection.user,
+                connection.addr,
+                connection.port,
+                accepted.method,
+                Tenths::between(&start, &now),
             ),
         )
         .text("user", connection.user.as_str())
@@ -976,10 +1043,7 @@ impl Tracker {
             server.ended.retain(|&(at, _)| at >= oldest);
         }
         self.statistics.expired += expired;
-        self.host_failures.expire(now.seconds);
-        let failures = &self.host_failures;
-        self.details
-            .retain(|addr, _| failures.count(addr.as_str()) > 0);
+        self.failures.expire(now.seconds);
     }
 
     /// Dispatch `SSHDStats`.
@@ -1097,7 +1161,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
-            host_failures: CountOverTime::new(300),
+            host_failures: OldCounts::default(),
             ended: [(10, "a", 1), (11, "b", 2), (12, "a", 3), (13, "gone", 4)]
                 .into_iter()
                 .map(|(at, host, pid)| (at, host.to_owned(), pid))
@@ -1117,24 +1181,81 @@ mod tests {
     }
 
     #[test]
-    fn details_past_their_share_forget_the_addresses_seen_longest_ago() {
-        let mut details: HashMap<String, Detail> = HashMap::default();
-        for n in 0..21 {
-            let mut detail = Detail::default();
-            detail.saw("root", "web1", 1_000 + n);
-            details.insert(format!("192.0.2.{n}"), detail);
-        }
-        shrink_details(&mut details, 20);
-        assert_eq!(details.len(), 18);
-        assert!(!details.contains_key("192.0.2.2"));
-        assert!(details.contains_key("192.0.2.3"));
-        // Names seen longest ago give way in one list too.
-        let mut detail = Detail::default();
-        for n in 0..10 {
-            detail.saw(&format!("u{n}"), "web1", i64::from(n));
-        }
-        assert_eq!(seen_since(&detail.users, 3), "u4, u5, u6, u7, u8, u9");
-        assert_eq!(detail.users.len(), DETAIL_NAMES);
+    fn version_4_attempts_carry_the_user_and_server_their_address_was_last_seen_with() {
+        let server = || version4::Server {
+            connections: HashMap::default(),
+            by_peer: HashMap::default(),
+            ended: VecDeque::new(),
+            latest: 100,
+        };
+        let names = |names: &[(&str, i64)]| -> Vec<(String, i64)> {
+            names
+                .iter()
+                .map(|&(name, at)| (name.to_owned(), at))
+                .collect()
+        };
+        let old = version4::Saved {
+            servers: [("web2".to_owned(), server()), ("web1".to_owned(), server())]
+                .into_iter()
+                .collect(),
+            host_failures: OldCounts {
+                _window_seconds: 300,
+                hits: [
+                    ("192.0.2.7".to_owned(), VecDeque::from([90, 100])),
+                    ("192.0.2.8".to_owned(), VecDeque::from([95])),
+                ]
+                .into_iter()
+                .collect(),
+            },
+            details: [(
+                "192.0.2.7".to_owned(),
+                version4::Detail {
+                    // The latest user stands for every attempt; `oracle`
+                    // was tried before a login forgot the ones before.
+                    users: names(&[("admin", 99), ("root", 100), ("oracle", 40)]),
+                    servers: names(&[("web1", 90), ("web2", 100)]),
+                    cleared_at: 60,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            statistics: Statistics::default(),
+        };
+        let mut new = upgrade_from_version4(old);
+        new.failures.set_window(300);
+        // Servers are numbered in the order of their names.
+        assert_eq!((new.servers["web1"].id, new.servers["web2"].id), (0, 1));
+        let lockout = new.failures.take("192.0.2.7", 100).expect("kept");
+        let users: Vec<&str> = lockout.users.iter().map(failures::Name::as_str).collect();
+        assert_eq!((lockout.count, lockout.first), (2, 90));
+        assert_eq!((users, lockout.servers), (vec!["root"], vec![1]));
+        // Without details: counted, named nowhere.
+        let lockout = new.failures.take("192.0.2.8", 100).expect("kept");
+        assert_eq!(
+            (lockout.count, lockout.users.len(), lockout.servers.len()),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn durations_are_shown_to_the_nearest_tenth() {
+        let at = |seconds, nanoseconds| Timestamp {
+            seconds,
+            nanoseconds,
+            offset_minutes: 0,
+        };
+        let shown = |start, end| Tenths::between(&start, &end).to_string();
+        assert_eq!(shown(at(100, 0), at(181, 340_000_000)), "81.3");
+        assert_eq!(shown(at(100, 900_000_000), at(101, 0)), "0.1");
+        assert_eq!(shown(at(100, 0), at(100, 49_999_999)), "0.0");
+        assert_eq!(shown(at(100, 0), at(100, 50_000_001)), "0.1");
+        // Half a tenth: to even.
+        assert_eq!(shown(at(100, 0), at(100, 250_000_000)), "0.2");
+        assert_eq!(shown(at(100, 0), at(100, 350_000_000)), "0.4");
+        // Out of order: negative, as the float's would be.
+        assert_eq!(shown(at(101, 0), at(100, 0)), "-1.0");
+        assert_eq!(shown(at(100, 60_000_000), at(100, 0)), "-0.1");
+        assert_eq!(shown(at(100, 40_000_000), at(100, 0)), "-0.0");
     }
 
     #[test]
