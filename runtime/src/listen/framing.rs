@@ -65,6 +65,16 @@ pub struct Frames {
 }
 
 impl Frames {
+    /// Room for the messages of `bytes` read bytes without growing: the
+    /// network thread makes one per read.
+    pub fn for_read(bytes: usize) -> Self {
+        Frames {
+            data: Vec::with_capacity(bytes),
+            // Syslog messages are rarely shorter than this.
+            bounds: Vec::with_capacity(bytes / 64 + 1),
+        }
+    }
+
     /// Whether no message is held.
     pub fn is_empty(&self) -> bool {
         self.bounds.is_empty()
@@ -136,6 +146,11 @@ impl Framer {
     /// Truncations and drops so far.
     pub fn counts(&self) -> FramingCounts {
         self.counts
+    }
+
+    /// Bytes of the frame begun and not ended, kept until it ends.
+    pub fn partial_bytes(&self) -> usize {
+        self.current.len()
     }
 
     /// Whether a frame has begun and not ended.

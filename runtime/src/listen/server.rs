@@ -153,6 +153,13 @@ impl Queue {
     /// The next chunk if one comes by `deadline`: `Ok(None)` when none
     /// does, `Err(())` once every connection has ended after shutdown.
     pub fn recv_until(&mut self, deadline: std::time::Instant) -> Result<Option<Chunk>, ()> {
+        // A chunk already waiting (the parser is behind, the usual case
+        // under load) is taken without entering the timer's runtime.
+        match self.receiver.try_recv() {
+            Ok(chunk) => return Ok(Some(chunk)),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Err(()),
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
         let receiver = &mut self.receiver;
         // The timer is made inside the runtime, which drives it.
         let received = self.timer.block_on(async move {
@@ -757,7 +764,7 @@ impl<'a> Messages<'a> {
     /// Cut `bytes` into messages and pass them on (waiting while the queue
     /// is full: the backpressure). `false` when the parser is gone.
     async fn push(&mut self, bytes: &[u8]) -> bool {
-        let mut frames = Frames::default();
+        let mut frames = Frames::for_read(bytes.len() + self.framer.partial_bytes());
         self.framer.push(bytes, &mut frames);
         self.pass_on(frames).await
     }
