@@ -215,6 +215,13 @@ struct RunArgs {
     /// line after the last one the state covers.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["read_file", "write_file"])]
     follow: Vec<PathBuf>,
+    /// Read the systemd journal as it grows (journalctl --follow, a child
+    /// process), instead of listening: the journal.* items say which
+    /// entries, from where, and where to start the first time. The cursor
+    /// of the last entry processed is kept in the state checkpoint: a
+    /// restart goes on after it.
+    #[arg(long, conflicts_with_all = ["read_file", "write_file", "follow"])]
+    journal: bool,
     /// Start the modules from the state the last run left instead of
     /// empty, and read the capture from its first record: for a capture
     /// that follows the one replayed before (auth.log after auth.log.1).
@@ -449,7 +456,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             modules: args.read_file.is_some() && !args.continue_replay && !args.keep_state,
         },
     )?;
-    crate::metrics::registry().set_input(if args.read_file.is_some() || !args.follow.is_empty() {
+    crate::metrics::registry().set_input(if args.journal {
+        "journal"
+    } else if args.read_file.is_some() || !args.follow.is_empty() {
         "file"
     } else {
         "network"
@@ -465,11 +474,20 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     let source = match &args.read_file {
         Some(path) => path.display().to_string(),
         None if !args.follow.is_empty() => "follow".to_owned(),
+        None if args.journal => "journal".to_owned(),
         None => "network".to_owned(),
     };
     modules.set_source(&source);
     if !args.follow.is_empty() {
         return follow_files(args, settings, modules, handlers, courier.as_ref());
+    }
+    if args.journal {
+        let journal = crate::journal::JournalSettings::from_store(
+            &store,
+            settings.batch_size,
+            settings.defaults,
+        );
+        return read_journal(&journal, modules, handlers, courier.as_ref());
     }
     let Some(read_file) = &args.read_file else {
         let listen = ListenSettings::from_store(&store)?;
@@ -598,6 +616,49 @@ fn follow_files(
         handler_failures = counters.handler_failures,
         peak_memory_mib = peak_memory_mib(),
         "stopped following"
+    );
+    finish_run(&mut modules, courier);
+    Ok(())
+}
+
+/// `run --journal`: read the journal until SIGINT or SIGTERM.
+fn read_journal(
+    journal: &crate::journal::JournalSettings,
+    mut modules: crate::pipeline::ModuleStage,
+    handlers: crate::pipeline::HandlerStage,
+    courier: Option<&crate::delivery::Courier>,
+) -> anyhow::Result<()> {
+    // Entries are numbered on from the checkpoint that has the cursor.
+    let (cursor, position) = modules
+        .restored()
+        .and_then(|checkpoint| Some((checkpoint.journal_cursor.clone()?, checkpoint.position)))
+        .map_or((None, 0), |(cursor, position)| (Some(cursor), position));
+    let stop = replay::stop_on_signals()?;
+    let result = crate::journal::read(
+        journal,
+        (cursor.as_deref(), position),
+        &mut modules,
+        handlers,
+        &stop,
+    );
+    let (stats, counters) = match result {
+        Ok(done) => done,
+        Err(error) => {
+            // What was processed is kept: the checkpoint covers it.
+            finish_run(&mut modules, courier);
+            return Err(error.into());
+        }
+    };
+    tracing::info!(
+        records = stats.parsed.records,
+        unparsable = stats.parsed.unparsable,
+        unreadable = stats.unreadable,
+        events = counters.events,
+        delivered = counters.delivered,
+        filter_errors = counters.filter_errors,
+        handler_failures = counters.handler_failures,
+        peak_memory_mib = peak_memory_mib(),
+        "stopped reading the journal"
     );
     finish_run(&mut modules, courier);
     Ok(())

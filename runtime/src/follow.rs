@@ -23,7 +23,7 @@
 
 use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, StageError, TickTime};
 use crate::record::{Origin, ParseCounts, TraditionalDefaults};
-use crate::state_store::FileMark;
+use crate::state_store::{FileMark, InputMarks};
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::os::unix::fs::MetadataExt as _;
@@ -76,6 +76,7 @@ pub fn follow(
     stop: &AtomicBool,
 ) -> Result<(FollowStats, Counters), StageError> {
     modules.set_tick_time(TickTime::WallClock);
+    crate::service::tell("READY=1\nSTATUS=following files");
     crate::pipeline::run_stages(
         modules,
         handlers,
@@ -464,12 +465,16 @@ fn read_files(
     let mut builder = sink.empty_builder();
     let mut position = 0u64;
     let mut lines = Vec::new();
-    let marks = |followed: &[Followed]| {
+    let files = |followed: &[Followed]| {
         let mut all = Vec::new();
         for f in followed {
             f.marks(&mut all);
         }
         all
+    };
+    let marks = |followed: &[Followed]| InputMarks {
+        files: files(followed),
+        journal_cursor: None,
     };
     while !stop.load(Ordering::Relaxed) {
         if last_scan.elapsed() >= RESCAN {
@@ -497,13 +502,16 @@ fn read_files(
                 if builder.is_full() {
                     // The marks say where the lines of this batch end:
                     // those after it in `lines` are not in it.
-                    let mut at = marks(&followed);
+                    let mut at = files(&followed);
                     for mark in &mut at {
                         if (mark.device, mark.inode) == (line.device, line.inode) {
                             mark.offset = line.end;
                         }
                     }
-                    builder.set_marks(at);
+                    builder.set_marks(InputMarks {
+                        files: at,
+                        journal_cursor: None,
+                    });
                     crate::metrics::registry().parsed(&stats.parsed);
                     if !sink.pass_on(&mut builder) {
                         return stats;

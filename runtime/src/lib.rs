@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod filter;
 pub mod follow;
 pub mod host;
+pub mod journal;
 pub mod listen;
 pub mod loader;
 pub mod metrics;

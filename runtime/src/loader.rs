@@ -153,6 +153,7 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
         .into_iter()
         .chain(crate::listen::config_items())
         .chain(crate::delivery::config_items())
+        .chain(crate::journal::config_items())
     {
         store.declare(key, value_type, default, description)?;
     }
@@ -860,6 +861,12 @@ fn check_state(
         report.push(format!(
             "state {shown}: {} (inode {}) read through byte {}",
             mark.path, mark.inode, mark.offset
+        ));
+    }
+    // Where `run --journal` goes on.
+    if let Some(cursor) = checkpoint.as_ref().and_then(|c| c.journal_cursor.as_ref()) {
+        report.push(format!(
+            "state {shown}: journal read through cursor {cursor}"
         ));
     }
     let mut any_module_state = false;

@@ -202,7 +202,7 @@ pub fn run_stages<S: Send>(
                     }
                     modules.hold_receipts(builder.take_receipts());
                     if let Some(marks) = builder.take_marks() {
-                        modules.mark_files(marks);
+                        modules.mark_inputs(marks);
                     }
                 }
                 // Senders wait for receipts (a window of messages at a
@@ -410,8 +410,9 @@ pub struct Persistence {
     records: u64,
     /// The checkpoint the run started from.
     restored: Option<Checkpoint>,
-    /// How far followed files are read as of the last batch processed.
-    files: Vec<crate::state_store::FileMark>,
+    /// How far followed files and the journal are read as of the last
+    /// batch processed.
+    inputs: crate::state_store::InputMarks,
     /// Whether the first record of the run was looked at.
     first_seen: bool,
 }
@@ -439,7 +440,7 @@ impl Persistence {
             position: 0,
             records: 0,
             restored,
-            files: Vec::new(),
+            inputs: crate::state_store::InputMarks::default(),
             first_seen: false,
         }
     }
@@ -627,7 +628,8 @@ impl ModuleStage {
             written_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
-            files: persistence.files.clone(),
+            files: persistence.inputs.files.clone(),
+            journal_cursor: persistence.inputs.journal_cursor.clone(),
         };
         let commits: Vec<InstanceCommit<'_>> = self
             .modules
@@ -683,11 +685,11 @@ impl ModuleStage {
         Ok(())
     }
 
-    /// Followed files are read this far once the batch just processed is:
-    /// the next checkpoint says so.
-    pub fn mark_files(&mut self, marks: Vec<crate::state_store::FileMark>) {
+    /// Followed files and the journal are read this far once the batch
+    /// just processed is: the next checkpoint says so.
+    pub fn mark_inputs(&mut self, marks: crate::state_store::InputMarks) {
         if let Some(persistence) = &mut self.persistence {
-            persistence.files = marks;
+            persistence.inputs = marks;
             persistence.changed = true;
         }
     }

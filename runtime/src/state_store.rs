@@ -124,6 +124,21 @@ pub struct Checkpoint {
     /// last record processed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileMark>,
+    /// The systemd journal (`--journal`): the cursor of the last entry
+    /// processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_cursor: Option<String>,
+}
+
+/// How far the inputs that are read rather than received (followed files,
+/// the journal) stand once a batch's records are processed: carried by the
+/// batch, stored by the checkpoint after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputMarks {
+    /// Each followed file.
+    pub files: Vec<FileMark>,
+    /// The journal's cursor.
+    pub journal_cursor: Option<String>,
 }
 
 /// How far one followed file was read: the file is known by its device
@@ -811,6 +826,7 @@ mod tests {
             records: position,
             written_at: 1,
             files: Vec::new(),
+            journal_cursor: None,
         }
     }
 

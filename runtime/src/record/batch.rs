@@ -18,9 +18,10 @@ pub struct BatchBuilder {
     /// Receipts of messages in (or decided with) this batch, delivered
     /// once it is safe (see [`crate::receipts`]).
     receipts: Receipts,
-    /// Followed files: how far each was read once this batch's records
-    /// are processed (`follow.rs`), for the checkpoint after it.
-    marks: Option<Vec<crate::state_store::FileMark>>,
+    /// Followed files and the journal: how far each was read once this
+    /// batch's records are processed (`follow.rs`, `journal.rs`), for the
+    /// checkpoint after it.
+    marks: Option<crate::state_store::InputMarks>,
 }
 
 impl BatchBuilder {
@@ -44,13 +45,13 @@ impl BatchBuilder {
         }
     }
 
-    /// Say how far the followed files are read once this batch is.
-    pub fn set_marks(&mut self, marks: Vec<crate::state_store::FileMark>) {
+    /// Say how far the inputs are read once this batch is.
+    pub fn set_marks(&mut self, marks: crate::state_store::InputMarks) {
         self.marks = Some(marks);
     }
 
-    /// Take the batch's file marks, once its records are processed.
-    pub fn take_marks(&mut self) -> Option<Vec<crate::state_store::FileMark>> {
+    /// Take the batch's marks, once its records are processed.
+    pub fn take_marks(&mut self) -> Option<crate::state_store::InputMarks> {
         self.marks.take()
     }
 
