@@ -39,11 +39,15 @@ use std::time::{Duration, Instant};
 pub const REORDER_MAX_BYTES: usize = 64 << 20;
 
 /// A connection whose records waiting pass this many bytes is not read
-/// until they are back under [`RESUME_BYTES`].
-pub const PAUSE_BYTES: usize = 1 << 20;
+/// until they are back under [`RESUME_BYTES`]. Small, so that what waits
+/// over many busy senders stays near the caches: with 1 MiB, 64 senders
+/// kept up to 64 MiB waiting, and the 64-connection benchmark lost a tenth
+/// of its rate to taking records back out of memory (128 KiB paused and
+/// resumed too often).
+pub const PAUSE_BYTES: usize = 256 << 10;
 
 /// See [`PAUSE_BYTES`].
-const RESUME_BYTES: usize = 256 << 10;
+const RESUME_BYTES: usize = 64 << 10;
 
 /// A record's time as an order key: seconds and nanoseconds since the
 /// epoch, UTC.
