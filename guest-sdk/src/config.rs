@@ -4,8 +4,8 @@
 //! < `--option`) and checks its type before `init` runs, so a declared key
 //! always has a value of its declared type.
 
-use crate::__bindings::module::correlator::plugin::config as host;
 use crate::Value;
+use crate::sys::config as host;
 
 /// The value of a declared key, or an error naming the key.
 pub fn get(key: &str) -> Result<Value, String> {

@@ -13,7 +13,7 @@
 //! }
 //! ```
 
-use crate::__bindings::handler::correlator::plugin::delivery as host;
+use crate::sys::delivery as host;
 
 /// Hand over an HTTP request: `method` (`POST`, `PUT` or `PATCH`), an
 /// `http`/`https` URL whose host and port are granted, headers, a body.

@@ -8,8 +8,8 @@
 //! names (`events.dispatch`), and the host says exactly what is wrong with
 //! it.
 
-use crate::__bindings::module::correlator::plugin::events;
 use crate::__bindings::{self as wit, DispatchError};
+use crate::sys::events;
 use crate::{Timestamp, Value, ValueType};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,10 +17,27 @@ use std::rc::Rc;
 /// One declared event type: its index in the descriptor, its kind, and its
 /// fields' names and types in order.
 #[derive(Debug)]
-struct DeclaredEvent {
-    index: u32,
-    kind: String,
-    fields: Vec<(String, ValueType)>,
+pub(crate) struct DeclaredEvent {
+    pub(crate) index: u32,
+    pub(crate) kind: String,
+    pub(crate) fields: Vec<(String, ValueType)>,
+}
+
+/// The declared event type `index` (the test host decodes events by it).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn declared_by_index(index: u32) -> Option<Rc<DeclaredEvent>> {
+    DECLARED.with(|cell| cell.borrow().get(usize::try_from(index).ok()?).cloned())
+}
+
+/// The declared event type of `kind` (the test host checks events by it).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn declared_by_kind(kind: &str) -> Option<Rc<DeclaredEvent>> {
+    DECLARED.with(|cell| {
+        cell.borrow()
+            .iter()
+            .find(|event| event.kind == kind)
+            .cloned()
+    })
 }
 
 thread_local! {
@@ -265,7 +282,7 @@ fn encode_text(text: &str, bytes: &mut Vec<u8>) {
 
 /// The values [`encode`] appended for `fields`, back (to send an event
 /// that left declared order with its names).
-fn decode(fields: &[(String, ValueType)], bytes: &[u8]) -> Vec<Value> {
+pub(crate) fn decode(fields: &[(String, ValueType)], bytes: &[u8]) -> Vec<Value> {
     let mut reader = crate::packed::Reader::new(bytes);
     fields
         .iter()

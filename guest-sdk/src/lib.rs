@@ -38,6 +38,7 @@ mod describe;
 mod event;
 mod packed;
 mod record;
+mod sys;
 mod time;
 mod window;
 
@@ -49,6 +50,8 @@ pub mod secrets;
 pub mod state;
 #[cfg(feature = "templates")]
 pub mod template;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod text;
 pub mod timers;
 
@@ -89,7 +92,7 @@ pub use window::CountOverTime;
 /// The time of the latest record the host handed to any module: the stream's
 /// clock. Use record timestamps for windows; use this in ticks and handlers.
 pub fn now() -> Timestamp {
-    __bindings::module::correlator::plugin::clock::now()
+    sys::clock::now()
 }
 
 /// A logic module: looks at records and dispatches events.

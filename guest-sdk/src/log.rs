@@ -2,7 +2,7 @@
 //! with the instance name and may limit their rate; they go to standard
 //! error, never into the event stream.
 
-use crate::__bindings::module::wasi::logging::logging::{Level, log};
+use crate::sys::logging::{Level, log};
 
 /// Something a developer of the module wants to see with `RUST_LOG=debug`.
 pub fn debug(message: &str) {

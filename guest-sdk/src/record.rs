@@ -20,7 +20,7 @@ thread_local! {
 pub(crate) fn announce_record() {
     CURRENT_RECORD.with(|current| {
         if let Some((index, false)) = current.get() {
-            crate::__bindings::module::correlator::plugin::events::triggered_by(index);
+            crate::sys::events::triggered_by(index);
             current.set(Some((index, true)));
         }
     });

@@ -7,7 +7,7 @@
 //! }
 //! ```
 
-use crate::__bindings::module::correlator::plugin::secrets as host;
+use crate::sys::secrets as host;
 
 /// The value of a granted secret; `None` for a name the app file did not
 /// grant. The host checked at start-up that every granted secret exists.

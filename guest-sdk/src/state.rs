@@ -44,7 +44,7 @@
 //! [`Module::checkpoint`]: crate::Module::checkpoint
 //! [`Module::init`]: crate::Module::init
 
-use crate::__bindings::module::correlator::plugin::state as host;
+use crate::sys::state as host;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

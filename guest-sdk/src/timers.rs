@@ -24,8 +24,8 @@
 //!
 //! [`Module::tick`]: crate::Module::tick
 
-use crate::__bindings::module::correlator::plugin::timers as host;
 use crate::TickKind;
+use crate::sys::timers as host;
 
 /// Ask for a tick of `kind` on every boundary (every minute, 5, 10, 15 or
 /// 30 minutes, or every hour). `TickKind::Daily` is refused: use

@@ -3,6 +3,7 @@
 //! library.
 
 mod capture_tools;
+mod test_runner;
 
 use crate::app::{App, ComponentSource, Role};
 use crate::capture::{self, CaptureWriter};
@@ -45,6 +46,7 @@ const VERSION: &str = concat!(
         correlator config --app apps/ssh-report.toml\n  \
         correlator check --app apps/ssh-report.toml\n  \
         correlator inspect builtin:sshd\n  \
+        correlator test modules/sshd/tests\n  \
         correlator capture summary 20261127.cap > list.txt\n  \
         correlator capture filter 20261127.cap --without list.txt --out trimmed.cap\n  \
         correlator outbox --app app.toml list"
@@ -88,6 +90,19 @@ enum Command {
     /// Look at and trim capture files.
     #[command(subcommand)]
     Capture(CaptureCommand),
+    /// Run a module's test cases (`*.test.toml`), each against its
+    /// component in isolation: a process of its own, a fresh sandbox, no
+    /// durable state, nothing granted, the records' time as the clock.
+    ///
+    /// A case names a component (builtin:NAME or a .wasm path relative to
+    /// the test file), its configuration, records (`input = "FILE"` or
+    /// `lines = [...]`; `year` for RFC 3164 ones) and the events expected
+    /// (`[[case.expect]]`: `kind`, `fields` (a subset that must match),
+    /// `summary`, `count`; `only_expected = true` fails on any other
+    /// event). Prints a verdict per case, what differed for each failure,
+    /// and `N passed, N failed`. Exits 0 when every case passed, 1 when one
+    /// failed, 2 when a test file or a component could not be loaded.
+    Test(TestArgs),
     /// Show and manage the deliveries of handlers that act on events
     /// (webhook, sms) kept in the state store: those waiting for their
     /// destination, and those given up (dead letters). Not while the app
@@ -155,6 +170,27 @@ enum CaptureCommand {
         #[arg(long, value_name = "NEW")]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// Test files, or directories searched for *.test.toml (default:
+    /// tests).
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Also write the results in this format: junit.
+    #[arg(long, value_name = "FORMAT", requires = "output")]
+    format: Option<TestReportFormat>,
+    /// Where --format writes.
+    #[arg(long, value_name = "FILE", requires = "format")]
+    output: Option<PathBuf>,
+}
+
+/// Formats `correlator test` writes results in.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TestReportFormat {
+    /// JUnit XML, as CI systems read it.
+    Junit,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +272,16 @@ struct RunArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    if let Command::Test(args) = &cli.command {
+        let options = test_runner::TestOptions {
+            paths: args.paths.clone(),
+            junit: args.format.and(args.output.clone()),
+        };
+        return test_runner::run(&options).unwrap_or_else(|error| {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        });
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -266,6 +312,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => check(&args),
         Command::Inspect(args) => inspect(&args),
         Command::Outbox(args) => outbox(&args),
+        // Handled in `main`: it has exit codes of its own.
+        Command::Test(_) => Ok(()),
         Command::Capture(CaptureCommand::Summary { capture }) => capture_tools::summary(&capture),
         Command::Capture(CaptureCommand::Filter { capture, keep, out }) => {
             capture_tools::filter(&capture, &keep, &out)

@@ -228,3 +228,101 @@ impl Module for OpenSsh {
 }
 
 export_module!(OpenSsh);
+
+/// The module's real `Module` implementation against the SDK's in-memory
+/// test host: what a module author's own `cargo test` does.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use correlator_sdk::Value;
+    use correlator_sdk::testing::{TestHost, TestRecord};
+
+    /// A failed password for `user` from `addr` on `server`, `second`s in.
+    fn failed(second: i64, server: &str, user: &str, addr: &str) -> TestRecord {
+        TestRecord::new(
+            1_676_905_967 + second,
+            server,
+            "sshd",
+            &format!("Failed password for {user} from {addr} port 4242 ssh2"),
+        )
+        .pid(&format!("{}", 100 + second))
+    }
+
+    #[test]
+    fn a_brute_force_over_two_servers_is_reported_once_with_who_and_where() {
+        let host = TestHost::new();
+        host.set_config("login_failure_limit", Value::Integer(3));
+        let mut module: OpenSsh = host.start().expect("the module starts");
+        host.process(
+            &mut module,
+            &[
+                failed(0, "web1", "root", "192.0.2.7"),
+                failed(1, "web2", "admin", "192.0.2.7"),
+                failed(2, "web1", "root", "198.51.100.1"),
+            ],
+        );
+        assert!(host.events().is_empty());
+        host.process(&mut module, &[failed(3, "web2", "oracle", "192.0.2.7")]);
+        let events = host.take_events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let exceeded = &events[0];
+        assert_eq!(exceeded.kind, "SSHDAttemptsExceeded");
+        assert_eq!(
+            exceeded.summary,
+            "Host 192.0.2.7 reached 3 failed passwords within 300 seconds"
+        );
+        assert_eq!(
+            (exceeded.text("users"), exceeded.text("servers")),
+            (Some("admin, oracle, root"), Some("web1, web2"))
+        );
+        assert_eq!(
+            (exceeded.integer("count"), exceeded.integer("window")),
+            (Some(3), Some(300))
+        );
+        assert_eq!(exceeded.time.seconds, 1_676_905_970);
+        // It asked for its hourly maintenance and midnight statistics.
+        assert_eq!(
+            host.timers(),
+            [(TickKind::Hour, None), (TickKind::Daily, Some((0, 0)))]
+        );
+    }
+
+    #[test]
+    fn a_restart_goes_on_with_the_counts_the_checkpoint_saved() {
+        let host = TestHost::new();
+        host.set_config("login_failure_limit", Value::Integer(3));
+        let mut module: OpenSsh = host.start().expect("the module starts");
+        host.process(
+            &mut module,
+            &[
+                failed(0, "web1", "root", "192.0.2.7"),
+                failed(1, "web1", "root", "192.0.2.7"),
+            ],
+        );
+        let mut module = host.restart(module).expect("the module starts again");
+        assert_eq!(host.state_keys(), ["tracker"]);
+        host.process(&mut module, &[failed(2, "web1", "root", "192.0.2.7")]);
+        let kinds: Vec<String> = host
+            .take_events()
+            .into_iter()
+            .map(|event| event.kind)
+            .collect();
+        assert_eq!(kinds, ["SSHDAttemptsExceeded"]);
+    }
+
+    #[test]
+    fn configuration_is_checked_as_the_runtime_checks_it() {
+        let host = TestHost::new();
+        host.set_config("login_failure_limit", Value::Integer(0));
+        assert_eq!(
+            host.start::<OpenSsh>().err().as_deref(),
+            Some("login_failure_limit must be positive, not 0")
+        );
+        let host = TestHost::new();
+        host.set_config("login_failure_limt", Value::Integer(3));
+        assert_eq!(
+            host.start::<OpenSsh>().err().as_deref(),
+            Some("configuration item \"login_failure_limt\" is not declared by sshd")
+        );
+    }
+}
