@@ -100,6 +100,47 @@ fn main() {
         println!("cargo:rustc-env={variable}={}", path.display());
     }
     fs::write(out_dir.join("builtins.rs"), table).expect("cannot write builtins.rs");
+    embed_sdk(&workspace, &out_dir);
+}
+
+/// `sdk_files.rs`: every file of the guest SDK's sources and of the WIT
+/// contract, for `correlator new` to write into a new crate.
+fn embed_sdk(workspace: &Path, out_dir: &Path) {
+    let mut files = Vec::new();
+    collect(&workspace.join("guest-sdk").join("src"), "src", &mut files);
+    collect(&workspace.join("wit"), "wit", &mut files);
+    files.sort();
+    let mut table = String::from(
+        "/// (path in the SDK crate, text) of every file of the guest SDK.\npub const SDK_FILES: &[(&str, &str)] = &[\n",
+    );
+    for (relative, path) in files {
+        table.push_str(&format!(
+            "    ({relative:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    table.push_str("];\n");
+    fs::write(out_dir.join("sdk_files.rs"), table).expect("cannot write sdk_files.rs");
+}
+
+/// Every file under `dir`, as (path under `prefix`, path).
+fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
+    let entries =
+        fs::read_dir(dir).unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .expect("UTF-8 file names")
+            .to_owned();
+        let relative = format!("{prefix}/{name}");
+        if path.is_dir() {
+            collect(&path, &relative, out);
+        } else {
+            out.push((relative, path));
+        }
+    }
 }
 
 fn copy_if_changed(from: &Path, to: &Path) {

@@ -144,3 +144,99 @@ fn a_broken_component_or_test_file_exits_2_naming_what_is_wrong() {
     assert_has(&run.stdout, "line 6, column 1");
     assert_has(&run.stdout, "unknown field `knid`");
 }
+
+/// `cargo ARGS` in `dir`, with the outer build's settings removed; its
+/// output on failure.
+fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
+    let output =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(args)
+            .current_dir(dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .output()
+            .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo {args:?} in {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A new crate's target directory, kept between runs in this workspace's
+/// (the crates' dependencies then build once).
+fn cached_target(crate_dir: &Path) {
+    let cache = workspace()
+        .join("target")
+        .join("test-cache")
+        .join("new-crates");
+    std::fs::create_dir_all(&cache).expect("cache directory");
+    std::os::unix::fs::symlink(&cache, crate_dir.join("target"))
+        .expect("link the target directory");
+}
+
+#[test]
+fn a_new_module_builds_with_one_command_and_passes_its_own_tests() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let made = correlator(dir.path(), &["new", "module", "brute-watch"]);
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    assert_eq!(
+        made.stdout,
+        "made module brute-watch in ./brute-watch: cd brute-watch && cargo build --release && correlator test\n"
+    );
+    let crate_dir = dir.path().join("brute-watch");
+    cached_target(&crate_dir);
+    cargo(&crate_dir, &["build", "--release"]);
+    let run = correlator(&crate_dir, &["test"]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout,
+        "test tests/brute-watch.test.toml :: failed passwords are matched, other programs and messages are not ... ok\n\
+         test tests/brute-watch.test.toml :: the pattern is configurable ... ok\n\
+         \n2 passed, 0 failed\n"
+    );
+    let unit = cargo(&crate_dir, &["unit"]);
+    assert_has(
+        &String::from_utf8_lossy(&unit.stdout),
+        "test tests::a_record_that_holds_the_pattern_is_matched_and_counted_across_a_restart ... ok",
+    );
+    // It loads in an app as its README says.
+    let inspected = correlator(
+        &crate_dir,
+        &["inspect", "target/wasm32-wasip2/release/brute_watch.wasm"],
+    );
+    assert_has(&inspected.stdout, "role: logic module\nname: brute-watch\n");
+    // A second crate of the same name is refused, and a name that is not a
+    // crate's.
+    let again = correlator(dir.path(), &["new", "module", "brute-watch"]);
+    assert_eq!(again.code, Some(1));
+    assert_has(&again.stderr, "exists already");
+    let bad = correlator(dir.path(), &["new", "handler", "../escape"]);
+    assert_eq!(bad.code, Some(1));
+    assert_has(&bad.stderr, "is not a crate name this makes");
+}
+
+#[test]
+fn a_new_handler_builds_and_its_unit_test_passes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let made = correlator(dir.path(), &["new", "handler", "page-me"]);
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let crate_dir = dir.path().join("page-me");
+    cached_target(&crate_dir);
+    cargo(&crate_dir, &["build", "--release"]);
+    let inspected = correlator(
+        &crate_dir,
+        &["inspect", "target/wasm32-wasip2/release/page_me.wasm"],
+    );
+    assert_has(&inspected.stdout, "role: event handler\nname: page-me\n");
+    let unit = cargo(&crate_dir, &["unit"]);
+    assert_has(
+        &String::from_utf8_lossy(&unit.stdout),
+        "test tests::each_event_is_a_line ... ok",
+    );
+}

@@ -3,6 +3,7 @@
 //! library.
 
 mod capture_tools;
+mod new_crate;
 mod test_runner;
 
 use crate::app::{App, ComponentSource, Role};
@@ -47,6 +48,7 @@ const VERSION: &str = concat!(
         correlator check --app apps/ssh-report.toml\n  \
         correlator inspect builtin:sshd\n  \
         correlator test modules/sshd/tests\n  \
+        correlator new module my-module\n  \
         correlator capture summary 20261127.cap > list.txt\n  \
         correlator capture filter 20261127.cap --without list.txt --out trimmed.cap\n  \
         correlator outbox --app app.toml list"
@@ -103,6 +105,22 @@ enum Command {
     /// and `N passed, N failed`. Exits 0 when every case passed, 1 when one
     /// failed, 2 when a test file or a component could not be loaded.
     Test(TestArgs),
+    /// Make a new module or handler crate, outside this repository: it
+    /// builds to a component with `cargo build --release` (the target is
+    /// selected in its .cargo/config.toml), has unit tests that run
+    /// natively (`cargo unit`) and, for a module, a test file `correlator
+    /// test` runs against the built component. The guest SDK is copied
+    /// into it (vendor/correlator-sdk): nothing is fetched from here.
+    New {
+        /// module or handler.
+        #[arg(value_enum)]
+        kind: NewKind,
+        /// The crate's name (lowercase letters, digits, - and _).
+        name: String,
+        /// Where to make it (a new directory NAME there).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
     /// Show and manage the deliveries of handlers that act on events
     /// (webhook, sms) kept in the state store: those waiting for their
     /// destination, and those given up (dead letters). Not while the app
@@ -184,6 +202,15 @@ struct TestArgs {
     /// Where --format writes.
     #[arg(long, value_name = "FILE", requires = "format")]
     output: Option<PathBuf>,
+}
+
+/// What `correlator new` makes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum NewKind {
+    /// A logic module: looks at records, dispatches events.
+    Module,
+    /// An event handler: acts on events.
+    Handler,
 }
 
 /// Formats `correlator test` writes results in.
@@ -314,6 +341,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Outbox(args) => outbox(&args),
         // Handled in `main`: it has exit codes of its own.
         Command::Test(_) => Ok(()),
+        Command::New { kind, name, dir } => {
+            let kind = match kind {
+                NewKind::Module => new_crate::Kind::Module,
+                NewKind::Handler => new_crate::Kind::Handler,
+            };
+            new_crate::create(kind, &name, &dir)
+        }
         Command::Capture(CaptureCommand::Summary { capture }) => capture_tools::summary(&capture),
         Command::Capture(CaptureCommand::Filter { capture, keep, out }) => {
             capture_tools::filter(&capture, &keep, &out)
