@@ -8,14 +8,10 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const PATIENCE: Duration = Duration::from_secs(120);
+use std::path::Path;
+use std::time::Duration;
 
 /// Line `n` of the followed file: an RFC 5424 record saying `line n`.
 fn numbered(n: u32) -> String {
@@ -26,122 +22,27 @@ fn numbered(n: u32) -> String {
     )
 }
 
-/// `correlator run --app app.toml --follow auth.log` in `dir`, its output
-/// in `stdout-RUN.json` and `stderr-RUN.txt`.
-struct Following {
-    child: Option<Child>,
-    dir: PathBuf,
-    run: u32,
+/// `correlator run --app app.toml --follow auth.log` in `dir`, as run
+/// `run`, checkpointing often.
+fn follow(dir: &Path, run: u32, args: &[&str]) -> Background {
+    let mut all = vec![
+        "run",
+        "--app",
+        "app.toml",
+        "--follow",
+        "auth.log",
+        "-o",
+        "state.checkpoint_interval=0.05",
+    ];
+    all.extend(args);
+    Background::start(dir, run, &all)
 }
 
-impl Following {
-    fn start(dir: &Path, run: u32, args: &[&str]) -> Following {
-        let out = std::fs::File::create(dir.join(format!("stdout-{run}.json"))).expect("stdout");
-        let err = std::fs::File::create(dir.join(format!("stderr-{run}.txt"))).expect("stderr");
-        let child = correlator_command()
-            .args(["run", "--app", "app.toml", "--follow", "auth.log"])
-            .args(["-o", "state.checkpoint_interval=0.05"])
-            .args(args)
-            .current_dir(dir)
-            // Debug for the pipeline: its checkpoints are logged.
-            .env(
-                "RUST_LOG",
-                "info,correlator::pipeline=debug,wasmtime_internal_cache=error",
-            )
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("the follower starts");
-        Following {
-            child: Some(child),
-            dir: dir.to_owned(),
-            run,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("stderr-{}.txt", self.run)))
-            .unwrap_or_default()
-    }
-
-    /// The line numbers its notices name so far, in order.
-    fn numbers(&self) -> Vec<u32> {
-        numbers_in(&self.dir.join(format!("stdout-{}.json", self.run)))
-    }
-
-    /// Wait until its notices name `count` lines.
-    fn wait_for(&mut self, count: usize) {
-        let started = Instant::now();
-        while self.numbers().len() < count {
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("the follower exited ({status}):\n{}", self.stderr());
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "{} of {count} lines after {PATIENCE:?}:\n{}",
-                self.numbers().len(),
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, and its exit status.
-    fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        child.wait().expect("the follower exits").code()
-    }
-
-    /// SIGKILL.
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Following {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The line numbers of the notices in `path`, whole lines only.
-fn numbers_in(path: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let whole = match text.rfind('\n') {
-        Some(end) => &text[..=end],
-        None => "",
-    };
-    json_lines(whole)
-        .iter()
-        .filter(|event| event["kind"] == "Notice")
-        .map(|event| {
-            let summary = event["summary"].as_str().expect("a summary");
-            let (_, number) = summary.rsplit_once("line ").expect("a numbered line");
-            number.parse().expect("a number")
-        })
-        .collect()
-}
-
-/// How often each number came.
-fn counted(numbers: &[u32]) -> BTreeMap<u32, usize> {
-    let mut counts = BTreeMap::new();
-    for &n in numbers {
-        *counts.entry(n).or_default() += 1;
-    }
-    counts
+/// Wait until `run`'s notices name `count` lines.
+fn wait_for(run: &mut Background, count: usize) {
+    run.wait_until(&format!("{count} lines"), |run| {
+        run.numbers().len() >= count
+    });
 }
 
 /// Append `lines` to `path` (creating it), one write each.
@@ -162,8 +63,8 @@ fn rotations_by_rename_and_copytruncate_under_a_writer_and_a_restart_lose_and_re
     let dir = dir.path();
     let log = dir.join("auth.log");
     append(&log, 0..500);
-    let mut first = Following::start(dir, 1, &[]);
-    first.wait_for(500);
+    let mut first = follow(dir, 1, &[]);
+    wait_for(&mut first, 500);
 
     // Rename and create, as logrotate does by default: the writer still
     // holds the old file for a while and writes to it, then reopens.
@@ -180,7 +81,7 @@ fn rotations_by_rename_and_copytruncate_under_a_writer_and_a_restart_lose_and_re
     }
     drop(writer);
     append(&log, 900..1200);
-    first.wait_for(1200);
+    wait_for(&mut first, 1200);
     assert_has(
         &first.stderr(),
         "rotated: the path names a new file; the old one is read to its end",
@@ -195,27 +96,27 @@ fn rotations_by_rename_and_copytruncate_under_a_writer_and_a_restart_lose_and_re
         .open(&log)
         .expect("truncate");
     append(&log, 1200..1300);
-    first.wait_for(1300);
+    wait_for(&mut first, 1300);
     assert_has(
         &first.stderr(),
         "truncated (copytruncate): read again from its start",
     );
     append(&log, 1300..1400);
-    first.wait_for(1400);
+    wait_for(&mut first, 1400);
     assert_eq!(first.stop(), Some(0), "{}", first.stderr());
 
     // Stopped: more lines, then a rotation, then more.
     append(&log, 1400..1500);
     std::fs::rename(&log, dir.join("auth.log.3")).expect("rotate");
     append(&log, 1500..1600);
-    let mut second = Following::start(dir, 2, &[]);
-    second.wait_for(200);
+    let mut second = follow(dir, 2, &[]);
+    wait_for(&mut second, 200);
     assert_has(
         &second.stderr(),
         "rotated while stopped: the rest of the old file is read first",
     );
     append(&log, 1600..1700);
-    second.wait_for(300);
+    wait_for(&mut second, 300);
     assert_eq!(second.stop(), Some(0), "{}", second.stderr());
     // check says where the next start resumes.
     let check = correlator(dir, &["check", "--app", "app.toml"]);
@@ -256,7 +157,7 @@ fn kill_9_in_the_middle_of_a_file_resumes_at_the_line_after_the_checkpoint() {
     let dir = dir.path();
     let log = dir.join("auth.log");
     append(&log, 1..2_001);
-    let mut first = Following::start(dir, 1, &["-o", "replay.batch_size=100"]);
+    let mut first = follow(dir, 1, &["-o", "replay.batch_size=100"]);
     // A writer goes on while the follower is killed.
     let writing = {
         let log = log.clone();
@@ -267,40 +168,19 @@ fn kill_9_in_the_middle_of_a_file_resumes_at_the_line_after_the_checkpoint() {
             }
         })
     };
-    let started = Instant::now();
-    while !first
-        .stderr()
-        .lines()
-        .filter_map(|line| line.split_once("state checkpoint committed position="))
-        .filter_map(|(_, rest)| rest.split(' ').next()?.parse::<u32>().ok())
-        .any(|position| position >= 3_000)
-    {
-        assert!(started.elapsed() < PATIENCE, "{}", first.stderr());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    first.wait_until("checkpointed past line 3,000", |run| {
+        committed(&run.stderr()).is_some_and(|position| position >= 3_000)
+    });
     first.kill();
     writing.join().expect("the writer ends");
-    let mut second = Following::start(dir, 2, &[]);
-    let started = Instant::now();
-    loop {
+    let mut second = follow(dir, 2, &[]);
+    second.wait_until("through line 20,000", |run| {
         let mut seen = first.numbers();
-        seen.extend(second.numbers());
-        if counted(&seen).len() == 20_000 {
-            break;
-        }
-        assert!(started.elapsed() < PATIENCE, "{}", second.stderr());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        seen.extend(run.numbers());
+        counted(&seen).len() == 20_000
+    });
     assert_eq!(second.stop(), Some(0), "{}", second.stderr());
-    let stderr = second.stderr();
-    let (_, rest) = stderr
-        .split_once("continuing from the state checkpoint after record ")
-        .unwrap_or_else(|| panic!("no checkpoint continued from:\n{stderr}"));
-    let checkpoint: u32 = rest
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a position");
+    let checkpoint = continued_after(&second.stderr());
     let before = first.numbers();
     let after = second.numbers();
     // The second run starts at the line after the checkpoint, and takes

@@ -9,13 +9,10 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const PATIENCE: Duration = Duration::from_secs(120);
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// systemd-journal-remote, which writes journal files from entries in the
 /// journal export format.
@@ -27,25 +24,17 @@ fn journal_remote() -> PathBuf {
         .expect("systemd-journal-remote is installed (Debian's systemd-journal-remote; test.sh installs it)")
 }
 
-/// Append entries `numbers` (`line N`, from sshd on web1, one second
-/// apart) to the journal file in `directory`.
-fn append_entries(directory: &Path, numbers: std::ops::Range<u32>) {
-    // journalctl follows the entries of this boot.
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+/// This boot's id: journalctl follows the entries of this boot.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .expect("a boot id")
         .trim()
-        .replace('-', "");
-    let mut export = String::new();
-    for n in numbers {
-        let micros = 1_764_496_800_000_000u64 + u64::from(n) * 1_000_000;
-        export.push_str(&format!(
-            "__REALTIME_TIMESTAMP={micros}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={boot}\n\
-             _HOSTNAME=web1\nSYSLOG_IDENTIFIER=sshd\n_PID={}\nPRIORITY=5\nSYSLOG_FACILITY=4\n\
-             MESSAGE=line {n}\n\n",
-            u64::from(n) * 1_000,
-            1_000 + n,
-        ));
-    }
+        .replace('-', "")
+}
+
+/// Append the entries of `export` (the journal export format) to the
+/// journal file in `directory`.
+fn write_journal(directory: &Path, export: &str) {
     let mut writer = Command::new(journal_remote())
         .arg(format!(
             "--output={}",
@@ -66,127 +55,44 @@ fn append_entries(directory: &Path, numbers: std::ops::Range<u32>) {
     assert!(writer.wait().expect("it ends").success());
 }
 
+/// An entry of sshd on web1 (PID `pid`) at `micros` saying `message`.
+fn entry(boot: &str, micros: u64, pid: u32, message: &str) -> String {
+    format!(
+        "__REALTIME_TIMESTAMP={micros}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={boot}\n\
+         _HOSTNAME=web1\nSYSLOG_IDENTIFIER=sshd\n_PID={pid}\nPRIORITY=6\nSYSLOG_FACILITY=4\n\
+         MESSAGE={message}\n\n",
+        micros / 1_000
+    )
+}
+
+/// Append entries `numbers` (`line N`, one second apart) to the journal
+/// file in `directory`.
+fn append_entries(directory: &Path, numbers: std::ops::Range<u32>) {
+    let boot = boot_id();
+    let export: String = numbers
+        .map(|n| {
+            let micros = 1_764_496_800_000_000 + u64::from(n) * 1_000_000;
+            entry(&boot, micros, 1_000 + n, &format!("line {n}"))
+        })
+        .collect();
+    write_journal(directory, &export);
+}
+
 /// `correlator run --app app.toml --journal` in `dir`, reading the journal
-/// files in `dir/journal`; its output in `stdout-RUN.json` and
-/// `stderr-RUN.txt`.
-struct Reading {
-    child: Option<Child>,
-    dir: PathBuf,
-    run: u32,
-}
-
-impl Reading {
-    fn start(dir: &Path, run: u32, args: &[&str]) -> Reading {
-        let out = std::fs::File::create(dir.join(format!("stdout-{run}.json"))).expect("stdout");
-        let err = std::fs::File::create(dir.join(format!("stderr-{run}.txt"))).expect("stderr");
-        let child = correlator_command()
-            .args(["run", "--app", "app.toml", "--journal"])
-            .args(["-o", "journal.directory=journal"])
-            .args(["-o", "state.checkpoint_interval=0.05"])
-            .args(args)
-            .current_dir(dir)
-            .env(
-                "RUST_LOG",
-                "info,correlator::pipeline=debug,wasmtime_internal_cache=error",
-            )
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("the reader starts");
-        Reading {
-            child: Some(child),
-            dir: dir.to_owned(),
-            run,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("stderr-{}.txt", self.run)))
-            .unwrap_or_default()
-    }
-
-    /// The entry numbers its notices name so far, in order.
-    fn numbers(&self) -> Vec<u32> {
-        let path = self.dir.join(format!("stdout-{}.json", self.run));
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let whole = match text.rfind('\n') {
-            Some(end) => &text[..=end],
-            None => "",
-        };
-        json_lines(whole)
-            .iter()
-            .filter(|event| event["kind"] == "Notice")
-            .map(|event| {
-                let summary = event["summary"].as_str().expect("a summary");
-                let (_, number) = summary.rsplit_once("line ").expect("a numbered entry");
-                number.parse().expect("a number")
-            })
-            .collect()
-    }
-
-    /// Wait until `done` holds for what it has said so far.
-    fn wait_until(&mut self, what: &str, done: impl Fn(&Reading) -> bool) {
-        let started = Instant::now();
-        while !done(self) {
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("the reader exited ({status}):\n{}", self.stderr());
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "not {what} after {PATIENCE:?}:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, and its exit status.
-    fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        child.wait().expect("the reader exits").code()
-    }
-
-    /// SIGKILL.
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Reading {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// How often each number came.
-fn counted(numbers: &[u32]) -> BTreeMap<u32, usize> {
-    let mut counts = BTreeMap::new();
-    for &n in numbers {
-        *counts.entry(n).or_default() += 1;
-    }
-    counts
-}
-
-/// The last checkpoint position `stderr` says was committed.
-fn committed(stderr: &str) -> Option<u32> {
-    stderr
-        .lines()
-        .rev()
-        .filter_map(|line| line.split_once("state checkpoint committed position="))
-        .find_map(|(_, rest)| rest.split(' ').next()?.parse::<u32>().ok())
+/// files in `dir/journal`, as run `run`, checkpointing often.
+fn read_journal(dir: &Path, run: u32, args: &[&str]) -> Background {
+    let mut all = vec![
+        "run",
+        "--app",
+        "app.toml",
+        "--journal",
+        "-o",
+        "journal.directory=journal",
+        "-o",
+        "state.checkpoint_interval=0.05",
+    ];
+    all.extend(args);
+    Background::start(dir, run, &all)
 }
 
 #[test]
@@ -196,7 +102,7 @@ fn entries_written_while_reading_and_a_restart_after_kill_9_lose_and_repeat_noth
     let journal = dir.join("journal");
     std::fs::create_dir(&journal).expect("journal directory");
     append_entries(&journal, 1..2_001);
-    let mut first = Reading::start(
+    let mut first = read_journal(
         dir,
         1,
         &[
@@ -228,7 +134,7 @@ fn entries_written_while_reading_and_a_restart_after_kill_9_lose_and_repeat_noth
         "state ./app.state.redb: journal read through cursor s=",
     );
     // Without journal.since: the cursor says where to go on.
-    let mut second = Reading::start(dir, 2, &[]);
+    let mut second = read_journal(dir, 2, &[]);
     second.wait_until("through entry 6,000", |reading| {
         let mut seen = first.numbers();
         seen.extend(reading.numbers());
@@ -236,14 +142,7 @@ fn entries_written_while_reading_and_a_restart_after_kill_9_lose_and_repeat_noth
     });
     assert_eq!(second.stop(), Some(0), "{}", second.stderr());
     let stderr = second.stderr();
-    let (_, rest) = stderr
-        .split_once("continuing from the state checkpoint after record ")
-        .unwrap_or_else(|| panic!("no checkpoint continued from:\n{stderr}"));
-    let checkpoint: u32 = rest
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a position");
+    let checkpoint = continued_after(&stderr);
     assert_has(&stderr, "--after-cursor=s=");
     let before = first.numbers();
     let after = second.numbers();
@@ -263,58 +162,33 @@ fn sshd_entries_of_the_journal_are_the_records_they_would_have_been_over_syslog(
     let dir = dir.path();
     let journal = dir.join("journal");
     std::fs::create_dir(&journal).expect("journal directory");
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .expect("a boot id")
-        .trim()
-        .replace('-', "");
+    let boot = boot_id();
     // Five failed passwords of one connection, then its end, as sshd logs
     // them to the journal.
-    let mut export = String::new();
-    let mut entry = |second: u64, message: &str| {
-        export.push_str(&format!(
-            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={second}000\n_BOOT_ID={boot}\n\
-             _HOSTNAME=web1\nSYSLOG_IDENTIFIER=sshd\n_PID=4242\nPRIORITY=6\nSYSLOG_FACILITY=4\n\
-             MESSAGE={message}\n\n",
-            (1_764_496_800 + second) * 1_000_000
-        ));
-    };
-    for second in 0..5 {
-        entry(
-            second,
-            "Failed password for root from 192.0.2.7 port 50000 ssh2",
-        );
-    }
-    entry(
-        5,
+    let at = |second: u64| (1_764_496_800 + second) * 1_000_000;
+    let mut export: String = (0..5)
+        .map(|second| {
+            entry(
+                &boot,
+                at(second),
+                4242,
+                "Failed password for root from 192.0.2.7 port 50000 ssh2",
+            )
+        })
+        .collect();
+    export.push_str(&entry(
+        &boot,
+        at(5),
+        4242,
         "Connection closed by authenticating user root 192.0.2.7 port 50000 [preauth]",
-    );
-    let mut writer = Command::new(journal_remote())
-        .arg(format!(
-            "--output={}",
-            journal.join("remote.journal").display()
-        ))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("systemd-journal-remote starts");
-    writer
-        .stdin
-        .take()
-        .expect("its input")
-        .write_all(export.as_bytes())
-        .expect("entries written");
-    assert!(writer.wait().expect("it ends").success());
-    let mut reading = Reading::start(dir, 1, &["-o", "journal.since=2000-01-01"]);
+    ));
+    write_journal(&journal, &export);
+    let mut reading = read_journal(dir, 1, &["-o", "journal.since=2000-01-01"]);
     reading.wait_until("the failed login reported", |reading| {
-        let path = reading.dir.join("stdout-1.json");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .contains("SSHDLoginFailed")
+        reading.stdout().contains("SSHDLoginFailed")
     });
     assert_eq!(reading.stop(), Some(0), "{}", reading.stderr());
-    let events = json_lines(&std::fs::read_to_string(dir.join("stdout-1.json")).expect("output"));
+    let events = json_lines(&reading.stdout());
     let summaries: Vec<&str> = events
         .iter()
         .filter(|event| event["kind"] != "SSHDStats")

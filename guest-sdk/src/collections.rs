@@ -43,3 +43,43 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
 /// `std::collections::HashSet` with a fast, randomly seeded hasher.
 pub type HashSet<T> = std::collections::HashSet<T, RandomState>;
+
+/// Forget the entries of `map` seen longest ago (by `latest`, a time) until
+/// at most `keep` are left, and return how many were forgotten: how a
+/// module bounds a map whose keys an attacker chooses (addresses, user
+/// names), the newest kept. One pass to find the cut and one to remove, so
+/// call it when the map is well past `keep` (say, a tenth), not for every
+/// new key.
+///
+/// ```
+/// use correlator_sdk::collections::{HashMap, forget_oldest};
+///
+/// let mut last_seen: HashMap<String, i64> = HashMap::default();
+/// for n in 0..20 {
+///     last_seen.insert(format!("192.0.2.{n}"), 1_000 + n);
+/// }
+/// assert_eq!(forget_oldest(&mut last_seen, 9, |&time| time), 11);
+/// assert!(last_seen.contains_key("192.0.2.19") && !last_seen.contains_key("192.0.2.10"));
+/// ```
+pub fn forget_oldest<K, V>(
+    map: &mut HashMap<K, V>,
+    keep: usize,
+    latest: impl Fn(&V) -> i64,
+) -> usize {
+    if map.len() <= keep {
+        return 0;
+    }
+    let evict = map.len() - keep;
+    let mut times: Vec<i64> = map.values().map(&latest).collect();
+    let (_, &mut threshold, _) = times.select_nth_unstable(evict - 1);
+    let mut left = evict;
+    map.retain(|_, value| {
+        if left > 0 && latest(value) <= threshold {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
+    evict - left
+}

@@ -146,24 +146,9 @@ impl<K: Hash + Eq> CountOverTime<K> {
         if self.hits.len() <= target {
             return 0;
         }
-        let evict = self.hits.len() - target;
-        let mut newest: Vec<i64> = self
-            .hits
-            .values()
-            .map(|hits| hits.back().copied().unwrap_or(i64::MIN))
-            .collect();
-        let (_, &mut threshold, _) = newest.select_nth_unstable(evict - 1);
-        let mut left = evict;
-        self.hits.retain(|_, hits| {
-            let old = hits.back().is_none_or(|&last| last <= threshold);
-            if old && left > 0 {
-                left -= 1;
-                false
-            } else {
-                true
-            }
-        });
-        evict - left
+        crate::collections::forget_oldest(&mut self.hits, target, |hits| {
+            hits.back().copied().unwrap_or(i64::MIN)
+        })
     }
 
     /// Number of keys with occurrences in memory.

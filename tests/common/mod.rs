@@ -193,3 +193,145 @@ pub fn brute_force_split() -> (String, String) {
     brute_force(&mut after, "198.51.100.7", 60, 20, 3, 200);
     (before, after)
 }
+
+/// A `correlator` run in the background in `dir` (following files, reading
+/// the journal), its standard output in `stdout-RUN.json` and standard
+/// error in `stderr-RUN.txt` there, with the pipeline's checkpoints logged.
+pub struct Background {
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+    run: u32,
+}
+
+/// How long a background run may take to get somewhere.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Background {
+    /// `correlator ARGS` in `dir`, as run number `run`.
+    pub fn start(dir: &Path, run: u32, args: &[&str]) -> Background {
+        let out = std::fs::File::create(dir.join(format!("stdout-{run}.json"))).expect("stdout");
+        let err = std::fs::File::create(dir.join(format!("stderr-{run}.txt"))).expect("stderr");
+        let child = correlator_command()
+            .args(args)
+            .current_dir(dir)
+            .env(
+                "RUST_LOG",
+                "info,correlator::pipeline=debug,wasmtime_internal_cache=error",
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("the run starts");
+        Background {
+            child: Some(child),
+            dir: dir.to_owned(),
+            run,
+        }
+    }
+
+    /// What it wrote on standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("stderr-{}.txt", self.run)))
+            .unwrap_or_default()
+    }
+
+    /// Its standard output so far, whole lines only.
+    pub fn stdout(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join(format!("stdout-{}.json", self.run)))
+            .unwrap_or_default();
+        match text.rfind('\n') {
+            Some(end) => text[..=end].to_owned(),
+            None => String::new(),
+        }
+    }
+
+    /// The numbers of the `line N` records its report notices name so far,
+    /// in order.
+    pub fn numbers(&self) -> Vec<u32> {
+        json_lines(&self.stdout())
+            .iter()
+            .filter(|event| event["kind"] == "Notice")
+            .map(|event| {
+                let summary = event["summary"].as_str().expect("a summary");
+                let (_, number) = summary.rsplit_once("line ").expect("a numbered line");
+                number.parse().expect("a number")
+            })
+            .collect()
+    }
+
+    /// Wait until `done` holds; fail if it exits first or takes longer
+    /// than [`PATIENCE`].
+    pub fn wait_until(&mut self, what: &str, done: impl Fn(&Background) -> bool) {
+        let started = std::time::Instant::now();
+        while !done(self) {
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the run exited ({status}):\n{}", self.stderr());
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "not {what} after {PATIENCE:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, and its exit status.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        child.wait().expect("the run exits").code()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How often each number came.
+pub fn counted(numbers: &[u32]) -> std::collections::BTreeMap<u32, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for &n in numbers {
+        *counts.entry(n).or_default() += 1;
+    }
+    counts
+}
+
+/// The position of the last state checkpoint `stderr` says was committed.
+pub fn committed(stderr: &str) -> Option<u32> {
+    stderr
+        .lines()
+        .rev()
+        .filter_map(|line| line.split_once("state checkpoint committed position="))
+        .find_map(|(_, rest)| rest.split(' ').next()?.parse::<u32>().ok())
+}
+
+/// The position `stderr` says a run continued after.
+pub fn continued_after(stderr: &str) -> u32 {
+    let (_, rest) = stderr
+        .split_once("continuing from the state checkpoint after record ")
+        .unwrap_or_else(|| panic!("no checkpoint continued from:\n{stderr}"));
+    rest.split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a position")
+}

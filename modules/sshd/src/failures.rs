@@ -235,20 +235,9 @@ impl FailureWindow {
         if self.by_addr.len() <= target {
             return 0;
         }
-        let evict = self.by_addr.len() - target;
-        let latest = |hits: &Attempts| hits.back().map_or(i64::MIN, |hit| hit.time);
-        let mut newest: Vec<i64> = self.by_addr.values().map(latest).collect();
-        let (_, &mut threshold, _) = newest.select_nth_unstable(evict - 1);
-        let mut left = evict;
-        self.by_addr.retain(|_, hits| {
-            if left > 0 && latest(hits) <= threshold {
-                left -= 1;
-                false
-            } else {
-                true
-            }
-        });
-        evict - left
+        correlator_sdk::collections::forget_oldest(&mut self.by_addr, target, |hits| {
+            hits.back().map_or(i64::MIN, |hit| hit.time)
+        })
     }
 }
 
