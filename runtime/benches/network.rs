@@ -336,12 +336,15 @@ fn run_correlator(
     send: impl FnOnce(SocketAddr),
 ) -> Measured {
     let log = dir.join("correlator.log");
+    // Durable state on, as by default, but each round from nothing (unless
+    // CORRELATOR_BENCH_OPTIONS turns it off).
+    let state_off = args.iter().any(|arg| arg == "state.enabled=false");
+    let fresh: &[&str] = if state_off { &[] } else { &["--discard-all-state"] };
     let mut child = Command::new(binary)
         .args(["run", "--app"])
         .arg(app)
         .args(args)
-        // Durable state on, as by default, but each round from nothing.
-        .arg("--discard-all-state")
+        .args(fresh)
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
