@@ -133,6 +133,18 @@ fn a_broken_component_or_test_file_exits_2_naming_what_is_wrong() {
         "{}",
         run.stdout
     );
+    // A component not built yet.
+    std::fs::write(
+        dir.path().join("unbuilt.test.toml"),
+        "[[case]]\nname = \"unbuilt\"\ncomponent = \"target/x.wasm\"\nlines = [\"x\"]\n",
+    )
+    .expect("write");
+    let run = correlator_test(dir.path(), &["unbuilt.test.toml"]);
+    assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+    assert_has(
+        &run.stdout,
+        "target/x.wasm: No such file or directory (os error 2) (is it built? cargo build --release)\n",
+    );
     std::fs::write(
         dir.path().join("typo.test.toml"),
         "[[case]]\nname = \"typo\"\ncomponent = \"builtin:sshd\"\nlines = [\"x\"]\n[[case.expect]]\nknid = \"X\"\n",

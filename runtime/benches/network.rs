@@ -339,7 +339,11 @@ fn run_correlator(
     // Durable state on, as by default, but each round from nothing (unless
     // CORRELATOR_BENCH_OPTIONS turns it off).
     let state_off = args.iter().any(|arg| arg == "state.enabled=false");
-    let fresh: &[&str] = if state_off { &[] } else { &["--discard-all-state"] };
+    let fresh: &[&str] = if state_off {
+        &[]
+    } else {
+        &["--discard-all-state"]
+    };
     let mut child = Command::new(binary)
         .args(["run", "--app"])
         .arg(app)

@@ -257,7 +257,7 @@ fn run_case(file: &Path, case: &Case) -> Verdict {
             Ok(path) => path.display().to_string(),
             Err(error) => {
                 return Verdict::Error(format!(
-                    "component {}: {error}",
+                    "component {}: {error} (is it built? cargo build --release)",
                     base.join(&case.component).display()
                 ));
             }
