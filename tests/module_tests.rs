@@ -1,5 +1,5 @@
-//! `correlator test`, as a module author runs it: the bundled sshd module's
-//! own test file passes; a wrong expectation fails with exit 1 and says what
+//! `correlator test`, as a module author runs it: the bundled modules' own
+//! test files pass; a wrong expectation fails with exit 1 and says what
 //! differed; a broken component or test file exits 2 naming what is wrong;
 //! the JUnit report is XML a CI system reads.
 
@@ -17,18 +17,31 @@ fn correlator_test(dir: &Path, args: &[&str]) -> Run {
 }
 
 #[test]
-fn the_sshd_modules_own_cases_pass() {
-    let tests = workspace().join("modules").join("sshd").join("tests");
-    let run = correlator_test(&workspace(), &[tests.to_str().expect("a UTF-8 path")]);
+fn the_bundled_modules_own_cases_pass() {
+    let modules = workspace().join("modules");
+    let (report, sshd) = (
+        modules.join("report").join("tests"),
+        modules.join("sshd").join("tests"),
+    );
+    let run = correlator_test(
+        &workspace(),
+        &[
+            report.to_str().expect("a UTF-8 path"),
+            sshd.to_str().expect("a UTF-8 path"),
+        ],
+    );
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    let shown = tests.join("sshd.test.toml").display().to_string();
+    let report = report.join("report.test.toml").display().to_string();
+    let sshd = sshd.join("sshd.test.toml").display().to_string();
     assert_eq!(
         run.stdout,
         format!(
-            "test {shown} :: the sample capture: two sessions and one failed login with three failed passwords ... ok\n\
-             test {shown} :: RFC 3164 lines of auth.log, with the year given ... ok\n\
-             test {shown} :: every failure counts with attempts = all, invalid users and closes before authenticating too ... ok\n\
-             \n3 passed, 0 failed\n"
+            "test {report} :: a notice per record, and the stream's statistics at the end ... ok\n\
+             test {report} :: a long message is cut at a word in the summary, whole in its field ... ok\n\
+             test {sshd} :: the sample capture: two sessions and one failed login with three failed passwords ... ok\n\
+             test {sshd} :: RFC 3164 lines of auth.log, with the year given ... ok\n\
+             test {sshd} :: every failure counts with attempts = all, invalid users and closes before authenticating too ... ok\n\
+             \n5 passed, 0 failed\n"
         )
     );
 }
