@@ -265,3 +265,58 @@ fn a_new_handler_builds_and_its_unit_test_passes() {
         "test tests::each_event_is_a_line ... ok",
     );
 }
+
+#[test]
+fn golden_files_are_written_by_bless_and_compared_after() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("golden.test.toml"),
+        "[[case]]\nname = \"sample\"\ncomponent = \"builtin:report\"\n\
+         lines = [\"<13>1 2026-11-30T10:00:01Z web1 app 1 - - hello\", \"<13>1 2026-11-30T10:00:02Z web2 app 2 - - again\"]\n\
+         golden = \"sample.jsonl\"\n",
+    )
+    .expect("write");
+    let run = correlator_test(dir.path(), &["golden.test.toml"]);
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert_has(
+        &run.stdout,
+        "golden file sample.jsonl: No such file or directory (os error 2) (write it with --bless)\n",
+    );
+    let blessed = correlator_test(dir.path(), &["golden.test.toml", "--bless"]);
+    assert_eq!(
+        blessed.code,
+        Some(0),
+        "{}\n{}",
+        blessed.stdout,
+        blessed.stderr
+    );
+    let golden = std::fs::read_to_string(dir.path().join("sample.jsonl")).expect("written");
+    let kinds: Vec<String> = json_lines(&golden)
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(kinds, ["Notice", "Notice", "ReportStats"]);
+    let again = correlator_test(dir.path(), &["golden.test.toml"]);
+    assert_eq!(again.code, Some(0), "{}\n{}", again.stdout, again.stderr);
+    // What the case gives no longer what the file says: the event shown.
+    std::fs::write(
+        dir.path().join("sample.jsonl"),
+        golden.replace("again", "changed"),
+    )
+    .expect("write");
+    let changed = correlator_test(dir.path(), &["golden.test.toml"]);
+    assert_eq!(
+        changed.code,
+        Some(1),
+        "{}\n{}",
+        changed.stdout,
+        changed.stderr
+    );
+    assert_has(
+        &changed.stdout,
+        "the events differ from sample.jsonl (3 expected, 3 got):\n  event 2:\n    \
+         expected Notice { host = \"web2\", message = \"changed\", peer = \"\", program = \"app\" }: web2 app: changed\n    \
+         got      Notice { host = \"web2\", message = \"again\", peer = \"\", program = \"app\" }: web2 app: again\n\
+         (--bless writes what the case gives now)\n",
+    );
+}

@@ -101,7 +101,8 @@ enum Command {
     /// `lines = [...]`; `year` for RFC 3164 ones) and the events expected
     /// (`[[case.expect]]`: `kind`, `fields` (a subset that must match),
     /// `summary`, `count`; `only_expected = true` fails on any other
-    /// event). Prints a verdict per case, what differed for each failure,
+    /// event; `golden = "FILE"` compares every event with a file of JSON
+    /// lines, which --bless writes). Prints a verdict per case, what differed for each failure,
     /// and `N passed, N failed`. Exits 0 when every case passed, 1 when one
     /// failed, 2 when a test file or a component could not be loaded.
     Test(TestArgs),
@@ -202,6 +203,10 @@ struct TestArgs {
     /// Where --format writes.
     #[arg(long, value_name = "FILE", requires = "format")]
     output: Option<PathBuf>,
+    /// Write each case's golden file (`golden = "FILE"`) from the events it
+    /// gives now, instead of comparing.
+    #[arg(long)]
+    bless: bool,
 }
 
 /// What `correlator new` makes.
@@ -303,6 +308,7 @@ pub fn main() -> ExitCode {
         let options = test_runner::TestOptions {
             paths: args.paths.clone(),
             junit: args.format.and(args.output.clone()),
+            bless: args.bless,
         };
         return test_runner::run(&options).unwrap_or_else(|error| {
             eprintln!("error: {error:#}");

@@ -45,6 +45,9 @@ struct Case {
     /// Fail on any event no expectation matches.
     #[serde(default)]
     only_expected: bool,
+    /// Every event the case gives, one JSON line each, in order (relative
+    /// to the test file); `--bless` writes it.
+    golden: Option<PathBuf>,
     #[serde(default)]
     expect: Vec<Expect>,
 }
@@ -87,6 +90,9 @@ pub struct TestOptions {
     pub paths: Vec<PathBuf>,
     /// Also write a JUnit XML report here.
     pub junit: Option<PathBuf>,
+    /// Write the golden files of the cases that have one, from what they
+    /// give, instead of comparing.
+    pub bless: bool,
 }
 
 /// Run every case; exit 0 when all passed, 1 when a case failed, 2 when a
@@ -131,7 +137,7 @@ pub fn run(options: &TestOptions) -> anyhow::Result<ExitCode> {
         };
         for case in &cases {
             let started = Instant::now();
-            let verdict = run_case(file, case);
+            let verdict = run_case(file, case, options.bless);
             let word = match &verdict {
                 Verdict::Passed => "ok",
                 Verdict::Failed(_) => "FAILED",
@@ -245,7 +251,7 @@ fn read_test_file(file: &Path) -> anyhow::Result<Vec<Case>> {
 const INSTANCE: &str = "module";
 
 /// Run `case` of `file` in a process of its own and judge its events.
-fn run_case(file: &Path, case: &Case) -> Verdict {
+fn run_case(file: &Path, case: &Case, bless: bool) -> Verdict {
     let base = file.parent().unwrap_or(Path::new("."));
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
@@ -313,7 +319,74 @@ fn run_case(file: &Path, case: &Case) -> Verdict {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
+    if let Some(golden) = &case.golden {
+        let golden = base.join(golden);
+        if bless {
+            let lines: String = events.iter().map(|event| format!("{event}\n")).collect();
+            if let Err(error) = std::fs::write(&golden, lines) {
+                return Verdict::Error(format!("cannot write {}: {error}", golden.display()));
+            }
+        } else if let Some(mut differs) = compare_golden(&golden, &events) {
+            if !said.trim().is_empty() {
+                let _ = writeln!(differs, "the run said:\n{}", indent(&said));
+            }
+            return Verdict::Failed(differs);
+        }
+    }
     judge(case, &events, &said)
+}
+
+/// How `events` differ from the golden file, or `None` when they are the
+/// same (as JSON values, line by line).
+fn compare_golden(golden: &Path, events: &[serde_json::Value]) -> Option<String> {
+    let text = match std::fs::read_to_string(golden) {
+        Ok(text) => text,
+        Err(error) => {
+            return Some(format!(
+                "golden file {}: {error} (write it with --bless)\n",
+                golden.display()
+            ));
+        }
+    };
+    let expected: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or(serde_json::Value::String(line.to_owned()))
+        })
+        .collect();
+    if expected == events {
+        return None;
+    }
+    let mut report = format!(
+        "the events differ from {} ({} expected, {} got):\n",
+        golden.display(),
+        expected.len(),
+        events.len()
+    );
+    let shown =
+        |event: Option<&serde_json::Value>| event.map_or_else(|| "(none)".to_owned(), shown_event);
+    let mut differing = 0;
+    for index in 0..expected.len().max(events.len()) {
+        let (want, got) = (expected.get(index), events.get(index));
+        if want == got {
+            continue;
+        }
+        differing += 1;
+        if differing > 10 {
+            let _ = writeln!(report, "  ... and more");
+            break;
+        }
+        let _ = writeln!(
+            report,
+            "  event {}:\n    expected {}\n    got      {}",
+            index + 1,
+            shown(want),
+            shown(got)
+        );
+    }
+    let _ = writeln!(report, "(--bless writes what the case gives now)");
+    Some(report)
 }
 
 /// An app of the one module and a JSON log handler.
