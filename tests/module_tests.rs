@@ -41,7 +41,8 @@ fn the_bundled_modules_own_cases_pass() {
              test {sshd} :: the sample capture: two sessions and one failed login with three failed passwords ... ok\n\
              test {sshd} :: RFC 3164 lines of auth.log, with the year given ... ok\n\
              test {sshd} :: every failure counts with attempts = all, invalid users and closes before authenticating too ... ok\n\
-             \n5 passed, 0 failed\n"
+             test {sshd} :: failed passwords counted before a restart count after it ... ok\n\
+             \n6 passed, 0 failed\n"
         )
     );
 }

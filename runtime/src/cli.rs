@@ -102,7 +102,9 @@ enum Command {
     /// (`[[case.expect]]`: `kind`, `fields` (a subset that must match),
     /// `summary`, `count`; `only_expected = true` fails on any other
     /// event; `golden = "FILE"` compares every event with a file of JSON
-    /// lines, which --bless writes). Prints a verdict per case, what differed for each failure,
+    /// lines, which --bless writes; `[case.restart]` with `input` or
+    /// `lines` restarts the runtime on the state the module saved and
+    /// hands it those records too). Prints a verdict per case, what differed for each failure,
     /// and `N passed, N failed`. Exits 0 when every case passed, 1 when one
     /// failed, 2 when a test file or a component could not be loaded.
     Test(TestArgs),

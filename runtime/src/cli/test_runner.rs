@@ -48,8 +48,19 @@ struct Case {
     /// Every event the case gives, one JSON line each, in order (relative
     /// to the test file); `--bless` writes it.
     golden: Option<PathBuf>,
+    /// The runtime restarts after the records above, keeping the state
+    /// its modules saved, then takes these.
+    restart: Option<Records>,
     #[serde(default)]
     expect: Vec<Expect>,
+}
+
+/// Records of a case's second part.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Records {
+    input: Option<PathBuf>,
+    lines: Option<Vec<String>>,
 }
 
 /// Events a case must give.
@@ -236,7 +247,26 @@ fn read_test_file(file: &Path) -> anyhow::Result<Vec<Case>> {
             ),
             _ => {}
         }
-        if let Some(line) = case.lines.iter().flatten().find(|line| line.contains('\n')) {
+        if let Some(restart) = &case.restart
+            && restart.input.is_some() == restart.lines.is_some()
+        {
+            bail!(
+                "{}: case \"{}\": [case.restart] takes input = \"FILE\" or lines = [...], one of them",
+                file.display(),
+                case.name
+            );
+        }
+        let restart_lines = case
+            .restart
+            .iter()
+            .flat_map(|restart| restart.lines.iter().flatten());
+        if let Some(line) = case
+            .lines
+            .iter()
+            .flatten()
+            .chain(restart_lines)
+            .find(|line| line.contains('\n'))
+        {
             bail!(
                 "{}: case \"{}\": a line holds a line break: {line:?}",
                 file.display(),
@@ -269,21 +299,19 @@ fn run_case(file: &Path, case: &Case, bless: bool) -> Verdict {
             }
         },
     };
-    let input = dir.path().join("input.cap");
-    let written = match (&case.input, &case.lines) {
-        (Some(path), _) => std::fs::copy(base.join(path), &input)
-            .map(|_| ())
-            .map_err(|error| format!("input {}: {error}", base.join(path).display())),
-        (None, Some(lines)) => {
-            let mut text = lines.join("\n");
-            text.push('\n');
-            std::fs::write(&input, text)
-                .map_err(|error| format!("cannot write the records: {error}"))
+    let mut parts = vec![(&case.input, &case.lines)];
+    if let Some(restart) = &case.restart {
+        parts.push((&restart.input, &restart.lines));
+    }
+    for (number, (input, lines)) in parts.iter().enumerate() {
+        if let Err(error) = write_records(
+            base,
+            input,
+            lines,
+            &dir.path().join(format!("input-{number}.cap")),
+        ) {
+            return Verdict::Error(error);
         }
-        (None, None) => Err("no records".to_owned()),
-    };
-    if let Err(error) = written {
-        return Verdict::Error(error);
     }
     let app = app_file(&component, &case.config);
     if let Err(error) = std::fs::write(dir.path().join("app.toml"), app) {
@@ -293,32 +321,44 @@ fn run_case(file: &Path, case: &Case, bless: bool) -> Verdict {
         Ok(binary) => binary,
         Err(error) => return Verdict::Error(format!("cannot find this program: {error}")),
     };
-    let mut command = std::process::Command::new(binary);
-    command
-        .args(["run", "--app", "app.toml", "--read-file", "input.cap"])
-        .args(["-o", "state.enabled=false"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn,guest=debug,wasmtime_internal_cache=error")
-        .stdin(std::process::Stdio::null());
-    if let Some(year) = case.year {
-        command.args(["-o", &format!("parser.rfc3164_year={year}")]);
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let mut said = String::new();
+    for number in 0..parts.len() {
+        let mut command = std::process::Command::new(&binary);
+        command
+            .args(["run", "--app", "app.toml", "--read-file"])
+            .arg(format!("input-{number}.cap"))
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn,guest=debug,wasmtime_internal_cache=error")
+            .stdin(std::process::Stdio::null());
+        // One part: no state at all. Two: the first starts empty (as a
+        // replay does) and saves its state, the second goes on from it.
+        if parts.len() == 1 {
+            command.args(["-o", "state.enabled=false"]);
+        } else if number > 0 {
+            command.arg("--keep-state");
+        }
+        if let Some(year) = case.year {
+            command.args(["-o", &format!("parser.rfc3164_year={year}")]);
+        }
+        let output = match command.output() {
+            Ok(output) => output,
+            Err(error) => return Verdict::Error(format!("cannot start the run: {error}")),
+        };
+        said.push_str(&String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            return Verdict::Error(format!(
+                "the run failed ({}):\n{}",
+                output.status,
+                indent(&said)
+            ));
+        }
+        events.extend(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()),
+        );
     }
-    let output = match command.output() {
-        Ok(output) => output,
-        Err(error) => return Verdict::Error(format!("cannot start the run: {error}")),
-    };
-    let said = String::from_utf8_lossy(&output.stderr).into_owned();
-    if !output.status.success() {
-        return Verdict::Error(format!(
-            "the run failed ({}):\n{}",
-            output.status,
-            indent(&said)
-        ));
-    }
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
     if let Some(golden) = &case.golden {
         let golden = base.join(golden);
         if bless {
@@ -387,6 +427,27 @@ fn compare_golden(golden: &Path, events: &[serde_json::Value]) -> Option<String>
     }
     let _ = writeln!(report, "(--bless writes what the case gives now)");
     Some(report)
+}
+
+/// Write the records of `input` (a file relative to `base`) or `lines` to
+/// `to`.
+fn write_records(
+    base: &Path,
+    input: &Option<PathBuf>,
+    lines: &Option<Vec<String>>,
+    to: &Path,
+) -> Result<(), String> {
+    match (input, lines) {
+        (Some(path), _) => std::fs::copy(base.join(path), to)
+            .map(|_| ())
+            .map_err(|error| format!("input {}: {error}", base.join(path).display())),
+        (None, Some(lines)) => {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            std::fs::write(to, text).map_err(|error| format!("cannot write the records: {error}"))
+        }
+        (None, None) => Err("no records".to_owned()),
+    }
 }
 
 /// An app of the one module and a JSON log handler.
