@@ -57,6 +57,8 @@ GUESTS=(-p correlator-sdk -p correlator-module-sshd -p correlator-module-report
         -p correlator-test-plain-handler)
 
 cargo fmt --all -- --check
+# The example module is a crate of its own, outside the workspace.
+cargo fmt --manifest-path examples/transmission/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy --target wasm32-wasip2 --release "${GUESTS[@]}" -- -D warnings
 # Every fuzz target for a bounded time (CORRELATOR_FUZZ_SECONDS each,

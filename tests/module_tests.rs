@@ -321,3 +321,29 @@ fn golden_files_are_written_by_bless_and_compared_after() {
          (--bless writes what the case gives now)\n",
     );
 }
+
+#[test]
+fn the_transmission_example_builds_outside_the_workspace_and_passes_its_tests() {
+    let example = workspace().join("examples").join("transmission");
+    if std::fs::symlink_metadata(example.join("target")).is_err() {
+        cached_target(&example);
+    }
+    cargo(&example, &["build", "--release"]);
+    let run = correlator_test(&example, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout,
+        "test tests/transmission.test.toml :: every completed torrent, on its server, and the count ... ok\n\
+         test tests/transmission.test.toml :: the count goes on after a restart ... ok\n\
+         \n2 passed, 0 failed\n"
+    );
+    let unit = String::from_utf8_lossy(&cargo(&example, &["unit"]).stdout).into_owned();
+    assert_has(
+        &unit,
+        "test tests::the_torrent_is_what_precedes_the_state_change ... ok",
+    );
+    assert_has(
+        &unit,
+        "test tests::completions_are_dispatched_and_counted_across_a_restart ... ok",
+    );
+}
