@@ -1296,10 +1296,10 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         row("journal.command")[1..5],
         ["text", "\"journalctl\"", "\"journalctl\"", "default"]
     );
-    // Header, six module items, one handler item, thirteen system items
+    // Header, six module items, one handler item, fourteen system items
     // (three of them state.*), eighteen listener items, five delivery
     // items, four journal items.
-    assert_eq!(rows.len(), 1 + 6 + 1 + 13 + 18 + 5 + 4);
+    assert_eq!(rows.len(), 1 + 6 + 1 + 14 + 18 + 5 + 4);
 }
 
 /// `readelf ARGS FILE`'s output.

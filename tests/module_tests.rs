@@ -42,7 +42,8 @@ fn the_bundled_modules_own_cases_pass() {
              test {sshd} :: RFC 3164 lines of auth.log, with the year given ... ok\n\
              test {sshd} :: every failure counts with attempts = all, invalid users and closes before authenticating too ... ok\n\
              test {sshd} :: failed passwords counted before a restart count after it ... ok\n\
-             \n6 passed, 0 failed\n"
+             test {sshd} :: the statistics of a day are dispatched at midnight, and reset ... ok\n\
+             \n7 passed, 0 failed\n"
         )
     );
 }
@@ -345,5 +346,34 @@ fn the_transmission_example_builds_outside_the_workspace_and_passes_its_tests() 
     assert_has(
         &unit,
         "test tests::completions_are_dispatched_and_counted_across_a_restart ... ok",
+    );
+}
+
+#[test]
+fn a_ticks_until_that_is_no_time_is_refused_naming_the_item() {
+    let dir = app_dir(REPORT_APP);
+    std::fs::write(
+        dir.path().join("input.cap"),
+        "<13>1 2026-11-30T10:00:01Z web1 app 1 - - x\n",
+    )
+    .expect("write");
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--read-file",
+            "input.cap",
+            "-o",
+            "replay.ticks_until=tomorrow",
+        ],
+    );
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr.lines().last(),
+        Some(
+            "error: replay.ticks_until: \"tomorrow\" is not an RFC 3339 time (2023-02-21T00:00:00Z)"
+        )
     );
 }

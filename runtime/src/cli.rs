@@ -104,7 +104,8 @@ enum Command {
     /// event; `golden = "FILE"` compares every event with a file of JSON
     /// lines, which --bless writes; `[case.restart]` with `input` or
     /// `lines` restarts the runtime on the state the module saved and
-    /// hands it those records too). Prints a verdict per case, what differed for each failure,
+    /// hands it those records too; `ticks_until = 2023-02-21T00:00:00Z`
+    /// runs the timers on past the last record). Prints a verdict per case, what differed for each failure,
     /// and `N passed, N failed`. Exits 0 when every case passed, 1 when one
     /// failed, 2 when a test file or a component could not be loaded.
     Test(TestArgs),
@@ -627,6 +628,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open capture {}", read_file.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
+    modules.set_ticks_until(settings.ticks_until);
     let started = Instant::now();
     let (stats, counters) = match replay::replay(input, &mut modules, handlers, &settings, &stop) {
         Ok(result) => result,

@@ -69,7 +69,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 13] = [
+    let items: [(&str, ValueType, Value, &str); 14] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -141,6 +141,12 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Float,
             Value::Float(1.0),
             "seconds between commits of modules' state: at most this much is lost if the process is killed",
+        ),
+        (
+            "replay.ticks_until",
+            ValueType::Text,
+            Value::Text(String::new()),
+            "after a replay's last record, run the modules' timers on to this time (RFC 3339), as if the stream had gone on quietly; empty: stop at the last record",
         ),
         (
             "replay.batch_size",
@@ -1185,8 +1191,19 @@ fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
             "parser.rfc3164_year must be between 1 and 9999 (or 0 for the current year), not {other}"
         ),
     };
+    let ticks_until = match store.text("replay.ticks_until").unwrap_or("").trim() {
+        "" => None,
+        text => Some(
+            crate::record::time::parse_rfc3339(text)
+                .ok_or_else(|| {
+                    anyhow!("replay.ticks_until: \"{text}\" is not an RFC 3339 time (2023-02-21T00:00:00Z)")
+                })?
+                .seconds,
+        ),
+    };
     Ok(ReplaySettings {
         skip_through: 0,
+        ticks_until,
         batch_size,
         defaults: TraditionalDefaults {
             year,

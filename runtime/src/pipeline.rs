@@ -236,6 +236,7 @@ pub fn run_stages<S: Send>(
             // a reset is part of the state committed last.
             let last = modules
                 .drain()
+                .and_then(|()| modules.final_ticks())
                 .and_then(|()| modules.statistics(false))
                 .and_then(|()| modules.checkpoint());
             if let Err(abort) = last {
@@ -487,6 +488,9 @@ const EVERY_MINUTES: [(TickKind, i64); 6] = [
 #[derive(Debug)]
 struct Ticker {
     time: TickTime,
+    /// A replay's `replay.ticks_until` (seconds), given after its last
+    /// record.
+    until: Option<i64>,
     /// `timers.utc_offset`: where hours and days begin.
     offset_minutes: i16,
     /// The last minute (since the epoch, UTC) whose boundary has passed;
@@ -510,6 +514,7 @@ impl ModuleStage {
             modules,
             clock,
             ticker: Ticker {
+                until: None,
                 time: TickTime::Records,
                 offset_minutes,
                 last_minute: None,
@@ -1049,6 +1054,38 @@ impl ModuleStage {
             self.ticker.last_minute = Some(minute);
         }
         Ok(until_next)
+    }
+
+    /// After a replay's last record, run the timers on to `until` (seconds
+    /// since the epoch), as if the stream had gone on quietly.
+    pub fn set_ticks_until(&mut self, until: Option<i64>) {
+        self.ticker.until = until;
+    }
+
+    /// The ticks [`ModuleStage::set_ticks_until`] asked for, once the
+    /// records are done (the stream clock moves there).
+    fn final_ticks(&mut self) -> Result<(), Aborted> {
+        let Some(until) = self.ticker.until.take() else {
+            return Ok(());
+        };
+        let minute = until.div_euclid(60);
+        if self.ticker.time != TickTime::Records
+            || self.ticker.last_minute.is_some_and(|last| minute <= last)
+        {
+            return Ok(());
+        }
+        if let Some(persistence) = &mut self.persistence {
+            persistence.changed = true;
+        }
+        let first = self.ticker.last_minute.map_or(minute, |last| last + 1);
+        self.give_ticks(first, minute)?;
+        self.ticker.last_minute = Some(minute);
+        self.clock.set(Timestamp {
+            seconds: until,
+            nanoseconds: 0,
+            offset_minutes: self.ticker.offset_minutes,
+        });
+        Ok(())
     }
 
     /// Every module's statistics events.

@@ -20,6 +20,9 @@ pub struct ReplaySettings {
     /// Entries up to this position are read but not processed: a replay
     /// continued after the checkpoint that covers them (`--continue`).
     pub skip_through: u64,
+    /// After the last record, the timers run on to this time (seconds
+    /// since the epoch; `replay.ticks_until`).
+    pub ticks_until: Option<i64>,
 }
 
 /// What a replay saw.

@@ -42,6 +42,9 @@ struct Case {
     lines: Option<Vec<String>>,
     /// The year of RFC 3164 records (default: the current year).
     year: Option<i64>,
+    /// After the last record, run the timers on to this time (RFC 3339),
+    /// as if the stream had gone on quietly.
+    ticks_until: Option<toml::Value>,
     /// Fail on any event no expectation matches.
     #[serde(default)]
     only_expected: bool,
@@ -340,6 +343,16 @@ fn run_case(file: &Path, case: &Case, bless: bool) -> Verdict {
         }
         if let Some(year) = case.year {
             command.args(["-o", &format!("parser.rfc3164_year={year}")]);
+        }
+        if let Some(until) = &case.ticks_until
+            && number + 1 == parts.len()
+        {
+            // A TOML date-time or a string, both as RFC 3339.
+            let until = match until {
+                toml::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            command.args(["-o", &format!("replay.ticks_until={until}")]);
         }
         let output = match command.output() {
             Ok(output) => output,
