@@ -300,6 +300,14 @@ struct RunArgs {
     /// that replaying a capture twice gives the same events.
     #[arg(long, requires = "read_file", conflicts_with_all = ["discard_all_state"])]
     keep_state: bool,
+    /// Hand the events of this file (JSON lines, as the log handler writes
+    /// them with format = "json"; "-" reads standard input) to the app's
+    /// handlers, instead of reading records: to deliver again what a log
+    /// recorded, or to try a handler on known events. Modules are loaded
+    /// only to type the events they declare; they get no records. The
+    /// stream clock follows the events' time.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["read_file", "write_file", "follow", "journal", "keep_state", "continue_replay"])]
+    events: Option<PathBuf>,
 }
 
 /// Parse the command line, run the command, print the whole error chain on
@@ -562,6 +570,9 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(read_file) = &args.read_file {
         settings.skip_through = continue_from(modules.restored(), read_file, args.continue_replay)?;
     }
+    if let Some(events) = &args.events {
+        return replay_events(events, &store, &mut modules, handlers, courier.as_ref());
+    }
     let source = match &args.read_file {
         Some(path) => path.display().to_string(),
         None if !args.follow.is_empty() => "follow".to_owned(),
@@ -666,11 +677,61 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     finish_run(&mut modules, courier.as_ref());
+    write_usage_report(&store, "records", stats.parsed.records)?;
     if stats.parsed.records == 0 && stats.parsed.unparsable > 0 {
         bail!(
             "no line of {} is a syslog record ({} refused; the first are logged above with why): is it a capture, auth.log, RFC 5424 or journalctl short-iso output?",
             read_file.display(),
             stats.parsed.unparsable
+        );
+    }
+    Ok(())
+}
+
+/// `run --events`: the events of a file through the handlers.
+fn replay_events(
+    path: &Path,
+    store: &crate::config_store::ConfigStore,
+    modules: &mut crate::pipeline::ModuleStage,
+    mut handlers: crate::pipeline::HandlerStage,
+    courier: Option<&crate::delivery::Courier>,
+) -> anyhow::Result<()> {
+    let stop = replay::stop_on_signals()?;
+    let input: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open events {}", path.display()))?;
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    };
+    let declarations = crate::events_file::Declarations::new(modules.declared_events());
+    let clock = modules.clock().clone();
+    let result = crate::events_file::replay(input, &declarations, &mut handlers, &clock, &stop);
+    let (stats, counters) = match result {
+        Ok(done) => done,
+        Err(crate::events_file::EventsError::Read(error)) => {
+            return Err(
+                anyhow::Error::new(error).context(format!("cannot read events {}", path.display()))
+            );
+        }
+        Err(crate::events_file::EventsError::Stages(error)) => return Err(error.into()),
+    };
+    tracing::info!(
+        events = stats.events,
+        refused = stats.refused,
+        delivered = counters.delivered,
+        filter_errors = counters.filter_errors,
+        handler_failures = counters.handler_failures,
+        "events of {} handed to the handlers",
+        path.display()
+    );
+    finish_run(modules, courier);
+    write_usage_report(store, "events", stats.events)?;
+    if stats.events == 0 && stats.refused > 0 {
+        bail!(
+            "no line of {} is an event ({} refused; the first are logged above with why): give JSON lines as the log handler writes them with format = \"json\"",
+            path.display(),
+            stats.refused
         );
     }
     Ok(())
@@ -768,6 +829,21 @@ fn finish_run(
         courier.finish();
     }
     modules.commit_outbox();
+}
+
+/// `system.usage_report`, if asked for: what each instance used.
+fn write_usage_report(
+    store: &crate::config_store::ConfigStore,
+    what: &str,
+    read: u64,
+) -> anyhow::Result<()> {
+    let path = store.text("system.usage_report").unwrap_or("");
+    if path.is_empty() {
+        return Ok(());
+    }
+    let report = crate::metrics::registry().usage_report(what, read);
+    std::fs::write(path, format!("{report:#}\n"))
+        .with_context(|| format!("cannot write the usage report {path}"))
 }
 
 /// Where a replay of `capture` starts, given the checkpoint the state

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock_guard;
 pub mod config_store;
 pub mod delivery;
+pub mod events_file;
 pub mod filter;
 pub mod follow;
 pub mod host;

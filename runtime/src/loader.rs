@@ -69,7 +69,7 @@ pub struct Loaded {
 
 /// The runtime's own configuration items.
 fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
-    let items: [(&str, ValueType, Value, &str); 14] = [
+    let items: [(&str, ValueType, Value, &str); 16] = [
         (
             "system.run_dir",
             ValueType::Text,
@@ -87,6 +87,18 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
             ValueType::Boolean,
             Value::Boolean(true),
             "stop calls that run past their instance's limits.call_timeout_ms; off only to measure what the limit costs",
+        ),
+        (
+            "system.usage_report",
+            ValueType::Text,
+            Value::Text(String::new()),
+            "JSON file written at the end of a replay with what each instance used: calls, WebAssembly instructions (counted with fuel, which this turns on: exact, but slower) and peak memory; for tests and budgets (correlator test); empty: off",
+        ),
+        (
+            "system.random_seed",
+            ValueType::Integer,
+            Value::Integer(0),
+            "seed of the random numbers components get (wasi:random), so that a run repeats exactly (correlator test); 0: the operating system's",
         ),
         (
             "metrics.listen",
@@ -210,6 +222,11 @@ pub fn load(
             store.get("system.call_time_limits"),
             Some(Value::Boolean(false))
         ),
+        count_instructions: !store.text("system.usage_report").unwrap_or("").is_empty(),
+        random_seed: match store.integer("system.random_seed").unwrap_or(0) {
+            0 => None,
+            seed => Some(seed.cast_unsigned()),
+        },
     };
     let mut host = Host::new(clock.clone(), &host_options)?;
     let secrets = resolve_secrets(app, store.text("system.secrets_file").unwrap_or(""))?;
@@ -249,6 +266,9 @@ pub fn load(
             RetryPolicy::from_store(&store)?,
             journal.clone(),
             crate::delivery::tls_config(store.text("delivery.tls_ca_file").unwrap_or(""))?,
+            Some(store.text("delivery.capture").unwrap_or(""))
+                .filter(|path| !path.is_empty())
+                .map(Path::new),
         )?)
     } else {
         None

@@ -60,6 +60,11 @@ pub struct InstanceMetrics {
     pub memory_bytes: AtomicU64,
     /// What its durable state counts against `limits.state_mib`, bytes.
     pub state_bytes: AtomicU64,
+    /// The largest its linear memories were after a call, bytes.
+    pub peak_memory_bytes: AtomicU64,
+    /// WebAssembly instructions its calls ran, when they are counted
+    /// (`system.usage_report`), else 0.
+    pub instructions: AtomicU64,
 }
 
 /// Events one module dispatched of one kind.
@@ -128,9 +133,38 @@ impl Registry {
             restarts: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            peak_memory_bytes: AtomicU64::new(0),
+            instructions: AtomicU64::new(0),
         });
         lock(&self.instances).push(Arc::clone(&metrics));
         metrics
+    }
+
+    /// What each instance used, for `system.usage_report`: its calls,
+    /// instructions (0 unless counted), peak memory, and how many of
+    /// `what` (records, or events) the run read, from which tests take
+    /// per-record budgets.
+    pub fn usage_report(&self, what: &str, read: u64) -> serde_json::Value {
+        let instances: serde_json::Map<String, serde_json::Value> = lock(&self.instances)
+            .iter()
+            .map(|metrics| {
+                let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+                (
+                    metrics.instance.to_string(),
+                    serde_json::json!({
+                        "role": metrics.role,
+                        "calls": get(&metrics.calls),
+                        "failures": get(&metrics.failures),
+                        "instructions": get(&metrics.instructions),
+                        "peak_memory_bytes": get(&metrics.peak_memory_bytes),
+                    }),
+                )
+            })
+            .collect();
+        let mut report = serde_json::Map::new();
+        report.insert(what.to_owned(), read.into());
+        report.insert("instances".to_owned(), instances.into());
+        report.into()
     }
 
     /// The counter of `module`'s events of `kind`.

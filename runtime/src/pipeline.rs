@@ -526,6 +526,24 @@ impl ModuleStage {
         }
     }
 
+    /// The stream clock every instance reads (`run --events` moves it by
+    /// the events' time, as records move it).
+    pub fn clock(&self) -> &StreamClock {
+        &self.clock
+    }
+
+    /// Every module instance's declared event types, with its name: what
+    /// events read back from a log are typed by (`run --events`).
+    pub fn declared_events(&self) -> impl Iterator<Item = (&str, &crate::types::EventDecl)> {
+        self.modules.iter().flat_map(|module| {
+            module
+                .descriptor
+                .events
+                .iter()
+                .map(|decl| (module.name.as_str(), decl))
+        })
+    }
+
     /// While listening: keep the records and ticks that come during an
     /// instance's back-off for it ([`ModuleInstance::keep_backlog`]).
     pub fn keep_backlogs(&mut self) {

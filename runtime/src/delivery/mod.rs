@@ -48,7 +48,7 @@ pub const OUTBOX_BYTES: u64 = 256 << 20;
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The delivery configuration items, with defaults and what they are for.
-pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 5] {
+pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 6] {
     [
         (
             "delivery.retry_base_ms",
@@ -79,6 +79,12 @@ pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 5] {
             ValueType::Integer,
             Value::Integer(10),
             "at the end of a run, how long deliveries still waiting are tried before the process exits",
+        ),
+        (
+            "delivery.capture",
+            ValueType::Text,
+            Value::Text(String::new()),
+            "write every delivery to this file as a JSON line instead of sending it (to try handlers without reaching anything: correlator test uses it); empty: deliveries are sent",
         ),
     ]
 }
@@ -328,13 +334,25 @@ impl Delivery {
 /// them when the mail is sent).
 pub type Secrets = Arc<BTreeMap<String, String>>;
 
-/// What every delivery task sends with: the trusted roots.
+/// What every delivery task sends with: the trusted roots, or the file
+/// deliveries are captured in instead.
 struct Transport {
     tls: Arc<rustls::ClientConfig>,
+    /// `delivery.capture`: each delivery becomes a JSON line here, and
+    /// nothing is sent.
+    capture: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 impl Transport {
-    async fn send(&self, delivery: &Delivery, secrets: &BTreeMap<String, String>) -> http::Outcome {
+    async fn send(
+        &self,
+        handler: &str,
+        delivery: &Delivery,
+        secrets: &BTreeMap<String, String>,
+    ) -> http::Outcome {
+        if let Some(capture) = &self.capture {
+            return capture_delivery(capture, handler, delivery);
+        }
         match delivery {
             Delivery::Http(request) => http::send(request, &self.tls).await,
             Delivery::Mail(mail) => {
@@ -342,6 +360,46 @@ impl Transport {
                 smtp::send(mail, password, &self.tls).await
             }
         }
+    }
+}
+
+/// Write `delivery` to the capture file as one JSON line (bodies and
+/// messages as text, invalid UTF-8 replaced), as accepted.
+fn capture_delivery(
+    capture: &std::sync::Mutex<std::fs::File>,
+    handler: &str,
+    delivery: &Delivery,
+) -> http::Outcome {
+    use std::io::Write as _;
+    let line = match delivery {
+        Delivery::Http(request) => serde_json::json!({
+            "handler": handler,
+            "kind": "http",
+            "method": request.method,
+            "url": request.url,
+            "headers": request.headers,
+            "body": String::from_utf8_lossy(&request.body),
+        }),
+        Delivery::Mail(mail) => serde_json::json!({
+            "handler": handler,
+            "kind": "mail",
+            "server": mail.server,
+            "security": mail.security,
+            "username": mail.username,
+            "sender": mail.sender,
+            "recipients": mail.recipients,
+            "message": String::from_utf8_lossy(&mail.message),
+        }),
+    };
+    let mut file = capture
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match writeln!(file, "{line}") {
+        Ok(()) => http::Outcome::Accepted,
+        Err(error) => http::Outcome::Failed {
+            reason: format!("cannot write the capture of deliveries: {error}"),
+            retry_after: None,
+        },
     }
 }
 
@@ -630,15 +688,29 @@ impl Courier {
     /// Start the courier for `handlers` (the names of the handlers that may
     /// deliver, with their granted secrets), with `policy`, trusting `tls`;
     /// with a `journal`, the outboxes are durable (then give it what the
-    /// state store holds with [`Courier::resume`]).
+    /// state store holds with [`Courier::resume`]); with a `capture` file,
+    /// deliveries are written there instead of sent (`delivery.capture`).
     pub fn start(
         handlers: Vec<(Arc<str>, Secrets)>,
         policy: RetryPolicy,
         journal: Option<Journal>,
         tls: Arc<rustls::ClientConfig>,
+        capture: Option<&std::path::Path>,
     ) -> anyhow::Result<Courier> {
+        let capture = match capture {
+            None => None,
+            Some(path) => Some(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|error| {
+                        anyhow::anyhow!("delivery.capture: cannot open {}: {error}", path.display())
+                    })?,
+            )),
+        };
         let (handlers, secrets): (Vec<_>, Vec<_>) = handlers.into_iter().unzip();
-        let transport = Arc::new(Transport { tls });
+        let transport = Arc::new(Transport { tls, capture });
         let (commands, receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(DeliveryCounters::default());
         crate::metrics::registry().set_delivery(Arc::clone(&counters));
@@ -927,7 +999,7 @@ async fn deliver_in_order(
         };
         let outcome = handler
             .transport
-            .send(&parcel.request, &handler.secrets)
+            .send(name, &parcel.request, &handler.secrets)
             .await;
         let age = parcel.created.elapsed().unwrap_or_default();
         let next = match outcome {

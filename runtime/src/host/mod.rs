@@ -72,6 +72,13 @@ pub struct HostOptions {
     pub compile_cache: Option<PathBuf>,
     /// Whether calls are stopped at their time limit (epoch interruption).
     pub call_time_limits: bool,
+    /// Whether every instance is metered with fuel, to count the
+    /// WebAssembly instructions it runs (`system.usage_report`): exact and
+    /// the same from run to run, but slower, so only for tests and budgets.
+    pub count_instructions: bool,
+    /// The seed of the random numbers instances get, for runs that must
+    /// repeat exactly (`correlator test`); `None`: the operating system's.
+    pub random_seed: Option<u64>,
 }
 
 impl Default for HostOptions {
@@ -79,6 +86,8 @@ impl Default for HostOptions {
         HostOptions {
             compile_cache: None,
             call_time_limits: true,
+            count_instructions: false,
+            random_seed: None,
         }
     }
 }
@@ -287,7 +296,8 @@ impl Host {
             self.clock.clone(),
             spec,
             grants.clone(),
-        ))
+        )
+        .metered(self.options.count_instructions, self.options.random_seed))
     }
 
     /// Link a component once for all its instances.
@@ -408,6 +418,7 @@ impl EngineSet {
         config.wasm_component_model(true);
         // Calls are stopped when they run past their deadline (see Sandbox).
         config.epoch_interruption(options.call_time_limits);
+        config.consume_fuel(options.count_instructions);
         config.max_wasm_stack(stack);
         // The host's own stack for a call must hold the guest's and leave
         // room for host frames.

@@ -74,7 +74,16 @@ pub struct Sandbox {
     /// What its calls cost and how it failed, for the metrics; shared by
     /// every fresh instance after a failure.
     metrics: Arc<InstanceMetrics>,
+    /// Whether its engine meters fuel: every call's instructions are then
+    /// counted in the metrics.
+    count_instructions: bool,
+    /// The seed of its random numbers, when runs must repeat exactly.
+    random_seed: Option<u64>,
 }
+
+/// Fuel a metered store starts with: more than any run spends, so that
+/// metering counts and never stops a call (time limits do that).
+const UNLIMITED_FUEL: u64 = u64::MAX >> 1;
 
 impl Sandbox {
     /// Whether the instance was granted a directory.
@@ -103,7 +112,18 @@ impl Sandbox {
                 .filter(|dir| dir.mode == DirMode::ReadWrite)
                 .map(|dir| DirQuota::new(dir.path.clone(), dir.quota_bytes)),
             grants,
+            count_instructions: false,
+            random_seed: None,
         }
+    }
+
+    /// This sandbox counting the instructions its instances run (its
+    /// engine must consume fuel), and giving them random numbers from
+    /// `random_seed` when one is given.
+    pub fn metered(mut self, count_instructions: bool, random_seed: Option<u64>) -> Self {
+        self.count_instructions = count_instructions;
+        self.random_seed = random_seed;
+        self
     }
 
     /// The instance's name.
@@ -148,6 +168,7 @@ impl Sandbox {
         store.set_epoch_deadline(self.call_ticks());
         store.data_mut().dispatched_bytes = 0;
         store.data_mut().triggered_by = crate::types::Dispatched::AFTER_BATCH;
+        let fuel_before = self.fuel(store);
         let started = std::time::Instant::now();
         let result = if self.ticker.is_none() {
             wasmtime_wasi::runtime::in_tokio(call(&mut *store))
@@ -168,9 +189,25 @@ impl Sandbox {
         let memory = data.store_limits.memory_bytes as u64;
         metrics.memory_bytes.store(memory, Ordering::Relaxed);
         metrics
+            .peak_memory_bytes
+            .fetch_max(memory, Ordering::Relaxed);
+        if self.count_instructions {
+            let spent = fuel_before.saturating_sub(self.fuel(store));
+            metrics.instructions.fetch_add(spent, Ordering::Relaxed);
+        }
+        metrics
             .state_bytes
             .store(data.state.usage(), Ordering::Relaxed);
         result
+    }
+
+    /// The fuel `store` has left, when instructions are counted.
+    fn fuel(&self, store: &Store<InstanceState>) -> u64 {
+        if self.count_instructions {
+            store.get_fuel().unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// A new store: no environment, no arguments, no network, the stream
@@ -181,6 +218,12 @@ impl Sandbox {
     pub fn store(&self) -> anyhow::Result<Store<InstanceState>> {
         let log = GuestLog::new(Arc::clone(&self.name), self.limits.log_lines_per_second);
         let mut wasi = WasiCtxBuilder::new();
+        if let Some(seed) = self.random_seed {
+            use rand::SeedableRng as _;
+            wasi.secure_random(rand::rngs::StdRng::seed_from_u64(seed))
+                .insecure_random(rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(1)))
+                .insecure_random_seed(u128::from(seed));
+        }
         wasi.wall_clock(self.clock.clone())
             .monotonic_clock(self.clock.clone())
             .stderr(GuestOutput::new(Arc::clone(&log), "stderr"));
@@ -248,6 +291,12 @@ impl Sandbox {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.store_limits);
         store.set_epoch_deadline(self.call_ticks());
+        if self.count_instructions {
+            store
+                .set_fuel(UNLIMITED_FUEL)
+                .into_anyhow()
+                .context("cannot meter the instance")?;
+        }
         Ok(store)
     }
 }
