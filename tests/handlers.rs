@@ -1377,3 +1377,51 @@ fn a_notify_policy_that_will_not_do_is_refused_where_it_is_written() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_has(&run.stderr, "unknown field `group_wiat_s`");
 }
+
+#[test]
+fn events_logged_as_json_go_through_run_events_again_unchanged() {
+    // The events of the sample capture, as the JSON log handler writes them.
+    let logged = replay_json(
+        SSHD_JSON_APP,
+        &std::fs::read_to_string(sample_capture()).expect("sample"),
+        &["state.enabled=false", "parser.rfc3164_year=2023"],
+    );
+    assert_eq!(logged.len(), 4);
+    let mut lines: String = logged.iter().map(|event| format!("{event}\n")).collect();
+    // A line that is no event is passed over, naming its line and why.
+    lines.push_str("{\"time\":\"2023-02-20T15:15:00Z\",\"module\":\"OpenSSH\",\"kind\":\"SSHDLoginFailed\",\"fields\":{\"user\":\"x\"}}\n");
+    let dir = app_dir(SSHD_JSON_APP);
+    std::fs::write(dir.path().join("events.jsonl"), &lines).expect("write");
+    let run = correlator(
+        dir.path(),
+        &[
+            "run",
+            "--app",
+            "app.toml",
+            "--events",
+            "events.jsonl",
+            "-o",
+            "state.enabled=false",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // Typed by the module's declarations, each event is written again as
+    // it was: times with their offsets, floats, integers.
+    assert_eq!(json_lines(&run.stdout), logged);
+    assert_has(
+        &run.stderr,
+        "line 5 is not an event, passed over: no field \"addr\" (SSHDLoginFailed declares it)",
+    );
+    assert_has(&run.stderr, "events=4 refused=1 delivered=4");
+    // A file with no event at all is an error.
+    std::fs::write(dir.path().join("none.jsonl"), "not json\n").expect("write");
+    let run = correlator(
+        dir.path(),
+        &["run", "--app", "app.toml", "--events", "none.jsonl"],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_has(
+        &run.stderr,
+        "error: no line of none.jsonl is an event (1 refused; the first are logged above with why)",
+    );
+}

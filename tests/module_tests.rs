@@ -16,34 +16,62 @@ fn correlator_test(dir: &Path, args: &[&str]) -> Run {
     correlator(dir, &all)
 }
 
+/// `stdout` with each case's measured use (`(N instructions/record, M
+/// MiB)`) as `(measured)`: the counts change with the components' code;
+/// that they repeat exactly is tested on its own.
+fn without_measurements(stdout: &str) -> String {
+    stdout
+        .lines()
+        .map(|line| match line.find(" ... ok (") {
+            Some(at) if line.ends_with(" MiB)") => format!("{} ... ok (measured)\n", &line[..at]),
+            _ => format!("{line}\n"),
+        })
+        .collect()
+}
+
 #[test]
-fn the_bundled_modules_own_cases_pass() {
+fn the_bundled_components_own_cases_pass() {
     let modules = workspace().join("modules");
-    let (report, sshd) = (
-        modules.join("report").join("tests"),
-        modules.join("sshd").join("tests"),
-    );
-    let run = correlator_test(
-        &workspace(),
-        &[
-            report.to_str().expect("a UTF-8 path"),
-            sshd.to_str().expect("a UTF-8 path"),
-        ],
-    );
+    let dirs: Vec<String> = ["report", "sshd", "csv", "webhook", "email"]
+        .iter()
+        .map(|name| modules.join(name).join("tests").display().to_string())
+        .collect();
+    let args: Vec<&str> = dirs.iter().map(String::as_str).collect();
+    let run = correlator_test(&workspace(), &args);
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    let report = report.join("report.test.toml").display().to_string();
-    let sshd = sshd.join("sshd.test.toml").display().to_string();
+    let file = |name: &str| {
+        modules
+            .join(name)
+            .join("tests")
+            .join(format!("{name}.test.toml"))
+            .display()
+            .to_string()
+    };
+    let (report, sshd, csv, webhook, email) = (
+        file("report"),
+        file("sshd"),
+        file("csv"),
+        file("webhook"),
+        file("email"),
+    );
+    // Files in sorted order: csv, email, report, sshd, webhook.
     assert_eq!(
-        run.stdout,
+        without_measurements(&run.stdout),
         format!(
-            "test {report} :: a notice per record, and the stream's statistics at the end ... ok\n\
+            "test {csv} :: a file per module, kind and day, with a header and a row per event ... ok (measured)\n\
+             test {csv} :: a field holding the separator, a quote or a line break is quoted ... ok\n\
+             test {email} :: an event becomes a mail with the subject template and every field ... ok\n\
+             test {report} :: a notice per record, and the stream's statistics at the end ... ok\n\
              test {report} :: a long message is cut at a word in the summary, whole in its field ... ok\n\
              test {sshd} :: the sample capture: two sessions and one failed login with three failed passwords ... ok\n\
              test {sshd} :: RFC 3164 lines of auth.log, with the year given ... ok\n\
              test {sshd} :: every failure counts with attempts = all, invalid users and closes before authenticating too ... ok\n\
              test {sshd} :: failed passwords counted before a restart count after it ... ok\n\
              test {sshd} :: the statistics of a day are dispatched at midnight, and reset ... ok\n\
-             \n7 passed, 0 failed\n"
+             test {webhook} :: sshd: a failed login after three failed passwords ... ok\n\
+             test {webhook} :: each event of the sshd case is posted as JSON, with the granted token ... ok (measured)\n\
+             test {webhook} :: the slack preset posts the summary as text ... ok\n\
+             \n13 passed, 0 failed\n"
         )
     );
 }
@@ -172,6 +200,176 @@ fn a_broken_component_or_test_file_exits_2_naming_what_is_wrong() {
     assert_has(&run.stdout, "unknown field `knid`");
 }
 
+const OVER_BUDGET: &str = r#"
+[[case]]
+name = "over"
+component = "builtin:sshd"
+lines = ["<86>1 2023-02-20T15:14:46Z web1 sshd 7 - - Invalid user admin from 192.0.2.7 port 50000",
+         "<86>1 2023-02-20T15:14:47Z web1 sshd 7 - - Connection closed by invalid user admin 192.0.2.7 port 50000 [preauth]"]
+max_instructions_per_record = 1000
+max_memory_mib = 0.5
+[[case.expect]]
+kind = "SSHDLoginFailed"
+count = 1
+"#;
+
+#[test]
+fn a_budget_overrun_fails_with_the_same_instruction_count_every_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("over.test.toml"), OVER_BUDGET).expect("write");
+    let runs: Vec<Run> = (0..2)
+        .map(|_| correlator_test(dir.path(), &["over.test.toml"]))
+        .collect();
+    for run in &runs {
+        assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    }
+    // Fuel counts the same instructions in every run.
+    assert_eq!(runs[0].stdout, runs[1].stdout);
+    let stdout = &runs[0].stdout;
+    let measured = stdout
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("test over.test.toml :: over ... FAILED ("))
+        .and_then(|rest| rest.strip_suffix(" MiB)"))
+        .expect("the verdict with what the case used");
+    let (per_record, memory) = measured
+        .split_once(" instructions/record, ")
+        .expect("instructions and memory");
+    let per_record: u64 = per_record.parse().expect("a count");
+    assert!(per_record > 1000, "{stdout}");
+    assert_has(
+        stdout,
+        &format!(
+            "---- over.test.toml :: over failed ----\n\
+             ran {per_record} instructions per record ("
+        ),
+    );
+    assert_has(
+        stdout,
+        " over 2 records), over the budget of 1000 (max_instructions_per_record)\n",
+    );
+    assert_has(
+        stdout,
+        &format!("its memory grew to {memory} MiB, over the budget of 0.5 MiB (max_memory_mib)\n"),
+    );
+    // Within budget, the same case passes and shows what it used.
+    std::fs::write(
+        dir.path().join("over.test.toml"),
+        OVER_BUDGET
+            .replace("= 1000", "= 100000000")
+            .replace("= 0.5", "= 64"),
+    )
+    .expect("write");
+    let run = correlator_test(dir.path(), &["over.test.toml"]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "test over.test.toml :: over ... ok ({per_record} instructions/record, {memory} MiB)\n\n1 passed, 0 failed\n"
+        )
+    );
+}
+
+const HANDLER_CASES: &str = r#"
+[[case]]
+name = "events"
+component = "builtin:sshd"
+lines = ["<86>1 2023-02-20T15:14:46Z web1 sshd 7 - - Invalid user admin from 192.0.2.7 port 50000",
+         "<86>1 2023-02-20T15:14:47Z web1 sshd 7 - - Connection closed by invalid user admin 192.0.2.7 port 50000 [preauth]"]
+
+[[case]]
+name = "posted"
+component = "builtin:webhook"
+events_from = "events"
+config = { url = "https://hooks.example.com/a" }
+grants = { network = ["hooks.example.com:443"] }
+only_expected = true
+[[case.expect_request]]
+url = "https://hooks.example.com/b"
+body_contains = ['"user":"root"']
+
+[[case]]
+name = "written"
+component = "builtin:csv"
+events_from = "events"
+grants = { dir = "out" }
+[[case.expect_file]]
+path = "module-SSHDStats-2023-02-20.csv"
+content = "time,sessions\n"
+[[case.expect_file]]
+path = "missing.csv"
+"#;
+
+#[test]
+fn a_handler_case_that_fails_shows_what_was_sent_and_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("handlers.test.toml"), HANDLER_CASES).expect("write");
+    let run = correlator_test(dir.path(), &["handlers.test.toml"]);
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let failed =
+        "User admin from host 192.0.2.7 port 50000 failed to log in after 0 failed passwords";
+    let login = format!(
+        "{{\"fields\":{{\"addr\":\"192.0.2.7\",\"failures\":0,\"port\":50000,\"user\":\"admin\"}},\"kind\":\"SSHDLoginFailed\",\"module\":\"module\",\"severity\":\"error\",\"summary\":\"{failed}\",\"time\":\"2023-02-20T15:14:47Z\"}}"
+    );
+    let stats = "{\"fields\":{\"denied\":1,\"evicted\":0,\"expired\":0,\"lockouts\":0,\"partial\":0,\"sessions\":0},\"kind\":\"SSHDStats\",\"module\":\"module\",\"severity\":\"info\",\"summary\":\"0 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted\",\"time\":\"2023-02-20T15:14:47Z\"}";
+    assert_eq!(
+        run.stdout,
+        format!(
+            "test handlers.test.toml :: events ... ok\n\
+             test handlers.test.toml :: posted ... FAILED\n\
+             test handlers.test.toml :: written ... FAILED\n\
+             \n---- handlers.test.toml :: posted failed ----\n\
+             expected at least 1 request(s) with {{ url = \"https://hooks.example.com/b\", body containing \"\\\"user\\\":\\\"root\\\"\" }}, got 0\n  \
+             got POST https://hooks.example.com/a: {login}: url \"https://hooks.example.com/a\" (expected \"https://hooks.example.com/b\"), the body does not contain \"\\\"user\\\":\\\"root\\\"\"\n  \
+             got POST https://hooks.example.com/a: {stats}: url \"https://hooks.example.com/a\" (expected \"https://hooks.example.com/b\"), the body does not contain \"\\\"user\\\":\\\"root\\\"\"\n\
+             deliveries no expectation matches (only_expected):\n  \
+             POST https://hooks.example.com/a: {login}\n  \
+             POST https://hooks.example.com/a: {stats}\n\
+             every delivery (2):\n  \
+             POST https://hooks.example.com/a\n    \
+             Content-Type: application/json\n    \n    \
+             {login}\n  \
+             POST https://hooks.example.com/a\n    \
+             Content-Type: application/json\n    \n    \
+             {stats}\n\
+             \n---- handlers.test.toml :: written failed ----\n\
+             file module-SSHDStats-2023-02-20.csv differs from the expected content:\n  \
+             line 1:\n    \
+             expected \"time,sessions\"\n    \
+             got      \"time,sessions,denied,lockouts,expired,partial,evicted\"\n  \
+             line 2:\n    \
+             expected (no line)\n    \
+             got      \"2023-02-20T15:14:47Z,0,1,0,0,0,0\"\n\
+             expected a file missing.csv in the granted directory: No such file or directory (os error 2); it holds: module-SSHDLoginFailed-2023-02-20.csv, module-SSHDStats-2023-02-20.csv\n\
+             \n1 passed, 2 failed\n"
+        )
+    );
+    // What a handler case may not have, and an events_from naming no
+    // module case before it: the file cannot be loaded.
+    std::fs::write(
+        dir.path().join("bad.test.toml"),
+        "[[case]]\nname = \"h\"\ncomponent = \"builtin:csv\"\nevents_from = \"later\"\n",
+    )
+    .expect("write");
+    let run = correlator_test(dir.path(), &["bad.test.toml"]);
+    assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+    assert_has(
+        &run.stdout,
+        "bad.test.toml: case \"h\": events_from = \"later\" names no module case before it in this file\n",
+    );
+    std::fs::write(
+        dir.path().join("bad.test.toml"),
+        "[[case]]\nname = \"h\"\ncomponent = \"builtin:csv\"\nmodule = \"builtin:sshd\"\nevents = []\nlines = [\"x\"]\n",
+    )
+    .expect("write");
+    let run = correlator_test(dir.path(), &["bad.test.toml"]);
+    assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+    assert_has(
+        &run.stdout,
+        "bad.test.toml: case \"h\": a handler case (it has events) takes no lines: that is for module cases\n",
+    );
+}
+
 /// `cargo ARGS` in `dir`, with the outer build's settings removed; its
 /// output on failure.
 fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
@@ -249,7 +447,7 @@ fn a_new_module_builds_with_one_command_and_passes_its_own_tests() {
 }
 
 #[test]
-fn a_new_handler_builds_and_its_unit_test_passes() {
+fn a_new_handler_builds_and_passes_its_own_tests() {
     let dir = tempfile::tempdir().expect("temp dir");
     let made = correlator(dir.path(), &["new", "handler", "page-me"]);
     assert_eq!(made.code, Some(0), "{}", made.stderr);
@@ -265,6 +463,14 @@ fn a_new_handler_builds_and_its_unit_test_passes() {
     assert_has(
         &String::from_utf8_lossy(&unit.stdout),
         "test tests::each_event_is_a_line ... ok",
+    );
+    let run = correlator_test(&crate_dir, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout,
+        "test tests/page-me.test.toml :: each event is a line in the granted directory ... ok\n\
+         test tests/page-me.test.toml :: events can be written in the case too ... ok\n\
+         \n2 passed, 0 failed\n"
     );
 }
 

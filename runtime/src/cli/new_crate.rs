@@ -66,26 +66,19 @@ pub fn create(kind: Kind, name: &str, parent: &Path) -> anyhow::Result<()> {
             "[modules.{camel}]\ncomponent = \"{name}/target/wasm32-wasip2/release/{crate_file}.wasm\"\nconfig = {{ program = \"sshd\", pattern = \"Failed password\" }}\n\n[handlers.console]\ncomponent = \"builtin:log\""
         ),
         Kind::Handler => format!(
-            "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\n[handlers.{camel}]\ncomponent = \"{name}/target/wasm32-wasip2/release/{crate_file}.wasm\"\nconfig = {{ prefix = \"alert\" }}"
+            "[modules.OpenSSH]\ncomponent = \"builtin:sshd\"\n\n[handlers.{camel}]\ncomponent = \"{name}/target/wasm32-wasip2/release/{crate_file}.wasm\"\nconfig = {{ prefix = \"alert\" }}\ngrants = {{ dir = \"alerts\" }}"
         ),
     };
-    let (test_line, test_note) = match kind {
-        Kind::Module => (
-            "correlator test           # tests/*.test.toml, against the built component",
-            "\n`tests/{name}.test.toml` holds cases `correlator test` runs against the\nbuilt component in isolation, with records from `tests/fixtures/`: each\ncase names the component, its configuration, its records and the events\nexpected. `correlator test --help` tells the format.\n",
-        ),
-        Kind::Handler => ("", ""),
+    let test_note = match kind {
+        Kind::Module => {
+            "\n`tests/{name}.test.toml` holds cases `correlator test` runs against the\nbuilt component in isolation, with records from `tests/fixtures/`: each\ncase names the component, its configuration, its records and the events\nexpected. `correlator test --help` tells the format.\n"
+        }
+        Kind::Handler => {
+            "\n`tests/{name}.test.toml` holds cases `correlator test` runs against the\nbuilt component in isolation: each case names the component, its\nconfiguration and grants, events (`tests/fixtures/events.jsonl`, JSON\nlines as the log handler writes them with format = \"json\", or inline)\nand what the handler must have written in its granted directory\n(`expect_file`) or would have sent (`expect_request`, `expect_mail`:\ncaptured, never sent). `correlator test --help` tells the format.\n"
+        }
     };
     let readme = fill(include_str!("../../templates/README.md"))
         .replace("{app_example}", &app_example)
-        .replace(
-            "{test_line}\n",
-            &if test_line.is_empty() {
-                String::new()
-            } else {
-                format!("{test_line}\n")
-            },
-        )
         .replace("{test_note}", &fill(test_note));
     let mut files: Vec<(String, String)> = vec![
         ("README.md".into(), readme),
@@ -130,6 +123,14 @@ pub fn create(kind: Kind, name: &str, parent: &Path) -> anyhow::Result<()> {
                 "src/lib.rs".into(),
                 fill(include_str!("../../templates/handler/lib.rs")),
             ));
+            files.push((
+                format!("tests/{name}.test.toml"),
+                fill(include_str!("../../templates/handler/test.toml")),
+            ));
+            files.push((
+                "tests/fixtures/events.jsonl".into(),
+                include_str!("../../templates/handler/events.jsonl").to_owned(),
+            ));
         }
     }
     for (path, text) in &files {
@@ -145,8 +146,7 @@ pub fn create(kind: Kind, name: &str, parent: &Path) -> anyhow::Result<()> {
         kind.word(),
         root.display(),
         match kind {
-            Kind::Module => " && correlator test",
-            Kind::Handler => " && cargo unit",
+            Kind::Module | Kind::Handler => " && correlator test",
         }
     );
     Ok(())

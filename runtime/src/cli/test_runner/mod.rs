@@ -604,7 +604,10 @@ fn run_case(
                 let _ = writeln!(report, "  {}", shown_event(event));
             }
         }
-        if case.is_handler_case() {
+        let about_deliveries = !case.expect_request.is_empty()
+            || !case.expect_mail.is_empty()
+            || !ran.deliveries.is_empty();
+        if case.is_handler_case() && about_deliveries {
             let _ = writeln!(report, "every delivery ({}):", ran.deliveries.len());
             for delivery in &ran.deliveries {
                 let _ = writeln!(report, "  {}", delivery_in_full(delivery));
