@@ -92,21 +92,40 @@ enum Command {
     /// Look at and trim capture files.
     #[command(subcommand)]
     Capture(CaptureCommand),
-    /// Run a module's test cases (`*.test.toml`), each against its
-    /// component in isolation: a process of its own, a fresh sandbox, no
-    /// durable state, nothing granted, the records' time as the clock.
+    /// Run the test cases (`*.test.toml`) of modules and handlers, each
+    /// against its component in isolation: a process of its own, a fresh
+    /// sandbox, no durable state, only what the case grants, the records'
+    /// (or events') time as the clock, random numbers from a fixed seed,
+    /// deliveries captured and never sent.
     ///
-    /// A case names a component (builtin:NAME or a .wasm path relative to
-    /// the test file), its configuration, records (`input = "FILE"` or
-    /// `lines = [...]`; `year` for RFC 3164 ones) and the events expected
-    /// (`[[case.expect]]`: `kind`, `fields` (a subset that must match),
-    /// `summary`, `count`; `only_expected = true` fails on any other
-    /// event; `golden = "FILE"` compares every event with a file of JSON
-    /// lines, which --bless writes; `[case.restart]` with `input` or
+    /// A module case names a component (builtin:NAME or a .wasm path
+    /// relative to the test file), its `config`, records (`input = "FILE"`
+    /// or `lines = [...]`; `year` for RFC 3164 ones) and the events
+    /// expected (`[[case.expect]]`: `kind`, `fields` (a subset that must
+    /// match), `summary`, `count`). `only_expected = true` fails on any
+    /// other event; `golden = "FILE"` compares every event with a file of
+    /// JSON lines, which --bless writes; `[case.restart]` with `input` or
     /// `lines` restarts the runtime on the state the module saved and
     /// hands it those records too; `ticks_until = 2023-02-21T00:00:00Z`
-    /// runs the timers on past the last record). Prints a verdict per case, what differed for each failure,
-    /// and `N passed, N failed`. Exits 0 when every case passed, 1 when one
+    /// runs the timers on past the last record.
+    ///
+    /// A handler case gives events instead: `events = "FILE"` (JSON lines
+    /// as the log handler writes them) or inline tables, with `module =`
+    /// the module whose declarations type them, or `events_from = "CASE"`,
+    /// the events of a module case above it. It checks
+    /// `[[case.expect_file]]` (`path` in the granted directory, `content`
+    /// or `contains`), `[[case.expect_request]]` (`method`, `url`,
+    /// `headers`, `body`, `body_contains`, `count`) and
+    /// `[[case.expect_mail]]` (`server`, `sender`, `recipients`,
+    /// `contains`, `count`); `grants` and `secrets = { NAME = "value" }`
+    /// give it what it needs.
+    ///
+    /// Budgets, counted exactly with fuel: `max_instructions_per_record`
+    /// (module) or `max_instructions_per_event` (handler), on average over
+    /// the case, and `max_memory_mib`.
+    ///
+    /// Prints a verdict per case, what differed for each failure, and `N
+    /// passed, N failed`. Exits 0 when every case passed, 1 when one
     /// failed, 2 when a test file or a component could not be loaded.
     Test(TestArgs),
     /// Make a new module or handler crate, outside this repository: it
