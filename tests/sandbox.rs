@@ -572,9 +572,14 @@ fn only_event(app: &str) -> Value {
 
 /// Run the connecting guest against `target` with `grants`; its probe.
 fn probe_network(target: &str, grants: &str) -> (String, String) {
+    probe_network_with(target, grants, "")
+}
+
+/// As [`probe_network`], with `config` (sections of the app file) added.
+fn probe_network_with(target: &str, grants: &str, config: &str) -> (String, String) {
     let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_NET");
     let app = format!(
-        "[modules.net]\ncomponent = '{guest}'\nconfig = {{ target = \"{target}\" }}\ngrants = {grants}\n\
+        "{config}\n[modules.net]\ncomponent = '{guest}'\nconfig = {{ target = \"{target}\" }}\ngrants = {grants}\n\
          [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
     );
     let event = only_event(&app);
@@ -607,6 +612,35 @@ fn a_component_reaches_only_the_network_destinations_it_is_granted() {
         &format!("{{ network = [\"{other}\", \"[::1]:*\"] }}"),
     );
     assert_eq!(outcome, "denied: PermissionDenied");
+}
+
+#[test]
+fn while_deliveries_are_captured_no_component_reaches_the_network() {
+    // As `correlator test` runs handlers: a granted destination is for the
+    // delivery interface only, whose deliveries are captured.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let target = format!(
+        "127.0.0.1:{}",
+        listener.local_addr().expect("local address").port()
+    );
+    let (probe, outcome) = probe_network_with(
+        &target,
+        &format!("{{ network = [\"{target}\"] }}"),
+        "[config.delivery]\ncapture = \"deliveries.jsonl\"",
+    );
+    assert_eq!(
+        (probe.as_str(), outcome.as_str()),
+        (
+            format!("connect {target}").as_str(),
+            "denied: PermissionDenied"
+        )
+    );
+    assert_eq!(
+        listener.accept().map_err(|error| error.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "nothing connected"
+    );
 }
 
 #[test]
@@ -745,9 +779,14 @@ fn an_instance_disabled_before_the_first_record_is_dated_by_the_host_clock() {
 
 /// Run the HTTP guest against `authority` with `grants`; its outcome.
 fn probe_http(authority: &str, grants: &str) -> String {
+    probe_http_with(authority, grants, "")
+}
+
+/// As [`probe_http`], with `config` (sections of the app file) added.
+fn probe_http_with(authority: &str, grants: &str, config: &str) -> String {
     let guest = env!("CORRELATOR_TEST_GUEST_HOSTILE_HTTP");
     let app = format!(
-        "[modules.web]\ncomponent = '{guest}'\nconfig = {{ authority = \"{authority}\" }}\ngrants = {grants}\n\
+        "{config}\n[modules.web]\ncomponent = '{guest}'\nconfig = {{ authority = \"{authority}\" }}\ngrants = {grants}\n\
          [handlers.console]\ncomponent = \"builtin:log\"\nconfig = {{ format = \"json\" }}\n"
     );
     let event = only_event(&app);
@@ -793,6 +832,15 @@ fn outgoing_http_goes_only_where_the_grants_allow() {
             "{grants}"
         );
     }
+    // While deliveries are captured, not even a granted destination.
+    assert_eq!(
+        probe_http_with(
+            &authority,
+            &format!("{{ network = [\"{authority}\"] }}"),
+            "[config.delivery]\ncapture = \"deliveries.jsonl\"",
+        ),
+        "denied: ErrorCode::HttpRequestDenied"
+    );
 }
 
 #[test]

@@ -717,7 +717,9 @@ fn replay_events(
 ) -> anyhow::Result<()> {
     let stop = replay::stop_on_signals()?;
     let input: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+        let stdin = replay::stdin_until(std::sync::Arc::clone(&stop))
+            .context("cannot start reading standard input")?;
+        Box::new(BufReader::new(stdin))
     } else {
         let file = std::fs::File::open(path)
             .with_context(|| format!("cannot open events {}", path.display()))?;

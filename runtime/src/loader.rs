@@ -227,6 +227,7 @@ pub fn load(
             0 => None,
             seed => Some(seed.cast_unsigned()),
         },
+        offline: !store.text("delivery.capture").unwrap_or("").is_empty(),
     };
     let mut host = Host::new(clock.clone(), &host_options)?;
     let secrets = resolve_secrets(app, store.text("system.secrets_file").unwrap_or(""))?;

@@ -84,7 +84,7 @@ pub fn config_items() -> [(&'static str, ValueType, Value, &'static str); 6] {
             "delivery.capture",
             ValueType::Text,
             Value::Text(String::new()),
-            "write every delivery to this file as a JSON line instead of sending it (to try handlers without reaching anything: correlator test uses it); empty: deliveries are sent",
+            "write every delivery to this file as a JSON line (headers and all) instead of sending it, and let no component reach the network otherwise (sockets, wasi:http), to try handlers without reaching anything (correlator test uses it); empty: deliveries are sent",
         ),
     ]
 }

@@ -79,6 +79,9 @@ pub struct HostOptions {
     /// The seed of the random numbers instances get, for runs that must
     /// repeat exactly (`correlator test`); `None`: the operating system's.
     pub random_seed: Option<u64>,
+    /// Whether deliveries are captured (`delivery.capture`): then no
+    /// instance reaches the network, whatever it is granted.
+    pub offline: bool,
 }
 
 impl Default for HostOptions {
@@ -88,6 +91,7 @@ impl Default for HostOptions {
             call_time_limits: true,
             count_instructions: false,
             random_seed: None,
+            offline: false,
         }
     }
 }
@@ -297,7 +301,8 @@ impl Host {
             spec,
             grants.clone(),
         )
-        .metered(self.options.count_instructions, self.options.random_seed))
+        .metered(self.options.count_instructions, self.options.random_seed)
+        .offline(self.options.offline))
     }
 
     /// Link a component once for all its instances.

@@ -79,6 +79,10 @@ pub struct Sandbox {
     count_instructions: bool,
     /// The seed of its random numbers, when runs must repeat exactly.
     random_seed: Option<u64>,
+    /// Whether its network grants hold only for the delivery interface:
+    /// no socket and no `wasi:http` request reaches the network (while
+    /// deliveries are captured).
+    offline: bool,
 }
 
 /// Fuel a metered store starts with: more than any run spends, so that
@@ -114,7 +118,16 @@ impl Sandbox {
             grants,
             count_instructions: false,
             random_seed: None,
+            offline: false,
         }
+    }
+
+    /// This sandbox with its network grants holding only for deliveries,
+    /// which are captured (`delivery.capture`): nothing else reaches the
+    /// network.
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
     }
 
     /// This sandbox counting the instructions its instances run (its
@@ -259,7 +272,7 @@ impl Sandbox {
                     )
                 })?;
         }
-        if !self.grants.network.is_empty() {
+        if !self.grants.network.is_empty() && !self.offline {
             let patterns = Arc::new(self.grants.network.clone());
             // TCP and UDP are off unless granted; every address is then
             // checked against the grant.
@@ -287,6 +300,7 @@ impl Sandbox {
         state.secrets = Arc::clone(&self.grants.secrets);
         state.dir_quota = self.dir_quota.clone();
         state.http_hooks.patterns = Arc::new(self.grants.network.clone());
+        state.http_hooks.offline = self.offline;
         state.delivery = self.grants.delivery.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.store_limits);

@@ -345,6 +345,10 @@ impl TimerRequests {
 pub struct HttpDestinations {
     /// The granted destinations.
     pub patterns: Arc<Vec<crate::app::NetworkPattern>>,
+    /// Whether `wasi:http` requests go out at all: not while deliveries
+    /// are captured (`delivery.capture`), when nothing may reach the
+    /// network.
+    pub offline: bool,
 }
 
 impl wasmtime_wasi_http::WasiHttpHooks for HttpDestinations {
@@ -365,6 +369,12 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpDestinations {
             > + Send,
     > {
         let _ = fut;
+        if self.offline {
+            tracing::warn!(
+                "outgoing HTTP request denied: deliveries are captured (delivery.capture), nothing reaches the network"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         let uri = request.uri();
         let host = uri.host().unwrap_or("");
         let port = uri
