@@ -2,27 +2,25 @@
 //! runtime captured it (`delivery.capture`): HTTP requests and mails, each
 //! expectation a subset of what one must hold.
 
+use super::judge::{Expectation, judge_all, judge_unexpected};
 use super::{Case, ExpectMail, ExpectRequest, indent};
-use std::fmt::Write as _;
 
-/// An expectation on the deliveries a handler handed over: requests or
-/// mails.
-trait DeliveryExpectation {
-    /// `http` or `mail`, as the capture names them.
-    const KIND: &'static str;
-    /// For messages: "request", "mail".
-    const NOUN: &'static str;
-    /// How many must match (`None`: at least one).
-    fn count(&self) -> Option<usize>;
-    /// What of the expectation the delivery does not have, one phrase each.
-    fn differences(&self, delivery: &serde_json::Value) -> Vec<String>;
-    /// `with { ... }`, for messages.
-    fn describe(&self) -> String;
-}
+impl Expectation for ExpectRequest {
+    fn is_of_kind(&self, delivery: &serde_json::Value) -> bool {
+        delivery["kind"] == "http"
+    }
 
-impl DeliveryExpectation for ExpectRequest {
-    const KIND: &'static str = "http";
-    const NOUN: &'static str = "request";
+    fn what(&self) -> String {
+        "request(s)".to_owned()
+    }
+
+    fn none(&self) -> String {
+        "no request at all".to_owned()
+    }
+
+    fn shown(delivery: &serde_json::Value) -> String {
+        shown_delivery(delivery)
+    }
 
     fn count(&self) -> Option<usize> {
         self.count
@@ -91,9 +89,22 @@ impl DeliveryExpectation for ExpectRequest {
     }
 }
 
-impl DeliveryExpectation for ExpectMail {
-    const KIND: &'static str = "mail";
-    const NOUN: &'static str = "mail";
+impl Expectation for ExpectMail {
+    fn is_of_kind(&self, delivery: &serde_json::Value) -> bool {
+        delivery["kind"] == "mail"
+    }
+
+    fn what(&self) -> String {
+        "mail(s)".to_owned()
+    }
+
+    fn none(&self) -> String {
+        "no mail at all".to_owned()
+    }
+
+    fn shown(delivery: &serde_json::Value) -> String {
+        shown_delivery(delivery)
+    }
 
     fn count(&self) -> Option<usize> {
         self.count
@@ -152,77 +163,21 @@ fn with_parts(parts: Vec<String>) -> String {
     }
 }
 
-/// What of `expectations` the deliveries do not meet; marks those that
-/// match one in `matched`.
-fn judge_expectations<E: DeliveryExpectation>(
-    expectations: &[E],
-    deliveries: &[serde_json::Value],
-    matched: &mut [bool],
-    report: &mut String,
-) {
-    for expect in expectations {
-        let of_kind: Vec<usize> = (0..deliveries.len())
-            .filter(|&index| deliveries[index]["kind"] == E::KIND)
-            .collect();
-        let matching: Vec<usize> = of_kind
-            .iter()
-            .copied()
-            .filter(|&index| expect.differences(&deliveries[index]).is_empty())
-            .collect();
-        for &index in &matching {
-            matched[index] = true;
-        }
-        let holds = match expect.count() {
-            Some(count) => matching.len() == count,
-            None => !matching.is_empty(),
-        };
-        if holds {
-            continue;
-        }
-        let wanted = expect
-            .count()
-            .map_or_else(|| "at least 1".to_owned(), |count| count.to_string());
-        let _ = writeln!(
-            report,
-            "expected {wanted} {}(s){}, got {}",
-            E::NOUN,
-            expect.describe(),
-            matching.len()
-        );
-        for &index in of_kind.iter().filter(|index| !matching.contains(index)) {
-            let _ = writeln!(
-                report,
-                "  got {}: {}",
-                shown_delivery(&deliveries[index]),
-                expect.differences(&deliveries[index]).join(", ")
-            );
-        }
-        if of_kind.is_empty() {
-            let _ = writeln!(report, "  (no {} at all)", E::NOUN);
-        }
-    }
-}
-
 /// What of the case's request and mail expectations the captured
 /// deliveries do not meet; empty when they meet all.
 pub(super) fn judge_deliveries(case: &Case, deliveries: &[serde_json::Value]) -> String {
     let mut report = String::new();
     let mut matched = vec![false; deliveries.len()];
-    judge_expectations(&case.expect_request, deliveries, &mut matched, &mut report);
-    judge_expectations(&case.expect_mail, deliveries, &mut matched, &mut report);
+    judge_all(&case.expect_request, deliveries, &mut matched, &mut report);
+    judge_all(&case.expect_mail, deliveries, &mut matched, &mut report);
     if case.only_expected && case.is_handler_case() {
-        let unexpected: Vec<&serde_json::Value> = deliveries
-            .iter()
-            .zip(&matched)
-            .filter(|(_, matched)| !**matched)
-            .map(|(delivery, _)| delivery)
-            .collect();
-        if !unexpected.is_empty() {
-            let _ = writeln!(report, "deliveries no expectation matches (only_expected):");
-            for delivery in unexpected {
-                let _ = writeln!(report, "  {}", shown_delivery(delivery));
-            }
-        }
+        judge_unexpected(
+            deliveries,
+            &matched,
+            "deliveries",
+            shown_delivery,
+            &mut report,
+        );
     }
     report
 }

@@ -60,68 +60,149 @@ pub(super) fn compare_golden(golden: &Path, events: &[serde_json::Value]) -> Opt
     Some(report)
 }
 
-/// What of the case's event expectations the events do not meet, for
-/// people; empty when they meet all.
-pub(super) fn judge(case: &Case, events: &[serde_json::Value]) -> String {
-    let mut report = String::new();
-    let mut matched = vec![false; events.len()];
-    for expect in &case.expect {
-        let of_kind: Vec<usize> = (0..events.len())
-            .filter(|&index| events[index]["kind"] == expect.kind.as_str())
+/// An expectation on what a case gave: events of a kind, requests, mails.
+/// Each names the items it looks at, and how one differs from it.
+pub(super) trait Expectation {
+    /// Whether `item` is of the kind it expects (an event of its kind, a
+    /// request, a mail): those are shown when it does not hold.
+    fn is_of_kind(&self, item: &serde_json::Value) -> bool;
+    /// What it expects, for messages: `SSHDLoginFailed`, `request(s)`.
+    fn what(&self) -> String;
+    /// Said when nothing of its kind came at all.
+    fn none(&self) -> String {
+        format!("no {} event at all", self.what())
+    }
+    /// `with { ... }` (with a leading space), or nothing.
+    fn describe(&self) -> String;
+    /// How many must match (`None`: at least one).
+    fn count(&self) -> Option<usize>;
+    /// What of the expectation `item` does not have, one phrase each.
+    fn differences(&self, item: &serde_json::Value) -> Vec<String>;
+    /// One line for an item of its kind.
+    fn shown(item: &serde_json::Value) -> String;
+}
+
+/// What of `expectations` the items do not meet, added to `report`; the
+/// items that match one are marked in `matched`.
+pub(super) fn judge_all<E: Expectation>(
+    expectations: &[E],
+    items: &[serde_json::Value],
+    matched: &mut [bool],
+    report: &mut String,
+) {
+    for expect in expectations {
+        let of_kind: Vec<usize> = (0..items.len())
+            .filter(|&index| expect.is_of_kind(&items[index]))
             .collect();
         let matching: Vec<usize> = of_kind
             .iter()
             .copied()
-            .filter(|&index| differences(expect, &events[index]).is_empty())
+            .filter(|&index| expect.differences(&items[index]).is_empty())
             .collect();
         for &index in &matching {
             matched[index] = true;
         }
-        let holds = match expect.count {
+        let holds = match expect.count() {
             Some(count) => matching.len() == count,
             None => !matching.is_empty(),
         };
         if holds {
             continue;
         }
-        let wanted = match expect.count {
-            Some(count) => format!("{count}"),
-            None => "at least 1".to_owned(),
-        };
+        let wanted = expect
+            .count()
+            .map_or_else(|| "at least 1".to_owned(), |count| count.to_string());
         let _ = writeln!(
             report,
-            "expected {wanted} {} {}, got {}",
-            expect.kind,
-            describe_expectation(expect),
+            "expected {wanted} {}{}, got {}",
+            expect.what(),
+            expect.describe(),
             matching.len()
         );
         for &index in of_kind.iter().filter(|index| !matching.contains(index)) {
             let _ = writeln!(
                 report,
                 "  got {}: {}",
-                shown_event(&events[index]),
-                differences(expect, &events[index]).join(", ")
+                E::shown(&items[index]),
+                expect.differences(&items[index]).join(", ")
             );
         }
         if of_kind.is_empty() {
-            let _ = writeln!(report, "  (no {} event at all)", expect.kind);
+            let _ = writeln!(report, "  ({})", expect.none());
         }
     }
-    if case.only_expected && !case.is_handler_case() {
-        let unexpected: Vec<&serde_json::Value> = events
-            .iter()
-            .zip(&matched)
-            .filter(|(_, matched)| !**matched)
-            .map(|(event, _)| event)
-            .collect();
-        if !unexpected.is_empty() {
-            let _ = writeln!(report, "events no expectation matches (only_expected):");
-            for event in unexpected {
-                let _ = writeln!(report, "  {}", shown_event(event));
-            }
+}
+
+/// With `only_expected`: the items no expectation matched (`matched`),
+/// listed in `report` under `title`.
+pub(super) fn judge_unexpected(
+    items: &[serde_json::Value],
+    matched: &[bool],
+    title: &str,
+    shown: fn(&serde_json::Value) -> String,
+    report: &mut String,
+) {
+    let mut unexpected = items
+        .iter()
+        .zip(matched)
+        .filter(|(_, matched)| !**matched)
+        .peekable();
+    if unexpected.peek().is_some() {
+        let _ = writeln!(report, "{title} no expectation matches (only_expected):");
+        for (item, _) in unexpected {
+            let _ = writeln!(report, "  {}", shown(item));
         }
+    }
+}
+
+/// What of the case's event expectations the events do not meet, for
+/// people; empty when they meet all.
+pub(super) fn judge(case: &Case, events: &[serde_json::Value]) -> String {
+    let mut report = String::new();
+    let mut matched = vec![false; events.len()];
+    judge_all(&case.expect, events, &mut matched, &mut report);
+    if case.only_expected && !case.is_handler_case() {
+        judge_unexpected(events, &matched, "events", shown_event, &mut report);
     }
     report
+}
+
+impl Expectation for Expect {
+    fn is_of_kind(&self, event: &serde_json::Value) -> bool {
+        event["kind"] == self.kind.as_str()
+    }
+
+    fn what(&self) -> String {
+        self.kind.clone()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .fields
+            .iter()
+            .map(|(name, value)| format!("{name} = {value}"))
+            .collect();
+        if let Some(summary) = &self.summary {
+            parts.push(format!("summary = {summary:?}"));
+        }
+        if parts.is_empty() {
+            " event(s)".to_owned()
+        } else {
+            format!(" with {{ {} }}", parts.join(", "))
+        }
+    }
+
+    fn count(&self) -> Option<usize> {
+        self.count
+    }
+
+    fn differences(&self, event: &serde_json::Value) -> Vec<String> {
+        differences(self, event)
+    }
+
+    fn shown(event: &serde_json::Value) -> String {
+        shown_event(event)
+    }
 }
 
 /// What of `expect` the event does not have, one phrase each.
@@ -310,22 +391,6 @@ pub(super) fn judge_budget(case: &Case, usage: &Usage) -> String {
         );
     }
     report
-}
-
-fn describe_expectation(expect: &Expect) -> String {
-    let mut parts: Vec<String> = expect
-        .fields
-        .iter()
-        .map(|(name, value)| format!("{name} = {value}"))
-        .collect();
-    if let Some(summary) = &expect.summary {
-        parts.push(format!("summary = {summary:?}"));
-    }
-    if parts.is_empty() {
-        "event(s)".to_owned()
-    } else {
-        format!("with {{ {} }}", parts.join(", "))
-    }
 }
 
 /// `Kind { field = value, ... }: summary`.
