@@ -96,6 +96,12 @@ only_expected = true
 [[case.expect]]
 kind = "SSHDLoginFailed"
 fields = { user = "root", port = 50000 }
+
+[[case]]
+name = "later"
+component = "builtin:sshd"
+lines = ["x"]
+skip = "not yet"
 "#;
 
 #[test]
@@ -117,6 +123,7 @@ fn a_wrong_expectation_fails_with_what_differed_and_a_junit_report() {
         run.stdout,
         "test wrong.test.toml :: right ... ok\n\
          test wrong.test.toml :: wrong ... FAILED\n\
+         test wrong.test.toml :: later ... skipped (not yet)\n\
          \n---- wrong.test.toml :: wrong failed ----\n\
          expected at least 1 SSHDLoginFailed with { port = 50000, user = \"root\" }, got 0\n  \
          got SSHDLoginFailed { addr = \"192.0.2.7\", failures = 0, port = 50000, user = \"admin\" }: User admin from host 192.0.2.7 port 50000 failed to log in after 0 failed passwords: user = \"admin\" (expected \"root\")\n\
@@ -126,16 +133,17 @@ fn a_wrong_expectation_fails_with_what_differed_and_a_junit_report() {
          every event (2):\n  \
          SSHDLoginFailed { addr = \"192.0.2.7\", failures = 0, port = 50000, user = \"admin\" }: User admin from host 192.0.2.7 port 50000 failed to log in after 0 failed passwords\n  \
          SSHDStats { denied = 1, evicted = 0, expired = 0, lockouts = 0, partial = 0, sessions = 0 }: 0 sessions, 1 denied, 0 lockouts, 0 expired, 0 partial, 0 evicted\n\
-         \n1 passed, 1 failed\n"
+         \n1 passed, 1 failed, 1 skipped\n"
     );
-    // The report is XML, with one suite of two cases and one failure.
+    // The report is XML, with one suite of three cases, one failure and
+    // one skipped.
     let parsed = std::process::Command::new("python3")
         .args([
             "-c",
             "import sys, xml.etree.ElementTree as E\n\
              suite = E.parse(sys.argv[1]).getroot().find('testsuite')\n\
-             print(suite.get('tests'), suite.get('failures'), suite.get('errors'),\n      \
-             [(c.get('name'), c.find('failure') is not None) for c in suite.findall('testcase')])",
+             print(suite.get('tests'), suite.get('failures'), suite.get('errors'), suite.get('skipped'),\n      \
+             [(c.get('name'), c.find('failure') is not None, c.find('skipped') is not None) for c in suite.findall('testcase')])",
         ])
         .arg(dir.path().join("report.xml"))
         .output()
@@ -147,7 +155,7 @@ fn a_wrong_expectation_fails_with_what_differed_and_a_junit_report() {
     );
     assert_eq!(
         String::from_utf8_lossy(&parsed.stdout),
-        "2 1 0 [('right', False), ('wrong', True)]\n"
+        "3 1 0 1 [('right', False, False), ('wrong', True, False), ('later', False, True)]\n"
     );
 }
 

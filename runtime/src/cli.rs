@@ -122,10 +122,11 @@ enum Command {
     ///
     /// Budgets, counted exactly with fuel: `max_instructions_per_record`
     /// (module) or `max_instructions_per_event` (handler), on average over
-    /// the case, and `max_memory_mib`.
+    /// the case, and `max_memory_mib`. `skip = "reason"` keeps a case from
+    /// running (it counts as skipped).
     ///
     /// Prints a verdict per case, what differed for each failure, and `N
-    /// passed, N failed`. Exits 0 when every case passed, 1 when one
+    /// passed, N failed` (`, N skipped` when some were). Exits 0 when every case passed, 1 when one
     /// failed, 2 when a test file or a component could not be loaded.
     Test(TestArgs),
     /// Make a new module or handler crate, outside this repository: it

@@ -103,6 +103,9 @@ struct Case {
     max_instructions_per_event: Option<u64>,
     /// The case fails when the component's linear memory grows past this.
     max_memory_mib: Option<f64>,
+    /// The case is not run, for this reason (a known failure, a behaviour
+    /// still to come): it counts as skipped.
+    skip: Option<String>,
 }
 
 impl Case {
@@ -213,6 +216,8 @@ struct Expect {
 /// How a case went.
 enum Verdict {
     Passed,
+    /// Not run, for this reason (`skip = "..."`).
+    Skipped(String),
     /// What did not hold, for people.
     Failed(String),
     /// It could not run: its component or input could not be loaded.
@@ -280,6 +285,16 @@ pub fn run(options: &TestOptions) -> anyhow::Result<ExitCode> {
         };
         let mut produced = HashMap::new();
         for case in &cases {
+            if let Some(reason) = &case.skip {
+                println!("test {shown} :: {} ... skipped ({reason})", case.name);
+                outcomes.push(Outcome {
+                    file: shown.clone(),
+                    name: case.name.clone(),
+                    verdict: Verdict::Skipped(reason.clone()),
+                    took: Duration::ZERO,
+                });
+                continue;
+            }
             let started = Instant::now();
             let (verdict, events, usage) = run_case(file, case, options.bless, &produced);
             if let Some(events) = events {
@@ -294,6 +309,7 @@ pub fn run(options: &TestOptions) -> anyhow::Result<ExitCode> {
             }
             let word = match &verdict {
                 Verdict::Passed => "ok",
+                Verdict::Skipped(_) => "skipped",
                 Verdict::Failed(_) => "FAILED",
                 Verdict::Error(_) => "ERROR",
             };
@@ -311,9 +327,14 @@ pub fn run(options: &TestOptions) -> anyhow::Result<ExitCode> {
     }
     let mut failed = 0;
     let mut errors = 0;
+    let mut skipped = 0;
     for outcome in &outcomes {
         let (what, detail) = match &outcome.verdict {
             Verdict::Passed => continue,
+            Verdict::Skipped(_) => {
+                skipped += 1;
+                continue;
+            }
             Verdict::Failed(detail) => {
                 failed += 1;
                 ("failed", detail)
@@ -330,8 +351,11 @@ pub fn run(options: &TestOptions) -> anyhow::Result<ExitCode> {
         };
         println!("\n---- {title} {what} ----\n{}", detail.trim_end());
     }
-    let passed = outcomes.len() - failed - errors;
+    let passed = outcomes.len() - failed - errors - skipped;
     let mut summary = format!("\n{passed} passed, {failed} failed");
+    if skipped > 0 {
+        let _ = write!(summary, ", {skipped} skipped");
+    }
     if errors > 0 {
         let _ = write!(summary, ", {errors} could not run");
     }
@@ -929,11 +953,12 @@ fn junit(outcomes: &[Outcome]) -> String {
             |pick: fn(&Verdict) -> bool| of_file.iter().filter(|o| pick(&o.verdict)).count();
         let _ = writeln!(
             xml,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\">",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
             escape(file),
             of_file.len(),
             count(|verdict| matches!(verdict, Verdict::Failed(_))),
             count(|verdict| matches!(verdict, Verdict::Error(_))),
+            count(|verdict| matches!(verdict, Verdict::Skipped(_))),
         );
         for outcome in of_file {
             let _ = write!(
@@ -945,6 +970,13 @@ fn junit(outcomes: &[Outcome]) -> String {
             );
             match &outcome.verdict {
                 Verdict::Passed => xml.push_str("/>\n"),
+                Verdict::Skipped(reason) => {
+                    let _ = write!(
+                        xml,
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                        escape(reason)
+                    );
+                }
                 Verdict::Failed(detail) => {
                     let _ = write!(
                         xml,
@@ -1048,7 +1080,7 @@ mod tests {
         assert_eq!(
             junit(&outcomes),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  \
-             <testsuite name=\"a.test.toml\" tests=\"2\" failures=\"1\" errors=\"0\">\n    \
+             <testsuite name=\"a.test.toml\" tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\">\n    \
              <testcase classname=\"a.test.toml\" name=\"passes\" time=\"0.005\"/>\n    \
              <testcase classname=\"a.test.toml\" name=\"fails &lt;here&gt;\" time=\"0.007\">\n      \
              <failure message=\"expected 1 X, got 0\">expected 1 X, got 0\n  more</failure>\n    \
