@@ -1179,7 +1179,7 @@ fn configuration_errors_name_the_key_value_type_and_place() {
     assert_eq!(run.code, Some(1));
     assert_eq!(
         run.stderr,
-        "error: in --option: unknown configuration item \"system.nope\"; known items here: system.call_time_limits, system.compile_cache, system.run_dir, system.secrets_file\n"
+        "error: in --option: unknown configuration item \"system.nope\"; known items here: system.call_time_limits, system.compile_cache, system.random_seed, system.run_dir, system.secrets_file, system.usage_report\n"
     );
 
     let dir = app_dir(
@@ -1296,10 +1296,14 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         row("journal.command")[1..5],
         ["text", "\"journalctl\"", "\"journalctl\"", "default"]
     );
-    // Header, six module items, one handler item, fourteen system items
-    // (three of them state.*), eighteen listener items, five delivery
+    assert_eq!(
+        row("delivery.capture")[1..5],
+        ["text", "\"\"", "\"\"", "default"]
+    );
+    // Header, six module items, one handler item, sixteen system items
+    // (three of them state.*), eighteen listener items, six delivery
     // items, four journal items.
-    assert_eq!(rows.len(), 1 + 6 + 1 + 14 + 18 + 5 + 4);
+    assert_eq!(rows.len(), 1 + 6 + 1 + 16 + 18 + 6 + 4);
 }
 
 /// `readelf ARGS FILE`'s output.
