@@ -83,7 +83,7 @@ pub use describe::{ConfigItem, Descriptor, EventType};
 pub use event::__declare_events;
 pub use event::Event;
 #[doc(hidden)]
-pub use packed::__unpack_events;
+pub use packed::{__unpack_events, __unpack_events_into};
 #[doc(hidden)]
 pub use record::__end_batch;
 pub use record::{Batch, Record};
@@ -308,18 +308,29 @@ macro_rules! export_handler {
                 fn handle(
                     events: ::std::vec::Vec<$crate::DeliveredEvent>,
                 ) -> ::std::vec::Vec<::std::result::Result<(), ::std::string::String>> {
-                    __INSTANCE.with(|cell| match cell.borrow_mut().as_mut() {
-                        ::std::option::Option::Some(handler) => {
-                            <$ty as $crate::Handler>::handle_batch(handler, &events)
-                        }
-                        ::std::option::Option::None => events
-                            .iter()
-                            .map(|_| {
-                                ::std::result::Result::Err("handler is not initialised".into())
-                            })
-                            .collect(),
-                    })
+                    __handle_events(&events)
                 }
+            }
+
+            fn __handle_events(
+                events: &[$crate::DeliveredEvent],
+            ) -> ::std::vec::Vec<::std::result::Result<(), ::std::string::String>> {
+                __INSTANCE.with(|cell| match cell.borrow_mut().as_mut() {
+                    ::std::option::Option::Some(handler) => {
+                        <$ty as $crate::Handler>::handle_batch(handler, events)
+                    }
+                    ::std::option::Option::None => events
+                        .iter()
+                        .map(|_| ::std::result::Result::Err("handler is not initialised".into()))
+                        .collect(),
+                })
+            }
+
+            ::std::thread_local! {
+                // The events of the last packed batch: the next batch is
+                // unpacked over them, reusing their room.
+                static __EVENTS: ::std::cell::RefCell<::std::vec::Vec<$crate::DeliveredEvent>> =
+                    const { ::std::cell::RefCell::new(::std::vec::Vec::new()) };
             }
 
             // The same batch, packed into one byte list by the host.
@@ -329,15 +340,19 @@ macro_rules! export_handler {
                 fn handle_packed(
                     events: ::std::vec::Vec<u8>,
                 ) -> ::std::vec::Vec<::std::result::Result<(), ::std::string::String>> {
-                    use $crate::__bindings::handler::exports::correlator::plugin::handler::Guest as _;
-                    match $crate::__unpack_events(&events) {
-                        ::std::result::Result::Ok(events) => __CorrelatorHandlerExport::handle(events),
-                        // The host counts every event without a result as
-                        // failed, and logs this one message.
-                        ::std::result::Result::Err(error) => ::std::vec![::std::result::Result::Err(
-                            ::std::format!("cannot unpack the events: {error}")
-                        )],
-                    }
+                    __EVENTS.with(|cell| {
+                        let mut unpacked = cell.borrow_mut();
+                        match $crate::__unpack_events_into(&events, &mut unpacked) {
+                            ::std::result::Result::Ok(count) => {
+                                __handle_events(unpacked.get(..count).unwrap_or_default())
+                            }
+                            // The host counts every event without a result as
+                            // failed, and logs this one message.
+                            ::std::result::Result::Err(error) => ::std::vec![::std::result::Result::Err(
+                                ::std::format!("cannot unpack the events: {error}")
+                            )],
+                        }
+                    })
                 }
             }
 

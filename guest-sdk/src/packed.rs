@@ -56,6 +56,23 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// [`Reader::value`] written over `slot`: a text or an e-mail address
+    /// over one of the same type reuses its room.
+    fn value_into(
+        &mut self,
+        value_type: ValueType,
+        slot: &mut Value,
+        what: &str,
+    ) -> Result<(), String> {
+        match (value_type, &mut *slot) {
+            (ValueType::Text, Value::Text(text)) | (ValueType::Email, Value::Email(text)) => {
+                overwrite(text, self.text(what)?);
+            }
+            _ => *slot = self.value(value_type, what)?,
+        }
+        Ok(())
+    }
+
     /// A value of `value_type`, as `dispatch-encoded` lays it out.
     pub(crate) fn value(&mut self, value_type: ValueType, what: &str) -> Result<Value, String> {
         Ok(match value_type {
@@ -90,46 +107,91 @@ fn value_type(tag: u8) -> Option<ValueType> {
 /// The events `handle-packed` got, or why the bytes are not events.
 #[doc(hidden)]
 pub fn __unpack_events(bytes: &[u8]) -> Result<Vec<DeliveredEvent>, String> {
-    let mut reader = Reader::new(bytes);
     let mut events = Vec::new();
+    let count = __unpack_events_into(bytes, &mut events)?;
+    events.truncate(count);
+    Ok(events)
+}
+
+/// The events `handle-packed` got, written over the first of `events`
+/// (which grows when it has fewer): returns how many. A handler's batches
+/// then reuse the strings and field lists of the batches before, where
+/// allocating them afresh for every event took a fifth of a JSON log
+/// handler's time.
+#[doc(hidden)]
+pub fn __unpack_events_into(
+    bytes: &[u8],
+    events: &mut Vec<DeliveredEvent>,
+) -> Result<usize, String> {
+    let mut reader = Reader::new(bytes);
+    let mut count = 0;
     while !reader.is_empty() {
-        let number = events.len() + 1;
+        let number = count + 1;
         let at = |error: String| format!("event {number}: {error}");
-        let module = reader.text("its module").map_err(at)?.to_owned();
-        let kind = reader.text("its kind").map_err(at)?.to_owned();
-        let severity = match reader.byte("its severity").map_err(at)? {
+        if events.len() == count {
+            events.push(DeliveredEvent {
+                module: String::new(),
+                kind: String::new(),
+                severity: Severity::Info,
+                time: Timestamp {
+                    seconds: 0,
+                    nanoseconds: 0,
+                    offset_minutes: 0,
+                },
+                summary: String::new(),
+                fields: Vec::new(),
+            });
+        }
+        let Some(event) = events.get_mut(count) else {
+            break;
+        };
+        overwrite(&mut event.module, reader.text("its module").map_err(at)?);
+        overwrite(&mut event.kind, reader.text("its kind").map_err(at)?);
+        event.severity = match reader.byte("its severity").map_err(at)? {
             0 => Severity::Info,
             1 => Severity::Warning,
             2 => Severity::Error,
             other => return Err(at(format!("severity {other} is not a severity"))),
         };
-        let time = reader.timestamp("its time").map_err(at)?;
-        let summary = reader.text("its summary").map_err(at)?.to_owned();
-        let count = reader.u32("its field count").map_err(at)?;
+        event.time = reader.timestamp("its time").map_err(at)?;
+        overwrite(&mut event.summary, reader.text("its summary").map_err(at)?);
+        let fields = reader.u32("its field count").map_err(at)? as usize;
         // Every field takes at least six bytes: no more room than that.
-        let mut fields = Vec::with_capacity((count as usize).min(bytes.len() / 6));
-        for _ in 0..count {
+        if fields > bytes.len() / 6 {
+            return Err(at(format!("{fields} fields do not fit in the bytes")));
+        }
+        event.fields.truncate(fields);
+        for index in 0..fields {
             let name = reader.text("a field name").map_err(at)?;
             let in_field = |error: String| format!("event {number}, field {name}: {error}");
             let tag = reader.byte("its type").map_err(in_field)?;
             let value_type = value_type(tag)
                 .ok_or_else(|| in_field(format!("type tag {tag} is not a value type")))?;
-            let value = reader.value(value_type, "its value").map_err(in_field)?;
-            fields.push(Field {
-                name: name.to_owned(),
-                value,
-            });
+            match event.fields.get_mut(index) {
+                Some(field) => {
+                    overwrite(&mut field.name, name);
+                    reader
+                        .value_into(value_type, &mut field.value, "its value")
+                        .map_err(in_field)?;
+                }
+                None => {
+                    let value = reader.value(value_type, "its value").map_err(in_field)?;
+                    event.fields.push(Field {
+                        name: name.to_owned(),
+                        value,
+                    });
+                }
+            }
         }
-        events.push(DeliveredEvent {
-            module,
-            kind,
-            severity,
-            time,
-            summary,
-            fields,
-        });
+        count += 1;
     }
-    Ok(events)
+    Ok(count)
+}
+
+/// `target` made `text`, in the room it has.
+fn overwrite(target: &mut String, text: &str) {
+    target.clear();
+    target.push_str(text);
 }
 
 #[cfg(test)]

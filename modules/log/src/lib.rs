@@ -1,7 +1,7 @@
 //! The log handler: one line per event on standard output, as text
 //! (`[module :: kind] summary`) or as one JSON object per line.
 
-use correlator_sdk::text::push_escaped;
+use correlator_sdk::text::{push_escaped, push_integer};
 use correlator_sdk::{
     ConfigItem, DeliveredEvent, Descriptor, Handler, Severity, Value, export_handler,
 };
@@ -198,32 +198,11 @@ fn json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-/// Append an integer without going through `core::fmt`.
-fn push_integer(out: &mut String, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut rest = value.unsigned_abs();
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        out.push('-');
-    }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
-    }
-}
-
 export_handler!(Log);
 
 #[cfg(test)]
 mod tests {
-    use super::{json_string, push_integer};
+    use super::json_string;
 
     #[test]
     fn escapes_json_strings() {
@@ -245,14 +224,5 @@ mod tests {
         let mut out = String::new();
         json_string(&mut out, "ok – €\u{7f}\u{85}x\u{2028}y\u{202e}z\u{feff}");
         assert_eq!(out, r#""ok – €\u007f\u0085x\u2028y\u202ez\ufeff""#);
-    }
-
-    #[test]
-    fn formats_integers_like_display() {
-        for value in [0, 7, -7, 60116, i64::MAX, i64::MIN] {
-            let mut out = String::new();
-            push_integer(&mut out, value);
-            assert_eq!(out, value.to_string());
-        }
     }
 }

@@ -8,6 +8,7 @@ use crate::attempt::{self, Sign};
 use crate::failures::{self, FailureWindow, Lockout};
 use crate::line::{self, End, Line, UserKind};
 use correlator_sdk::collections::HashMap;
+use correlator_sdk::text::push_integer;
 use correlator_sdk::{Event, Record, Timestamp, state};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -230,10 +231,15 @@ impl Tenths {
     }
 }
 
-impl std::fmt::Display for Tenths {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sign = if self.negative { "-" } else { "" };
-        write!(f, "{sign}{}.{}", self.tenths / 10, self.tenths % 10)
+impl Tenths {
+    /// Append it as `[-]S.T`.
+    fn push_to(&self, out: &mut String) {
+        if self.negative {
+            out.push('-');
+        }
+        push_integer(out, i64::try_from(self.tenths / 10).unwrap_or(i64::MAX));
+        out.push('.');
+        push_integer(out, i64::try_from(self.tenths % 10).unwrap_or(0));
     }
 }
 
@@ -996,17 +1002,26 @@ impl Tracker {
         } else {
             (" (", accepted.key.as_str(), ")")
         };
-        let _ = Event::new(
-            "SSHDLoginSucceeded",
-            format!(
-                "User {} logged in from {} port {} by {}{open}{key}{close}; the session lasted {} seconds",
-                connection.user,
-                connection.addr,
-                connection.port,
-                accepted.method,
-                Tenths::between(&start, &now),
-            ),
-        )
+        // Pushed, not formatted: a summary per session, and `core::fmt`
+        // costs a guest several times as much.
+        let mut summary = String::with_capacity(128 + accepted.key.len());
+        for part in [
+            "User ",
+            connection.user.as_str(),
+            " logged in from ",
+            connection.addr.as_str(),
+            " port ",
+        ] {
+            summary.push_str(part);
+        }
+        push_integer(&mut summary, i64::from(connection.port));
+        for part in [" by ", accepted.method.as_str(), open, key, close] {
+            summary.push_str(part);
+        }
+        summary.push_str("; the session lasted ");
+        Tenths::between(&start, &now).push_to(&mut summary);
+        summary.push_str(" seconds");
+        let _ = Event::new("SSHDLoginSucceeded", summary)
         .text("user", connection.user.as_str())
         .text("auth", accepted.method.as_str())
         .text("addr", connection.addr.as_str())
@@ -1121,15 +1136,21 @@ fn set_peer(server: &mut Server, pid: u32, addr: &str, port: u16) {
 
 fn dispatch_failed(user: &str, addr: &str, port: u16, failures: i64) {
     let plural = if failures == 1 { "" } else { "s" };
-    let who = if user.is_empty() {
-        "A user with an empty name".to_owned()
+    let (who, user_shown) = if user.is_empty() {
+        ("A user with an empty name", "")
     } else {
-        format!("User {user}")
+        ("User ", user)
     };
-    let _ = Event::new(
-        "SSHDLoginFailed",
-        format!("{who} from host {addr} port {port} failed to log in after {failures} failed password{plural}"),
-    )
+    let mut summary = String::with_capacity(96 + user.len());
+    for part in [who, user_shown, " from host ", addr, " port "] {
+        summary.push_str(part);
+    }
+    push_integer(&mut summary, i64::from(port));
+    summary.push_str(" failed to log in after ");
+    push_integer(&mut summary, failures);
+    summary.push_str(" failed password");
+    summary.push_str(plural);
+    let _ = Event::new("SSHDLoginFailed", summary)
     .text("user", user)
     .text("addr", addr)
     .integer("port", i64::from(port))
@@ -1244,7 +1265,11 @@ mod tests {
             nanoseconds,
             offset_minutes: 0,
         };
-        let shown = |start, end| Tenths::between(&start, &end).to_string();
+        let shown = |start, end| {
+            let mut out = String::new();
+            Tenths::between(&start, &end).push_to(&mut out);
+            out
+        };
         assert_eq!(shown(at(100, 0), at(181, 340_000_000)), "81.3");
         assert_eq!(shown(at(100, 900_000_000), at(101, 0)), "0.1");
         assert_eq!(shown(at(100, 0), at(100, 49_999_999)), "0.0");

@@ -312,7 +312,7 @@ impl Reorder {
         let bytes = block.push(position, line, parsed, peer);
         self.bytes += bytes;
         sender.bytes += bytes;
-        if sender.bytes > PAUSE_BYTES
+        if sender.bytes > pause_bytes()
             && let Some(gate) = &sender.gate
         {
             gate.pause();
@@ -479,7 +479,7 @@ impl Reorder {
         }
         // Senders whose records have mostly left are read again.
         for sender in self.senders.iter().flatten() {
-            if sender.bytes < RESUME_BYTES
+            if sender.bytes < resume_bytes()
                 && let Some(gate) = &sender.gate
             {
                 gate.resume();
@@ -723,4 +723,13 @@ mod tests {
         assert!(!reorder.release(start, false, &mut out));
         assert_eq!(out.batch().positions, [3]);
     }
+}
+
+fn pause_bytes() -> usize {
+    static V: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| std::env::var("XP").ok().and_then(|v| v.parse().ok()).unwrap_or(PAUSE_BYTES));
+    *V
+}
+fn resume_bytes() -> usize {
+    static V: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| std::env::var("XR").ok().and_then(|v| v.parse().ok()).unwrap_or(RESUME_BYTES));
+    *V
 }
