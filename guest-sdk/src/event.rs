@@ -108,6 +108,12 @@ enum Build {
 /// a short text a few more).
 const BYTES_PER_FIELD: usize = 24;
 
+std::thread_local! {
+    /// The buffer the last event dispatched was encoded in: the next event
+    /// is encoded in it, so that dispatching costs no allocation.
+    static SPARE_VALUES: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl Event {
     /// An event of a declared `kind`, with a one-line summary for people.
     pub fn new(kind: &str, summary: impl Into<String>) -> Self {
@@ -120,7 +126,12 @@ impl Event {
         });
         Event(match declared {
             Some(event) => Build::Declared {
-                values: Vec::with_capacity(event.fields.len() * BYTES_PER_FIELD),
+                values: {
+                    let mut values = SPARE_VALUES.take();
+                    values.clear();
+                    values.reserve(event.fields.len() * BYTES_PER_FIELD);
+                    values
+                },
                 set: 0,
                 event,
                 summary: summary.into(),
@@ -250,7 +261,11 @@ impl Event {
         } = &self.0
             && event.fields.len() == *set
         {
-            return events::dispatch_encoded(event.index, summary, values, *time);
+            let dispatched = events::dispatch_encoded(event.index, summary, values, *time);
+            if let Build::Declared { values, .. } = self.0 {
+                SPARE_VALUES.set(values);
+            }
+            return dispatched;
         }
         events::dispatch(&self.into_named())
     }

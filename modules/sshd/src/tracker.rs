@@ -81,7 +81,9 @@ impl Probe {
 
 #[derive(Serialize, Deserialize)]
 struct Accepted {
-    method: String,
+    /// One of OpenSSH's few method names, kept without an allocation
+    /// when it is one of them.
+    method: std::borrow::Cow<'static, str>,
     key: String,
     at: Timestamp,
 }
@@ -708,7 +710,7 @@ impl Tracker {
                 set_peer(server, pid, addr, port);
                 if let Some(connection) = server.connections.get_mut(&pid) {
                     connection.accepted = Some(Accepted {
-                        method: method.to_owned(),
+                        method: known_method(method),
                         key: key.to_owned(),
                         at: now,
                     });
@@ -1015,23 +1017,23 @@ impl Tracker {
             summary.push_str(part);
         }
         push_integer(&mut summary, i64::from(connection.port));
-        for part in [" by ", accepted.method.as_str(), open, key, close] {
+        for part in [" by ", &accepted.method, open, key, close] {
             summary.push_str(part);
         }
         summary.push_str("; the session lasted ");
         Tenths::between(&start, &now).push_to(&mut summary);
         summary.push_str(" seconds");
         let _ = Event::new("SSHDLoginSucceeded", summary)
-        .text("user", connection.user.as_str())
-        .text("auth", accepted.method.as_str())
-        .text("addr", connection.addr.as_str())
-        .integer("port", i64::from(connection.port))
-        .integer("failures", connection.failures)
-        .timestamp("start", start)
-        .timestamp("finish", now)
-        .float("duration", duration)
-        .text("key", accepted.key.as_str())
-        .dispatch();
+            .text("user", connection.user.as_str())
+            .text("auth", &*accepted.method)
+            .text("addr", connection.addr.as_str())
+            .integer("port", i64::from(connection.port))
+            .integer("failures", connection.failures)
+            .timestamp("start", start)
+            .timestamp("finish", now)
+            .float("duration", duration)
+            .text("key", accepted.key.as_str())
+            .dispatch();
         self.statistics.sessions += 1;
         connection.ended = true;
         server.ended.push_back((server.latest, pid));
@@ -1095,6 +1097,22 @@ impl Tracker {
     }
 }
 
+/// `method` as a static name when it is one OpenSSH uses, else owned.
+fn known_method(method: &str) -> std::borrow::Cow<'static, str> {
+    const METHODS: [&str; 6] = [
+        "password",
+        "publickey",
+        "keyboard-interactive/pam",
+        "hostbased",
+        "gssapi-with-mic",
+        "none",
+    ];
+    METHODS
+        .into_iter()
+        .find(|known| *known == method)
+        .map_or_else(|| method.to_owned().into(), std::borrow::Cow::Borrowed)
+}
+
 /// The connection of `pid`, made anew if it is unknown or ended (PIDs are
 /// reused).
 fn open(server: &mut Server, pid: u32, now: Timestamp) -> &mut Connection {
@@ -1151,11 +1169,11 @@ fn dispatch_failed(user: &str, addr: &str, port: u16, failures: i64) {
     summary.push_str(" failed password");
     summary.push_str(plural);
     let _ = Event::new("SSHDLoginFailed", summary)
-    .text("user", user)
-    .text("addr", addr)
-    .integer("port", i64::from(port))
-    .integer("failures", failures)
-    .dispatch();
+        .text("user", user)
+        .text("addr", addr)
+        .integer("port", i64::from(port))
+        .integer("failures", failures)
+        .dispatch();
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! a sender that is quiet, or whose clock is behind, holds the others back
 //! no longer than that; and when what waits passes a size bound the oldest
 //! leave at once. And a sender far ahead of the others (more than
-//! [`PAUSE_BYTES`] of its records wait) is not read until most of them
+//! [`PAUSE_BYTES`] of its records wait) is not read until some of them
 //! have left: what it sends meanwhile waits in the kernel, and TCP's flow
 //! control slows it down. A sender's records are waited for from when its
 //! connection opens; records that arrive from a sender the listener did
@@ -35,19 +35,22 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most bytes of records waiting; past it the oldest leave at once.
-pub const REORDER_MAX_BYTES: usize = 64 << 20;
+/// Most bytes of records waiting; past it the oldest leave at once. Twice
+/// what 64 senders at [`PAUSE_BYTES`] hold, so that busy forwarders never
+/// reach it; UDP senders, which cannot be paused, may.
+pub const REORDER_MAX_BYTES: usize = 128 << 20;
 
 /// A connection whose records waiting pass this many bytes is not read
-/// until they are back under [`RESUME_BYTES`]. Small, so that what waits
-/// over many busy senders stays near the caches: with 1 MiB, 64 senders
-/// kept up to 64 MiB waiting, and the 64-connection benchmark lost a tenth
-/// of its rate to taking records back out of memory (128 KiB paused and
-/// resumed too often).
-pub const PAUSE_BYTES: usize = 256 << 10;
+/// until they are back under [`RESUME_BYTES`].
+pub const PAUSE_BYTES: usize = 1 << 20;
 
-/// See [`PAUSE_BYTES`].
-const RESUME_BYTES: usize = 64 << 10;
+/// See [`PAUSE_BYTES`]. Near it, so that a paused sender is read again as
+/// soon as some of its records have left: resuming only once most had left
+/// (at 64 KiB of 256 KiB) left the parser short of records to merge, and
+/// cost 8 busy connections an eighth of their rate on the network
+/// benchmark (1 MiB and 768 KiB: none of it, and 64 connections did best
+/// too).
+const RESUME_BYTES: usize = 768 << 10;
 
 /// A record's time as an order key: seconds and nanoseconds since the
 /// epoch, UTC.
@@ -312,7 +315,7 @@ impl Reorder {
         let bytes = block.push(position, line, parsed, peer);
         self.bytes += bytes;
         sender.bytes += bytes;
-        if sender.bytes > pause_bytes()
+        if sender.bytes > PAUSE_BYTES
             && let Some(gate) = &sender.gate
         {
             gate.pause();
@@ -479,7 +482,7 @@ impl Reorder {
         }
         // Senders whose records have mostly left are read again.
         for sender in self.senders.iter().flatten() {
-            if sender.bytes < resume_bytes()
+            if sender.bytes < RESUME_BYTES
                 && let Some(gate) = &sender.gate
             {
                 gate.resume();
@@ -605,7 +608,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_far_ahead_is_not_read_until_most_of_its_records_have_left() {
+    fn a_sender_far_ahead_is_not_read_until_a_quarter_of_its_records_have_left() {
         let start = Instant::now();
         let mut out = BatchBuilder::new(1_000_000);
         let mut reorder = Reorder::new(Duration::from_secs(60), REORDER_MAX_BYTES);
@@ -723,13 +726,4 @@ mod tests {
         assert!(!reorder.release(start, false, &mut out));
         assert_eq!(out.batch().positions, [3]);
     }
-}
-
-fn pause_bytes() -> usize {
-    static V: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| std::env::var("XP").ok().and_then(|v| v.parse().ok()).unwrap_or(PAUSE_BYTES));
-    *V
-}
-fn resume_bytes() -> usize {
-    static V: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| std::env::var("XR").ok().and_then(|v| v.parse().ok()).unwrap_or(RESUME_BYTES));
-    *V
 }
