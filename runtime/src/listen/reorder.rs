@@ -160,6 +160,10 @@ pub struct Reorder {
     /// How many senders were known after they were last looked over for
     /// ones to forget (looked over again once they have doubled).
     senders_seen_at_last_look: usize,
+    /// The merge's heap of the senders' oldest records, kept between
+    /// releases for its room: a release comes after every read, and with
+    /// many senders building it afresh each time showed.
+    heads: Vec<Reverse<((TimeKey, u64), usize)>>,
 }
 
 impl Reorder {
@@ -176,6 +180,7 @@ impl Reorder {
             bytes: 0,
             seq: 0,
             senders_seen_at_last_look: 0,
+            heads: Vec::new(),
         }
     }
 
@@ -405,15 +410,28 @@ impl Reorder {
             watermark.max(forced)
         };
         // The senders' oldest waiting records, oldest first.
-        let mut heads: BinaryHeap<Reverse<((TimeKey, u64), usize)>> = self
-            .senders
+        let mut heads = std::mem::take(&mut self.heads);
+        heads.clear();
+        heads.extend(
+            self.senders
+                .iter()
+                .enumerate()
+                .filter_map(|(number, sender)| {
+                    let sender = sender.as_ref().filter(|sender| sender.has_waiting())?;
+                    Some(Reverse((sender.head_key(), number)))
+                }),
+        );
+        let nothing_leaves = heads
             .iter()
-            .enumerate()
-            .filter_map(|(number, sender)| {
-                let sender = sender.as_ref().filter(|sender| sender.has_waiting())?;
-                Some(Reverse((sender.head_key(), number)))
-            })
-            .collect();
+            .map(|Reverse((key, _))| key.0)
+            .min()
+            .is_none_or(|oldest| oldest > limit)
+            && self.bytes <= self.max_bytes;
+        if nothing_leaves {
+            self.heads = heads;
+            return false;
+        }
+        let mut heads = BinaryHeap::from(heads);
         let mut full = false;
         'merge: while let Some(Reverse((key, number))) = heads.pop() {
             if key.0 > limit && self.bytes <= self.max_bytes {
@@ -480,7 +498,8 @@ impl Reorder {
                 }
             }
         }
-        // Senders whose records have mostly left are read again.
+        self.heads = heads.into_vec();
+        // Senders back under the mark are read again.
         for sender in self.senders.iter().flatten() {
             if sender.bytes < RESUME_BYTES
                 && let Some(gate) = &sender.gate
