@@ -18,7 +18,8 @@
 //! lost are those sent minus those counted by the receiver.
 //!
 //! Five rounds (CORRELATOR_BENCH_ROUNDS), each receiver and connection
-//! count in turn; the best rate of each is printed at the end.
+//! count in turn (each round and count starting with another receiver);
+//! the best rate of each is printed at the end.
 //!
 //! Then UDP: one sender sends every message as a datagram as fast as it
 //! can, to correlator (SIGTERM once sent: it still takes what waits in the
@@ -105,17 +106,28 @@ fn main() {
     for round in 1..=rounds {
         for (slot, connections) in slots() {
             let loads = split(&lines, connections);
-            ours.add(
-                round,
-                slot,
-                sent,
-                correlator(ours_binary(), &app, &dir, &loads),
-            );
-            if let Some(binary) = &baseline {
-                before.add(round, slot, sent, correlator(binary, &app, &dir, &loads));
-            }
-            if let Some(rsyslogd) = &rsyslogd {
-                theirs.add(round, slot, sent, rsyslog(rsyslogd, &dir, &loads, sent));
+            // Each round starts with another receiver, so that none always
+            // runs right after the same one (whose exit, or the kernel's
+            // work for it, may still take the machine for a moment).
+            for turn in 0..3 {
+                match (round + slot + turn) % 3 {
+                    0 => ours.add(
+                        round,
+                        slot,
+                        sent,
+                        correlator(ours_binary(), &app, &dir, &loads),
+                    ),
+                    1 => {
+                        if let Some(binary) = &baseline {
+                            before.add(round, slot, sent, correlator(binary, &app, &dir, &loads));
+                        }
+                    }
+                    _ => {
+                        if let Some(rsyslogd) = &rsyslogd {
+                            theirs.add(round, slot, sent, rsyslog(rsyslogd, &dir, &loads, sent));
+                        }
+                    }
+                }
             }
         }
     }
