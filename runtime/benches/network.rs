@@ -137,11 +137,15 @@ fn main() {
     let mut udp_best = [(0.0f64, 0u64); 2];
     if measure_udp {
         for round in 1..=rounds {
+            let before = kernel_udp_drops();
             let measured = correlator_udp(&app, &dir, &lines);
             udp_best[0] = print_round(round, "UDP", "correlator", sent, &measured, udp_best[0]);
+            say_kernel_drops(before);
             if let Some(rsyslogd) = &rsyslogd {
+                let before = kernel_udp_drops();
                 let measured = rsyslog_udp(rsyslogd, &dir, &lines);
                 udp_best[1] = print_round(round, "UDP", "rsyslog", sent, &measured, udp_best[1]);
+                say_kernel_drops(before);
             }
         }
     }
@@ -494,6 +498,32 @@ fn print_round(
     let lost = sent - measured.received.min(sent);
     println!("round {round}, {kind:<16} {name:<10} {rate:>9.0} messages/s, {lost} lost");
     (best.0.max(rate), best.1 + lost)
+}
+
+/// Datagrams the kernel dropped so far for want of room in a receive
+/// buffer (`RcvbufErrors` of /proc/net/snmp), machine-wide.
+fn kernel_udp_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut rows = snmp.lines().filter(|line| line.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Say how many of a round's lost datagrams the kernel dropped (its
+/// receive buffer was full: the receiver did not read in time), as against
+/// those the receiver itself dropped.
+fn say_kernel_drops(before: u64) {
+    let dropped = kernel_udp_drops().saturating_sub(before);
+    if dropped > 0 {
+        println!("    of them dropped by the kernel (receive buffer full): {dropped}");
+    }
 }
 
 /// RELP connections measured.
