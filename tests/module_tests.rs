@@ -566,22 +566,10 @@ fn the_transmission_example_builds_outside_the_workspace_and_passes_its_tests() 
 #[test]
 fn a_ticks_until_that_is_no_time_is_refused_naming_the_item() {
     let dir = app_dir(REPORT_APP);
-    std::fs::write(
-        dir.path().join("input.cap"),
-        "<13>1 2026-11-30T10:00:01Z web1 app 1 - - x\n",
-    )
-    .expect("write");
-    let run = correlator(
+    let run = replay_in(
         dir.path(),
-        &[
-            "run",
-            "--app",
-            "app.toml",
-            "--read-file",
-            "input.cap",
-            "-o",
-            "replay.ticks_until=tomorrow",
-        ],
+        "<13>1 2026-11-30T10:00:01Z web1 app 1 - - x\n",
+        &["replay.ticks_until=tomorrow"],
     );
     assert_eq!(run.code, Some(1));
     assert_eq!(

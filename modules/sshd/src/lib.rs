@@ -248,11 +248,18 @@ mod tests {
         .pid(&format!("{}", 100 + second))
     }
 
-    #[test]
-    fn a_brute_force_over_two_servers_is_reported_once_with_who_and_where() {
+    /// A test host and the module started on it, three failed passwords
+    /// its limit.
+    fn started_with_limit_3() -> (TestHost, OpenSsh) {
         let host = TestHost::new();
         host.set_config("login_failure_limit", Value::Integer(3));
-        let mut module: OpenSsh = host.start().expect("the module starts");
+        let module: OpenSsh = host.start().expect("the module starts");
+        (host, module)
+    }
+
+    #[test]
+    fn a_brute_force_over_two_servers_is_reported_once_with_who_and_where() {
+        let (host, mut module) = started_with_limit_3();
         host.process(
             &mut module,
             &[
@@ -289,9 +296,7 @@ mod tests {
 
     #[test]
     fn a_restart_goes_on_with_the_counts_the_checkpoint_saved() {
-        let host = TestHost::new();
-        host.set_config("login_failure_limit", Value::Integer(3));
-        let mut module: OpenSsh = host.start().expect("the module starts");
+        let (host, mut module) = started_with_limit_3();
         host.process(
             &mut module,
             &[

@@ -95,44 +95,34 @@ pub fn create(kind: Kind, name: &str, parent: &Path) -> anyhow::Result<()> {
     for (path, text) in SDK_FILES {
         files.push((format!("vendor/correlator-sdk/{path}"), (*text).to_owned()));
     }
-    match kind {
-        Kind::Module => {
-            files.push((
-                "Cargo.toml".into(),
-                fill(include_str!("../../templates/module/Cargo.toml")),
-            ));
-            files.push((
-                "src/lib.rs".into(),
-                fill(include_str!("../../templates/module/lib.rs")),
-            ));
-            files.push((
-                format!("tests/{name}.test.toml"),
-                fill(include_str!("../../templates/module/test.toml")),
-            ));
-            files.push((
-                "tests/fixtures/auth.log".into(),
-                include_str!("../../templates/module/auth.log").to_owned(),
-            ));
-        }
-        Kind::Handler => {
-            files.push((
-                "Cargo.toml".into(),
-                fill(include_str!("../../templates/handler/Cargo.toml")),
-            ));
-            files.push((
-                "src/lib.rs".into(),
-                fill(include_str!("../../templates/handler/lib.rs")),
-            ));
-            files.push((
-                format!("tests/{name}.test.toml"),
-                fill(include_str!("../../templates/handler/test.toml")),
-            ));
-            files.push((
-                "tests/fixtures/events.jsonl".into(),
-                include_str!("../../templates/handler/events.jsonl").to_owned(),
-            ));
-        }
-    }
+    // The kind's own templates: its manifest, its code, its test file and
+    // the fixture that file reads.
+    let (manifest, code, test_file, (fixture_path, fixture)) = match kind {
+        Kind::Module => (
+            include_str!("../../templates/module/Cargo.toml"),
+            include_str!("../../templates/module/lib.rs"),
+            include_str!("../../templates/module/test.toml"),
+            (
+                "tests/fixtures/auth.log",
+                include_str!("../../templates/module/auth.log"),
+            ),
+        ),
+        Kind::Handler => (
+            include_str!("../../templates/handler/Cargo.toml"),
+            include_str!("../../templates/handler/lib.rs"),
+            include_str!("../../templates/handler/test.toml"),
+            (
+                "tests/fixtures/events.jsonl",
+                include_str!("../../templates/handler/events.jsonl"),
+            ),
+        ),
+    };
+    files.extend([
+        ("Cargo.toml".into(), fill(manifest)),
+        ("src/lib.rs".into(), fill(code)),
+        (format!("tests/{name}.test.toml"), fill(test_file)),
+        (fixture_path.into(), fixture.to_owned()),
+    ]);
     for (path, text) in &files {
         let path = root.join(path);
         if let Some(dir) = path.parent() {

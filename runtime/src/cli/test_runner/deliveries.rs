@@ -27,18 +27,7 @@ impl Expectation for ExpectRequest {
     }
 
     fn differences(&self, request: &serde_json::Value) -> Vec<String> {
-        let mut differences = Vec::new();
-        for (key, wanted) in [
-            ("method", &self.method),
-            ("url", &self.url),
-            ("body", &self.body),
-        ] {
-            if let Some(wanted) = wanted
-                && request[key].as_str() != Some(wanted.as_str())
-            {
-                differences.push(format!("{key} {} (expected {wanted:?})", request[key]));
-            }
-        }
+        let mut differences = exact_differences(&self.exact(), request);
         let headers = request["headers"]
             .as_array()
             .map(Vec::as_slice)
@@ -67,14 +56,7 @@ impl Expectation for ExpectRequest {
     }
 
     fn describe(&self) -> String {
-        let mut parts: Vec<String> = [
-            ("method", &self.method),
-            ("url", &self.url),
-            ("body", &self.body),
-        ]
-        .into_iter()
-        .filter_map(|(key, value)| Some(format!("{key} = {:?}", value.as_ref()?)))
-        .collect();
+        let mut parts = exact_parts(&self.exact());
         parts.extend(
             self.headers
                 .iter()
@@ -111,19 +93,9 @@ impl Expectation for ExpectMail {
     }
 
     fn differences(&self, mail: &serde_json::Value) -> Vec<String> {
-        let mut differences = Vec::new();
-        for (key, wanted) in [("server", &self.server), ("sender", &self.sender)] {
-            if let Some(wanted) = wanted
-                && mail[key].as_str() != Some(wanted.as_str())
-            {
-                differences.push(format!("{key} {} (expected {wanted:?})", mail[key]));
-            }
-        }
+        let mut differences = exact_differences(&self.exact(), mail);
         if let Some(wanted) = &self.recipients {
-            let got: Vec<&str> = mail["recipients"]
-                .as_array()
-                .map(|all| all.iter().filter_map(serde_json::Value::as_str).collect())
-                .unwrap_or_default();
+            let got = recipients(mail);
             if got != *wanted {
                 differences.push(format!("recipients {got:?} (expected {wanted:?})"));
             }
@@ -138,10 +110,7 @@ impl Expectation for ExpectMail {
     }
 
     fn describe(&self) -> String {
-        let mut parts: Vec<String> = [("server", &self.server), ("sender", &self.sender)]
-            .into_iter()
-            .filter_map(|(key, value)| Some(format!("{key} = {:?}", value.as_ref()?)))
-            .collect();
+        let mut parts = exact_parts(&self.exact());
         if let Some(recipients) = &self.recipients {
             parts.push(format!("recipients = {recipients:?}"));
         }
@@ -152,6 +121,66 @@ impl Expectation for ExpectMail {
         );
         with_parts(parts)
     }
+}
+
+impl ExpectRequest {
+    /// The keys it expects exactly, with what it expects (if anything).
+    fn exact(&self) -> [(&'static str, &Option<String>); 3] {
+        [
+            ("method", &self.method),
+            ("url", &self.url),
+            ("body", &self.body),
+        ]
+    }
+}
+
+impl ExpectMail {
+    /// The keys it expects exactly, with what it expects (if anything).
+    fn exact(&self) -> [(&'static str, &Option<String>); 2] {
+        [("server", &self.server), ("sender", &self.sender)]
+    }
+}
+
+/// `key VALUE (expected "...")` for each expected key `item` has otherwise.
+fn exact_differences(
+    exact: &[(&'static str, &Option<String>)],
+    item: &serde_json::Value,
+) -> Vec<String> {
+    exact
+        .iter()
+        .filter_map(|&(key, wanted)| {
+            let wanted = wanted.as_ref()?;
+            (item[key].as_str() != Some(wanted.as_str()))
+                .then(|| format!("{key} {} (expected {wanted:?})", item[key]))
+        })
+        .collect()
+}
+
+/// `key = "..."` for each expected key.
+fn exact_parts(exact: &[(&'static str, &Option<String>)]) -> Vec<String> {
+    exact
+        .iter()
+        .filter_map(|(key, value)| Some(format!("{key} = {:?}", value.as_ref()?)))
+        .collect()
+}
+
+/// A captured mail's envelope recipients.
+fn recipients(mail: &serde_json::Value) -> Vec<&str> {
+    mail["recipients"]
+        .as_array()
+        .map(|all| all.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `mail via SERVER from SENDER to RECIPIENTS`.
+fn envelope(mail: &serde_json::Value) -> String {
+    let text = |key: &str| mail[key].as_str().unwrap_or("");
+    format!(
+        "mail via {} from {} to {}",
+        text("server"),
+        text("sender"),
+        recipients(mail).join(", ")
+    )
 }
 
 /// `with { a, b }`, or nothing for no parts.
@@ -186,21 +215,12 @@ pub(super) fn judge_deliveries(case: &Case, deliveries: &[serde_json::Value]) ->
 pub(super) fn shown_delivery(delivery: &serde_json::Value) -> String {
     let text = |key: &str| delivery[key].as_str().unwrap_or("").to_owned();
     if delivery["kind"] == "mail" {
-        let recipients: Vec<&str> = delivery["recipients"]
-            .as_array()
-            .map(|all| all.iter().filter_map(serde_json::Value::as_str).collect())
-            .unwrap_or_default();
         let subject = text("message")
             .lines()
             .find(|line| line.to_ascii_lowercase().starts_with("subject:"))
             .unwrap_or("")
             .to_owned();
-        format!(
-            "mail via {} from {} to {}: {subject}",
-            text("server"),
-            text("sender"),
-            recipients.join(", ")
-        )
+        format!("{}: {subject}", envelope(delivery))
     } else {
         format!("{} {}: {}", text("method"), text("url"), text("body"))
     }
@@ -211,15 +231,9 @@ pub(super) fn shown_delivery(delivery: &serde_json::Value) -> String {
 pub(super) fn delivery_in_full(delivery: &serde_json::Value) -> String {
     let text = |key: &str| delivery[key].as_str().unwrap_or("").to_owned();
     if delivery["kind"] == "mail" {
-        let recipients: Vec<&str> = delivery["recipients"]
-            .as_array()
-            .map(|all| all.iter().filter_map(serde_json::Value::as_str).collect())
-            .unwrap_or_default();
         format!(
-            "mail via {} from {} to {}:\n{}",
-            text("server"),
-            text("sender"),
-            recipients.join(", "),
+            "{}:\n{}",
+            envelope(delivery),
             indent(&readable_mail(&text("message")))
         )
     } else {
