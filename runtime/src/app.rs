@@ -454,7 +454,7 @@ pub enum AppError {
     },
     /// No module or no handler.
     #[error(
-        "{0}: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME])"
+        "{0}: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME]), unless it is a front-end (stream.role = \"publish\")"
     )]
     Empty(PathBuf),
     /// An instance name that cannot be part of configuration keys and file
@@ -688,7 +688,7 @@ impl App {
         let mut config = Vec::new();
         flatten_table("", &raw.config, &mut config);
         let offsets = config_offsets(text);
-        let config = config
+        let config: Vec<Setting> = config
             .into_iter()
             .map(|(key, value)| {
                 let location = match offsets.get(&key) {
@@ -877,7 +877,12 @@ impl App {
             }
             handlers.push(spec);
         }
-        if modules.is_empty() || handlers.is_empty() {
+        // A front-end only publishes records (`stream.role`): it needs
+        // neither.
+        let front_end = config.iter().any(|setting: &Setting| {
+            setting.key == "stream.role" && setting.value.as_str() == Some("publish")
+        });
+        if (modules.is_empty() || handlers.is_empty()) && !front_end {
             return Err(AppError::Empty(path.to_owned()));
         }
         let mut modules = modules;
@@ -1093,7 +1098,7 @@ grants = { dir = "csv" }
         .expect_err("no handler");
         assert_eq!(
             error.to_string(),
-            "a.toml: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME])"
+            "a.toml: an app needs at least one module ([modules.NAME]) and one handler ([handlers.NAME]), unless it is a front-end (stream.role = \"publish\")"
         );
     }
 

@@ -4,6 +4,7 @@
 
 mod capture_tools;
 mod new_crate;
+mod stream_roles;
 mod test_runner;
 
 use crate::app::{App, ComponentSource, Role};
@@ -360,7 +361,7 @@ fn init_tracing() {
     // another process having tidied a file away first) are not the
     // operator's concern unless asked for.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime_internal_cache=error")
+        tracing_subscriber::EnvFilter::new("info,wasmtime_internal_cache=error,async_nats=warn")
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -556,6 +557,15 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let system = loader::system_store(&app, &args.app.options)?;
+    let stream = crate::stream::StreamSettings::from_store(&system)?;
+    match stream.role {
+        crate::stream::Role::Publish => {
+            return stream_roles::front_end(args, &app, &system, &stream);
+        }
+        crate::stream::Role::Work => return stream_roles::worker(args, &app, &system, &stream),
+        crate::stream::Role::Off => {}
+    }
     let loader::Loaded {
         mut modules,
         mut handlers,
@@ -613,18 +623,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
     }
     let Some(read_file) = &args.read_file else {
         let listen = ListenSettings::from_store(&store)?;
-        let capture = match &args.write_file {
-            None => None,
-            Some(path) => {
-                let path = path.clone().unwrap_or_else(|| {
-                    capture::default_path(Path::new(store.text("system.run_dir").unwrap_or(".")))
-                });
-                let writer = CaptureWriter::create(&path)
-                    .with_context(|| format!("cannot create capture {}", path.display()))?;
-                tracing::info!("writing every received message to {}", path.display());
-                Some(writer)
-            }
-        };
+        let capture = capture_writer(args, &store)?;
         let (stats, counters) = listen::serve(
             &listen,
             settings.defaults,
@@ -706,6 +705,23 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The capture `--write-file` asks for while listening, if it does.
+fn capture_writer(
+    args: &RunArgs,
+    store: &crate::config_store::ConfigStore,
+) -> anyhow::Result<Option<CaptureWriter>> {
+    let Some(path) = &args.write_file else {
+        return Ok(None);
+    };
+    let path = path.clone().unwrap_or_else(|| {
+        capture::default_path(Path::new(store.text("system.run_dir").unwrap_or(".")))
+    });
+    let writer = CaptureWriter::create(&path)
+        .with_context(|| format!("cannot create capture {}", path.display()))?;
+    tracing::info!("writing every received message to {}", path.display());
+    Ok(Some(writer))
 }
 
 /// `run --events`: the events of a file through the handlers.

@@ -30,4 +30,5 @@ pub mod replay;
 pub mod service;
 pub mod signals;
 pub mod state_store;
+pub mod stream;
 pub mod types;

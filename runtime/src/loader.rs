@@ -172,6 +172,7 @@ fn declare_system_items(store: &mut ConfigStore) -> anyhow::Result<()> {
         .chain(crate::listen::config_items())
         .chain(crate::delivery::config_items())
         .chain(crate::journal::config_items())
+        .chain(crate::stream::config_items())
     {
         store.declare(key, value_type, default, description)?;
     }
@@ -182,14 +183,11 @@ fn is_instance_key(key: &str) -> bool {
     key.starts_with("module.") || key.starts_with("handler.")
 }
 
-/// Load `app` with the `--option KEY=VALUE` overrides; when it is about to
-/// run, open its state store, deleting what `discard` names.
-pub fn load(
-    app: &App,
-    options: &[String],
-    purpose: Purpose,
-    discard: &Discard,
-) -> anyhow::Result<Loaded> {
+/// The runtime's own items (not the instances'), from their defaults, the
+/// app file's `[config]` and the `--option KEY=VALUE` overrides: what a
+/// run needs to know before it loads any component (a front-end loads
+/// none).
+pub fn system_store(app: &App, options: &[String]) -> anyhow::Result<ConfigStore> {
     let mut store = ConfigStore::new();
     declare_system_items(&mut store)?;
     for setting in &app.config {
@@ -205,6 +203,23 @@ pub fn load(
     for option in options.iter().filter(|o| !is_instance_key(&key_of(o))) {
         store.set_option(option).context("in --option")?;
     }
+    Ok(store)
+}
+
+/// Load `app` with the `--option KEY=VALUE` overrides; when it is about to
+/// run, open its state store, deleting what `discard` names.
+pub fn load(
+    app: &App,
+    options: &[String],
+    purpose: Purpose,
+    discard: &Discard,
+) -> anyhow::Result<Loaded> {
+    let mut store = system_store(app, options)?;
+    let key_of = |option: &String| {
+        option
+            .split_once('=')
+            .map_or(option.clone(), |(key, _)| key.trim().to_owned())
+    };
     let run_dir = PathBuf::from(store.text("system.run_dir").unwrap_or("."));
     if matches!(purpose, Purpose::Run | Purpose::Check) && !run_dir.is_dir() {
         bail!(
@@ -523,21 +538,7 @@ fn open_state(
 /// and `options` (nothing is loaded or run). `Ok(None)` when state is off
 /// or the file does not exist yet.
 pub fn existing_state_store(app: &App, options: &[String]) -> anyhow::Result<Option<StateStore>> {
-    let mut store = ConfigStore::new();
-    declare_system_items(&mut store)?;
-    for setting in &app.config {
-        store
-            .set_toml(&setting.key, &setting.value, Source::AppFile)
-            .map_err(|error| anyhow!("{}: {error}", setting.location))?;
-    }
-    for option in options {
-        let key = option
-            .split_once('=')
-            .map_or(option.as_str(), |(key, _)| key.trim());
-        if !is_instance_key(key) {
-            store.set_option(option).context("in --option")?;
-        }
-    }
+    let store = system_store(app, options)?;
     let run_dir = PathBuf::from(store.text("system.run_dir").unwrap_or("."));
     let Some(path) = state_file(&store, &run_dir, &app.name) else {
         return Ok(None);
@@ -1191,7 +1192,9 @@ fn timer_offset(store: &ConfigStore) -> anyhow::Result<i16> {
     })
 }
 
-fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
+/// How to read captures (batch size, RFC 3164 defaults, ticks after the
+/// end), from `store`; a front-end needs it without loading components.
+pub fn replay_settings(store: &ConfigStore) -> anyhow::Result<ReplaySettings> {
     let batch_size = store.integer("replay.batch_size").unwrap_or(1024);
     let batch_size = usize::try_from(batch_size)
         .ok()

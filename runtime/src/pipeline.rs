@@ -261,6 +261,91 @@ pub fn run_stages<S: Send>(
     })
 }
 
+/// Where a source's batches go: through the modules and handlers
+/// ([`Processing`]), or into the stream (`stream::publish::Publisher`, a
+/// front-end). Sources (the listener, a replay) are written once against
+/// it.
+pub trait Destination {
+    /// Run `source` on a thread of its own until it returns, taking its
+    /// batches; `stop_source` is called if the destination stops first.
+    /// Returns the source's result and the handlers' counts.
+    fn run<S: Send>(
+        self,
+        batch_size: usize,
+        source: impl FnOnce(BatchSink) -> S + Send,
+        stop_source: impl FnOnce(),
+    ) -> anyhow::Result<(S, Counters)>;
+}
+
+/// Batches through the modules and their events through the handlers
+/// ([`run_stages`]).
+pub struct Processing<'a> {
+    /// The modules.
+    pub modules: &'a mut ModuleStage,
+    /// The handlers.
+    pub handlers: HandlerStage,
+}
+
+impl Destination for Processing<'_> {
+    fn run<S: Send>(
+        self,
+        batch_size: usize,
+        source: impl FnOnce(BatchSink) -> S + Send,
+        stop_source: impl FnOnce(),
+    ) -> anyhow::Result<(S, Counters)> {
+        Ok(run_stages(
+            self.modules,
+            self.handlers,
+            batch_size,
+            source,
+            stop_source,
+        )?)
+    }
+}
+
+/// Run `source` on a thread of its own and hand every batch it sends to
+/// `take` on this thread, with whether the source paused (the batch is
+/// not full), until the source returns or `take` fails. What a front-end
+/// does instead of [`run_stages`]: its batches go into the stream
+/// (`stream::publish`), not through modules.
+pub fn run_source<S: Send>(
+    batch_size: usize,
+    source: impl FnOnce(BatchSink) -> S + Send,
+    stop_source: impl FnOnce(),
+    mut take: impl FnMut(&mut BatchBuilder, bool) -> anyhow::Result<()>,
+) -> anyhow::Result<S> {
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
+    let sink = BatchSink {
+        batches: batch_tx,
+        recycled: recycle_rx,
+        batch_size,
+    };
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("source".into())
+            .spawn_scoped(scope, move || source(sink))
+            .map_err(|error| StageError::Thread("source", error))?;
+        let mut failed = None;
+        for mut builder in batch_rx.iter() {
+            let quiet = builder.len() < batch_size;
+            if let Err(error) = take(&mut builder, quiet) {
+                failed = Some(error);
+                break;
+            }
+            // The source may have finished; then the batch is dropped.
+            let _ = recycle_tx.send(builder);
+        }
+        if let Some(error) = failed {
+            drop(batch_rx);
+            stop_source();
+            join(reader);
+            return Err(error);
+        }
+        Ok(join(reader))
+    })
+}
+
 /// The result of a scoped thread; a panic there is a bug, passed on as one.
 fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     match handle.join() {
@@ -416,6 +501,35 @@ pub struct Persistence {
     inputs: crate::state_store::InputMarks,
     /// Whether the first record of the run was looked at.
     first_seen: bool,
+    /// Where each commit must also be before it counts (a worker's
+    /// partition state in JetStream), if anywhere.
+    replica: Option<Box<dyn Replica>>,
+}
+
+/// Where a committed checkpoint must also be before it counts: a worker
+/// keeps its partition's state in JetStream (`stream/worker.rs`), so that
+/// another machine can take the partition over. Until the replica has a
+/// commit, its receipts (acknowledgements) wait.
+pub trait Replica: Send {
+    /// Take the store as just committed at `checkpoint`.
+    fn replicate(
+        &mut self,
+        store: &StateStore,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ReplicaError>;
+}
+
+/// Why a replica did not take a commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// It may at the next checkpoint (the server did not answer).
+    #[error("{0}")]
+    Retry(String),
+    /// It never will: the state belongs to someone else now (another
+    /// worker took the partition over). The run stops, without committing
+    /// again.
+    #[error("{0}")]
+    Lost(String),
 }
 
 impl Persistence {
@@ -443,7 +557,13 @@ impl Persistence {
             restored,
             inputs: crate::state_store::InputMarks::default(),
             first_seen: false,
+            replica: None,
         }
+    }
+
+    /// Have every commit copied to `replica` before it counts.
+    pub fn replicate_to(&mut self, replica: Box<dyn Replica>) {
+        self.replica = Some(replica);
     }
 }
 
@@ -596,6 +716,14 @@ impl ModuleStage {
         self.persistence = Some(persistence);
     }
 
+    /// Have every checkpoint copied to `replica` before it counts (a
+    /// worker's partition); nothing without state.
+    pub fn replicate_to(&mut self, replica: Box<dyn Replica>) {
+        if let Some(persistence) = &mut self.persistence {
+            persistence.replicate_to(replica);
+        }
+    }
+
     /// Name what the records come from, for the checkpoints.
     pub fn set_source(&mut self, source: &str) {
         if let Some(persistence) = &mut self.persistence {
@@ -677,11 +805,32 @@ impl ModuleStage {
         drop(commits);
         persistence.last_commit = Instant::now();
         persistence.changed = false;
+        let replicated = match (&result, &mut persistence.replica) {
+            (Ok(_), Some(replica)) => replica.replicate(&persistence.store, &checkpoint),
+            _ => Ok(()),
+        };
         match result {
             Ok(growth) => {
-                persistence.failing = false;
-                // What the receipts stand for is on disk now.
-                std::mem::take(&mut self.receipts).deliver();
+                match replicated {
+                    Ok(()) => {
+                        persistence.failing = false;
+                        // What the receipts stand for is on disk now (and
+                        // in the replica).
+                        std::mem::take(&mut self.receipts).deliver();
+                    }
+                    Err(ReplicaError::Retry(error)) => {
+                        persistence.failing = true;
+                        tracing::error!(
+                            "state checkpoint committed here but not copied ({error}); what it covers is acknowledged after the next"
+                        );
+                    }
+                    Err(ReplicaError::Lost(error)) => {
+                        return Err(Aborted {
+                            instance: persistence.source.clone(),
+                            reason: error,
+                        });
+                    }
+                }
                 let mut growth = growth.into_iter();
                 for (module, owner) in self.modules.iter_mut().zip(&persistence.owners) {
                     if owner.is_some() {

@@ -3,8 +3,11 @@
 //! through [`run_stages`]: memory stays bounded whatever the file's size.
 
 use crate::capture::CaptureReader;
-use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, StageError, run_stages};
+use crate::pipeline::{
+    BatchSink, Counters, Destination, HandlerStage, ModuleStage, StageError, run_stages,
+};
 use crate::record::{Origin, ParseCounts, TraditionalDefaults};
+use anyhow::Context as _;
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -216,6 +219,22 @@ pub fn replay(
         || {},
     )?;
     Ok((stats?, counters))
+}
+
+/// Read every record of `input` into `destination` (a front-end's
+/// publisher), stopping early once `stop` is set.
+pub fn read_into(
+    input: Box<dyn Input>,
+    destination: impl Destination,
+    settings: &ReplaySettings,
+    stop: &AtomicBool,
+) -> anyhow::Result<ReplayStats> {
+    let (stats, _) = destination.run(
+        settings.batch_size,
+        |sink| read_batches(input, settings, &sink, stop),
+        || {},
+    )?;
+    stats.context("cannot read the capture")
 }
 
 /// Why a replay stopped early.

@@ -14,6 +14,8 @@
 //! start-up by the loader.
 
 use crate::types::Timestamp;
+mod snapshot;
+
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

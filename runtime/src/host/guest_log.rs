@@ -293,6 +293,133 @@ impl tokio::io::AsyncWrite for GuestOutput {
     }
 }
 
+/// The runtime's standard output, granted to an instance (`grants.stdout`,
+/// the console handler's job), in whole lines: what the instance writes is
+/// held until a line ends, and its complete lines go out in one write
+/// while standard output is locked. Several instances writing at once (a
+/// worker runs a console handler per partition, on threads of their own)
+/// never cut into each other's lines.
+#[derive(Clone)]
+pub struct WholeLines {
+    held: Arc<Mutex<Vec<u8>>>,
+}
+
+impl WholeLines {
+    /// An instance's own view of standard output.
+    pub fn new() -> Self {
+        WholeLines {
+            held: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let Ok(mut held) = self.held.lock() else {
+            return Ok(());
+        };
+        let Some(last_newline) = memchr::memrchr(b'\n', bytes) else {
+            held.extend_from_slice(bytes);
+            return Ok(());
+        };
+        let (lines, rest) = bytes.split_at(last_newline + 1);
+        let mut stdout = std::io::stdout().lock();
+        if !held.is_empty() {
+            held.extend_from_slice(lines);
+            stdout.write_all(&held)?;
+            held.clear();
+        } else {
+            stdout.write_all(lines)?;
+        }
+        stdout.flush()?;
+        held.extend_from_slice(rest);
+        Ok(())
+    }
+}
+
+impl Default for WholeLines {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for WholeLines {
+    /// The last clone is gone (the instance with it): what is left of an
+    /// unfinished line goes out as it is.
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        if Arc::strong_count(&self.held) > 1 {
+            return;
+        }
+        if let Ok(held) = self.held.lock()
+            && !held.is_empty()
+        {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&held);
+            let _ = stdout.flush();
+        }
+    }
+}
+
+impl IsTerminal for WholeLines {
+    fn is_terminal(&self) -> bool {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    }
+}
+
+impl StdoutStream for WholeLines {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for WholeLines {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.write_bytes(&bytes)
+            .map_err(|error| StreamError::LastOperationFailed(error.into()))
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for WholeLines {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for WholeLines {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(self.write_bytes(buf).map(|()| buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

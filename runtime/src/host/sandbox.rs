@@ -4,7 +4,7 @@
 
 use super::IntoAnyhow as _;
 use super::files::DirQuota;
-use super::guest_log::{GuestLog, GuestOutput};
+use super::guest_log::{GuestLog, GuestOutput, WholeLines};
 use super::state::{InstanceLimits, InstanceState, StreamClock};
 use crate::app::{DirMode, InstanceSpec, Limits, NetworkPattern};
 use crate::metrics::InstanceMetrics;
@@ -241,7 +241,7 @@ impl Sandbox {
             .monotonic_clock(self.clock.clone())
             .stderr(GuestOutput::new(Arc::clone(&log), "stderr"));
         if self.grants.stdout {
-            wasi.inherit_stdout();
+            wasi.stdout(WholeLines::new());
         } else {
             wasi.stdout(GuestOutput::new(Arc::clone(&log), "stdout"));
         }

@@ -23,7 +23,9 @@ mod slots;
 
 use crate::capture::CaptureWriter;
 use crate::config_store::ConfigStore;
-use crate::pipeline::{BatchSink, Counters, HandlerStage, ModuleStage, TickTime, run_stages};
+use crate::pipeline::{
+    BatchSink, Counters, Destination, HandlerStage, ModuleStage, Processing, TickTime,
+};
 use crate::receipts::ReceiptSink;
 use crate::record::{Origin, ParseCounts, TraditionalDefaults};
 use crate::types::{Value, ValueType};
@@ -482,18 +484,35 @@ pub fn serve(
     modules: &mut ModuleStage,
     handlers: HandlerStage,
 ) -> anyhow::Result<(ListenStats, Counters)> {
+    modules.set_tick_time(TickTime::WallClock);
+    modules.keep_backlogs();
+    serve_into(
+        settings,
+        defaults,
+        batch_size,
+        capture,
+        Processing { modules, handlers },
+    )
+}
+
+/// Listen until SIGINT or SIGTERM, handing every message to
+/// `destination`; return once it has finished with them (and RELP
+/// senders are answered).
+pub fn serve_into(
+    settings: &ListenSettings,
+    defaults: TraditionalDefaults,
+    batch_size: usize,
+    capture: Option<CaptureWriter>,
+    destination: impl Destination,
+) -> anyhow::Result<(ListenStats, Counters)> {
     let counters = Arc::new(NetworkCounters::default());
     crate::metrics::registry().set_network(Arc::clone(&counters));
     let network = server::Network::bind(settings, Arc::clone(&counters))?;
     let (queue, listening) = network.start()?;
     crate::service::tell("READY=1\nSTATUS=listening");
     let stop = listening.stopper();
-    modules.set_tick_time(TickTime::WallClock);
-    modules.keep_backlogs();
     let reorder = settings.reorder;
-    let result = run_stages(
-        modules,
-        handlers,
+    let result = destination.run(
         batch_size,
         move |sink| parse_messages(queue, &sink, defaults, capture, reorder),
         // An instance aborted the run: close the sockets, so that the
@@ -509,7 +528,7 @@ pub fn serve(
             }
             (stats, counters_of_pipeline)
         }
-        Err(aborted) => return Err(aborted.into()),
+        Err(aborted) => return Err(aborted),
     };
     Ok((
         ListenStats {

@@ -93,7 +93,7 @@ impl BatchBuilder {
     /// Add a record whose fields were found before (`packed.rs`): its
     /// `text` (line and peer) copied, each (start, length) pair of `spans`
     /// counted from the start of `text`.
-    pub(super) fn push_fields(
+    pub(crate) fn push_fields(
         &mut self,
         time: Timestamp,
         priority: u8,

@@ -1,0 +1,860 @@
+//! A worker's side of the stream: it takes a share of the partitions and
+//! runs the app on each, as a run would on a capture, reading the
+//! partition's records from a durable pull consumer.
+//!
+//! **Who processes what.** Workers announce themselves in the app's lease
+//! bucket (`w.ID`, renewed every third of `stream.lease_s`; the bucket's
+//! entries expire after `stream.lease_s`). Each takes
+//! `ceil(partitions / workers)` partitions: a partition is taken by
+//! creating its key (`p.N`), which succeeds for one worker only, and held
+//! by renewing it. A worker with more than its share lets the extra
+//! partitions go (a last checkpoint, then the key deleted); a worker that
+//! dies stops renewing, its keys expire, and the others take its
+//! partitions.
+//!
+//! **State.** Each partition is processed through the ordinary pipeline
+//! with a state store of its own (a local file, the worker's working
+//! copy). After each commit the store is exported
+//! ([`StateStore::export`]) into the app's object store, and the
+//! partition's entry in the state bucket (`p.N`) is set to name it, by
+//! compare-and-set on the entry's revision: a worker that takes a
+//! partition over first rewrites the entry, so the old owner, if it is
+//! still alive somewhere, can never commit for it again. Only then are
+//! the checkpoint's records acknowledged (the consumer acknowledges all
+//! before the highest, `AckPolicy::All`).
+//!
+//! **Taking over.** The new owner imports the last snapshot and makes the
+//! partition's consumer afresh to start right after the checkpoint's
+//! message (rather than waiting for the old consumer's acknowledgements
+//! to time out). What the old owner processed after its last checkpoint
+//! is processed again: its events come twice, at most one checkpoint
+//! interval's worth (`state.checkpoint_interval`) plus the batches in
+//! flight. Nothing is lost.
+
+use super::codec;
+use super::{Nats, StreamSettings};
+use crate::app::App;
+use crate::delivery::Courier;
+use crate::loader::{self, Purpose};
+use crate::pipeline::{BatchSink, ModuleStage, Replica, ReplicaError, run_stages};
+use crate::receipts::ReceiptSink;
+use crate::state_store::{Checkpoint, StateStore};
+use anyhow::{Context as _, anyhow};
+use async_nats::jetstream::{consumer, kv, object_store};
+use futures_util::StreamExt as _;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Messages fetched from a partition's consumer at a time.
+const FETCH_MESSAGES: usize = 64;
+
+/// How long a fetch waits for messages when the partition has none.
+const FETCH_WAIT: Duration = Duration::from_millis(250);
+
+/// What a partition's run is given: the app, and where its state goes.
+pub struct WorkerContext<'a> {
+    /// The app each partition runs.
+    pub app: &'a App,
+    /// `--option` overrides.
+    pub options: &'a [String],
+    /// The stream.
+    pub settings: &'a StreamSettings,
+    /// The run directory (`system.run_dir`).
+    pub run_dir: PathBuf,
+    /// What a run does at its end (courier, outbox, instance reports).
+    pub finish: fn(&mut ModuleStage, Option<&Courier>),
+}
+
+/// The app's buckets in JetStream, named after the stream and the app.
+#[derive(Clone)]
+struct Buckets {
+    /// Workers' heartbeats (`w.ID`) and partitions' leases (`p.N`).
+    leases: kv::Store,
+    /// Each partition's latest snapshot (`p.N`).
+    states: kv::Store,
+    /// The snapshots.
+    snapshots: object_store::ObjectStore,
+}
+
+/// A name fit for a bucket, consumer or key: `text` with anything but
+/// letters, digits, `-` and `_` made `_`.
+fn token(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Buckets {
+    /// The buckets of `app` on `settings`'s stream, made if missing.
+    fn open(nats: &Nats, settings: &StreamSettings, app: &str) -> anyhow::Result<Buckets> {
+        let prefix = format!("{}-{}", settings.name, token(app));
+        let lease = settings.lease;
+        nats.block_on(async {
+            let jetstream = &nats.jetstream;
+            let leases = key_value(
+                jetstream,
+                &format!("{prefix}-leases"),
+                "correlator workers and who holds which partition",
+                lease,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open or make the key-value bucket {prefix}-leases (is stream.lease_s the same on every worker?)"
+                )
+            })?;
+            let states = key_value(
+                jetstream,
+                &format!("{prefix}-state"),
+                "the latest state snapshot of each partition",
+                Duration::ZERO,
+            )
+            .await
+            .with_context(|| format!("cannot open or make the key-value bucket {prefix}-state"))?;
+            let snapshots = jetstream
+                .create_object_store(object_store::Config {
+                    bucket: format!("{prefix}-snapshots"),
+                    description: Some("partitions' state snapshots".into()),
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("cannot open or make the object store {prefix}-snapshots"))?;
+            Ok(Buckets {
+                leases,
+                states,
+                snapshots,
+            })
+        })
+    }
+}
+
+/// The key-value bucket `bucket`, made if missing, its entries expiring
+/// after `max_age` (zero: never). The stream is made here as a key-value
+/// bucket's is, rather than by `create_key_value`, which first reads
+/// account information in a form nats-server 2.9 (Debian's) does not
+/// give.
+async fn key_value(
+    jetstream: &async_nats::jetstream::Context,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> anyhow::Result<kv::Store> {
+    use async_nats::jetstream::stream;
+    jetstream
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(description.to_owned()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .context("cannot make its stream")?;
+    jetstream
+        .get_key_value(bucket)
+        .await
+        .context("cannot open it")
+}
+
+/// A partition this worker holds.
+struct Held<'scope> {
+    /// The lease entry's revision, for the next renewal.
+    revision: u64,
+    /// Tells its run to stop (a last checkpoint, then the end).
+    stop: Arc<AtomicBool>,
+    /// Its run.
+    run: std::thread::ScopedJoinHandle<'scope, anyhow::Result<()>>,
+    /// It is being let go: its lease is deleted once the run has ended.
+    releasing: bool,
+}
+
+/// Work on the stream until SIGINT or SIGTERM: take a share of the
+/// partitions, run the app on each, hand them over when other workers
+/// come, take over those of workers that go.
+pub fn run(context: &WorkerContext<'_>, nats: Arc<Nats>) -> anyhow::Result<()> {
+    let settings = context.settings;
+    nats.records_stream(settings)?;
+    let buckets = Buckets::open(&nats, settings, &context.app.name)?;
+    let state_dir = context.run_dir.join(state_dir(&context.app.name));
+    std::fs::create_dir_all(&state_dir).with_context(|| {
+        format!(
+            "cannot create {}, where partitions' state is kept while worked on",
+            state_dir.display()
+        )
+    })?;
+    let id = worker_id();
+    let stop = crate::replay::stop_on_signals()?;
+    tracing::info!(
+        worker = %id,
+        partitions = settings.partitions,
+        "working on stream {} for app {}",
+        settings.name,
+        context.app.name
+    );
+    crate::service::tell("READY=1\nSTATUS=working");
+    let renew_every = settings.lease / 3;
+    std::thread::scope(|scope| {
+        let mut held: BTreeMap<u32, Held<'_>> = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            if let Err(error) = manage(context, &nats, &buckets, &id, &mut held, scope) {
+                tracing::warn!("cannot manage partitions ({error:#}); trying again");
+            }
+            while started.elapsed() < renew_every && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        tracing::info!("stopping: every partition's run ends with a checkpoint");
+        for partition in held.values() {
+            partition.stop.store(true, Ordering::Relaxed);
+        }
+        let mut failed = None;
+        for (partition, held) in std::mem::take(&mut held) {
+            // Keep the lease while the last checkpoint is made.
+            let keep_alive =
+                renew_until_done(&nats, &buckets, partition, &id, held.revision, &held.run);
+            if let Err(error) = join_run(partition, held.run) {
+                failed = Some(error);
+            }
+            release(&nats, &buckets, partition, keep_alive);
+        }
+        let _ = nats.block_on(buckets.leases.delete(format!("w.{id}")));
+        failed.map_or(Ok(()), Err)
+    })
+}
+
+/// Where a worker keeps its partitions' working copies of their state,
+/// within the run directory.
+fn state_dir(app: &str) -> PathBuf {
+    PathBuf::from(format!("{}.partitions", token(app)))
+}
+
+/// This worker's name: host, process and a random part, so that a worker
+/// restarted at once with the same process number is still another.
+fn worker_id() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let random = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    token(&format!("{host}-{}-{random:08x}", std::process::id()))
+}
+
+/// One round: announce this worker, renew its leases, end what was let
+/// go, and take or let go of partitions toward this worker's share.
+fn manage<'scope>(
+    context: &'scope WorkerContext<'_>,
+    nats: &Arc<Nats>,
+    buckets: &Buckets,
+    id: &str,
+    held: &mut BTreeMap<u32, Held<'scope>>,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+) -> anyhow::Result<()> {
+    let settings = context.settings;
+    nats.block_on(buckets.leases.put(format!("w.{id}"), id.to_owned().into()))
+        .context("cannot announce this worker")?;
+    // Runs that ended: a partition let go, or one whose run failed.
+    let ended: Vec<u32> = held
+        .iter()
+        .filter(|(_, held)| held.run.is_finished())
+        .map(|(&partition, _)| partition)
+        .collect();
+    for partition in ended {
+        if let Some(done) = held.remove(&partition) {
+            if let Err(error) = join_run(partition, done.run) {
+                tracing::error!("{error:#}");
+            }
+            release(nats, buckets, partition, Some(done.revision));
+        }
+    }
+    for (partition, partition_held) in held.iter_mut() {
+        let renewed = nats.block_on(buckets.leases.update(
+            format!("p.{partition}"),
+            id.to_owned().into(),
+            partition_held.revision,
+        ));
+        match renewed {
+            Ok(revision) => partition_held.revision = revision,
+            Err(error) => {
+                tracing::error!(
+                    "lost the lease of partition {partition} ({error}); stopping its run (another worker may have it)"
+                );
+                partition_held.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let workers = nats
+        .block_on(async {
+            let mut keys = buckets.leases.keys().await?;
+            let mut count = 0u32;
+            while let Some(key) = keys.next().await {
+                if key?.starts_with("w.") {
+                    count += 1;
+                }
+            }
+            Ok::<u32, Box<dyn std::error::Error + Send + Sync>>(count)
+        })
+        .map_err(|error| anyhow!("cannot count the workers: {error}"))?
+        .max(1);
+    let share = settings.partitions.div_ceil(workers) as usize;
+    let working = held.values().filter(|held| !held.releasing).count();
+    if working > share {
+        // Let go of the last partitions, one a round, so that the others
+        // take them over as they come free.
+        if let Some((partition, extra)) = held.iter_mut().rev().find(|(_, held)| !held.releasing) {
+            tracing::info!(
+                "{workers} workers share {} partitions: letting partition {partition} go",
+                settings.partitions
+            );
+            extra.releasing = true;
+            extra.stop.store(true, Ordering::Relaxed);
+        }
+        return Ok(());
+    }
+    let mut wanted = share.saturating_sub(working);
+    // Start looking at a place of this worker's own, so that workers
+    // starting together do not all race for partition 0.
+    let first = super::partition_of(id, settings.partitions);
+    for step in 0..settings.partitions {
+        if wanted == 0 {
+            break;
+        }
+        let partition = (first + step) % settings.partitions;
+        if held.contains_key(&partition) {
+            continue;
+        }
+        let created = nats.block_on(
+            buckets
+                .leases
+                .create(format!("p.{partition}"), id.to_owned().into()),
+        );
+        let revision = match created {
+            Ok(revision) => revision,
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+            Err(error) => {
+                tracing::warn!("cannot take partition {partition}: {error}");
+                continue;
+            }
+        };
+        tracing::info!("took partition {partition}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let run = {
+            let stop = Arc::clone(&stop);
+            let nats = Arc::clone(nats);
+            let buckets = buckets.clone();
+            let id = id.to_owned();
+            std::thread::Builder::new()
+                .name(format!("partition-{partition}"))
+                .spawn_scoped(scope, move || {
+                    run_partition(context, &nats, &buckets, &id, partition, &stop)
+                })
+                .context("cannot start a partition's thread")?
+        };
+        held.insert(
+            partition,
+            Held {
+                revision,
+                stop,
+                run,
+                releasing: false,
+            },
+        );
+        wanted -= 1;
+    }
+    Ok(())
+}
+
+/// While `run` makes its last checkpoint, keep renewing `partition`'s
+/// lease; returns its last revision (`None` if it was lost).
+fn renew_until_done(
+    nats: &Nats,
+    buckets: &Buckets,
+    partition: u32,
+    id: &str,
+    mut revision: u64,
+    run: &std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>,
+) -> Option<u64> {
+    let mut last = Instant::now();
+    while !run.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            match nats.block_on(buckets.leases.update(
+                format!("p.{partition}"),
+                id.to_owned().into(),
+                revision,
+            )) {
+                Ok(next) => revision = next,
+                Err(_) => return None,
+            }
+        }
+    }
+    Some(revision)
+}
+
+/// The end of a partition's run: its error, named.
+fn join_run(
+    partition: u32,
+    run: std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    match run.join() {
+        Ok(result) => result.with_context(|| format!("partition {partition}")),
+        Err(_) => Err(anyhow!("partition {partition}: its run panicked")),
+    }
+}
+
+/// Give `partition` back: delete its lease, if still this worker's.
+fn release(nats: &Nats, buckets: &Buckets, partition: u32, revision: Option<u64>) {
+    let Some(revision) = revision else {
+        return;
+    };
+    let key = format!("p.{partition}");
+    match nats.block_on(buckets.leases.delete_expect_revision(&key, Some(revision))) {
+        Ok(()) => tracing::info!("let partition {partition} go"),
+        Err(error) => {
+            tracing::warn!("could not delete partition {partition}'s lease ({error}); it expires")
+        }
+    }
+}
+
+/// Where a partition's snapshot is, as its state entry says.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pointer {
+    /// The object holding the latest snapshot; `None` before the first.
+    snapshot: Option<String>,
+    /// Its size.
+    bytes: u64,
+    /// The checkpoint's position (stream sequence of its last message).
+    position: u64,
+    /// The worker that wrote it.
+    worker: String,
+}
+
+/// Run the app on `partition` until `stop`: restore its state, fence off
+/// any earlier owner, make its consumer afresh after the checkpoint, and
+/// process its records, committing each checkpoint into JetStream before
+/// acknowledging what it covers.
+fn run_partition(
+    context: &WorkerContext<'_>,
+    nats: &Arc<Nats>,
+    buckets: &Buckets,
+    worker: &str,
+    partition: u32,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let settings = context.settings;
+    let key = format!("p.{partition}");
+    let (pointer, revision) = fence(nats, buckets, &key, worker)?;
+    // Relative to the run directory, as `state.file` is.
+    let file = state_dir(&context.app.name).join(format!("partition-{partition}.redb"));
+    restore(
+        nats,
+        buckets,
+        &pointer,
+        &context.run_dir.join(&file),
+        &context.app.name,
+    )?;
+    let mut options = context.options.to_vec();
+    options.push("state.enabled=true".into());
+    options.push(format!("state.file={}", file.display()));
+    let loader::Loaded {
+        mut modules,
+        mut handlers,
+        replay: replay_settings,
+        startup_events,
+        courier,
+        ..
+    } = loader::load(
+        context.app,
+        &options,
+        Purpose::Run,
+        &loader::Discard {
+            instances: Vec::new(),
+            all: false,
+            modules: false,
+        },
+    )?;
+    handlers.route(startup_events)?;
+    let source = format!("stream {} partition {partition}", settings.name);
+    modules.set_source(&source);
+    let start = match modules.restored() {
+        Some(checkpoint) if checkpoint.source == source => checkpoint.position + 1,
+        _ => 1,
+    };
+    modules.replicate_to(Box::new(SnapshotReplica {
+        nats: Arc::clone(nats),
+        buckets: buckets.clone(),
+        key: key.clone(),
+        revision,
+        worker: worker.to_owned(),
+        written: pointer.snapshot,
+        commits: 0,
+    }));
+    let consumer = fresh_consumer(nats, settings, &context.app.name, partition, start)?;
+    tracing::info!(
+        "partition {partition}: reading from message {start} of {}",
+        settings.records_subject(partition)
+    );
+    let (receipts, numbers) = ReceiptSink::new();
+    let ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>> = Arc::default();
+    let acknowledging = nats.spawn(acknowledge(numbers, Arc::clone(&ackers)));
+    let reading = PartitionReader {
+        nats,
+        consumer,
+        receipts,
+        ackers,
+        stop,
+        next: start,
+    };
+    let result = run_stages(
+        &mut modules,
+        handlers,
+        replay_settings.batch_size,
+        move |sink| reading.read(&sink),
+        || stop.store(true, Ordering::Relaxed),
+    );
+    let records = result?.0;
+    (context.finish)(&mut modules, courier.as_ref());
+    drop(modules);
+    // Every receipt is delivered or dropped now: the acknowledgements end.
+    let _ = nats.block_on(acknowledging);
+    tracing::info!("partition {partition}: stopped after {records} records");
+    Ok(())
+}
+
+/// Read `key`'s state entry and rewrite it, so that whoever held the
+/// partition before can no longer commit for it. Returns the entry and
+/// the revision this worker's commits must follow.
+fn fence(
+    nats: &Nats,
+    buckets: &Buckets,
+    key: &str,
+    worker: &str,
+) -> anyhow::Result<(Pointer, u64)> {
+    nats.block_on(async {
+        let entry = buckets
+            .states
+            .entry(key)
+            .await
+            .with_context(|| format!("cannot read state entry {key}"))?;
+        let (pointer, revision) = match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => (
+                serde_json::from_slice::<Pointer>(&entry.value)
+                    .with_context(|| format!("state entry {key} is damaged"))?,
+                Some(entry.revision),
+            ),
+            Some(entry) => (Pointer::default(), Some(entry.revision)),
+            None => (Pointer::default(), None),
+        };
+        let fenced = Pointer {
+            snapshot: pointer.snapshot.clone(),
+            bytes: pointer.bytes,
+            position: pointer.position,
+            worker: worker.to_owned(),
+        };
+        let value: bytes::Bytes = serde_json::to_vec(&fenced)?.into();
+        let revision = match revision {
+            Some(revision) => {
+                buckets
+                    .states
+                    .update(key, value, revision)
+                    .await
+                    .map_err(|error| {
+                        anyhow!("another worker wrote state entry {key} first ({error})")
+                    })?
+            }
+            None => buckets.states.create(key, value).await.map_err(|error| {
+                anyhow!("another worker made state entry {key} first ({error})")
+            })?,
+        };
+        Ok((pointer, revision))
+    })
+}
+
+/// Make `local` the partition's state as `pointer` names it (nothing:
+/// empty).
+fn restore(
+    nats: &Nats,
+    buckets: &Buckets,
+    pointer: &Pointer,
+    local: &Path,
+    app: &str,
+) -> anyhow::Result<()> {
+    let Some(name) = &pointer.snapshot else {
+        match std::fs::remove_file(local) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot remove {}", local.display()));
+            }
+        }
+        return Ok(());
+    };
+    let snapshot = nats.block_on(async {
+        use tokio::io::AsyncReadExt as _;
+        let mut object = buckets
+            .snapshots
+            .get(name)
+            .await
+            .map_err(|error| anyhow!("cannot read state snapshot {name}: {error}"))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .with_context(|| format!("cannot read state snapshot {name}"))?;
+        anyhow::Ok(bytes)
+    })?;
+    StateStore::import(local, app, &snapshot)?;
+    tracing::info!(
+        "restored state snapshot {name} ({} bytes, written by {} after message {})",
+        snapshot.len(),
+        pointer.worker,
+        pointer.position
+    );
+    Ok(())
+}
+
+/// The partition's durable consumer, made afresh to deliver from message
+/// `start` on, acknowledged all-before-the-highest.
+fn fresh_consumer(
+    nats: &Nats,
+    settings: &StreamSettings,
+    app: &str,
+    partition: u32,
+    start: u64,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let name = format!("{}-p{partition}", token(app));
+    let subject = settings.records_subject(partition);
+    nats.block_on(async {
+        let stream = nats
+            .jetstream
+            .get_stream(&settings.name)
+            .await
+            .with_context(|| format!("cannot open stream {}", settings.name))?;
+        // A consumer of an earlier owner waits for acknowledgements that
+        // will never come; the checkpoint says where to start.
+        let _ = stream.delete_consumer(&name).await;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("correlator app {app}, partition {partition}")),
+                filter_subject: subject,
+                deliver_policy: if start <= 1 {
+                    consumer::DeliverPolicy::All
+                } else {
+                    consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: start,
+                    }
+                },
+                ack_policy: consumer::AckPolicy::All,
+                // Acknowledgements come with checkpoints; redelivery is
+                // not how a partition goes on (its owner reads on, a new
+                // owner starts after the checkpoint).
+                ack_wait: Duration::from_secs(3600),
+                max_ack_pending: 1_000_000,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot make consumer {name}"))
+    })
+}
+
+/// Reads a partition's records into batches: each message's records with
+/// the message's stream sequence as their position, and its receipt,
+/// which acknowledges it once a checkpoint covers it.
+struct PartitionReader<'a> {
+    nats: &'a Nats,
+    consumer: consumer::PullConsumer,
+    receipts: Arc<ReceiptSink>,
+    ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>>,
+    stop: &'a AtomicBool,
+    /// The first stream sequence not yet read.
+    next: u64,
+}
+
+impl PartitionReader<'_> {
+    /// Read until told to stop or the modules stop; returns how many
+    /// records were read.
+    fn read(mut self, sink: &BatchSink) -> u64 {
+        let mut builder = sink.empty_builder();
+        let mut scratch = String::new();
+        let mut records = 0;
+        let mut warned_at: Option<Instant> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            let fetched = self.nats.block_on(async {
+                let mut batch = self
+                    .consumer
+                    .batch()
+                    .max_messages(FETCH_MESSAGES)
+                    .expires(FETCH_WAIT)
+                    .messages()
+                    .await?;
+                let mut messages = Vec::new();
+                while let Some(message) = batch.next().await {
+                    messages.push(message?);
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(messages)
+            });
+            let messages = match fetched {
+                Ok(messages) => messages,
+                Err(error) => {
+                    if warned_at.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        warned_at = Some(Instant::now());
+                        tracing::warn!("cannot fetch records ({error}); trying again");
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            for message in messages {
+                let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
+                    continue;
+                };
+                // Delivered again (an acknowledgement that timed out):
+                // already read.
+                if sequence < self.next {
+                    continue;
+                }
+                self.next = sequence + 1;
+                let (message, acker) = message.split();
+                match codec::decode_records(&message.payload, sequence, &mut builder, &mut scratch)
+                {
+                    Ok(count) => records += count as u64,
+                    Err(error) => tracing::error!(
+                        "message {sequence} of {}: {error}; its records are passed over",
+                        message.subject
+                    ),
+                }
+                builder.receipts_mut().add(&self.receipts, sequence);
+                if let Ok(mut ackers) = self.ackers.lock() {
+                    ackers.insert(sequence, acker);
+                }
+                if builder.is_full() && !sink.pass_on(&mut builder) {
+                    return records;
+                }
+            }
+            if !sink.pass_on(&mut builder) {
+                return records;
+            }
+        }
+        sink.pass_on(&mut builder);
+        records
+    }
+}
+
+/// Acknowledge what checkpoints covered: for each delivery of receipts,
+/// the highest message (which, with `AckPolicy::All`, acknowledges every
+/// one before it).
+async fn acknowledge(
+    mut numbers: tokio::sync::mpsc::UnboundedReceiver<Vec<u64>>,
+    ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>>,
+) {
+    while let Some(numbers) = numbers.recv().await {
+        let Some(&highest) = numbers.iter().max() else {
+            continue;
+        };
+        let acker = match ackers.lock() {
+            Ok(mut ackers) => {
+                let newer = ackers.split_off(&(highest + 1));
+                let covered = std::mem::replace(&mut *ackers, newer);
+                covered.into_iter().next_back().map(|(_, acker)| acker)
+            }
+            Err(_) => None,
+        };
+        if let Some(acker) = acker
+            && let Err(error) = acker.ack().await
+        {
+            tracing::warn!("cannot acknowledge message {highest}: {error}");
+        }
+    }
+}
+
+/// A partition's commits, copied into the app's object store with the
+/// state entry naming the latest.
+struct SnapshotReplica {
+    nats: Arc<Nats>,
+    buckets: Buckets,
+    /// The partition's state entry.
+    key: String,
+    /// Its revision as this worker last wrote it.
+    revision: u64,
+    worker: String,
+    /// The snapshot the entry names now, deleted once replaced.
+    written: Option<String>,
+    commits: u64,
+}
+
+impl Replica for SnapshotReplica {
+    fn replicate(
+        &mut self,
+        store: &StateStore,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ReplicaError> {
+        let snapshot = store
+            .export()
+            .map_err(|error| ReplicaError::Retry(error.to_string()))?;
+        self.commits += 1;
+        let name = format!("{}-{}-{}", self.key, self.worker, self.commits);
+        let pointer = Pointer {
+            snapshot: Some(name.clone()),
+            bytes: snapshot.len() as u64,
+            position: checkpoint.position,
+            worker: self.worker.clone(),
+        };
+        let value: bytes::Bytes = serde_json::to_vec(&pointer)
+            .map_err(|error| ReplicaError::Retry(error.to_string()))?
+            .into();
+        let buckets = &self.buckets;
+        let key = &self.key;
+        let revision = self.revision;
+        let written = self.nats.block_on(async {
+            buckets
+                .snapshots
+                .put(name.as_str(), &mut snapshot.as_slice())
+                .await
+                .map_err(|error| {
+                    ReplicaError::Retry(format!("cannot store snapshot {name}: {error}"))
+                })?;
+            match buckets.states.update(key, value, revision).await {
+                Ok(revision) => Ok(revision),
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    let _ = buckets.snapshots.delete(&name).await;
+                    Err(ReplicaError::Lost(format!(
+                        "another worker has taken over {key}: this worker's state for it is stale"
+                    )))
+                }
+                Err(error) => {
+                    let _ = buckets.snapshots.delete(&name).await;
+                    Err(ReplicaError::Retry(format!(
+                        "cannot update state entry {key}: {error}"
+                    )))
+                }
+            }
+        })?;
+        self.revision = written;
+        if let Some(old) = self.written.replace(name) {
+            let _ = self.nats.block_on(self.buckets.snapshots.delete(&old));
+        }
+        Ok(())
+    }
+}
