@@ -18,20 +18,22 @@ rustup component add rustfmt clippy
 # (systemd) to verify the unit file; journalctl (systemd) and
 # systemd-journal-remote, which writes the journal files `run --journal`
 # reads; objcopy and readelf (binutils) to split the release binary's debug
-# information. The tests that need them fail without them.
+# information; nats-server (JetStream), which the stream tests start on
+# 127.0.0.1. The tests that need them fail without them.
 if ! command -v logger >/dev/null || ! [ -x /usr/sbin/rsyslogd ] ||
    ! ls /usr/lib/*/rsyslog/omrelp.so >/dev/null 2>&1 ||
    ! [ -x /usr/sbin/nft ] || ! [ -x /usr/sbin/ipset ] || ! command -v python3 >/dev/null ||
    ! /usr/bin/python3 -c "import aiosmtpd" 2>/dev/null || ! command -v systemd-analyze >/dev/null ||
    ! command -v journalctl >/dev/null ||
    ! ls /lib/systemd/systemd-journal-remote /usr/lib/systemd/systemd-journal-remote >/dev/null 2>&1 ||
-   ! command -v objcopy >/dev/null || ! command -v readelf >/dev/null; then
+   ! command -v objcopy >/dev/null || ! command -v readelf >/dev/null ||
+   ! [ -x /usr/sbin/nats-server ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
         bsdutils rsyslog rsyslog-relp nftables ipset python3 python3-aiosmtpd systemd \
-        systemd-journal-remote binutils >/dev/null
+        systemd-journal-remote binutils nats-server >/dev/null
 fi
 
 # fail2ban's annotated sshd test log, which the sshd module is measured

@@ -1300,10 +1300,18 @@ fn config_prints_every_item_with_type_value_default_and_source() {
         row("delivery.capture")[1..5],
         ["text", "\"\"", "\"\"", "default"]
     );
+    assert_eq!(
+        row("stream.role")[1..5],
+        ["text", "\"off\"", "\"off\"", "default"]
+    );
+    assert_eq!(
+        row("stream.partitions")[1..5],
+        ["integer", "16", "16", "default"]
+    );
     // Header, six module items, one handler item, sixteen system items
     // (three of them state.*), eighteen listener items, six delivery
-    // items, four journal items.
-    assert_eq!(rows.len(), 1 + 6 + 1 + 16 + 18 + 6 + 4);
+    // items, four journal items, six stream items.
+    assert_eq!(rows.len(), 1 + 6 + 1 + 16 + 18 + 6 + 4 + 6);
 }
 
 /// `readelf ARGS FILE`'s output.

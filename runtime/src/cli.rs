@@ -1068,6 +1068,7 @@ fn wrote(result: std::io::Result<()>) -> anyhow::Result<bool> {
 fn check(args: &AppArgs) -> anyhow::Result<()> {
     let (app, loaded) = load_for_inspection(args, Purpose::Check)?;
     ListenSettings::from_store(&loaded.store)?;
+    stream_roles::check(&app, &loaded.store)?;
     // Instances whose `init` failed and whose policy disables them: `run`
     // would go on without them.
     for event in &loaded.startup_events {

@@ -725,9 +725,18 @@ impl ModuleStage {
     }
 
     /// Name what the records come from, for the checkpoints.
+    /// A run that goes on reading the source its checkpoint names starts
+    /// at the checkpoint's position: if it processes nothing (a worker's
+    /// partition with no new records, a `--continue` with nothing left),
+    /// its last checkpoint must not say that it is back at the start.
     pub fn set_source(&mut self, source: &str) {
         if let Some(persistence) = &mut self.persistence {
             source.clone_into(&mut persistence.source);
+            if let Some(restored) = &persistence.restored
+                && restored.source == source
+            {
+                persistence.position = restored.position;
+            }
         }
     }
 

@@ -2,6 +2,8 @@
 //! scratch directory, and writing captures.
 #![allow(dead_code, reason = "each test file uses some of the helpers")]
 
+pub mod relp;
+
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

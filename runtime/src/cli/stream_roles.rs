@@ -142,3 +142,18 @@ pub(super) fn worker(
     };
     crate::stream::worker::run(&context, nats)
 }
+
+/// `correlator check` of an app with `stream.role` set: the connection,
+/// the stream (its partitions), and for a worker who holds what.
+pub(super) fn check(app: &App, store: &ConfigStore) -> anyhow::Result<()> {
+    let stream = StreamSettings::from_store(store)?;
+    if stream.role == crate::stream::Role::Off {
+        return Ok(());
+    }
+    let nats = Nats::connect(&stream, Duration::from_secs(5))
+        .context("stream.nats_url: the stream cannot be checked")?;
+    for line in crate::stream::worker::describe(&nats, &stream, &app.name)? {
+        println!("{line}");
+    }
+    Ok(())
+}

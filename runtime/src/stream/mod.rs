@@ -158,7 +158,7 @@ impl StreamSettings {
 
     /// What the stream's description says, with the partition count that
     /// every front-end and worker must agree on.
-    fn description(&self) -> String {
+    pub(crate) fn description(&self) -> String {
         format!(
             "correlator records, {} partitions by hostname",
             self.partitions
@@ -221,10 +221,21 @@ impl Nats {
                     }
                 })
                 .connect(url.as_str());
-            let client = tokio::time::timeout(wait, connecting)
+            // With `retry_on_initial_connect` the client comes at once and
+            // connects in the background: wait until it has.
+            let client = connecting
                 .await
-                .map_err(|_| anyhow!("no answer from {url} within {}s", wait.as_secs()))?
                 .with_context(|| format!("cannot connect to NATS at {url}"))?;
+            let started = std::time::Instant::now();
+            while client.connection_state() != async_nats::connection::State::Connected {
+                if started.elapsed() >= wait {
+                    bail!(
+                        "no NATS server answered at {url} within {} s",
+                        wait.as_secs()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let jetstream = async_nats::jetstream::new(client.clone());
             anyhow::Ok((client, jetstream))
         })?;

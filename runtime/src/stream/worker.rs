@@ -96,7 +96,7 @@ fn token(text: &str) -> String {
 impl Buckets {
     /// The buckets of `app` on `settings`'s stream, made if missing.
     fn open(nats: &Nats, settings: &StreamSettings, app: &str) -> anyhow::Result<Buckets> {
-        let prefix = format!("{}-{}", settings.name, token(app));
+        let prefix = bucket_prefix(settings, app);
         let lease = settings.lease;
         nats.block_on(async {
             let jetstream = &nats.jetstream;
@@ -173,10 +173,100 @@ async fn key_value(
         .context("cannot open it")
 }
 
+/// What the names of `app`'s buckets on `settings`'s stream start with.
+fn bucket_prefix(settings: &StreamSettings, app: &str) -> String {
+    format!("{}-{}", settings.name, token(app))
+}
+
+/// For `correlator check`: the stream, and for a worker's app who holds
+/// each partition and where its state stands; nothing is made or changed.
+pub fn describe(nats: &Nats, settings: &StreamSettings, app: &str) -> anyhow::Result<Vec<String>> {
+    let prefix = bucket_prefix(settings, app);
+    nats.block_on(async {
+        let mut lines = Vec::new();
+        let mut stream = match nats.jetstream.get_stream(&settings.name).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                lines.push(format!(
+                    "stream {}: not there yet ({error}); the first front-end or worker makes it with {} partitions",
+                    settings.name, settings.partitions
+                ));
+                return Ok(lines);
+            }
+        };
+        let info = stream
+            .info()
+            .await
+            .with_context(|| format!("cannot read stream {}", settings.name))?;
+        let described = info.config.description.clone().unwrap_or_default();
+        if described != settings.description() {
+            anyhow::bail!(
+                "stream {} says \"{described}\", and this app expects \"{}\": every front-end and worker must have the same stream.partitions",
+                settings.name,
+                settings.description()
+            );
+        }
+        lines.push(format!(
+            "stream {}: {} partitions, {} messages ({} bytes), sequences {} to {}",
+            settings.name,
+            settings.partitions,
+            info.state.messages,
+            info.state.bytes,
+            info.state.first_sequence,
+            info.state.last_sequence
+        ));
+        if settings.role != super::Role::Work {
+            return Ok(lines);
+        }
+        let leases = nats.jetstream.get_key_value(format!("{prefix}-leases")).await.ok();
+        let states = nats.jetstream.get_key_value(format!("{prefix}-state")).await.ok();
+        let (Some(leases), Some(states)) = (leases, states) else {
+            lines.push(format!("workers of app {app}: none has started yet"));
+            return Ok(lines);
+        };
+        let mut workers = 0;
+        let mut keys = leases
+            .keys()
+            .await
+            .map_err(|error| anyhow!("cannot list the workers: {error}"))?;
+        while let Some(key) = keys.next().await {
+            if key.map_err(|error| anyhow!("cannot list the workers: {error}"))?.starts_with("w.") {
+                workers += 1;
+            }
+        }
+        lines.push(format!("workers of app {app}: {workers} alive"));
+        for partition in 0..settings.partitions {
+            let key = format!("p.{partition}");
+            let holder = match leases.get(key.as_str()).await {
+                Ok(Some(holder)) => String::from_utf8_lossy(&holder).into_owned(),
+                _ => "no one".to_owned(),
+            };
+            let state = match states.get(key.as_str()).await {
+                Ok(Some(value)) => match serde_json::from_slice::<Pointer>(&value) {
+                    Ok(Pointer {
+                        snapshot: Some(_),
+                        bytes,
+                        position,
+                        ..
+                    }) => format!("state after message {position} ({bytes} bytes)"),
+                    Ok(_) => "no state yet".to_owned(),
+                    Err(error) => format!("state entry damaged ({error})"),
+                },
+                _ => "no state yet".to_owned(),
+            };
+            lines.push(format!("partition {partition}: held by {holder}, {state}"));
+        }
+        Ok(lines)
+    })
+}
+
 /// A partition this worker holds.
 struct Held<'scope> {
     /// The lease entry's revision, for the next renewal.
     revision: u64,
+    /// When the lease was last renewed: past `stream.lease_s` without a
+    /// renewal, another worker may hold the partition.
+    renewed_at: Instant,
     /// Tells its run to stop (a last checkpoint, then the end).
     stop: Arc<AtomicBool>,
     /// Its run.
@@ -219,6 +309,8 @@ pub fn run(context: &WorkerContext<'_>, nats: Arc<Nats>) -> anyhow::Result<()> {
             }
             while started.elapsed() < renew_every && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
+                // A partition let go is free for others at once.
+                end_finished(&nats, &buckets, &mut held);
             }
         }
         tracing::info!("stopping: every partition's run ends with a checkpoint");
@@ -272,20 +364,7 @@ fn manage<'scope>(
     let settings = context.settings;
     nats.block_on(buckets.leases.put(format!("w.{id}"), id.to_owned().into()))
         .context("cannot announce this worker")?;
-    // Runs that ended: a partition let go, or one whose run failed.
-    let ended: Vec<u32> = held
-        .iter()
-        .filter(|(_, held)| held.run.is_finished())
-        .map(|(&partition, _)| partition)
-        .collect();
-    for partition in ended {
-        if let Some(done) = held.remove(&partition) {
-            if let Err(error) = join_run(partition, done.run) {
-                tracing::error!("{error:#}");
-            }
-            release(nats, buckets, partition, Some(done.revision));
-        }
-    }
+    end_finished(nats, buckets, held);
     for (partition, partition_held) in held.iter_mut() {
         let renewed = nats.block_on(buckets.leases.update(
             format!("p.{partition}"),
@@ -293,10 +372,26 @@ fn manage<'scope>(
             partition_held.revision,
         ));
         match renewed {
-            Ok(revision) => partition_held.revision = revision,
+            Ok(revision) => {
+                partition_held.revision = revision;
+                partition_held.renewed_at = Instant::now();
+            }
+            // Someone else wrote the lease: it is theirs.
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::error!(
+                    "lost the lease of partition {partition} to another worker; stopping its run"
+                );
+                partition_held.stop.store(true, Ordering::Relaxed);
+            }
+            // The server did not answer: the lease holds until it expires.
+            Err(error) if partition_held.renewed_at.elapsed() < settings.lease => {
+                tracing::warn!(
+                    "cannot renew the lease of partition {partition} ({error}); trying again"
+                );
+            }
             Err(error) => {
                 tracing::error!(
-                    "lost the lease of partition {partition} ({error}); stopping its run (another worker may have it)"
+                    "the lease of partition {partition} ran out unrenewed ({error}); stopping its run (another worker may have it)"
                 );
                 partition_held.stop.store(true, Ordering::Relaxed);
             }
@@ -373,6 +468,7 @@ fn manage<'scope>(
             partition,
             Held {
                 revision,
+                renewed_at: Instant::now(),
                 stop,
                 run,
                 releasing: false,
@@ -381,6 +477,24 @@ fn manage<'scope>(
         wanted -= 1;
     }
     Ok(())
+}
+
+/// Runs that ended (a partition let go, or one whose run failed): their
+/// errors logged, their leases deleted.
+fn end_finished(nats: &Nats, buckets: &Buckets, held: &mut BTreeMap<u32, Held<'_>>) {
+    let ended: Vec<u32> = held
+        .iter()
+        .filter(|(_, held)| held.run.is_finished())
+        .map(|(&partition, _)| partition)
+        .collect();
+    for partition in ended {
+        if let Some(done) = held.remove(&partition) {
+            if let Err(error) = join_run(partition, done.run) {
+                tracing::error!("{error:#}");
+            }
+            release(nats, buckets, partition, Some(done.revision));
+        }
+    }
 }
 
 /// While `run` makes its last checkpoint, keep renewing `partition`'s
@@ -520,11 +634,15 @@ fn run_partition(
     let acknowledging = nats.spawn(acknowledge(numbers, Arc::clone(&ackers)));
     let reading = PartitionReader {
         nats,
+        settings,
+        app: &context.app.name,
+        partition,
         consumer,
         receipts,
         ackers,
         stop,
         next: start,
+        delivered: 0,
     };
     let result = run_stages(
         &mut modules,
@@ -682,14 +800,26 @@ fn fresh_consumer(
 /// Reads a partition's records into batches: each message's records with
 /// the message's stream sequence as their position, and its receipt,
 /// which acknowledges it once a checkpoint covers it.
+///
+/// A pull consumer's deliveries can be lost on the way (the connection
+/// drops after the server sent them): the server counts them delivered
+/// and would send them again only after `ack_wait`. The reader notices
+/// (the consumer's delivery numbers jump, or a fetch fails) and makes the
+/// consumer afresh from the first message it has not read, so that no
+/// record is passed over and none read twice.
 struct PartitionReader<'a> {
     nats: &'a Nats,
+    settings: &'a StreamSettings,
+    app: &'a str,
+    partition: u32,
     consumer: consumer::PullConsumer,
     receipts: Arc<ReceiptSink>,
     ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>>,
     stop: &'a AtomicBool,
     /// The first stream sequence not yet read.
     next: u64,
+    /// The consumer's delivery number of the last message taken.
+    delivered: u64,
 }
 
 impl PartitionReader<'_> {
@@ -700,7 +830,34 @@ impl PartitionReader<'_> {
         let mut scratch = String::new();
         let mut records = 0;
         let mut warned_at: Option<Instant> = None;
+        let mut fresh_consumer_needed = false;
         while !self.stop.load(Ordering::Relaxed) {
+            if fresh_consumer_needed {
+                match fresh_consumer(
+                    self.nats,
+                    self.settings,
+                    self.app,
+                    self.partition,
+                    self.next,
+                ) {
+                    Ok(consumer) => {
+                        self.consumer = consumer;
+                        self.delivered = 0;
+                        fresh_consumer_needed = false;
+                    }
+                    Err(error) => {
+                        if warned_at.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                            warned_at = Some(Instant::now());
+                            tracing::warn!(
+                                "partition {}: cannot make its consumer again ({error:#}); trying again",
+                                self.partition
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                }
+            }
             let fetched = self.nats.block_on(async {
                 let mut batch = self
                     .consumer
@@ -720,16 +877,37 @@ impl PartitionReader<'_> {
                 Err(error) => {
                     if warned_at.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
                         warned_at = Some(Instant::now());
-                        tracing::warn!("cannot fetch records ({error}); trying again");
+                        tracing::warn!(
+                            "partition {}: cannot fetch records ({error}); reading again from message {}",
+                            self.partition,
+                            self.next
+                        );
                     }
+                    // What was sent meanwhile may be lost on the way.
+                    fresh_consumer_needed = true;
                     std::thread::sleep(Duration::from_millis(200));
                     continue;
                 }
             };
             for message in messages {
-                let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
+                let Ok((sequence, delivered)) = message
+                    .info()
+                    .map(|info| (info.stream_sequence, info.consumer_sequence))
+                else {
                     continue;
                 };
+                if delivered != self.delivered + 1 {
+                    tracing::warn!(
+                        "partition {}: deliveries {} to {} did not arrive; reading again from message {}",
+                        self.partition,
+                        self.delivered + 1,
+                        delivered.saturating_sub(1),
+                        self.next
+                    );
+                    fresh_consumer_needed = true;
+                    break;
+                }
+                self.delivered = delivered;
                 // Delivered again (an acknowledgement that timed out):
                 // already read.
                 if sequence < self.next {

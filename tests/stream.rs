@@ -1,0 +1,649 @@
+//! More than one machine: front-ends publishing into NATS JetStream and
+//! workers consuming it, against a real nats-server (started here, with
+//! JetStream, on 127.0.0.1), compared with one process over the same
+//! records.
+
+mod common;
+
+use common::relp::RelpClient;
+use common::*;
+use std::fmt::Write as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A nats-server with JetStream, on a port of its own on 127.0.0.1, its
+/// store in a scratch directory; killed when dropped.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> NatsServer {
+        assert!(
+            Path::new(NATS_SERVER).is_file(),
+            "{NATS_SERVER} is not installed (apt-get install nats-server; ./test.sh does)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store: tempfile::tempdir().expect("temp dir"),
+        };
+        server.launch();
+        server
+    }
+
+    /// Start the server (again) on its port and store, and wait until
+    /// JetStream is ready.
+    fn launch(&mut self) {
+        let log = self.store.path().join("server.log");
+        let child = Command::new(NATS_SERVER)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path().join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("server log"))
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("Server is ready")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "nats-server is not ready after 30 s:\n{said}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop the server (SIGTERM), keeping its store.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let _ = child.wait();
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Partitions of the tests' streams.
+const PARTITIONS: u32 = 8;
+
+/// The `[config]` of an app on the stream `stream` of `nats` in `role`,
+/// with short leases and frequent checkpoints.
+fn stream_config(nats: &NatsServer, stream: &str, role: &str) -> String {
+    format!(
+        "[config]\nstream.role = \"{role}\"\nstream.nats_url = \"{}\"\nstream.name = \"{stream}\"\nstream.partitions = {PARTITIONS}\nstream.lease_s = 3\nstate.checkpoint_interval = 0.2\n",
+        nats.url()
+    )
+}
+
+/// A directory with `front.toml` (a front-end) and `worker.toml` (the
+/// sshd module and the JSON log handler) on stream `stream`, and the
+/// capture `input.cap`.
+fn stream_dir(nats: &NatsServer, stream: &str, capture: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("front.toml"),
+        stream_config(nats, stream, "publish"),
+    )
+    .expect("write front.toml");
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        format!("{}{SSHD_JSON_APP}", stream_config(nats, stream, "work")),
+    )
+    .expect("write worker.toml");
+    std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
+    dir
+}
+
+/// Publish `capture` (a file in `dir`) through the front-end.
+fn publish(dir: &Path, capture: &str) -> Run {
+    let run = correlator(dir, &["run", "--app", "front.toml", "--read-file", capture]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    run
+}
+
+/// A deterministic xorshift generator.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// `count` sshd records from 64 servers, in time order: logins (a session
+/// each), failed logins, and brute forces of 6 failed passwords, every
+/// client address belonging to one server, so that every correlation the
+/// module makes is within one server's records.
+fn per_server_capture(count: usize) -> String {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut steps = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut out = String::new();
+    let mut lines = 0;
+    let mut second = 0u64;
+    let mut pid = 1000u64;
+    while lines < count {
+        let server = rng.below(64);
+        pid += 1;
+        let addr = format!("10.{server}.{}.{}", rng.below(4), rng.below(250));
+        let port = 1024 + rng.below(60_000);
+        let kind = rng.below(10);
+        let user = format!("user{}", rng.below(20));
+        let mut line = |text: &str, out: &mut String| {
+            second += steps.below(2);
+            let time = 1_676_905_200 + second;
+            let (h, m, s) = (time / 3600 % 24, time / 60 % 60, time % 60);
+            let _ = writeln!(
+                out,
+                "<86>1 2023-02-20T{h:02}:{m:02}:{s:02}Z node{server} sshd {pid} - - {text}"
+            );
+            lines += 1;
+        };
+        match kind {
+            0..=5 => {
+                line(
+                    &format!("Accepted password for {user} from {addr} port {port} ssh2"),
+                    &mut out,
+                );
+                line(
+                    &format!("pam_unix(sshd:session): session opened for user {user} by (uid=0)"),
+                    &mut out,
+                );
+                line(
+                    &format!("pam_unix(sshd:session): session closed for user {user}"),
+                    &mut out,
+                );
+            }
+            6..=8 => {
+                line(
+                    &format!("Failed password for root from {addr} port {port} ssh2"),
+                    &mut out,
+                );
+                line(
+                    &format!(
+                        "Connection closed by authenticating user root {addr} port {port} [preauth]"
+                    ),
+                    &mut out,
+                );
+            }
+            _ => {
+                for _ in 0..6 {
+                    line(
+                        &format!(
+                            "Failed password for invalid user admin from {addr} port {port} ssh2"
+                        ),
+                        &mut out,
+                    );
+                }
+                line(
+                    &format!(
+                        "Connection closed by invalid user admin {addr} port {port} [preauth]"
+                    ),
+                    &mut out,
+                );
+            }
+        }
+    }
+    // Exactly `count`: the last group may be cut short.
+    out.lines()
+        .take(count)
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// The event lines of a JSON log, statistics aside (each partition counts
+/// its own), sorted.
+fn events_without_statistics(stdout: &str) -> Vec<String> {
+    let mut events: Vec<String> = stdout
+        .lines()
+        .filter(|line| !line.contains("\"kind\":\"SSHDStats\""))
+        .map(str::to_owned)
+        .collect();
+    events.sort();
+    events
+}
+
+/// The sum of each counter of the `SSHDStats` events in `stdout`.
+fn statistics_sum(stdout: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for event in json_lines(stdout)
+        .iter()
+        .filter(|event| event["kind"] == "SSHDStats")
+    {
+        for (name, value) in event["fields"].as_object().expect("fields") {
+            *sums.entry(name.clone()).or_default() += value.as_i64().expect("a count");
+        }
+    }
+    sums
+}
+
+/// One process's events over `capture`, and its statistics.
+fn one_process(capture: &str) -> (Vec<String>, std::collections::BTreeMap<String, i64>) {
+    let dir = app_dir(SSHD_JSON_APP);
+    let run = replay_in(dir.path(), capture, &["state.enabled=false"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    (
+        events_without_statistics(&run.stdout),
+        statistics_sum(&run.stdout),
+    )
+}
+
+/// How many partitions `worker` holds now, as its log tells.
+fn held(worker: &Background) -> usize {
+    let stderr = worker.stderr();
+    stderr
+        .matches("took partition")
+        .count()
+        .saturating_sub(stderr.matches("let partition").count())
+}
+
+/// Start `count` workers in `dir` (runs `first`, `first + 1`, ...) and
+/// wait until they share the partitions.
+fn start_workers(dir: &Path, first: u32, count: u32) -> Vec<Background> {
+    let mut workers: Vec<Background> = (first..first + count)
+        .map(|run| Background::start(dir, run, &["run", "--app", "worker.toml"]))
+        .collect();
+    let share = PARTITIONS.div_ceil(count) as usize;
+    let started = Instant::now();
+    loop {
+        let holding: Vec<usize> = workers.iter().map(held).collect();
+        if holding.iter().sum::<usize>() == PARTITIONS as usize
+            && holding.iter().all(|&n| n >= 1 && n <= share)
+        {
+            return workers;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the workers do not share the partitions ({holding:?}):\n{}",
+            workers[0].stderr()
+        );
+        // A worker that exited says why.
+        for worker in &mut workers {
+            worker.wait_until("running", |_| true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every event line the workers wrote so far, statistics aside.
+fn all_events(workers: &[Background]) -> Vec<String> {
+    let mut events: Vec<String> = workers
+        .iter()
+        .flat_map(|worker| events_without_statistics(&worker.stdout()))
+        .collect();
+    events.sort();
+    events
+}
+
+/// Wait until the workers have written `expected` events (statistics
+/// aside), counting repeats once.
+fn wait_for_events(workers: &mut [Background], expected: usize) {
+    let started = Instant::now();
+    loop {
+        let mut events = all_events(workers);
+        events.dedup();
+        if events.len() >= expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} of {expected} events after {PATIENCE:?}:\n{}",
+            events.len(),
+            workers[0].stderr()
+        );
+        for worker in workers.iter_mut() {
+            worker.wait_until("running", |_| true);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stop every worker with SIGTERM; each must exit 0.
+fn stop_all(workers: &mut [Background]) {
+    for worker in workers.iter_mut() {
+        let code = worker.stop();
+        assert_eq!(code, Some(0), "{}", worker.stderr());
+    }
+}
+
+#[test]
+fn one_and_three_workers_give_the_events_of_one_process() {
+    let capture = per_server_capture(200_000);
+    let (expected, expected_statistics) = one_process(&capture);
+    assert!(expected.len() > 50_000, "{}", expected.len());
+    for kind in [
+        "SSHDLoginSucceeded",
+        "SSHDLoginFailed",
+        "SSHDAttemptsExceeded",
+    ] {
+        assert!(
+            expected
+                .iter()
+                .any(|line| line.contains(&format!("\"kind\":\"{kind}\""))),
+            "no {kind}"
+        );
+    }
+    let nats = NatsServer::start();
+    for (stream, count) in [("ONE", 1), ("THREE", 3)] {
+        let dir = stream_dir(&nats, stream, &capture);
+        let mut workers = start_workers(dir.path(), 1, count);
+        let published = publish(dir.path(), "input.cap");
+        assert_has(&published.stderr, "records=200000 unparsable=0");
+        wait_for_events(&mut workers, expected.len());
+        stop_all(&mut workers);
+        assert_eq!(
+            all_events(&workers),
+            expected,
+            "{count} workers, each event once"
+        );
+        for worker in &workers {
+            assert!(!worker.stdout().is_empty(), "every worker had a share");
+        }
+        let statistics = workers
+            .iter()
+            .map(|worker| statistics_sum(&worker.stdout()))
+            .fold(std::collections::BTreeMap::new(), |mut sum, one| {
+                for (name, value) in one {
+                    *sum.entry(name).or_insert(0) += value;
+                }
+                sum
+            });
+        assert_eq!(
+            statistics, expected_statistics,
+            "{count} workers' statistics add up"
+        );
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost() {
+    let capture = per_server_capture(200_000);
+    let (expected, _) = one_process(&capture);
+    let lines: Vec<&str> = capture.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let nats = NatsServer::start();
+    let dir = stream_dir(&nats, "KILLED", &capture);
+    std::fs::write(dir.path().join("first.cap"), first.join("\n") + "\n").expect("write");
+    std::fs::write(dir.path().join("second.cap"), second.join("\n") + "\n").expect("write");
+    let mut workers = start_workers(dir.path(), 1, 3);
+    publish(dir.path(), "first.cap");
+    // The victim has processed records, and checkpoints have been taken.
+    workers[0].wait_until("processing records", |worker| {
+        worker.stdout().lines().count() > 1000
+    });
+    let victim_partitions = held(&workers[0]);
+    workers[0].kill();
+    publish(dir.path(), "second.cap");
+    let mut survivors = workers.split_off(1);
+    let victim = workers.pop().expect("the victim");
+    // Every event the survivors and the victim wrote, and each once.
+    let seen_so_far = |survivors: &[Background]| {
+        let mut seen = all_events(survivors);
+        seen.extend(events_without_statistics(&victim.stdout()));
+        seen.sort();
+        let mut unique = seen.clone();
+        unique.dedup();
+        (seen, unique)
+    };
+    let started = Instant::now();
+    while seen_so_far(&survivors).1.len() < expected.len() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "events are missing after {PATIENCE:?}:\n{}",
+            survivors[0].stderr()
+        );
+        for worker in &mut survivors {
+            worker.wait_until("running", |_| true);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let holding: usize = survivors.iter().map(held).sum();
+    assert_eq!(
+        holding, PARTITIONS as usize,
+        "the victim's {victim_partitions} partitions are taken over"
+    );
+    stop_all(&mut survivors);
+    let (seen, unique) = seen_so_far(&survivors);
+    assert_eq!(
+        unique, expected,
+        "every event, once the repeats are counted once"
+    );
+    // Repeats are the victim's work since its last checkpoint, done again:
+    // each repeated event is one the victim wrote.
+    let written_by_victim = events_without_statistics(&victim.stdout());
+    let repeated = seen.len() - unique.len();
+    assert!(
+        repeated <= written_by_victim.len(),
+        "{repeated} repeats, the victim wrote {}",
+        written_by_victim.len()
+    );
+    for pair in seen.windows(2).filter(|pair| pair[0] == pair[1]) {
+        assert!(
+            written_by_victim.binary_search(&pair[0]).is_ok(),
+            "repeated but not the victim's: {}",
+            pair[0]
+        );
+    }
+    // The survivors took the victim's partitions over from its snapshots.
+    assert!(
+        survivors
+            .iter()
+            .any(|worker| worker.stderr().contains("restored state snapshot")),
+        "{}",
+        survivors[0].stderr()
+    );
+}
+
+#[test]
+fn the_nats_server_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
+    let capture = per_server_capture(100_000);
+    let (expected, _) = one_process(&capture);
+    let lines: Vec<&str> = capture.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let mut nats = NatsServer::start();
+    let dir = stream_dir(&nats, "RESTARTED", &capture);
+    // Leases outlast the restart.
+    for app in ["front.toml", "worker.toml"] {
+        let path = dir.path().join(app);
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(
+            &path,
+            text.replace("stream.lease_s = 3", "stream.lease_s = 30"),
+        )
+        .expect("write");
+    }
+    std::fs::write(dir.path().join("first.cap"), first.join("\n") + "\n").expect("write");
+    std::fs::write(dir.path().join("second.cap"), second.join("\n") + "\n").expect("write");
+    let mut workers = start_workers(dir.path(), 1, 2);
+    publish(dir.path(), "first.cap");
+    workers[0].wait_until("processing records", |worker| !worker.stdout().is_empty());
+    nats.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    nats.launch();
+    publish(dir.path(), "second.cap");
+    wait_for_events(&mut workers, expected.len());
+    stop_all(&mut workers);
+    assert_eq!(all_events(&workers), expected, "each event exactly once");
+    assert!(
+        workers
+            .iter()
+            .any(|worker| worker.stderr().contains("disconnected from NATS")),
+        "{}",
+        workers[0].stderr()
+    );
+}
+
+#[test]
+fn a_relp_front_end_answers_only_once_jetstream_has_the_records() {
+    let mut nats = NatsServer::start();
+    let dir = stream_dir(&nats, "RELP", "");
+    std::fs::write(
+        dir.path().join("report.toml"),
+        format!("{}{REPORT_APP}", stream_config(&nats, "RELP", "work")),
+    )
+    .expect("write report.toml");
+    let mut front = Background::start(
+        dir.path(),
+        1,
+        &[
+            "run",
+            "--app",
+            "front.toml",
+            "-o",
+            "listen.tcp=",
+            "-o",
+            "listen.relp=127.0.0.1:0",
+        ],
+    );
+    let marker = "listening for syslog over RELP on ";
+    front.wait_until("listening", |front| front.stderr().contains(marker));
+    let stderr = front.stderr();
+    let (_, rest) = stderr.split_once(marker).expect("the RELP address");
+    let address: std::net::SocketAddr = rest
+        .split_whitespace()
+        .next()
+        .and_then(|address| address.parse().ok())
+        .expect("an address");
+    let connection = TcpStream::connect(address).expect("connect");
+    let probe = connection.try_clone().expect("a second handle");
+    let (mut client, _) = RelpClient::open(connection);
+    let record = |n: u32| {
+        format!(
+            "<13>1 2023-02-20T15:00:{:02}Z web{n} app - - - relp {n}",
+            n % 60
+        )
+    };
+    for n in 1..=20 {
+        let txnr = client.send("syslog", &record(n));
+        assert_eq!(client.answer(), Some((txnr, "200 OK".to_owned())));
+    }
+    // JetStream is down: a message is not answered.
+    nats.stop();
+    let unanswered = client.send("syslog", &record(21));
+    std::thread::sleep(Duration::from_secs(2));
+    probe.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        probe.peek(&mut byte).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "no answer while JetStream is down"
+    );
+    probe.set_nonblocking(false).expect("blocking");
+    nats.launch();
+    assert_eq!(client.answer(), Some((unanswered, "200 OK".to_owned())));
+    assert_eq!(front.stop(), Some(0), "{}", front.stderr());
+    // The stream holds the 21 records, each once.
+    let mut worker = Background::start(dir.path(), 2, &["run", "--app", "report.toml"]);
+    worker.wait_until("every record", |worker| {
+        worker.stdout().lines().count() >= 21
+    });
+    assert_eq!(worker.stop(), Some(0), "{}", worker.stderr());
+    let mut messages: Vec<String> = json_lines(&worker.stdout())
+        .iter()
+        .filter(|event| event["kind"] == "Notice")
+        .map(|event| {
+            event["fields"]["message"]
+                .as_str()
+                .expect("a message")
+                .to_owned()
+        })
+        .collect();
+    messages.sort();
+    let mut expected: Vec<String> = (1..=21).map(|n| format!("relp {n}")).collect();
+    expected.sort();
+    assert_eq!(messages, expected);
+}
+
+#[test]
+fn check_names_the_stream_its_partitions_and_who_holds_them() {
+    let nats = NatsServer::start();
+    let capture = per_server_capture(1_000);
+    let dir = stream_dir(&nats, "CHECKED", &capture);
+    let check = correlator(dir.path(), &["check", "--app", "worker.toml"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert_has(&check.stdout, "stream CHECKED: not there yet");
+    publish(dir.path(), "input.cap");
+    let mut workers = start_workers(dir.path(), 1, 1);
+    wait_for_events(&mut workers, 1);
+    let check = correlator(dir.path(), &["check", "--app", "worker.toml"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert_has(
+        &check.stdout,
+        &format!("stream CHECKED: {PARTITIONS} partitions,"),
+    );
+    assert_has(&check.stdout, "workers of app worker: 1 alive");
+    assert_has(&check.stdout, "partition 0: held by ");
+    stop_all(&mut workers);
+    let check = correlator(dir.path(), &["check", "--app", "worker.toml"]);
+    assert_has(
+        &check.stdout,
+        "partition 0: held by no one, state after message ",
+    );
+    // Another partition count than the stream's is refused, naming both.
+    let check = correlator(
+        dir.path(),
+        &["check", "--app", "worker.toml", "-o", "stream.partitions=4"],
+    );
+    assert_eq!(check.code, Some(1));
+    assert_has(
+        &check.stderr,
+        "stream CHECKED says \"correlator records, 8 partitions by hostname\", and this app expects \"correlator records, 4 partitions by hostname\"",
+    );
+    // No server: the item is named.
+    let check = correlator(
+        dir.path(),
+        &[
+            "check",
+            "--app",
+            "worker.toml",
+            "-o",
+            "stream.nats_url=nats://127.0.0.1:1",
+        ],
+    );
+    assert_eq!(check.code, Some(1));
+    assert_has(
+        &check.stderr,
+        "error: stream.nats_url: the stream cannot be checked: no NATS server answered at nats://127.0.0.1:1 within 5 s",
+    );
+}
