@@ -630,6 +630,17 @@ fn check_names_the_stream_its_partitions_and_who_holds_them() {
         &check.stderr,
         "stream CHECKED says \"correlator records, 8 partitions by hostname\", and this app expects \"correlator records, 4 partitions by hostname\"",
     );
+    // The example apps of the README's "More than one machine" check.
+    for app in ["front.toml", "worker.toml"] {
+        let path = workspace().join("apps").join("cluster").join(app);
+        let url = format!("stream.nats_url={}", nats.url());
+        let check = correlator(
+            dir.path(),
+            &["check", "--app", path.to_str().expect("UTF-8"), "-o", &url],
+        );
+        assert_eq!(check.code, Some(0), "{app}: {}", check.stderr);
+        assert_has(&check.stdout, "stream CORRELATOR: not there yet");
+    }
     // No server: the item is named.
     let check = correlator(
         dir.path(),
