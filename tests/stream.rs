@@ -153,10 +153,11 @@ impl Rng {
 }
 
 /// `count` sshd records from 64 servers, in time order: logins (a session
-/// each), failed logins, and brute forces of 6 failed passwords, every
-/// client address belonging to one server, so that every correlation the
-/// module makes is within one server's records.
-fn per_server_capture(count: usize) -> String {
+/// each), failed logins and brute forces of 6 failed passwords from
+/// addresses of one server each, and failed passwords from 40 addresses
+/// that try every server, so that their counts (and `SSHDAttemptsExceeded`)
+/// need every server's records, whatever partitions the servers are in.
+fn sshd_capture(count: usize) -> String {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut steps = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = String::new();
@@ -168,15 +169,18 @@ fn per_server_capture(count: usize) -> String {
         pid += 1;
         let addr = format!("10.{server}.{}.{}", rng.below(4), rng.below(250));
         let port = 1024 + rng.below(60_000);
-        let kind = rng.below(10);
+        let kind = rng.below(12);
+        let roaming = format!("203.0.113.{}", rng.below(40));
         let user = format!("user{}", rng.below(20));
         let mut line = |text: &str, out: &mut String| {
             second += steps.below(2);
             let time = 1_676_905_200 + second;
+            // 2023-02-20 and the days after it (a day is 86,400 s).
+            let day = 20 + (time - 1_676_851_200) / 86_400;
             let (h, m, s) = (time / 3600 % 24, time / 60 % 60, time % 60);
             let _ = writeln!(
                 out,
-                "<86>1 2023-02-20T{h:02}:{m:02}:{s:02}Z node{server} sshd {pid} - - {text}"
+                "<86>1 2023-02-{day:02}T{h:02}:{m:02}:{s:02}Z node{server} sshd {pid} - - {text}"
             );
             lines += 1;
         };
@@ -203,6 +207,18 @@ fn per_server_capture(count: usize) -> String {
                 line(
                     &format!(
                         "Connection closed by authenticating user root {addr} port {port} [preauth]"
+                    ),
+                    &mut out,
+                );
+            }
+            10 | 11 => {
+                line(
+                    &format!("Failed password for root from {roaming} port {port} ssh2"),
+                    &mut out,
+                );
+                line(
+                    &format!(
+                        "Connection closed by authenticating user root {roaming} port {port} [preauth]"
                     ),
                     &mut out,
                 );
@@ -349,7 +365,7 @@ fn stop_all(workers: &mut [Background]) {
 
 #[test]
 fn one_and_three_workers_give_the_events_of_one_process() {
-    let capture = per_server_capture(200_000);
+    let capture = sshd_capture(200_000);
     let (expected, expected_statistics) = one_process(&capture);
     assert!(expected.len() > 50_000, "{}", expected.len());
     for kind in [
@@ -396,9 +412,75 @@ fn one_and_three_workers_give_the_events_of_one_process() {
     }
 }
 
+/// Six servers whose hostnames fall in six different partitions.
+fn servers_in_different_partitions() -> Vec<String> {
+    let mut servers: Vec<String> = Vec::new();
+    let mut partitions = Vec::new();
+    for n in 0.. {
+        let name = format!("web{n}");
+        let partition = correlator::stream::partition_of(&name, PARTITIONS);
+        if !partitions.contains(&partition) {
+            partitions.push(partition);
+            servers.push(name);
+        }
+        if servers.len() == 6 {
+            return servers;
+        }
+    }
+    unreachable!("partitions run out")
+}
+
+#[test]
+fn a_brute_force_spread_over_six_servers_in_different_partitions_is_counted_whole() {
+    let servers = servers_in_different_partitions();
+    let mut capture = String::new();
+    let mut second = 0;
+    // Two attackers, each trying the six servers in turn, twice, one
+    // password every 7 s; a login elsewhere between; every server's own
+    // logins.
+    for round in 0..2 {
+        for (n, server) in servers.iter().enumerate() {
+            for (attacker, pid) in [("198.51.100.66", 100), ("198.51.100.77", 200)] {
+                second += 7;
+                let text = format!(
+                    "<86>1 2023-02-20T15:{:02}:{:02}Z {server} sshd {} - - Failed password for root from {attacker} port {} ssh2",
+                    second / 60,
+                    second % 60,
+                    pid + round * 10 + n,
+                    40_000 + second
+                );
+                capture.push_str(&text);
+                capture.push('\n');
+            }
+        }
+    }
+    let (expected, _) = one_process(&capture);
+    let exceeded: Vec<&String> = expected
+        .iter()
+        .filter(|line| line.contains("SSHDAttemptsExceeded"))
+        .collect();
+    assert_eq!(exceeded.len(), 4, "{expected:#?}");
+    assert!(
+        exceeded[0].contains(&format!("\"servers\":\"{}\"", {
+            let mut five: Vec<&str> = servers[..5].iter().map(String::as_str).collect();
+            five.sort_unstable();
+            five.join(", ")
+        })),
+        "{}",
+        exceeded[0]
+    );
+    let nats = NatsServer::start();
+    let dir = stream_dir(&nats, "SPREAD", &capture);
+    let mut workers = start_workers(dir.path(), 1, 3);
+    publish(dir.path(), "input.cap");
+    wait_for_events(&mut workers, expected.len());
+    stop_all(&mut workers);
+    assert_eq!(all_events(&workers), expected);
+}
+
 #[test]
 fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost() {
-    let capture = per_server_capture(200_000);
+    let capture = sshd_capture(200_000);
     let (expected, _) = one_process(&capture);
     let lines: Vec<&str> = capture.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -477,7 +559,7 @@ fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost
 
 #[test]
 fn the_nats_server_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
-    let capture = per_server_capture(100_000);
+    let capture = sshd_capture(100_000);
     let (expected, _) = one_process(&capture);
     let lines: Vec<&str> = capture.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -598,7 +680,7 @@ fn a_relp_front_end_answers_only_once_jetstream_has_the_records() {
 #[test]
 fn check_names_the_stream_its_partitions_and_who_holds_them() {
     let nats = NatsServer::start();
-    let capture = per_server_capture(1_000);
+    let capture = sshd_capture(1_000);
     let dir = stream_dir(&nats, "CHECKED", &capture);
     let check = correlator(dir.path(), &["check", "--app", "worker.toml"]);
     assert_eq!(check.code, Some(0), "{}", check.stderr);

@@ -3,11 +3,12 @@
 //! Not part of the public API: the export macros refer to it.
 #![allow(missing_docs, reason = "generated code")]
 
-/// Bindings of the `stateful-logic-module` world: every module the SDK
-/// builds exports `durable` (a module without state has nothing to write).
+/// Bindings of the `keyed-logic-module` world: every module the SDK
+/// builds exports `durable` (a module without state has nothing to write)
+/// and `keyed` (one that sends nothing through `exchange` gets nothing).
 pub mod module {
     wit_bindgen::generate!({
-        world: "stateful-logic-module",
+        world: "keyed-logic-module",
         path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_logic_module",

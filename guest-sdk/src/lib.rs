@@ -45,6 +45,7 @@ mod window;
 pub mod collections;
 pub mod config;
 pub mod delivery;
+pub mod exchange;
 pub mod log;
 pub mod secrets;
 pub mod state;
@@ -117,7 +118,16 @@ pub trait Module: Sized + 'static {
     fn process_batch(&mut self, batch: &Batch<'_>) {
         for record in batch.records() {
             self.process(&record);
+            exchange::deliver_waiting(self);
         }
+    }
+
+    /// A message [`exchange::send`] sent for `key`, a key this instance
+    /// owns, at `time` (its sending record's). In one process that is
+    /// right after the record that sent it; on workers, once the message
+    /// reached the partition that owns the key. The default ignores it.
+    fn receive(&mut self, key: &str, payload: &[u8], time: Timestamp) {
+        let _ = (key, payload, time);
     }
 
     /// A timer tick. The default ignores it.
@@ -212,6 +222,7 @@ macro_rules! export_module {
                     // A fresh instance gets no `describe` call: learn the
                     // event types here, for dispatch by index.
                     $crate::__declare_events(&<$ty as $crate::Module>::describe().into_wit());
+                    $crate::exchange::__start();
                     let instance = <$ty as $crate::Module>::init()?;
                     __INSTANCE
                         .with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(instance));
@@ -251,6 +262,18 @@ macro_rules! export_module {
                 }
             }
 
+            impl $crate::__bindings::module::exports::correlator::plugin::keyed::Guest
+                for __CorrelatorModuleExport
+            {
+                fn receive(
+                    messages: ::std::vec::Vec<
+                        $crate::__bindings::module::exports::correlator::plugin::keyed::KeyedMessage,
+                    >,
+                ) {
+                    __with(|module| $crate::exchange::__receive(module, messages));
+                }
+            }
+
             // Exported names like `correlator:plugin/logic@0.1.0#process` only
             // make sense (and only link) in a wasm component; natively the
             // crate still builds, so its unit tests run on the host.
@@ -272,6 +295,8 @@ macro_rules! export_module {
                 let _ = __CorrelatorModuleExport::state_version;
                 let _ = __CorrelatorModuleExport::migrate;
                 let _ = __CorrelatorModuleExport::checkpoint;
+                use $crate::__bindings::module::exports::correlator::plugin::keyed::Guest as _;
+                let _ = __CorrelatorModuleExport::receive;
             }
         };
     };

@@ -31,6 +31,19 @@ pub(crate) fn current_time() -> Option<Timestamp> {
     CURRENT_TIME.with(Cell::get)
 }
 
+/// Index in its batch of the record being processed, if any.
+pub(crate) fn current_index() -> Option<u32> {
+    CURRENT_RECORD.with(Cell::get).map(|(index, _)| index)
+}
+
+/// Run `f` as if a record of time `time` were being processed: the events
+/// it dispatches take that time (a keyed message's sending record's).
+pub(crate) fn with_time(time: Timestamp, f: impl FnOnce()) {
+    CURRENT_TIME.with(|current| current.set(Some(time)));
+    f();
+    CURRENT_TIME.with(|current| current.set(None));
+}
+
 /// Forget the current record's time once its batch is done, so that events
 /// of ticks and statistics take the stream clock's time.
 #[doc(hidden)]

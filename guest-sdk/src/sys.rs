@@ -7,12 +7,12 @@
 pub(crate) use crate::__bindings::handler::correlator::plugin::delivery;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use crate::__bindings::module::correlator::plugin::{
-    clock, config, events, secrets, state, timers,
+    clock, config, events, exchange, secrets, state, timers,
 };
 #[cfg(target_arch = "wasm32")]
 pub(crate) use crate::__bindings::module::wasi::logging::logging;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use crate::testing::host::{
-    clock, config, delivery, events, logging, secrets, state, timers,
+    clock, config, delivery, events, exchange, logging, secrets, state, timers,
 };

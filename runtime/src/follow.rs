@@ -475,6 +475,7 @@ fn read_files(
     let marks = |followed: &[Followed]| InputMarks {
         files: files(followed),
         journal_cursor: None,
+        exchange: None,
     };
     while !stop.load(Ordering::Relaxed) {
         if last_scan.elapsed() >= RESCAN {
@@ -511,6 +512,7 @@ fn read_files(
                     builder.set_marks(InputMarks {
                         files: at,
                         journal_cursor: None,
+                        exchange: None,
                     });
                     crate::metrics::registry().parsed(&stats.parsed);
                     if !sink.pass_on(&mut builder) {

@@ -279,6 +279,7 @@ fn take_entries(
     let marks = |cursor: &Option<String>| InputMarks {
         files: Vec::new(),
         journal_cursor: cursor.clone(),
+        exchange: None,
     };
     let mut ended = false;
     while !stop.load(Ordering::Relaxed) {

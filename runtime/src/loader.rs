@@ -243,6 +243,9 @@ pub fn load(
             seed => Some(seed.cast_unsigned()),
         },
         offline: !store.text("delivery.capture").unwrap_or("").is_empty(),
+        // A worker runs one partition per pipeline: keyed messages go
+        // through the stream to the partitions owning their keys.
+        partitioned: store.text("stream.role").map(str::trim) == Some("work"),
     };
     let mut host = Host::new(clock.clone(), &host_options)?;
     let secrets = resolve_secrets(app, store.text("system.secrets_file").unwrap_or(""))?;

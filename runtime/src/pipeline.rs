@@ -59,7 +59,7 @@ impl BatchSink {
     /// Hand on what `builder` holds (if anything) and leave an empty batch
     /// in its place; `false` as for [`BatchSink::send`].
     pub fn pass_on(&self, builder: &mut BatchBuilder) -> bool {
-        if builder.is_empty() && builder.receipts_mut().is_empty() {
+        if builder.is_empty() && builder.receipts_mut().is_empty() && !builder.has_stream_parts() {
             return true;
         }
         let full = std::mem::replace(builder, self.empty_builder());
@@ -200,6 +200,7 @@ pub fn run_stages<S: Send>(
                     if let Some(latest) = builder.latest_time() {
                         modules.process(builder.batch(), latest)?;
                     }
+                    modules.exchange(builder)?;
                     modules.hold_receipts(builder.take_receipts());
                     if let Some(marks) = builder.take_marks() {
                         modules.mark_inputs(marks);
@@ -237,7 +238,13 @@ pub fn run_stages<S: Send>(
             let last = modules
                 .drain()
                 .and_then(|()| modules.final_ticks())
-                .and_then(|()| modules.statistics(false))
+                .and_then(|()| {
+                    if modules.statistics_at_end() {
+                        modules.statistics(false)
+                    } else {
+                        Ok(())
+                    }
+                })
                 .and_then(|()| modules.checkpoint());
             if let Err(abort) = last {
                 aborted = Some(abort);
@@ -364,6 +371,27 @@ pub struct ModuleStage {
     guard: ClockGuard,
     /// Receipts of processed messages, delivered once they are safe.
     receipts: Receipts,
+    /// Where keyed messages go (a worker's partition); without one, each
+    /// instance receives what it sent itself.
+    router: Option<Box<dyn KeyedRouter>>,
+    /// Set when the run's end is not the stream's: a worker's partition
+    /// handed to another worker, whose run goes on counting. Its modules'
+    /// statistics then wait for that run's end.
+    handing_over: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Where the keyed messages (`exchange`) a partition's instances send go:
+/// to the partitions owning their keys (`stream/exchange.rs`).
+pub trait KeyedRouter: Send {
+    /// After each batch: what the instances sent (instance, message) while
+    /// processing `batch`, whose stream parts are `parts`. Returns once
+    /// every message is safely on its way.
+    fn route(
+        &mut self,
+        sent: Vec<(String, crate::host::SentMessage)>,
+        batch: &crate::types::RecordBatch,
+        parts: &crate::record::StreamParts,
+    );
 }
 
 /// The events of one step are passed to the handler thread in parts of
@@ -643,7 +671,89 @@ impl ModuleStage {
             outbox: Outbox::default(),
             guard: ClockGuard::new(max_gap_minutes),
             receipts: Receipts::default(),
+            router: None,
+            handing_over: None,
         }
+    }
+
+    /// The run ends without the modules' statistics once `flag` is set (a
+    /// partition handed over: the next owner's run goes on counting and
+    /// gives them).
+    pub fn no_statistics_once(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        self.handing_over = Some(flag);
+    }
+
+    /// Whether the run's end gives the modules' statistics.
+    fn statistics_at_end(&self) -> bool {
+        !self
+            .handing_over
+            .as_ref()
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Send the instances' keyed messages through `router` (a worker's
+    /// partition) rather than back to themselves.
+    pub fn route_keyed_to(&mut self, router: Box<dyn KeyedRouter>) {
+        self.router = Some(router);
+    }
+
+    /// After a batch: hand each instance the keyed messages the batch
+    /// carries for it (released by the partition's merge), then route what
+    /// the instances sent, to the partitions owning the keys, or, in one
+    /// process, back to the instance that sent it (a module built without
+    /// the SDK; the SDK delivers to itself).
+    pub fn exchange(&mut self, builder: &mut BatchBuilder) -> Result<(), Aborted> {
+        let keyed = std::mem::take(builder.keyed_mut());
+        if !keyed.is_empty() {
+            for module in &mut self.modules {
+                let mine: Vec<crate::host::KeyedMessage> = keyed
+                    .iter()
+                    .filter(|(instance, _)| *instance == module.name)
+                    .map(|(_, message)| message.clone())
+                    .collect();
+                if !mine.is_empty() {
+                    self.outbox.add(module.receive(mine)?);
+                }
+            }
+        }
+        let Some(router) = &mut self.router else {
+            for module in &mut self.modules {
+                let sent = module.take_sent();
+                if sent.is_empty() {
+                    continue;
+                }
+                let batch = builder.batch();
+                let messages = sent
+                    .into_iter()
+                    .map(|sent| {
+                        let record = usize::try_from(sent.record).unwrap_or(usize::MAX);
+                        let time = crate::types::Timestamp {
+                            seconds: batch.seconds.get(record).copied().unwrap_or(0),
+                            nanoseconds: batch.nanoseconds.get(record).copied().unwrap_or(0),
+                            offset_minutes: batch.offset_minutes.get(record).copied().unwrap_or(0),
+                        };
+                        crate::host::KeyedMessage {
+                            key: sent.key,
+                            payload: sent.payload,
+                            time,
+                        }
+                    })
+                    .collect();
+                self.outbox.add(module.receive(messages)?);
+            }
+            return Ok(());
+        };
+        let mut sent = Vec::new();
+        for module in &mut self.modules {
+            sent.extend(
+                module
+                    .take_sent()
+                    .into_iter()
+                    .map(|message| (module.name.clone(), message)),
+            );
+        }
+        router.route(sent, builder.batch(), builder.stream_parts());
+        Ok(())
     }
 
     /// The stream clock every instance reads (`run --events` moves it by
@@ -700,8 +810,12 @@ impl ModuleStage {
     /// a run that continues a replay gives the ticks between the two parts.
     pub fn persist(&mut self, persistence: Persistence) {
         if let Some(checkpoint) = &persistence.restored {
-            self.clock.set(checkpoint.clock);
-            self.guard.start();
+            // A run that stopped before any record (a worker's partition
+            // let go at once) left the clock unset: nothing to guard.
+            if checkpoint.clock.seconds != 0 || checkpoint.clock.nanoseconds != 0 {
+                self.clock.set(checkpoint.clock);
+                self.guard.start();
+            }
             self.ticker.last_minute = checkpoint.last_record_minute;
             tracing::info!(
                 source = %checkpoint.source,
@@ -790,6 +904,7 @@ impl ModuleStage {
                 .map_or(0, |elapsed| elapsed.as_secs()),
             files: persistence.inputs.files.clone(),
             journal_cursor: persistence.inputs.journal_cursor.clone(),
+            exchange: persistence.inputs.exchange.clone(),
         };
         let commits: Vec<InstanceCommit<'_>> = self
             .modules
@@ -1087,8 +1202,15 @@ impl ModuleStage {
                 }
             }
         };
-        let part = crate::record::records(batch, range);
-        self.process_all(&part, latest)
+        let part = crate::record::records(batch, range.clone());
+        let sent_before: Vec<usize> = self.modules.iter().map(ModuleInstance::sent_len).collect();
+        self.process_all(&part, latest)?;
+        // Keyed messages name their records by the whole batch's numbers.
+        let base = u32::try_from(range.start).unwrap_or(u32::MAX);
+        for (module, from) in self.modules.iter_mut().zip(sent_before) {
+            module.rebase_sent(from, base);
+        }
+        Ok(())
     }
 
     /// The tick kinds due at the boundary that starts `minute` (minutes

@@ -130,6 +130,10 @@ pub struct Checkpoint {
     /// processed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_cursor: Option<String>,
+    /// A worker's partition: where it stands in the keyed messages of the
+    /// other partitions (`stream/exchange.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<crate::stream::exchange::ExchangeMark>,
 }
 
 /// How far the inputs that are read rather than received (followed files,
@@ -141,6 +145,8 @@ pub struct InputMarks {
     pub files: Vec<FileMark>,
     /// The journal's cursor.
     pub journal_cursor: Option<String>,
+    /// A worker's partition: where it stands in the exchange.
+    pub exchange: Option<crate::stream::exchange::ExchangeMark>,
 }
 
 /// How far one followed file was read: the file is known by its device
@@ -829,6 +835,7 @@ mod tests {
             written_at: 1,
             files: Vec::new(),
             journal_cursor: None,
+            exchange: None,
         }
     }
 

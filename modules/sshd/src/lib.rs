@@ -16,11 +16,13 @@
 
 mod attempt;
 mod failures;
+mod keyed;
 mod line;
 mod tracker;
 
 use correlator_sdk::{
-    ConfigItem, Descriptor, EventType, Module, Record, Severity, Tick, TickKind, export_module,
+    ConfigItem, Descriptor, EventType, Module, Record, Severity, Tick, TickKind, Timestamp,
+    export_module,
 };
 use tracker::{Attempts, Settings, Tracker};
 
@@ -200,6 +202,10 @@ impl Module for OpenSsh {
         if is_sshd(record.app_name) {
             self.tracker.observe(record);
         }
+    }
+
+    fn receive(&mut self, addr: &str, payload: &[u8], time: Timestamp) {
+        self.tracker.receive(addr, payload, time);
     }
 
     fn tick(&mut self, tick: &Tick) {

@@ -6,6 +6,7 @@
 
 use crate::attempt::{self, Sign};
 use crate::failures::{self, FailureWindow, Lockout};
+use crate::keyed;
 use crate::line::{self, End, Line, UserKind};
 use correlator_sdk::collections::HashMap;
 use correlator_sdk::text::push_integer;
@@ -719,7 +720,7 @@ impl Tracker {
                 // every attempt, it does not (users tried before one that
                 // got in are still an attack).
                 if !broad {
-                    self.failures.clear(addr);
+                    keyed::send_login(addr);
                 }
             }
             Line::FailedPassword { user, addr, port } => {
@@ -728,8 +729,7 @@ impl Tracker {
                 connection.failures += 1;
                 set_peer(server, pid, addr, port);
                 if !broad {
-                    let server = server.id;
-                    self.count_attempts(addr, user, server, now, 1);
+                    keyed::send_attempts(addr, user, record.hostname, 1);
                 }
             }
             Line::InvalidUser { user, addr, port } => {
@@ -853,9 +853,33 @@ impl Tracker {
         probe.failed = true;
         // The line's own address, else the connection's.
         let addr = named.unwrap_or(connection.addr.as_str()).to_owned();
-        let times = usize::try_from(count).unwrap_or(usize::MAX);
-        let server = server.id;
-        self.count_attempts(&addr, user, server, now, times);
+        let times = u32::try_from(count).unwrap_or(u32::MAX);
+        keyed::send_attempts(&addr, user, record.hostname, times);
+    }
+
+    /// A keyed message for `addr` (see [`keyed`]): count its failed
+    /// attempts, or forget them after a login.
+    pub fn receive(&mut self, addr: &str, payload: &[u8], now: Timestamp) {
+        self.changed = true;
+        match keyed::Message::decode(payload) {
+            Some(keyed::Message::Login) => self.failures.clear(addr),
+            Some(keyed::Message::Attempts {
+                times,
+                server,
+                user,
+            }) => {
+                let server = match self.servers.get(server) {
+                    Some(known) => known.id,
+                    // Another partition's server (workers): numbered here.
+                    None => add_server(&mut self.servers, &mut self.server_names, server).id,
+                };
+                let times = usize::try_from(times).unwrap_or(usize::MAX);
+                self.count_attempts(addr, user, server, now, times);
+            }
+            None => correlator_sdk::log::warn(&format!(
+                "a keyed message for {addr} is not one this module sends; ignored"
+            )),
+        }
     }
 
     /// Count `times` attempts from `addr` (by `user`, on `server`) and

@@ -12,7 +12,9 @@ use super::bindings::handler::{EventHandler, EventHandlerPre};
 use super::bindings::module::{LogicModule, LogicModulePre};
 use super::guest_log::{GUEST_LOG_LINE_MAX, shown};
 use super::sandbox::{CallTimedOut, Sandbox};
-use super::state::{EventCatalog, InstanceState, LimitExceeded, StateAccess};
+use super::state::{
+    EventCatalog, InstanceState, KeyedMessage, LimitExceeded, SentMessage, StateAccess,
+};
 use super::supervisor::{FAILURE_WINDOW, FAILURES_BEFORE_DISABLE, Supervisor, Verdict};
 use crate::app::OnFailure;
 use crate::record::single_record;
@@ -77,6 +79,26 @@ fn instantiate_handler(
     Ok((bindings, packed))
 }
 
+/// The optional export of modules that correlate by key (`exchange`).
+const KEYED_INTERFACE: &str = "correlator:plugin/keyed@0.1.0";
+
+/// An instance's `keyed.receive`.
+type KeyedReceive = TypedFunc<(Vec<KeyedMessage>,), ()>;
+
+/// The instance's `keyed.receive`; `None` if it does not export it.
+fn keyed_receive_of(
+    store: &mut Store<InstanceState>,
+    instance: &Instance,
+) -> wasmtime::Result<Option<KeyedReceive>> {
+    let Some(interface) = instance.get_export_index(&mut *store, None, KEYED_INTERFACE) else {
+        return Ok(None);
+    };
+    let index = instance
+        .get_export_index(&mut *store, Some(&interface), "receive")
+        .ok_or_else(|| wasmtime::format_err!("{KEYED_INTERFACE} has no function receive"))?;
+    Ok(Some(instance.get_typed_func(&mut *store, index)?))
+}
+
 /// The functions of the `durable` export of one instance.
 #[derive(Clone, Copy)]
 struct DurableExports {
@@ -114,18 +136,26 @@ impl DurableExports {
     }
 }
 
-/// Instantiate a module: its world's bindings and its `durable` functions.
+/// A module's optional exports.
+struct OptionalExports {
+    durable: Option<DurableExports>,
+    keyed: Option<KeyedReceive>,
+}
+
+/// Instantiate a module: its world's bindings, its `durable` functions and
+/// its `keyed.receive`.
 fn instantiate_module(
     sandbox: &Sandbox,
     pre: &LogicModulePre<InstanceState>,
     store: &mut Store<InstanceState>,
-) -> wasmtime::Result<(LogicModule, Option<DurableExports>)> {
+) -> wasmtime::Result<(LogicModule, OptionalExports)> {
     let instance = sandbox.bounded(store, async |store| {
         pre.instance_pre().instantiate_async(store).await
     })?;
     let bindings = LogicModule::new(&mut *store, &instance)?;
     let durable = DurableExports::of(store, &instance)?;
-    Ok((bindings, durable))
+    let keyed = keyed_receive_of(store, &instance)?;
+    Ok((bindings, OptionalExports { durable, keyed }))
 }
 
 /// Records (or events) of one failed batch that may fail again, one by one,
@@ -491,6 +521,7 @@ pub struct ModuleInstance {
     store: Store<InstanceState>,
     bindings: LogicModule,
     durable: Option<DurableExports>,
+    keyed: Option<KeyedReceive>,
     catalog: Arc<EventCatalog>,
     config: BTreeMap<String, Value>,
     supervisor: Supervisor,
@@ -500,6 +531,8 @@ pub struct ModuleInstance {
     /// [`ModuleInstance::keep_backlog`]); `None` when calls wait the
     /// back-off out (a replay).
     backlog: Option<Backlog>,
+    /// Keyed messages came for it without `keyed.receive`, and it was said.
+    warned_unkeyed: bool,
 }
 
 impl ModuleInstance {
@@ -510,9 +543,11 @@ impl ModuleInstance {
     ) -> anyhow::Result<Self> {
         let name = sandbox.name().to_owned();
         let mut store = sandbox.store()?;
-        let (bindings, durable) = instantiate_module(&sandbox, &pre, &mut store).map_err(
-            start_up_failed(&sandbox, format!("cannot instantiate module \"{name}\"")),
-        )?;
+        let (bindings, OptionalExports { durable, keyed }) =
+            instantiate_module(&sandbox, &pre, &mut store).map_err(start_up_failed(
+                &sandbox,
+                format!("cannot instantiate module \"{name}\""),
+            ))?;
         let descriptor = sandbox
             .bounded(&mut store, async |store| {
                 bindings
@@ -535,12 +570,14 @@ impl ModuleInstance {
             store,
             bindings,
             durable,
+            keyed,
             catalog,
             config: BTreeMap::new(),
             supervisor: Supervisor::new(policy),
             rejected_earlier: 0,
             skipped_records: 0,
             backlog: None,
+            warned_unkeyed: false,
         })
     }
 
@@ -709,6 +746,46 @@ impl ModuleInstance {
         })
     }
 
+    /// What the instance sent through `exchange` since last asked.
+    pub fn take_sent(&mut self) -> Vec<SentMessage> {
+        std::mem::take(&mut self.store.data_mut().exchange.sent)
+    }
+
+    /// How many messages wait to be taken.
+    pub fn sent_len(&self) -> usize {
+        self.store.data().exchange.sent.len()
+    }
+
+    /// The messages sent since the first `from` were sent for records of a
+    /// part of the batch starting at record `base`: make their record
+    /// numbers the batch's.
+    pub fn rebase_sent(&mut self, from: usize, base: u32) {
+        for sent in self.store.data_mut().exchange.sent.iter_mut().skip(from) {
+            if sent.record != u32::MAX {
+                sent.record = sent.record.saturating_add(base);
+            }
+        }
+    }
+
+    /// Hand the instance keyed messages for keys it owns (`keyed.receive`);
+    /// a module that does not export it gets none (they are dropped, and
+    /// said once). A failure is handled by its policy.
+    pub fn receive(&mut self, messages: Vec<KeyedMessage>) -> Result<Vec<Dispatched>, Aborted> {
+        let Some(receive) = self.keyed else {
+            if !messages.is_empty() && !self.warned_unkeyed {
+                self.warned_unkeyed = true;
+                tracing::warn!(
+                    instance = %self.name,
+                    "keyed messages for a module that does not export keyed.receive are dropped"
+                );
+            }
+            return Ok(Vec::new());
+        };
+        self.simple_call("receive", async |_, store| {
+            receive.call_async(store, (messages,)).await
+        })
+    }
+
     /// The instance's durable state, with its writes since the last commit.
     pub fn state(&self) -> &StateAccess {
         &self.store.data().state
@@ -815,6 +892,7 @@ impl ModuleInstance {
         let mut failures = 0;
         for index in 0..batch.positions.len() {
             let single = single_record(batch, index);
+            let sent_before = self.sent_len();
             match self.call(async |bindings, store| {
                 bindings
                     .correlator_plugin_logic()
@@ -824,6 +902,7 @@ impl ModuleInstance {
                 Ok(dispatched) => {
                     // Triggered by record `index` of the whole batch.
                     let record = u32::try_from(index).unwrap_or(Dispatched::AFTER_BATCH);
+                    self.rebase_sent(sent_before, record);
                     events.extend(dispatched.into_iter().map(|mut event| {
                         event.record = record;
                         event
@@ -1241,8 +1320,9 @@ impl Supervised for ModuleInstance {
     fn fresh(&mut self) -> Result<(), String> {
         self.rejected_earlier += self.store.data().rejected;
         let mut store = self.sandbox.store().map_err(|error| format!("{error:#}"))?;
-        let (bindings, durable) = instantiate_module(&self.sandbox, &self.pre, &mut store)
-            .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
+        let (bindings, OptionalExports { durable, keyed }) =
+            instantiate_module(&self.sandbox, &self.pre, &mut store)
+                .map_err(|error| format!("a fresh instance cannot be made: {error:#}"))?;
         store.data_mut().catalog = Arc::clone(&self.catalog);
         store.data_mut().config = self.config.clone();
         // What the failed instance changed since the last checkpoint is
@@ -1251,6 +1331,7 @@ impl Supervised for ModuleInstance {
         self.store = store;
         self.bindings = bindings;
         self.durable = durable;
+        self.keyed = keyed;
         Ok(())
     }
 

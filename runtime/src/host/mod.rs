@@ -18,7 +18,9 @@ pub use instance::{
     Aborted, DISABLED_KIND, Handled, HandlerInstance, ModuleInstance, disabled_decl,
 };
 pub use sandbox::{GrantedDir, ResolvedGrants};
-pub use state::{InstanceState, StateAccess, StreamClock, TimerRequests};
+pub use state::{
+    InstanceState, KeyedMessage, SentMessage, StateAccess, StreamClock, TimerRequests,
+};
 
 use crate::app::{ComponentSource, InstanceSpec, Role};
 use anyhow::{Context as _, anyhow, bail};
@@ -82,6 +84,10 @@ pub struct HostOptions {
     /// Whether deliveries are captured (`delivery.capture`): then no
     /// instance reaches the network, whatever it is granted.
     pub offline: bool,
+    /// Whether modules run one partition of a stream (a worker): their
+    /// keyed messages (`exchange`) then go through the host to the
+    /// partitions that own the keys.
+    pub partitioned: bool,
 }
 
 impl Default for HostOptions {
@@ -92,6 +98,7 @@ impl Default for HostOptions {
             count_instructions: false,
             random_seed: None,
             offline: false,
+            partitioned: false,
         }
     }
 }
@@ -302,7 +309,8 @@ impl Host {
             grants.clone(),
         )
         .metered(self.options.count_instructions, self.options.random_seed)
-        .offline(self.options.offline))
+        .offline(self.options.offline)
+        .partitioned(self.options.partitioned))
     }
 
     /// Link a component once for all its instances.

@@ -83,6 +83,8 @@ pub struct Sandbox {
     /// no socket and no `wasi:http` request reaches the network (while
     /// deliveries are captured).
     offline: bool,
+    /// Whether its instances run one partition of a stream (`exchange`).
+    partitioned: bool,
 }
 
 /// Fuel a metered store starts with: more than any run spends, so that
@@ -119,7 +121,15 @@ impl Sandbox {
             count_instructions: false,
             random_seed: None,
             offline: false,
+            partitioned: false,
         }
+    }
+
+    /// This sandbox's instances running one partition of a stream: their
+    /// keyed messages go through the host (`exchange.partitioned`).
+    pub fn partitioned(mut self, partitioned: bool) -> Self {
+        self.partitioned = partitioned;
+        self
     }
 
     /// This sandbox with its network grants holding only for deliveries,
@@ -181,6 +191,8 @@ impl Sandbox {
         store.set_epoch_deadline(self.call_ticks());
         store.data_mut().dispatched_bytes = 0;
         store.data_mut().triggered_by = crate::types::Dispatched::AFTER_BATCH;
+        store.data_mut().exchange.sent_this_call = 0;
+        store.data_mut().exchange.bytes_this_call = 0;
         let fuel_before = self.fuel(store);
         let started = std::time::Instant::now();
         let result = if self.ticker.is_none() {
@@ -299,6 +311,7 @@ impl Sandbox {
         );
         state.secrets = Arc::clone(&self.grants.secrets);
         state.dir_quota = self.dir_quota.clone();
+        state.exchange.partitioned = self.partitioned;
         state.http_hooks.patterns = Arc::new(self.grants.network.clone());
         state.http_hooks.offline = self.offline;
         state.delivery = self.grants.delivery.clone();

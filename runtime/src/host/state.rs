@@ -2,7 +2,7 @@
 //! (configuration, stream clock, event dispatch, logging) implemented on it.
 
 use super::bindings::module::correlator::plugin::{
-    clock, config, events, secrets, state, timers, types,
+    clock, config, events, exchange, secrets, state, timers, types,
 };
 use super::bindings::module::wasi::logging::logging::{self, Level};
 use super::guest_log::GuestLog;
@@ -212,6 +212,52 @@ pub struct InstanceState {
     pub dir_quota: Option<Arc<super::files::DirQuota>>,
     /// Its outbox, if it is a handler granted network destinations.
     pub delivery: Option<crate::delivery::Outbox>,
+    /// What it sent through `exchange` since the host last took it.
+    pub exchange: ExchangeOut,
+}
+
+/// Bytes of keyed messages (keys and payloads) one call may send.
+pub const EXCHANGE_BYTES_PER_CALL: usize = 4 << 20;
+
+/// What an instance sent through `exchange`, for the host to route.
+#[derive(Debug, Default)]
+pub struct ExchangeOut {
+    /// Whether the instance runs one partition of a stream (a worker):
+    /// what `exchange.partitioned` answers.
+    pub partitioned: bool,
+    /// The messages sent, in order, until the host takes them.
+    pub sent: Vec<SentMessage>,
+    /// Messages sent during the current call.
+    pub sent_this_call: usize,
+    /// Bytes sent during the current call.
+    pub bytes_this_call: usize,
+    /// Messages past a call's budget, dropped.
+    pub dropped: u64,
+}
+
+/// A keyed message as an instance sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// The record of the batch it was sent for.
+    pub record: u32,
+    /// The key that says which instance gets it.
+    pub key: String,
+    /// What the module makes of it.
+    pub payload: Vec<u8>,
+}
+
+/// A keyed message as `keyed.receive` takes it.
+#[derive(
+    Debug, Clone, PartialEq, wasmtime::component::ComponentType, wasmtime::component::Lower,
+)]
+#[component(record)]
+pub struct KeyedMessage {
+    /// The key.
+    pub key: String,
+    /// What the sender sent.
+    pub payload: Vec<u8>,
+    /// The time of the record that sent it.
+    pub time: Timestamp,
 }
 
 /// Longest key of a module's durable state, bytes.
@@ -450,6 +496,7 @@ impl InstanceState {
             state: StateAccess::new(None, Arc::clone(&name_for_state), 0, u64::MAX),
             dir_quota: None,
             delivery: None,
+            exchange: ExchangeOut::default(),
         }
     }
 
@@ -843,6 +890,38 @@ impl state::Host for InstanceState {
             }
         }
         Ok(keys.into_iter().collect())
+    }
+}
+
+impl exchange::Host for InstanceState {
+    fn partitioned(&mut self) -> bool {
+        self.exchange.partitioned
+    }
+
+    fn send(&mut self, index: u32, key: String, payload: Vec<u8>) {
+        let size = key.len() + payload.len();
+        let out = &mut self.exchange;
+        if out.sent_this_call >= self.limits_of_calls.events_per_call
+            || out.bytes_this_call + size > EXCHANGE_BYTES_PER_CALL
+        {
+            if out.dropped == 0 {
+                tracing::warn!(
+                    instance = %self.name,
+                    "keyed messages past the call's budget ({} messages, {} MiB) are dropped and counted",
+                    self.limits_of_calls.events_per_call,
+                    EXCHANGE_BYTES_PER_CALL >> 20
+                );
+            }
+            out.dropped += 1;
+            return;
+        }
+        out.sent_this_call += 1;
+        out.bytes_this_call += size;
+        out.sent.push(SentMessage {
+            record: index,
+            key,
+            payload,
+        });
     }
 }
 

@@ -22,6 +22,22 @@ pub struct BatchBuilder {
     /// batch's records are processed (`follow.rs`, `journal.rs`), for the
     /// checkpoint after it.
     marks: Option<crate::state_store::InputMarks>,
+    /// On a worker: what the stream says of the batch (`stream/`).
+    stream: StreamParts,
+}
+
+/// What a worker's batch carries besides records (`stream/exchange.rs`).
+#[derive(Debug, Default)]
+pub struct StreamParts {
+    /// Each record's number at its front-end, in record order: with its
+    /// time, its place in the order keyed messages are received in.
+    pub origins: Vec<u64>,
+    /// A front-end's marker: every record up to it is published, and the
+    /// partition has them all once this batch is processed.
+    pub marker: Option<crate::stream::exchange::Key>,
+    /// Keyed messages for this partition's instances, released in order:
+    /// (instance, message).
+    pub keyed: Vec<(String, crate::host::KeyedMessage)>,
 }
 
 impl BatchBuilder {
@@ -42,7 +58,29 @@ impl BatchBuilder {
             latest: None,
             receipts: Receipts::default(),
             marks: None,
+            stream: StreamParts::default(),
         }
+    }
+
+    /// What the stream says of the batch (a worker's).
+    pub fn stream_parts(&self) -> &StreamParts {
+        &self.stream
+    }
+
+    /// The same, to fill in.
+    pub fn stream_parts_mut(&mut self) -> &mut StreamParts {
+        &mut self.stream
+    }
+
+    /// Whether the batch carries a marker or keyed messages (which must
+    /// reach the modules even without records).
+    pub fn has_stream_parts(&self) -> bool {
+        self.stream.marker.is_some() || !self.stream.keyed.is_empty()
+    }
+
+    /// Keyed messages to hand this partition's instances with the batch.
+    pub fn keyed_mut(&mut self) -> &mut Vec<(String, crate::host::KeyedMessage)> {
+        &mut self.stream.keyed
     }
 
     /// Say how far the inputs are read once this batch is.
@@ -149,6 +187,9 @@ impl BatchBuilder {
     pub fn clear(&mut self) {
         self.receipts = Receipts::default();
         self.marks = None;
+        self.stream.origins.clear();
+        self.stream.marker = None;
+        self.stream.keyed.clear();
         let batch = &mut self.batch;
         batch.text.clear();
         batch.spans.clear();

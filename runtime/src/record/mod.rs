@@ -11,7 +11,7 @@ mod rfc3164;
 mod rfc5424;
 pub mod time;
 
-pub use batch::{BatchBuilder, SPANS_PER_RECORD, records, single_record};
+pub use batch::{BatchBuilder, SPANS_PER_RECORD, StreamParts, records, single_record};
 pub use intake::{Origin, ParseCounts};
 pub use packed::PackedRecords;
 

@@ -240,6 +240,7 @@ mod tests {
             written_at: 1,
             files: Vec::new(),
             journal_cursor: None,
+            exchange: None,
         };
         let mut outbox = OutboxChanges::default();
         outbox.added.push(("mail".into(), 7, b"message".to_vec()));

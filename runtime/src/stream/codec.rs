@@ -8,26 +8,54 @@
 //!
 //! ```text
 //! seconds i64 | nanoseconds u32 | offset_minutes i16 | priority u8
+//! | origin u64 (the record's number at its front-end)
 //! | 7 × (length u32, UTF-8 bytes): hostname, app-name, proc-id, msg-id,
 //!   structured data, message, peer
 //! ```
 //!
 //! all little-endian. The fields are those of a [`RecordBatch`] record, in
-//! the order of its spans.
+//! the order of its spans. Or it is a front-end's **marker**, [`MARKER`]
+//! then `seconds i64 | nanoseconds u32 | origin u64`: every record up to
+//! that one (by time, then number) is published, so a partition that has
+//! read up to the marker has all of them (`exchange.rs`).
 
 use crate::record::BatchBuilder;
 use crate::record::SPANS_PER_RECORD;
 use crate::types::{RecordBatch, Timestamp};
 
-/// The first byte of every message: the layout's version, so that a worker
-/// refuses what a newer front-end wrote instead of misreading it.
-pub const FORMAT: u8 = 1;
+/// The first byte of every message of records: the layout's version, so
+/// that a worker refuses what a newer front-end wrote instead of
+/// misreading it.
+pub const FORMAT: u8 = 2;
+
+/// The first byte of a marker.
+pub const MARKER: u8 = 0x80;
 
 /// Bytes of a record before its fields.
-const FIXED_BYTES: usize = 8 + 4 + 2 + 1;
+const FIXED_BYTES: usize = 8 + 4 + 2 + 1 + 8;
+
+/// What a message held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// This many records, now in the batch.
+    Records(usize),
+    /// A marker: every record up to (seconds, nanoseconds, origin) is
+    /// published.
+    Marker(crate::stream::exchange::Key),
+}
+
+/// A marker saying that every record up to the one of `time` numbered
+/// `origin` is published.
+pub fn marker(time: Timestamp, origin: u64) -> Vec<u8> {
+    let mut out = vec![MARKER];
+    out.extend_from_slice(&time.seconds.to_le_bytes());
+    out.extend_from_slice(&time.nanoseconds.to_le_bytes());
+    out.extend_from_slice(&origin.to_le_bytes());
+    out
+}
 
 /// Why a message's records could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
     /// The message is empty.
     #[error("the message is empty")]
@@ -59,14 +87,15 @@ pub fn start_message(out: &mut Vec<u8>) {
     out.push(FORMAT);
 }
 
-/// Append record `index` of `batch` to a message begun by
-/// [`start_message`].
-pub fn encode_record(batch: &RecordBatch, index: usize, out: &mut Vec<u8>) {
+/// Append record `index` of `batch`, numbered `origin` by its front-end,
+/// to a message begun by [`start_message`].
+pub fn encode_record(batch: &RecordBatch, index: usize, origin: u64, out: &mut Vec<u8>) {
     let time = record_time(batch, index);
     out.extend_from_slice(&time.seconds.to_le_bytes());
     out.extend_from_slice(&time.nanoseconds.to_le_bytes());
     out.extend_from_slice(&time.offset_minutes.to_le_bytes());
     out.push(batch.priorities.get(index).copied().unwrap_or(0));
+    out.extend_from_slice(&origin.to_le_bytes());
     for field in 0..SPANS_PER_RECORD {
         let text = field_text(batch, index, field);
         // A field is at most a message long, far below 4 GiB.
@@ -82,7 +111,7 @@ pub fn hostname(batch: &RecordBatch, index: usize) -> &str {
 }
 
 /// Record `index`'s time.
-fn record_time(batch: &RecordBatch, index: usize) -> Timestamp {
+pub fn record_time(batch: &RecordBatch, index: usize) -> Timestamp {
     Timestamp {
         seconds: batch.seconds.get(index).copied().unwrap_or(0),
         nanoseconds: batch.nanoseconds.get(index).copied().unwrap_or(0),
@@ -103,16 +132,32 @@ fn field_text(batch: &RecordBatch, index: usize, field: usize) -> &str {
 }
 
 /// Add every record of `message` to `builder`, each at `position` (the
-/// message's sequence in the stream). `scratch` is reused between calls.
-/// Returns how many records the message held; on an error, the records
-/// before the bad one are in `builder`.
+/// message's sequence in the stream), or read its marker. `scratch` is
+/// reused between calls. On an error, the records before the bad one are
+/// in `builder`.
 pub fn decode_records(
     message: &[u8],
     position: u64,
     builder: &mut BatchBuilder,
     scratch: &mut String,
-) -> Result<usize, CodecError> {
+) -> Result<Decoded, CodecError> {
     let (&format, mut rest) = message.split_first().ok_or(CodecError::Empty)?;
+    if format == MARKER {
+        let truncated = CodecError::Truncated {
+            index: 0,
+            offset: 1,
+        };
+        let (seconds, rest) = rest.split_first_chunk::<8>().ok_or(truncated.clone())?;
+        let (nanoseconds, rest) = rest.split_first_chunk::<4>().ok_or(truncated.clone())?;
+        let (origin, _) = rest.split_first_chunk::<8>().ok_or(truncated)?;
+        return Ok(Decoded::Marker(crate::stream::exchange::Key {
+            seconds: i64::from_le_bytes(*seconds),
+            nanoseconds: u32::from_le_bytes(*nanoseconds),
+            origin: u64::from_le_bytes(*origin),
+            partition: 0,
+            index: 0,
+        }));
+    }
     if format != FORMAT {
         return Err(CodecError::Format(format));
     }
@@ -130,6 +175,7 @@ pub fn decode_records(
         let nanoseconds = u32::from_le_bytes(fixed[8..12].try_into().unwrap_or_default());
         let offset_minutes = i16::from_le_bytes(fixed[12..14].try_into().unwrap_or_default());
         let priority = fixed[14];
+        let origin = u64::from_le_bytes(fixed[15..23].try_into().unwrap_or_default());
         rest = after;
         scratch.clear();
         for span in &mut spans {
@@ -152,9 +198,10 @@ pub fn decode_records(
             offset_minutes,
         };
         builder.push_fields(time, priority, position, scratch, spans.iter().copied());
+        builder.stream_parts_mut().origins.push(origin);
         index += 1;
     }
-    Ok(index)
+    Ok(Decoded::Records(index))
 }
 
 #[cfg(test)]
@@ -193,12 +240,14 @@ mod tests {
         let mut message = Vec::new();
         start_message(&mut message);
         for index in 0..LINES.len() {
-            encode_record(sent.batch(), index, &mut message);
+            encode_record(sent.batch(), index, 100 + index as u64, &mut message);
         }
         let mut received = BatchBuilder::new(16);
         let mut scratch = String::new();
         let count = decode_records(&message, 77, &mut received, &mut scratch);
-        assert_eq!(count, Ok(3));
+        let received_builder = std::mem::replace(&mut received, BatchBuilder::new(1));
+        let received = &received_builder;
+        assert_eq!(count, Ok(Decoded::Records(3)));
         let (sent, received) = (sent.batch(), received.batch());
         for index in 0..LINES.len() {
             for field in 0..SPANS_PER_RECORD {
@@ -216,6 +265,19 @@ mod tests {
         assert_eq!(field_text(received, 2, 5), "ünïcode");
         assert_eq!(field_text(received, 1, 6), "192.0.2.1:514");
         assert_eq!(received.positions, [77, 77, 77]);
+        let mut received = received_builder;
+        assert_eq!(received.stream_parts().origins, [100, 101, 102]);
+        let time = Timestamp {
+            seconds: 5,
+            nanoseconds: 6,
+            offset_minutes: 0,
+        };
+        assert_eq!(
+            decode_records(&marker(time, 7), 78, &mut received, &mut scratch),
+            Ok(Decoded::Marker(crate::stream::exchange::Key::record(
+                time, 7, 0
+            )))
+        );
     }
 
     #[test]
@@ -223,7 +285,7 @@ mod tests {
         let sent = batch_of(&LINES[..1], "");
         let mut message = Vec::new();
         start_message(&mut message);
-        encode_record(sent.batch(), 0, &mut message);
+        encode_record(sent.batch(), 0, 1, &mut message);
         let mut builder = BatchBuilder::new(4);
         let mut scratch = String::new();
         assert_eq!(
@@ -231,8 +293,8 @@ mod tests {
             Err(CodecError::Empty)
         );
         assert_eq!(
-            decode_records(&[2, 0, 0], 1, &mut builder, &mut scratch),
-            Err(CodecError::Format(2))
+            decode_records(&[3, 0, 0], 1, &mut builder, &mut scratch),
+            Err(CodecError::Format(3))
         );
         // The last field (the peer, empty) is its length alone: cut
         // inside it.

@@ -15,6 +15,7 @@
 //! server is processed by one instance of each module, in order.
 
 pub mod codec;
+pub mod exchange;
 pub mod publish;
 pub mod worker;
 

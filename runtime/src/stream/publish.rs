@@ -28,6 +28,12 @@ pub const IN_FLIGHT: usize = 512;
 /// pauses.
 pub const MESSAGE_BYTES: usize = 128 << 10;
 
+/// Records between markers (`codec::marker`) while the input does not
+/// pause: every partition's message is published, then a marker into
+/// every partition, so that keyed messages between partitions are
+/// released at least this often (`exchange.rs`).
+pub const MARKER_RECORDS: u64 = 16_384;
+
 /// What a front-end published.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PublishStats {
@@ -72,6 +78,13 @@ pub struct Publisher {
     in_flight: Option<tokio::sync::mpsc::Sender<InFlight>>,
     acknowledging: Option<tokio::task::JoinHandle<u64>>,
     stats: PublishStats,
+    /// The number the next record gets: its place, after its time, in
+    /// the order keyed messages are received in.
+    next_origin: u64,
+    /// The time and number of the last record published, for markers.
+    last_record: Option<(crate::types::Timestamp, u64)>,
+    /// Records published since the last marker.
+    since_marker: u64,
 }
 
 impl Publisher {
@@ -99,6 +112,9 @@ impl Publisher {
             in_flight: Some(sender),
             acknowledging: Some(acknowledging),
             stats: PublishStats::default(),
+            next_origin: 1,
+            last_record: None,
+            since_marker: 0,
         }
     }
 
@@ -114,7 +130,9 @@ impl Publisher {
                 codec::start_message(message);
             }
             let before = message.len();
-            codec::encode_record(batch, index, message);
+            let origin = self.next_origin;
+            self.next_origin += 1;
+            codec::encode_record(batch, index, origin, message);
             if message.len() - before + 1 > self.max_payload - 1024 {
                 message.truncate(before);
                 self.stats.too_large += 1;
@@ -127,13 +145,16 @@ impl Publisher {
                 continue;
             }
             self.stats.records += 1;
+            self.since_marker += 1;
+            self.last_record = Some((codec::record_time(batch, index), origin));
             if message.len() >= MESSAGE_BYTES.min(self.max_payload - 1024) {
                 self.publish(partition)?;
             }
         }
         let receipts = builder.take_receipts();
-        if quiet || !receipts.is_empty() {
+        if quiet || !receipts.is_empty() || self.since_marker >= MARKER_RECORDS {
             self.flush()?;
+            self.mark()?;
         }
         if !receipts.is_empty() {
             self.send(InFlight::Receipts(receipts))?;
@@ -151,10 +172,32 @@ impl Publisher {
         Ok(())
     }
 
+    /// Tell every partition, by a marker, that every record up to the last
+    /// one is published (after [`Publisher::flush`]).
+    fn mark(&mut self) -> anyhow::Result<()> {
+        let Some((time, origin)) = self.last_record else {
+            return Ok(());
+        };
+        if self.since_marker == 0 {
+            return Ok(());
+        }
+        self.since_marker = 0;
+        let marker = Bytes::from(codec::marker(time, origin));
+        for partition in 0..self.settings.partitions {
+            self.publish_bytes(partition, marker.clone())?;
+        }
+        Ok(())
+    }
+
     /// Publish partition `partition`'s message.
     fn publish(&mut self, partition: u32) -> anyhow::Result<()> {
         let payload = Bytes::copy_from_slice(&self.messages[partition as usize]);
         self.messages[partition as usize].clear();
+        self.publish_bytes(partition, payload)
+    }
+
+    /// Publish `payload` into partition `partition`'s subject.
+    fn publish_bytes(&mut self, partition: u32, payload: Bytes) -> anyhow::Result<()> {
         let subject = self.settings.records_subject(partition);
         self.next_id += 1;
         let id = format!("{}-{}", self.id_prefix, self.next_id);
@@ -186,6 +229,7 @@ impl Publisher {
     /// message (delivering the last receipts).
     pub fn finish(&mut self) -> anyhow::Result<PublishStats> {
         self.flush()?;
+        self.mark()?;
         drop(self.in_flight.take());
         if let Some(acknowledging) = self.acknowledging.take() {
             self.stats.retries = self

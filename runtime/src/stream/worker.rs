@@ -31,7 +31,8 @@
 //! interval's worth (`state.checkpoint_interval`) plus the batches in
 //! flight. Nothing is lost.
 
-use super::codec;
+use super::codec::{self, Decoded};
+use super::exchange::{self, Key, Merge, Parcel};
 use super::{Nats, StreamSettings};
 use crate::app::App;
 use crate::delivery::Courier;
@@ -52,7 +53,7 @@ use std::time::{Duration, Instant};
 const FETCH_MESSAGES: usize = 64;
 
 /// How long a fetch waits for messages when the partition has none.
-const FETCH_WAIT: Duration = Duration::from_millis(250);
+const FETCH_WAIT: Duration = Duration::from_millis(100);
 
 /// What a partition's run is given: the app, and where its state goes.
 pub struct WorkerContext<'a> {
@@ -77,6 +78,10 @@ struct Buckets {
     states: kv::Store,
     /// The snapshots.
     snapshots: object_store::ObjectStore,
+    /// The app's exchange stream of keyed messages between partitions.
+    exchange_stream: String,
+    /// Its subjects, without the partition: `NAME.exchange.APP`.
+    exchange_subject: String,
 }
 
 /// A name fit for a bucket, consumer or key: `text` with anything but
@@ -129,10 +134,25 @@ impl Buckets {
                 })
                 .await
                 .with_context(|| format!("cannot open or make the object store {prefix}-snapshots"))?;
+            let exchange_stream = format!("{prefix}-exchange");
+            let exchange_subject = format!("{}.exchange.{}", settings.name, token(app));
+            jetstream
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: exchange_stream.clone(),
+                    description: Some("correlator: keyed messages between partitions".into()),
+                    subjects: vec![format!("{exchange_subject}.*")],
+                    max_age: settings.max_age,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("cannot open or make the stream {exchange_stream}"))?;
             Ok(Buckets {
                 leases,
                 states,
                 snapshots,
+                exchange_stream,
+                exchange_subject,
             })
         })
     }
@@ -224,16 +244,7 @@ pub fn describe(nats: &Nats, settings: &StreamSettings, app: &str) -> anyhow::Re
             lines.push(format!("workers of app {app}: none has started yet"));
             return Ok(lines);
         };
-        let mut workers = 0;
-        let mut keys = leases
-            .keys()
-            .await
-            .map_err(|error| anyhow!("cannot list the workers: {error}"))?;
-        while let Some(key) = keys.next().await {
-            if key.map_err(|error| anyhow!("cannot list the workers: {error}"))?.starts_with("w.") {
-                workers += 1;
-            }
-        }
+        let workers = count_workers(&nats.jetstream, &leases).await?;
         lines.push(format!("workers of app {app}: {workers} alive"));
         for partition in 0..settings.partitions {
             let key = format!("p.{partition}");
@@ -269,6 +280,9 @@ struct Held<'scope> {
     renewed_at: Instant,
     /// Tells its run to stop (a last checkpoint, then the end).
     stop: Arc<AtomicBool>,
+    /// Set when the partition is handed to another worker: its run ends
+    /// without statistics (the next owner's gives them).
+    handing_over: Arc<AtomicBool>,
     /// Its run.
     run: std::thread::ScopedJoinHandle<'scope, anyhow::Result<()>>,
     /// It is being let go: its lease is deleted once the run has ended.
@@ -351,6 +365,36 @@ fn worker_id() -> String {
     token(&format!("{host}-{}-{random:08x}", std::process::id()))
 }
 
+/// The workers alive: heartbeat entries (`w.ID`) not deleted or expired.
+/// Read from the bucket stream's subjects and each entry, in a few
+/// requests, rather than by listing the keys through a consumer, which
+/// under the workers' steady writes may see an entry twice or never end.
+async fn count_workers(
+    jetstream: &async_nats::jetstream::Context,
+    leases: &kv::Store,
+) -> anyhow::Result<u32> {
+    let stream = jetstream.get_stream(&leases.stream_name).await?;
+    let mut subjects = stream
+        .info_with_subjects(format!("{}w.>", leases.prefix))
+        .await?;
+    let mut keys = std::collections::BTreeSet::new();
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject?;
+        if let Some(key) = subject.strip_prefix(leases.prefix.as_str()) {
+            keys.insert(key.to_owned());
+        }
+    }
+    let mut alive = 0;
+    for key in keys {
+        if let Some(entry) = leases.entry(key).await?
+            && entry.operation == kv::Operation::Put
+        {
+            alive += 1;
+        }
+    }
+    Ok(alive)
+}
+
 /// One round: announce this worker, renew its leases, end what was let
 /// go, and take or let go of partitions toward this worker's share.
 fn manage<'scope>(
@@ -381,6 +425,7 @@ fn manage<'scope>(
                 tracing::error!(
                     "lost the lease of partition {partition} to another worker; stopping its run"
                 );
+                partition_held.handing_over.store(true, Ordering::Relaxed);
                 partition_held.stop.store(true, Ordering::Relaxed);
             }
             // The server did not answer: the lease holds until it expires.
@@ -393,22 +438,14 @@ fn manage<'scope>(
                 tracing::error!(
                     "the lease of partition {partition} ran out unrenewed ({error}); stopping its run (another worker may have it)"
                 );
+                partition_held.handing_over.store(true, Ordering::Relaxed);
                 partition_held.stop.store(true, Ordering::Relaxed);
             }
         }
     }
     let workers = nats
-        .block_on(async {
-            let mut keys = buckets.leases.keys().await?;
-            let mut count = 0u32;
-            while let Some(key) = keys.next().await {
-                if key?.starts_with("w.") {
-                    count += 1;
-                }
-            }
-            Ok::<u32, Box<dyn std::error::Error + Send + Sync>>(count)
-        })
-        .map_err(|error| anyhow!("cannot count the workers: {error}"))?
+        .block_on(count_workers(&nats.jetstream, &buckets.leases))
+        .context("cannot count the workers")?
         .max(1);
     let share = settings.partitions.div_ceil(workers) as usize;
     let working = held.values().filter(|held| !held.releasing).count();
@@ -421,6 +458,7 @@ fn manage<'scope>(
                 settings.partitions
             );
             extra.releasing = true;
+            extra.handing_over.store(true, Ordering::Relaxed);
             extra.stop.store(true, Ordering::Relaxed);
         }
         return Ok(());
@@ -452,15 +490,25 @@ fn manage<'scope>(
         };
         tracing::info!("took partition {partition}");
         let stop = Arc::new(AtomicBool::new(false));
+        let handing_over = Arc::new(AtomicBool::new(false));
         let run = {
             let stop = Arc::clone(&stop);
+            let handing_over = Arc::clone(&handing_over);
             let nats = Arc::clone(nats);
             let buckets = buckets.clone();
             let id = id.to_owned();
             std::thread::Builder::new()
                 .name(format!("partition-{partition}"))
                 .spawn_scoped(scope, move || {
-                    run_partition(context, &nats, &buckets, &id, partition, &stop)
+                    run_partition(
+                        context,
+                        &nats,
+                        &buckets,
+                        &id,
+                        partition,
+                        &stop,
+                        handing_over,
+                    )
                 })
                 .context("cannot start a partition's thread")?
         };
@@ -470,6 +518,7 @@ fn manage<'scope>(
                 revision,
                 renewed_at: Instant::now(),
                 stop,
+                handing_over,
                 run,
                 releasing: false,
             },
@@ -575,6 +624,7 @@ fn run_partition(
     worker: &str,
     partition: u32,
     stop: &Arc<AtomicBool>,
+    handing_over: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let settings = context.settings;
     let key = format!("p.{partition}");
@@ -629,6 +679,33 @@ fn run_partition(
         "partition {partition}: reading from message {start} of {}",
         settings.records_subject(partition)
     );
+    let merge = Merge::new(
+        settings.partitions,
+        modules
+            .restored()
+            .and_then(|checkpoint| checkpoint.exchange.as_ref()),
+    );
+    let exchange = ExchangeReader {
+        consumer: fresh_exchange_consumer(
+            nats,
+            buckets,
+            &context.app.name,
+            partition,
+            merge.start_sequence(),
+        )?,
+        merge,
+        delivered: 0,
+        fresh_consumer_needed: false,
+    };
+    modules.no_statistics_once(handing_over);
+    modules.route_keyed_to(Box::new(ExchangePublisher {
+        nats: Arc::clone(nats),
+        subject: buckets.exchange_subject.clone(),
+        partitions: settings.partitions,
+        partition,
+        progress: Key::default(),
+        sent_progress: None,
+    }));
     let (receipts, numbers) = ReceiptSink::new();
     let ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>> = Arc::default();
     let acknowledging = nats.spawn(acknowledge(numbers, Arc::clone(&ackers)));
@@ -643,6 +720,8 @@ fn run_partition(
         stop,
         next: start,
         delivered: 0,
+        exchange,
+        buckets,
     };
     let result = run_stages(
         &mut modules,
@@ -820,6 +899,19 @@ struct PartitionReader<'a> {
     next: u64,
     /// The consumer's delivery number of the last message taken.
     delivered: u64,
+    /// The keyed messages of other partitions for this one.
+    exchange: ExchangeReader,
+    buckets: &'a Buckets,
+}
+
+/// A partition's reading of the exchange: its consumer (unacknowledged:
+/// where to read again is in the checkpoint) and the merge.
+struct ExchangeReader {
+    consumer: consumer::PullConsumer,
+    merge: Merge,
+    /// The consumer's delivery number of the last message taken.
+    delivered: u64,
+    fresh_consumer_needed: bool,
 }
 
 impl PartitionReader<'_> {
@@ -917,7 +1009,11 @@ impl PartitionReader<'_> {
                 let (message, acker) = message.split();
                 match codec::decode_records(&message.payload, sequence, &mut builder, &mut scratch)
                 {
-                    Ok(count) => records += count as u64,
+                    Ok(Decoded::Records(count)) => records += count as u64,
+                    Ok(Decoded::Marker(key)) => {
+                        let marker = &mut builder.stream_parts_mut().marker;
+                        *marker = Some(marker.map_or(key, |earlier| earlier.max(key)));
+                    }
                     Err(error) => tracing::error!(
                         "message {sequence} of {}: {error}; its records are passed over",
                         message.subject
@@ -931,12 +1027,244 @@ impl PartitionReader<'_> {
                     return records;
                 }
             }
+            self.read_exchange(&mut builder);
             if !sink.pass_on(&mut builder) {
                 return records;
             }
         }
         sink.pass_on(&mut builder);
         records
+    }
+
+    /// Take what the exchange holds for this partition now, and release
+    /// into `builder` what every partition's progress has passed, with
+    /// where the checkpoint after it stands.
+    fn read_exchange(&mut self, builder: &mut crate::record::BatchBuilder) {
+        let exchange = &mut self.exchange;
+        if exchange.fresh_consumer_needed {
+            match fresh_exchange_consumer(
+                self.nats,
+                self.buckets,
+                self.app,
+                self.partition,
+                exchange.merge.start_sequence(),
+            ) {
+                Ok(consumer) => {
+                    exchange.consumer = consumer;
+                    exchange.delivered = 0;
+                    exchange.fresh_consumer_needed = false;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        "partition {}: cannot make its exchange consumer again ({error:#})",
+                        self.partition
+                    );
+                    return;
+                }
+            }
+        }
+        let fetched = self.nats.block_on(async {
+            let mut batch = exchange
+                .consumer
+                .fetch()
+                .max_messages(FETCH_MESSAGES)
+                .messages()
+                .await?;
+            let mut messages = Vec::new();
+            while let Some(message) = batch.next().await {
+                messages.push(message?);
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(messages)
+        });
+        match fetched {
+            Ok(messages) => {
+                for message in messages {
+                    let Ok((sequence, delivered)) = message
+                        .info()
+                        .map(|info| (info.stream_sequence, info.consumer_sequence))
+                    else {
+                        continue;
+                    };
+                    if delivered != exchange.delivered + 1 {
+                        exchange.fresh_consumer_needed = true;
+                        break;
+                    }
+                    exchange.delivered = delivered;
+                    if sequence < exchange.merge.start_sequence() {
+                        continue;
+                    }
+                    match Parcel::decode(&message.payload) {
+                        Some(parcel) => exchange.merge.take(sequence, parcel),
+                        None => {
+                            // Passed over: moving on past it.
+                            tracing::error!(
+                                "partition {}: exchange message {sequence} is not one this correlator reads; passed over",
+                                self.partition
+                            );
+                            exchange.merge.take(
+                                sequence,
+                                Parcel {
+                                    from: 0,
+                                    progress: Key::default(),
+                                    messages: Vec::new(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            Err(_) => exchange.fresh_consumer_needed = true,
+        }
+        exchange.merge.release(builder);
+        builder.set_marks(crate::state_store::InputMarks {
+            exchange: Some(exchange.merge.mark()),
+            ..Default::default()
+        });
+    }
+}
+
+/// The partition's consumer of its keyed messages, made afresh to deliver
+/// from exchange message `start` on.
+fn fresh_exchange_consumer(
+    nats: &Nats,
+    buckets: &Buckets,
+    app: &str,
+    partition: u32,
+    start: u64,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let name = format!("{}-x{partition}", token(app));
+    nats.block_on(async {
+        let stream = nats
+            .jetstream
+            .get_stream(&buckets.exchange_stream)
+            .await
+            .with_context(|| format!("cannot open stream {}", buckets.exchange_stream))?;
+        let _ = stream.delete_consumer(&name).await;
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!(
+                    "correlator app {app}: keyed messages for partition {partition}"
+                )),
+                filter_subject: format!("{}.{partition}", buckets.exchange_subject),
+                deliver_policy: if start <= 1 {
+                    consumer::DeliverPolicy::All
+                } else {
+                    consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: start,
+                    }
+                },
+                // Where to read again is in the checkpoint.
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot make consumer {name}"))
+    })
+}
+
+/// A partition's keyed messages, published after each batch into the
+/// exchange, one parcel per destination partition with this partition's
+/// progress; returns once JetStream has every parcel, so that parcels
+/// from one partition to another arrive in order and a checkpoint never
+/// covers records whose messages are not safe.
+struct ExchangePublisher {
+    nats: Arc<Nats>,
+    subject: String,
+    partitions: u32,
+    partition: u32,
+    /// Every record up to this one is processed.
+    progress: Key,
+    /// The progress last published.
+    sent_progress: Option<Key>,
+}
+
+impl crate::pipeline::KeyedRouter for ExchangePublisher {
+    fn route(
+        &mut self,
+        sent: Vec<(String, crate::host::SentMessage)>,
+        batch: &crate::types::RecordBatch,
+        parts: &crate::record::StreamParts,
+    ) {
+        if let Some(last) = batch.seconds.len().checked_sub(1) {
+            let time = codec::record_time(batch, last);
+            let origin = parts.origins.get(last).copied().unwrap_or(0);
+            self.progress = self.progress.max(Key::record(time, origin, self.partition));
+        }
+        if let Some(marker) = parts.marker {
+            self.progress = self.progress.max(Key {
+                partition: self.partition,
+                ..marker
+            });
+        }
+        let mut messages = exchange::in_flight(sent, batch, &parts.origins, self.partition);
+        if batch.seconds.is_empty() {
+            // Sent outside any record (a tick, a keyed message): at the
+            // progress, in order.
+            for (index, message) in messages.iter_mut().enumerate() {
+                message.key = Key {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    ..self.progress
+                };
+            }
+        }
+        if messages.is_empty() && self.sent_progress == Some(self.progress) {
+            return;
+        }
+        let mut parcels: Vec<Parcel> = (0..self.partitions)
+            .map(|_| Parcel {
+                from: self.partition,
+                progress: self.progress,
+                messages: Vec::new(),
+            })
+            .collect();
+        for message in messages {
+            let to = super::partition_of(&message.message.key, self.partitions) as usize;
+            parcels[to].messages.push(message);
+        }
+        let payloads: Vec<(String, bytes::Bytes)> = parcels
+            .iter()
+            .enumerate()
+            .map(|(to, parcel)| (format!("{}.{to}", self.subject), parcel.encode().into()))
+            .collect();
+        let jetstream = &self.nats.jetstream;
+        let mut backoff = Duration::from_millis(100);
+        let mut waiting: Vec<usize> = (0..payloads.len()).collect();
+        while !waiting.is_empty() {
+            let failed: Vec<usize> = self.nats.block_on(async {
+                let mut acks = Vec::new();
+                for &to in &waiting {
+                    let (subject, payload) = &payloads[to];
+                    acks.push((
+                        to,
+                        jetstream.publish(subject.clone(), payload.clone()).await,
+                    ));
+                }
+                let mut failed = Vec::new();
+                for (to, ack) in acks {
+                    let acknowledged = match ack {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if !acknowledged {
+                        failed.push(to);
+                    }
+                }
+                failed
+            });
+            if !failed.is_empty() {
+                tracing::warn!(
+                    "partition {}: JetStream did not take {} keyed-message parcels; publishing them again in {} ms",
+                    self.partition,
+                    failed.len(),
+                    backoff.as_millis()
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            waiting = failed;
+        }
+        self.sent_progress = Some(self.progress);
     }
 }
 

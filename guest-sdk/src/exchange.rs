@@ -1,0 +1,80 @@
+//! Correlation by a key other than the record's server.
+//!
+//! Records may be split between workers by their hostname (the runtime's
+//! "More than one machine"), so what a module counts per something else
+//! (failed passwords per attacking address) would see only some servers.
+//! Send what you correlate on with [`send`], keyed by what you correlate
+//! by, and do the counting in [`crate::Module::receive`]: the runtime
+//! hands every message to the instance that owns its key, in the order of
+//! the records that sent them, so that the counts are whole.
+//!
+//! In one process an instance owns every key: a message sent while a
+//! record is processed is received right after that record, by the same
+//! instance, without leaving it. Keep the two halves apart (what
+//! `process` keeps per server, what `receive` keeps per key), and the
+//! module counts the same either way.
+
+use std::cell::{Cell, RefCell};
+
+thread_local! {
+    /// Whether messages go through the host (the instance runs one
+    /// partition of a stream).
+    static PARTITIONED: Cell<bool> = const { Cell::new(false) };
+    /// Messages sent while a record is processed, in one process: received
+    /// once it is.
+    static WAITING: RefCell<Vec<(String, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hand `payload` to the instance that owns `key`, which gets it in
+/// [`crate::Module::receive`] with the time of the record being processed.
+/// Send from [`crate::Module::process`]: messages sent elsewhere (a tick)
+/// count as sent after the batch's last record.
+pub fn send(key: &str, payload: &[u8]) {
+    if PARTITIONED.with(Cell::get) {
+        let record = crate::record::current_index().unwrap_or(u32::MAX);
+        crate::sys::exchange::send(record, key, payload);
+    } else {
+        WAITING.with(|waiting| {
+            waiting
+                .borrow_mut()
+                .push((key.to_owned(), payload.to_vec()));
+        });
+    }
+}
+
+/// Ask the host, once the instance starts, whether it runs partitioned.
+#[doc(hidden)]
+pub fn __start() {
+    PARTITIONED.with(|partitioned| partitioned.set(crate::sys::exchange::partitioned()));
+}
+
+/// Hand `module` what was sent while the record just processed was (in
+/// one process). The default [`crate::Module::process_batch`] calls it
+/// after each record; one that overrides it must too.
+pub fn deliver_waiting<M: crate::Module>(module: &mut M) {
+    loop {
+        let waiting = WAITING.with(|waiting| std::mem::take(&mut *waiting.borrow_mut()));
+        if waiting.is_empty() {
+            return;
+        }
+        let time = crate::record::current_time().unwrap_or_else(crate::now);
+        for (key, payload) in waiting {
+            module.receive(&key, &payload, time);
+        }
+    }
+}
+
+/// Hand `module` keyed messages the host routed to it, each with its
+/// sending record's time as the time of the events it dispatches.
+#[doc(hidden)]
+pub fn __receive<M: crate::Module>(
+    module: &mut M,
+    messages: Vec<crate::__bindings::module::exports::correlator::plugin::keyed::KeyedMessage>,
+) {
+    for message in messages {
+        crate::record::with_time(message.time, || {
+            module.receive(&message.key, &message.payload, message.time);
+        });
+    }
+    crate::__end_batch();
+}
