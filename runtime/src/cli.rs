@@ -649,15 +649,7 @@ fn run_app(args: &RunArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let stop = replay::stop_on_signals()?;
-    let input: Box<dyn replay::Input> = if read_file.as_os_str() == "-" {
-        let stdin = replay::stdin_until(std::sync::Arc::clone(&stop))
-            .context("cannot start reading standard input")?;
-        Box::new(BufReader::with_capacity(1 << 20, stdin))
-    } else {
-        let file = std::fs::File::open(read_file)
-            .with_context(|| format!("cannot open capture {}", read_file.display()))?;
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
+    let input = replay::open_input(read_file, &stop)?;
     modules.set_ticks_until(settings.ticks_until);
     let started = Instant::now();
     let (stats, counters) = match replay::replay(input, &mut modules, handlers, &settings, &stop) {

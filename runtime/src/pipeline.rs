@@ -38,6 +38,26 @@ pub struct BatchSink {
 }
 
 impl BatchSink {
+    /// A sink for batches of `batch_size` records, the receiving end of
+    /// its batches (at most [`BATCHES_IN_FLIGHT`] waiting), and where
+    /// emptied batches go back to it.
+    fn new(
+        batch_size: usize,
+    ) -> (
+        BatchSink,
+        mpsc::Receiver<BatchBuilder>,
+        mpsc::Sender<BatchBuilder>,
+    ) {
+        let (batches, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
+        let (recycle_tx, recycled) = mpsc::channel::<BatchBuilder>();
+        let sink = BatchSink {
+            batches,
+            recycled,
+            batch_size,
+        };
+        (sink, batch_rx, recycle_tx)
+    }
+
     /// An empty batch: a returned one if there is one, else a new one.
     pub fn empty_builder(&self) -> BatchBuilder {
         match self.recycled.try_recv() {
@@ -93,24 +113,15 @@ pub fn run_stages<S: Send>(
     source: impl FnOnce(BatchSink) -> S + Send,
     stop_source: impl FnOnce(),
 ) -> Result<(S, Counters), StageError> {
-    let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
-    let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
+    let (sink, batch_rx, recycle_tx) = BatchSink::new(batch_size);
     let (event_tx, event_rx) = mpsc::sync_channel::<ToHandlers>(EVENT_BATCHES_IN_FLIGHT);
     let mut handlers = handlers;
     handlers.clock = match modules.tick_time() {
         TickTime::WallClock => NotifyClock::Wall,
         TickTime::Records => NotifyClock::Records { latest_ms: None },
     };
-    let sink = BatchSink {
-        batches: batch_tx,
-        recycled: recycle_rx,
-        batch_size,
-    };
     std::thread::scope(|scope| {
-        let reader = std::thread::Builder::new()
-            .name("source".into())
-            .spawn_scoped(scope, move || source(sink))
-            .map_err(|error| StageError::Thread("source", error))?;
+        let reader = spawn_source(scope, source, sink)?;
         // Handlers run guests on this thread: its stack must hold their
         // WebAssembly stack (at most MAX_STACK_KIB) with room to spare.
         let handling = std::thread::Builder::new()
@@ -321,18 +332,9 @@ pub fn run_source<S: Send>(
     stop_source: impl FnOnce(),
     mut take: impl FnMut(&mut BatchBuilder, bool) -> anyhow::Result<()>,
 ) -> anyhow::Result<S> {
-    let (batch_tx, batch_rx) = mpsc::sync_channel::<BatchBuilder>(BATCHES_IN_FLIGHT);
-    let (recycle_tx, recycle_rx) = mpsc::channel::<BatchBuilder>();
-    let sink = BatchSink {
-        batches: batch_tx,
-        recycled: recycle_rx,
-        batch_size,
-    };
+    let (sink, batch_rx, recycle_tx) = BatchSink::new(batch_size);
     std::thread::scope(|scope| {
-        let reader = std::thread::Builder::new()
-            .name("source".into())
-            .spawn_scoped(scope, move || source(sink))
-            .map_err(|error| StageError::Thread("source", error))?;
+        let reader = spawn_source(scope, source, sink)?;
         let mut failed = None;
         for mut builder in batch_rx.iter() {
             let quiet = builder.len() < batch_size;
@@ -351,6 +353,18 @@ pub fn run_source<S: Send>(
         }
         Ok(join(reader))
     })
+}
+
+/// Start `source` on the thread "source" of `scope`, feeding `sink`.
+fn spawn_source<'scope, S: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    source: impl FnOnce(BatchSink) -> S + Send + 'scope,
+    sink: BatchSink,
+) -> Result<std::thread::ScopedJoinHandle<'scope, S>, StageError> {
+    std::thread::Builder::new()
+        .name("source".into())
+        .spawn_scoped(scope, move || source(sink))
+        .map_err(|error| StageError::Thread("source", error))
 }
 
 /// The result of a scoped thread; a panic there is a bug, passed on as one.

@@ -199,6 +199,21 @@ impl Read for StoppableInput {
     }
 }
 
+/// `--read-file PATH`'s input: the file, or standard input for `-` (read
+/// until `stop`, see [`stdin_until`]).
+pub fn open_input(
+    path: &std::path::Path,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Box<dyn Input>> {
+    if path.as_os_str() == "-" {
+        let stdin = stdin_until(Arc::clone(stop)).context("cannot start reading standard input")?;
+        return Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, stdin)));
+    }
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open capture {}", path.display()))?;
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
+}
+
 /// Feed every record of `input` through the modules and their events
 /// through the handlers, then dispatch and handle every module's statistics.
 /// Reading stops early once `stop` is set. Returns what was read and what

@@ -284,12 +284,26 @@ impl Background {
     /// SIGTERM, and its exit status.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        child.wait().expect("the run exits").code()
+        terminate(&mut child)
+    }
+
+    /// SIGTERM to every one of `runs` at once (none outlives another to
+    /// take over its work), then each one's exit status.
+    pub fn stop_together(runs: &mut [Background]) -> Vec<Option<i32>> {
+        for run in runs.iter() {
+            let child = run.child.as_ref().expect("running");
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+        }
+        runs.iter_mut()
+            .map(|run| {
+                let mut child = run.child.take().expect("running");
+                child.wait().expect("the run exits").code()
+            })
+            .collect()
     }
 
     /// SIGKILL.
@@ -307,6 +321,16 @@ impl Drop for Background {
             let _ = child.wait();
         }
     }
+}
+
+/// SIGTERM to `child`, and its exit status once it has exited.
+pub fn terminate(child: &mut std::process::Child) -> Option<i32> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    child.wait().expect("the process exits").code()
 }
 
 /// How often each number came.

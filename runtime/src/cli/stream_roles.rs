@@ -11,7 +11,6 @@ use crate::replay;
 use crate::stream::publish::Publisher;
 use crate::stream::{Nats, StreamSettings};
 use anyhow::{Context as _, bail};
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,15 +71,7 @@ pub(super) fn front_end(
         return Ok(());
     };
     let stop = replay::stop_on_signals()?;
-    let input: Box<dyn replay::Input> = if read_file.as_os_str() == "-" {
-        let stdin = replay::stdin_until(Arc::clone(&stop))
-            .context("cannot start reading standard input")?;
-        Box::new(BufReader::with_capacity(1 << 20, stdin))
-    } else {
-        let file = std::fs::File::open(read_file)
-            .with_context(|| format!("cannot open capture {}", read_file.display()))?;
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
+    let input = replay::open_input(read_file, &stop)?;
     let stats = replay::read_into(input, &mut publisher, &settings, &stop)
         .with_context(|| format!("cannot publish capture {}", read_file.display()))?;
     let published = publisher.finish()?;

@@ -222,10 +222,11 @@ impl GuestOutput {
         }
     }
 
-    fn write_bytes(&self, bytes: &[u8]) {
+    fn write_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
         if let Ok(mut line) = self.line.lock() {
             line.write(bytes);
         }
+        Ok(())
     }
 }
 
@@ -235,63 +236,72 @@ impl IsTerminal for GuestOutput {
     }
 }
 
-impl StdoutStream for GuestOutput {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-}
-
 /// How much a guest may hand over in one write: any amount is taken.
 const WRITE_PERMIT: usize = 64 << 10;
 
-impl OutputStream for GuestOutput {
-    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.write_bytes(&bytes);
-        Ok(())
-    }
+/// The WASI output stream traits for a stream type with
+/// `write_bytes(&self, &[u8]) -> std::io::Result<()>` that takes any
+/// amount at once.
+macro_rules! output_stream {
+    ($stream:ty) => {
+        impl StdoutStream for $stream {
+            fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+                Box::new(self.clone())
+            }
 
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
+            fn p2_stream(&self) -> Box<dyn OutputStream> {
+                Box::new(self.clone())
+            }
+        }
 
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        Ok(WRITE_PERMIT)
-    }
+        impl OutputStream for $stream {
+            fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+                self.write_bytes(&bytes)
+                    .map_err(|error| StreamError::LastOperationFailed(error.into()))
+            }
+
+            fn flush(&mut self) -> Result<(), StreamError> {
+                Ok(())
+            }
+
+            fn check_write(&mut self) -> Result<usize, StreamError> {
+                Ok(WRITE_PERMIT)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Pollable for $stream {
+            async fn ready(&mut self) {}
+        }
+
+        impl tokio::io::AsyncWrite for $stream {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::task::Poll::Ready(self.write_bytes(buf).map(|()| buf.len()))
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+    };
 }
 
-#[async_trait::async_trait]
-impl Pollable for GuestOutput {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for GuestOutput {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.write_bytes(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
+output_stream!(GuestOutput);
+output_stream!(WholeLines);
 
 /// The runtime's standard output, granted to an instance (`grants.stdout`,
 /// the console handler's job), in whole lines: what the instance writes is
@@ -363,60 +373,6 @@ impl Drop for WholeLines {
 impl IsTerminal for WholeLines {
     fn is_terminal(&self) -> bool {
         std::io::IsTerminal::is_terminal(&std::io::stdout())
-    }
-}
-
-impl StdoutStream for WholeLines {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
-    }
-}
-
-impl OutputStream for WholeLines {
-    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.write_bytes(&bytes)
-            .map_err(|error| StreamError::LastOperationFailed(error.into()))
-    }
-
-    fn flush(&mut self) -> Result<(), StreamError> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> Result<usize, StreamError> {
-        Ok(WRITE_PERMIT)
-    }
-}
-
-#[async_trait::async_trait]
-impl Pollable for WholeLines {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for WholeLines {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(self.write_bytes(buf).map(|()| buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
     }
 }
 

@@ -950,20 +950,13 @@ impl PartitionReader<'_> {
                     }
                 }
             }
-            let fetched = self.nats.block_on(async {
-                let mut batch = self
-                    .consumer
+            let fetched = self.nats.block_on(gather(
+                self.consumer
                     .batch()
                     .max_messages(FETCH_MESSAGES)
                     .expires(FETCH_WAIT)
-                    .messages()
-                    .await?;
-                let mut messages = Vec::new();
-                while let Some(message) = batch.next().await {
-                    messages.push(message?);
-                }
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(messages)
-            });
+                    .messages(),
+            ));
             let messages = match fetched {
                 Ok(messages) => messages,
                 Err(error) => {
@@ -1063,19 +1056,13 @@ impl PartitionReader<'_> {
                 }
             }
         }
-        let fetched = self.nats.block_on(async {
-            let mut batch = exchange
+        let fetched = self.nats.block_on(gather(
+            exchange
                 .consumer
                 .fetch()
                 .max_messages(FETCH_MESSAGES)
-                .messages()
-                .await?;
-            let mut messages = Vec::new();
-            while let Some(message) = batch.next().await {
-                messages.push(message?);
-            }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(messages)
-        });
+                .messages(),
+        ));
         match fetched {
             Ok(messages) => {
                 for message in messages {
@@ -1121,6 +1108,23 @@ impl PartitionReader<'_> {
             ..Default::default()
         });
     }
+}
+
+/// Every message of a pull request (`request`: a batch or a fetch).
+async fn gather<B, E1, E2>(
+    request: impl std::future::Future<Output = Result<B, E1>>,
+) -> Result<Vec<async_nats::jetstream::Message>, Box<dyn std::error::Error + Send + Sync>>
+where
+    B: futures_util::Stream<Item = Result<async_nats::jetstream::Message, E2>> + Unpin,
+    E1: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E2: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut batch = request.await.map_err(Into::into)?;
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        messages.push(message.map_err(Into::into)?);
+    }
+    Ok(messages)
 }
 
 /// The partition's consumer of its keyed messages, made afresh to deliver
