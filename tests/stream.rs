@@ -100,6 +100,19 @@ impl Drop for NatsServer {
 /// Partitions of the tests' streams.
 const PARTITIONS: u32 = 8;
 
+/// Held by each test while it runs: each starts a server, front-ends and
+/// up to three workers, so they run one at a time, as they would on the
+/// machines they stand for, rather than starving each other of the two
+/// cores a CI machine has.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Wait for the other tests of this file to finish.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The `[config]` of an app on the stream `stream` of `nats` in `role`,
 /// with short leases and frequent checkpoints.
 fn stream_config(nats: &NatsServer, stream: &str, role: &str) -> String {
@@ -153,18 +166,6 @@ impl Rng {
 /// that try every server, so that their counts (and `SSHDAttemptsExceeded`)
 /// need every server's records, whatever partitions the servers are in.
 fn sshd_capture(count: usize) -> String {
-    capture_of(count, true)
-}
-
-/// [`sshd_capture`] without the addresses that try every server: every
-/// correlation is within one server's records.
-fn per_server_capture(count: usize) -> String {
-    capture_of(count, false)
-}
-
-/// `count` records as [`sshd_capture`] says, with or without the
-/// addresses that try every server.
-fn capture_of(count: usize, roaming_attackers: bool) -> String {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut steps = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = String::new();
@@ -176,7 +177,7 @@ fn capture_of(count: usize, roaming_attackers: bool) -> String {
         pid += 1;
         let addr = format!("10.{server}.{}.{}", rng.below(4), rng.below(250));
         let port = 1024 + rng.below(60_000);
-        let kind = rng.below(if roaming_attackers { 12 } else { 10 });
+        let kind = rng.below(12);
         let roaming = format!("203.0.113.{}", rng.below(40));
         let user = format!("user{}", rng.below(20));
         let mut line = |text: &str, out: &mut String| {
@@ -374,6 +375,7 @@ fn stop_all(workers: &mut [Background]) {
 
 #[test]
 fn one_and_three_workers_give_the_events_of_one_process() {
+    let _alone = alone();
     let capture = sshd_capture(200_000);
     let (expected, expected_statistics) = one_process(&capture);
     assert!(expected.len() > 50_000, "{}", expected.len());
@@ -441,6 +443,7 @@ fn servers_in_different_partitions() -> Vec<String> {
 
 #[test]
 fn a_brute_force_spread_over_six_servers_in_different_partitions_is_counted_whole() {
+    let _alone = alone();
     let servers = servers_in_different_partitions();
     let mut capture = String::new();
     let mut second = 0;
@@ -489,10 +492,8 @@ fn a_brute_force_spread_over_six_servers_in_different_partitions_is_counted_whol
 
 #[test]
 fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost() {
-    // Per-server correlations only: with attackers trying every server, a
-    // kill -9 sometimes loses one of their alerts (an open bug, see the
-    // README's "More than one machine").
-    let capture = per_server_capture(200_000);
+    let _alone = alone();
+    let capture = sshd_capture(200_000);
     let (expected, _) = one_process(&capture);
     let lines: Vec<&str> = capture.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -596,6 +597,7 @@ fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost
 
 #[test]
 fn the_nats_server_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
+    let _alone = alone();
     let capture = sshd_capture(100_000);
     let (expected, _) = one_process(&capture);
     let lines: Vec<&str> = capture.lines().collect();
@@ -635,6 +637,7 @@ fn the_nats_server_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
 
 #[test]
 fn a_relp_front_end_answers_only_once_jetstream_has_the_records() {
+    let _alone = alone();
     let mut nats = NatsServer::start();
     let dir = stream_dir(&nats, "RELP", "");
     std::fs::write(
@@ -716,6 +719,7 @@ fn a_relp_front_end_answers_only_once_jetstream_has_the_records() {
 
 #[test]
 fn check_names_the_stream_its_partitions_and_who_holds_them() {
+    let _alone = alone();
     let nats = NatsServer::start();
     let capture = sshd_capture(1_000);
     let dir = stream_dir(&nats, "CHECKED", &capture);

@@ -841,36 +841,54 @@ fn fresh_consumer(
     start: u64,
 ) -> anyhow::Result<consumer::PullConsumer> {
     let name = format!("{}-p{partition}", token(app));
-    let subject = settings.records_subject(partition);
+    fresh_pull_consumer(
+        nats,
+        &settings.name,
+        consumer::pull::Config {
+            durable_name: Some(name),
+            description: Some(format!("correlator app {app}, partition {partition}")),
+            filter_subject: settings.records_subject(partition),
+            ack_policy: consumer::AckPolicy::All,
+            // Acknowledgements come with checkpoints; redelivery is not
+            // how a partition goes on (its owner reads on, a new owner
+            // starts after the checkpoint).
+            ack_wait: Duration::from_secs(3600),
+            max_ack_pending: 1_000_000,
+            ..Default::default()
+        },
+        start,
+    )
+}
+
+/// `config`'s durable consumer on stream `stream`, made afresh (an earlier
+/// one deleted: one of an earlier owner waits for acknowledgements that
+/// will never come) to deliver from message `start` on.
+fn fresh_pull_consumer(
+    nats: &Nats,
+    stream: &str,
+    config: consumer::pull::Config,
+    start: u64,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let config = consumer::pull::Config {
+        deliver_policy: if start <= 1 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            }
+        },
+        ..config
+    };
     nats.block_on(async {
-        let stream = nats
+        let stream_handle = nats
             .jetstream
-            .get_stream(&settings.name)
+            .get_stream(stream)
             .await
-            .with_context(|| format!("cannot open stream {}", settings.name))?;
-        // A consumer of an earlier owner waits for acknowledgements that
-        // will never come; the checkpoint says where to start.
-        let _ = stream.delete_consumer(&name).await;
-        stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("correlator app {app}, partition {partition}")),
-                filter_subject: subject,
-                deliver_policy: if start <= 1 {
-                    consumer::DeliverPolicy::All
-                } else {
-                    consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: start,
-                    }
-                },
-                ack_policy: consumer::AckPolicy::All,
-                // Acknowledgements come with checkpoints; redelivery is
-                // not how a partition goes on (its owner reads on, a new
-                // owner starts after the checkpoint).
-                ack_wait: Duration::from_secs(3600),
-                max_ack_pending: 1_000_000,
-                ..Default::default()
-            })
+            .with_context(|| format!("cannot open stream {stream}"))?;
+        let _ = stream_handle.delete_consumer(&name).await;
+        stream_handle
+            .create_consumer(config)
             .await
             .with_context(|| format!("cannot make consumer {name}"))
     })
@@ -1110,7 +1128,13 @@ impl PartitionReader<'_> {
     }
 }
 
-/// Every message of a pull request (`request`: a batch or a fetch).
+/// How long a pull request may take, whatever the server says: a request
+/// the server lost (it restarted) is never answered, and the reader would
+/// wait for it for ever.
+const PULL_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Every message of a pull request (`request`: a batch or a fetch), or an
+/// error if it fails or takes longer than [`PULL_DEADLINE`].
 async fn gather<B, E1, E2>(
     request: impl std::future::Future<Output = Result<B, E1>>,
 ) -> Result<Vec<async_nats::jetstream::Message>, Box<dyn std::error::Error + Send + Sync>>
@@ -1119,12 +1143,22 @@ where
     E1: Into<Box<dyn std::error::Error + Send + Sync>>,
     E2: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut batch = request.await.map_err(Into::into)?;
-    let mut messages = Vec::new();
-    while let Some(message) = batch.next().await {
-        messages.push(message.map_err(Into::into)?);
+    let pulled = async {
+        let mut batch = request.await.map_err(Into::into)?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            messages.push(message.map_err(Into::into)?);
+        }
+        Ok(messages)
+    };
+    match tokio::time::timeout(PULL_DEADLINE, pulled).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no answer to a pull request within {} s",
+            PULL_DEADLINE.as_secs()
+        )
+        .into()),
     }
-    Ok(messages)
 }
 
 /// The partition's consumer of its keyed messages, made afresh to deliver
@@ -1136,35 +1170,21 @@ fn fresh_exchange_consumer(
     partition: u32,
     start: u64,
 ) -> anyhow::Result<consumer::PullConsumer> {
-    let name = format!("{}-x{partition}", token(app));
-    nats.block_on(async {
-        let stream = nats
-            .jetstream
-            .get_stream(&buckets.exchange_stream)
-            .await
-            .with_context(|| format!("cannot open stream {}", buckets.exchange_stream))?;
-        let _ = stream.delete_consumer(&name).await;
-        stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!(
-                    "correlator app {app}: keyed messages for partition {partition}"
-                )),
-                filter_subject: format!("{}.{partition}", buckets.exchange_subject),
-                deliver_policy: if start <= 1 {
-                    consumer::DeliverPolicy::All
-                } else {
-                    consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: start,
-                    }
-                },
-                // Where to read again is in the checkpoint.
-                ack_policy: consumer::AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("cannot make consumer {name}"))
-    })
+    fresh_pull_consumer(
+        nats,
+        &buckets.exchange_stream,
+        consumer::pull::Config {
+            durable_name: Some(format!("{}-x{partition}", token(app))),
+            description: Some(format!(
+                "correlator app {app}: keyed messages for partition {partition}"
+            )),
+            filter_subject: format!("{}.{partition}", buckets.exchange_subject),
+            // Where to read again is in the checkpoint.
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        },
+        start,
+    )
 }
 
 /// A partition's keyed messages, published after each batch into the
