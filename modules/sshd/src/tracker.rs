@@ -853,8 +853,7 @@ impl Tracker {
         probe.failed = true;
         // The line's own address, else the connection's.
         let addr = named.unwrap_or(connection.addr.as_str()).to_owned();
-        let times = u32::try_from(count).unwrap_or(u32::MAX);
-        keyed::send_attempts(&addr, user, record.hostname, times);
+        keyed::send_attempts(&addr, user, record.hostname, count);
     }
 
     /// A keyed message for `addr` (see [`keyed`]): count its failed
