@@ -305,9 +305,16 @@ fn held(worker: &Background) -> usize {
 /// Start `count` workers in `dir` (runs `first`, `first + 1`, ...) and
 /// wait until they share the partitions.
 fn start_workers(dir: &Path, first: u32, count: u32) -> Vec<Background> {
-    let mut workers: Vec<Background> = (first..first + count)
-        .map(|run| Background::start(dir, run, &["run", "--app", "worker.toml"]))
-        .collect();
+    // One after another, each once it has set itself up (its streams and
+    // buckets made or found), as an operator adds workers.
+    let mut workers: Vec<Background> = Vec::new();
+    for run in first..first + count {
+        let mut worker = Background::start(dir, run, &["run", "--app", "worker.toml"]);
+        worker.wait_until("working", |worker| {
+            worker.stderr().contains("working on stream")
+        });
+        workers.push(worker);
+    }
     let share = PARTITIONS.div_ceil(count) as usize;
     let started = Instant::now();
     loop {
