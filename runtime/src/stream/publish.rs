@@ -11,6 +11,13 @@
 //! acknowledged: a sender is answered only when its records are in
 //! JetStream. At most [`IN_FLIGHT`] messages wait for their
 //! acknowledgement; past that, the source waits, and with it the network.
+//!
+//! A partition has at most one message in flight: its next one is
+//! published once the one before is acknowledged. Otherwise a message
+//! whose first publishing was lost (the server restarted) would, published
+//! again, land behind later ones of its partition, and a worker would
+//! read a host's records out of order (a session's last line before its
+//! first). Partitions' messages are in flight together.
 
 use super::codec;
 use super::{Nats, StreamSettings, partition_of};
@@ -58,6 +65,8 @@ enum InFlight {
         subject: String,
         id: String,
         payload: Bytes,
+        /// Told once JetStream has it.
+        acknowledged: tokio::sync::oneshot::Sender<()>,
     },
     /// Receipts of the records published before them.
     Receipts(Receipts),
@@ -69,6 +78,8 @@ pub struct Publisher {
     settings: StreamSettings,
     /// Per partition, the message being filled.
     messages: Vec<Vec<u8>>,
+    /// Per partition, the acknowledgement of its message in flight.
+    in_flight_of: Vec<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// The largest message the server takes.
     max_payload: usize,
     /// Prefix of this run's message ids: a front-end's messages never
@@ -97,6 +108,7 @@ impl Publisher {
         let partitions = settings.partitions as usize;
         Publisher {
             messages: (0..partitions).map(|_| Vec::new()).collect(),
+            in_flight_of: (0..partitions).map(|_| None).collect(),
             max_payload,
             id_prefix: format!(
                 "{}-{}-{}",
@@ -196,8 +208,14 @@ impl Publisher {
         self.publish_bytes(partition, payload)
     }
 
-    /// Publish `payload` into partition `partition`'s subject.
+    /// Publish `payload` into partition `partition`'s subject, once its
+    /// message before is acknowledged.
     fn publish_bytes(&mut self, partition: u32, payload: Bytes) -> anyhow::Result<()> {
+        if let Some(before) = self.in_flight_of[partition as usize].take() {
+            self.nats
+                .block_on(before)
+                .map_err(|_| anyhow::anyhow!("the NATS thread stopped acknowledging"))?;
+        }
         let subject = self.settings.records_subject(partition);
         self.next_id += 1;
         let id = format!("{}-{}", self.id_prefix, self.next_id);
@@ -206,11 +224,14 @@ impl Publisher {
         let ack =
             self.nats
                 .block_on(publish_once(&self.nats.jetstream, &subject, &id, &payload))?;
+        let (acknowledged, awaited) = tokio::sync::oneshot::channel();
+        self.in_flight_of[partition as usize] = Some(awaited);
         self.send(InFlight::Message {
             ack,
             subject,
             id,
             payload,
+            acknowledged,
         })
     }
 
@@ -273,6 +294,7 @@ async fn acknowledge(
                 subject,
                 id,
                 payload,
+                acknowledged,
             } => {
                 let mut ack = Some(ack);
                 let mut backoff = Duration::from_millis(100);
@@ -285,7 +307,11 @@ async fn acknowledge(
                         },
                     };
                     match result {
-                        Ok(_) => break,
+                        Ok(_) => {
+                            // The publisher may not wait for it.
+                            let _ = acknowledged.send(());
+                            break;
+                        }
                         Err(error) => {
                             retries += 1;
                             tracing::warn!(
