@@ -130,6 +130,9 @@ fn put_str(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(text);
 }
 
+/// Bytes of an encoded [`Key`].
+const KEY_BYTES: usize = 8 + 4 + 8 + 4 + 4;
+
 fn put_key(out: &mut Vec<u8>, key: &Key) {
     out.extend_from_slice(&key.seconds.to_le_bytes());
     out.extend_from_slice(&key.nanoseconds.to_le_bytes());
@@ -196,6 +199,64 @@ impl Parcel {
             out.extend_from_slice(&time.offset_minutes.to_le_bytes());
         }
         out
+    }
+
+    /// Bytes of an encoded parcel without messages.
+    const HEADER_BYTES: usize = 1 + 4 + KEY_BYTES + 4;
+
+    /// Bytes `in_flight` takes in an encoded parcel.
+    fn message_bytes(in_flight: &InFlight) -> usize {
+        KEY_BYTES
+            + 8
+            + 4
+            + 3 * 4
+            + in_flight.instance.len()
+            + in_flight.message.key.len()
+            + in_flight.message.payload.len()
+            + 8
+            + 4
+            + 2
+    }
+
+    /// Bytes of [`Parcel::encode`]'s result.
+    pub fn encoded_len(&self) -> usize {
+        Self::HEADER_BYTES + self.messages.iter().map(Self::message_bytes).sum::<usize>()
+    }
+
+    /// This parcel as parcels of at most `max_bytes` each (a NATS server
+    /// takes messages up to its `max_payload`), in order; and how many
+    /// messages were left out because one alone is larger. Every parcel
+    /// but the last carries `earlier_progress` (what the sender said
+    /// before): a receiver must not release other senders' messages past
+    /// this sender's before it has every one of them.
+    pub fn split(self, max_bytes: usize, earlier_progress: Key) -> (Vec<Parcel>, usize) {
+        let mut parcels = Vec::new();
+        let mut too_large = 0;
+        let mut current = Vec::new();
+        let mut current_bytes = Self::HEADER_BYTES;
+        for in_flight in self.messages {
+            let bytes = Self::message_bytes(&in_flight);
+            if Self::HEADER_BYTES + bytes > max_bytes {
+                too_large += 1;
+                continue;
+            }
+            if current_bytes + bytes > max_bytes {
+                parcels.push(Parcel {
+                    from: self.from,
+                    progress: earlier_progress,
+                    messages: std::mem::take(&mut current),
+                });
+                current_bytes = Self::HEADER_BYTES;
+            }
+            current_bytes += bytes;
+            current.push(in_flight);
+        }
+        parcels.push(Parcel {
+            from: self.from,
+            progress: self.progress,
+            messages: current,
+        });
+        (parcels, too_large)
     }
 
     /// The parcel `bytes` hold; `None` for bytes no correlator of this
@@ -476,6 +537,46 @@ mod tests {
         let bytes = sent.encode();
         assert_eq!(Parcel::decode(&bytes[..bytes.len() - 1]), None);
         assert_eq!(Parcel::decode(&[2]), None);
+    }
+
+    #[test]
+    fn a_parcel_larger_than_the_server_takes_goes_in_pieces_in_order() {
+        let big = |origin: u64, size: usize| {
+            let mut in_flight = message(3, 100, origin, "");
+            in_flight.message.payload = vec![b'x'; size];
+            in_flight
+        };
+        let whole = parcel(
+            3,
+            (100, 9),
+            vec![
+                big(1, 300),
+                big(2, 300),
+                big(3, 5000),
+                big(4, 300),
+                big(5, 300),
+            ],
+        );
+        let earlier = Key::record(time(90), 0, 3);
+        let (pieces, too_large) = whole.clone().split(1000, earlier);
+        assert_eq!(too_large, 1, "the 5000-byte message fits no piece");
+        let origins: Vec<Vec<u64>> = pieces
+            .iter()
+            .map(|piece| piece.messages.iter().map(|m| m.key.origin).collect())
+            .collect();
+        assert_eq!(origins, [vec![1, 2], vec![4, 5]]);
+        assert!(pieces.iter().all(|piece| piece.encoded_len() <= 1000));
+        assert!(
+            pieces
+                .iter()
+                .all(|piece| piece.encoded_len() == piece.encode().len())
+        );
+        // Only the last says how far the sender is.
+        assert_eq!(pieces[0].progress, earlier);
+        assert_eq!(pieces[1].progress, whole.progress);
+        // A parcel that fits stays whole.
+        let (pieces, too_large) = whole.clone().split(1 << 20, earlier);
+        assert_eq!((pieces, too_large), (vec![whole], 0));
     }
 
     #[test]

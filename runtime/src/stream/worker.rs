@@ -674,7 +674,27 @@ fn run_partition(
         written: pointer.snapshot,
         commits: 0,
     }));
-    let consumer = fresh_consumer(nats, settings, &context.app.name, partition, start)?;
+    let app = &context.app.name;
+    let records = PullReader::new(
+        nats,
+        &settings.name,
+        consumer::pull::Config {
+            durable_name: Some(format!("{}-p{partition}-{worker}", token(app))),
+            description: Some(format!("correlator app {app}, partition {partition}")),
+            filter_subject: settings.records_subject(partition),
+            ack_policy: consumer::AckPolicy::All,
+            // Acknowledgements come with checkpoints; redelivery is not
+            // how a partition goes on (its owner reads on, a new owner
+            // starts after the checkpoint).
+            ack_wait: Duration::from_secs(3600),
+            max_ack_pending: 1_000_000,
+            inactive_threshold: ABANDONED_AFTER,
+            ..Default::default()
+        },
+        start,
+        Some(FETCH_WAIT),
+        format!("partition {partition}'s records"),
+    )?;
     tracing::info!(
         "partition {partition}: reading from message {start} of {}",
         settings.records_subject(partition)
@@ -685,18 +705,24 @@ fn run_partition(
             .restored()
             .and_then(|checkpoint| checkpoint.exchange.as_ref()),
     );
-    let exchange = ExchangeReader {
-        consumer: fresh_exchange_consumer(
-            nats,
-            buckets,
-            &context.app.name,
-            partition,
-            merge.start_sequence(),
-        )?,
-        merge,
-        delivered: 0,
-        fresh_consumer_needed: false,
-    };
+    let exchange = PullReader::new(
+        nats,
+        &buckets.exchange_stream,
+        consumer::pull::Config {
+            durable_name: Some(format!("{}-x{partition}-{worker}", token(app))),
+            description: Some(format!(
+                "correlator app {app}: keyed messages for partition {partition}"
+            )),
+            filter_subject: format!("{}.{partition}", buckets.exchange_subject),
+            // Where to read again is in the checkpoint.
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: ABANDONED_AFTER,
+            ..Default::default()
+        },
+        merge.start_sequence(),
+        None,
+        format!("partition {partition}'s keyed messages"),
+    )?;
     modules.no_statistics_once(handing_over);
     modules.route_keyed_to(Box::new(ExchangePublisher {
         nats: Arc::clone(nats),
@@ -705,23 +731,20 @@ fn run_partition(
         partition,
         progress: Key::default(),
         sent_progress: None,
+        max_parcel_bytes: nats.client.server_info().max_payload.max(4096) - 1024,
+        too_large: 0,
     }));
     let (receipts, numbers) = ReceiptSink::new();
     let ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>> = Arc::default();
     let acknowledging = nats.spawn(acknowledge(numbers, Arc::clone(&ackers)));
     let reading = PartitionReader {
-        nats,
-        settings,
-        app: &context.app.name,
-        partition,
-        consumer,
+        records,
         receipts,
         ackers,
         stop,
-        next: start,
-        delivered: 0,
         exchange,
-        buckets,
+        merge,
+        partition,
     };
     let result = run_stages(
         &mut modules,
@@ -831,105 +854,221 @@ fn restore(
     Ok(())
 }
 
-/// The partition's durable consumer, made afresh to deliver from message
-/// `start` on, acknowledged all-before-the-highest.
-fn fresh_consumer(
-    nats: &Nats,
-    settings: &StreamSettings,
-    app: &str,
-    partition: u32,
-    start: u64,
-) -> anyhow::Result<consumer::PullConsumer> {
-    let name = format!("{}-p{partition}", token(app));
-    fresh_pull_consumer(
-        nats,
-        &settings.name,
-        consumer::pull::Config {
-            durable_name: Some(name),
-            description: Some(format!("correlator app {app}, partition {partition}")),
-            filter_subject: settings.records_subject(partition),
-            ack_policy: consumer::AckPolicy::All,
-            // Acknowledgements come with checkpoints; redelivery is not
-            // how a partition goes on (its owner reads on, a new owner
-            // starts after the checkpoint).
-            ack_wait: Duration::from_secs(3600),
-            max_ack_pending: 1_000_000,
-            ..Default::default()
-        },
-        start,
-    )
-}
+/// How long an abandoned consumer (its owner died, or let the partition
+/// go) stays on the server: one whose owner reads is never idle that long.
+const ABANDONED_AFTER: Duration = Duration::from_secs(300);
 
-/// `config`'s durable consumer on stream `stream`, made afresh (an earlier
-/// one deleted: one of an earlier owner waits for acknowledgements that
-/// will never come) to deliver from message `start` on.
-fn fresh_pull_consumer(
-    nats: &Nats,
-    stream: &str,
-    config: consumer::pull::Config,
-    start: u64,
-) -> anyhow::Result<consumer::PullConsumer> {
-    let name = config.durable_name.clone().unwrap_or_default();
-    let config = consumer::pull::Config {
-        deliver_policy: if start <= 1 {
-            consumer::DeliverPolicy::All
-        } else {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            }
-        },
-        ..config
-    };
-    nats.block_on(async {
-        let stream_handle = nats
-            .jetstream
-            .get_stream(stream)
-            .await
-            .with_context(|| format!("cannot open stream {stream}"))?;
-        let _ = stream_handle.delete_consumer(&name).await;
-        stream_handle
-            .create_consumer(config)
-            .await
-            .with_context(|| format!("cannot make consumer {name}"))
-    })
-}
-
-/// Reads a partition's records into batches: each message's records with
-/// the message's stream sequence as their position, and its receipt,
-/// which acknowledges it once a checkpoint covers it.
+/// One of a partition's durable pull consumers (of its records, or of its
+/// keyed messages), read in stream order, each message once.
+///
+/// Each owner reads through a consumer of its own (named after the
+/// worker), so that an owner that lost its lease without knowing it (it
+/// was paused past it) and makes its consumer afresh can never move the
+/// new owner's. The first owner to make one deletes every earlier
+/// owner's.
 ///
 /// A pull consumer's deliveries can be lost on the way (the connection
 /// drops after the server sent them): the server counts them delivered
 /// and would send them again only after `ack_wait`. The reader notices
-/// (the consumer's delivery numbers jump, or a fetch fails) and makes the
-/// consumer afresh from the first message it has not read, so that no
-/// record is passed over and none read twice.
-struct PartitionReader<'a> {
+/// (the consumer's delivery numbers jump, or a pull fails or is not
+/// answered) and makes its consumer afresh from the first message it has
+/// not read, so that none is passed over and none read twice.
+struct PullReader<'a> {
     nats: &'a Nats,
-    settings: &'a StreamSettings,
-    app: &'a str,
-    partition: u32,
-    consumer: consumer::PullConsumer,
-    receipts: Arc<ReceiptSink>,
-    ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>>,
-    stop: &'a AtomicBool,
+    /// The stream read.
+    stream: String,
+    /// The consumer's configuration, but for where it starts.
+    config: consumer::pull::Config,
+    /// `None` while it must be made afresh.
+    consumer: Option<consumer::PullConsumer>,
     /// The first stream sequence not yet read.
     next: u64,
     /// The consumer's delivery number of the last message taken.
     delivered: u64,
-    /// The keyed messages of other partitions for this one.
-    exchange: ExchangeReader,
-    buckets: &'a Buckets,
+    /// How long a pull waits when there is nothing to read (`None`: it
+    /// takes what is there).
+    wait: Option<Duration>,
+    /// What is read, for warnings: "partition 3's records".
+    what: String,
+    warned_at: Option<Instant>,
 }
 
-/// A partition's reading of the exchange: its consumer (unacknowledged:
-/// where to read again is in the checkpoint) and the merge.
-struct ExchangeReader {
-    consumer: consumer::PullConsumer,
+impl<'a> PullReader<'a> {
+    /// A reader of `config`'s messages of stream `stream` from message
+    /// `start` on, through a consumer made now, earlier owners' (those
+    /// with the same description) deleted.
+    fn new(
+        nats: &'a Nats,
+        stream: &str,
+        config: consumer::pull::Config,
+        start: u64,
+        wait: Option<Duration>,
+        what: String,
+    ) -> anyhow::Result<PullReader<'a>> {
+        let description = config.description.clone();
+        nats.block_on(async {
+            let stream_handle = nats
+                .jetstream
+                .get_stream(stream)
+                .await
+                .with_context(|| format!("cannot open stream {stream}"))?;
+            let mut consumers = stream_handle.consumers();
+            let mut earlier = Vec::new();
+            while let Some(info) = consumers.next().await {
+                let info = info.with_context(|| format!("cannot list consumers of {stream}"))?;
+                if info.config.description == description {
+                    earlier.push(info.name);
+                }
+            }
+            for name in earlier {
+                let _ = stream_handle.delete_consumer(&name).await;
+            }
+            anyhow::Ok(())
+        })?;
+        let mut reader = PullReader {
+            nats,
+            stream: stream.to_owned(),
+            config,
+            consumer: None,
+            next: start,
+            delivered: 0,
+            wait,
+            what,
+            warned_at: None,
+        };
+        reader.consumer = Some(reader.make()?);
+        Ok(reader)
+    }
+
+    /// The consumer made afresh (its earlier self deleted: it waits for
+    /// acknowledgements that will never come) to deliver from `next` on.
+    fn make(&self) -> anyhow::Result<consumer::PullConsumer> {
+        let name = self.config.durable_name.clone().unwrap_or_default();
+        let config = consumer::pull::Config {
+            deliver_policy: if self.next <= 1 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: self.next,
+                }
+            },
+            ..self.config.clone()
+        };
+        self.nats.block_on(async {
+            let stream_handle = self
+                .nats
+                .jetstream
+                .get_stream(&self.stream)
+                .await
+                .with_context(|| format!("cannot open stream {}", self.stream))?;
+            let _ = stream_handle.delete_consumer(&name).await;
+            stream_handle
+                .create_consumer(config)
+                .await
+                .with_context(|| format!("cannot make consumer {name}"))
+        })
+    }
+
+    /// Warn, at most every 10 s while trouble lasts.
+    fn warn(&mut self, warning: std::fmt::Arguments<'_>) {
+        if self
+            .warned_at
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(10))
+        {
+            self.warned_at = Some(Instant::now());
+            tracing::warn!("{}: {warning}", self.what);
+        }
+    }
+
+    /// The messages there are now (or within the reader's wait), each
+    /// with its stream sequence, in order, none read before. Empty when
+    /// the consumer had to be made afresh.
+    fn pull(&mut self) -> Vec<(u64, async_nats::jetstream::Message)> {
+        let Some(consumer) = &self.consumer else {
+            match self.make() {
+                Ok(consumer) => {
+                    self.consumer = Some(consumer);
+                    self.delivered = 0;
+                }
+                Err(error) => {
+                    self.warn(format_args!(
+                        "cannot make its consumer again ({error:#}); trying again"
+                    ));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            return Vec::new();
+        };
+        let fetched = match self.wait {
+            Some(wait) => self.nats.block_on(gather(
+                consumer
+                    .batch()
+                    .max_messages(FETCH_MESSAGES)
+                    .expires(wait)
+                    .messages(),
+            )),
+            None => self.nats.block_on(gather(
+                consumer.fetch().max_messages(FETCH_MESSAGES).messages(),
+            )),
+        };
+        let messages = match fetched {
+            Ok(messages) => messages,
+            Err(error) => {
+                let next = self.next;
+                self.warn(format_args!(
+                    "cannot fetch ({error}); reading again from message {next}"
+                ));
+                // What was sent meanwhile may be lost on the way.
+                self.consumer = None;
+                std::thread::sleep(Duration::from_millis(200));
+                return Vec::new();
+            }
+        };
+        let mut fresh = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Ok((sequence, delivered)) = message
+                .info()
+                .map(|info| (info.stream_sequence, info.consumer_sequence))
+            else {
+                continue;
+            };
+            if delivered != self.delivered + 1 {
+                tracing::warn!(
+                    "{}: deliveries {} to {} did not arrive; reading again from message {}",
+                    self.what,
+                    self.delivered + 1,
+                    delivered.saturating_sub(1),
+                    self.next
+                );
+                self.consumer = None;
+                break;
+            }
+            self.delivered = delivered;
+            // Delivered again (an acknowledgement that timed out): read.
+            if sequence < self.next {
+                continue;
+            }
+            self.next = sequence + 1;
+            fresh.push((sequence, message));
+        }
+        fresh
+    }
+}
+
+/// Reads a partition's records into batches: each message's records with
+/// the message's stream sequence as their position, and its receipt,
+/// which acknowledges it once a checkpoint covers it; and after each
+/// pull, what the exchange releases.
+struct PartitionReader<'a> {
+    records: PullReader<'a>,
+    receipts: Arc<ReceiptSink>,
+    ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>>,
+    stop: &'a AtomicBool,
+    /// The keyed messages of other partitions for this one (its consumer
+    /// unacknowledged: where to read again is in the checkpoint).
+    exchange: PullReader<'a>,
     merge: Merge,
-    /// The consumer's delivery number of the last message taken.
-    delivered: u64,
-    fresh_consumer_needed: bool,
+    partition: u32,
 }
 
 impl PartitionReader<'_> {
@@ -939,84 +1078,8 @@ impl PartitionReader<'_> {
         let mut builder = sink.empty_builder();
         let mut scratch = String::new();
         let mut records = 0;
-        let mut warned_at: Option<Instant> = None;
-        let mut fresh_consumer_needed = false;
         while !self.stop.load(Ordering::Relaxed) {
-            if fresh_consumer_needed {
-                match fresh_consumer(
-                    self.nats,
-                    self.settings,
-                    self.app,
-                    self.partition,
-                    self.next,
-                ) {
-                    Ok(consumer) => {
-                        self.consumer = consumer;
-                        self.delivered = 0;
-                        fresh_consumer_needed = false;
-                    }
-                    Err(error) => {
-                        if warned_at.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                            warned_at = Some(Instant::now());
-                            tracing::warn!(
-                                "partition {}: cannot make its consumer again ({error:#}); trying again",
-                                self.partition
-                            );
-                        }
-                        std::thread::sleep(Duration::from_millis(200));
-                        continue;
-                    }
-                }
-            }
-            let fetched = self.nats.block_on(gather(
-                self.consumer
-                    .batch()
-                    .max_messages(FETCH_MESSAGES)
-                    .expires(FETCH_WAIT)
-                    .messages(),
-            ));
-            let messages = match fetched {
-                Ok(messages) => messages,
-                Err(error) => {
-                    if warned_at.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                        warned_at = Some(Instant::now());
-                        tracing::warn!(
-                            "partition {}: cannot fetch records ({error}); reading again from message {}",
-                            self.partition,
-                            self.next
-                        );
-                    }
-                    // What was sent meanwhile may be lost on the way.
-                    fresh_consumer_needed = true;
-                    std::thread::sleep(Duration::from_millis(200));
-                    continue;
-                }
-            };
-            for message in messages {
-                let Ok((sequence, delivered)) = message
-                    .info()
-                    .map(|info| (info.stream_sequence, info.consumer_sequence))
-                else {
-                    continue;
-                };
-                if delivered != self.delivered + 1 {
-                    tracing::warn!(
-                        "partition {}: deliveries {} to {} did not arrive; reading again from message {}",
-                        self.partition,
-                        self.delivered + 1,
-                        delivered.saturating_sub(1),
-                        self.next
-                    );
-                    fresh_consumer_needed = true;
-                    break;
-                }
-                self.delivered = delivered;
-                // Delivered again (an acknowledgement that timed out):
-                // already read.
-                if sequence < self.next {
-                    continue;
-                }
-                self.next = sequence + 1;
+            for (sequence, message) in self.records.pull() {
                 let (message, acker) = message.split();
                 match codec::decode_records(&message.payload, sequence, &mut builder, &mut scratch)
                 {
@@ -1051,78 +1114,24 @@ impl PartitionReader<'_> {
     /// into `builder` what every partition's progress has passed, with
     /// where the checkpoint after it stands.
     fn read_exchange(&mut self, builder: &mut crate::record::BatchBuilder) {
-        let exchange = &mut self.exchange;
-        if exchange.fresh_consumer_needed {
-            match fresh_exchange_consumer(
-                self.nats,
-                self.buckets,
-                self.app,
-                self.partition,
-                exchange.merge.start_sequence(),
-            ) {
-                Ok(consumer) => {
-                    exchange.consumer = consumer;
-                    exchange.delivered = 0;
-                    exchange.fresh_consumer_needed = false;
+        for (sequence, message) in self.exchange.pull() {
+            let parcel = Parcel::decode(&message.payload).unwrap_or_else(|| {
+                // Passed over: moving on past it.
+                tracing::error!(
+                    "partition {}: exchange message {sequence} is not one this correlator reads; passed over",
+                    self.partition
+                );
+                Parcel {
+                    from: 0,
+                    progress: Key::default(),
+                    messages: Vec::new(),
                 }
-                Err(error) => {
-                    tracing::warn!(
-                        "partition {}: cannot make its exchange consumer again ({error:#})",
-                        self.partition
-                    );
-                    return;
-                }
-            }
+            });
+            self.merge.take(sequence, parcel);
         }
-        let fetched = self.nats.block_on(gather(
-            exchange
-                .consumer
-                .fetch()
-                .max_messages(FETCH_MESSAGES)
-                .messages(),
-        ));
-        match fetched {
-            Ok(messages) => {
-                for message in messages {
-                    let Ok((sequence, delivered)) = message
-                        .info()
-                        .map(|info| (info.stream_sequence, info.consumer_sequence))
-                    else {
-                        continue;
-                    };
-                    if delivered != exchange.delivered + 1 {
-                        exchange.fresh_consumer_needed = true;
-                        break;
-                    }
-                    exchange.delivered = delivered;
-                    if sequence < exchange.merge.start_sequence() {
-                        continue;
-                    }
-                    match Parcel::decode(&message.payload) {
-                        Some(parcel) => exchange.merge.take(sequence, parcel),
-                        None => {
-                            // Passed over: moving on past it.
-                            tracing::error!(
-                                "partition {}: exchange message {sequence} is not one this correlator reads; passed over",
-                                self.partition
-                            );
-                            exchange.merge.take(
-                                sequence,
-                                Parcel {
-                                    from: 0,
-                                    progress: Key::default(),
-                                    messages: Vec::new(),
-                                },
-                            );
-                        }
-                    }
-                }
-            }
-            Err(_) => exchange.fresh_consumer_needed = true,
-        }
-        exchange.merge.release(builder);
+        self.merge.release(builder);
         builder.set_marks(crate::state_store::InputMarks {
-            exchange: Some(exchange.merge.mark()),
+            exchange: Some(self.merge.mark()),
             ..Default::default()
         });
     }
@@ -1161,32 +1170,6 @@ where
     }
 }
 
-/// The partition's consumer of its keyed messages, made afresh to deliver
-/// from exchange message `start` on.
-fn fresh_exchange_consumer(
-    nats: &Nats,
-    buckets: &Buckets,
-    app: &str,
-    partition: u32,
-    start: u64,
-) -> anyhow::Result<consumer::PullConsumer> {
-    fresh_pull_consumer(
-        nats,
-        &buckets.exchange_stream,
-        consumer::pull::Config {
-            durable_name: Some(format!("{}-x{partition}", token(app))),
-            description: Some(format!(
-                "correlator app {app}: keyed messages for partition {partition}"
-            )),
-            filter_subject: format!("{}.{partition}", buckets.exchange_subject),
-            // Where to read again is in the checkpoint.
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        },
-        start,
-    )
-}
-
 /// A partition's keyed messages, published after each batch into the
 /// exchange, one parcel per destination partition with this partition's
 /// progress; returns once JetStream has every parcel, so that parcels
@@ -1201,6 +1184,10 @@ struct ExchangePublisher {
     progress: Key,
     /// The progress last published.
     sent_progress: Option<Key>,
+    /// The largest parcel the NATS server takes.
+    max_parcel_bytes: usize,
+    /// Keyed messages dropped as larger than that.
+    too_large: u64,
 }
 
 impl crate::pipeline::KeyedRouter for ExchangePublisher {
@@ -1246,11 +1233,39 @@ impl crate::pipeline::KeyedRouter for ExchangePublisher {
             let to = super::partition_of(&message.message.key, self.partitions) as usize;
             parcels[to].messages.push(message);
         }
-        let payloads: Vec<(String, bytes::Bytes)> = parcels
-            .iter()
-            .enumerate()
-            .map(|(to, parcel)| (format!("{}.{to}", self.subject), parcel.encode().into()))
-            .collect();
+        // A destination's pieces go one round after another, so that they
+        // arrive in order whatever is published again.
+        let earlier_progress = self.sent_progress.unwrap_or_default();
+        let mut rounds: Vec<Vec<(String, bytes::Bytes)>> = Vec::new();
+        for (to, parcel) in parcels.into_iter().enumerate() {
+            let (pieces, too_large) = parcel.split(self.max_parcel_bytes, earlier_progress);
+            if too_large > 0 {
+                self.too_large += too_large as u64;
+                tracing::error!(
+                    "partition {}: {too_large} keyed messages are larger than the NATS server takes ({} bytes); they are dropped ({} so far)",
+                    self.partition,
+                    self.max_parcel_bytes,
+                    self.too_large
+                );
+            }
+            for (round, piece) in pieces.into_iter().enumerate() {
+                if rounds.len() <= round {
+                    rounds.push(Vec::new());
+                }
+                rounds[round].push((format!("{}.{to}", self.subject), piece.encode().into()));
+            }
+        }
+        for payloads in &rounds {
+            self.publish_all(payloads);
+        }
+        self.sent_progress = Some(self.progress);
+    }
+}
+
+impl ExchangePublisher {
+    /// Publish every one of `payloads` (subject, bytes) and wait until
+    /// JetStream has each, publishing again what it did not take.
+    fn publish_all(&self, payloads: &[(String, bytes::Bytes)]) {
         let jetstream = &self.nats.jetstream;
         let mut backoff = Duration::from_millis(100);
         let mut waiting: Vec<usize> = (0..payloads.len()).collect();
@@ -1288,7 +1303,6 @@ impl crate::pipeline::KeyedRouter for ExchangePublisher {
             }
             waiting = failed;
         }
-        self.sent_progress = Some(self.progress);
     }
 }
 

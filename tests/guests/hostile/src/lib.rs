@@ -10,17 +10,22 @@
 //! would print as another instance's line and CSV cells that are formulas;
 //! `chunky` dispatches a 200 KB event besides `Seen` for every record;
 //! `chunky-ticks` asks for a tick every minute and dispatches 15 MB of
-//! events at each.
+//! events at each. `exchange-flood` sends keyed messages past every
+//! budget (150,000 at the first record; a 2 MiB one and eight of 256 KiB
+//! every 500th); `loop-receive` sends one per record and never returns
+//! from receiving it.
 
 use correlator_sdk::{
     ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
-    export_module, log, state,
+    exchange, export_module, log, state,
 };
 
 struct Hostile {
     attack: String,
     /// Kept alive so that growing memory is not optimised away.
     hoard: Vec<Vec<u8>>,
+    /// Records processed.
+    records: u64,
 }
 
 /// Recursion the optimiser cannot turn into a loop.
@@ -65,6 +70,7 @@ impl Module for Hostile {
         Ok(Hostile {
             attack,
             hoard: Vec::new(),
+            records: 0,
         })
     }
 
@@ -96,8 +102,31 @@ impl Module for Hostile {
             .dispatch();
     }
 
+    fn receive(&mut self, _key: &str, _payload: &[u8], _time: correlator_sdk::Timestamp) {
+        if self.attack == "loop-receive" {
+            #[allow(clippy::empty_loop, reason = "the attack")]
+            loop {}
+        }
+    }
+
     fn process(&mut self, record: &Record<'_>) {
+        self.records += 1;
         match self.attack.as_str() {
+            "exchange-flood" => {
+                if self.records == 1 {
+                    for n in 0..150_000 {
+                        exchange::send(&format!("k{n}"), b"x");
+                    }
+                }
+                if self.records.is_multiple_of(500) {
+                    exchange::send("big", &vec![b'b'; 2 << 20]);
+                    let piece = vec![b'p'; 256 << 10];
+                    for n in 0..8 {
+                        exchange::send(&format!("piece{n}"), &piece);
+                    }
+                }
+            }
+            "loop-receive" => exchange::send(record.hostname, b"x"),
             "loop-process" =>
             {
                 #[allow(clippy::empty_loop, reason = "the attack")]
