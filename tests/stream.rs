@@ -347,6 +347,51 @@ fn all_events(workers: &[Background]) -> Vec<String> {
     events
 }
 
+/// `seen` (sorted) is `expected`; if not, fail naming what is missing,
+/// what is extra and what the workers warned of.
+fn assert_same_events(seen: &[String], expected: &[String], what: &str, workers: &[Background]) {
+    if seen == expected {
+        return;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|event| seen.binary_search(event).is_err())
+        .collect();
+    let mut unique = seen.to_vec();
+    unique.dedup();
+    let extra: Vec<&String> = unique
+        .iter()
+        .filter(|event| expected.binary_search(event).is_err())
+        .collect();
+    let repeated: Vec<&String> = seen
+        .windows(2)
+        .filter(|pair| pair[0] == pair[1])
+        .map(|pair| &pair[0])
+        .collect();
+    let warnings: Vec<String> = workers
+        .iter()
+        .flat_map(|worker| {
+            worker
+                .stderr()
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    panic!(
+        "{what}: {} events, {} expected; {} missing, such as {:#?}; {} extra, such as {:#?}; {} repeated, such as {:#?}\nwarnings: {warnings:#?}",
+        seen.len(),
+        expected.len(),
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)],
+        repeated.len(),
+        &repeated[..repeated.len().min(5)],
+    );
+}
+
 /// Wait until the workers have written `expected` events (statistics
 /// aside), counting repeats once.
 fn wait_for_events(workers: &mut [Background], expected: usize) {
@@ -406,10 +451,11 @@ fn one_and_three_workers_give_the_events_of_one_process() {
         assert_has(&published.stderr, "records=200000 unparsable=0");
         wait_for_events(&mut workers, expected.len());
         stop_all(&mut workers);
-        assert_eq!(
-            all_events(&workers),
-            expected,
-            "{count} workers, each event once"
+        assert_same_events(
+            &all_events(&workers),
+            &expected,
+            &format!("{count} workers, each event once"),
+            &workers,
         );
         for worker in &workers {
             assert!(!worker.stdout().is_empty(), "every worker had a share");
@@ -521,19 +567,45 @@ fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost
     publish(dir.path(), "second.cap");
     let mut survivors = workers.split_off(1);
     let victim = workers.pop().expect("the victim");
-    // Every event the survivors and the victim wrote, and each once.
-    let seen_so_far = |survivors: &[Background]| {
-        let mut seen = all_events(survivors);
-        seen.extend(events_without_statistics(&victim.stdout()));
+    wait_for_every_event(&mut survivors, &[&victim], &expected);
+    let holding: usize = survivors.iter().map(held).sum();
+    assert_eq!(
+        holding, PARTITIONS as usize,
+        "the victim's {victim_partitions} partitions are taken over"
+    );
+    stop_all(&mut survivors);
+    let mut seen = all_events(&survivors);
+    seen.extend(events_without_statistics(&victim.stdout()));
+    seen.sort();
+    only_the_victims_work_repeated(seen, &expected, &victim);
+    // The survivors took the victim's partitions over from its snapshots.
+    assert!(
+        survivors
+            .iter()
+            .any(|worker| worker.stderr().contains("restored state snapshot")),
+        "{}",
+        survivors[0].stderr()
+    );
+}
+
+/// Wait until `running` and `stopped` (workers no longer running) have
+/// written every one of `expected` events; fail naming the missing ones,
+/// and what their servers' events were, if that takes longer than
+/// [`PATIENCE`].
+fn wait_for_every_event(running: &mut [Background], stopped: &[&Background], expected: &[String]) {
+    let unique_so_far = |running: &[Background]| {
+        let mut seen = all_events(running);
+        for worker in stopped {
+            seen.extend(events_without_statistics(&worker.stdout()));
+        }
         seen.sort();
-        let mut unique = seen.clone();
-        unique.dedup();
-        (seen, unique)
+        seen.dedup();
+        seen
     };
     let started = Instant::now();
-    while seen_so_far(&survivors).1.len() < expected.len() {
+    while unique_so_far(running).len() < expected.len() {
         if started.elapsed() > PATIENCE {
-            let (_, unique) = seen_so_far(&survivors);
+            let unique = unique_so_far(running);
             let missing: Vec<&String> = expected
                 .iter()
                 .filter(|event| unique.binary_search(event).is_err())
@@ -555,29 +627,32 @@ fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost
                 })
                 .collect();
             panic!(
-                "events are missing after {PATIENCE:?}, such as {missing:#?}\nevents of the same hosts: {alike:#?}\nsurvivor:\n{}\nvictim:\n{}",
-                survivors[0].stderr(),
-                victim.stderr()
+                "events are missing after {PATIENCE:?}, such as {missing:#?}\nevents of the same hosts: {alike:#?}\n{}",
+                running
+                    .iter()
+                    .chain(stopped.iter().copied())
+                    .map(|worker| worker.stderr())
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
             );
         }
-        for worker in &mut survivors {
+        for worker in running.iter_mut() {
             worker.wait_until("running", |_| true);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let holding: usize = survivors.iter().map(held).sum();
-    assert_eq!(
-        holding, PARTITIONS as usize,
-        "the victim's {victim_partitions} partitions are taken over"
-    );
-    stop_all(&mut survivors);
-    let (seen, unique) = seen_so_far(&survivors);
+}
+
+/// `seen` (every event the workers wrote, sorted) is `expected` with
+/// repeats, and every repeat is an event `victim` wrote: the work it did
+/// since its last checkpoint, done again by the partitions' next owners.
+fn only_the_victims_work_repeated(seen: Vec<String>, expected: &[String], victim: &Background) {
+    let mut unique = seen.clone();
+    unique.dedup();
     assert_eq!(
         unique, expected,
         "every event, once the repeats are counted once"
     );
-    // Repeats are the victim's work since its last checkpoint, done again:
-    // each repeated event is one the victim wrote.
     let written_by_victim = events_without_statistics(&victim.stdout());
     let repeated = seen.len() - unique.len();
     assert!(
@@ -592,13 +667,116 @@ fn a_worker_killed_mid_stream_has_its_partitions_taken_over_and_no_event_is_lost
             pair[0]
         );
     }
-    // The survivors took the victim's partitions over from its snapshots.
-    assert!(
-        survivors
-            .iter()
-            .any(|worker| worker.stderr().contains("restored state snapshot")),
-        "{}",
-        survivors[0].stderr()
+}
+
+#[test]
+fn a_worker_paused_past_its_leases_is_fenced_off_and_no_event_is_lost() {
+    let _alone = alone();
+    let capture = sshd_capture(200_000);
+    let (expected, _) = one_process(&capture);
+    let lines: Vec<&str> = capture.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let nats = NatsServer::start();
+    let dir = stream_dir(&nats, "PAUSED", &capture);
+    std::fs::write(dir.path().join("first.cap"), first.join("\n") + "\n").expect("write");
+    std::fs::write(dir.path().join("second.cap"), second.join("\n") + "\n").expect("write");
+    let mut workers = start_workers(dir.path(), 1, 3);
+    publish(dir.path(), "first.cap");
+    workers[0].wait_until("processing records", |worker| {
+        worker.stdout().lines().count() > 1000
+            && worker.stderr().contains("state checkpoint committed")
+    });
+    // Paused (as by a long stall of its machine) past its leases (3 s):
+    // the others take its partitions over and go on with the second half.
+    workers[0].signal("STOP");
+    let others_hold_all = |workers: &[Background]| {
+        workers[1..].iter().map(held).sum::<usize>() == PARTITIONS as usize
+    };
+    let started = Instant::now();
+    while !others_hold_all(&workers) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the paused worker's partitions are not taken over:\n{}",
+            workers[1].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    publish(dir.path(), "second.cap");
+    // Woken, it still believes it holds them, and reads on, until its
+    // lease renewal or its next commit finds them taken.
+    workers[0].signal("CONT");
+    workers[0].wait_until("fenced off", |worker| {
+        worker
+            .stderr()
+            .contains("to another worker; stopping its run")
+    });
+    wait_for_every_event(&mut workers, &[], &expected);
+    stop_all(&mut workers);
+    only_the_victims_work_repeated(all_events(&workers), &expected, &workers[0]);
+    let victim = workers[0].stderr();
+    assert!(!victim.contains("panicked"), "the paused worker:\n{victim}");
+}
+
+#[test]
+fn hostile_modules_flooding_or_stalling_the_exchange_do_not_stop_a_worker() {
+    let _alone = alone();
+    let capture = sshd_capture(20_000);
+    let (expected, _) = one_process(&capture);
+    let nats = NatsServer::start();
+    let dir = stream_dir(&nats, "HOSTILE", &capture);
+    // Beside the sshd module: one that sends keyed messages past every
+    // budget (150,000 in one call, 2 MiB ones, 2 MiB per 500 records),
+    // and one that never returns from receiving one.
+    let worker = dir.path().join("worker.toml");
+    let mut app = std::fs::read_to_string(&worker).expect("read");
+    for (name, attack) in [("flood", "exchange-flood"), ("looper", "loop-receive")] {
+        write!(
+            app,
+            "[modules.{name}]\ncomponent = '{}'\nconfig = {{ attack = \"{attack}\" }}\nlimits = {{ call_timeout_ms = 100 }}\n",
+            env!("CORRELATOR_TEST_GUEST_HOSTILE")
+        )
+        .expect("write to a string");
+    }
+    std::fs::write(&worker, app).expect("write");
+    let mut workers = start_workers(dir.path(), 1, 1);
+    publish(dir.path(), "input.cap");
+    let sshd_events = |workers: &[Background]| -> Vec<String> {
+        all_events(workers)
+            .into_iter()
+            .filter(|event| event.contains("\"module\":\"OpenSSH\""))
+            .collect()
+    };
+    let started = Instant::now();
+    while sshd_events(&workers).len() < expected.len() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} of {} sshd events after {PATIENCE:?}:\n{}",
+            sshd_events(&workers).len(),
+            expected.len(),
+            workers[0].stderr()
+        );
+        workers[0].wait_until("running", |_| true);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop_all(&mut workers);
+    assert_same_events(
+        &sshd_events(&workers),
+        &expected,
+        "the sshd module beside hostile ones",
+        &workers,
+    );
+    let stderr = workers[0].stderr();
+    assert_has(
+        &stderr,
+        "keyed messages past the call's budget (100000 messages, 4 MiB) are dropped and counted instance=flood",
+    );
+    assert_has(
+        &stderr,
+        "keyed messages are larger than the NATS server takes (1047552 bytes); they are dropped",
+    );
+    assert_has(
+        &stderr,
+        "instance failed: ran longer than its call time limit (100 ms) instance=looper call=\"receive\"",
     );
 }
 
@@ -632,7 +810,12 @@ fn the_nats_server_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
     publish(dir.path(), "second.cap");
     wait_for_events(&mut workers, expected.len());
     stop_all(&mut workers);
-    assert_eq!(all_events(&workers), expected, "each event exactly once");
+    assert_same_events(
+        &all_events(&workers),
+        &expected,
+        "each event exactly once",
+        &workers,
+    );
     assert!(
         workers
             .iter()

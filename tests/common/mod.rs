@@ -291,12 +291,7 @@ impl Background {
     /// take over its work), then each one's exit status.
     pub fn stop_together(runs: &mut [Background]) -> Vec<Option<i32>> {
         for run in runs.iter() {
-            let child = run.child.as_ref().expect("running");
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("kill runs");
-            assert!(status.success());
+            run.signal("TERM");
         }
         runs.iter_mut()
             .map(|run| {
@@ -304,6 +299,16 @@ impl Background {
                 child.wait().expect("the run exits").code()
             })
             .collect()
+    }
+
+    /// Send it signal `name` (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// SIGKILL.

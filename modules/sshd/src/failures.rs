@@ -126,6 +126,11 @@ pub struct FailureWindow {
     #[serde(skip)]
     window_seconds: i64,
     by_addr: HashMap<String, Attempts>,
+    /// The time of the latest attempt counted: how far the attempts'
+    /// own clock has come (not saved: until the next attempt after a
+    /// start, nothing is forgotten by time).
+    #[serde(skip)]
+    latest: i64,
 }
 
 impl FailureWindow {
@@ -134,6 +139,7 @@ impl FailureWindow {
         FailureWindow {
             window_seconds,
             by_addr: HashMap::default(),
+            latest: i64::MIN,
         }
     }
 
@@ -161,6 +167,7 @@ impl FailureWindow {
                 self.by_addr.entry(addr.to_owned()).or_insert(hits)
             }
         };
+        self.latest = self.latest.max(time);
         while hits.front().is_some_and(|hit| hit.time <= time - window) {
             hits.pop_front();
         }
@@ -212,8 +219,14 @@ impl FailureWindow {
     }
 
     /// Forget every address whose latest attempt left the window before
-    /// `time`, bounding memory for addresses that stop.
+    /// `time`, bounding memory for addresses that stop; or before the
+    /// latest attempt counted, if that is earlier. Attempts have a clock
+    /// of their own: on a worker they come from every partition, each
+    /// once every partition has passed it, so they lag behind this
+    /// partition's records (whose ticks call this), and an attempt still
+    /// to come must find its address's earlier ones.
     pub fn expire(&mut self, time: i64) {
+        let time = time.min(self.latest);
         let window = self.window_seconds;
         self.by_addr
             .retain(|_, hits| hits.back().is_some_and(|hit| hit.time > time - window));
@@ -247,6 +260,22 @@ mod tests {
 
     fn names(users: &[Name]) -> Vec<&str> {
         users.iter().map(Name::as_str).collect()
+    }
+
+    #[test]
+    fn attempts_that_come_late_still_find_their_address_after_a_tick() {
+        let mut window = FailureWindow::new(300);
+        assert_eq!(window.add("192.0.2.1", 1_000, "root", 0), 1);
+        // The partition's own records are at 2,000; the attempts, which
+        // wait for every partition, only at 1,000.
+        window.expire(2_000);
+        assert_eq!(window.add("192.0.2.1", 1_100, "root", 1), 2);
+        // Attempts pass 1,400 (an hour of the partition's records later):
+        // the address's last attempt (1,100) has left their window.
+        assert_eq!(window.add("192.0.2.2", 1_400, "root", 0), 1);
+        window.expire(5_000);
+        assert_eq!(window.count("192.0.2.1"), 0);
+        assert_eq!(window.count("192.0.2.2"), 1);
     }
 
     #[test]
@@ -330,8 +359,12 @@ mod tests {
             (window.count("192.0.2.19"), window.count("192.0.2.10")),
             (1, 0)
         );
-        // Past the window, all go, and are not counted as forgotten early.
+        // Past the window of the attempts' clock, all go, and are not
+        // counted as forgotten early.
         window.expire(1_400);
-        assert_eq!(window.by_addr.len(), 0);
+        assert_eq!(window.by_addr.len(), 9, "no attempt came since 1,019");
+        window.add("192.0.2.99", 1_400, "root", 0);
+        window.expire(1_400);
+        assert_eq!(window.by_addr.len(), 1);
     }
 }
