@@ -13,6 +13,13 @@
 //! instance, without leaving it. Keep the two halves apart (what
 //! `process` keeps per server, what `receive` keeps per key), and the
 //! module counts the same either way.
+//!
+//! On workers a message waits until every partition has passed its
+//! record, so it comes later than the receiving partition's own records,
+//! and that partition's ticks run ahead of it. Let what `receive` keeps
+//! age by the times of the messages themselves (the `time` it is given),
+//! never by a tick's: a tick that forgets a key's entries as old would
+//! lose them for the messages still on their way.
 
 use std::cell::{Cell, RefCell};
 

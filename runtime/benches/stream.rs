@@ -23,6 +23,7 @@
 
 mod sshd_traffic;
 
+use futures_util::StreamExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -246,8 +247,7 @@ fn through_workers(
     (count as f64 / seconds, cpu / count as f64)
 }
 
-/// Wait until every partition's consumer has acknowledged its
-/// partition's last message.
+/// Wait until every partition's last message is acknowledged.
 async fn all_acknowledged(url: &str, stream: &str) {
     let client = async_nats::connect(url).await.expect("connect");
     let jetstream = async_nats::jetstream::new(client);
@@ -266,11 +266,17 @@ async fn all_acknowledged(url: &str, stream: &str) {
         if last == 0 {
             continue;
         }
+        let subject = format!("{stream}.records.{partition}");
         loop {
-            let acknowledged = match records.consumer_info(format!("worker-p{partition}")).await {
-                Ok(info) => info.ack_floor.stream_sequence,
-                Err(_) => 0,
-            };
+            // Each owner reads through a consumer of its own: the
+            // partition's progress is the furthest any has come.
+            let mut acknowledged = 0;
+            let mut consumers = records.consumers();
+            while let Some(Ok(info)) = consumers.next().await {
+                if info.config.filter_subject == subject {
+                    acknowledged = acknowledged.max(info.ack_floor.stream_sequence);
+                }
+            }
             if acknowledged >= last {
                 break;
             }

@@ -10,10 +10,12 @@
 //! would print as another instance's line and CSV cells that are formulas;
 //! `chunky` dispatches a 200 KB event besides `Seen` for every record;
 //! `chunky-ticks` asks for a tick every minute and dispatches 15 MB of
-//! events at each. `exchange-flood` sends keyed messages past every
-//! budget (150,000 at the first record; a 2 MiB one and eight of 256 KiB
-//! every 500th); `loop-receive` sends one per record and never returns
-//! from receiving it.
+//! events at each. `exchange-flood` sends, at its first record, a 2 MiB
+//! keyed message, eight of 256 KiB for the key `piece` (the eighth past
+//! the call's 4 MiB) and 150,000 small ones, and dispatches `Seen` with
+//! position -2 and the size as `clock` for each piece it receives;
+//! `loop-receive` sends one per record and never returns from receiving
+//! it.
 
 use correlator_sdk::{
     ConfigItem, Descriptor, Event, EventType, Module, Record, Severity, Tick, TickKind, config,
@@ -102,28 +104,40 @@ impl Module for Hostile {
             .dispatch();
     }
 
-    fn receive(&mut self, _key: &str, _payload: &[u8], _time: correlator_sdk::Timestamp) {
-        if self.attack == "loop-receive" {
-            #[allow(clippy::empty_loop, reason = "the attack")]
-            loop {}
+    fn receive(&mut self, key: &str, payload: &[u8], _time: correlator_sdk::Timestamp) {
+        match self.attack.as_str() {
+            "loop-receive" =>
+            {
+                #[allow(clippy::empty_loop, reason = "the attack")]
+                loop {}
+            }
+            "exchange-flood" if key == "piece" => {
+                let _ = Event::new("Seen", "a piece")
+                    .integer("position", -2)
+                    .integer("env", 0)
+                    .integer("args", 0)
+                    .integer("clock", i64::try_from(payload.len()).unwrap_or(-1))
+                    .dispatch();
+            }
+            _ => {}
         }
     }
 
     fn process(&mut self, record: &Record<'_>) {
         self.records += 1;
         match self.attack.as_str() {
-            "exchange-flood" => {
-                if self.records == 1 {
-                    for n in 0..150_000 {
-                        exchange::send(&format!("k{n}"), b"x");
-                    }
+            "exchange-flood" if self.records == 1 => {
+                // The call's first record: within the call's budget, one
+                // message larger than any NATS message and seven for one
+                // key that make a parcel larger than one; then past the
+                // budget, in bytes and in number.
+                exchange::send("big", &vec![b'b'; 2 << 20]);
+                let piece = vec![b'p'; 256 << 10];
+                for _ in 0..8 {
+                    exchange::send("piece", &piece);
                 }
-                if self.records.is_multiple_of(500) {
-                    exchange::send("big", &vec![b'b'; 2 << 20]);
-                    let piece = vec![b'p'; 256 << 10];
-                    for n in 0..8 {
-                        exchange::send(&format!("piece{n}"), &piece);
-                    }
+                for n in 0..150_000 {
+                    exchange::send(&format!("k{n}"), b"x");
                 }
             }
             "loop-receive" => exchange::send(record.hostname, b"x"),
