@@ -247,6 +247,12 @@ impl Nats {
         })
     }
 
+    /// The most bytes a message of ours may hold: the server's
+    /// `max_payload`, less room for headers and the subject's framing.
+    pub fn max_message_bytes(&self) -> usize {
+        self.client.server_info().max_payload.max(4096) - 1024
+    }
+
     /// Run `future` to its end on the NATS thread's runtime, from a thread
     /// of the pipeline.
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {

@@ -80,8 +80,9 @@ pub struct Publisher {
     messages: Vec<Vec<u8>>,
     /// Per partition, the acknowledgement of its message in flight.
     in_flight_of: Vec<Option<tokio::sync::oneshot::Receiver<()>>>,
-    /// The largest message the server takes.
-    max_payload: usize,
+    /// The largest message of ours the server takes
+    /// ([`Nats::max_message_bytes`]).
+    max_message_bytes: usize,
     /// Prefix of this run's message ids: a front-end's messages never
     /// share an id with another's.
     id_prefix: String,
@@ -104,12 +105,12 @@ impl Publisher {
     pub fn new(nats: Arc<Nats>, settings: &StreamSettings) -> Publisher {
         let (sender, receiver) = tokio::sync::mpsc::channel(IN_FLIGHT);
         let acknowledging = nats.spawn(acknowledge(nats.jetstream.clone(), receiver));
-        let max_payload = nats.client.server_info().max_payload.max(4096);
+        let max_message_bytes = nats.max_message_bytes();
         let partitions = settings.partitions as usize;
         Publisher {
             messages: (0..partitions).map(|_| Vec::new()).collect(),
             in_flight_of: (0..partitions).map(|_| None).collect(),
-            max_payload,
+            max_message_bytes,
             id_prefix: format!(
                 "{}-{}-{}",
                 std::process::id(),
@@ -145,21 +146,21 @@ impl Publisher {
             let origin = self.next_origin;
             self.next_origin += 1;
             codec::encode_record(batch, index, origin, message);
-            if message.len() - before + 1 > self.max_payload - 1024 {
+            if message.len() - before + 1 > self.max_message_bytes {
                 message.truncate(before);
                 self.stats.too_large += 1;
                 tracing::warn!(
                     "record {} is {} bytes encoded, more than the NATS server's max_payload ({} bytes) takes: not published",
                     batch.positions.get(index).copied().unwrap_or(0),
                     message.len() - before,
-                    self.max_payload
+                    self.max_message_bytes + 1024
                 );
                 continue;
             }
             self.stats.records += 1;
             self.since_marker += 1;
             self.last_record = Some((codec::record_time(batch, index), origin));
-            if message.len() >= MESSAGE_BYTES.min(self.max_payload - 1024) {
+            if message.len() >= MESSAGE_BYTES.min(self.max_message_bytes) {
                 self.publish(partition)?;
             }
         }

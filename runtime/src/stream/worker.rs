@@ -731,7 +731,7 @@ fn run_partition(
         partition,
         progress: Key::default(),
         sent_progress: None,
-        max_parcel_bytes: nats.client.server_info().max_payload.max(4096) - 1024,
+        max_parcel_bytes: nats.max_message_bytes(),
         too_large: 0,
     }));
     let (receipts, numbers) = ReceiptSink::new();
