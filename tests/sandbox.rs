@@ -205,6 +205,52 @@ fn on_failure_abort_stops_the_run_with_a_non_zero_exit() {
     );
 }
 
+/// An instance aborting the run while the reader waits for the modules
+/// (the file is read far ahead of them): the run still ends, at once,
+/// with its error, rather than waiting for ever for a reader that waits
+/// for modules that have stopped.
+#[test]
+fn on_failure_abort_ends_the_run_while_the_reader_is_ahead() {
+    use std::fmt::Write as _;
+    let dir = app_dir(&attack_app("poison", "on_failure = \"abort\""));
+    let mut capture = String::new();
+    for n in 0..200_000 {
+        let message = if n == 1000 { "POISON here" } else { "quiet" };
+        writeln!(
+            capture,
+            "<13>1 2023-02-20T16:00:00Z host{} app 1 - - {message} {n}",
+            n % 50
+        )
+        .expect("write to a string");
+    }
+    std::fs::write(dir.path().join("input.cap"), capture).expect("write capture");
+    let mut child = correlator_command()
+        .args(["run", "--app", "app.toml", "--read-file", "input.cap"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr"))
+        .spawn()
+        .expect("the run starts");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the run is there") {
+            break status;
+        }
+        if started.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the aborted run did not end within {PATIENCE:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).expect("stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_has(
+        &stderr,
+        "error: instance \"bad\" failed and its on_failure policy is abort: trapped on unreachable code (a panic or an abort)\n",
+    );
+}
+
 #[test]
 fn components_see_no_environment_no_arguments_and_only_the_stream_clock() {
     let (bad, _) = attack("none", "");

@@ -121,6 +121,9 @@ pub fn run_stages<S: Send>(
         TickTime::Records => NotifyClock::Records { latest_ms: None },
     };
     std::thread::scope(|scope| {
+        // Owned here, to be dropped as soon as the modules stop taking
+        // batches: a source waiting to hand one over then wakes and ends.
+        let batch_rx = batch_rx;
         let reader = spawn_source(scope, source, sink)?;
         // Handlers run guests on this thread: its stack must hold their
         // WebAssembly stack (at most MAX_STACK_KIB) with room to spare.
@@ -243,6 +246,11 @@ pub fn run_stages<S: Send>(
                 let _ = recycle_tx.send(builder);
             }
         }
+        // No batch is taken from here on. A source blocked handing one over
+        // (it reads ahead of the modules) must see that now, or the scope
+        // would wait for it for ever: an instance aborting, or the
+        // handlers gone, leave it blocked otherwise.
+        drop(batch_rx);
         if aborted.is_none() {
             // What backed-off instances still hold first; statistics next:
             // a reset is part of the state committed last.
@@ -269,10 +277,12 @@ pub fn run_stages<S: Send>(
         modules.outbox.disconnect();
         drop(recycle_tx);
         let counters = join(handling);
-        if let Some(abort) = aborted {
-            // The batch receiver went with the loop, so the source stops at
-            // its next batch, or at once when told; the scope joins it.
+        if aborted.is_some() || counters.is_err() {
+            // The batch receiver is gone, so the source stops at its next
+            // batch, or at once when told; the scope joins it.
             stop_source();
+        }
+        if let Some(abort) = aborted {
             return Err(abort.into());
         }
         Ok((join(reader), counters?))
