@@ -300,6 +300,11 @@ fn held(worker: &Background) -> usize {
         .matches("took partition")
         .count()
         .saturating_sub(stderr.matches("let partition").count())
+        .saturating_sub(
+            stderr
+                .matches("handed over without a last checkpoint")
+                .count(),
+        )
 }
 
 /// Start `count` workers in `dir` (runs `first`, `first + 1`, ...) and
@@ -667,6 +672,58 @@ fn only_the_victims_work_repeated(seen: Vec<String>, expected: &[String], victim
             pair[0]
         );
     }
+}
+
+#[test]
+fn a_worker_paused_past_its_leases_is_fenced_off_and_no_event_is_lost() {
+    let _alone = alone();
+    let capture = sshd_capture(200_000);
+    let (expected, _) = one_process(&capture);
+    let lines: Vec<&str> = capture.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let nats = NatsServer::start();
+    let dir = stream_dir(&nats, "PAUSED", &capture);
+    std::fs::write(dir.path().join("first.cap"), first.join("\n") + "\n").expect("write");
+    std::fs::write(dir.path().join("second.cap"), second.join("\n") + "\n").expect("write");
+    let mut workers = start_workers(dir.path(), 1, 3);
+    publish(dir.path(), "first.cap");
+    workers[0].wait_until("processing records", |worker| {
+        worker.stdout().lines().count() > 1000
+            && worker.stderr().contains("state checkpoint committed")
+    });
+    // Paused (as by a long stall of its machine) past its leases (3 s):
+    // the others take its partitions over and go on with the second half.
+    let victims_share = held(&workers[0]);
+    workers[0].signal("STOP");
+    let others_hold_all = |workers: &[Background]| {
+        workers[1..].iter().map(held).sum::<usize>() == PARTITIONS as usize
+    };
+    let started = Instant::now();
+    while !others_hold_all(&workers) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the paused worker's partitions are not taken over:\n{}",
+            workers[1].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    publish(dir.path(), "second.cap");
+    // Woken, it knows at once that its leases lapsed (monotonic time
+    // went on while it was stopped): each of its runs ends, publishing
+    // and committing nothing more, and the worker goes on.
+    workers[0].signal("CONT");
+    workers[0].wait_until("fenced off", |worker| {
+        worker
+            .stderr()
+            .matches("handed over without a last checkpoint (the lease of p.")
+            .count()
+            == victims_share
+    });
+    wait_for_every_event(&mut workers, &[], &expected);
+    stop_all(&mut workers);
+    only_the_victims_work_repeated(all_events(&workers), &expected, &workers[0]);
+    let victim = workers[0].stderr();
+    assert!(!victim.contains("panicked"), "the paused worker:\n{victim}");
 }
 
 #[test]

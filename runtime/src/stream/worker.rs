@@ -21,7 +21,10 @@
 //! partition over first rewrites the entry, so the old owner, if it is
 //! still alive somewhere, can never commit for it again. Only then are
 //! the checkpoint's records acknowledged (the consumer acknowledges all
-//! before the highest, `AckPolicy::All`).
+//! before the highest, `AckPolicy::All`). A run also stops publishing and
+//! committing by itself once its lease could have run out
+//! ([`LeaseFence`]), so that a worker woken from a stall acts for no
+//! partition it no longer holds.
 //!
 //! **Taking over.** The new owner imports the last snapshot and makes the
 //! partition's consumer afresh to start right after the checkpoint's
@@ -283,10 +286,72 @@ struct Held<'scope> {
     /// Set when the partition is handed to another worker: its run ends
     /// without statistics (the next owner's gives them).
     handing_over: Arc<AtomicBool>,
+    /// Whether its run may still act for it, renewed with the lease.
+    fence: Arc<LeaseFence>,
     /// Its run.
     run: std::thread::ScopedJoinHandle<'scope, anyhow::Result<()>>,
     /// It is being let go: its lease is deleted once the run has ended.
     releasing: bool,
+}
+
+/// Whether this worker may still act for a partition: until its lease,
+/// as last renewed, could have run out on the server (the time the
+/// renewal was sent plus `stream.lease_s`: the server counts from when it
+/// wrote it, later), or until a commit finds the partition taken over.
+/// Once lapsed it stays lapsed, whatever renewal comes late: the run that
+/// saw it has dropped what it would have published, and must end without
+/// committing again. Monotonic time goes on while the process is stopped,
+/// so a worker paused past its lease knows on waking, before it publishes
+/// or commits anything.
+struct LeaseFence {
+    /// `None` once lapsed.
+    valid_until: Mutex<Option<Instant>>,
+    /// Set on lapsing: the run's end is a hand-over (no statistics).
+    handing_over: Arc<AtomicBool>,
+}
+
+impl LeaseFence {
+    /// A fence for a lease written (created) at `sent`.
+    fn new(sent: Instant, lease: Duration, handing_over: Arc<AtomicBool>) -> LeaseFence {
+        LeaseFence {
+            valid_until: Mutex::new(Some(sent + lease)),
+            handing_over,
+        }
+    }
+
+    /// The lease was renewed by a request sent at `sent`.
+    fn renewed(&self, sent: Instant, lease: Duration) {
+        if let Ok(mut valid_until) = self.valid_until.lock()
+            && let Some(until) = valid_until.as_mut()
+        {
+            *until = (*until).max(sent + lease);
+        }
+    }
+
+    /// Whether the partition is still surely this worker's.
+    fn holds(&self) -> bool {
+        let Ok(mut valid_until) = self.valid_until.lock() else {
+            return false;
+        };
+        match *valid_until {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                *valid_until = None;
+                self.handing_over.store(true, Ordering::Relaxed);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Another worker has the partition (a commit found its state entry
+    /// rewritten).
+    fn lose(&self) {
+        if let Ok(mut valid_until) = self.valid_until.lock() {
+            *valid_until = None;
+        }
+        self.handing_over.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Work on the stream until SIGINT or SIGTERM: take a share of the
@@ -334,8 +399,14 @@ pub fn run(context: &WorkerContext<'_>, nats: Arc<Nats>) -> anyhow::Result<()> {
         let mut failed = None;
         for (partition, held) in std::mem::take(&mut held) {
             // Keep the lease while the last checkpoint is made.
-            let keep_alive =
-                renew_until_done(&nats, &buckets, partition, &id, held.revision, &held.run);
+            let keep_alive = renew_until_done(
+                &nats,
+                &buckets,
+                partition,
+                &id,
+                (held.revision, &held.fence, settings.lease),
+                &held.run,
+            );
             if let Err(error) = join_run(partition, held.run) {
                 failed = Some(error);
             }
@@ -410,6 +481,12 @@ fn manage<'scope>(
         .context("cannot announce this worker")?;
     end_finished(nats, buckets, held);
     for (partition, partition_held) in held.iter_mut() {
+        if !partition_held.fence.holds() {
+            // Lost or lapsed (and said so once): its run is ending.
+            partition_held.stop.store(true, Ordering::Relaxed);
+            continue;
+        }
+        let sent = Instant::now();
         let renewed = nats.block_on(buckets.leases.update(
             format!("p.{partition}"),
             id.to_owned().into(),
@@ -419,13 +496,14 @@ fn manage<'scope>(
             Ok(revision) => {
                 partition_held.revision = revision;
                 partition_held.renewed_at = Instant::now();
+                partition_held.fence.renewed(sent, settings.lease);
             }
             // Someone else wrote the lease: it is theirs.
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 tracing::error!(
                     "lost the lease of partition {partition} to another worker; stopping its run"
                 );
-                partition_held.handing_over.store(true, Ordering::Relaxed);
+                partition_held.fence.lose();
                 partition_held.stop.store(true, Ordering::Relaxed);
             }
             // The server did not answer: the lease holds until it expires.
@@ -438,7 +516,7 @@ fn manage<'scope>(
                 tracing::error!(
                     "the lease of partition {partition} ran out unrenewed ({error}); stopping its run (another worker may have it)"
                 );
-                partition_held.handing_over.store(true, Ordering::Relaxed);
+                partition_held.fence.lose();
                 partition_held.stop.store(true, Ordering::Relaxed);
             }
         }
@@ -475,6 +553,7 @@ fn manage<'scope>(
         if held.contains_key(&partition) {
             continue;
         }
+        let sent = Instant::now();
         let created = nats.block_on(
             buckets
                 .leases
@@ -491,24 +570,21 @@ fn manage<'scope>(
         tracing::info!("took partition {partition}");
         let stop = Arc::new(AtomicBool::new(false));
         let handing_over = Arc::new(AtomicBool::new(false));
+        let fence = Arc::new(LeaseFence::new(
+            sent,
+            settings.lease,
+            Arc::clone(&handing_over),
+        ));
         let run = {
             let stop = Arc::clone(&stop);
-            let handing_over = Arc::clone(&handing_over);
+            let fence = Arc::clone(&fence);
             let nats = Arc::clone(nats);
             let buckets = buckets.clone();
             let id = id.to_owned();
             std::thread::Builder::new()
                 .name(format!("partition-{partition}"))
                 .spawn_scoped(scope, move || {
-                    run_partition(
-                        context,
-                        &nats,
-                        &buckets,
-                        &id,
-                        partition,
-                        &stop,
-                        handing_over,
-                    )
+                    run_partition(context, &nats, &buckets, &id, partition, &stop, fence)
                 })
                 .context("cannot start a partition's thread")?
         };
@@ -519,6 +595,7 @@ fn manage<'scope>(
                 renewed_at: Instant::now(),
                 stop,
                 handing_over,
+                fence,
                 run,
                 releasing: false,
             },
@@ -541,7 +618,9 @@ fn end_finished(nats: &Nats, buckets: &Buckets, held: &mut BTreeMap<u32, Held<'_
             if let Err(error) = join_run(partition, done.run) {
                 tracing::error!("{error:#}");
             }
-            release(nats, buckets, partition, Some(done.revision));
+            // A lease lost or lapsed is not this worker's to delete.
+            let revision = done.fence.holds().then_some(done.revision);
+            release(nats, buckets, partition, revision);
         }
     }
 }
@@ -553,7 +632,7 @@ fn renew_until_done(
     buckets: &Buckets,
     partition: u32,
     id: &str,
-    mut revision: u64,
+    (mut revision, fence, lease): (u64, &LeaseFence, Duration),
     run: &std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>,
 ) -> Option<u64> {
     let mut last = Instant::now();
@@ -566,8 +645,14 @@ fn renew_until_done(
                 id.to_owned().into(),
                 revision,
             )) {
-                Ok(next) => revision = next,
-                Err(_) => return None,
+                Ok(next) => {
+                    revision = next;
+                    fence.renewed(last, lease);
+                }
+                Err(_) => {
+                    fence.lose();
+                    return None;
+                }
             }
         }
     }
@@ -624,7 +709,7 @@ fn run_partition(
     worker: &str,
     partition: u32,
     stop: &Arc<AtomicBool>,
-    handing_over: Arc<AtomicBool>,
+    lease: Arc<LeaseFence>,
 ) -> anyhow::Result<()> {
     let settings = context.settings;
     let key = format!("p.{partition}");
@@ -673,6 +758,7 @@ fn run_partition(
         worker: worker.to_owned(),
         written: pointer.snapshot,
         commits: 0,
+        fence: Arc::clone(&lease),
     }));
     let app = &context.app.name;
     let records = PullReader::new(
@@ -723,7 +809,7 @@ fn run_partition(
         None,
         format!("partition {partition}'s keyed messages"),
     )?;
-    modules.no_statistics_once(handing_over);
+    modules.no_statistics_once(Arc::clone(&lease.handing_over));
     modules.route_keyed_to(Box::new(ExchangePublisher {
         nats: Arc::clone(nats),
         subject: buckets.exchange_subject.clone(),
@@ -733,6 +819,7 @@ fn run_partition(
         sent_progress: None,
         max_parcel_bytes: nats.max_message_bytes(),
         too_large: 0,
+        fence: Arc::clone(&lease),
     }));
     let (receipts, numbers) = ReceiptSink::new();
     let ackers: Arc<Mutex<BTreeMap<u64, async_nats::jetstream::message::Acker>>> = Arc::default();
@@ -745,6 +832,7 @@ fn run_partition(
         exchange,
         merge,
         partition,
+        fence: &lease,
     };
     let result = run_stages(
         &mut modules,
@@ -753,7 +841,23 @@ fn run_partition(
         move |sink| reading.read(&sink),
         || stop.store(true, Ordering::Relaxed),
     );
-    let records = result?.0;
+    let records = match result {
+        Ok((records, _)) => records,
+        Err(error) if !lease.holds() => {
+            // Not this run's failure: the partition is another worker's
+            // now, and that worker processes again what came after the
+            // last checkpoint made here.
+            let why = match &error {
+                crate::pipeline::StageError::Aborted(aborted) => aborted.reason.clone(),
+                other => other.to_string(),
+            };
+            tracing::warn!(
+                "partition {partition}: handed over without a last checkpoint ({why}); its next owner processes again what came after the last one"
+            );
+            return Ok(());
+        }
+        Err(error) => return Err(error.into()),
+    };
     (context.finish)(&mut modules, courier.as_ref());
     drop(modules);
     // Every receipt is delivered or dropped now: the acknowledgements end.
@@ -1069,6 +1173,8 @@ struct PartitionReader<'a> {
     exchange: PullReader<'a>,
     merge: Merge,
     partition: u32,
+    /// Reading ends once the partition may be another worker's.
+    fence: &'a LeaseFence,
 }
 
 impl PartitionReader<'_> {
@@ -1078,7 +1184,7 @@ impl PartitionReader<'_> {
         let mut builder = sink.empty_builder();
         let mut scratch = String::new();
         let mut records = 0;
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.stop.load(Ordering::Relaxed) && self.fence.holds() {
             for (sequence, message) in self.records.pull() {
                 let (message, acker) = message.split();
                 match codec::decode_records(&message.payload, sequence, &mut builder, &mut scratch)
@@ -1188,6 +1294,9 @@ struct ExchangePublisher {
     max_parcel_bytes: usize,
     /// Keyed messages dropped as larger than that.
     too_large: u64,
+    /// Nothing is published once the partition may be another worker's:
+    /// that worker sends the same messages again.
+    fence: Arc<LeaseFence>,
 }
 
 impl crate::pipeline::KeyedRouter for ExchangePublisher {
@@ -1197,6 +1306,9 @@ impl crate::pipeline::KeyedRouter for ExchangePublisher {
         batch: &crate::types::RecordBatch,
         parts: &crate::record::StreamParts,
     ) {
+        if !self.fence.holds() {
+            return;
+        }
         if let Some(last) = batch.seconds.len().checked_sub(1) {
             let time = codec::record_time(batch, last);
             let origin = parts.origins.get(last).copied().unwrap_or(0);
@@ -1264,12 +1376,14 @@ impl crate::pipeline::KeyedRouter for ExchangePublisher {
 
 impl ExchangePublisher {
     /// Publish every one of `payloads` (subject, bytes) and wait until
-    /// JetStream has each, publishing again what it did not take.
+    /// JetStream has each, publishing again what it did not take, for as
+    /// long as the partition is this worker's (the run then ends without
+    /// committing what these would have covered).
     fn publish_all(&self, payloads: &[(String, bytes::Bytes)]) {
         let jetstream = &self.nats.jetstream;
         let mut backoff = Duration::from_millis(100);
         let mut waiting: Vec<usize> = (0..payloads.len()).collect();
-        while !waiting.is_empty() {
+        while !waiting.is_empty() && self.fence.holds() {
             let failed: Vec<usize> = self.nats.block_on(async {
                 let mut acks = Vec::new();
                 for &to in &waiting {
@@ -1346,6 +1460,8 @@ struct SnapshotReplica {
     /// The snapshot the entry names now, deleted once replaced.
     written: Option<String>,
     commits: u64,
+    /// No commit once the partition may be another worker's.
+    fence: Arc<LeaseFence>,
 }
 
 impl Replica for SnapshotReplica {
@@ -1354,6 +1470,12 @@ impl Replica for SnapshotReplica {
         store: &StateStore,
         checkpoint: &Checkpoint,
     ) -> Result<(), ReplicaError> {
+        if !self.fence.holds() {
+            return Err(ReplicaError::Lost(format!(
+                "the lease of {} lapsed: another worker may have taken it over",
+                self.key
+            )));
+        }
         let snapshot = store
             .export()
             .map_err(|error| ReplicaError::Retry(error.to_string()))?;
@@ -1382,6 +1504,7 @@ impl Replica for SnapshotReplica {
             match buckets.states.update(key, value, revision).await {
                 Ok(revision) => Ok(revision),
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    self.fence.lose();
                     let _ = buckets.snapshots.delete(&name).await;
                     Err(ReplicaError::Lost(format!(
                         "another worker has taken over {key}: this worker's state for it is stale"
