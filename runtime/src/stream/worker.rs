@@ -1525,3 +1525,54 @@ impl Replica for SnapshotReplica {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn fence_sent(ago: Duration) -> (LeaseFence, Arc<AtomicBool>) {
+        let handing_over = Arc::new(AtomicBool::new(false));
+        let sent = Instant::now()
+            .checked_sub(ago)
+            .expect("the machine has been up longer than a lease");
+        (
+            LeaseFence::new(sent, LEASE, Arc::clone(&handing_over)),
+            handing_over,
+        )
+    }
+
+    #[test]
+    fn a_lease_holds_until_its_last_renewal_was_sent_plus_its_length() {
+        let (fence, handing_over) = fence_sent(Duration::from_secs(8));
+        assert!(fence.holds());
+        // Renewed by a request sent now: ten more seconds from now.
+        fence.renewed(Instant::now(), LEASE);
+        assert!(fence.holds());
+        // A renewal answered late, sent before the last one, moves nothing.
+        fence.renewed(Instant::now() - Duration::from_secs(9), LEASE);
+        assert!(fence.holds());
+        assert!(!handing_over.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_lapsed_lease_stays_lapsed_whatever_renewal_comes_late() {
+        // As a worker woken after a stall longer than its lease finds it.
+        let (fence, handing_over) = fence_sent(Duration::from_secs(11));
+        assert!(!fence.holds());
+        assert!(handing_over.load(Ordering::Relaxed));
+        fence.renewed(Instant::now(), LEASE);
+        assert!(!fence.holds());
+    }
+
+    #[test]
+    fn a_lease_found_taken_is_lost_at_once() {
+        let (fence, handing_over) = fence_sent(Duration::ZERO);
+        fence.lose();
+        assert!(!fence.holds());
+        assert!(handing_over.load(Ordering::Relaxed));
+        fence.renewed(Instant::now(), LEASE);
+        assert!(!fence.holds());
+    }
+}
