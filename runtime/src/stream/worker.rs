@@ -278,14 +278,8 @@ pub fn describe(nats: &Nats, settings: &StreamSettings, app: &str) -> anyhow::Re
 struct Held<'scope> {
     /// The lease entry's revision, for the next renewal.
     revision: u64,
-    /// When the lease was last renewed: past `stream.lease_s` without a
-    /// renewal, another worker may hold the partition.
-    renewed_at: Instant,
     /// Tells its run to stop (a last checkpoint, then the end).
     stop: Arc<AtomicBool>,
-    /// Set when the partition is handed to another worker: its run ends
-    /// without statistics (the next owner's gives them).
-    handing_over: Arc<AtomicBool>,
     /// Whether its run may still act for it, renewed with the lease.
     fence: Arc<LeaseFence>,
     /// Its run.
@@ -306,17 +300,25 @@ struct Held<'scope> {
 struct LeaseFence {
     /// `None` once lapsed.
     valid_until: Mutex<Option<Instant>>,
-    /// Set on lapsing: the run's end is a hand-over (no statistics).
+    /// Set when the partition goes to another worker, let go or lost: its
+    /// run ends without statistics (the next owner's give them). Shared
+    /// with the run's modules.
     handing_over: Arc<AtomicBool>,
 }
 
 impl LeaseFence {
     /// A fence for a lease written (created) at `sent`.
-    fn new(sent: Instant, lease: Duration, handing_over: Arc<AtomicBool>) -> LeaseFence {
+    fn new(sent: Instant, lease: Duration) -> LeaseFence {
         LeaseFence {
             valid_until: Mutex::new(Some(sent + lease)),
-            handing_over,
+            handing_over: Arc::default(),
         }
+    }
+
+    /// The partition is being let go: its run still makes a last
+    /// checkpoint under the lease, but ends as a hand-over.
+    fn hand_over(&self) {
+        self.handing_over.store(true, Ordering::Relaxed);
     }
 
     /// The lease was renewed by a request sent at `sent`.
@@ -399,14 +401,8 @@ pub fn run(context: &WorkerContext<'_>, nats: Arc<Nats>) -> anyhow::Result<()> {
         let mut failed = None;
         for (partition, held) in std::mem::take(&mut held) {
             // Keep the lease while the last checkpoint is made.
-            let keep_alive = renew_until_done(
-                &nats,
-                &buckets,
-                partition,
-                &id,
-                (held.revision, &held.fence, settings.lease),
-                &held.run,
-            );
+            let keep_alive =
+                renew_until_done(&nats, &buckets, partition, &id, settings.lease, &held);
             if let Err(error) = join_run(partition, held.run) {
                 failed = Some(error);
             }
@@ -495,7 +491,6 @@ fn manage<'scope>(
         match renewed {
             Ok(revision) => {
                 partition_held.revision = revision;
-                partition_held.renewed_at = Instant::now();
                 partition_held.fence.renewed(sent, settings.lease);
             }
             // Someone else wrote the lease: it is theirs.
@@ -506,8 +501,9 @@ fn manage<'scope>(
                 partition_held.fence.lose();
                 partition_held.stop.store(true, Ordering::Relaxed);
             }
-            // The server did not answer: the lease holds until it expires.
-            Err(error) if partition_held.renewed_at.elapsed() < settings.lease => {
+            // The server did not answer: the lease holds until it could
+            // have expired.
+            Err(error) if partition_held.fence.holds() => {
                 tracing::warn!(
                     "cannot renew the lease of partition {partition} ({error}); trying again"
                 );
@@ -536,7 +532,7 @@ fn manage<'scope>(
                 settings.partitions
             );
             extra.releasing = true;
-            extra.handing_over.store(true, Ordering::Relaxed);
+            extra.fence.hand_over();
             extra.stop.store(true, Ordering::Relaxed);
         }
         return Ok(());
@@ -569,12 +565,7 @@ fn manage<'scope>(
         };
         tracing::info!("took partition {partition}");
         let stop = Arc::new(AtomicBool::new(false));
-        let handing_over = Arc::new(AtomicBool::new(false));
-        let fence = Arc::new(LeaseFence::new(
-            sent,
-            settings.lease,
-            Arc::clone(&handing_over),
-        ));
+        let fence = Arc::new(LeaseFence::new(sent, settings.lease));
         let run = {
             let stop = Arc::clone(&stop);
             let fence = Arc::clone(&fence);
@@ -592,9 +583,7 @@ fn manage<'scope>(
             partition,
             Held {
                 revision,
-                renewed_at: Instant::now(),
                 stop,
-                handing_over,
                 fence,
                 run,
                 releasing: false,
@@ -625,18 +614,19 @@ fn end_finished(nats: &Nats, buckets: &Buckets, held: &mut BTreeMap<u32, Held<'_
     }
 }
 
-/// While `run` makes its last checkpoint, keep renewing `partition`'s
-/// lease; returns its last revision (`None` if it was lost).
+/// While `held`'s run makes its last checkpoint, keep renewing
+/// `partition`'s lease; returns its last revision (`None` if it was lost).
 fn renew_until_done(
     nats: &Nats,
     buckets: &Buckets,
     partition: u32,
     id: &str,
-    (mut revision, fence, lease): (u64, &LeaseFence, Duration),
-    run: &std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>,
+    lease: Duration,
+    held: &Held<'_>,
 ) -> Option<u64> {
+    let (mut revision, fence) = (held.revision, &held.fence);
     let mut last = Instant::now();
-    while !run.is_finished() {
+    while !held.run.is_finished() {
         std::thread::sleep(Duration::from_millis(50));
         if last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
@@ -1207,6 +1197,11 @@ impl PartitionReader<'_> {
                     return records;
                 }
             }
+            // Woken after a stall past the lease, stop before waiting on a
+            // consumer the new owner may have deleted.
+            if !self.fence.holds() {
+                break;
+            }
             self.read_exchange(&mut builder);
             if !sink.pass_on(&mut builder) {
                 return records;
@@ -1532,20 +1527,20 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(10);
 
-    fn fence_sent(ago: Duration) -> (LeaseFence, Arc<AtomicBool>) {
-        let handing_over = Arc::new(AtomicBool::new(false));
+    fn fence_sent(ago: Duration) -> LeaseFence {
         let sent = Instant::now()
             .checked_sub(ago)
             .expect("the machine has been up longer than a lease");
-        (
-            LeaseFence::new(sent, LEASE, Arc::clone(&handing_over)),
-            handing_over,
-        )
+        LeaseFence::new(sent, LEASE)
+    }
+
+    fn handing_over(fence: &LeaseFence) -> bool {
+        fence.handing_over.load(Ordering::Relaxed)
     }
 
     #[test]
     fn a_lease_holds_until_its_last_renewal_was_sent_plus_its_length() {
-        let (fence, handing_over) = fence_sent(Duration::from_secs(8));
+        let fence = fence_sent(Duration::from_secs(8));
         assert!(fence.holds());
         // Renewed by a request sent now: ten more seconds from now.
         fence.renewed(Instant::now(), LEASE);
@@ -1553,25 +1548,25 @@ mod tests {
         // A renewal answered late, sent before the last one, moves nothing.
         fence.renewed(Instant::now() - Duration::from_secs(9), LEASE);
         assert!(fence.holds());
-        assert!(!handing_over.load(Ordering::Relaxed));
+        assert!(!handing_over(&fence));
     }
 
     #[test]
     fn a_lapsed_lease_stays_lapsed_whatever_renewal_comes_late() {
         // As a worker woken after a stall longer than its lease finds it.
-        let (fence, handing_over) = fence_sent(Duration::from_secs(11));
+        let fence = fence_sent(Duration::from_secs(11));
         assert!(!fence.holds());
-        assert!(handing_over.load(Ordering::Relaxed));
+        assert!(handing_over(&fence));
         fence.renewed(Instant::now(), LEASE);
         assert!(!fence.holds());
     }
 
     #[test]
     fn a_lease_found_taken_is_lost_at_once() {
-        let (fence, handing_over) = fence_sent(Duration::ZERO);
+        let fence = fence_sent(Duration::ZERO);
         fence.lose();
         assert!(!fence.holds());
-        assert!(handing_over.load(Ordering::Relaxed));
+        assert!(handing_over(&fence));
         fence.renewed(Instant::now(), LEASE);
         assert!(!fence.holds());
     }
