@@ -15,11 +15,16 @@
 //!   worker does only once a state checkpoint, copied into JetStream,
 //!   covers it: checkpoints every 0.2 s here). A fresh stream per round.
 //!
+//! - **front-end**: the front-end alone publishing the capture into a
+//!   fresh stream, start to exit (it exits once JetStream has acknowledged
+//!   every message), with no worker reading: what publishing costs.
+//!
 //! For each it prints the records per second and the processor time per
 //! record of every process involved (front-end, workers, nats-server):
 //! the stream path's overhead per record is the difference from plain's.
 //! Three rounds (CORRELATOR_BENCH_ROUNDS); the best of each is printed at
-//! the end.
+//! the end. CORRELATOR_BENCH_BASELINE names an older build of the binary:
+//! its plain run and its front-end run in the same rounds.
 
 mod sshd_traffic;
 
@@ -90,14 +95,31 @@ fn main() {
         Some(_) => {}
         None => best.push((name, rate, cpu_per_record)),
     };
+    let binary = env!("CARGO_BIN_EXE_correlator");
+    let baseline = std::env::var("CORRELATOR_BENCH_BASELINE").ok();
+    let binaries: Vec<(&str, &str)> = std::iter::once(("", binary))
+        .chain(baseline.as_deref().map(|older| (" (baseline)", older)))
+        .collect();
     for round in 1..=rounds {
-        let (rate, cpu) = plain(&dir, count);
-        println!(
-            "round {round}: plain: {:.0} records/s, {:.2} µs CPU/record",
-            rate,
-            cpu * 1e6
-        );
-        keep("plain".into(), rate, cpu);
+        for &(label, program) in &binaries {
+            let (rate, cpu) = plain(program, &dir, count);
+            println!(
+                "round {round}: plain{label}: {:.0} records/s, {:.2} µs CPU/record",
+                rate,
+                cpu * 1e6
+            );
+            keep(format!("plain{label}"), rate, cpu);
+        }
+        for &(label, program) in &binaries {
+            let stream = format!("BENCH{round}F{}", label.len());
+            let (rate, cpu) = front_end_alone(program, &dir, &url, &stream, nats.id(), count);
+            println!(
+                "round {round}: front-end{label}: {:.0} records/s, {:.2} µs CPU/record (front-end and nats-server)",
+                rate,
+                cpu * 1e6
+            );
+            keep(format!("front-end{label}"), rate, cpu);
+        }
         for &workers in &worker_counts {
             let stream = format!("BENCH{round}W{workers}");
             let (rate, cpu) = through_workers(&dir, &url, &stream, workers, nats.id(), count);
@@ -116,7 +138,7 @@ fn main() {
     let plain_cpu = best.first().map_or(0.0, |(_, _, cpu)| *cpu);
     for (name, rate, cpu) in &best {
         println!(
-            "  {name:>10}: {:>9.0} records/s, {:.2} µs CPU/record ({:+.2} µs against plain)",
+            "  {name:>21}: {:>9.0} records/s, {:.2} µs CPU/record ({:+.2} µs against plain)",
             rate,
             cpu * 1e6,
             (cpu - plain_cpu) * 1e6
@@ -144,16 +166,27 @@ fn wait<T>(mut ready: impl FnMut() -> Option<T>) -> T {
 }
 
 fn correlator() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_correlator"));
+    correlator_at(env!("CARGO_BIN_EXE_correlator"))
+}
+
+fn correlator_at(program: &str) -> Command {
+    let mut command = Command::new(program);
     command.env("RUST_LOG", "warn");
     command
 }
 
+/// The app file of a front-end or a worker on `stream`.
+fn stream_config(role: &str, url: &str, stream: &str) -> String {
+    format!(
+        "[config]\nstream.role = \"{role}\"\nstream.nats_url = \"{url}\"\nstream.name = \"{stream}\"\nstream.partitions = {PARTITIONS}\nstate.checkpoint_interval = 0.2\n"
+    )
+}
+
 /// One plain replay: records per second and CPU seconds per record.
-fn plain(dir: &Path, count: usize) -> (f64, f64) {
+fn plain(program: &str, dir: &Path, count: usize) -> (f64, f64) {
     let cpu_before = children_cpu_seconds();
     let started = Instant::now();
-    let status = correlator()
+    let status = correlator_at(program)
         .args(["run", "--app", "plain.toml", "--read-file", "input.cap"])
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -176,11 +209,7 @@ fn through_workers(
     nats_pid: u32,
     count: usize,
 ) -> (f64, f64) {
-    let config = |role: &str| {
-        format!(
-            "[config]\nstream.role = \"{role}\"\nstream.nats_url = \"{url}\"\nstream.name = \"{stream}\"\nstream.partitions = {PARTITIONS}\nstate.checkpoint_interval = 0.2\n"
-        )
-    };
+    let config = |role: &str| stream_config(role, url, stream);
     std::fs::write(dir.join("front.toml"), config("publish")).expect("write");
     std::fs::write(
         dir.join("worker.toml"),
@@ -244,6 +273,32 @@ fn through_workers(
             .status();
         let _ = worker.wait();
     }
+    (count as f64 / seconds, cpu / count as f64)
+}
+
+/// The front-end alone publishing the capture into a fresh stream: records
+/// per second from its start to its exit (once JetStream has acknowledged
+/// every message), and CPU seconds per record of it and nats-server.
+fn front_end_alone(
+    program: &str,
+    dir: &Path,
+    url: &str,
+    stream: &str,
+    nats_pid: u32,
+    count: usize,
+) -> (f64, f64) {
+    let app = format!("{stream}.toml");
+    std::fs::write(dir.join(&app), stream_config("publish", url, stream)).expect("write");
+    let cpu_before = process_cpu_seconds(nats_pid) + children_cpu_seconds();
+    let started = Instant::now();
+    let status = correlator_at(program)
+        .args(["run", "--app", &app, "--read-file", "input.cap"])
+        .current_dir(dir)
+        .status()
+        .expect("the front-end runs");
+    assert!(status.success());
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds(nats_pid) + children_cpu_seconds() - cpu_before;
     (count as f64 / seconds, cpu / count as f64)
 }
 
