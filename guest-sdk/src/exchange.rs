@@ -29,7 +29,41 @@ thread_local! {
     static PARTITIONED: Cell<bool> = const { Cell::new(false) };
     /// Messages sent while a record is processed, in one process: received
     /// once it is.
-    static WAITING: RefCell<Vec<(String, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    static WAITING: RefCell<Waiting> = const { RefCell::new(Waiting::new()) };
+    /// The buffers of the messages delivered last, kept for the next ones.
+    static SPARE: RefCell<Waiting> = const { RefCell::new(Waiting::new()) };
+}
+
+/// Messages waiting in one process, end to end in buffers that are kept
+/// from record to record: once they have grown, sending allocates nothing
+/// (a module sends on most records it matches).
+struct Waiting {
+    keys: String,
+    payloads: Vec<u8>,
+    /// Each message's key and payload lengths, in the order sent.
+    lengths: Vec<(usize, usize)>,
+}
+
+impl Waiting {
+    const fn new() -> Waiting {
+        Waiting {
+            keys: String::new(),
+            payloads: Vec::new(),
+            lengths: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, key: &str, payload: &[u8]) {
+        self.keys.push_str(key);
+        self.payloads.extend_from_slice(payload);
+        self.lengths.push((key.len(), payload.len()));
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.payloads.clear();
+        self.lengths.clear();
+    }
 }
 
 /// Hand `payload` to the instance that owns `key`, which gets it in
@@ -41,11 +75,7 @@ pub fn send(key: &str, payload: &[u8]) {
         let record = crate::record::current_index().unwrap_or(u32::MAX);
         crate::sys::exchange::send(record, key, payload);
     } else {
-        WAITING.with(|waiting| {
-            waiting
-                .borrow_mut()
-                .push((key.to_owned(), payload.to_vec()));
-        });
+        WAITING.with(|waiting| waiting.borrow_mut().push(key, payload));
     }
 }
 
@@ -59,15 +89,22 @@ pub fn __start() {
 /// one process). The default [`crate::Module::process_batch`] calls it
 /// after each record; one that overrides it must too.
 pub fn deliver_waiting<M: crate::Module>(module: &mut M) {
-    loop {
-        let waiting = WAITING.with(|waiting| std::mem::take(&mut *waiting.borrow_mut()));
-        if waiting.is_empty() {
-            return;
-        }
+    // What `receive` sends in turn waits in the spare buffers, and is
+    // delivered in the next round.
+    while WAITING.with(|waiting| !waiting.borrow().lengths.is_empty()) {
+        let mut delivering = SPARE.with(|spare| spare.replace(Waiting::new()));
+        WAITING.with(|waiting| std::mem::swap(&mut *waiting.borrow_mut(), &mut delivering));
         let time = crate::record::current_time().unwrap_or_else(crate::now);
-        for (key, payload) in waiting {
-            module.receive(&key, &payload, time);
+        let (mut key_at, mut payload_at) = (0, 0);
+        for &(key_length, payload_length) in &delivering.lengths {
+            let key = &delivering.keys[key_at..key_at + key_length];
+            let payload = &delivering.payloads[payload_at..payload_at + payload_length];
+            module.receive(key, payload, time);
+            key_at += key_length;
+            payload_at += payload_length;
         }
+        delivering.clear();
+        SPARE.with(|spare| *spare.borrow_mut() = delivering);
     }
 }
 

@@ -742,6 +742,68 @@ mod tests {
         assert_eq!(host.state_keys(), ["seen"]);
     }
 
+    /// Sends each record's message keyed by its text, and once more from
+    /// `receive` for a message of "echo".
+    struct Relay {
+        received: Vec<(String, Vec<u8>, i64)>,
+    }
+
+    impl Module for Relay {
+        fn describe() -> Descriptor {
+            Descriptor::new("relay", "sends keyed messages")
+        }
+
+        fn init() -> Result<Self, String> {
+            Ok(Relay {
+                received: Vec::new(),
+            })
+        }
+
+        fn process(&mut self, record: &Record<'_>) {
+            crate::exchange::send(record.message, record.hostname.as_bytes());
+            crate::exchange::send("", b"");
+        }
+
+        fn receive(&mut self, key: &str, payload: &[u8], time: Timestamp) {
+            self.received
+                .push((key.to_owned(), payload.to_vec(), time.seconds));
+            if key == "echo" {
+                crate::exchange::send("echoed", payload);
+            }
+        }
+    }
+
+    #[test]
+    fn in_one_process_keyed_messages_come_back_after_their_record_in_order() {
+        let host = TestHost::new();
+        let mut relay: Relay = host.start().expect("starts");
+        host.process(
+            &mut relay,
+            &[
+                TestRecord::new(10, "web1", "app", "192.0.2.7"),
+                TestRecord::new(11, "web2", "app", "echo"),
+                TestRecord::new(12, "web3", "app", "2001:db8::1"),
+            ],
+        );
+        let received: Vec<(&str, &[u8], i64)> = relay
+            .received
+            .iter()
+            .map(|(key, payload, time)| (key.as_str(), payload.as_slice(), *time))
+            .collect();
+        assert_eq!(
+            received,
+            [
+                ("192.0.2.7", &b"web1"[..], 10),
+                ("", &b""[..], 10),
+                ("echo", &b"web2"[..], 11),
+                ("", &b""[..], 11),
+                ("echoed", &b"web2"[..], 11),
+                ("2001:db8::1", &b"web3"[..], 12),
+                ("", &b""[..], 12),
+            ]
+        );
+    }
+
     #[test]
     fn configuration_the_component_does_not_declare_or_of_another_type_is_refused() {
         let host = TestHost::new();
