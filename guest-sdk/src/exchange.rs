@@ -37,6 +37,7 @@ thread_local! {
 /// Messages waiting in one process, end to end in buffers that are kept
 /// from record to record: once they have grown, sending allocates nothing
 /// (a module sends on most records it matches).
+#[derive(Default)]
 struct Waiting {
     keys: String,
     payloads: Vec<u8>,
@@ -91,9 +92,8 @@ pub fn __start() {
 pub fn deliver_waiting<M: crate::Module>(module: &mut M) {
     // What `receive` sends in turn waits in the spare buffers, and is
     // delivered in the next round.
-    while WAITING.with(|waiting| !waiting.borrow().lengths.is_empty()) {
-        let mut delivering = SPARE.with(|spare| spare.replace(Waiting::new()));
-        WAITING.with(|waiting| std::mem::swap(&mut *waiting.borrow_mut(), &mut delivering));
+    while WAITING.with_borrow(|waiting| !waiting.lengths.is_empty()) {
+        let mut delivering = WAITING.replace(SPARE.take());
         let time = crate::record::current_time().unwrap_or_else(crate::now);
         let (mut key_at, mut payload_at) = (0, 0);
         for &(key_length, payload_length) in &delivering.lengths {
@@ -104,7 +104,7 @@ pub fn deliver_waiting<M: crate::Module>(module: &mut M) {
             payload_at += payload_length;
         }
         delivering.clear();
-        SPARE.with(|spare| *spare.borrow_mut() = delivering);
+        SPARE.set(delivering);
     }
 }
 

@@ -110,8 +110,8 @@ fn main() {
             );
             keep(format!("plain{label}"), rate, cpu);
         }
-        for &(label, program) in &binaries {
-            let stream = format!("BENCH{round}F{}", label.len());
+        for (index, &(label, program)) in binaries.iter().enumerate() {
+            let stream = format!("BENCH{round}F{index}");
             let (rate, cpu) = front_end_alone(program, &dir, &url, &stream, nats.id(), count);
             println!(
                 "round {round}: front-end{label}: {:.0} records/s, {:.2} µs CPU/record (front-end and nats-server)",
